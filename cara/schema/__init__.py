@@ -1,0 +1,1 @@
+"""cara.schema: .capnp text to schema nodes."""
