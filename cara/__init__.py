@@ -9,14 +9,13 @@ pycapnp) are imported lazily by the modules that need them.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
-
+from cara._version import __version__
 from cara.errors import CaraError, DecodeError, EncodeError, SchemaError, ValueTypeError
+from cara.importer import install_import_hook, load, loads, remove_import_hook
 
-try:
-    __version__ = _metadata.version("cara")
-except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+# `import x_capnp` finds x.capnp on sys.path from now on (cara.remove_import_hook() undoes it).
+# Installing the hook imports only the standard library; the compiler loads on first use.
+install_import_hook()
 
 __all__ = [
     "CaraError",
@@ -25,4 +24,8 @@ __all__ = [
     "SchemaError",
     "ValueTypeError",
     "__version__",
+    "install_import_hook",
+    "load",
+    "loads",
+    "remove_import_hook",
 ]

@@ -32,3 +32,38 @@ def corpus_092(corpus: Path) -> Path:
 def corpus_head(corpus: Path) -> Path:
     """Root of the capnproto master tree (1.x syntax)."""
     return corpus / "capnproto-head"
+
+
+def _isolate_pycapnp() -> None:
+    """Give every ``capnp.load`` in the suite a parser of its own.
+
+    pycapnp's ``capnp.load`` shares one global libcapnp parser per process, and libcapnp
+    aborts the whole interpreter ("Duplicate ID") when a file id arrives through two different
+    paths — which the suite does on purpose (the 0.9.2 and 1.x corpora, /usr/include and the
+    corpus copies of c++.capnp). A fresh ``SchemaParser`` per distinct load keeps them apart;
+    loads of the same file with the same imports share one parser, so types stay identical.
+    pycapnp's own import hook is removed too, so ``import x_capnp`` always means cara's hook.
+    """
+    try:
+        import capnp  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    if getattr(capnp, "_cara_isolated", False):
+        return
+    loaded: dict[tuple[str, str | None, tuple[str, ...]], object] = {}
+
+    def load(file_name: str, display_name: str | None = None, imports: object = ()) -> object:
+        paths = tuple(str(p) for p in (imports or ()))  # type: ignore[attr-defined]
+        key = (os.path.realpath(file_name), display_name, paths)
+        if key not in loaded:
+            loaded[key] = capnp.SchemaParser().load(file_name, display_name, list(paths))
+        return loaded[key]
+
+    capnp.load = load
+    capnp._cara_isolated = True
+    if hasattr(capnp, "remove_import_hook"):
+        capnp.remove_import_hook()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _isolate_pycapnp()

@@ -1,7 +1,7 @@
 """The architecture's one rule, checked: imports inside cara point down the layer list.
 
-schema -> runtime, codegen -> codecs -> rpc -> transports; ``cara.errors`` is below all of
-them; ``cara.cli`` and the top-level package sit above everything (they only wire things up).
+schema -> runtime, codegen (and its output cara.std) -> codecs -> rpc -> transports;
+``cara.errors`` is below all of them; ``cara.cli`` and the top-level package sit above everything (they only wire things up).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ PACKAGE = Path(__file__).resolve().parent.parent / "cara"
 #: Rank of each layer; a module may import only from layers of lower or equal rank.
 RANK = {
     "errors": 0,
+    "_version": 0,
     "schema": 1,
     "runtime": 2,
     "codegen": 2,
+    "std": 2,  # generated modules of the bundled standard schemas (codegen output)
     "codecs": 3,
     "rpc": 4,
     "transports": 5,

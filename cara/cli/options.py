@@ -33,6 +33,11 @@ class Option:
     metavar: str | None = None
     dest: str = ""
     repeat: bool = False
+    #: Validates the option the moment it is read, as KJ's option callbacks do (so the first
+    #: bad option on the command line is the one reported). Called with the option as capnp
+    #: echoes it in errors (``-I nodir``, ``--import-path=nodir``, ``-p``), its value (``""``
+    #: for a flag) and the values parsed so far; raises UsageError.
+    check: Callable[[str, str, dict[str, object]], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.dest:
@@ -61,13 +66,13 @@ class Command:
 
     def help_text(self) -> str:
         lines = [f"Usage: {self.prog} {self.usage}", "", self.description.rstrip(), ""]
-        if self.epilog:
-            lines += [self.epilog.rstrip(), ""]
         lines.append("Options:")
         for opt in [*self.options, *_STANDARD]:
             lines.append(f"    {opt.spelling()}")
             for para in opt.help.splitlines():
                 lines.append(f"        {para}" if para else "")
+        if self.epilog:  # after the options, as KJ's MainBuilder prints it
+            lines += ["", self.epilog.rstrip()]
         return "\n".join(lines) + "\n"
 
     def fail(self, message: str, stream: TextIO | None = None) -> int:
@@ -101,6 +106,7 @@ class Command:
                 only_positionals = True
                 continue
             value: str | None
+            shown = arg
             if arg.startswith("--"):
                 name, eq, value = arg[2:].partition("=")
                 found = by_long.get(name)
@@ -116,6 +122,8 @@ class Command:
                         raise UsageError(f"--{name}: option needs an argument")
                     value = args[i]
                     i += 1
+                if value is not None:
+                    shown = f"--{name}={value}"
             else:
                 letter, value = arg[1], arg[2:]
                 found = by_short.get(letter)
@@ -131,9 +139,13 @@ class Command:
                         raise UsageError(f"-{letter}: option needs an argument")
                     value = args[i]
                     i += 1
+                if value is not None:
+                    shown = f"-{letter} {value}"
             if opt.dest in ("help", "version"):
                 values[opt.dest] = True
                 continue
+            if opt.check is not None:
+                opt.check(shown, value or "", values)
             if opt.repeat:
                 existing = values[opt.dest]
                 assert isinstance(existing, list)
@@ -160,11 +172,19 @@ class Command:
             return self.fail(str(exc))
 
 
+def _check_import_dir(shown: str, value: str, values: dict[str, object]) -> None:
+    """``-I`` must name an existing directory; capnp checks it when it reads the option."""
+    import os
+
+    if not os.path.isdir(value):
+        raise UsageError(f"{shown}: no such directory")
+
+
 IMPORT_PATH = Option(
     "I", "import-path",
     "Add <dir> to the list of directories searched for non-relative imports\n"
     "(ones that start with a '/').",
-    metavar="<dir>", dest="import_path", repeat=True,
+    metavar="<dir>", dest="import_path", repeat=True, check=_check_import_dir,
 )
 NO_STANDARD_IMPORT = Option(
     None, "no-standard-import",

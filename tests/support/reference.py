@@ -5,10 +5,13 @@ reference compiler (``capnp``, Debian's 0.9.2) and decodes its ``CodeGeneratorRe
 pycapnp (bundling libcapnp 1.x), then converts the result into :mod:`cara.schema.model` objects,
 so a test can compare cara's request with ``==`` node by node.
 
-Pointer values inside ``Value`` (struct, list and AnyPointer defaults, constants and annotation
-values) are decoded with the type that the surrounding node gives them, and represented as
-pycapnp's ``to_dict()`` output (structs: every field by name, enums by enumerant name) or a
-Python list; tests that compare them normalise both sides (see ``normalise_pointer_value``).
+Pointer values inside ``Value`` (struct and list defaults, constants and annotation values) are
+decoded with the type that the surrounding node gives them and stored as ``PointerValue(type,
+normalised)``: a struct is pycapnp's ``to_dict(verbose=True)`` (every field, enums by enumerant
+name), a list a Python list of normalised elements. cara's own pointer values (plain dicts that
+hold only the fields written in the schema) are brought to the same form by
+:func:`normalise_request_values`, which builds each struct with pycapnp from cara's dict; after
+that the two requests compare with ``==``.
 """
 
 from __future__ import annotations
@@ -83,7 +86,258 @@ def decode_request(data: bytes) -> model.CodeGeneratorRequest:
         loader = capnp.SchemaLoader()
         for node in req.nodes:
             loader.load_dynamic(node)
-        return _Converter(capnp, loader).convert(req, model.CodeGeneratorRequest)
+        result = _Converter(capnp, loader).convert(req, model.CodeGeneratorRequest)
+        _fill_pointer_values(capnp, loader, req, result)
+        result._reference_loader = loader  # type: ignore[attr-defined]
+        return result
+
+
+# ----------------------------------------------------------------------------- pointer values
+
+_POINTER_MEMBERS = ("list", "struct", "anyPointer")
+_PRIMITIVE_LIST_TYPES = {
+    "void": "Void", "bool": "Bool", "int8": "Int8", "int16": "Int16", "int32": "Int32",
+    "int64": "Int64", "uint8": "UInt8", "uint16": "UInt16", "uint32": "UInt32",
+    "uint64": "UInt64", "float32": "Float32", "float64": "Float64", "text": "Text",
+    "data": "Data",
+}
+# The normalised form of a pointer value (both sides): a struct is a dict holding every field
+# outside unions plus the active union member (groups nest as dicts), enums are ints, Void and
+# capabilities are None, absent pointers are None, Float32 is rounded to single precision.
+
+
+def _f32(x: float) -> float:
+    import struct as _struct
+
+    try:
+        return float(_struct.unpack("<f", _struct.pack("<f", x))[0])
+    except OverflowError:
+        return x
+
+
+def _element_schema(capnp: Any, loader: Any, type_: model.Type) -> Any:
+    which = type_.which
+    if which in _PRIMITIVE_LIST_TYPES:
+        return getattr(capnp.types, _PRIMITIVE_LIST_TYPES[which])
+    if which == "struct":
+        return loader.get(type_.struct.typeId).as_struct()  # type: ignore[union-attr]
+    if which == "enum":
+        return loader.get(type_.enum.typeId).as_enum()  # type: ignore[union-attr]
+    if which == "interface":
+        return loader.get(type_.interface.typeId).as_interface()  # type: ignore[union-attr]
+    if which == "list":
+        return capnp.lib.capnp._ListSchema(
+            _element_schema(capnp, loader, type_.list.elementType))  # type: ignore[union-attr]
+    raise TypeError(f"no list schema for {which}")
+
+
+class _ReaderNormaliser:
+    """pycapnp readers -> the normalised form, walking cara's model of the schema."""
+
+    def __init__(self, by_id: dict[int, model.Node]) -> None:
+        self.by_id = by_id
+
+    def struct(self, reader: Any, node: model.Node) -> dict[str, Any]:
+        assert node.struct is not None
+        active = None
+        if node.struct.discriminantCount:
+            active = str(reader.which())
+        out: dict[str, Any] = {}
+        for f in node.struct.fields:
+            if f.discriminantValue != model.NO_DISCRIMINANT and f.name != active:
+                continue
+            if f.which == "group" and f.group is not None:
+                out[f.name] = self.struct(getattr(reader, f.name), self.by_id[f.group.typeId])
+                continue
+            assert f.slot is not None
+            type_ = f.slot.type
+            if type_.which in ("text", "data", "list", "struct", "anyPointer", "interface"):
+                if type_.which in ("anyPointer", "interface") or not reader._has(f.name):
+                    out[f.name] = None
+                    continue
+            out[f.name] = self.value(getattr(reader, f.name), type_)
+        return out
+
+    def value(self, v: Any, type_: model.Type) -> Any:
+        which = type_.which
+        if which == "struct":
+            return self.struct(v, self.by_id[type_.struct.typeId])  # type: ignore[union-attr]
+        if which == "list":
+            return [self.value(x, type_.list.elementType) for x in v]  # type: ignore[union-attr]
+        if which == "enum":
+            return int(v.raw) if hasattr(v, "raw") else int(v)
+        if which == "data":
+            return bytes(v)
+        if which == "text":
+            return str(v)
+        if which == "float32":
+            return _f32(float(v))
+        if which in ("void", "anyPointer", "interface"):
+            return None
+        return v
+
+
+class _DictNormaliser:
+    """cara's Python values -> the normalised form, filling in defaults from the schema."""
+
+    def __init__(self, by_id: dict[int, model.Node]) -> None:
+        self.by_id = by_id
+
+    def struct(self, d: dict[str, Any], node: model.Node) -> dict[str, Any]:
+        assert node.struct is not None
+        union = [f for f in node.struct.fields if f.discriminantValue != model.NO_DISCRIMINANT]
+        active = next((f.name for f in union if f.name in d), None)
+        if active is None and union:
+            active = min(union, key=lambda f: f.discriminantValue).name
+        out: dict[str, Any] = {}
+        for f in node.struct.fields:
+            if f.discriminantValue != model.NO_DISCRIMINANT and f.name != active:
+                continue
+            if f.which == "group" and f.group is not None:
+                inner = d.get(f.name)
+                out[f.name] = self.struct(inner if isinstance(inner, dict) else {},
+                                          self.by_id[f.group.typeId])
+                continue
+            assert f.slot is not None
+            type_ = f.slot.type
+            if f.name in d and d[f.name] is not None:
+                out[f.name] = self.value(d[f.name], type_)
+            else:
+                out[f.name] = self.default(f.slot.defaultValue, type_)
+        return out
+
+    def default(self, value: model.Value, type_: model.Type) -> Any:
+        # An absent pointer reads as null in a message (its default is only a reader's
+        # fallback), so it normalises to None like the reference side's unset pointer.
+        which = value.which
+        if which in _POINTER_MEMBERS or which in ("text", "data"):
+            return None
+        if which in ("void", "interface"):
+            return None
+        return self.value(getattr(value, which), type_)
+
+    def value(self, v: Any, type_: model.Type) -> Any:
+        which = type_.which
+        if which == "struct":
+            return self.struct(v, self.by_id[type_.struct.typeId])  # type: ignore[union-attr]
+        if which == "list":
+            return [self.value(x, type_.list.elementType) for x in v]  # type: ignore[union-attr]
+        if which == "float32":
+            return _f32(float(v))
+        if which in ("void", "anyPointer", "interface"):
+            return None
+        return v
+
+
+def _read_pointer(capnp: Any, loader: Any, reader: Any, type_: model.Type,
+                  normaliser: _ReaderNormaliser) -> Any:
+    which = type_.which
+    if which == "struct":
+        schema = loader.get(type_.struct.typeId).as_struct()  # type: ignore[union-attr]
+        return normaliser.value(reader.as_struct(schema), type_)
+    if which == "list":
+        schema = capnp.lib.capnp._ListSchema(
+            _element_schema(capnp, loader, type_.list.elementType))  # type: ignore[union-attr]
+        return normaliser.value(reader.as_list(schema), type_)
+    return None
+
+
+def _fill_value(capnp: Any, loader: Any, value_reader: Any, value: model.Value,
+                type_: model.Type, normaliser: _ReaderNormaliser) -> None:
+    which = value.which
+    if which not in _POINTER_MEMBERS:
+        return
+    if not value_reader._has(which):
+        setattr(value, which, model.PointerValue(type_, None))
+        return
+    if type_.which in ("anyPointer", "interface"):
+        # Nothing says what the pointer holds; only its presence is compared.
+        setattr(value, which, model.PointerValue(type_, "<non-null>"))
+        return
+    try:
+        python = _read_pointer(capnp, loader, getattr(value_reader, which), type_, normaliser)
+    except Exception as exc:
+        python = f"<unreadable: {exc}>"
+    setattr(value, which, model.PointerValue(type_, python))
+
+
+def _values_of(request: model.CodeGeneratorRequest) -> list[tuple[model.Value, model.Type]]:
+    """Every Value in the request with the type it is written in."""
+    by_id = {n.id: n for n in request.nodes}
+
+    def annotation_type(ann: model.Annotation) -> model.Type:
+        decl = by_id.get(ann.id)
+        if decl is None or decl.annotation is None:
+            return model.Type()
+        return decl.annotation.type
+
+    out: list[tuple[model.Value, model.Type]] = []
+    for node in request.nodes:
+        anns = list(node.annotations)
+        if node.struct is not None:
+            for f in node.struct.fields:
+                anns += f.annotations
+                if f.slot is not None:
+                    out.append((f.slot.defaultValue, f.slot.type))
+        if node.const is not None:
+            out.append((node.const.value, node.const.type))
+        if node.enum is not None:
+            for e in node.enum.enumerants:
+                anns += e.annotations
+        if node.interface is not None:
+            for m in node.interface.methods:
+                anns += m.annotations
+        out += [(a.value, annotation_type(a)) for a in anns]
+    return out
+
+
+def _value_readers(req: Any) -> list[Any]:
+    """The pycapnp Value readers in the same order as :func:`_values_of`."""
+    out: list[Any] = []
+    for node in req.nodes:
+        anns = list(node.annotations)
+        which = str(node.which())
+        if which == "struct":
+            for f in node.struct.fields:
+                anns += list(f.annotations)
+                if str(f.which()) == "slot":
+                    out.append(f.slot.defaultValue)
+        if which == "const":
+            out.append(node.const.value)
+        if which == "enum":
+            for e in node.enum.enumerants:
+                anns += list(e.annotations)
+        if which == "interface":
+            for m in node.interface.methods:
+                anns += list(m.annotations)
+        out += [a.value for a in anns]
+    return out
+
+
+def _fill_pointer_values(capnp: Any, loader: Any, req: Any,
+                         result: model.CodeGeneratorRequest) -> None:
+    normaliser = _ReaderNormaliser({n.id: n for n in result.nodes})
+    for (value, type_), reader in zip(_values_of(result), _value_readers(req), strict=True):
+        _fill_value(capnp, loader, reader, value, type_, normaliser)
+
+
+def normalise_request_values(request: model.CodeGeneratorRequest,
+                             reference: model.CodeGeneratorRequest) -> None:
+    """Rewrite cara's pointer values in ``request`` into the normalised form the reference's
+    were decoded into, using the reference's nodes for the schema."""
+    normaliser = _DictNormaliser({n.id: n for n in reference.nodes})
+    for value, declared in _values_of(request):
+        if value.which in _POINTER_MEMBERS:
+            pv = getattr(value, value.which)
+            if pv is not None and declared.which in ("anyPointer", "interface"):
+                setattr(value, value.which, model.PointerValue(
+                    declared, None if pv.value is None else "<non-null>"))
+                continue
+            if pv is not None and pv.value is not None:
+                try:
+                    pv.value = normaliser.value(pv.value, pv.type)
+                except Exception as exc:
+                    pv.value = f"<not normalisable: {type(exc).__name__}: {exc}>"
 
 
 def reference_request(files: list[str], **kwargs: Any) -> model.CodeGeneratorRequest:
@@ -119,7 +373,7 @@ class _Converter:
                 if name != which:
                     continue
             if cls is model.Value and name in ("list", "struct", "anyPointer"):
-                continue  # filled in by the owner, which knows the type
+                continue  # filled in by _fill_pointer_values, which knows the type
             raw = getattr(reader, name)
             kwargs[name] = self._value(raw, hint)
         obj = cls(**kwargs)

@@ -1,0 +1,584 @@
+"""Cap'n Proto's JSON mapping (what ``capnp convert ...:json`` writes and reads) on plain values.
+
+This works on the plain, schema-driven values of
+:class:`~cara.codecs.capnp.schema_codec.SchemaCodec` (a struct is a ``dict`` by field name,
+groups nest, enums are ``int``, Text ``str``, Data ``bytes``, Void ``None``), so ``cara convert``
+can turn any message into JSON without generated classes.
+
+The mapping, as libcapnp 0.9.2 does it:
+
+* a struct is an object: every scalar field, every non-null pointer field, every group, then the
+  set union member (always, even when null, and always last);
+* Void is ``null``; Int64/UInt64 are decimal *strings* (JavaScript cannot hold them); other
+  integers and floats are numbers printed as KJ prints a double; non-finite floats are the
+  strings ``"Infinity"``, ``"-Infinity"`` and ``"NaN"``; Float32 is widened to double first;
+* Data is an array of byte values (``$Json.base64`` / ``$Json.hex`` fields: a string); enums are
+  the enumerant's name (its number when unknown); a ``Json.Value`` field is the raw JSON it holds;
+* the ``/capnp/compat/json.capnp`` annotations: ``$Json.name`` renames fields and enumerants,
+  ``$Json.flatten(prefix)`` writes a group's or struct's members into the enclosing object,
+  ``$Json.discriminator(name, valueName)`` names the set union member in a separate key;
+* pretty layout: a list or object goes one item per line when it has more than one item and any
+  item is multi-line or longer than 50 bytes; objects inside keep their key on the same line.
+
+The reader is lenient like libcapnp's: unknown keys are ignored, integers may be given as
+strings, floats as numbers or the three special strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cara.errors import DecodeError, EncodeError
+from cara.schema import model
+
+from .text_format import format_float64, scalar_default, struct_fields
+
+__all__ = ["MAX_JSON_NESTING", "JsonSyntaxError", "format_json", "parse_json"]
+
+#: Deepest nesting of arrays/objects accepted (as libcapnp's default ``maxNestingDepth``).
+MAX_JSON_NESTING = 64
+
+#: Annotation ids from ``/capnp/compat/json.capnp``.
+JSON_NAME = 0xFA5B1FD61C2E7C3D
+JSON_BASE64 = 0xD7D879450A253E4B
+JSON_HEX = 0xF061E22F0AE5C7B5
+JSON_FLATTEN = 0x82D3E852AF0336BF
+JSON_DISCRIMINATOR = 0xCFA794E8D19A0162
+#: ``Value`` of ``/capnp/compat/json.capnp``: a struct field of this type holds raw JSON.
+JSON_VALUE = 0xA3FA7845F919DD83
+
+_POINTER_TYPES = frozenset({"text", "data", "list", "struct", "interface", "anyPointer"})
+_SMALL_INTS = frozenset({"int8", "int16", "int32", "uint8", "uint16", "uint32"})
+_INT_RANGES = {
+    "int8": (-(1 << 7), (1 << 7) - 1), "int16": (-(1 << 15), (1 << 15) - 1),
+    "int32": (-(1 << 31), (1 << 31) - 1), "int64": (-(1 << 63), (1 << 63) - 1),
+    "uint8": (0, 0xFF), "uint16": (0, 0xFFFF), "uint32": (0, 0xFFFFFFFF),
+    "uint64": (0, 0xFFFFFFFFFFFFFFFF),
+}
+
+
+def _annotation(annotations: list[model.Annotation], ann_id: int) -> model.Annotation | None:
+    for ann in annotations:
+        if ann.id == ann_id:
+            return ann
+    return None
+
+
+def _json_name(field: model.Field | model.Enumerant) -> str:
+    ann = _annotation(field.annotations, JSON_NAME)
+    if ann is not None and ann.value.which == "text" and ann.value.text:
+        return ann.value.text
+    return field.name
+
+
+# ------------------------------------------------------------------------------------- writer
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+            "\t": "\\t"}
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    return _ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+
+
+def _string(text: str) -> str:
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, text) + '"'
+
+
+def _number(value: float) -> str:
+    return format_float64(float(value))
+
+
+#: A JSON value before layout: ("atom", text) | ("array", [values]) | ("object", [(key, value)])
+_Json = tuple[str, Any]
+
+
+def _struct_option(annotations: list[model.Annotation], ann_id: int) -> dict[str, Any] | None:
+    """The struct value of annotation ``ann_id`` (e.g. ``$Json.flatten(prefix = "p.")``) as a
+    dict, ``{}`` when given without arguments, ``None`` when absent."""
+    ann = _annotation(annotations, ann_id)
+    if ann is None:
+        return None
+    pointer = ann.value.struct if ann.value.which == "struct" else None
+    value = pointer.value if pointer is not None else None
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+@dataclass
+class _Union:
+    """How a union is written: ``tag`` is the discriminator member's key (None: the member's
+    own key tells), ``value_name`` the key of the value when the discriminator renames it."""
+
+    tag: str | None = None
+    value_name: str | None = None
+
+
+def _union_style(options: dict[str, Any] | None, union_name: str) -> _Union:
+    if options is None:
+        return _Union()
+    return _Union(tag=options.get("name") or union_name, value_name=options.get("valueName"))
+
+
+class _Schema:
+    """Per-field JSON facts: names, flattening, discriminators (``$Json.*`` annotations)."""
+
+    def __init__(self, nodes: Mapping[int, model.Node]) -> None:
+        self.nodes = nodes
+
+    def fields(self, struct_id: int) -> list[model.Field]:
+        return struct_fields(self.nodes, struct_id)
+
+    def target(self, field: model.Field) -> int | None:
+        """The struct a group or struct field holds (what flattening descends into)."""
+        if field.which == "group" and field.group is not None:
+            return field.group.typeId
+        slot = field.slot
+        if slot is not None and slot.type.which == "struct" and slot.type.struct is not None:
+            return slot.type.struct.typeId
+        return None
+
+    def flatten(self, field: model.Field) -> str | None:
+        """The prefix for a ``$Json.flatten`` field (``None``: not flattened)."""
+        if self.target(field) is None:
+            return None
+        options = _struct_option(field.annotations, JSON_FLATTEN)
+        return None if options is None else str(options.get("prefix") or "")
+
+    def union_of(self, struct_id: int, via: model.Field | None) -> _Union:
+        """The union style of ``struct_id``'s unnamed union: from the field that holds it (a
+        named union's ``$Json.discriminator``) or from the struct's own annotation."""
+        options = None
+        name = ""
+        if via is not None:
+            options = _struct_option(via.annotations, JSON_DISCRIMINATOR)
+            name = _json_name(via)
+        if options is None:
+            node = self.nodes.get(struct_id)
+            if node is not None:
+                options = _struct_option(node.annotations, JSON_DISCRIMINATOR)
+        return _union_style(options, name)
+
+
+class _Encoder(_Schema):
+    def struct(self, struct_id: int, value: Mapping[str, Any] | None,
+               via: model.Field | None = None) -> _Json:
+        if struct_id == JSON_VALUE:
+            return self.json_value(value or {})
+        members: list[tuple[str, _Json]] = []
+        self.gather(struct_id, value or {}, "", members, via)
+        return ("object", members)
+
+    def gather(self, struct_id: int, value: Mapping[str, Any], prefix: str,
+               out: list[tuple[str, _Json]], via: model.Field | None) -> None:
+        """Append ``value``'s members to ``out`` (flattened members inline, keys prefixed)."""
+        union_field: model.Field | None = None
+        for field in self.fields(struct_id):
+            if field.discriminantValue != model.NO_DISCRIMINANT:
+                if union_field is None and field.name in value:
+                    union_field = field
+                continue
+            member = value.get(field.name)
+            if field.which == "slot" and field.slot is not None and \
+                    field.slot.type.which in _POINTER_TYPES and member is None:
+                continue
+            flat = self.flatten(field)
+            target = self.target(field)
+            if flat is not None and target is not None:
+                self.gather(target, member or {}, prefix + flat, out, field)
+            else:
+                out.append((prefix + _json_name(field), self.field(field, member)))
+        if union_field is None:
+            return
+        style = self.union_of(struct_id, via)
+        name = _json_name(union_field)
+        if style.tag is not None:
+            out.append((prefix + style.tag, ("atom", _string(name))))
+        member = value[union_field.name]
+        flat = self.flatten(union_field)
+        target = self.target(union_field)
+        if flat is not None and target is not None:
+            self.gather(target, member or {}, prefix + flat, out, union_field)
+        elif not (style.tag is not None and union_field.slot is not None
+                  and union_field.slot.type.which == "void"):
+            key = style.value_name or name
+            out.append((prefix + key, self.field(union_field, member)))
+
+    def field(self, field: model.Field, member: Any) -> _Json:
+        if field.which == "group":
+            assert field.group is not None
+            return self.struct(field.group.typeId, member, field)
+        assert field.slot is not None
+        type_ = field.slot.type
+        if type_.which == "data" and member is not None:
+            if _annotation(field.annotations, JSON_BASE64) is not None:
+                return ("atom", _string(base64.b64encode(bytes(member)).decode()))
+            if _annotation(field.annotations, JSON_HEX) is not None:
+                return ("atom", _string(bytes(member).hex()))
+        return self.value(type_, member, field.name)
+
+    def value(self, type_: model.Type, member: Any, where: str) -> _Json:
+        which = type_.which
+        if which == "void":
+            return ("atom", "null")
+        if which == "bool":
+            return ("atom", "true" if member else "false")
+        if which in _SMALL_INTS:
+            return ("atom", _number(member or 0))
+        if which in ("int64", "uint64"):
+            return ("atom", f'"{int(member or 0)}"')
+        if which in ("float32", "float64"):
+            return self.float(0.0 if member is None else float(member))
+        if which == "text":
+            return ("atom", _string(member or ""))
+        if which == "data":
+            return ("array", [("atom", str(b)) for b in bytes(member or b"")])
+        if which == "list":
+            assert type_.list is not None
+            element = type_.list.elementType
+            return ("array", [self.value(element, item, where) for item in (member or [])])
+        if which == "enum":
+            assert type_.enum is not None
+            node = self.nodes.get(type_.enum.typeId)
+            raw = int(member or 0)
+            if node is not None and node.enum is not None and \
+                    0 <= raw < len(node.enum.enumerants):
+                return ("atom", _string(_json_name(node.enum.enumerants[raw])))
+            return ("atom", _number(raw))
+        if which == "struct":
+            assert type_.struct is not None
+            return self.struct(type_.struct.typeId, member)
+        what = "capabilities" if which == "interface" else "AnyPointer"
+        raise EncodeError(f"{where}: don't know how to JSON-encode {what}")
+
+    @staticmethod
+    def float(number: float) -> _Json:
+        if math.isnan(number):
+            return ("atom", '"NaN"')
+        if math.isinf(number):
+            return ("atom", '"Infinity"' if number > 0 else '"-Infinity"')
+        return ("atom", _number(number))
+
+    def json_value(self, value: Mapping[str, Any]) -> _Json:
+        """A ``capnp/compat/json.capnp`` ``Value``: written as the JSON it describes."""
+        if "boolean" in value:
+            return ("atom", "true" if value["boolean"] else "false")
+        if "number" in value:
+            return self.float(float(value["number"] or 0.0))
+        if "string" in value:
+            return ("atom", _string(value["string"] or ""))
+        if "array" in value:
+            return ("array", [self.json_value(v or {}) for v in value["array"] or []])
+        if "object" in value:
+            return ("object", [(f.get("name") or "", self.json_value(f.get("value") or {}))
+                               for f in value["object"] or []])
+        if "call" in value:
+            call = value["call"] or {}
+            return ("call", (call.get("function") or "",
+                             [self.json_value(v or {}) for v in call.get("params") or []]))
+        return ("atom", "null")
+
+
+def _nbytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogateescape"))
+
+
+class _Layout:
+    """KJ's JSON pretty printer: returns text and whether it spans several lines."""
+
+    def __init__(self, pretty: bool) -> None:
+        self.pretty = pretty
+        self.colon = ": " if pretty else ":"
+
+    def render(self, value: _Json, indent: int, has_prefix: bool) -> tuple[str, bool]:
+        kind, body = value
+        if kind == "atom":
+            return body, False
+        if kind == "call":
+            function, params = body
+            sub = indent + (len(params) > 1)
+            child_multiline = False
+            args: list[str] = []
+            for element in params:
+                text, multi = self.render(element, sub, False)
+                child_multiline = child_multiline or multi
+                args.append(text)
+            inner, multi = self.join(args, child_multiline, indent, True)
+            return function + "(" + inner + ")", multi
+        sub = indent + (len(body) > 1)
+        child_multiline = False
+        items: list[str] = []
+        if kind == "array":
+            for element in body:
+                text, multi = self.render(element, sub, False)
+                child_multiline = child_multiline or multi
+                items.append(text)
+            inner, multi = self.join(items, child_multiline, indent, has_prefix)
+            return "[" + inner + "]", multi
+        for key, element in body:
+            text, multi = self.render(element, sub, True)
+            child_multiline = child_multiline or multi
+            items.append(_string(key) + self.colon + text)
+        inner, multi = self.join(items, child_multiline, indent, has_prefix)
+        return "{" + inner + "}", multi
+
+    def join(self, items: list[str], child_multiline: bool, indent: int,
+             has_prefix: bool) -> tuple[str, bool]:
+        if not self.pretty:
+            return ",".join(items), False
+        if len(items) > 1 and (child_multiline or max(_nbytes(i) for i in items) > 50):
+            space = " " * ((indent + 1) * 2)
+            prefix = "\n" + space if has_prefix else " "
+            return prefix + (",\n" + space).join(items) + " ", True
+        return ", ".join(items), False
+
+
+def format_json(nodes: Mapping[int, model.Node], struct_id: int, value: Mapping[str, Any],
+                *, pretty: bool = True) -> str:
+    """``value`` (a struct of node ``struct_id``) as capnp's JSON, without a final newline."""
+    tree = _Encoder(nodes).struct(struct_id, value)
+    return _Layout(pretty).render(tree, 0, False)[0]
+
+
+# ------------------------------------------------------------------------------------- reader
+
+
+class JsonSyntaxError(DecodeError):
+    """JSON input that cannot be parsed or does not fit the schema."""
+
+
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse input nested deeper than MAX_JSON_NESTING before the recursive parser sees it."""
+    depth = 0
+    for m in _STRUCTURE.finditer(text):
+        ch = m.group()[0]
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_NESTING:
+                raise JsonSyntaxError(f"JSON nests deeper than {MAX_JSON_NESTING} levels",
+                                      m.start())
+        elif ch in "]}":
+            depth -= 1
+
+
+class _Object(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs in input order (keeps ``{}`` apart from ``[]``)."""
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    return _Object(pairs)
+
+
+class _Decoder(_Schema):
+    def struct(self, struct_id: int, obj: Any, where: str,
+               via: model.Field | None = None) -> dict[str, Any]:
+        if struct_id == JSON_VALUE:
+            return self.json_value(obj, where, 0)
+        if not isinstance(obj, _Object):
+            raise JsonSyntaxError(f"{where or 'root'}: expected a JSON object")
+        return self.members(struct_id, dict(obj), "", where, via)
+
+    def members(self, struct_id: int, obj: dict[str, Any], prefix: str, where: str,
+                via: model.Field | None) -> dict[str, Any]:
+        """The fields of ``struct_id`` found in ``obj`` under ``prefix`` (flattened members are
+        looked up in the same object). Keys the schema does not know are ignored."""
+        out: dict[str, Any] = {}
+        union: list[model.Field] = []
+        for field in self.fields(struct_id):
+            if field.discriminantValue != model.NO_DISCRIMINANT:
+                union.append(field)
+                continue
+            path = f"{where}.{field.name}" if where else field.name
+            flat = self.flatten(field)
+            target = self.target(field)
+            if flat is not None and target is not None:
+                inner = self.members(target, obj, prefix + flat, path, field)
+                if inner or field.which == "group":
+                    out[field.name] = inner
+                continue
+            key = prefix + _json_name(field)
+            if key in obj:
+                out[field.name] = self.field(field, obj[key], path)
+        if union:
+            self.union(struct_id, union, obj, prefix, where, via, out)
+        return out
+
+    def union(self, struct_id: int, union: list[model.Field], obj: dict[str, Any], prefix: str,
+              where: str, via: model.Field | None, out: dict[str, Any]) -> None:
+        style = self.union_of(struct_id, via)
+        if style.tag is None:
+            by_key = {prefix + _json_name(f): f for f in union}
+            chosen = [by_key[k] for k in obj if k in by_key]
+            if chosen:  # the last member given wins, as when setting them in order
+                last = chosen[-1]
+                path = f"{where}.{last.name}" if where else last.name
+                out[last.name] = self.field(last, obj[prefix + _json_name(last)], path)
+            return
+        tag_key = prefix + style.tag
+        if tag_key not in obj:
+            return
+        tag = obj[tag_key]
+        found = next((f for f in union if _json_name(f) == tag), None)
+        if found is None:
+            raise JsonSyntaxError(f"{where or 'root'}: unknown union member {tag!r}")
+        member = found
+        path = f"{where}.{member.name}" if where else member.name
+        flat = self.flatten(member)
+        target = self.target(member)
+        if flat is not None and target is not None:
+            out[member.name] = self.members(target, obj, prefix + flat, path, member)
+            return
+        key = prefix + (style.value_name or _json_name(member))
+        if key in obj:
+            out[member.name] = self.field(member, obj[key], path)
+        elif member.which == "group":
+            out[member.name] = {}
+        elif member.slot is not None and member.slot.type.which not in _POINTER_TYPES:
+            out[member.name] = scalar_default(member)
+        else:
+            out[member.name] = None
+
+    def field(self, field: model.Field, item: Any, where: str) -> Any:
+        if field.which == "group":
+            assert field.group is not None
+            return self.struct(field.group.typeId, item, where, field)
+        assert field.slot is not None
+        type_ = field.slot.type
+        if type_.which == "data" and isinstance(item, str):
+            return self.data_string(field, item, where)
+        return self.value(type_, item, where)
+
+    def json_value(self, item: Any, where: str, depth: int) -> dict[str, Any]:
+        """Raw JSON as a ``capnp/compat/json.capnp`` ``Value``."""
+        if depth > MAX_JSON_NESTING:
+            raise JsonSyntaxError(f"{where}: JSON nests deeper than {MAX_JSON_NESTING} levels")
+        if item is None:
+            return {"null": None}
+        if isinstance(item, bool):
+            return {"boolean": item}
+        if isinstance(item, (int, float)):
+            return {"number": float(item)}
+        if isinstance(item, str):
+            return {"string": item}
+        if isinstance(item, _Object):
+            return {"object": [{"name": k, "value": self.json_value(v, where, depth + 1)}
+                               for k, v in item]}
+        return {"array": [self.json_value(v, where, depth + 1) for v in item]}
+
+    def data_string(self, field: model.Field, item: str, where: str) -> bytes:
+        try:
+            if _annotation(field.annotations, JSON_HEX) is not None:
+                return bytes.fromhex(item)
+            return base64.b64decode(item, validate=True)
+        except (ValueError, binascii.Error):
+            raise JsonSyntaxError(f"{where}: not valid base64/hex data") from None
+
+    def value(self, type_: model.Type, item: Any, where: str) -> Any:
+        which = type_.which
+        if which == "void":
+            return None
+        if which == "bool":
+            if isinstance(item, bool):
+                return item
+            raise JsonSyntaxError(f"{where}: expected true or false")
+        if which in _INT_RANGES:
+            return self.integer(which, item, where)
+        if which in ("float32", "float64"):
+            if isinstance(item, bool):
+                raise JsonSyntaxError(f"{where}: expected a number")
+            if isinstance(item, (int, float)):
+                return float(item)
+            if isinstance(item, str):
+                special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+                if item in special:
+                    return special[item]
+                try:
+                    return float(item)
+                except ValueError:
+                    pass
+            if item is None:
+                return math.nan
+            raise JsonSyntaxError(f"{where}: expected a number")
+        if item is None and which in _POINTER_TYPES:
+            return None
+        if which == "text":
+            if isinstance(item, str):
+                return item
+            raise JsonSyntaxError(f"{where}: expected a string")
+        if which == "data":
+            if isinstance(item, list) and not isinstance(item, _Object) and all(
+                    isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255
+                    for b in item):
+                return bytes(item)
+            raise JsonSyntaxError(f"{where}: expected an array of byte values")
+        if which == "list":
+            assert type_.list is not None
+            if not isinstance(item, list) or isinstance(item, _Object):
+                raise JsonSyntaxError(f"{where}: expected an array")
+            element = type_.list.elementType
+            return [self.value(element, x, f"{where}[{i}]") for i, x in enumerate(item)]
+        if which == "enum":
+            assert type_.enum is not None
+            node = self.nodes.get(type_.enum.typeId)
+            enumerants = node.enum.enumerants if node is not None and node.enum else []
+            if isinstance(item, str):
+                for index, enumerant in enumerate(enumerants):
+                    if _json_name(enumerant) == item:
+                        return index
+                raise JsonSyntaxError(f"{where}: unknown enumerant {item!r}")
+            return self.integer("uint16", item, where)
+        if which == "struct":
+            assert type_.struct is not None
+            return self.struct(type_.struct.typeId, item, where)
+        raise JsonSyntaxError(f"{where}: {which} fields cannot be read from JSON")
+
+    def integer(self, which: str, item: Any, where: str) -> int:
+        if isinstance(item, bool):
+            raise JsonSyntaxError(f"{where}: expected an integer")
+        if isinstance(item, int):
+            number = item
+        elif isinstance(item, float):
+            if not item.is_integer():
+                raise JsonSyntaxError(f"{where}: {item!r} is not an integer")
+            number = int(item)
+        elif isinstance(item, str):
+            try:
+                number = int(item.strip(), 10)
+            except ValueError:
+                raise JsonSyntaxError(f"{where}: {item!r} is not an integer") from None
+        else:
+            raise JsonSyntaxError(f"{where}: expected an integer")
+        lo, hi = _INT_RANGES[which]
+        if not lo <= number <= hi:
+            raise JsonSyntaxError(f"{where}: {number} is out of range for {which}")
+        return number
+
+
+def _parse_int(text: str) -> int | float:
+    """Integers as ints, except ``-0``, which keeps its sign for a float field."""
+    return -0.0 if text == "-0" else int(text)
+
+
+def parse_json(nodes: Mapping[int, model.Node], struct_id: int, text: str) -> dict[str, Any]:
+    """Parse one JSON object as a struct of node ``struct_id`` into plain values."""
+    _check_nesting(text)
+    try:
+        tree = json.loads(text, object_pairs_hook=_pairs, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise JsonSyntaxError(f"{exc.lineno}:{exc.colno}: {exc.msg}", exc.pos) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise JsonSyntaxError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # pragma: no cover - _check_nesting bounds the depth
+        raise JsonSyntaxError("JSON nests too deeply") from None
+    return _Decoder(nodes).struct(struct_id, tree, "")

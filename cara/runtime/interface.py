@@ -1,0 +1,501 @@
+"""Interfaces: local implementations, converting method wrappers, and the RPC-facing description.
+
+A generated interface class ``Iface`` is used three ways:
+
+* ``Iface(impl)`` wraps an implementation: a ``dict`` of callables by method name, any object
+  with the methods as attributes, or (for an interface with exactly one method) any callable:
+  a function, lambda, bound method, ``functools.partial``...
+* ``class Impl(Iface): def method(self, ...)`` implements it by subclassing; ``Impl()`` is a
+  capability and ``Iface(Impl())`` returns it unchanged.
+* ``Iface.cara_remote(send)`` makes a proxy whose calls go to ``send(method, params)`` (used by
+  the RPC layer).
+
+Calling a method through the class's descriptors (``Iface(impl).echo('hi')``, ``obj[(iid, n)]``)
+converts: positional and keyword arguments are checked against the ``$Params`` struct (too many
+positional arguments is a ``TypeError``), the implementation receives converted values, and its
+return value is checked against the results: no result field gives ``None``, one is unboxed,
+several come back as the result struct (the implementation may return a tuple, a mapping or the
+struct), a ``-> Struct`` method returns that struct. An implementation may be ``async`` (or
+return any awaitable): the call then returns a coroutine that converts after awaiting.
+
+For the RPC layer each class carries :class:`InterfaceSchema` (``Iface.cara_schema``): the id,
+every method addressable by ``(interface id, method index)`` including inherited ones, each a
+:class:`MethodSpec` with the param and result struct classes and ``invoke`` (server side) /
+``box_params``/``unbox_results`` (client side). :func:`find_capabilities` lists the interface
+values inside a struct, so they can be exported when the struct is sent; on arrival, an object
+with a ``__cara_capability__(iface_cls)`` method stored into an interface-typed field is
+replaced by what that method returns (the typed proxy).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from cara.runtime.struct import Struct, attribute_name
+from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value
+
+__all__ = [
+    "Interface",
+    "InterfaceSchema",
+    "MethodSpec",
+    "build_interface_class",
+    "find_capabilities",
+]
+
+_NOTHING: Any = object()
+#: Method names that would hide the Interface API get a trailing underscore as attribute.
+INTERFACE_RESERVED = frozenset({"cara_schema", "cara_remote", "ReplaceTypes", "mro"}
+                               | set(dir(object)))
+
+
+class MethodSpec:
+    """One method: ``(interface_id, index)`` is its address on the wire."""
+
+    def __init__(self, interface_id: int, index: int, name: str, params: ClassType,
+                 results: ClassType, *, params_named: bool, results_named: bool,
+                 interface_name: str = "", implicit_params: tuple[str, ...] = (),
+                 annotations: Any = ()) -> None:
+        self.interface_id = interface_id
+        self.index = index
+        self.name = name
+        self.attr = attribute_name(name, INTERFACE_RESERVED)
+        self._params = params
+        self._results = results
+        #: The params (results) are a declared struct (``foo @0 Basic``, ``-> Basic``): the
+        #: implementation takes (returns) the struct whole.
+        self.params_named = params_named
+        self.results_named = results_named
+        self.interface_name = interface_name
+        self.implicit_params = implicit_params
+        self.annotations = annotations
+
+    @property
+    def param_class(self) -> Any:
+        return self._params.cls
+
+    @property
+    def result_class(self) -> Any:
+        return self._results.cls
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.interface_id, self.index)
+
+    def __repr__(self) -> str:
+        return f"<method {self.interface_name}.{self.name} @{self.index}>"
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return BoundMethod(obj, self)
+
+    # ------------------------------------------------------------------ params
+
+    def box_params(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The ``$Params`` struct for a call with ``args`` and ``kwargs`` (checked)."""
+        cls = self.param_class
+        if self.params_named:
+            if len(args) == 1 and not kwargs:
+                return _convert(cls, args[0], f"{self.interface_name}.{self.name}()")
+            if args:
+                raise TypeError(f"{self.interface_name}.{self.name}() takes one {cls._cara_name_}"
+                                f" or keyword arguments, got {len(args)} positional")
+            return cls.Create(**kwargs)
+        fields = cls.cara_schema.fields
+        if len(args) > len(fields):
+            raise TypeError(f"{self.interface_name}.{self.name}() takes {len(fields)} argument(s)"
+                            f", got {len(args)}")
+        data: dict[str, Any] = {}
+        for f, v in zip(fields, args, strict=False):
+            data[f.name] = v
+        for k, v in kwargs.items():
+            f = cls.cara_schema.by_name.get(k) or _by_attr(cls, k)
+            if f is None:
+                raise TypeError(f"{self.interface_name}.{self.name}() got an unexpected keyword"
+                                f" argument {k!r}")
+            if f.name in data:
+                raise TypeError(f"{self.interface_name}.{self.name}() got multiple values for"
+                                f" argument {k!r}")
+            data[f.name] = v
+        return cls.Create(**data)
+
+    def call_args(self, params: Any) -> tuple[list[Any], dict[str, Any]]:
+        """Arguments for an implementation receiving ``params`` from the wire: the struct itself
+        for a named-struct method, else positional values up to the last set field (unset ones
+        before it read as their defaults)."""
+        if self.params_named:
+            return [params], {}
+        fields = params.cara_schema.fields
+        last = -1
+        for f in fields:
+            if dict.__contains__(params, f.number):
+                last = f.number
+        return [params[f.number] for f in fields[: last + 1]], {}
+
+    # ------------------------------------------------------------------ results
+
+    def box_results(self, value: Any) -> Any:
+        """The ``$Results`` struct for what an implementation returned (checked)."""
+        cls = self.result_class
+        where = f"{self.interface_name}.{self.name}() result"
+        if self.results_named:
+            return _convert(cls, {} if value is None else value, where)
+        if isinstance(value, cls):
+            return value
+        fields = cls.cara_schema.fields
+        if not fields:
+            return cls()
+        if len(fields) == 1:
+            f = fields[0]
+            if isinstance(value, Mapping) and not isinstance(value, Struct) and \
+                    set(value) == {f.name} and f.type.kind not in ("struct", "anyPointer"):
+                value = value[f.name]
+            if value is None and f.type.kind != "void":
+                return cls()
+            return _convert(cls, {f.number: value}, where)
+        if isinstance(value, (tuple, list)):
+            if len(value) > len(fields):
+                raise TypeError(f"{where}: {len(value)} values for {len(fields)} results")
+            return _convert(cls, {f.number: v for f, v in zip(fields, value, strict=False)}, where)
+        if value is None:
+            return cls()
+        return _convert(cls, value, where)
+
+    def unbox_results(self, results: Any) -> Any:
+        """What a caller gets back: None, the single value, or the result struct."""
+        if self.results_named:
+            return results
+        fields = results.cara_schema.fields
+        if not fields:
+            return None
+        if len(fields) == 1:
+            return results[0]
+        return results
+
+    # ------------------------------------------------------------------ invocation
+
+    def invoke(self, target: Any, params: Any) -> Any:
+        """Server side: call implementation ``target`` (a capability object) with a ``$Params``
+        struct; returns the ``$Results`` struct, or an awaitable of it."""
+        func = implementation(target, self)
+        args, kwargs = self.call_args(params)
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._await_box(result)
+        return self.box_results(result)
+
+    async def _await_box(self, pending: Awaitable[Any]) -> Any:
+        return self.box_results(await pending)
+
+    def call_local(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A Python call on a local capability: convert, call, convert back."""
+        params = self.box_params(args, kwargs)
+        func = implementation(target, self)
+        if self.params_named:
+            result = func(params)
+        else:
+            fields = params.cara_schema.fields
+            cargs = [params[f.number] for f in fields[: len(args)]]
+            ckw = {}
+            for k in kwargs:
+                f = params.cara_schema.by_name.get(k) or _by_attr(type(params), k)
+                assert f is not None
+                ckw[f.attr] = params[f.number]
+            result = func(*cargs, **ckw)
+        if inspect.isawaitable(result):
+            return self._await_unbox(result)
+        return self.unbox_results(self.box_results(result))
+
+    async def _await_unbox(self, pending: Awaitable[Any]) -> Any:
+        return self.unbox_results(self.box_results(await pending))
+
+
+def _by_attr(cls: Any, attr: str) -> Any:
+    num = cls.cara_schema.attr_num.get(attr)
+    return None if num is None else cls.cara_schema.fields[num]
+
+
+def _convert(cls: Any, value: Any, where: str) -> Any:
+    try:
+        return cls._cara_convert_(value)
+    except Invalid as e:
+        raise e.error(where) from None
+
+
+class BoundMethod:
+    """``capability.method``: calling it converts arguments and results."""
+
+    __slots__ = ("method", "target")
+
+    def __init__(self, target: Any, method: MethodSpec) -> None:
+        self.target = target
+        self.method = method
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.target._cara_call_(self.method, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<bound {self.method!r} of {self.target!r}>"
+
+
+class InterfaceSchema:
+    """What an interface class knows about its schema (``Iface.cara_schema``)."""
+
+    def __init__(self, type_id: int, name: str, methods: list[MethodSpec], superclasses: list[Any],
+                 *, node: Any = None, annotations: Any = (), builder: Any = None,
+                 bindings: Any = (), generic_params: tuple[str, ...] = ()) -> None:
+        self.id = type_id
+        self.name = name
+        self.node = node
+        self.methods: tuple[MethodSpec, ...] = tuple(methods)
+        self.superclasses = tuple(superclasses)
+        self.annotations = annotations
+        self.builder = builder
+        self.bindings = bindings
+        self.generic_params = generic_params
+        #: Every callable method, own and inherited: (interface id, index) -> spec.
+        self.all_methods: dict[tuple[int, int], MethodSpec] = {}
+        #: By name, nearest definition first (own methods, then superclasses breadth-first).
+        self.by_name: dict[str, MethodSpec] = {}
+        queue: list[Any] = [self]
+        seen: set[int] = set()
+        while queue:
+            schema = queue.pop(0)
+            if schema.id in seen:
+                continue
+            seen.add(schema.id)
+            for m in schema.methods:
+                self.all_methods.setdefault(m.key, m)
+                self.by_name.setdefault(m.name, m)
+                self.by_name.setdefault(m.attr, m)
+            queue.extend(s.cara_schema for s in schema.superclasses)
+
+    def method(self, key: Any) -> MethodSpec:
+        """A method by name, own index, or ``(interface id, index)``."""
+        if isinstance(key, tuple):
+            return self.all_methods[key]
+        if isinstance(key, int):
+            return self.methods[key]
+        return self.by_name[key]
+
+    def __repr__(self) -> str:
+        return f"<interface {self.name} @0x{self.id:016x}>"
+
+
+class Interface:
+    """Base of every generated interface class (see the module docstring)."""
+
+    cara_schema: InterfaceSchema
+    _cara_name_: str = "Interface"
+    _cara_impl_: Any = _NOTHING
+    _cara_locator_: Any = None
+
+    def __new__(cls, impl: Any = _NOTHING, *args: Any, **kwargs: Any) -> Any:
+        if "_cara_generated_" not in cls.__dict__:  # a user's implementation subclass
+            return object.__new__(cls)
+        if impl is _NOTHING:
+            raise TypeError(f"{cls._cara_name_}(impl) needs an implementation: a dict of "
+                            "callables, an object with the methods, or a callable for a "
+                            "one-method interface; or subclass it")
+        if isinstance(impl, cls):
+            return impl
+        obj = object.__new__(cls)
+        obj._cara_impl_ = impl
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __class_getitem__(cls, args: Any) -> Any:
+        from cara.runtime.generics import bind
+
+        return bind(cls, args)
+
+    @classmethod
+    def ReplaceTypes(cls, replacements: Any) -> Any:
+        """This interface with types replaced in every param and result struct it reaches:
+        ``Iface.ReplaceTypes([(Old, New), ...])``."""
+        from cara.runtime.generics import replace_types
+
+        return replace_types(cls, replacements)
+
+    @classmethod
+    def cara_remote(cls, send: Callable[[MethodSpec, Any], Any]) -> Any:
+        """A proxy whose calls become ``send(method, params_struct)``, which returns the results
+        struct or an awaitable of it (the RPC layer's client side)."""
+        obj = object.__new__(cls)
+        obj._cara_impl_ = _Remote(send)
+        return obj
+
+    @classmethod
+    def _cara_convert_(cls, value: Any) -> Any:
+        if value is None or isinstance(value, cls):
+            return value
+        typed = getattr(value, "__cara_capability__", None)
+        if typed is not None:
+            # An untyped capability reference (e.g. decoded by the RPC layer before the
+            # field's type was known) makes the proxy for this interface itself.
+            return typed(cls)
+        if isinstance(value, Interface):
+            raise Invalid(f"expected {cls._cara_name_}, got a {type(value)._cara_name_}")
+        if isinstance(value, Mapping) or callable(value) or _has_methods(cls, value):
+            if not isinstance(value, Mapping) and not _has_methods(cls, value) and \
+                    len(cls.cara_schema.all_methods) != 1 and len(cls.cara_schema.methods) != 1:
+                raise Invalid(f"a plain callable can only implement a one-method interface;"
+                              f" {cls._cara_name_} has {len(cls.cara_schema.all_methods)}")
+            return cls(value)
+        raise Invalid(f"expected {cls._cara_name_} (an implementation), got "
+                      f"{describe_value(value)}")
+
+    @classmethod
+    def _cara_zero_(cls) -> Any:
+        return None
+
+    def _cara_call_(self, method: MethodSpec, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        impl = self._cara_impl_
+        if isinstance(impl, _Remote):
+            params = method.box_params(args, kwargs)
+            result = impl.send(method, params)
+            if inspect.isawaitable(result):
+                return _await_remote(method, result)
+            return method.unbox_results(_convert(method.result_class, result, method.name))
+        return method.call_local(self, args, kwargs)
+
+    def __getitem__(self, key: Any) -> BoundMethod:
+        """A method by name, own index or ``(interface id, method index)``."""
+        try:
+            return BoundMethod(self, self.cara_schema.method(key))
+        except (KeyError, IndexError):
+            raise KeyError(f"{self._cara_name_} has no method {key!r}") from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A one-method interface can be called directly."""
+        methods = self.cara_schema.all_methods
+        if len(methods) != 1:
+            raise TypeError(f"{self._cara_name_} has {len(methods)} methods; call one by name")
+        (method,) = methods.values()
+        return self._cara_call_(method, args, kwargs)
+
+    def __repr__(self) -> str:
+        impl = self._cara_impl_
+        if impl is _NOTHING:
+            return f"<{type(self).__qualname__} implementing {self._cara_name_}>"
+        return f"{type(self).__name__}({impl!r})"
+
+
+class _Remote:
+    __slots__ = ("send",)
+
+    def __init__(self, send: Callable[[MethodSpec, Any], Any]) -> None:
+        self.send = send
+
+
+async def _await_remote(method: MethodSpec, pending: Awaitable[Any]) -> Any:
+    result = await pending
+    return method.unbox_results(_convert(method.result_class, result, method.name))
+
+
+def _has_methods(cls: Any, value: Any) -> bool:
+    return any(hasattr(value, m.attr) or hasattr(value, m.name)
+               for m in cls.cara_schema.all_methods.values())
+
+
+def implementation(target: Any, method: MethodSpec) -> Callable[..., Any]:
+    """The callable implementing ``method`` in capability ``target``."""
+    impl = target._cara_impl_
+    schema = type(target).cara_schema
+    if impl is _NOTHING:  # a subclass implementation
+        func = getattr(target, method.attr, None)
+        if isinstance(func, BoundMethod) or func is None:
+            raise NotImplementedError(f"{type(target).__qualname__} does not implement "
+                                      f"{method.interface_name}.{method.name}")
+        return func
+    if isinstance(impl, Mapping):
+        for key in (method.name, method.attr, method.index):
+            if key in impl:
+                return impl[key]
+        raise NotImplementedError(f"the dict implementing {schema.name} has no "
+                                  f"{method.name!r}")
+    for key in (method.name, method.attr):
+        func = getattr(impl, key, None)
+        if func is not None and callable(func):
+            return func
+    if callable(impl) and (len(schema.all_methods) == 1 or
+                           (len(schema.methods) == 1 and schema.methods[0] is method)):
+        return impl
+    raise NotImplementedError(f"{describe_value(impl)} does not implement "
+                              f"{method.interface_name}.{method.name}")
+
+
+def find_capabilities(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """Every interface value inside ``value`` (structs, lists, AnyPointer contents) with its path
+    of keys (field numbers and list indexes)."""
+    out: list[tuple[tuple[Any, ...], Any]] = []
+    stack: list[tuple[tuple[Any, ...], Any, int]] = [(path, value, 0)]
+    while stack:
+        where, v, depth = stack.pop()
+        if isinstance(v, Interface):
+            out.append((where, v))
+        elif depth > 256:
+            continue
+        elif isinstance(v, dict):
+            for k, item in dict.items(v):
+                if not isinstance(item, (str, bytes, int, float)) and item is not None:
+                    stack.append(((*where, k), item, depth + 1))
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                if not isinstance(item, (str, bytes, int, float)) and item is not None:
+                    stack.append(((*where, i), item, depth + 1))
+    out.reverse()
+    return out
+
+
+def build_interface_class(builder: Any, node: Any, ctx: dict[int, Any], short: str,
+                          qual: str) -> Any:
+    """The class for interface ``node`` under generic bindings ``ctx``."""
+    assert node.interface is not None
+    supers = []
+    for s in node.interface.superclasses:
+        sctx = builder.brand_ctx(s.brand, ctx, s.id)
+        try:
+            supers.append(builder.interface_class(s.id, sctx))
+        except KeyError:
+            continue
+    methods: list[MethodSpec] = []
+    for index, m in enumerate(node.interface.methods):
+        pnode = builder.nodes.get(m.paramStructType)
+        rnode = builder.nodes.get(m.resultStructType)
+        mctx = dict(ctx)
+        pctx = {**mctx, **builder.brand_ctx(m.paramBrand, ctx, m.paramStructType)}
+        rctx = {**mctx, **builder.brand_ctx(m.resultBrand, ctx, m.resultStructType)}
+        methods.append(MethodSpec(
+            node.id, index, m.name,
+            builder.replaced(builder.class_type("struct", m.paramStructType, pctx)),
+            builder.replaced(builder.class_type("struct", m.resultStructType, rctx)),
+            params_named=pnode is not None and pnode.scopeId != 0,
+            results_named=rnode is not None and rnode.scopeId != 0,
+            interface_name=qual, implicit_params=tuple(p.name for p in m.implicitParameters),
+            annotations=builder.annotation_values(m.annotations, ctx),
+        ))
+    schema = InterfaceSchema(node.id, qual, methods, supers, node=node, builder=builder,
+                             annotations=builder.annotation_values(node.annotations, ctx),
+                             bindings=ctx, generic_params=tuple(p.name for p in node.parameters))
+    ns: dict[str, Any] = {
+        "cara_schema": schema, "_cara_name_": qual, "_cara_generated_": True,
+        "__module__": builder.module_name(node),
+        "__qualname__": builder.qualname(node) if node.id not in ctx else qual,
+        "__doc__": f"Cap'n Proto interface {qual} (@0x{node.id:016x}).",
+    }
+    for spec in methods:
+        ns[spec.attr] = spec
+    bases = tuple(supers) or (Interface,)
+    try:
+        cls: Any = type(short, bases, ns)
+    except TypeError:
+        cls = type(short, (Interface,), ns)
+    cls._cara_type_ = ClassType("interface", lambda: cls, qual,
+                                ("interface", node.id, ctx_key(ctx)))
+    return cls

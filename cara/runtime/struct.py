@@ -1,0 +1,913 @@
+"""Structs: ``dict`` subclasses keyed by field number, typed on every write, lazy on read.
+
+Storage is ``{field number: value}`` where the number is the field's index in its scope (the
+node's ``fields`` list). That is exactly what ``msgpack.packb`` sees, so the packed form is small
+(``{0: 'x'}`` is ``81 00 a1 78``) and ``S(msgpack.unpackb(b, strict_map_key=False))`` restores
+it. Field names exist only on the class: attribute reads are ``property(itemgetter(n))`` (C
+speed), and name keys (``s['name']``, ``s[b'name']``, ``s['0']``) miss the dict and land in
+:meth:`Struct.__missing__`, which maps them to numbers.
+
+Reading an unset field returns the Cap'n Proto default and never stores anything: what is
+serialized is exactly what was written. An unset struct, group or list field reads as a *pending*
+child: an empty (or default) object that remembers its parent and the field number, and attaches
+itself to the parent the first time it is mutated, so ``m.nested.integer = 2`` and
+``p.phones.append(...)`` are kept while ``print(m.nested)`` changes nothing.
+
+Per class, code is generated (on first use) that fills an instance from a number-keyed or a
+name-keyed mapping with each field's type check inlined, so the common case (msgpack output, or
+keyword arguments of the right types) costs one ``dict.update``, then one ``get`` and one
+``type(v) is T`` per field; only values that need converting are converted. (Keys are matched
+by equality, so a peer sending ``1.0`` or ``True`` as a key is read as field 1, and that key
+object is what is stored.)
+
+Reading a union member that is not the active one raises :class:`UnionMemberError`;
+``which()`` names the active member. ``s.get(key)`` returns what is *set* (or the given
+default), unlike ``s[key]``/``s.attr``, which return the schema default for unset fields.
+
+Equality is a dict's: two structs are equal when they hold equal values under equal numbers
+(``S() == {}``). Like dicts, structs are mutable and therefore unhashable (``hash(s)`` raises
+``TypeError``); use ``msgpack.packb(s)`` or ``tuple(sorted(s.items()))`` as a key if needed.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import keyword
+from collections.abc import Iterator, Mapping
+from operator import itemgetter
+from typing import Any
+
+from cara.errors import CaraError
+from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
+
+__all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "make_struct_class"]
+
+_MISSING: Any = object()
+_DEBUG = False
+_dget = dict.get
+_dset = dict.__setitem__
+_dcontains = dict.__contains__
+_dpop = dict.pop
+_setattr = object.__setattr__
+
+#: Names a field attribute must not take (they are the dict API or cara's own API); such a field
+#: is reachable as ``name_`` and, always, as ``s['name']``.
+RESERVED_ATTRS = frozenset(dir(dict)) | {
+    "which", "to_dict", "ToDict", "Create", "to_msgpack", "from_msgpack", "to_json", "from_json",
+    "to_bytes", "from_bytes", "to_packed_bytes", "from_packed_bytes", "ReplaceTypes",
+    "cara_schema", "mro",
+}
+
+
+class UnionMemberError(CaraError, AttributeError):
+    """Reading a union member that is not the active one (``which()`` names the active one)."""
+
+
+def attribute_name(name: str, reserved: frozenset[str] = RESERVED_ATTRS) -> str:
+    """The Python attribute for a schema name: keywords and reserved names get a trailing ``_``."""
+    if keyword.iskeyword(name) or name in reserved or name.startswith("_"):
+        return name + "_"
+    return name
+
+
+class FieldSpec:
+    """One field of a struct class, with everything the fast paths need precomputed."""
+
+    __slots__ = ("_default", "annotations", "attr", "default_plain", "discriminant", "has_default",
+                 "is_group", "label", "name", "number", "owner", "siblings", "type")
+
+    def __init__(self, number: int, name: str, type_: TypeDesc, *, is_group: bool = False,
+                 discriminant: int | None = None, default_plain: Any = _MISSING,
+                 annotations: Any = ()) -> None:
+        self.number = number
+        self.name = name
+        self.attr = attribute_name(name)
+        self.type = type_
+        self.is_group = is_group
+        self.discriminant = discriminant
+        #: The explicit default as a plain value (converted lazily), or _MISSING.
+        self.default_plain = default_plain
+        self.has_default = default_plain is not _MISSING
+        self._default: Any = _MISSING
+        #: Numbers of the other members of the same unnamed union (cleared when this one is set).
+        self.siblings: tuple[int, ...] = ()
+        self.label = "." + name
+        self.annotations = annotations
+        self.owner: Any = None
+
+    @property
+    def is_pointer_like(self) -> bool:
+        """Reads of an unset field give a pending child (struct, group or list)."""
+        return self.is_group or self.type.kind in ("struct", "list")
+
+    def scalar_default(self) -> Any:
+        """The default of a field that is not pointer-like (immutable, so shared)."""
+        if self._default is _MISSING:
+            if self.has_default:
+                try:
+                    self._default = self.type.convert(self.default_plain)
+                except Invalid:
+                    self._default = self.type.default()
+            else:
+                self._default = self.type.default()
+        return self._default
+
+    def fresh_default(self) -> Any:
+        """A new object for a pointer-like field (so mutating it cannot change the default)."""
+        cls = self.type.cls  # type: ignore[attr-defined]
+        if self.has_default and self.default_plain is not None:
+            try:
+                return cls._cara_convert_(clean_plain(self.type, self.default_plain))
+            except Invalid:
+                pass
+        return cls()
+
+    def __repr__(self) -> str:
+        return f"<field {self.name} #{self.number} :{self.type.name}>"
+
+
+_POINTER_KINDS = frozenset({"text", "data", "list", "struct", "interface", "anyPointer"})
+
+
+def clean_plain(t: TypeDesc, value: Any) -> Any:
+    """A fresh copy of a plain schema value (a default or constant) with null pointers
+    (``None`` under a pointer field, as some producers write them) left out."""
+    if t.kind == "struct" and isinstance(value, dict):
+        schema = t.cls.cara_schema  # type: ignore[attr-defined]
+        out = {}
+        for k, v in value.items():
+            f = schema.by_name.get(k) if isinstance(k, str) else None
+            if f is None:
+                n = schema.by_key.get(k) if not isinstance(k, (dict, list)) else None
+                f = schema.fields[n] if n is not None else None
+            if f is None:
+                out[k] = _copy.deepcopy(v)
+            elif v is None and (f.is_group or f.type.kind in _POINTER_KINDS):
+                continue
+            else:
+                out[k] = clean_plain(f.type, v)
+        return out
+    if t.kind == "list" and isinstance(value, list):
+        elem = t.cls._cara_elem_  # type: ignore[attr-defined]
+        return [clean_plain(elem, v) for v in value]
+    return _copy.deepcopy(value)
+
+
+class StructSchema:
+    """Everything a struct class knows about its schema (``S.cara_schema``)."""
+
+    def __init__(self, type_id: int, name: str, fields: list[FieldSpec], *, node: Any = None,
+                 is_group: bool = False, annotations: Any = (), builder: Any = None,
+                 bindings: Any = (), generic_params: tuple[str, ...] = ()) -> None:
+        self.id = type_id
+        self.name = name
+        self.node = node
+        self.is_group = is_group
+        self.fields: tuple[FieldSpec, ...] = tuple(fields)
+        self.annotations = annotations
+        self.builder = builder
+        self.bindings = bindings
+        self.generic_params = generic_params
+        self.by_name = {f.name: f for f in fields}
+        #: Every accepted key -> field number: numbers, names (str and bytes), digit strings.
+        self.by_key: dict[Any, int] = {}
+        for f in fields:
+            n = f.number
+            self.by_key[n] = n
+            self.by_key[str(n)] = n
+            self.by_key[str(n).encode()] = n
+            self.by_key[f.name] = n
+            self.by_key[f.name.encode()] = n
+            self.by_key.setdefault(f.attr, n)  # ``class_`` for ``class`` (keyword arguments)
+        self.attr_num = {f.attr: f.number for f in fields}
+        union = [f for f in fields if f.discriminant is not None]
+        self.union: tuple[FieldSpec, ...] = tuple(sorted(union, key=lambda f: f.discriminant or 0))
+        nums = tuple(f.number for f in self.union)
+        for f in self.union:
+            f.siblings = tuple(n for n in nums if n != f.number)
+        self.by_discriminant = {f.discriminant: f for f in self.union}
+        self.known = frozenset(self.by_key[f.number] for f in fields)
+        self.names = frozenset(f.name for f in fields)
+
+    def field(self, key: Any) -> FieldSpec:
+        return self.fields[self.by_key[key]]
+
+    def __repr__(self) -> str:
+        return f"<struct {self.name} @0x{self.id:016x}>"
+
+
+def _known_key(schema: StructSchema, key: Any) -> int | None:
+    """Field number for a key; ``None`` for a number this schema does not know (schema evolution:
+    kept as is). Anything else is an error."""
+    try:
+        num = schema.by_key.get(key)
+    except TypeError:
+        raise Invalid(f"unhashable key {describe_value(key)}") from None
+    if num is not None:
+        return num
+    if type(key) is int and 0 <= key <= 0xFFFF:
+        return None
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "replace")
+    if isinstance(key, str):
+        raise Invalid(f"{schema.name} has no field named {key!r}")
+    raise Invalid(f"{schema.name} has no field {describe_value(key)}")
+
+
+class Struct(dict):
+    """Base of every generated struct class (see the module docstring)."""
+
+    cara_schema: StructSchema
+    _cara_name_: str = "Struct"
+    #: (parent, field number) while this object is a pending default child, else None.
+    _p: Any = None
+    #: Pending children handed out by reads of unset fields: {number: child}.
+    _c: Any = None
+    #: How pickle finds this class when it is not importable by qualname (groups, generics).
+    _cara_locator_: Any = None
+
+    __hash__ = None
+
+    def __class_getitem__(cls, args: Any) -> Any:
+        """``S[T, ...]``: generic struct ``S`` with its parameters bound."""
+        from cara.runtime.generics import bind
+
+        return bind(cls, args)
+
+    # ------------------------------------------------------------------ construction
+
+    def __init__(self, data: Any = None, /, **kwargs: Any) -> None:
+        # Replaced per class by generated code on first use (see _compile).
+        _compile(type(self))
+        type(self).__init__(self, data, **kwargs)
+
+    def _cara_init_general_(self, data: Any, kwargs: dict[str, Any] | None) -> None:
+        """Construction from anything: names, bytes names, digit strings, Struct instances,
+        other mappings, keywords (the generated ``__init__`` falls back to this)."""
+        cls = type(self)
+        try:
+            if data is not None:
+                if not isinstance(data, Mapping):
+                    raise mismatch(f"a mapping for {cls._cara_name_}", data)
+                if isinstance(data, Struct) and data.cara_schema.id != cls.cara_schema.id:
+                    raise mismatch(cls._cara_name_, data)
+                _fill_slow(self, data)
+                if kwargs:
+                    _fill_slow(self, kwargs, merge=True)
+            elif kwargs:
+                _fill_slow(self, kwargs)
+        except Invalid as e:
+            raise e.error(cls._cara_name_) from None
+        except RecursionError:
+            raise Invalid("value nested too deeply").error(cls._cara_name_) from None
+
+    @classmethod
+    def Create(cls, *args: Any, **kwargs: Any) -> Any:
+        """``S.Create(value_of_field_0, ..., name=value)``."""
+        if args:
+            fields = cls.cara_schema.fields
+            if len(args) > len(fields):
+                raise Invalid(f"{cls._cara_name_} takes at most {len(fields)} positional values,"
+                              f" got {len(args)}").error(cls._cara_name_)
+            for f, v in zip(fields, args, strict=False):
+                if f.name in kwargs:
+                    raise Invalid(f"field {f.name!r} given twice").error(cls._cara_name_)
+                kwargs[f.name] = v
+        return cls._cara_create_(kwargs)
+
+    @classmethod
+    def _cara_create_(cls, kwargs: dict[str, Any]) -> Any:
+        _compile(cls)
+        return cls._cara_create_(kwargs)
+
+    @classmethod
+    def _cara_convert_(cls, value: Any) -> Any:
+        """The value as an instance of this class (raises :class:`Invalid`)."""
+        _compile(cls)
+        return cls._cara_convert_(value)
+
+    @classmethod
+    def _cara_convert_general_(cls, value: Any) -> Any:
+        if isinstance(value, Struct):
+            if isinstance(value, cls):
+                return value
+            if value.cara_schema.id != cls.cara_schema.id:
+                raise mismatch(cls._cara_name_, value)
+        elif not isinstance(value, Mapping):
+            raise mismatch(cls._cara_name_, value)
+        obj = dict.__new__(cls)
+        _fill_slow(obj, value)
+        return obj
+
+    @classmethod
+    def _cara_zero_(cls) -> Any:
+        return dict.__new__(cls)
+
+    @classmethod
+    def _cara_prepare_(cls) -> None:
+        """Generate the fast constructors now (normally done on first use)."""
+        _compile(cls)
+
+    # ------------------------------------------------------------------ reads
+
+    def __missing__(self, key: Any) -> Any:
+        schema = self.cara_schema
+        try:
+            num = schema.by_key.get(key)
+        except TypeError:
+            raise KeyError(key) from None
+        if num is None:
+            raise KeyError(key)
+        if num != key or type(key) is not int:
+            value = _dget(self, num, _MISSING)
+            if value is not _MISSING:
+                return value
+        return self._cara_default_(schema.fields[num])
+
+    def _cara_default_(self, f: FieldSpec) -> Any:
+        if f.discriminant is not None:
+            for n in f.siblings:
+                if _dcontains(self, n):
+                    raise UnionMemberError(
+                        f"{self._cara_name_}.{f.name} is not set: the union holds "
+                        f"{self.cara_schema.fields[n].name}")
+            if f.discriminant != 0:
+                first = self.cara_schema.union[0]
+                raise UnionMemberError(
+                    f"{self._cara_name_}.{f.name} is not set: the union holds {first.name}"
+                    " (the default member)")
+        if not f.is_pointer_like:
+            return f.scalar_default()
+        pending = self._c
+        if pending is None:
+            pending = {}
+            _setattr(self, "_c", pending)
+        child = pending.get(f.number)
+        if child is None:
+            child = f.fresh_default()
+            _setattr(child, "_p", (self, f.number))
+            pending[f.number] = child
+        return child
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value set for ``key`` (number or name), else ``default`` (not the schema default)."""
+        try:
+            num = self.cara_schema.by_key.get(key, key)
+        except TypeError:
+            return default
+        return _dget(self, num, default)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            num = self.cara_schema.by_key.get(key, key)
+        except TypeError:
+            return False
+        return _dcontains(self, num)
+
+    def which(self) -> str:
+        """Name of the active member of this struct's unnamed union (the member with
+        discriminant 0 when none was set, as Cap'n Proto reads it)."""
+        union = self.cara_schema.union
+        if not union:
+            raise TypeError(f"{self._cara_name_} has no unnamed union")
+        for f in union:
+            if _dcontains(self, f.number):
+                return f.name
+        return union[0].name
+
+    # ------------------------------------------------------------------ writes
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        num = self.cara_schema.attr_num.get(name)
+        if num is None:
+            raise AttributeError(f"{self._cara_name_} has no field {name!r}")
+        self._cara_set_(num, value)
+
+    def __delattr__(self, name: str) -> None:
+        num = self.cara_schema.attr_num.get(name)
+        if num is None:
+            raise AttributeError(f"{self._cara_name_} has no field {name!r}")
+        self._cara_unset_(num)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        try:
+            num = _known_key(self.cara_schema, key)
+        except Invalid as e:
+            raise e.error(self._cara_name_) from None
+        if num is None:  # a number from a newer schema: kept as is
+            _dset(self, key, value)
+            self._cara_touched_()
+            return
+        self._cara_set_(num, value)
+
+    def __delitem__(self, key: Any) -> None:
+        try:
+            num = _known_key(self.cara_schema, key)
+        except Invalid:
+            raise KeyError(key) from None
+        if num is None:
+            num = key
+        if not _dcontains(self, num):
+            raise KeyError(key)
+        self._cara_unset_(num)
+
+    def _cara_set_(self, num: int, value: Any) -> None:
+        f = self.cara_schema.fields[num]
+        try:
+            value = f.type.convert(value)
+        except Invalid as e:
+            raise e.at(f.label).error(self._cara_name_) from None
+        except RecursionError:
+            raise Invalid("value nested too deeply").at(f.label).error(self._cara_name_) from None
+        self._cara_store_(num, value)
+
+    def _cara_store_(self, num: int, value: Any) -> None:
+        """Store an already converted value: clears union siblings, detaches a pending child
+        handed out for this field, attaches this object to its own parent if it was pending."""
+        f = self.cara_schema.fields[num]
+        pending = self._c
+        for n in f.siblings:
+            _dpop(self, n, None)
+            if pending:
+                _detach(pending, n)
+        _dset(self, num, value)
+        if pending:
+            child = pending.get(num)
+            if child is not None and child is not value:
+                _detach(pending, num)
+            elif child is value:
+                del pending[num]
+        if self._p is not None:
+            _attach(self)
+
+    def _cara_unset_(self, num: int) -> None:
+        _dpop(self, num, None)
+        if self._c:
+            _detach(self._c, num)
+        self._cara_touched_()
+
+    def _cara_touched_(self) -> None:
+        if self._p is not None:
+            _attach(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Set fields one by one, as assignments do (a union member replaces its siblings)."""
+        if len(args) > 1:
+            raise TypeError(f"update expected at most 1 positional argument, got {len(args)}")
+        for source in (*args, kwargs):
+            items = source.items() if isinstance(source, Mapping) else source
+            for k, v in items:
+                self[k] = v
+
+    def __ior__(self, other: Any) -> Any:
+        self.update(other)
+        return self
+
+    def __or__(self, other: Any) -> Any:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        new = self.copy()
+        new.update(other)
+        return new
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            value = self[key]
+            del self[key]
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[Any, Any]:
+        item = dict.popitem(self)
+        self._cara_touched_()
+        return item
+
+    def clear(self) -> None:
+        dict.clear(self)
+        if self._c:
+            for n in list(self._c):
+                _detach(self._c, n)
+        self._cara_touched_()
+
+    # ------------------------------------------------------------------ conversions
+
+    def copy(self) -> Any:
+        """A shallow copy of the same class (a ``dict.copy`` would lose the class)."""
+        new = dict.__new__(type(self))
+        dict.update(new, self)
+        return new
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        new = dict.__new__(type(self))
+        memo[id(self)] = new
+        for k, v in dict.items(self):
+            _dset(new, k, _copy.deepcopy(v, memo))
+        return new
+
+    def __reduce__(self) -> Any:
+        locator = self._cara_locator_
+        return (_rebuild_struct, (locator or type(self), dict(self)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested ``dict``/``list`` values keyed by field name (groups as dicts); fields
+        from a newer schema keep their number as key."""
+        fields = self.cara_schema.fields
+        out: dict[Any, Any] = {}
+        for k, v in dict.items(self):
+            if type(k) is int and k < len(fields):
+                out[fields[k].name] = _plain(v, True)
+            else:
+                out[k] = _plain(v, True)
+        return out
+
+    def ToDict(self, with_field_names: bool = False) -> dict[Any, Any]:
+        """The original's API: plain nested values keyed by number, or by name."""
+        if with_field_names:
+            return self.to_dict()
+        return {k: _plain(v, False) for k, v in dict.items(self)}
+
+    def __repr__(self) -> str:
+        fields = self.cara_schema.fields
+        parts = []
+        for k, v in dict.items(self):
+            name = fields[k].name if type(k) is int and k < len(fields) else repr(k)
+            parts.append(f"{name}: {v!r}")
+        return f"{type(self).__name__}({{{', '.join(parts)}}})"
+
+    # msgpack and JSON round trips (the codecs live in cara.codecs; imported lazily).
+
+    def to_msgpack(self) -> bytes:
+        import msgpack
+
+        return msgpack.packb(self)
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> Any:
+        from cara.runtime import hooks
+
+        return hooks.from_msgpack(cls, data)
+
+    def to_json(self, **options: Any) -> str:
+        from cara.runtime import hooks
+
+        return hooks.to_json(self, **options)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Any:
+        from cara.runtime import hooks
+
+        return hooks.from_json(cls, text)
+
+    def to_bytes(self, *, packed: bool = False) -> bytes:
+        """The Cap'n Proto binary encoding (provided by the capnp codec when installed)."""
+        from cara.runtime import hooks
+
+        return hooks.to_bytes(self, packed=packed)
+
+    def to_packed_bytes(self) -> bytes:
+        return self.to_bytes(packed=True)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, packed: bool = False) -> Any:
+        from cara.runtime import hooks
+
+        return hooks.from_bytes(cls, data, packed=packed)
+
+    @classmethod
+    def from_packed_bytes(cls, data: bytes) -> Any:
+        return cls.from_bytes(data, packed=True)
+
+    @classmethod
+    def ReplaceTypes(cls, replacements: Any) -> Any:
+        """A copy of this struct class with types replaced everywhere it reaches:
+        ``S.ReplaceTypes([(Old, New), ...])``."""
+        from cara.runtime.generics import replace_types
+
+        return replace_types(cls, replacements)
+
+
+def _plain(value: Any, names: bool) -> Any:
+    if isinstance(value, Struct):
+        return value.to_dict() if names else value.ToDict(False)
+    if isinstance(value, list):
+        return [_plain(v, names) for v in value]
+    return value
+
+
+def _rebuild_struct(locator: Any, data: dict[Any, Any]) -> Any:
+    cls = locator if isinstance(locator, type) else locator[0](*locator[1])
+    return cls(data)
+
+
+def _detach(pending: dict[int, Any], num: int) -> None:
+    child = pending.pop(num, None)
+    if child is not None:
+        _setattr(child, "_p", None)
+
+
+def _attach(child: Any) -> None:
+    """A pending child was mutated: store it in its parent (unless the parent's field was set
+    to something else meanwhile, in which case the child simply stays detached)."""
+    parent, num = child._p
+    _setattr(child, "_p", None)
+    pending = parent._c
+    if pending and pending.get(num) is child:
+        del pending[num]
+    if _dcontains(parent, num):
+        return
+    parent._cara_store_(num, child)
+
+
+def _fill_slow(self: Any, data: Any, merge: bool = False) -> None:
+    """Fill from any mapping: names, bytes names, digit strings, numbers, unknown numbers."""
+    schema: StructSchema = self.cara_schema
+    fields = schema.fields
+    seen: set[int] = set(dict.keys(self)) if merge else set()
+    for key, value in data.items():
+        num = _known_key(schema, key)
+        if num is None:
+            if key in seen:
+                raise Invalid(f"field {key} given twice")
+            seen.add(key)
+            _dset(self, key, value)
+            continue
+        f = fields[num]
+        if num in seen:
+            raise Invalid(f"field {f.name!r} given twice")
+        seen.add(num)
+        for n in f.siblings:
+            if n in seen:
+                raise Invalid(f"union members {fields[n].name!r} and {f.name!r} both set")
+        try:
+            _dset(self, num, f.type.convert(value))
+        except Invalid as e:
+            raise e.at(f.label) from None
+
+
+# ---------------------------------------------------------------------- generated fill code
+
+
+def _compile(cls: Any) -> None:
+    """Generate ``__init__``, ``_cara_convert_`` and ``_cara_create_`` for ``cls``.
+
+    The common case is inlined: a plain ``dict`` keyed by numbers (``__init__``,
+    ``_cara_convert_``) or keywords by name (``_cara_create_``). The dict is copied in one
+    ``dict.update`` and each field then costs a ``get`` and an inlined type check; only values
+    that need converting are converted and stored again. Anything unusual (names in a
+    number-keyed dict, unknown numbers, two union members) falls back to the general path, which
+    also produces the error messages."""
+    while "cara_schema" not in cls.__dict__:
+        cls = cls.__mro__[1]
+    if "__init__" in cls.__dict__ or cls in _compiling:
+        return
+    _compiling.add(cls)
+    try:
+        _compile_now(cls)
+    finally:
+        _compiling.discard(cls)
+
+
+_compiling: set[Any] = set()
+
+
+_INT_KINDS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+def _compile_now(cls: Any) -> None:
+    schema: StructSchema = cls.cara_schema
+    fields = schema.fields
+    env: dict[str, Any] = {
+        "M": _MISSING, "Invalid": Invalid, "dset": _dset, "dnew": dict.__new__, "C": cls,
+        "dupdate": dict.update, "dclear": dict.clear, "NAME": cls._cara_name_,
+        "slow": _fill_slow, "general": Struct._cara_init_general_,
+        "convgeneral": cls._cara_convert_general_, "RecursionError": RecursionError,
+        "deep": Invalid("value nested too deeply"), "basecreate": vars(Struct)["Create"].__func__,
+        "KNOWN": frozenset(f.number for f in fields), "NAMES": frozenset(f.name for f in fields),
+        "int": int, "float": float, "str": str, "bytes": bytes, "bool": bool,
+    }
+    for f in fields:
+        t = f.type
+        i = f.number
+        if isinstance(t, ClassType):
+            env[f"T{i}"] = t.cls
+            env[f"conv{i}"] = t.cls._cara_convert_
+        else:
+            env[f"conv{i}"] = t.convert
+        if t.kind == "enum":
+            env[f"vm{i}"] = t.cls._value2member_map_  # type: ignore[attr-defined]
+            env[f"nm{i}"] = t.cls._member_map_  # type: ignore[attr-defined]
+            env[f"Z{i}"] = t.cls._cara_zero_()  # type: ignore[attr-defined]
+        if t.kind in ("struct", "list") and isinstance(t, ClassType):
+            # A stand-in of the right type that ``d.get`` returns for a missing field.
+            env[f"Z{i}"] = t.cls._cara_zero_()
+
+    def number_checks() -> list[str]:
+        """``d`` was copied into ``self``: re-store only values that need converting. Each
+        check treats a missing field as already right (``d.get`` returns a value of the type)."""
+        out = []
+        for f in fields:
+            i, t, k = f.number, f.type, f.type.kind
+            fix = f"dset(self, {i}, conv{i}(v))"
+            if k == "anyPointer":
+                continue
+            if k in ("text", "data", "float64", "bool"):
+                default = {"text": '""', "data": 'b""', "float64": "0.0", "bool": "False"}[k]
+                pytype = {"text": "str", "data": "bytes", "float64": "float", "bool": "bool"}[k]
+                out.append(f"    v = g({i}, {default})")
+                out.append(f"    if type(v) is not {pytype}: {fix}")
+            elif k == "void":
+                out.append(f"    v = g({i})")
+                out.append(f"    if v is not None: {fix}")
+            elif k in _INT_KINDS:
+                lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
+                out.append(f"    v = g({i}, 0)")
+                out.append(f"    if type(v) is not int or v < {lo} or v > {hi}: {fix}")
+            elif k == "float32":
+                lim = t.limit  # type: ignore[attr-defined]
+                out.append(f"    v = g({i}, 0.0)")
+                out.append(f"    if type(v) is not float or not -{lim!r} <= v <= {lim!r}: {fix}")
+            elif k == "enum":
+                out.append(f"    v = g({i}, Z{i})")
+                out.append(f"    if type(v) is not T{i}: dset(self, {i}, vm{i}[v] "
+                           f"if type(v) is int and v in vm{i} else conv{i}(v))")
+            elif k in ("struct", "list"):
+                out.append(f"    v = g({i}, Z{i})")
+                out.append(f"    if type(v) is not T{i}: {fix}")
+            else:  # interfaces: the converter decides (None stays None)
+                out.append(f"    v = g({i})")
+                out.append(f"    if v is not None: {fix}")
+        return out
+
+    def name_stores() -> list[str]:
+        """``d`` is keyed by name: store every present value under its number."""
+        out = []
+        for f in fields:
+            i, t, k = f.number, f.type, f.type.kind
+            out.append(f"    v = g({f.name!r}, M)")
+            out.append("    if v is not M:")
+            if k == "anyPointer":
+                pass
+            elif k in ("text", "data", "float64", "bool"):
+                pytype = {"text": "str", "data": "bytes", "float64": "float", "bool": "bool"}[k]
+                out.append(f"        if type(v) is not {pytype}: v = conv{i}(v)")
+            elif k in _INT_KINDS:
+                lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
+                out.append(f"        if type(v) is not int or v < {lo} or v > {hi}: "
+                           f"v = conv{i}(v)")
+            elif k == "enum":
+                out.append(f"        if type(v) is not T{i}: v = nm{i}[v] if type(v) is str "
+                           f"and v in nm{i} else conv{i}(v)")
+            elif k in ("struct", "list"):
+                out.append(f"        if type(v) is not T{i}: v = conv{i}(v)")
+            else:
+                out.append(f"        v = conv{i}(v)")
+            out.append(f"        dset(self, {i}, v)")
+        return out
+
+    union_nums = [f.number for f in schema.union]
+    if len(union_nums) > 1:
+        by_num = " + ".join(f"({n} in d)" for n in union_nums) + " > 1"
+        by_name = " + ".join(f"({schema.fields[n].name!r} in d)" for n in union_nums) + " > 1"
+    else:
+        by_num = by_name = "False"
+
+    source = "\n".join([
+        "def __init__(self, d=None, /, **kw):",
+        "    if kw or type(d) is not dict:",
+        "        return general(self, d, kw)",
+        "    if not KNOWN.issuperset(d):",
+        "        if NAMES.issuperset(d):",
+        "            try:",
+        "                return dupdate(self, byname(d))",
+        "            except Invalid as e:",
+        "                raise e.error(NAME) from None",
+        "            except RecursionError:",
+        "                raise deep.error(NAME) from None",
+        "        return general(self, d, None)",
+        f"    if {by_num}:",
+        "        return general(self, d, None)",
+        "    dupdate(self, d)",
+        "    g = d.get",
+        "    try:",
+        "        pass",
+        *["    " + line for line in number_checks()],
+        "    except Invalid:",
+        "        dclear(self)",
+        "        general(self, d, None)",  # raises with the field path
+        "    except RecursionError:",
+        "        raise deep.error(NAME) from None",
+        "",
+        "def convert(d):",
+        "    if type(d) is C:",
+        "        return d",
+        "    if type(d) is not dict:",
+        "        return convgeneral(d)",
+        "    self = dnew(C)",
+        "    g = d.get",
+        f"    if KNOWN.issuperset(d) and not ({by_num}):",
+        "        dupdate(self, d)",
+        "        try:",
+        "            pass",
+        *["        " + line for line in number_checks()],
+        "        except Invalid:",
+        "            dclear(self)",
+        "            slow(self, d)",  # raises with the field path
+        "        return self",
+        f"    if NAMES.issuperset(d) and not ({by_name}):",  # built by hand, keyed by name
+        "        try:",
+        "            pass",
+        *["        " + line for line in name_stores()],
+        "        except Invalid:",
+        "            dclear(self)",
+        "            slow(self, d)",
+        "        return self",
+        "    slow(self, d)",
+        "    return self",
+        "",
+        "def byname(d):",
+        "    if not NAMES.issuperset(d) or " + by_name + ":",
+        "        self = dnew(C)",
+        "        slow(self, d)",
+        "        return self",
+        "    self = dnew(C)",
+        "    g = d.get",
+        "    try:",
+        "        pass",
+        *["    " + line for line in name_stores()],
+        "    except Invalid:",
+        "        dclear(self)",
+        "        slow(self, d)",
+        "    return self",
+        "",
+        "def Create(cls, *args, **d):",
+        "    if args or cls is not C:",
+        "        return basecreate(cls, *args, **d)",
+        f"    if NAMES.issuperset(d) and not ({by_name}):",
+        "        self = dnew(C)",
+        "        g = d.get",
+        "        try:",
+        "            pass",
+        *["        " + line for line in name_stores()],
+        "        except Invalid:",
+        "            return create(d)",  # again, on the path that names the field
+        "        except RecursionError:",
+        "            raise deep.error(NAME) from None",
+        "        return self",
+        "    return create(d)",
+        "",
+        "def create(d):",
+        "    try:",
+        "        return byname(d)",
+        "    except Invalid as e:",
+        "        raise e.error(NAME) from None",
+        "    except RecursionError:",
+        "        raise deep.error(NAME) from None",
+    ]) + "\n"
+    if _DEBUG:
+        print(source)
+    exec(compile(source, f"<cara struct {schema.name}>", "exec"), env)
+    cls.__init__ = env["__init__"]
+    cls._cara_convert_ = staticmethod(env["convert"])
+    cls._cara_create_ = staticmethod(env["create"])
+    cls.Create = classmethod(env["Create"])
+    cls._cara_type_.convert = env["convert"]
+
+
+# ---------------------------------------------------------------------- class creation
+
+
+def make_struct_class(name: str, schema: StructSchema, *, module: str | None = None,
+                      qualname: str | None = None, base: type = Struct) -> type[Struct]:
+    """A new struct class: one ``property(itemgetter(n))`` per field attribute."""
+    ns: dict[str, Any] = {
+        "__slots__": (),
+        "cara_schema": schema,
+        "_cara_name_": schema.name,
+        "__module__": module or __name__,
+        "__qualname__": qualname or schema.name,
+        "__doc__": f"Cap'n Proto struct {schema.name} (@0x{schema.id:016x}).",
+    }
+    for f in schema.fields:
+        ns[f.attr] = property(itemgetter(f.number), doc=f"field {f.name} :{f.type.name}")
+    cls: Any = type(name, (base,), ns)
+    for f in schema.fields:
+        f.owner = cls
+    cls._cara_type_ = ClassType("struct", lambda: cls, schema.name)
+    return cls
+
+
+def iter_fields(s: Struct) -> Iterator[tuple[FieldSpec, Any]]:
+    """The set fields of ``s`` as ``(FieldSpec, value)`` (fields unknown to the schema skipped)."""
+    fields = s.cara_schema.fields
+    for k, v in dict.items(s):
+        if type(k) is int and k < len(fields):
+            yield fields[k], v

@@ -1,0 +1,106 @@
+"""What the compiler knows about declarations while it compiles them.
+
+A :class:`DeclNode` is a declaration that becomes a schema node (file, struct, enum, interface,
+const, annotation): its id, display name, generic parameters and the scope it opens for name
+lookup (nested nodes and ``using`` aliases). Its translation state and results live here too,
+because declarations are translated lazily, when first needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cara.schema import model
+from cara.schema.ast import Declaration, Expression
+from cara.schema.brands import BrandScope, ResolvedDecl, ResolvedParameter
+from cara.schema.diagnostics import SourceText
+from cara.schema.loader import SourceFile
+from cara.schema.values import StructShape
+
+if TYPE_CHECKING:
+    from cara.schema.compiler import Compiler
+
+__all__ = ["Alias", "DeclNode", "ImplicitParams", "ParsedFile", "RecursiveDependency"]
+
+
+class RecursiveDependency(Exception):
+    """A declaration needed its own result while computing it."""
+
+
+@dataclass(eq=False)
+class ParsedFile:
+    source: SourceFile
+    text: SourceText
+    root: Declaration
+    node: DeclNode | None = None
+
+
+@dataclass(eq=False)
+class Alias:
+    decl: Declaration
+    scope: DeclNode
+    state: str = "new"  # new, busy, done
+    result: ResolvedDecl | ResolvedParameter | None = None
+
+
+@dataclass(eq=False)
+class ImplicitParams:
+    scope_id: int = 0
+    names: list[str] = field(default_factory=list)
+
+
+class DeclNode:
+    """One schema node being compiled, with its scope for name lookup."""
+
+    def __init__(self, compiler: Compiler, file: ParsedFile, decl: Declaration,
+                 parent: DeclNode | None, kind: str, node_id: int, display_name: str,
+                 prefix_len: int) -> None:
+        self.compiler = compiler
+        self.file = file
+        self.decl = decl
+        self.parent = parent
+        self.kind = kind
+        self.id = node_id
+        self.display_name = display_name
+        self.prefix_len = prefix_len
+        self.params = [str(p.value) for p in decl.parameters] if kind != "file" else []
+        self.nested: dict[str, DeclNode] = {}
+        self.ordered: list[DeclNode] = []
+        self.aliases: dict[str, Alias] = {}
+        self.state = "new"  # new, busy, bootstrapped, finishing, finished
+        self.model: model.Node | None = None
+        self.aux: list[model.Node] = []
+        self.source_info: list[model.SourceInfo] = []
+        self.deferred: list[tuple[Expression, model.Type, model.Value, DeclNode]] = []
+        # Struct shapes of this node and of its groups, for struct literals.
+        self.shapes: dict[int, StructShape] = {}
+        self.enumerant_ordinals: dict[str, int] = {}
+
+    @property
+    def name_span(self) -> tuple[int, int]:
+        if self.kind == "file":
+            return 0, 0
+        if self.decl.name is not None:
+            return self.decl.name.start, self.decl.name.end
+        return self.decl.start, self.decl.end
+
+    def error_on_node(self, message: str) -> None:
+        start, end = self.name_span
+        self.compiler.diag.error(self.file.text, start, end, message)
+
+    def is_generic(self) -> bool:
+        node: DeclNode | None = self
+        while node is not None:
+            if node.params:
+                return True
+            node = node.parent
+        return False
+
+    def resolved(self) -> ResolvedDecl:
+        scope_id = self.parent.id if self.parent is not None else 0
+        return ResolvedDecl(self.id, len(self.params), scope_id, self.kind, self)
+
+    def local_brand(self) -> BrandScope:
+        parent = self.parent.local_brand() if self.parent is not None else None
+        return BrandScope(self.id, len(self.params), True, [], parent)

@@ -1,0 +1,1 @@
+"""Generated modules of the standard schemas in ``/capnp/compat/`` (see :mod:`cara.std`)."""

@@ -1,0 +1,143 @@
+"""The generated ``.pyi`` stubs, checked by mypy itself (run as a subprocess, as a user would):
+correct use passes, a misspelt field and a wrong type are flagged, and the stubs of the whole
+corpus are valid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cara.codegen import write_modules
+from tests.codegen.test_generate import CORPUS_FILES, REPO, SEED_SCHEMA
+from tests.support.reference import reference_request
+
+
+def run_mypy(cwd: Path, *targets: str) -> subprocess.CompletedProcess[str]:
+    try:
+        import mypy  # noqa: F401
+    except ImportError:
+        pytest.skip("mypy is not installed (pip install mypy)")
+    env = {**os.environ, "MYPYPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "--follow-imports=silent",
+         "--python-version=3.10", "--config-file=", "--strict", *targets],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def seed_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("stubs")
+    (root / "my_structs.capnp").write_text(SEED_SCHEMA)
+    (root / "iface.capnp").write_text(textwrap.dedent("""\
+        @0xb1a0c6a1e7ec5c21;
+        interface Echo {
+          echo @0 (text :Text) -> (text :Text);
+          pair @1 () -> (a :Int32, b :Text);
+        }
+        struct Shape {
+          union {
+            circle @0 :Float64;
+            square @1 :Float64;
+          }
+          color @2 :Color;
+          tags @3 :List(Text);
+          enum Color { red @0; green @1; }
+        }
+        struct Box(T) { value @0 :T; }
+        struct Holder { box @0 :Box(Text); }
+        """))
+    request = reference_request(["my_structs.capnp", "iface.capnp"], cwd=root)
+    out = root / "out"
+    write_modules(request, out)
+    return out
+
+
+GOOD = """\
+import asyncio
+import my_structs_capnp as s
+import iface_capnp as i
+
+m = s.MyStruct.Create(field="x", nested={"integer": 2})
+n: s.MyStruct.NestedStruct = m.nested
+text: str = m.field.upper()
+number: int = m.nested.integer + 1
+again = s.MyStruct({"field": "y"}, field="z")
+shape = i.Shape.Create(circle=1.5, color=i.Shape.Color.red, tags=["a", "b"])
+kind: str = shape.which()
+first: str = shape.tags[0]
+color: i.Shape.Color = shape.color
+
+async def call(echo: i.Echo) -> str:
+    pair = await echo.pair()
+    return await echo.echo(text="hi") + pair.b + str(pair.a + 1)
+
+held: str = i.Holder().box.value
+bound = i.Box[str]
+
+class Server(i.Echo):
+    async def echo(self, text: str = "") -> str:
+        return text
+
+    async def pair(self) -> i.Echo.PairResults:
+        return i.Echo.PairResults.Create(a=1, b="x")
+"""
+
+BAD = {
+    "misspelt field": ("print(s.MyStruct.Create(field='x').feild)", 'has no attribute "feild"'),
+    "wrong type": ("s.MyStruct.Create(field=3)", 'incompatible type "int"; expected "str"'),
+    "misspelt keyword": ("s.MyStruct.Create(feild='x')", 'Unexpected keyword argument "feild"'),
+    "wrong read type": ("x: str = s.MyStruct().nested.integer", "Incompatible types"),
+    "union member": ("k: int = i.Shape().which()", "Incompatible types"),
+    "list element": ("i.Shape.Create(tags=[1])", "List item 0 has incompatible type"),
+    "method parameter": ("async def f(e: i.Echo) -> None:\n    await e.echo(text=1)",
+                         'incompatible type "int"'),
+    "method result": ("async def f(e: i.Echo) -> int:\n    return await e.echo(text='x')",
+                      "Incompatible return value type"),
+    "generic binding": ("n: int = i.Holder().box.value", "Incompatible types"),
+    "implementation": ("class S(i.Echo):\n    async def echo(self, text: int) -> str: ...",
+                       "incompatible with supertype"),
+}
+
+
+def test_mypy_accepts_correct_use(seed_out: Path) -> None:
+    (seed_out / "good.py").write_text(GOOD)
+    proc = run_mypy(seed_out, "good.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_mypy_flags_mistakes(seed_out: Path, case: str) -> None:
+    line, message = BAD[case]
+    name = "bad_" + case.replace(" ", "_") + ".py"
+    (seed_out / name).write_text(
+        "import my_structs_capnp as s\nimport iface_capnp as i\n" + line + "\n")
+    proc = run_mypy(seed_out, name)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert message in proc.stdout, proc.stdout
+
+
+def test_corpus_stubs_are_valid(corpus_092: Path, tmp_path: Path) -> None:
+    request = reference_request(CORPUS_FILES, cwd=corpus_092, import_path=["c++/src"],
+                                src_prefix="c++/src")
+    written = write_modules(request, tmp_path)
+    stubs = sorted(str(p.relative_to(tmp_path)) for p in written if p.suffix == ".pyi")
+    assert len(stubs) == len(CORPUS_FILES)
+    # Each directory is its own import root (how the modules import each other).
+    for directory in sorted({Path(s).parent for s in stubs}):
+        here = [str(Path(s).relative_to(directory)) for s in stubs if Path(s).parent == directory]
+        proc = run_mypy(tmp_path / directory, *here)
+        assert proc.returncode == 0, f"{directory}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_std_stubs_are_valid() -> None:
+    stubs = sorted(str(p.relative_to(REPO)) for p in (REPO / "cara" / "std").rglob("*.pyi"))
+    assert stubs
+    proc = run_mypy(REPO, *stubs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+

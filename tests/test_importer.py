@@ -1,0 +1,220 @@
+"""The import hook, its cache, ``load`` and ``loads``: each scenario in a fresh interpreter, as a
+user's program would run, with a private cache directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.codegen.test_generate import REPO, SEED_CHECK, SEED_SCHEMA, assert_ok
+
+HOOK = "import cara.importer\ncara.importer.install_import_hook()\n"
+
+#: Fails the process if anything tries to compile a schema (proves the cache was used).
+NO_COMPILE = """\
+import cara.importer
+def _refuse(*args, **kwargs):
+    raise AssertionError("the schema was compiled again instead of read from the cache")
+cara.importer._compile_request = _refuse
+"""
+
+
+def _require_compiler() -> None:
+    import cara.schema
+
+    if not hasattr(cara.schema, "compile"):
+        pytest.skip("cara's schema compiler is not available yet")
+
+
+def run(code: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CARA_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    _require_compiler()
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "my_structs.capnp").write_text(SEED_SCHEMA)
+    return tmp_path
+
+
+def test_hook_imports_the_seed_schema_and_caches_it(project: Path) -> None:
+    app, cache = project / "app", project / "cache"
+    assert_ok(run(HOOK + SEED_CHECK, app, cache), "seed ok")
+    entries = list(cache.rglob("*.cara"))
+    assert len(entries) == 1
+    # A second process reads the cache: nothing is compiled, no compiler module is imported.
+    second = HOOK + NO_COMPILE + SEED_CHECK + textwrap.dedent("""\
+        import sys
+        parsed = [m for m in sys.modules if m.startswith(("cara.schema.compiler",
+                  "cara.schema.parser", "cara.schema.lexer"))]
+        assert not parsed, parsed
+        print("from cache")
+        """)
+    assert_ok(run(second, app, cache), "from cache")
+
+
+def test_an_edited_schema_is_compiled_again(project: Path) -> None:
+    app, cache = project / "app", project / "cache"
+    assert_ok(run(HOOK + "import my_structs_capnp\nprint('first')", app, cache), "first")
+    (app / "my_structs.capnp").write_text(
+        SEED_SCHEMA.replace("nested @1", "extra @2 :Bool;\n    nested @1"))
+    code = HOOK + "import my_structs_capnp as s\nprint(s.MyStruct.Create(extra=True))"
+    assert_ok(run(code, app, cache), "MyStruct({extra: True})")
+
+
+def test_an_edited_import_is_compiled_again(project: Path) -> None:
+    app, cache = project / "app", project / "cache"
+    (app / "consts.capnp").write_text("@0xe3a8a8f4c2b1e010;\nconst answer :Int32 = 41;\n")
+    (app / "user.capnp").write_text(textwrap.dedent("""\
+        @0xe3a8a8f4c2b1e011;
+        using C = import "consts.capnp";
+        const doubled :Int32 = C.answer;
+        """))
+    code = HOOK + "import user_capnp\nprint('value', user_capnp.doubled)"
+    assert_ok(run(code, app, cache), "value 41")
+    (app / "consts.capnp").write_text("@0xe3a8a8f4c2b1e010;\nconst answer :Int32 = 42;\n")
+    assert_ok(run(code, app, cache), "value 42")
+
+
+def test_hook_finds_schemas_inside_packages_and_their_imports(project: Path) -> None:
+    pkg = project / "app" / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "rpc-base.capnp").write_text("@0xe3a8a8f4c2b1e020;\nstruct Point { x @0 :Int32; }\n")
+    (pkg / "shapes.capnp").write_text(textwrap.dedent("""\
+        @0xe3a8a8f4c2b1e021;
+        using B = import "rpc-base.capnp";
+        using Cxx = import "/capnp/c++.capnp";
+        $Cxx.namespace("shapes");
+        struct Line { a @0 :B.Point; }
+        """))
+    code = HOOK + textwrap.dedent("""\
+        import pkg.shapes_capnp as shapes
+        from pkg import rpc_base_capnp
+        line = shapes.Line.Create(a={"x": 3})
+        assert type(line.a) is rpc_base_capnp.Point, type(line.a)
+        assert shapes.__name__ == "pkg.shapes_capnp"
+        print("package ok", line.a.x)
+        """)
+    assert_ok(run(code, project / "app", project / "cache"), "package ok 3")
+
+
+def test_removing_the_hook_stops_schema_imports(project: Path) -> None:
+    code = HOOK + textwrap.dedent("""\
+        import sys
+        cara.importer.remove_import_hook()
+        try:
+            import my_structs_capnp
+        except ImportError:
+            print("not found")
+        cara.importer.install_import_hook()
+        cara.importer.install_import_hook()
+        import my_structs_capnp
+        assert sum(type(f).__name__ == "SchemaFinder" for f in sys.meta_path) == 1
+        print("found again")
+        """)
+    out = run(code, project / "app", project / "cache")
+    assert_ok(out, "not found")
+    assert "found again" in out.stdout
+
+
+def test_a_generated_module_on_the_path_wins_over_the_schema(project: Path) -> None:
+    app = project / "app"
+    (app / "my_structs_capnp.py").write_text("MARKER = 'generated file'\n")
+    code = HOOK + "import my_structs_capnp\nprint(my_structs_capnp.MARKER)"
+    assert_ok(run(code, app, project / "cache"), "generated file")
+
+
+def test_load_with_an_import_path(project: Path) -> None:
+    inc = project / "include" / "lib"
+    inc.mkdir(parents=True)
+    (inc / "units.capnp").write_text(
+        "@0xe3a8a8f4c2b1e030;\nenum Unit { metre @0; foot @1; }\n")
+    schemas = project / "elsewhere"  # not on sys.path
+    schemas.mkdir()
+    (schemas / "point.capnp").write_text("@0xe3a8a8f4c2b1e032;\nstruct P { x @0 :Int32; }\n")
+    (schemas / "length.capnp").write_text(textwrap.dedent("""\
+        @0xe3a8a8f4c2b1e031;
+        using U = import "/lib/units.capnp";
+        using Pt = import "point.capnp";
+        struct Length { value @0 :Float64; unit @1 :U.Unit; at @2 :Pt.P; }
+        """))
+    code = textwrap.dedent(f"""\
+        import sys
+        import cara.importer
+        m = cara.importer.load({str(schemas / "length.capnp")!r},
+                               imports=[{str(project / "include")!r}])
+        assert "length_capnp" not in sys.modules
+        length = m.Length.Create(value=2.5, unit="foot", at={{"x": 7}})
+        print("loaded", m.__name__, int(length.unit), type(length.unit).__name__, length.at.x)
+        """)
+    assert_ok(run(code, project / "app", project / "cache"), "loaded length_capnp 1 Unit 7")
+
+
+def test_loads_compiles_text(project: Path) -> None:
+    import cara.schema
+
+    if not hasattr(cara.schema, "compile_string"):
+        pytest.skip("cara.schema.compile_string is not available yet")
+    code = textwrap.dedent(f"""\
+        import cara.importer, msgpack
+        m = cara.importer.loads({SEED_SCHEMA!r}, name="my_structs.capnp")
+        packed = msgpack.packb(m.MyStruct.Create(field="some different text"))
+        assert packed == b"\\x81\\x00\\xb3some different text", packed
+        print("loads ok", m.__name__)
+        """)
+    assert_ok(run(code, project / "app", project / "cache"), "loads ok my_structs_capnp")
+
+
+def test_installing_the_hook_imports_no_compiler(tmp_path: Path) -> None:
+    code = HOOK + textwrap.dedent("""\
+        import sys
+        heavy = [m for m in sys.modules if m.startswith(("cara.schema", "cara.codegen",
+                 "cara.runtime", "cara.codecs"))]
+        assert not heavy, heavy
+        print("light")
+        """)
+    assert_ok(run(code, tmp_path, tmp_path / "cache"), "light")
+
+
+def test_unwritable_cache_only_costs_speed(project: Path) -> None:
+    blocked = project / "cache-is-a-file"
+    blocked.write_text("not a directory")
+    assert_ok(run(HOOK + SEED_CHECK, project / "app", blocked), "seed ok")
+
+
+def test_schema_errors_name_the_file(project: Path) -> None:
+    (project / "app" / "broken.capnp").write_text(
+        "@0xe3a8a8f4c2b1e040;\nstruct X { a @0 :Nope; }\n")
+    code = HOOK + textwrap.dedent("""\
+        try:
+            import broken_capnp
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+        """)
+    out = run(code, project / "app", project / "cache")
+    assert_ok(out, "broken.capnp:2:")
+
+
+def test_loading_an_edited_schema_again_in_one_process(project: Path) -> None:
+    path = project / "app" / "my_structs.capnp"
+    code = textwrap.dedent(f"""\
+        import pathlib
+        import cara.importer
+        path = pathlib.Path({str(path)!r})
+        old = cara.importer.load(path)
+        path.write_text(path.read_text().replace("nested @1", "extra @2 :Bool;\\n    nested @1"))
+        new = cara.importer.load(path)
+        assert "extra" not in old.MyStruct.cara_schema.by_name
+        print(new.MyStruct.Create(extra=True), old.MyStruct.Create(field="x"))
+        """)
+    assert_ok(run(code, project / "app", project / "cache"),
+              "MyStruct({extra: True}) MyStruct({field: 'x'})")

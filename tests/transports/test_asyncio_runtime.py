@@ -1,0 +1,303 @@
+"""RPC with the runtime's interface classes (cara.runtime built from the reference compiler's
+nodes): proxies are instances of the interface class, structs and capabilities inside them are
+converted by the runtime, implementations are subclasses, dicts, objects or functions."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+from typing import Any
+
+import pytest
+
+from cara.rpc import Failed, Unimplemented, register_interface, release
+from cara.transports import Client, Server
+from tests.rpc.schemas import runtime_module
+from tests.transports.support import connected, eventually, run
+
+
+def mod() -> Any:
+    return runtime_module()
+
+
+class CalcImpl:  # a plain object implementing Calc by attribute names
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.started = 0
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    def fail(self, kind: str, message: str) -> None:
+        raise {"ValueError": ValueError, "LookupError": LookupError}[kind](message)
+
+    async def sleep(self, seconds: float) -> bool:
+        self.started += 1
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return True
+
+    def pair(self) -> tuple[int, str]:
+        return 3, "three"
+
+    def info(self) -> Any:
+        return mod().Info(name="calc", count=7)
+
+    async def takeInfo(self, info: Any) -> int:
+        total = info.count
+        if info.cb is not None:
+            total += await info.cb(1)
+        for cb in info.cbs:
+            total += await cb.call(1)
+        return total
+
+    async def callBack(self, cb: Any, value: int) -> int:
+        assert isinstance(cb, mod().Callback)
+        return int(await cb.call(value))
+
+    def makeCallback(self, offset: int) -> Any:
+        return lambda value: value + offset
+
+    async def callAll(self, cbs: list[Any], value: int) -> int:
+        # Capabilities that come home are the local objects again: their calls are plain.
+        results = [cb(value) for cb in cbs]
+        return sum([await r if inspect.isawaitable(r) else r for r in results])
+
+
+async def start(*impls: tuple[Any, Any]) -> Server:
+    server = Server()
+    server.bind("tcp://127.0.0.1:0")
+    await server.start()
+    for iface, impl in impls:
+        register_interface(server, iface, impl)
+    return server
+
+
+def test_proxies_are_instances_and_values_are_converted() -> None:
+    m = mod()
+
+    async def main() -> None:
+        server = await start((m.Calc, CalcImpl()), (m.Echo, lambda text: text.upper()))
+        async with connected(server) as client:
+            calc = client.bootstrap(m.Calc)
+            assert isinstance(calc, m.Calc)
+            assert await calc.add(2, 3) == 5
+            assert await calc.add(a=2, b=-3) == -1
+            echo = client.bootstrap(m.Echo)
+            assert await echo("x") == "X"  # one-method proxy is callable
+            pair = await calc.pair()
+            assert (pair.x, pair.y) == (3, "three")
+            info = await calc.info()
+            assert isinstance(info, m.Info) and info.name == "calc" and info.count == 7
+            assert await calc.takeInfo(m.Info(name="n", count=1, cb=lambda v: 10)) == 11
+            assert await calc.takeInfo(name="n", count=2, cbs=[lambda v: 5, lambda v: 6]) == 13
+            with pytest.raises(TypeError):
+                calc.add(1, 2, 3)
+            with pytest.raises(TypeError):
+                calc.add(1, "not an int")  # checked by the runtime before sending
+        await server.stop()
+
+    run(main())
+
+
+def test_subclass_registration_infers_the_interface() -> None:
+    m = mod()
+
+    async def main() -> None:
+        server = Server()
+        server.bind("tcp://127.0.0.1:0")
+        await server.start()
+
+        @register_interface(server)
+        class Both(m.Both):
+            def own(self) -> str:
+                return "own"
+
+            def name(self) -> str:
+                return "both"
+
+        @register_interface(server, m.Left)
+        def left_name() -> str:
+            return "left"
+
+        register_interface(server, m.Right, {"name": lambda: "right"})
+
+        assert isinstance(Both(), m.Both)  # the decorator returns the class
+        async with connected(server) as client:
+            both = client.bootstrap(m.Both)
+            assert await both.own() == "own"
+            assert await both.name() == "both"
+            assert await both[(m.Right.cara_schema.id, 0)]() == "both"
+            assert await client.bootstrap(m.Left).name() == "left"
+            assert await client.bootstrap(m.Right).name() == "right"
+        await server.stop()
+
+    run(main())
+
+
+def test_callbacks_released_and_errors() -> None:
+    m = mod()
+    n = 1000
+
+    async def main() -> None:
+        server = await start((m.Calc, CalcImpl()))
+        async with connected(server) as client:
+            calc = client.bootstrap(m.Calc)
+            results = await asyncio.gather(*[calc.callBack(lambda v, i=i: v + i, 1)
+                                             for i in range(n)])
+            assert results == [i + 1 for i in range(n)]
+            caps = await asyncio.gather(*[calc.makeCallback(i) for i in range(n)])
+            assert all(isinstance(cap, m.Callback) for cap in caps)
+            assert await asyncio.gather(*[cap.call(2) for cap in caps]) == [
+                i + 2 for i in range(n)]
+            assert await calc.callAll(caps[:10], 1) == sum(i + 1 for i in range(10))
+            release(caps[0])
+            caps[1].close()
+            async with caps[2] as cap:
+                assert await cap(0) == 2
+            with pytest.raises(ConnectionError):
+                caps[2].call(0)  # released: calling it fails at once
+            del caps, results
+            gc.collect()
+            await eventually(lambda: server.stats()["exports"] == 0
+                             and client.stats()["exports"] == 0
+                             and client.stats()["imports"] == 0
+                             and server.stats()["imports"] == 0, what="empty tables")
+
+            with pytest.raises(ValueError, match="nope"):
+                await calc.fail("ValueError", "nope")
+            with pytest.raises(LookupError, match="where"):
+                await calc.fail("LookupError", "where")
+        await server.stop()
+
+    run(main())
+
+
+def test_missing_method_is_unimplemented() -> None:
+    m = mod()
+
+    async def main() -> None:
+        server = Server()
+        server.bind("tcp://127.0.0.1:0")
+        await server.start()
+
+        @register_interface(server)
+        class Partial(m.Holder):
+            def put(self, cap: Any) -> None:
+                pass
+
+        async with connected(server) as client:
+            holder = client.bootstrap(m.Holder)
+            await holder.put(None)
+            with pytest.raises(Unimplemented):
+                await holder.get()
+            with pytest.raises(NotImplementedError):  # Unimplemented is one
+                await holder.callHeld(1)
+        await server.stop()
+
+    run(main())
+
+
+def test_cancel_and_timeout_reach_the_handler() -> None:
+    m = mod()
+
+    async def main() -> None:
+        impl = CalcImpl()
+        server = await start((m.Calc, impl))
+        async with connected(server) as client:
+            calc = client.bootstrap(m.Calc)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(calc.sleep(30), 0.05)
+            await asyncio.wait_for(impl.cancelled.wait(), 5)
+            await eventually(lambda: server.stats()["answers"] == 0, what="answer dropped")
+        async with connected(server) as client:
+            impl.cancelled.clear()
+            with pytest.raises(asyncio.TimeoutError):
+                await client.bootstrap(m.Calc).sleep(30, _timeout=0.05)
+            await asyncio.wait_for(impl.cancelled.wait(), 5)
+        async with connected(server, timeout=0.05) as client:
+            impl.cancelled.clear()
+            with pytest.raises(asyncio.TimeoutError):
+                await client.bootstrap(m.Calc).sleep(30)
+            await asyncio.wait_for(impl.cancelled.wait(), 5)
+        await server.stop()
+
+    run(main())
+
+
+def test_three_parties_with_runtime_classes() -> None:
+    m = mod()
+
+    async def main() -> None:
+        class Holder(m.Holder):
+            held: Any = None
+
+            def put(self, cap: Any) -> None:
+                self.held = cap
+
+            def get(self) -> Any:
+                return self.held
+
+            async def callHeld(self, value: int) -> int:
+                return int(await self.held.call(value))
+
+        server_b = await start((m.Calc, CalcImpl()))
+        server_c = await start((m.Holder, Holder()))
+        async with connected(server_b) as a_to_b, connected(server_c) as a_to_c:
+            cap = await a_to_b.bootstrap(m.Calc).makeCallback(100)
+            holder = a_to_c.bootstrap(m.Holder)
+            await holder.put(cap)
+            assert await holder.callHeld(1) == 101
+            back = await holder.get()
+            assert isinstance(back, m.Callback) and await back.call(2) == 102
+            await holder.put(None)
+            del cap, back
+            gc.collect()
+            await eventually(lambda: server_b.stats()["exports"] == 0
+                             and a_to_c.stats()["exports"] == 0, what="three-party release")
+        await server_b.stop()
+        await server_c.stop()
+
+    run(main())
+
+
+def test_remote_custom_exception_is_failed() -> None:
+    m = mod()
+
+    class Mine(Exception):
+        pass
+
+    def boom(text: str) -> str:
+        raise Mine(text)
+
+    async def main() -> None:
+        server = await start((m.Echo, boom))
+        async with connected(server) as client:
+            with pytest.raises(Failed, match="Mine: x"):
+                await client.bootstrap(m.Echo).echo("x")
+        await server.stop()
+
+    run(main())
+
+
+@pytest.mark.xfail(reason="needs the runtime to delegate Iface(x) to x.__cara_cast__(Iface)",
+                   strict=False)
+def test_interface_of_client_is_a_bootstrap_proxy() -> None:
+    m = mod()
+
+    async def main() -> None:
+        server = await start((m.Echo, lambda text: text))
+        try:
+            client = Client()
+            client.connect(server.endpoints[0])
+            async with client:
+                echo = m.Echo(client)
+                assert await echo.echo("pseud shape") == "pseud shape"
+        finally:
+            await server.stop()
+
+    run(main())
