@@ -1,7 +1,8 @@
 """The architecture's one rule, checked: imports inside cara point down the layer list.
 
 schema -> runtime, codegen (and its output cara.std) -> codecs -> rpc -> transports;
-``cara.errors`` is below all of them; ``cara.cli`` and the top-level package sit above everything (they only wire things up).
+``cara.errors`` is below all of them; ``cara.cli`` and the top-level package sit above
+everything (they only wire things up).
 """
 
 from __future__ import annotations
