@@ -17,15 +17,36 @@ from cara.importer import install_import_hook, load, loads, remove_import_hook
 # Installing the hook imports only the standard library; the compiler loads on first use.
 install_import_hook()
 
+#: Names served lazily from the layers above, so that ``import cara`` stays light.
+_LAZY = {
+    "Server": "cara.transports",
+    "Client": "cara.transports",
+    "register_interface": "cara.rpc",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cara' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
     "CaraError",
+    "Client",
     "DecodeError",
     "EncodeError",
     "SchemaError",
+    "Server",
     "ValueTypeError",
     "__version__",
     "install_import_hook",
     "load",
     "loads",
+    "register_interface",
     "remove_import_hook",
 ]

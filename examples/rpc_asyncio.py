@@ -55,12 +55,12 @@ async def create_client(url: str) -> None:
     client = Client()
     client.connect(url)
     async with client:  # start() now, stop() at the end
-        echo = client.bootstrap(SimpleEcho)  # the server's SimpleEcho (SimpleEcho(client) too)
+        echo = SimpleEcho(client)  # the server's SimpleEcho, as in the seed
         result = await echo.echo("test")
         print(f"client: echo returned {result!r}")
         assert result == "test"
 
-        back_and_forth = client.bootstrap(BackAndForth)
+        back_and_forth = BackAndForth(client)
         await back_and_forth.otherFunc()
 
         # A method taking a one-method interface can be used as a decorator: the decorated

@@ -65,15 +65,14 @@ async def create_client(url: str) -> Any:
     cara_pseud.setup_client(client)
     await client.start()
 
-    # The server's SimpleEcho (``SimpleEcho(client)`` as in the original, where the runtime
-    # supports it).
-    echo_iface = cara_pseud.bootstrap(client, SimpleEcho)
+    # Wrapping the client in an interface gives the server's implementation of it.
+    echo_iface = SimpleEcho(client)
     result = await echo_iface.echo("test")
     print(f"client: echo returned {result!r}")
     assert result == "test"
 
     # Now let's mess with this exported interface.
-    back_and_forth = cara_pseud.bootstrap(client, BackAndForth)
+    back_and_forth = BackAndForth(client)
     await back_and_forth.otherFunc()
 
     # A method with one argument that is an interface with one method can be used as a

@@ -157,6 +157,25 @@ def encode_request(request: Any) -> bytes:
     return bytes(encode(request))
 
 
+def _as_plugins_see_it(request: Any, data: bytes | None) -> Any:
+    """The request as ``capnpc-cara`` would read it: encoded, then decoded by cara's reader.
+
+    ``cara compile -ocara`` thereby writes exactly what ``capnp compile -ocara`` (which runs
+    ``capnpc-cara``) writes for the same request: the compiler's in-memory values (sparse
+    struct values, typed null defaults) and the decoded ones are equivalent but not equal, and
+    generated modules embed them. Should encoding fail (a bug), the in-memory request is used
+    rather than failing the command."""
+    from cara.errors import CaraError
+
+    try:
+        if data is None:
+            data = encode_request(request)
+        decode = feature("cara.codecs.capnp", "decode_request", "reading a request")
+        return decode(data)
+    except CaraError:
+        return request
+
+
 def _run_compile(values: dict[str, Any], sources: list[str]) -> int:
     if not sources:
         raise UsageError("missing argument <source>")
@@ -176,11 +195,14 @@ def _run_compile(values: dict[str, Any], sources: list[str]) -> int:
         raise UsageError("no outputs specified")
     data: bytes | None = None
     failed = False
+    plugin_view: Any = None
     for lang, directory in outputs:
         if lang == "cara":
             write_modules = feature("cara.codegen", "write_modules", "the Python code generator")
+            if plugin_view is None:
+                plugin_view = _as_plugins_see_it(request, data)
             try:
-                write_modules(request, directory or ".")
+                write_modules(plugin_view, directory or ".")
             except (OSError, ValueError) as exc:
                 sys.stderr.write(f"cara: {exc}\n")
                 failed = True

@@ -594,8 +594,11 @@ def runtime_proxy_class(iface_cls: type) -> type:
     for spec in schema.all_methods.values():
         ns.setdefault(spec.attr, _runtime_proxy_method(spec))
 
-    def __init__(self: Any, cap: RemoteCap) -> None:
-        object.__setattr__(self, "_cara_rpc_cap_", cap)
+    def __init__(self: Any, cap: Any) -> None:
+        # `Iface(client)` returns a proxy made by `client.__cara_cast__`; Python then calls
+        # __init__ again with the client, which must not replace the capability.
+        if isinstance(cap, RemoteCap):
+            object.__setattr__(self, "_cara_rpc_cap_", cap)
 
     def __repr__(self: Any) -> str:
         return f"<{iface_cls.__name__} proxy {self._cara_rpc_cap_.target!r}>"

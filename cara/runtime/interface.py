@@ -301,6 +301,9 @@ class Interface:
                             "one-method interface; or subclass it")
         if isinstance(impl, cls):
             return impl
+        cast = _caster(impl)
+        if cast is not None:  # an RPC client or capability: it makes the typed proxy
+            return cast(cls)
         obj = object.__new__(cls)
         obj._cara_impl_ = impl
         return obj
@@ -333,6 +336,9 @@ class Interface:
     def _cara_convert_(cls, value: Any) -> Any:
         if value is None or isinstance(value, cls):
             return value
+        cast = _caster(value)
+        if cast is not None:
+            return cast(cls)
         typed = getattr(value, "__cara_capability__", None)
         if typed is not None:
             # An untyped capability reference (e.g. decoded by the RPC layer before the
@@ -401,6 +407,26 @@ async def _await_remote(method: MethodSpec, pending: Awaitable[Any]) -> Any:
 def _has_methods(cls: Any, value: Any) -> bool:
     return any(hasattr(value, m.attr) or hasattr(value, m.name)
                for m in cls.cara_schema.all_methods.values())
+
+
+def _caster(value: Any) -> Callable[[type], Any] | None:
+    """``value.__cara_cast__`` if it has one, found on its class or in its own ``__dict__``.
+
+    RPC clients (the asyncio transport's ``Client``, a pseud client after ``setup_client``) and
+    untyped remote capabilities define it: ``Iface(client)`` then returns a proxy of
+    ``Iface`` instead of wrapping the client as a local implementation. The lookup avoids
+    plain ``getattr`` because clients such as pseud's answer *every* attribute name with a
+    remote-call wrapper.
+    """
+    cast = getattr(type(value), "__cara_cast__", None)
+    if cast is not None:
+        return cast.__get__(value)
+    own = getattr(value, "__dict__", None)
+    if isinstance(own, dict):
+        found = own.get("__cara_cast__")
+        if callable(found):
+            return found
+    return None
 
 
 def implementation(target: Any, method: MethodSpec) -> Callable[..., Any]:

@@ -79,18 +79,19 @@ class Compiler(DeclEnvironment):
         if existing is not None:
             return existing
         text = SourceText(source.display_name, source.text)
-        lexed = True
+        errors_before = len(self.diag.items)
         try:
             statements = tokenize(source.text)
         except LexError as exc:
             self.diag.error(text, exc.offset, exc.offset, exc.message)
             statements = []
-            lexed = False
         root = parse_file(statements, len(source.text),
                           lambda s, e, m: self.diag.error(text, s, e, m))
         file = ParsedFile(source, text, root)
         self.files[id(source)] = file
-        file_id = self._file_id(file) if lexed else ids.generate_file_id()
+        # capnp asks for a file id only when the file parsed without errors.
+        parsed_cleanly = len(self.diag.items) == errors_before
+        file_id = self._file_id(file, report_missing=parsed_cleanly)
         node = DeclNode(self, file, root, None, "file", file_id, source.display_name,
                      _file_prefix_length(source.display_name))
         file.node = node
@@ -98,12 +99,12 @@ class Compiler(DeclEnvironment):
         self._expand(node, root.nested)
         return file
 
-    def _file_id(self, file: ParsedFile) -> int:
+    def _file_id(self, file: ParsedFile, report_missing: bool) -> int:
         for decl in file.root.nested:
             if decl.kind == "nakedId" and decl.id is not None:
                 return int(decl.id.value)  # type: ignore[call-overload]
         new_id = ids.generate_file_id()
-        if True:
+        if report_missing:
             self.diag.error(file.text, 0, 0,
                             "File does not declare an ID.  I've generated one for you.  Add "
                             f"this line to your file: @0x{new_id:016x};")

@@ -126,11 +126,16 @@ class _Lexer:
                 self.pos = end
             elif c in _DIGITS:
                 current.append(self._number())
+                if self.pos < n and text[self.pos] in _IDENT_CHARS:
+                    raise LexError(self.pos)  # "1x": capnp reads no number glued to a name
             elif c == '"':
                 value, end = self._string(pos)
                 current.append(Token("string", pos, end, value))
                 self.pos = end
-            elif c == "`":
+            elif c == "`" and self._starts_line(pos):
+                # Cap'n Proto 1.x block text: the rest of the line, newline included. Only at
+                # the start of a line, where 1.x uses it; anywhere else it is an error, as in
+                # capnp 0.9.2.
                 end = text.find("\n", pos)
                 if end < 0:
                     end = n
@@ -197,6 +202,10 @@ class _Lexer:
                 raise LexError(pos)
 
     # ------------------------------------------------------------------ pieces
+
+    def _starts_line(self, pos: int) -> bool:
+        line_start = self.text.rfind("\n", 0, pos) + 1
+        return self.text[line_start:pos].strip(" \t") == ""
 
     def _skip_space_and_comments(self) -> None:
         text = self.text

@@ -45,6 +45,7 @@ _MEMBERS: dict[str, frozenset[str]] = {
     "interface": frozenset({"using", "const", "enum", "struct", "interface", "annotation",
                             "method"}),
 }
+_KEYWORDS = frozenset({"using", "const", "enum", "struct", "interface", "annotation"})
 _BLOCK_KINDS = frozenset({"enum", "struct", "union", "group", "interface"})
 _TARGETS = frozenset(ast.TARGET_NAMES)
 
@@ -98,7 +99,9 @@ def _parse_statement(statement: Statement, context: str, error: ErrorSink) -> De
     except _Fail as fail:
         pos = fail.pos
         tokens = statement.tokens
-        if fail.top_level and tokens:
+        if not tokens:
+            pos = statement.start  # an empty statement: ";" or "{...}" alone
+        elif fail.top_level:
             # capnp blames the token after the furthest one any alternative looked at (or the
             # end of the last token).
             best = parser.best + 1
@@ -177,16 +180,21 @@ class _StatementParser:
         t0 = self._peek()
         if t0 is None:
             self._fail()
-        if t0.kind == "operator" and t0.value == "@":
-            return self._naked_id()
-        if t0.kind == "operator" and t0.value == "$":
+        if t0.kind == "operator" and t0.value in ("@", "$"):
+            if context != "file":
+                self._fail(None, 0)  # only a file has a bare id or annotation
+            if t0.value == "@":
+                return self._naked_id()
             ann = self._annotation()
             self._expect_end()
             return Declaration("nakedAnnotation", None, 0, 0, annotation=ann)
         if t0.kind != "identifier":
             self._fail()
         keyword = t0.value
-        if self._is_ident(1) or (keyword == "using" and self._is_op(".", 1)):
+        # Only a keyword makes capnp look at the next token before trying a member form (which
+        # matters for where "Parse error." points).
+        if keyword in _KEYWORDS and (
+                self._is_ident(1) or (keyword == "using" and self._is_op(".", 1))):
             if keyword == "using":
                 return self._using()
             if keyword == "const":
@@ -196,6 +204,8 @@ class _StatementParser:
             if keyword == "annotation":
                 return self._annotation_decl()
         if keyword == "union" and self._peek(1) is None:
+            if context not in ("struct", "group", "union"):
+                self._fail(None, 0)
             self.i = 1
             decl = Declaration("union", None, 0, 0, keyword=Located("union", t0.start, t0.end))
             decl.annotations = self._annotations()
@@ -321,6 +331,10 @@ class _StatementParser:
         return decl
 
     def _member(self, context: str) -> Declaration:
+        # Fields, unions, groups, enumerants and methods only parse inside the blocks they
+        # belong to; elsewhere they are plain parse errors (as in capnp).
+        if context not in ("struct", "group", "union", "enum", "interface"):
+            self._fail(None, 0)
         name = self._expect_ident()
         decl = Declaration("field", name, 0, 0)
         ordinal: Token | None = None
@@ -345,6 +359,8 @@ class _StatementParser:
                                Token("operator", self.tokens[self.i].start + 1,
                                      self.tokens[self.i].end, ":"),
                                *self.tokens[self.i + 1:]]
+        if context in ("enum", "interface"):
+            return self._enumerant_or_method(decl, context, ordinal)
         if self._is_op(":") and (self._is_ident(1, "union") or self._is_ident(1, "group")) and (
                 self._peek(2) is None or self._is_op("$", 2)):
             kind = self._peek(1).value  # type: ignore[union-attr]
@@ -375,17 +391,18 @@ class _StatementParser:
             if ordinal is None:
                 self._fail(None, self.i)
             return self._field_rest(decl)
+        self._fail()
+
+    def _enumerant_or_method(self, decl: Declaration, context: str,
+                             ordinal: Token | None) -> Declaration:
         if ordinal is None:
             self._fail()
-        # Name-and-ordinal forms other than fields only parse where they belong.
         if context == "enum":
             decl.kind = "enumerant"
             decl.annotations = self._annotations()
             self._expect_end()
             return decl
-        if context == "interface":
-            return self._method(decl)
-        self._fail()
+        return self._method(decl)
 
     def _field_rest(self, decl: Declaration) -> Declaration:
         """``:Type [= default] $annotations`` of a field."""

@@ -364,10 +364,11 @@ class ValueTranslator:
         which = type_.which
         if value.kind == "void":
             return None
-        if which in ("float32", "float64"):
-            return float(value.value)  # type: ignore[arg-type]
         if which == "float32":
-            return value.value
+            # Stored as what a Float32 can hold, like every other Float32 value.
+            return _round_float32(float(value.value))  # type: ignore[arg-type]
+        if which == "float64":
+            return float(value.value)  # type: ignore[arg-type]
         return value.value
 
     def to_model(self, value: Dyn | None, type_: model.Type) -> model.Value:

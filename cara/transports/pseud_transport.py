@@ -38,7 +38,9 @@ ZeroMQ has no connections, so a peer that vanishes without ``stop()`` keeps its 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
+import functools
 import importlib
 import logging
 import traceback
@@ -211,7 +213,7 @@ class _Link:
         rpc.future_pool[uid] = _Reply(self, qid, uid, ack)
         rpc.create_timeout_detector(uid)  # pseud's per-call timeout
         rpc.auth_backend.save_last_work(message)
-        self.owner._spawn(rpc.send_message(message))
+        self.owner.emit(message)
 
     def on_reply(self, qid: int, reply: Any) -> None:
         if self.conn.closed:
@@ -308,6 +310,9 @@ class PseudRPC:
         self._pseud_stop = rpc.stop
         # pseud's message constants (OK, ERROR, VERSION...): pseud is there, rpc is one of its.
         self._wire: Any = importlib.import_module("pseud.interfaces")
+        self._zmq: Any = importlib.import_module("zmq")
+        #: Messages waiting for a peer that could not take them yet, per routing id.
+        self._backlogs: dict[bytes, collections.deque[list[bytes]]] = {}
 
     # ------------------------------------------------------------------------ public API
 
@@ -455,8 +460,78 @@ class PseudRPC:
         except Exception as exc:
             result = (type(exc).__name__, str(exc), traceback.format_exc())
             status = wire.ERROR
-        await self.rpc.send_message([routing_id, wire.EMPTY_DELIMITER, wire.VERSION, message_uuid,
-                                     status, self.rpc.packer.packb(result)])
+        self.emit([routing_id, wire.EMPTY_DELIMITER, wire.VERSION, message_uuid, status,
+                   self.rpc.packer.packb(result)])
+
+    # ------------------------------------------------------------------ sending messages
+
+    def emit(self, message: list[bytes]) -> None:
+        """Hand one pseud message to ZeroMQ now, keeping the order per destination.
+
+        pseud's ``send_message`` drops a message after three "host unreachable" errors *per
+        peer and socket lifetime* (a client's first burst of calls, sent before the connection's
+        handshake is done, is mostly lost) and drops it silently on a full queue. Here a message
+        that cannot go now waits, with those after it for the same peer, and is retried until
+        pseud's timeout; only then is it dropped (its call fails by that same timeout)."""
+        dest = message[0]
+        backlog = self._backlogs.get(dest)
+        if backlog is not None:
+            backlog.append(message)
+            return
+        sent = self.rpc.socket.send_multipart(message, flags=self._zmq.DONTWAIT)
+        if sent.done():
+            self._sent(message, sent)
+        else:  # queued behind pseud's own sends by pyzmq
+            sent.add_done_callback(functools.partial(self._sent, message))
+
+    def _retryable(self, exc: BaseException) -> bool:
+        zmq = self._zmq
+        return isinstance(exc, zmq.ZMQError) and exc.errno in (zmq.EAGAIN, zmq.EHOSTUNREACH)
+
+    def _sent(self, message: list[bytes], sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled() or sent.exception() is None:
+            return
+        exc = sent.exception()
+        assert exc is not None
+        if not self._retryable(exc) or self._stopped:
+            logger.warning("cara over pseud: could not send to %r: %s", message[0], exc)
+            return
+        dest = message[0]
+        backlog = self._backlogs.get(dest)
+        if backlog is not None:
+            backlog.append(message)
+            return
+        backlog = self._backlogs[dest] = collections.deque([message])
+        self._spawn(self._drain(dest, backlog))
+
+    async def _drain(self, dest: bytes, backlog: collections.deque[list[bytes]]) -> None:
+        loop = self.loop
+        delay = 0.001
+        deadline = loop.time() + float(self.rpc.timeout)
+        try:
+            while backlog:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                while backlog:
+                    try:
+                        await self.rpc.socket.send_multipart(backlog[0], flags=self._zmq.DONTWAIT)
+                    except Exception as exc:
+                        if not self._retryable(exc):
+                            logger.warning("cara over pseud: could not send to %r: %s", dest, exc)
+                            backlog.popleft()
+                            continue
+                        if loop.time() > deadline:
+                            logger.warning("cara over pseud: %r unreachable for %s s; %d "
+                                           "message(s) dropped", dest, self.rpc.timeout,
+                                           len(backlog))
+                            backlog.clear()
+                        break
+                    backlog.popleft()
+                    delay = 0.001
+                    deadline = loop.time() + float(self.rpc.timeout)
+        finally:
+            if self._backlogs.get(dest) is backlog:
+                del self._backlogs[dest]
 
     async def _on_socket_ready(self, response: Any) -> None:
         try:

@@ -103,9 +103,12 @@ def test_evolution_smaller_and_larger_structs(corpus_092: Path) -> None:
 # ------------------------------------------------------------------------------ fuzzing
 
 FUZZ_EXAMPLES = 100_000 if LONG else 2_000
-#: Seconds one decode may take. A mutated count can legitimately ask for ~600k zero-size
-#: structs (0.2 s, each charged one word as the spec says); the bound leaves room for a loaded
-#: machine while still catching a hang or an unbounded loop.
+#: The fuzz decodes with a 1 Mi-word traversal budget: a mutated count can legitimately ask
+#: for as many zero-size structs as the budget allows (each charged one word, as the spec
+#: says), and at the default 8 Mi words that is seconds of honest work on a loaded machine.
+#: With the smaller budget one decode stays far below the bound, so exceeding it means a hang
+#: or a loop the budget does not cover.
+FUZZ_TRAVERSAL_LIMIT = 1 << 20
 PER_INPUT_SECONDS = 5.0
 SOURCES = ["binary", "segmented", "lists.binary", "flat"]
 
@@ -117,12 +120,14 @@ def _decode_everything(root: Path, data: bytes) -> None:
         for sid in sids:
             start = time.perf_counter()
             try:
-                codec.decode(sid, data, **options)
+                codec.decode(sid, data, traversal_limit_in_words=FUZZ_TRAVERSAL_LIMIT,
+                             **options)
             except DecodeError:
                 pass
             assert time.perf_counter() - start < PER_INPUT_SECONDS
         try:
-            canonical.canonicalize(reader.read_message(data, **options))
+            canonical.canonicalize(reader.read_message(
+                data, traversal_limit_in_words=FUZZ_TRAVERSAL_LIMIT, **options))
         except DecodeError:
             pass
 

@@ -284,8 +284,6 @@ def test_remote_custom_exception_is_failed() -> None:
     run(main())
 
 
-@pytest.mark.xfail(reason="needs the runtime to delegate Iface(x) to x.__cara_cast__(Iface)",
-                   strict=False)
 def test_interface_of_client_is_a_bootstrap_proxy() -> None:
     m = mod()
 

@@ -190,11 +190,11 @@ def test_seed_example_on_asyncio_echo_class_and_callbacks_both_ways() -> None:
                     seen.append("otherFunc")
 
             assert func.__name__ == "func" and Server.__name__ == "Server"
-            echo_iface = cara_pseud.bootstrap(client, SimpleEcho)
+            echo_iface = SimpleEcho(client)
             assert await echo_iface.echo("test") == "test"
             assert isinstance(echo_iface, SimpleEcho)
 
-            back_and_forth = cara_pseud.bootstrap(client, BackAndForth)
+            back_and_forth = BackAndForth(client)
             await back_and_forth.otherFunc()
 
             # A method taking a one-method interface works as a decorator; the name then holds
@@ -218,17 +218,18 @@ def test_seed_example_on_asyncio_echo_class_and_callbacks_both_ways() -> None:
     run(main())
 
 
-@pytest.mark.xfail(reason="needs the runtime to delegate Iface(x) to x.__cara_cast__(Iface) "
-                          "(cara.runtime.interface.Interface.__new__)", strict=False)
 def test_interface_of_client_is_the_servers_implementation() -> None:
-    """The seed's ``SimpleEcho(client)``."""
+    """The seed's ``SimpleEcho(client)``: the runtime asks the client (``__cara_cast__``)."""
     m = ifaces()
 
     async def main() -> None:
         async with pseud_pair() as (server, client):
             cara_pseud.register_interface(server, m.SimpleEcho, lambda text: text)
             echo = m.SimpleEcho(client)
+            assert isinstance(echo, m.SimpleEcho)
             assert await echo.echo("pseud shape") == "pseud shape"
+            with pytest.raises(TypeError):  # a server has many clients: which one?
+                m.SimpleEcho(server)
 
     run(main())
 
