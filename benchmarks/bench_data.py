@@ -2,8 +2,14 @@
 
 The round trip timed for every contender is the same: build a ``Person`` (anchors/person.capnp:
 three scalars, two phone numbers with an enum, a union member), serialize it, parse it back and
-read every field. Ratios are printed against pycapnp and msgspec; the targets are cara <= 0.25x
-pycapnp and <= 5x msgspec. Run: ``python benchmarks/bench_data.py [--n N]``.
+read every field. cara's round trip is ``Person.Create(...)`` + ``msgpack.packb``, then
+``Person(msgpack.unpackb(...))`` and reading every attribute. The floor is the same round trip
+of the plain number-keyed dicts with msgpack alone (what cara adds is the rest).
+
+Method: CPU time of this process (a shared machine's other load does not count), contenders
+alternated round by round, the median of the rounds reported. The goals are cara <= 0.25x
+pycapnp and <= 5x msgspec. Run: ``python benchmarks/bench_data.py [--n N] [--rounds R]``;
+``benchmarks/run.py`` calls :func:`main`, which returns the markdown section.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +54,7 @@ struct Person {
 try:
     import msgspec
 except ImportError:  # pragma: no cover - optional peer
-    msgspec = None
+    msgspec = None  # type: ignore[assignment]
 
 
 class PT(enum.IntEnum):
@@ -74,37 +81,26 @@ if msgspec is not None:
 clock = time.process_time
 
 
-def timeit(fn: Callable[[], Any], n: int) -> float:
-    """Best of 5 runs of ``n`` calls, in microseconds (CPU time) per call."""
-    fn()
-    best = float("inf")
-    for _ in range(5):
-        t0 = clock()
-        for _ in range(n):
-            fn()
-        best = min(best, (clock() - t0) / n * 1e6)
-    return best
-
-
-def interleaved(contenders: dict[str, Callable[[], Any]], n: int, rounds: int = 7
+def interleaved(contenders: dict[str, Callable[[], Any]], n: int, rounds: int
                 ) -> dict[str, float]:
-    """Best time per call of each contender, measured in alternating rounds so that a busy
-    machine slows all of them alike (the ratios are what matters)."""
-    best = {name: float("inf") for name in contenders}
+    """Median time per call (microseconds of CPU time) of each contender, measured in
+    alternating rounds of ``n`` calls so that a busy machine slows all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():
-        fn()
+        for _ in range(max(1, n // 10)):  # warm up (generated code, caches)
+            fn()
     for _ in range(rounds):
         for name, fn in contenders.items():
             t0 = clock()
             for _ in range(n):
                 fn()
-            best[name] = min(best[name], (clock() - t0) / n * 1e6)
-    return best
+            samples[name].append((clock() - t0) / n * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def load_cara(tmp: str) -> Any:
     try:
-        from cara.schema import compile_string  # type: ignore[attr-defined]
+        from cara.schema import compile_string
 
         request = compile_string(PERSON_CAPNP, "person.capnp")
     except Exception:
@@ -117,47 +113,53 @@ def load_cara(tmp: str) -> Any:
     return build_module(request, register=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20000)
-    n = parser.parse_args().n
-    results: dict[str, float] = {}
+def measure(n: int, rounds: int) -> tuple[dict[str, float], list[str]]:
+    """``({contender: median us}, [notes on missing peers])``."""
+    notes: list[str] = []
+    contenders: dict[str, Callable[[], Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        mod = load_cara(tmp)
-        Person = mod.Person
+        Person = load_cara(tmp).Person
+        packb, unpackb = msgpack.packb, msgpack.unpackb
+
+        def cara_create() -> Any:
+            return Person.Create(id=123, name="Alice", email="alice@example.com",
+                                 phones=[{"number": "555-1212", "type": "mobile"},
+                                         {"number": "555-9999", "type": "work"}],
+                                 employment={"employer": "Acme"})
 
         def cara_round() -> Any:
-            p = Person.Create(id=123, name="Alice", email="alice@example.com",
-                              phones=[{"number": "555-1212", "type": "mobile"},
-                                      {"number": "555-9999", "type": "work"}],
-                              employment={"employer": "Acme"})
-            b = msgpack.packb(p)
-            q = Person(msgpack.unpackb(b, strict_map_key=False))
+            b = packb(cara_create())
+            q = Person(unpackb(b, strict_map_key=False))
             e = q.employment
             return (q.id, q.name, q.email, [(x.number, x.type) for x in q.phones], e.which(),
                     e.employer)
 
-        sample = Person.Create(id=123, name="Alice", email="alice@example.com",
-                               phones=[{"number": "555-1212", "type": "mobile"},
-                                       {"number": "555-9999", "type": "work"}],
-                               employment={"employer": "Acme"})
-        packed = msgpack.packb(sample)
-        results["cara create"] = timeit(lambda: Person.Create(
-            id=123, name="Alice", email="alice@example.com",
-            phones=[{"number": "555-1212", "type": "mobile"},
-                    {"number": "555-9999", "type": "work"}],
-            employment={"employer": "Acme"}), n)
-        results["cara packb"] = timeit(lambda: msgpack.packb(sample), n)
-        results["cara unpackb+S()"] = timeit(
-            lambda: Person(msgpack.unpackb(packed, strict_map_key=False)), n)
-        q = Person(msgpack.unpackb(packed, strict_map_key=False))
-        results["cara read all"] = timeit(lambda: (
-            q.id, q.name, q.email, [(x.number, x.type) for x in q.phones],
-            q.employment.which(), q.employment.employer), n)
-        contenders: dict[str, Callable[[], Any]] = {"cara round trip": cara_round}
+        def cara_round_methods() -> Any:
+            b = cara_create().to_msgpack()
+            q = Person.from_msgpack(b)
+            e = q.employment
+            return (q.id, q.name, q.email, [(x.number, x.type) for x in q.phones], e.which(),
+                    e.employer)
+
+        sample = cara_create()
+        packed = packb(sample)
+        q = Person(unpackb(packed, strict_map_key=False))
+
+        def cara_read() -> Any:
+            e = q.employment
+            return (q.id, q.name, q.email, [(x.number, x.type) for x in q.phones], e.which(),
+                    e.employer)
+
+        contenders["cara round trip"] = cara_round
+        contenders["cara round trip (to_msgpack/from_msgpack)"] = cara_round_methods
+        contenders["  cara: Person.Create(...)"] = cara_create
+        contenders["  cara: msgpack.packb(person)"] = lambda: packb(sample)
+        contenders["  cara: Person(msgpack.unpackb(b))"] = lambda: Person(
+            unpackb(packed, strict_map_key=False))
+        contenders["  cara: read every field"] = cara_read
 
         try:
-            import capnp  # type: ignore[import-untyped]
+            import capnp
 
             Path(tmp, "person.capnp").write_text(PERSON_CAPNP)
             schema = capnp.load(os.path.join(tmp, "person.capnp"))
@@ -177,14 +179,14 @@ def main() -> None:
 
             contenders["pycapnp round trip"] = pycapnp_round
         except ImportError:
-            print("pycapnp not installed: skipped")
+            notes.append("pycapnp is not installed: no pycapnp row")
 
         d = {0: 123, 1: "Alice", 2: "alice@example.com",
              3: [{0: "555-1212", 1: 0}, {0: "555-9999", 1: 2}], 4: {1: "Acme"}}
 
         def msgpack_round() -> Any:
-            b = msgpack.packb(d)
-            r = msgpack.unpackb(b, strict_map_key=False)
+            b = packb(d)
+            r = unpackb(b, strict_map_key=False)
             return (r[0], r[1], r[2], [(x[0], x[1]) for x in r[3]], r[4][1])
 
         contenders["msgpack dict round trip (floor)"] = msgpack_round
@@ -203,19 +205,44 @@ def main() -> None:
 
             contenders["msgspec round trip"] = msgspec_round
         else:
-            print("msgspec not installed: skipped")
+            notes.append("msgspec is not installed: no msgspec row")
 
-        results.update(interleaved(contenders, max(1, n // 4)))
+        return interleaved(contenders, n, rounds), notes
 
-    for name, us in results.items():
-        print(f"{name:36s} {us:8.2f} us")
+
+def report(results: dict[str, float], notes: list[str], n: int, rounds: int) -> str:
     cara = results["cara round trip"]
+    lines = ["## data: Person round trip (anchors/person.capnp)", "",
+             f"Median of {rounds} alternating rounds of {n} calls, CPU time per call.", "",
+             "| what | median us | cara round trip / this |", "|---|---:|---:|"]
+    for name, us in results.items():
+        label = name.strip()
+        if name.startswith("  "):
+            lines.append(f"| &nbsp;&nbsp;{label} | {us:.2f} | |")
+        else:
+            lines.append(f"| {label} | {us:.2f} | {cara / us:.2f}x |")
+    lines.append("")
+    goals = []
     if "pycapnp round trip" in results:
-        print(f"cara / pycapnp = {cara / results['pycapnp round trip']:.3f}  (target <= 0.25)")
+        r = cara / results["pycapnp round trip"]
+        goals.append(f"cara / pycapnp = {r:.2f} (goal <= 0.25{'' if r <= 0.25 else ': not met'})")
     if "msgspec round trip" in results:
-        print(f"cara / msgspec = {cara / results['msgspec round trip']:.2f}  (target <= 5)")
-    print(f"cara / msgpack floor = {cara / results['msgpack dict round trip (floor)']:.2f}")
+        r = cara / results["msgspec round trip"]
+        goals.append(f"cara / msgspec = {r:.2f} (goal <= 5{'' if r <= 5 else ': not met'})")
+    goals.append(f"cara / msgpack floor = {cara / results['msgpack dict round trip (floor)']:.2f}")
+    lines += [f"- {g}" for g in goals] + [f"- {note}" for note in notes] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=int(os.environ.get("CARA_BENCH_N", "2000")))
+    parser.add_argument("--rounds", type=int,
+                        default=int(os.environ.get("CARA_BENCH_ROUNDS", "15")))
+    args = parser.parse_args(argv if argv is not None else [])
+    results, notes = measure(args.n, args.rounds)
+    return report(results, notes, args.n, args.rounds)
 
 
 if __name__ == "__main__":
-    main()
+    print(main(sys.argv[1:]))

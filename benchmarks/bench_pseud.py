@@ -8,13 +8,14 @@ Measures calls/s for sequential awaits and for 5,000 concurrent calls (``asyncio
   the two contestants run on the same msgpack and the same ZeroMQ;
 * ``cara on pseud`` -- ``cara_pseud.setup_server/setup_client``, SimpleEcho (a runtime interface
   class from the reference compiler's nodes) registered as a function, called through
-  ``SimpleEcho``'s proxy: typed params and results, capability tables, one task per incoming
-  message (so handlers may call back).
+  ``SimpleEcho(client)``: typed params and results, capability tables, each incoming message
+  handled as its own (eagerly started) task so handlers may call back.
 
-Both use loopback TCP on a free port. Rounds alternate between contestants so machine noise hits
-both alike; medians and the ratio cara / bare (goal >= 0.9x) are reported.
+Both pairs use loopback TCP on a free port and live on one event loop; each round times both,
+back to back, in alternating order, so machine noise hits both alike. Medians and the median of
+the per-round ratios cara / bare (goal >= 0.9x) are reported.
 
-    python benchmarks/bench_pseud.py [--rounds 3] [--calls 5000]
+    python benchmarks/bench_pseud.py [--rounds 9] [--calls 5000]
 """
 
 from __future__ import annotations
@@ -58,20 +59,8 @@ def _endpoint(rpc: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-async def _time(call: Callable[[], Awaitable[Any]], calls: int) -> tuple[float, float]:
-    assert await call() == "hello"
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        await call()
-    sequential = calls / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    results = await asyncio.gather(*[call() for _ in range(calls)])
-    concurrent = calls / (time.perf_counter() - t0)
-    assert results == ["hello"] * calls
-    return sequential, concurrent
-
-
-async def bare_pseud(calls: int) -> tuple[float, float]:
+async def bare_pseud() -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    """A bare pseud server and client: (echo call, stop)."""
     import pseud
 
     from cara.transports.pseud_transport import Packer
@@ -89,14 +78,17 @@ async def bare_pseud(calls: int) -> tuple[float, float]:
     client.packer = Packer()
     client.connect(_endpoint(server))
     await client.start()
-    try:
-        return await _time(lambda: client.echo("hello"), calls)
-    finally:
+
+    async def stop() -> None:
         await client.stop()
         await server.stop()
 
+    return (lambda: client.echo("hello")), stop
 
-async def cara_pseud_echo(iface: Any, calls: int) -> tuple[float, float]:
+
+async def cara_on_pseud(iface: Any) -> tuple[Callable[[], Awaitable[Any]],
+                                             Callable[[], Awaitable[None]]]:
+    """cara on a pseud server and client: (echo call through SimpleEcho's proxy, stop)."""
     import pseud
 
     from cara import cara_pseud
@@ -110,39 +102,77 @@ async def cara_pseud_echo(iface: Any, calls: int) -> tuple[float, float]:
     client.connect(_endpoint(server))
     cara_pseud.setup_client(client)
     await client.start()
-    echo = cara_pseud.bootstrap(client, iface)
-    try:
-        return await _time(lambda: echo.echo("hello"), calls)
-    finally:
+    echo = iface(client)
+
+    async def stop() -> None:
         await client.stop()
         await server.stop()
 
+    return (lambda: echo.echo("hello")), stop
+
+
+async def _sequential(call: Callable[[], Awaitable[Any]], calls: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        await call()
+    return time.perf_counter() - t0
+
+
+async def _concurrent(call: Callable[[], Awaitable[Any]], calls: int) -> float:
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*[call() for _ in range(calls)])
+    elapsed = time.perf_counter() - t0
+    assert results == ["hello"] * calls
+    return elapsed
+
+
+async def _measure(iface: Any, rounds: int, calls: int) -> dict[str, list[tuple[float, float]]]:
+    """Both contestants live on one loop; each round times a block of sequential calls and one
+    gather of ``calls`` concurrent calls for each, alternating who goes first."""
+    contestants = {"bare pseud": await bare_pseud(), "cara on pseud": await cara_on_pseud(iface)}
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in contestants}
+    try:
+        for call, _ in contestants.values():  # warm up (and let ZeroMQ connect)
+            assert await call() == "hello"
+            await _concurrent(call, 200)
+        order = list(contestants)
+        for r in range(rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                call = contestants[name][0]
+                seq = calls / await _sequential(call, calls)
+                conc = calls / await _concurrent(call, calls)
+                out[name].append((seq, conc))
+    finally:
+        for _, stop in contestants.values():
+            await stop()
+    return out
+
 
 def measure(rounds: int, calls: int) -> dict[str, list[tuple[float, float]]]:
-    iface = simple_echo()
-    out: dict[str, list[tuple[float, float]]] = {"bare pseud": [], "cara on pseud": []}
-    for _ in range(rounds):
-        out["bare pseud"].append(asyncio.run(bare_pseud(calls)))
-        out["cara on pseud"].append(asyncio.run(cara_pseud_echo(iface, calls)))
-    return out
+    return asyncio.run(_measure(simple_echo(), rounds, calls))
 
 
 def report(results: dict[str, list[tuple[float, float]]], calls: int) -> str:
     med = {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs))
            for name, rs in results.items()}
     bare, cara = med["bare pseud"], med["cara on pseud"]
+    # Ratios taken round by round (the two ran back to back), then the median of those.
+    pairs = list(zip(results["bare pseud"], results["cara on pseud"], strict=True))
+    seq_ratio = statistics.median(c[0] / b[0] for b, c in pairs)
+    conc_ratio = statistics.median(c[1] / b[1] for b, c in pairs)
     lines = [
         "## Echo RPC over pseud 1.0.1 (ZeroMQ, loopback TCP)",
         "",
-        f"calls/s, median of {len(results['bare pseud'])} alternating rounds; concurrent = "
-        f"{calls:,} calls in one `asyncio.gather`. Bare pseud runs with cara's msgpack-1 packer "
-        "assigned per instance (its own needs msgpack<1).",
+        f"calls/s, median of {len(results['bare pseud'])} rounds (both on one event loop, "
+        f"taking turns); sequential = {calls:,} awaited calls, concurrent = {calls:,} calls in "
+        "one `asyncio.gather`; ratio = median of the per-round ratios. Bare pseud runs with "
+        "cara's msgpack-1 packer assigned per instance (its own needs msgpack<1).",
         "",
         "| | sequential | concurrent |",
         "|---|---:|---:|",
         f"| bare pseud | {bare[0]:,.0f} | {bare[1]:,.0f} |",
         f"| cara on pseud | {cara[0]:,.0f} | {cara[1]:,.0f} |",
-        f"| cara / bare (goal >= 0.9x) | {cara[0] / bare[0]:.2f}x | {cara[1] / bare[1]:.2f}x |",
+        f"| cara / bare (goal >= 0.9x) | {seq_ratio:.2f}x | {conc_ratio:.2f}x |",
         "",
     ]
     return "\n".join(lines)
@@ -150,7 +180,7 @@ def report(results: dict[str, list[tuple[float, float]]], calls: int) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args(argv if argv is not None else [])
     try:

@@ -38,9 +38,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
-    from cara.transports.pseud_transport import PseudRPC
+    from cara.transports.pseud_transport import Packer, PseudRPC
 
 __all__ = [
+    "Packer",
     "bootstrap",
     "current_peer",
     "register_interface",
@@ -113,3 +114,13 @@ def current_peer() -> tuple[bytes, bytes] | None:
     from cara.transports.pseud_transport import current_peer as peer
 
     return peer()
+
+
+def __getattr__(name: str) -> Any:
+    """``cara_pseud.Packer``: the msgpack >= 1 packer for any pseud instance (imported lazily);
+    ``server.packer = cara_pseud.Packer()`` makes plain pseud work with today's msgpack."""
+    if name == "Packer":
+        from cara.transports.pseud_transport import Packer
+
+        return Packer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,12 +6,7 @@ and works with nothing but msgpack installed.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-import shutil
-import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +17,7 @@ from cara.cli.options import IMPORT_PATH, NO_STANDARD_IMPORT, VERBOSE, Command, 
 
 __all__ = [
     "COMMANDS", "EVAL_FORMATS", "NotYetAvailable", "encode_request", "feature", "run_plugin",
-    "use_shipped_schema_nodes",
+    "schema_nodes_as_in_capnp_092", "use_shipped_schema_nodes", "write_stdout",
 ]
 
 
@@ -133,19 +128,81 @@ def _warn_outside_roots(values: dict[str, Any], sources: list[str],
             "figure out where to write the output for this file.\n")
 
 
+#: Fields schema.capnp gained after Cap'n Proto 0.9.2, by struct (display name). capnp 0.9.2
+#: sizes its request structs without them (``Node`` has 5 data words, not 6), and code
+#: generators such as capnpc-c++ embed each node with the size it has in the request.
+_AFTER_092 = {
+    "schema.capnp:Node": ("startByte", "endByte"),
+    "schema.capnp:Node.SourceInfo": ("startByte", "endByte"),
+    "schema.capnp:Node.SourceInfo.Member": ("startByte", "endByte"),
+    "schema.capnp:CodeGeneratorRequest.RequestedFile": ("fileSourceInfo",),
+}
+_DATA_BITS = {
+    "void": 0, "bool": 1, "int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "enum": 16,
+    "int32": 32, "uint32": 32, "float32": 32, "int64": 64, "uint64": 64, "float64": 64,
+}
+
+
+def schema_nodes_as_in_capnp_092(nodes: list[Any]) -> list[Any]:
+    """schema.capnp's nodes as Cap'n Proto 0.9.2 has them: without the fields added since,
+    and with struct sizes shrunk to fit the rest (field offsets never move when a schema
+    grows, so only the sizes change). cara's requests then have capnp 0.9.2's layout, which
+    matters to plugins that copy nodes verbatim."""
+    import dataclasses
+
+    by_id = {n.id: n for n in nodes}
+    out = dict(by_id)
+    for node in nodes:
+        dropped = _AFTER_092.get(node.displayName)
+        if dropped is None or node.struct is None:
+            continue
+        family = [node.id]  # the struct and its groups share one layout
+        data_bits = pointers = 0
+        for member_id in family:
+            member = by_id[member_id]
+            assert member.struct is not None
+            st = member.struct
+            if st.discriminantCount:
+                data_bits = max(data_bits, 16 * (st.discriminantOffset + 1))
+            for f in st.fields:
+                if member_id == node.id and f.name in dropped:
+                    continue
+                if f.group is not None:
+                    family.append(f.group.typeId)
+                elif f.slot is not None:
+                    bits = _DATA_BITS.get(f.slot.type.which)
+                    if bits is None:
+                        pointers = max(pointers, f.slot.offset + 1)
+                    else:
+                        data_bits = max(data_bits, bits * (f.slot.offset + 1))
+        words = (data_bits + 63) // 64
+        for member_id in family:
+            member = out[member_id]
+            fields = [f for f in member.struct.fields
+                      if not (member_id == node.id and f.name in dropped)]
+            out[member_id] = dataclasses.replace(member, struct=dataclasses.replace(
+                member.struct, dataWordCount=words, pointerCount=pointers, fields=fields))
+    return list(out.values())
+
+
 def use_shipped_schema_nodes() -> None:
-    """Give the request codec schema.capnp's nodes from the shipped ``cara.std.schema_capnp``
-    module: importing it is several times faster than compiling schema.capnp, which is what
-    the codec does by itself (and still does here if that module cannot be imported)."""
+    """Give the request codec schema.capnp's nodes, as capnp 0.9.2 lays them out, from the
+    shipped ``cara.std.schema_capnp`` module: importing it is several times faster than
+    compiling schema.capnp, which is what the codec does by itself (and still does here if
+    that module cannot be imported). A provider registered by someone else is left alone."""
     from cara.codecs.capnp import request_codec
+
+    if getattr(request_codec, "_provider", None) is not None:
+        return
 
     def provider() -> list[Any]:
         try:
             from cara.std import schema_capnp
 
-            return list(schema_capnp.cara_nodes.values())
+            nodes = list(schema_capnp.cara_nodes.values())
         except Exception:  # a broken shipped module must not break compiling
-            return request_codec.bundled_schema_nodes()
+            nodes = request_codec.bundled_schema_nodes()
+        return schema_nodes_as_in_capnp_092(nodes)
 
     request_codec.set_schema_nodes_provider(provider)
 
@@ -174,6 +231,22 @@ def _as_plugins_see_it(request: Any, data: bytes | None) -> Any:
         return decode(data)
     except CaraError:
         return request
+
+
+def write_stdout(data: bytes) -> bool:
+    """Write binary output; False when the reader went away (``... | head``): capnp dies of
+    SIGPIPE there, cara exits with status 1 without a traceback."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return True
+    except BrokenPipeError:
+        # Python would complain again when flushing at exit: point stdout at /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return False
 
 
 def _run_compile(values: dict[str, Any], sources: list[str]) -> int:
@@ -210,9 +283,8 @@ def _run_compile(values: dict[str, Any], sources: list[str]) -> int:
         if data is None:
             data = encode_request(request)
         if lang == "-":
-            sys.stdout.flush()
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
+            if not write_stdout(data):
+                return 1
             continue
         failed = not run_plugin(lang, directory, data) or failed
     return 1 if failed else 0
@@ -225,6 +297,10 @@ def run_plugin(lang: str, directory: str | None, request: bytes) -> bool:
     A ``lang`` containing ``/`` is the exact executable (relative to the current directory);
     otherwise ``capnpc-<lang>`` is searched in ``$PATH``. The plugin gets the binary request on
     stdin, no arguments, and ``<dir>`` as its working directory (``$PWD`` set to match)."""
+    import shutil
+    import signal
+    import subprocess
+
     if "/" in lang:
         exe: str | None = os.path.abspath(lang)
         expected = exe
@@ -352,8 +428,8 @@ def _build_id() -> Command:
 #: ``-o`` formats of ``cara eval`` (capnp's, plus cara's msgpack form).
 EVAL_FORMATS = ("text", "binary", "packed", "flat", "flat-packed", "canonical", "json", "msgpack")
 
-_NAME_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\])*)")
-_SUBSCRIPT = re.compile(r"\[([0-9]+)\]")
+_NAME_PART = r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[0-9]+\])*)"
+_SUBSCRIPT = r"\[([0-9]+)\]"
 _POINTER_TYPES = ("text", "data", "list", "struct", "interface", "anyPointer")
 
 
@@ -363,13 +439,16 @@ class EvalError(Exception):
 
 def _parse_eval_name(name: str) -> list[tuple[str, list[int]]]:
     """``a.b[1][2].c`` as ``[("a", []), ("b", [1, 2]), ("c", [])]`` (capnp's grammar)."""
+    import re
+
+    part_re = re.compile(_NAME_PART)
     parts: list[tuple[str, list[int]]] = []
     pos = 0
     while True:
-        match = _NAME_PART.match(name, pos)
+        match = part_re.match(name, pos)
         if match is None:
             raise EvalError("invalid syntax")
-        parts.append((match.group(1), [int(n) for n in _SUBSCRIPT.findall(match.group(2))]))
+        parts.append((match.group(1), [int(n) for n in re.findall(_SUBSCRIPT, match.group(2))]))
         pos = match.end()
         if pos == len(name):
             return parts
@@ -447,6 +526,8 @@ class _Monomorphizer:
         return new_id
 
     def _fill(self, new_id: int, struct_id: int, env: dict[tuple[int, int], Any]) -> None:
+        import dataclasses
+
         node = self.nodes[struct_id]
         fields = []
         for f in node.struct.fields:
@@ -471,7 +552,7 @@ def _pointer_default(field: Any) -> Any:
     slot = field.slot
     default = slot.defaultValue
     which = slot.type.which
-    if default.which == which or (default.which == "anyPointer" and which == "anyPointer"):
+    if default.which == which:
         member = getattr(default, default.which, None)
         value = getattr(member, "value", member)
         if value is not None:
@@ -706,16 +787,18 @@ def _run_eval(values: dict[str, Any], positionals: list[str]) -> int:
     request = _compile_request(values, [source])
     if request is None:
         return 1
+    from cara.errors import CaraError
+
     fmt = _eval_format(values)
     try:
         nodes, type_, value = _evaluate(request, name)
         data = _eval_output(nodes, type_, value, fmt, pretty=not values["short"])
     except EvalError as exc:
         raise UsageError(f"{name}: {exc}") from None
-    sys.stdout.flush()
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-    return 0
+    except CaraError as exc:  # a value cara cannot encode (a bug): say so, no traceback
+        sys.stderr.write(f"cara eval: {name}: cannot write the value as {fmt}: {exc}\n")
+        return 1
+    return 0 if write_stdout(data) else 1
 
 
 def _build_eval() -> Command:

@@ -48,8 +48,4 @@ def unpackb(cls: Any, data: bytes | bytearray | memoryview, *,
     return hooks.unpack_into(cls, data, max_bytes=max_bytes, ext_hook=ext_hook)
 
 
-def _from_msgpack(cls: Any, data: bytes) -> Any:
-    return unpackb(cls, data)
-
-
-hooks.register("from_msgpack", _from_msgpack)
+hooks.register("from_msgpack", hooks.unpack_into)

@@ -137,9 +137,7 @@ def shared_builder(nodes: list[model.Node]) -> Any:
             merged = {**known, **{n.id: n for n in nodes}}
             builder = SchemaBuilder(list(merged.values()), module_names=builder.module_names)
         else:
-            builder.nodes.update({n.id: n for n in nodes})
-            builder._files.update(
-                {n.displayName: n.id for n in nodes if n.which == "file"})
+            builder.add_nodes(nodes)
     else:
         builder = SchemaBuilder(nodes)
     _BUILDER = builder

@@ -49,6 +49,7 @@ from cara.rpc.errors import (
 )
 from cara.runtime.interface import Interface as RuntimeInterface
 from cara.runtime.interface import implementation as runtime_implementation
+from cara.runtime.interface import positional_capacity
 
 __all__ = [
     "Connection",
@@ -163,6 +164,7 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any, bool], Any]:
     The implementation is looked up once, here, not per call."""
     fn = runtime_implementation(target, spec)
     call_args = spec.call_args
+    capacity = positional_capacity(fn)
 
     def handle(payload: Any, caps: bool) -> Any:
         if payload is None:
@@ -172,7 +174,7 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any, bool], Any]:
         cls = spec.param_class
         if caps:
             _type_capabilities(cls, payload)
-        args, kwargs = call_args(cls(payload))
+        args, kwargs = call_args(cls(payload), capacity)
         return fn(*args, **kwargs)
 
     return handle

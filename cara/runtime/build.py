@@ -127,6 +127,18 @@ class SchemaBuilder:
             n.displayName: n.id for n in self.nodes.values() if n.which == "file"}
         self._by_display: dict[str, int] = {n.displayName: n.id for n in self.nodes.values()}
 
+    def add_nodes(self, nodes: Iterable[model.Node]) -> None:
+        """Make more nodes known (e.g. the files of a schema imported later). Classes already
+        built are kept; a node replacing one with the same id is used for what is built from
+        now on."""
+        nodes = list(nodes)
+        with self._lock:
+            for n in nodes:
+                self.nodes[n.id] = n
+                self._by_display[n.displayName] = n.id
+                if n.which == "file":
+                    self._files[n.displayName] = n.id
+
     # ------------------------------------------------------------------ naming
 
     def qualname(self, node: model.Node) -> str:
@@ -255,7 +267,7 @@ class SchemaBuilder:
         if plain is None and desc.kind in ("struct", "list"):
             return desc.default()
         try:
-            return desc.convert(clean_plain(desc, plain))
+            return desc.convert_slow(clean_plain(desc, plain))
         except Invalid:
             return plain
 

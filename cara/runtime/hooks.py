@@ -8,10 +8,13 @@ when imported; if a method is used before that, the codec module is imported by 
 from __future__ import annotations
 
 import importlib
+import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["from_bytes", "from_json", "from_msgpack", "register", "to_bytes", "to_json"]
+__all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "to_bytes", "to_json",
+           "unpack_into"]
 
 #: Which module provides which hook.
 _PROVIDERS = {
@@ -56,32 +59,63 @@ def from_msgpack(cls: Any, data: bytes) -> Any:
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
+_msgpack: Any = None
+_packers = threading.local()
+
+
+def packb(value: Any) -> bytes:
+    """``msgpack.packb(value)`` with one reused ``Packer`` per thread (a new one per call, as
+    ``msgpack.packb`` makes, costs as much as packing a small struct)."""
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        import msgpack
+
+        packer = _packers.packer = msgpack.Packer()
+    result: bytes = packer.pack(value)
+    return result
+
+
 def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
                 max_bytes: int = MAX_MESSAGE_BYTES,
                 ext_hook: Callable[[int, bytes], Any] | None = None) -> Any:
     """Decode msgpack ``data`` into an instance of ``cls``: msgpack failures become
-    ``DecodeError``, wrong-typed values ``ValueTypeError`` (naming the field path)."""
-    import msgpack
+    ``DecodeError``, wrong-typed values ``ValueTypeError`` (naming the field path).
 
+    msgpack's own C decoder builds plain dicts and lists (no hooks called back into Python),
+    and the class's generated constructor then checks and converts them in one pass."""
+    global _msgpack
+    msgpack = _msgpack
+    if msgpack is None:  # imported on first use: the runtime itself does not need it
+        msgpack = _msgpack = importlib.import_module("msgpack")
+    if len(data) > max_bytes:
+        from cara.errors import DecodeError
+
+        raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
+    try:
+        if ext_hook is None:
+            raw = msgpack.unpackb(data, strict_map_key=False)  # (raw=False is the default)
+        else:
+            raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
+    except Exception as e:
+        _decode_error(e, data)
+    return cls(raw)
+
+
+def _decode_error(e: Exception, data: bytes | bytearray | memoryview) -> NoReturn:
+    """Raise the ``DecodeError`` for msgpack's failure ``e`` (anything else, e.g. raised by an
+    ``ext_hook``, is raised again unchanged)."""
+    msgpack = _msgpack
     from cara.errors import DecodeError
 
-    if len(data) > max_bytes:
-        raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
-    kwargs: dict[str, Any] = {"strict_map_key": False, "raw": False}
-    if ext_hook is not None:
-        kwargs["ext_hook"] = ext_hook
-    try:
-        raw = msgpack.unpackb(data, **kwargs)
-    except msgpack.ExtraData as e:
+    if isinstance(e, msgpack.ExtraData):
         raise DecodeError(f"extra bytes after the message: {len(e.extra)} byte(s)",
                           len(data) - len(e.extra)) from None
-    except msgpack.StackError:
+    if isinstance(e, (msgpack.StackError, RecursionError)):
         raise DecodeError("message nested too deeply") from None
-    except (msgpack.FormatError, ValueError, UnicodeDecodeError, TypeError) as e:
+    if isinstance(e, (msgpack.FormatError, ValueError, UnicodeDecodeError, TypeError)):
         raise DecodeError(f"invalid msgpack: {e}") from None
-    except RecursionError:
-        raise DecodeError("message nested too deeply") from None
-    return cls(raw)
+    raise e
 
 
 def to_json(value: Any, **options: Any) -> str:
@@ -111,14 +145,16 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
     return cls(clean_plain(cls._cara_type_, codec.decode(type_id, data, packed=packed)))
 
 
-def _schema_codec(cls: Any) -> tuple[Any, int]:
+def _schema_codec(cls: Any) -> tuple[Any, Any]:
     """The Cap'n Proto binary codec for ``cls``'s nodes (one per builder, made on first use)
-    when no codec registered ``to_bytes``/``from_bytes`` hooks: the wire codec works on
-    name-keyed plain values, which is what ``to_dict()`` gives."""
+    when no codec registered ``to_bytes``/``from_bytes`` hooks, and the key of ``cls`` in it:
+    the struct's node id, or for a generic instantiation (``S[T]``) the plan the codec makes
+    for the struct type with that brand. The wire codec works on name-keyed plain values,
+    which is what ``to_dict()`` gives."""
     schema = cls.cara_schema
-    if schema.bindings or schema.builder is None or schema.builder.replacements:
-        raise NotImplementedError(f"{cls._cara_name_}: the Cap'n Proto binary form of generic"
-                                  " instantiations and replaced types is not supported yet")
+    if schema.builder is None or schema.builder.replacements:
+        raise NotImplementedError(f"{cls._cara_name_}: the Cap'n Proto binary form of replaced"
+                                  " types (ReplaceTypes) is not supported")
     builder = schema.builder
     codec = getattr(builder, "_capnp_codec", None)
     if codec is None:
@@ -129,4 +165,43 @@ def _schema_codec(cls: Any) -> tuple[Any, int]:
                 from None
         codec = module.SchemaCodec(builder.nodes)
         builder._capnp_codec = codec
-    return codec, schema.id
+    if not schema.bindings:
+        return codec, schema.id
+    key = _generic_keys.get(cls)
+    if key is None:
+        if not hasattr(codec, "plan_for_type"):
+            raise NotImplementedError(f"{cls._cara_name_}: this Cap'n Proto codec does not"
+                                      " support generic instantiations")
+        key = _generic_keys[cls] = codec.plan_for_type(_model_type(cls._cara_type_)).key
+    return codec, key
+
+
+#: The codec's plan key of each generic instantiation class (worked out once per class).
+_generic_keys: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _model_type(desc: Any) -> Any:
+    """The schema ``Type`` a runtime type descriptor stands for, generic bindings included as
+    the type's brand (what the codec needs to lay out a generic instantiation)."""
+    from cara.schema import model
+
+    kind = desc.kind
+    if kind == "list":
+        return model.Type(which="list", list=model.TypeList(_model_type(desc.cls._cara_elem_)))
+    if kind == "enum":
+        return model.Type(which="enum", enum=model.TypeBranded(desc.cls._cara_id_))
+    if kind in ("struct", "interface"):
+        schema = desc.cls.cara_schema
+        brand = model.Brand([
+            model.BrandScope(scope_id, "bind",
+                             [model.BrandBinding("type", _model_type(d)) for d in descs])
+            for scope_id, descs in sorted(schema.bindings.items())])
+        branded = model.TypeBranded(schema.id, brand)
+        if kind == "struct":
+            return model.Type(which="struct", struct=branded)
+        return model.Type(which="interface", interface=branded)
+    if kind == "anyPointer":
+        return model.Type(which="anyPointer", anyPointer=model.AnyPointerType(
+            which="unconstrained",
+            unconstrained=model.AnyPointerUnconstrained(getattr(desc, "constraint", "anyKind"))))
+    return model.Type(which=kind)

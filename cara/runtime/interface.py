@@ -121,10 +121,13 @@ class MethodSpec:
             data[f.name] = v
         return cls.Create(**data)
 
-    def call_args(self, params: Any) -> tuple[list[Any], dict[str, Any]]:
+    def call_args(self, params: Any, capacity: int = 0) -> tuple[list[Any], dict[str, Any]]:
         """Arguments for an implementation receiving ``params`` from the wire: the struct itself
         for a named-struct method, else positional values up to the last set field (unset ones
-        before it read as their defaults)."""
+        before it read as their defaults), extended with defaults up to ``capacity`` (what the
+        implementation accepts; see :func:`positional_capacity`). So ``lambda: 'x'`` still
+        works when nothing was given, and ``def add(a, b)`` gets ``0, 0`` as Cap'n Proto would
+        pass them when the caller sent no params."""
         if self.params_named:
             return [params], {}
         fields = params.cara_schema.fields
@@ -132,7 +135,8 @@ class MethodSpec:
         for f in fields:
             if dict.__contains__(params, f.number):
                 last = f.number
-        return [params[f.number] for f in fields[: last + 1]], {}
+        count = max(last + 1, min(len(fields), capacity))
+        return [params[f.number] for f in fields[:count]], {}
 
     # ------------------------------------------------------------------ results
 
@@ -180,7 +184,7 @@ class MethodSpec:
         """Server side: call implementation ``target`` (a capability object) with a ``$Params``
         struct; returns the ``$Results`` struct, or an awaitable of it."""
         func = implementation(target, self)
-        args, kwargs = self.call_args(params)
+        args, kwargs = self.call_args(params, positional_capacity(func))
         result = func(*args, **kwargs)
         if inspect.isawaitable(result):
             return self._await_box(result)
@@ -407,6 +411,36 @@ async def _await_remote(method: MethodSpec, pending: Awaitable[Any]) -> Any:
 def _has_methods(cls: Any, value: Any) -> bool:
     return any(hasattr(value, m.attr) or hasattr(value, m.name)
                for m in cls.cara_schema.all_methods.values())
+
+
+_CAPACITY: dict[object, int] = {}
+_UNBOUNDED = 1 << 30
+
+
+def positional_capacity(func: Callable[..., Any]) -> int:
+    """How many positional arguments ``func`` accepts (a large number for ``*args`` or when
+    its signature cannot be read). Cached per code object, so a lambda made per call costs one
+    dict lookup after the first."""
+    code = getattr(getattr(func, "__func__", func), "__code__", None)
+    key: object = (code, hasattr(func, "__self__")) if code is not None else None
+    if key is not None:
+        cached = _CAPACITY.get(key)
+        if cached is not None:
+            return cached
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return _UNBOUNDED
+    count = 0
+    for p in signature.parameters.values():
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            count = _UNBOUNDED
+            break
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    if key is not None and len(_CAPACITY) < 100_000:
+        _CAPACITY[key] = count
+    return count
 
 
 def _caster(value: Any) -> Callable[[type], Any] | None:

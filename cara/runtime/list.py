@@ -38,6 +38,8 @@ class List(list):
     _cara_elem_: TypeDesc
     _cara_name_: str = "List"
     _p: Any = None
+    #: The fast converters have been generated (see :func:`_compile_items`; done on first use).
+    _cara_ready_: bool = False
 
     def __class_getitem__(cls, item: Any) -> Any:
         return list_class(as_type(item))
@@ -57,10 +59,17 @@ class List(list):
     @classmethod
     def _cara_items_(cls, iterable: Any) -> list[Any]:
         """Converted elements of ``iterable`` as a plain list (raises :class:`Invalid`)."""
+        if not cls._cara_ready_ and "_cara_elem_" in cls.__dict__:
+            _compile_items(cls)
+            return cls._cara_items_(iterable)
+        return cls._cara_items_general_(iterable)
+
+    @classmethod
+    def _cara_items_general_(cls, iterable: Any, slow: bool = False) -> list[Any]:
         if isinstance(iterable, (str, bytes, bytearray, dict)) or not isinstance(
                 iterable, Iterable):
             raise mismatch(cls._cara_name_, iterable)
-        conv = cls._cara_elem_.convert
+        conv = cls._cara_elem_.convert_slow if slow else cls._cara_elem_.convert
         items = list(iterable)
         out = []
         for i, x in enumerate(items):
@@ -72,11 +81,28 @@ class List(list):
 
     @classmethod
     def _cara_convert_(cls, value: Any) -> Any:
+        if not cls._cara_ready_ and "_cara_elem_" in cls.__dict__:
+            _compile_items(cls)
+            return cls._cara_convert_(value)
         if type(value) is cls:
             return value
         new = list.__new__(cls)
         list.extend(new, cls._cara_items_(value))
         return new
+
+    @classmethod
+    def _cara_convert_slow_(cls, value: Any) -> Any:
+        """Like ``_cara_convert_`` but generating no code (constants while building)."""
+        if type(value) is cls:
+            return value
+        new = list.__new__(cls)
+        list.extend(new, cls._cara_items_general_(value, True))
+        return new
+
+    @classmethod
+    def _cara_prepare_(cls) -> None:
+        if not cls._cara_ready_ and "_cara_elem_" in cls.__dict__:
+            _compile_items(cls)
 
     @classmethod
     def _cara_zero_(cls) -> Any:
@@ -277,7 +303,6 @@ def list_class(elem: TypeDesc) -> type[List]:
                                             "__module__": __name__, "__qualname__": name})
             new._cara_type_ = ClassType("list", lambda: new, f"List({elem.name})",
                                         ("list", type_key(elem)))
-            _compile_items(new)
             _classes[key] = new
             cls = new
     return cls
@@ -296,11 +321,13 @@ def _compile_items(cls: Any) -> None:
     element that already has the right type, and one call in all for a plain list)."""
     elem: TypeDesc = cls._cara_elem_
     env: dict[str, Any] = {"conv": elem.convert, "Invalid": Invalid, "C": cls,
-                           "slow": vars(List)["_cara_items_"].__func__, "lnew": list.__new__,
-                           "lextend": list.extend}
+                           "slow": vars(List)["_cara_items_general_"].__func__,
+                           "lnew": list.__new__, "lextend": list.extend}
     if isinstance(elem, ClassType):
         env["T"] = elem.cls
-        env["conv"] = elem.cls._cara_convert_
+        from cara.runtime.struct import lazy_converter
+
+        env["conv"] = lazy_converter(env, "conv", elem.cls)
         check: str | None = "type(x) is T"
     else:
         check = elem.fast_check("x", env)
@@ -336,3 +363,4 @@ def _compile_items(cls: Any) -> None:
     exec(compile(source, f"<cara {cls.__name__}>", "exec"), env)
     cls._cara_items_ = classmethod(env["items"])
     cls._cara_convert_ = staticmethod(env["convert"])
+    cls._cara_ready_ = True

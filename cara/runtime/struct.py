@@ -13,12 +13,17 @@ child: an empty (or default) object that remembers its parent and the field numb
 itself to the parent the first time it is mutated, so ``m.nested.integer = 2`` and
 ``p.phones.append(...)`` are kept while ``print(m.nested)`` changes nothing.
 
-Per class, code is generated (on first use) that fills an instance from a number-keyed or a
-name-keyed mapping with each field's type check inlined, so the common case (msgpack output, or
-keyword arguments of the right types) costs one ``dict.update``, then one ``get`` and one
-``type(v) is T`` per field; only values that need converting are converted. (Keys are matched
-by equality, so a peer sending ``1.0`` or ``True`` as a key is read as field 1, and that key
-object is what is stored.)
+Per class, code is generated on first use (never while a module is imported: constants and
+annotation values are converted by the general path) that fills an instance with each field's
+type check written out: from a number-keyed dict (msgpack output: one ``dict.update``, then one
+``get`` and one ``type(v) is T`` per field, only values that need converting converted again)
+and from keywords (``S.Create(name=...)``, whose parameters CPython binds itself). Nested
+structs, groups and lists of structs given as plain dicts are converted by code written into the
+parent's (two levels deep, within a size budget), which saves a Python call per nested value.
+Anything unusual falls back to the general path, which also words the errors, so the fast and
+the general path accept and reject exactly the same values. (Keys are matched by equality, so a
+peer sending ``1.0`` or ``True`` as a key is read as field 1, and that key object is what is
+stored.)
 
 Reading a union member that is not the active one raises :class:`UnionMemberError`;
 ``which()`` names the active member. ``s.get(key)`` returns what is *set* (or the given
@@ -38,6 +43,7 @@ from operator import itemgetter
 from typing import Any
 
 from cara.errors import CaraError
+from cara.runtime import hooks as _hooks
 from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
 
 __all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "make_struct_class"]
@@ -225,6 +231,8 @@ class Struct(dict):
     _c: Any = None
     #: How pickle finds this class when it is not importable by qualname (groups, generics).
     _cara_locator_: Any = None
+    #: The fast constructors have been generated (see :func:`_compile`).
+    _cara_ready_: bool = False
 
     __hash__ = None
 
@@ -262,7 +270,7 @@ class Struct(dict):
             raise Invalid("value nested too deeply").error(cls._cara_name_) from None
 
     @classmethod
-    def Create(cls, *args: Any, **kwargs: Any) -> Any:
+    def Create(cls, /, *args: Any, **kwargs: Any) -> Any:
         """``S.Create(value_of_field_0, ..., name=value)``."""
         if args:
             fields = cls.cara_schema.fields
@@ -297,6 +305,21 @@ class Struct(dict):
             raise mismatch(cls._cara_name_, value)
         obj = dict.__new__(cls)
         _fill_slow(obj, value)
+        return obj
+
+    @classmethod
+    def _cara_convert_slow_(cls, value: Any) -> Any:
+        """Like ``_cara_convert_`` but generating no code, down to the innermost value (used for
+        constants and annotation values while a module is built)."""
+        if isinstance(value, Struct):
+            if isinstance(value, cls):
+                return value
+            if value.cara_schema.id != cls.cara_schema.id:
+                raise mismatch(cls._cara_name_, value)
+        elif not isinstance(value, Mapping):
+            raise mismatch(cls._cara_name_, value)
+        obj = dict.__new__(cls)
+        _fill_slow(obj, value, slow=True)
         return obj
 
     @classmethod
@@ -370,6 +393,11 @@ class Struct(dict):
         union = self.cara_schema.union
         if not union:
             raise TypeError(f"{self._cara_name_} has no unnamed union")
+        owner = type(self)
+        while "cara_schema" not in owner.__dict__:
+            owner = owner.__mro__[1]
+        if "which" not in owner.__dict__:
+            owner.which = _which_function(owner.cara_schema)  # type: ignore[method-assign]
         for f in union:
             if _dcontains(self, f.number):
                 return f.name
@@ -546,15 +574,13 @@ class Struct(dict):
     # msgpack and JSON round trips (the codecs live in cara.codecs; imported lazily).
 
     def to_msgpack(self) -> bytes:
-        import msgpack
-
-        return msgpack.packb(self)
+        """``msgpack.packb(self)``: this struct is a dict keyed by field number."""
+        return _hooks.packb(self)
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> Any:
-        from cara.runtime import hooks
-
-        return hooks.from_msgpack(cls, data)
+        """Decode msgpack ``data`` (as ``msgpack.packb(s)`` wrote it) into this class."""
+        return _hooks.unpack_into(cls, data)
 
     def to_json(self, **options: Any) -> str:
         from cara.runtime import hooks
@@ -627,7 +653,7 @@ def _attach(child: Any) -> None:
     parent._cara_store_(num, child)
 
 
-def _fill_slow(self: Any, data: Any, merge: bool = False) -> None:
+def _fill_slow(self: Any, data: Any, merge: bool = False, slow: bool = False) -> None:
     """Fill from any mapping: names, bytes names, digit strings, numbers, unknown numbers."""
     schema: StructSchema = self.cara_schema
     fields = schema.fields
@@ -648,7 +674,7 @@ def _fill_slow(self: Any, data: Any, merge: bool = False) -> None:
             if n in seen:
                 raise Invalid(f"union members {fields[n].name!r} and {f.name!r} both set")
         try:
-            _dset(self, num, f.type.convert(value))
+            _dset(self, num, f.type.convert_slow(value) if slow else f.type.convert(value))
         except Invalid as e:
             raise e.at(f.label) from None
 
@@ -679,7 +705,261 @@ def _compile(cls: Any) -> None:
 _compiling: set[Any] = set()
 
 
+def lazy_converter(env: dict[str, Any], name: str, cls: Any) -> Any:
+    """``cls._cara_convert_`` for generated code whose globals are ``env``: if ``cls`` has no
+    generated converters yet, a stand-in that generates them on its first call and then puts
+    the real converter in its place (so a class's code is generated only once a value of it
+    is converted, and calls go straight to it afterwards)."""
+    if getattr(cls, "_cara_ready_", True):
+        return cls._cara_convert_
+
+    def first_call(value: Any) -> Any:
+        if not cls._cara_ready_:
+            cls._cara_prepare_()
+        conv = cls._cara_convert_
+        env[name] = conv
+        return conv(value)
+
+    return first_call
+
+
 _INT_KINDS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+
+
+#: How deep :func:`_number_fill` writes the conversion of nested structs into its parent's code.
+_INLINE_DEPTH = 2
+#: How many nested fields one generated function may take in (so a wide, deep schema does not
+#: generate huge functions); beyond it, nested values are converted by a call.
+_INLINE_FIELDS = 24
+
+
+def _may_inline(env: dict[str, Any], child: Any, depth: int, stack: tuple[Any, ...]) -> bool:
+    """Whether the conversion of nested ``child`` values is written into the code being
+    generated (``env["_budget_"]`` counts the fields still allowed)."""
+    if depth >= _INLINE_DEPTH or child in stack:
+        return False
+    budget = env["_budget_"]
+    size = len(child.cara_schema.fields)
+    if budget[0] < size:
+        return False
+    budget[0] -= size
+    return True
+
+
+def _number_fill(cls: Any, env: dict[str, Any], d: str, s: str, depth: int,
+                 stack: tuple[Any, ...], prefix: str) -> list[str]:
+    """Code for a number-keyed plain ``dict`` named ``d`` whose items were already copied into
+    the new instance ``s``: store again only the values that need converting. A missing field
+    is left alone; a value of the wrong type raises :class:`Invalid` (the caller then takes the
+    general path, which words the error with the field path).
+
+    Nested structs, groups and lists of structs given as number-keyed dicts (what msgpack
+    decodes) are converted by code written into this one, down to :data:`_INLINE_DEPTH` levels
+    (a class never inside itself), which saves a Python call per nested value."""
+    schema: StructSchema = cls.cara_schema
+    out: list[str] = []
+    v, x, c, lst = f"v{depth}", f"x{depth}", f"c{depth}", f"l{depth}"
+    for f in schema.fields:
+        i, t, k = f.number, f.type, f.type.kind
+        conv = f"{prefix}conv{i}"
+        if isinstance(t, ClassType):
+            env[f"{prefix}T{i}"] = t.cls
+            env[conv] = lazy_converter(env, conv, t.cls)
+        else:
+            env[conv] = t.convert
+        fix = f"_dset({s}, {i}, {conv}({v}))"
+        if k == "anyPointer":
+            continue
+        if k in ("text", "data", "float64", "bool"):
+            default = {"text": '""', "data": 'b""', "float64": "0.0", "bool": "False"}[k]
+            pytype = {"text": "_str", "data": "_bytes", "float64": "_float", "bool": "_bool"}[k]
+            out.append(f"{v} = {d}.get({i}, {default})")
+            out.append(f"if _type({v}) is not {pytype}: {fix}")
+        elif k == "void":
+            out.append(f"{v} = {d}.get({i})")
+            out.append(f"if {v} is not None: {fix}")
+        elif k in _INT_KINDS:
+            lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
+            out.append(f"{v} = {d}.get({i}, 0)")
+            out.append(f"if _type({v}) is not _int or {v} < {lo} or {v} > {hi}: {fix}")
+        elif k == "float32":
+            lim = t.limit  # type: ignore[attr-defined]
+            out.append(f"{v} = {d}.get({i}, 0.0)")
+            out.append(f"if _type({v}) is not _float or not -{lim!r} <= {v} <= {lim!r}: {fix}")
+        elif k == "enum":
+            env[f"{prefix}T{i}"] = t.cls  # type: ignore[attr-defined]
+            env[f"{prefix}vm{i}"] = t.cls._value2member_map_  # type: ignore[attr-defined]
+            vm = f"{prefix}vm{i}"
+            out.append(f"{v} = {d}.get({i}, _M)")
+            out.append(f"if {v} is not _M and _type({v}) is not {prefix}T{i}: _dset({s}, {i}, "
+                       f"{vm}[{v}] if _type({v}) is _int and {v} in {vm} else {conv}({v}))")
+        elif k == "struct" and isinstance(t, ClassType):
+            child = t.cls
+            out.append(f"{v} = {d}.get({i}, _M)")
+            out.append(f"if {v} is not _M:")
+            if _may_inline(env, child, depth, stack):
+                cp = f"{prefix}{i}_"
+                test = _plain_test(child, env, cp, v)
+                out.append(f"    if {test}:")
+                out.append(f"        {c} = _dnew({cp}C)")
+                out.append(f"        _du({c}, {v})")
+                out += ["        " + line for line in _number_fill(
+                    child, env, v, c, depth + 1, (*stack, child), cp)]
+                out.append(f"        _dset({s}, {i}, {c})")
+                out.append(f"    elif _type({v}) is not {prefix}T{i}: {fix}")
+            else:
+                out.append(f"    if _type({v}) is not {prefix}T{i}: {fix}")
+        elif k == "list" and isinstance(t, ClassType):
+            elem = t.cls._cara_elem_
+            out.append(f"{v} = {d}.get({i}, _M)")
+            out.append(f"if {v} is not _M and _type({v}) is not {prefix}T{i}:")
+            if (isinstance(elem, ClassType) and elem.kind == "struct"
+                    and _may_inline(env, elem.cls, depth, stack)):
+                child = elem.cls
+                cp = f"{prefix}{i}_"
+                test = _plain_test(child, env, cp, x)
+                env[f"{cp}conv"] = lazy_converter(env, f"{cp}conv", child)
+                out.append(f"    if _type({v}) is _list:")
+                out.append(f"        {lst} = _lnew({prefix}T{i})")
+                out.append(f"        for {x} in {v}:")
+                out.append(f"            if {test}:")
+                out.append(f"                {c} = _dnew({cp}C)")
+                out.append(f"                _du({c}, {x})")
+                out += ["                " + line for line in _number_fill(
+                    child, env, x, c, depth + 1, (*stack, child), cp)]
+                out.append(f"                _lappend({lst}, {c})")
+                out.append("            else:")
+                out.append(f"                _lappend({lst}, {cp}conv({x}))")
+                out.append(f"        _dset({s}, {i}, {lst})")
+                out.append(f"    else: {fix}")
+            else:
+                out.append(f"    {fix}")
+        else:  # interfaces: the converter decides (None stays None)
+            out.append(f"{v} = {d}.get({i})")
+            out.append(f"if {v} is not None: {fix}")
+    return out
+
+
+def _name_build(cls: Any, env: dict[str, Any], src: str, dst: str, depth: int,
+                stack: tuple[Any, ...], prefix: str) -> list[str]:
+    """Code that builds instance ``dst`` of ``cls`` from ``src``, a plain dict keyed by field
+    names (all known, at most one union member: see :func:`_name_test`), as keyword arguments
+    and ``Create`` give nested values. Nested dicts and lists of dicts are built by code written
+    into this one (down to :data:`_INLINE_DEPTH`); wrong types raise :class:`Invalid`."""
+    schema: StructSchema = cls.cara_schema
+    w = f"_w{depth}"
+    out = [f"{dst} = _dnew({prefix}C)"]
+    for f in schema.fields:
+        i, t = f.number, f.type
+        conv = f"{prefix}conv{i}"
+        if isinstance(t, ClassType):
+            env[f"{prefix}T{i}"] = t.cls
+            env[conv] = lazy_converter(env, conv, t.cls)
+        else:
+            env[conv] = t.convert
+        out.append(f"{w} = {src}.get({f.name!r}, _M)")
+        out.append(f"if {w} is not _M:")
+        out += ["    " + line for line in _value_code(f, env, w, depth, stack, prefix)]
+        out.append(f"    _dset({dst}, {i}, {w})")
+    return out
+
+
+def _value_code(f: FieldSpec, env: dict[str, Any], w: str, depth: int, stack: tuple[Any, ...],
+                prefix: str) -> list[str]:
+    """Code that converts ``w`` (a value given for field ``f``, by name) in place."""
+    i, t, k = f.number, f.type, f.type.kind
+    conv = f"{prefix}conv{i}"
+    if k == "anyPointer":
+        return []
+    if k in ("text", "data", "float64", "bool"):
+        pytype = {"text": "_str", "data": "_bytes", "float64": "_float", "bool": "_bool"}[k]
+        return [f"if _type({w}) is not {pytype}: {w} = {conv}({w})"]
+    if k in _INT_KINDS:
+        lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
+        return [f"if _type({w}) is not _int or {w} < {lo} or {w} > {hi}: {w} = {conv}({w})"]
+    if k == "enum":
+        nm = f"{prefix}nm{i}"
+        env[nm] = t.cls._member_map_  # type: ignore[attr-defined]
+        return [f"if _type({w}) is not {prefix}T{i}: {w} = {nm}[{w}] if _type({w}) is _str "
+                f"and {w} in {nm} else {conv}({w})"]
+    if k == "struct" and isinstance(t, ClassType):
+        child = t.cls
+        if not _may_inline(env, child, depth, stack):
+            return [f"if _type({w}) is not {prefix}T{i}: {w} = {conv}({w})"]
+        cp = f"{prefix}{i}_"
+        c = f"_c{depth}"
+        return [f"if _type({w}) is not {prefix}T{i}:",
+                f"    if {_name_test(child, env, cp, w)}:",
+                *["        " + line for line in _name_build(
+                    child, env, w, c, depth + 1, (*stack, child), cp)],
+                f"        {w} = {c}",
+                "    else:",
+                f"        {w} = {conv}({w})"]
+    if k == "list" and isinstance(t, ClassType):
+        elem = t.cls._cara_elem_
+        if not isinstance(elem, ClassType) or elem.kind != "struct" \
+                or not _may_inline(env, elem.cls, depth, stack):
+            return [f"if _type({w}) is not {prefix}T{i}: {w} = {conv}({w})"]
+        child = elem.cls
+        cp = f"{prefix}{i}_"
+        x, c, lst = f"_x{depth}", f"_c{depth}", f"_l{depth}"
+        env[f"{cp}conv"] = lazy_converter(env, f"{cp}conv", child)
+        return [f"if _type({w}) is not {prefix}T{i}:",
+                f"    if _type({w}) is _list:",
+                f"        {lst} = _lnew({prefix}T{i})",
+                f"        for {x} in {w}:",
+                f"            if _type({x}) is {cp}C:",
+                f"                _lappend({lst}, {x})",
+                f"            elif {_name_test(child, env, cp, x)}:",
+                *["                " + line for line in _name_build(
+                    child, env, x, c, depth + 1, (*stack, child), cp)],
+                f"                _lappend({lst}, {c})",
+                "            else:",
+                f"                _lappend({lst}, {cp}conv({x}))",
+                f"        {w} = {lst}",
+                "    else:",
+                f"        {w} = {conv}({w})"]
+    return [f"{w} = {conv}({w})"]
+
+
+def _name_test(cls: Any, env: dict[str, Any], prefix: str, var: str) -> str:
+    """An expression true when ``var`` is a plain dict keyed by known field names of ``cls``
+    with at most one union member (what :func:`_name_build` handles)."""
+    schema: StructSchema = cls.cara_schema
+    env[f"{prefix}C"] = cls
+    env[f"{prefix}NAMES"] = frozenset(f.name for f in schema.fields)
+    test = f"_type({var}) is _dict and {prefix}NAMES.issuperset({var})"
+    names = [f.name for f in schema.union]
+    if len(names) > 1:
+        test += f" and (len({var}) < 2 or " + " + ".join(
+            f"({n!r} in {var})" for n in names) + " < 2)"
+    return test
+
+
+def _plain_test(cls: Any, env: dict[str, Any], prefix: str, var: str) -> str:
+    """An expression true when ``var`` is a plain dict of known numbers for ``cls`` with at
+    most one union member (what :func:`_number_fill` handles)."""
+    schema: StructSchema = cls.cara_schema
+    env[f"{prefix}C"] = cls
+    env[f"{prefix}KNOWN"] = frozenset(f.number for f in schema.fields)
+    test = f"_type({var}) is _dict and {prefix}KNOWN.issuperset({var})"
+    nums = [f.number for f in schema.union]
+    if len(nums) > 1:  # (a dict of one item cannot hold two members)
+        test += f" and (len({var}) < 2 or " + " + ".join(f"({n} in {var})" for n in nums) + " < 2)"
+    return test
+
+
+def _which_function(schema: StructSchema) -> Any:
+    """``which()`` for a struct with an unnamed union: one C-level membership test per member
+    (the default member last, since it is also the answer when nothing is set)."""
+    first, *rest = schema.union
+    source = "def which(self):\n" + "".join(
+        f"    if _dcontains(self, {f.number}): return {f.name!r}\n" for f in rest
+    ) + f"    return {first.name!r}\n"
+    env: dict[str, Any] = {"_dcontains": _dcontains}
+    exec(compile(source, f"<cara which {schema.name}>", "exec"), env)
+    env["which"].__doc__ = Struct.which.__doc__
+    return env["which"]
 
 
 def _compile_now(cls: Any) -> None:
@@ -699,7 +979,7 @@ def _compile_now(cls: Any) -> None:
         i = f.number
         if isinstance(t, ClassType):
             env[f"T{i}"] = t.cls
-            env[f"conv{i}"] = t.cls._cara_convert_
+            env[f"conv{i}"] = lazy_converter(env, f"conv{i}", t.cls)
         else:
             env[f"conv{i}"] = t.convert
         if t.kind == "enum":
@@ -710,75 +990,78 @@ def _compile_now(cls: Any) -> None:
             # A stand-in of the right type that ``d.get`` returns for a missing field.
             env[f"Z{i}"] = t.cls._cara_zero_()
 
-    def number_checks() -> list[str]:
-        """``d`` was copied into ``self``: re-store only values that need converting. Each
-        check treats a missing field as already right (``d.get`` returns a value of the type)."""
-        out = []
-        for f in fields:
-            i, t, k = f.number, f.type, f.type.kind
-            fix = f"dset(self, {i}, conv{i}(v))"
-            if k == "anyPointer":
-                continue
-            if k in ("text", "data", "float64", "bool"):
-                default = {"text": '""', "data": 'b""', "float64": "0.0", "bool": "False"}[k]
-                pytype = {"text": "str", "data": "bytes", "float64": "float", "bool": "bool"}[k]
-                out.append(f"    v = g({i}, {default})")
-                out.append(f"    if type(v) is not {pytype}: {fix}")
-            elif k == "void":
-                out.append(f"    v = g({i})")
-                out.append(f"    if v is not None: {fix}")
-            elif k in _INT_KINDS:
-                lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
-                out.append(f"    v = g({i}, 0)")
-                out.append(f"    if type(v) is not int or v < {lo} or v > {hi}: {fix}")
-            elif k == "float32":
-                lim = t.limit  # type: ignore[attr-defined]
-                out.append(f"    v = g({i}, 0.0)")
-                out.append(f"    if type(v) is not float or not -{lim!r} <= v <= {lim!r}: {fix}")
-            elif k == "enum":
-                out.append(f"    v = g({i}, Z{i})")
-                out.append(f"    if type(v) is not T{i}: dset(self, {i}, vm{i}[v] "
-                           f"if type(v) is int and v in vm{i} else conv{i}(v))")
-            elif k in ("struct", "list"):
-                out.append(f"    v = g({i}, Z{i})")
-                out.append(f"    if type(v) is not T{i}: {fix}")
-            else:  # interfaces: the converter decides (None stays None)
-                out.append(f"    v = g({i})")
-                out.append(f"    if v is not None: {fix}")
+    # Keyword functions: every field whose name can be a Python parameter is one (keyword-only,
+    # default ``_M`` = not given), so CPython binds ``S.Create(name=...)`` and ``conv(**d)``
+    # itself. Generated globals start with ``_``, which no schema name does, so a parameter
+    # never hides one.
+    params = [f for f in fields if f.name.isidentifier() and not keyword.iskeyword(f.name)
+              and not f.name.startswith("_")]
+    for f in fields:
+        env[f"_conv{f.number}"] = env[f"conv{f.number}"]
+        if isinstance(f.type, ClassType):
+            env[f"_conv{f.number}"] = lazy_converter(env, f"_conv{f.number}", f.type.cls)
+        for prefix in ("T", "vm", "nm"):
+            if f"{prefix}{f.number}" in env:
+                env[f"_{prefix}{f.number}"] = env[f"{prefix}{f.number}"]
+    env.update({"_M": _MISSING, "_Invalid": Invalid, "_dnew": dict.__new__, "_C": cls,
+                "_du": dict.update, "_RecursionError": RecursionError, "_dset": _dset,
+                "_dict": dict, "_list": list, "_lnew": list.__new__, "_lappend": list.append,
+                "_basecreate": vars(Struct)["Create"].__func__,
+                "_PARAMS": frozenset(f.name for f in params), "_type": type, "_int": int,
+                "_str": str, "_bytes": bytes, "_float": float, "_bool": bool})
+
+    def keyword_stores() -> list[str]:
+        """Parameters -> ``_d`` (a plain dict by number), converting what needs it."""
+        env["_budget_"] = [_INLINE_FIELDS]
+        out = ["_d = {}"]
+        for f in params:
+            out.append(f"if {f.name} is not _M:")
+            out += ["    " + line for line in _value_code(f, env, f.name, 0, (cls,), "_")]
+            out.append(f"    _d[{f.number}] = {f.name}")
+        members = [f.name for f in schema.union if f in params]
+        if len(members) > 1:
+            count = " + ".join(f"({a} is not _M)" for a in members)
+            out.append(f"if {count} > 1: raise _Invalid('union')")  # the slow path words it
         return out
 
-    def name_stores() -> list[str]:
-        """``d`` is keyed by name: store every present value under its number."""
-        out = []
-        for f in fields:
-            i, t, k = f.number, f.type, f.type.kind
-            out.append(f"    v = g({f.name!r}, M)")
-            out.append("    if v is not M:")
-            if k == "anyPointer":
-                pass
-            elif k in ("text", "data", "float64", "bool"):
-                pytype = {"text": "str", "data": "bytes", "float64": "float", "bool": "bool"}[k]
-                out.append(f"        if type(v) is not {pytype}: v = conv{i}(v)")
-            elif k in _INT_KINDS:
-                lo, hi = t.lo, t.hi  # type: ignore[attr-defined]
-                out.append(f"        if type(v) is not int or v < {lo} or v > {hi}: "
-                           f"v = conv{i}(v)")
-            elif k == "enum":
-                out.append(f"        if type(v) is not T{i}: v = nm{i}[v] if type(v) is str "
-                           f"and v in nm{i} else conv{i}(v)")
-            elif k in ("struct", "list"):
-                out.append(f"        if type(v) is not T{i}: v = conv{i}(v)")
-            else:
-                out.append(f"        v = conv{i}(v)")
-            out.append(f"        dset(self, {i}, v)")
-        return out
+    signature = ", ".join(f"{f.name}=_M" for f in params)
+    given = "{" + ", ".join(f"{f.name!r}: {f.name}" for f in params) + "}"
+    keyword_source = "\n".join([
+        f"def Create(_cls, *_args, {signature + ', ' if signature else ''}**_kw):",
+        "    if _args or _kw or _cls is not _C:",
+        f"        _g = {{_k: _v for _k, _v in {given}.items() if _v is not _M}}",
+        "        _g.update(_kw)",
+        "        return _basecreate(_cls, *_args, **_g)",
+        "    try:",
+        *["        " + line for line in keyword_stores()],
+        "    except (_Invalid, _RecursionError):",
+        f"        return _create({{_k: _v for _k, _v in {given}.items() if _v is not _M}})",
+        "    _s = _dnew(_C)",
+        "    _du(_s, _d)",
+        "    return _s",
+        "",
+        f"def _kwconvert({'*, ' + signature if signature else ''}):",
+        "    try:",
+        *["        " + line for line in keyword_stores()],
+        "    except _Invalid:",
+        "        _s = _dnew(_C)",
+        f"        _slow(_s, {{_k: _v for _k, _v in {given}.items() if _v is not _M}})",
+        "        return _s",  # (not reached: the slow path raises with the field path)
+        "    _s = _dnew(_C)",
+        "    _du(_s, _d)",
+        "    return _s",
+    ]) + "\n"
+    env["_slow"] = _fill_slow
+
+    def number_fill() -> list[str]:
+        env["_budget_"] = [_INLINE_FIELDS]
+        return _number_fill(cls, env, "d", "self", 0, (cls,), "_")
 
     union_nums = [f.number for f in schema.union]
     if len(union_nums) > 1:
-        by_num = " + ".join(f"({n} in d)" for n in union_nums) + " > 1"
-        by_name = " + ".join(f"({schema.fields[n].name!r} in d)" for n in union_nums) + " > 1"
+        by_num = "len(d) > 1 and " + " + ".join(f"({n} in d)" for n in union_nums) + " > 1"
     else:
-        by_num = by_name = "False"
+        by_num = "False"
 
     source = "\n".join([
         "def __init__(self, d=None, /, **kw):",
@@ -796,10 +1079,9 @@ def _compile_now(cls: Any) -> None:
         f"    if {by_num}:",
         "        return general(self, d, None)",
         "    dupdate(self, d)",
-        "    g = d.get",
         "    try:",
         "        pass",
-        *["    " + line for line in number_checks()],
+        *["        " + line for line in number_fill()],
         "    except Invalid:",
         "        dclear(self)",
         "        general(self, d, None)",  # raises with the field path
@@ -811,58 +1093,28 @@ def _compile_now(cls: Any) -> None:
         "        return d",
         "    if type(d) is not dict:",
         "        return convgeneral(d)",
-        "    self = dnew(C)",
-        "    g = d.get",
         f"    if KNOWN.issuperset(d) and not ({by_num}):",
+        "        self = dnew(C)",
         "        dupdate(self, d)",
         "        try:",
         "            pass",
-        *["        " + line for line in number_checks()],
+        *["            " + line for line in number_fill()],
         "        except Invalid:",
         "            dclear(self)",
         "            slow(self, d)",  # raises with the field path
         "        return self",
-        f"    if NAMES.issuperset(d) and not ({by_name}):",  # built by hand, keyed by name
-        "        try:",
-        "            pass",
-        *["        " + line for line in name_stores()],
-        "        except Invalid:",
-        "            dclear(self)",
-        "            slow(self, d)",
-        "        return self",
+        "    if _PARAMS.issuperset(d):",  # keyed by name, as by hand
+        "        return _kwconvert(**d)",
+        "    self = dnew(C)",
         "    slow(self, d)",
         "    return self",
         "",
         "def byname(d):",
-        "    if not NAMES.issuperset(d) or " + by_name + ":",
-        "        self = dnew(C)",
-        "        slow(self, d)",
-        "        return self",
+        "    if _PARAMS.issuperset(d):",
+        "        return _kwconvert(**d)",
         "    self = dnew(C)",
-        "    g = d.get",
-        "    try:",
-        "        pass",
-        *["    " + line for line in name_stores()],
-        "    except Invalid:",
-        "        dclear(self)",
-        "        slow(self, d)",
+        "    slow(self, d)",
         "    return self",
-        "",
-        "def Create(cls, *args, **d):",
-        "    if args or cls is not C:",
-        "        return basecreate(cls, *args, **d)",
-        f"    if NAMES.issuperset(d) and not ({by_name}):",
-        "        self = dnew(C)",
-        "        g = d.get",
-        "        try:",
-        "            pass",
-        *["        " + line for line in name_stores()],
-        "        except Invalid:",
-        "            return create(d)",  # again, on the path that names the field
-        "        except RecursionError:",
-        "            raise deep.error(NAME) from None",
-        "        return self",
-        "    return create(d)",
         "",
         "def create(d):",
         "    try:",
@@ -872,14 +1124,19 @@ def _compile_now(cls: Any) -> None:
         "    except RecursionError:",
         "        raise deep.error(NAME) from None",
     ]) + "\n"
+    source += keyword_source
     if _DEBUG:
         print(source)
     exec(compile(source, f"<cara struct {schema.name}>", "exec"), env)
+    env["_create"] = env["create"]
     cls.__init__ = env["__init__"]
     cls._cara_convert_ = staticmethod(env["convert"])
     cls._cara_create_ = staticmethod(env["create"])
     cls.Create = classmethod(env["Create"])
     cls._cara_type_.convert = env["convert"]
+    if schema.union and "which" not in cls.__dict__:
+        cls.which = _which_function(schema)
+    cls._cara_ready_ = True
 
 
 # ---------------------------------------------------------------------- class creation

@@ -92,6 +92,10 @@ class TypeDesc:
     def convert(self, value: Any) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def convert_slow(self, value: Any) -> Any:
+        """:meth:`convert` without generating code (see :meth:`ClassType.convert_slow`)."""
+        return self.convert(value)
+
     def fast_check(self, var: str, env: dict[str, Any]) -> str | None:
         """A Python expression over ``var`` that is true when no conversion is needed; constants
         it uses are put into ``env``. ``None``: always call :meth:`convert`."""
@@ -285,19 +289,28 @@ class ClassType(TypeDesc):
             assert self._resolve is not None
             self._cls = self._resolve()
             self._resolve = None
-            prepare = getattr(self._cls, "_cara_prepare_", None)
-            if prepare is not None:
-                prepare()
-            # From now on conversion goes straight to the class (one call less per value).
-            self.convert = self._cls._cara_convert_  # type: ignore[method-assign]
         return self._cls
+
+    def convert(self, value: Any) -> Any:
+        cls = self.cls
+        if not getattr(cls, "_cara_ready_", True):
+            cls._cara_prepare_()  # generate the class's fast converters (first use)
+        conv = cls._cara_convert_
+        # From now on conversion goes straight to the class (one call less per value).
+        self.convert = conv  # type: ignore[method-assign]
+        return conv(value)
+
+    def convert_slow(self, value: Any) -> Any:
+        """Convert without generating any code: for values converted while a schema is being
+        built (constants, annotation values), so importing a module stays cheap."""
+        slow = getattr(self.cls, "_cara_convert_slow_", None)
+        if slow is None:
+            return self.convert(value)
+        return slow(value)
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return self._name or self.cls._cara_name_
-
-    def convert(self, value: Any) -> Any:
-        return self.cls._cara_convert_(value)
 
     def default(self) -> Any:
         return self.cls._cara_zero_()

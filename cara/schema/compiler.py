@@ -145,9 +145,9 @@ class Compiler(DeclEnvironment):
                 display = f"{scope.display_name}.{name}"
             node = DeclNode(self, scope.file, decl, scope, decl.kind, node_id, display,
                          len(display) - len(name))
+            self._register(node)  # (a second declaration of a name also repeats its id)
             if name in scope.nested:
-                continue  # reported by the name check of the scope
-            self._register(node)
+                continue  # the name clash is reported by the scope's name check
             scope.nested[name] = node
             scope.ordered.append(node)
             self._expand(node, decl.nested)

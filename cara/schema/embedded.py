@@ -21,6 +21,10 @@ _MAX_DEPTH = 64
 _MAX_WORDS = 8 * 1024 * 1024
 
 
+class _Malformed(ValueError):
+    """A pointer inside the message that cannot be followed."""
+
+
 class NodeSource(Protocol):
     def struct_node(self, type_id: int) -> model.Node | None: ...
 
@@ -64,7 +68,7 @@ class _Reader:
     def _word(self, seg: int, index: int) -> int:
         segment = self.segments[seg]
         if index < 0 or (index + 1) * 8 > len(segment):
-            raise ValueError("pointer out of bounds")
+            raise _Malformed("pointer out of bounds")
         return int(_struct.unpack_from("<Q", segment, index * 8)[0])
 
     def _charge(self, words: int) -> None:
@@ -87,7 +91,7 @@ class _Reader:
             pad = (word >> 3) & 0x1FFFFFFF
             target_seg = word >> 32
             if target_seg >= len(self.segments):
-                raise ValueError("far pointer to a missing segment")
+                raise _Malformed("far pointer to a missing segment")
             if not double:
                 landing = self._word(target_seg, pad)
                 return self._resolve(target_seg, pad, landing)
@@ -95,7 +99,7 @@ class _Reader:
             tag = self._word(target_seg, pad + 1)
             content_seg = far >> 32
             if content_seg >= len(self.segments) or far & 3 != 2:
-                raise ValueError("bad double-far pointer")
+                raise _Malformed("bad double-far pointer")
             start = (far >> 3) & 0x1FFFFFFF
             return content_seg, start, tag
         return self._resolve(seg, index, word)
@@ -108,8 +112,16 @@ class _Reader:
         return seg, index + 1 + offset, word
 
     def _pointer(self, seg: int, index: int, type_: model.Type, depth: int) -> object:
+        """A pointer's target, or None. Like capnp's readers, a pointer that is out of bounds or
+        of the wrong kind reads as absent rather than failing the whole value."""
+        try:
+            return self._pointer_or_raise(seg, index, type_, depth)
+        except _Malformed:
+            return None
+
+    def _pointer_or_raise(self, seg: int, index: int, type_: model.Type, depth: int) -> object:
         if depth > _MAX_DEPTH:
-            raise ValueError("message nesting is too deep")
+            raise _Malformed("message nesting is too deep")
         target = self._follow(seg, index)
         if target is None:
             return None
@@ -117,23 +129,23 @@ class _Reader:
         which = type_.which
         if which == "struct":
             if word & 3 != 0:
-                raise ValueError("expected a struct pointer")
+                raise _Malformed("expected a struct pointer")
             data_words = (word >> 32) & 0xFFFF
             ptr_words = word >> 48
             assert type_.struct is not None
             return self._struct(tseg, start, data_words, ptr_words, type_.struct.typeId, depth)
         if word & 3 != 1:
-            raise ValueError("expected a list pointer")
+            raise _Malformed("expected a list pointer")
         size = (word >> 32) & 7
         count = word >> 35
         if which in ("text", "data"):
             if size != 2:
-                raise ValueError("text/data must be a byte list")
+                raise _Malformed("text/data must be a byte list")
             self._charge((count + 7) // 8)
             segment = self.segments[tseg]
             raw = segment[start * 8:start * 8 + count]
             if len(raw) != count:
-                raise ValueError("list out of bounds")
+                raise _Malformed("list out of bounds")
             if which == "text":
                 return raw[:-1].decode("utf-8", "surrogateescape") if raw else ""
             return bytes(raw)
@@ -152,7 +164,7 @@ class _Reader:
             step = data_words + ptr_words
             self._charge(n * max(step, 1))
             if n * step > count:
-                raise ValueError("inline composite list overruns its words")
+                raise _Malformed("inline composite list overruns its words")
             for i in range(n):
                 base = start + 1 + i * step
                 if element.which == "struct" and element.struct is not None:

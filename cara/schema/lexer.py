@@ -114,10 +114,7 @@ class _Lexer:
                 assert isinstance(top, _Block)
                 return top.statements
             c = text[pos]
-            if isinstance(top, _List):
-                current = top.tokens
-            else:
-                current = top.tokens
+            current = top.tokens
             if c in _IDENT_START:
                 end = pos + 1
                 while end < n and text[end] in _IDENT_CHARS:
@@ -127,7 +124,14 @@ class _Lexer:
             elif c in _DIGITS:
                 current.append(self._number())
                 if self.pos < n and text[self.pos] in _IDENT_CHARS:
-                    raise LexError(self.pos)  # "1x": capnp reads no number glued to a name
+                    # "1x": capnp reads no number glued to a name. It blames the first character
+                    # its number reader could not use ("9ex" gets as far as the "x").
+                    bad = self.pos
+                    if text[bad] in "eE":
+                        bad += 1
+                        if bad < n and text[bad] in "+-":
+                            bad += 1
+                    raise LexError(bad)
             elif c == '"':
                 value, end = self._string(pos)
                 current.append(Token("string", pos, end, value))
@@ -264,7 +268,9 @@ class _Lexer:
         start = self.pos
         if text.startswith('0x"', start):
             return self._binary(start)
-        if text.startswith(("0x", "0X"), start) and start + 2 < n and text[start + 2] in _HEX:
+        if text.startswith("0x", start) and (start + 2 >= n or text[start + 2] not in _HEX):
+            raise LexError(start + 2)  # "0x" without digits
+        if text.startswith("0x", start):
             end = start + 2
             while end < n and text[end] in _HEX:
                 end += 1
@@ -274,7 +280,8 @@ class _Lexer:
         while end < n and text[end] in _DIGITS:
             end += 1
         is_float = False
-        if end + 1 < n and text[end] == "." and text[end + 1] in _DIGITS:
+        if end < n and text[end] == ".":
+            # "1.5", and also "1." (capnp reads both as floats)
             is_float = True
             end += 1
             while end < n and text[end] in _DIGITS:

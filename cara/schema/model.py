@@ -28,6 +28,9 @@ from typing import Literal
 
 Id = int
 NO_DISCRIMINANT = 0xFFFF
+# `Value` has members named `bool` and `list`; annotations inside it that name those types would
+# resolve to the members on Python 3.10 (typing.get_type_hints), so they use these aliases.
+_Bool = bool
 
 __all__ = [
     "NO_DISCRIMINANT",
@@ -206,7 +209,7 @@ class Value:
     :class:`PointerValue` (or ``None`` for a null pointer)."""
 
     which: ValueWhich = "void"
-    bool: bool = False
+    bool: _Bool = False
     int8: int = 0
     int16: int = 0
     int32: int = 0

@@ -69,26 +69,23 @@ def _parse_block(statements: list[Statement], context: str,
                  error: ErrorSink) -> list[Declaration]:
     # Depth-first, so that errors come out in file order; the lexer bounds the depth.
     result: list[Declaration] = []
-    ctx = context
-    out = result
-    if True:
-        for statement in statements:
-            decl = _parse_statement(statement, ctx, error)
-            if decl is None:
-                continue
-            if decl.kind not in _MEMBERS.get(ctx, frozenset()):
-                decl.misplaced = True
-            is_block = decl.kind in _BLOCK_KINDS
-            if statement.block is not None and not is_block:
-                # Reported, and the declaration is kept without its block (as capnp does).
-                error(statement.start, statement.end,
-                      "This statement should end with a semicolon, not a block.")
-            elif statement.block is None and is_block:
-                error(statement.start, statement.end,
-                      "This statement should end with a block, not a semicolon.")
-            out.append(decl)
-            if statement.block is not None and is_block:
-                decl.nested = _parse_block(statement.block, decl.kind, error)
+    for statement in statements:
+        decl = _parse_statement(statement, context, error)
+        if decl is None:
+            continue
+        if decl.kind not in _MEMBERS.get(context, frozenset()):
+            decl.misplaced = True  # reported by the compiler, in its order
+        is_block = decl.kind in _BLOCK_KINDS
+        if statement.block is not None and not is_block:
+            # Reported, and the declaration is kept without its block (as capnp does).
+            error(statement.start, statement.end,
+                  "This statement should end with a semicolon, not a block.")
+        elif statement.block is None and is_block:
+            error(statement.start, statement.end,
+                  "This statement should end with a block, not a semicolon.")
+        result.append(decl)
+        if statement.block is not None and is_block:
+            decl.nested = _parse_block(statement.block, decl.kind, error)
     return result
 
 
@@ -127,7 +124,7 @@ class _StatementParser:
     def _fail(self, tokens: list[Token] | None = None, i: int | None = None) -> NoReturn:
         tokens = self.tokens if tokens is None else tokens
         i = self.i if i is None else i
-        if tokens is self.statement.tokens:
+        if tokens is self.tokens:
             self.best = max(self.best, min(i, len(tokens) - 1))
             raise _Fail(tokens[i].start if i < len(tokens) else 0, top_level=True)
         if i < len(tokens):
@@ -140,7 +137,7 @@ class _StatementParser:
     def _peek(self, offset: int = 0) -> Token | None:
         j = self.i + offset
         if j < len(self.tokens):
-            if j > self.best and self.tokens is self.statement.tokens:
+            if j > self.best:
                 self.best = j
             return self.tokens[j]
         return None
@@ -172,7 +169,10 @@ class _StatementParser:
 
     def _expect_end(self) -> None:
         if not self._at_end():
-            self._fail()
+            # Checking for the end looks at no token: the furthest one looked at stays the last
+            # one consumed.
+            self.best = max(self.best, self.i - 1)
+            raise _Fail(self.tokens[self.i].start, top_level=True)
 
     # ------------------------------------------------------------------ declarations
 
@@ -193,7 +193,7 @@ class _StatementParser:
         keyword = t0.value
         # Only a keyword makes capnp look at the next token before trying a member form (which
         # matters for where "Parse error." points).
-        if keyword in _KEYWORDS and (
+        if keyword in _KEYWORDS and context != "enum" and (
                 self._is_ident(1) or (keyword == "using" and self._is_op(".", 1))):
             if keyword == "using":
                 return self._using()
@@ -220,8 +220,8 @@ class _StatementParser:
         if t is None or t.kind != "integer":
             self._fail()
         self.i += 1
-        self._expect_end()
         self._check_id(t)
+        self._expect_end()
         return Declaration("nakedId", None, 0, 0, id_kind="uid",
                            id=Located(t.value, t.start, t.end))
 
@@ -266,9 +266,17 @@ class _StatementParser:
             self.i += 1
             assert t.items is not None
             for item in t.items:
-                if len(item) != 1 or item[0].kind != "identifier":
-                    self._fail(item, 0) if item else self._fail([], 0)
-                decl.parameters.append(Located(item[0].value, item[0].start, item[0].end))
+                name = self._item(item, t, _StatementParser._expect_ident)
+                if isinstance(name, Located):
+                    decl.parameters.append(name)
+
+    def _target(self) -> Token:
+        t = self._peek()
+        if t is None or not (t.kind == "identifier" or (t.kind == "operator" and
+                                                        t.value == "*")):
+            self._fail()
+        self.i += 1
+        return t
 
     def _const(self) -> Declaration:
         self.i = 1
@@ -313,17 +321,15 @@ class _StatementParser:
         self.i += 1
         assert t.items is not None
         for item in t.items:
-            if len(item) != 1:
-                self._fail(item, 1 if item else 0)
-            target = item[0]
-            if target.kind == "operator" and target.value == "*":
+            target = self._item(item, t, _StatementParser._target)
+            if not isinstance(target, Token):
+                continue
+            if target.kind == "operator":
                 decl.targets.update(_TARGETS)
-            elif target.kind == "identifier" and target.value in _TARGETS:
+            elif target.value in _TARGETS:
                 decl.targets.add(str(target.value))
-            elif target.kind == "identifier":
-                self.error(target.start, target.end, "Not a valid annotation target.")
             else:
-                self._fail(item, 0)
+                self.error(target.start, target.end, "Not a valid annotation target.")
         self._expect_op(":")
         decl.type = self._expression()
         decl.annotations = self._annotations()
@@ -339,7 +345,7 @@ class _StatementParser:
         decl = Declaration("field", name, 0, 0)
         ordinal: Token | None = None
         banged = False
-        if self._is_op("@") or self._is_op("@!"):
+        if self._is_op("@"):
             self.i += 1
             ordinal = self._peek()
             if ordinal is None or ordinal.kind != "integer":
@@ -422,9 +428,9 @@ class _StatementParser:
             self.i += 1
             assert t.items is not None
             for item in t.items:
-                if len(item) != 1 or item[0].kind != "identifier":
-                    self._fail(item, 0) if item else self._fail([], 0)
-                decl.parameters.append(Located(item[0].value, item[0].start, item[0].end))
+                name = self._item(item, t, _StatementParser._expect_ident)
+                if isinstance(name, Located):
+                    decl.parameters.append(name)
         decl.params = self._param_list()
         if self._is_op("->"):
             self.i += 1
@@ -465,10 +471,13 @@ class _StatementParser:
             sub._expect_end()
             return result
         except _Fail:
-            if item:
-                self.error(item[0].start, item[-1].end, "Parse error.")
-            else:
+            if not item:
                 self.error(owner.start, owner.start, "Parse error.")
+            elif sub.best + 1 < len(item):
+                # From the token after the furthest one looked at to the end of the item.
+                self.error(item[sub.best + 1].start, item[-1].end, "Parse error.")
+            else:
+                self.error(item[0].start, item[-1].end, "Parse error.")
             return None
 
     def _named_param_inner(self) -> ast.MethodParam:
@@ -519,11 +528,9 @@ class _StatementParser:
     def _sub_expression(self, tokens: list[Token], owner: Token) -> Expression:
         """A whole comma-list item as one expression (``unknown`` if it does not parse)."""
         expr = self._item(tokens, owner, _StatementParser._expression)
-        if expr is None:
-            start, end = (tokens[0].start, tokens[-1].end) if tokens else (owner.start,
-                                                                           owner.start)
-            return Expression("unknown", start, end)
-        return expr  # type: ignore[return-value]
+        if not isinstance(expr, Expression):
+            return Expression("unknown", 0, 0)
+        return expr
 
     def _expression(self) -> Expression:
         t = self._peek()
@@ -566,12 +573,14 @@ class _StatementParser:
             assert t.items is not None
             expr = Expression("list", t.start, t.end,
                               elements=[self._sub_expression(item, t) for item in t.items])
-            expr = _unknown_if_broken(expr)
         elif t.kind == "parenList":
             self.i += 1
             assert t.items is not None
-            expr = Expression("tuple", t.start, t.end, params=self._params(t.items, t))
-            expr = _unknown_if_broken(expr)
+            params = self._params(t.items, t)
+            if len(params) == 1 and params[0].name is None:
+                expr = params[0].value  # "(expr)" is just expr
+            else:
+                expr = Expression("tuple", t.start, t.end, params=params)
         elif t.kind == "identifier" and t.value in ("import", "embed") and (
                 (s := self._peek(1)) is not None and s.kind == "string"):
             self.i += 2
@@ -612,7 +621,6 @@ class _StatementParser:
                 assert s.items is not None
                 expr = Expression("application", expr.start, s.end, function=expr,
                                   params=self._params(s.items, s))
-                expr = _unknown_if_broken(expr)
             else:
                 return expr
 
@@ -623,8 +631,9 @@ class _StatementParser:
         for item in items:
             param = self._item(item, owner, _StatementParser._param_inner)
             if not isinstance(param, ast.Param):
-                start, end = (item[0].start, item[-1].end) if item else (owner.start, owner.start)
-                param = ast.Param(Expression("unknown", start, end))
+                # Like capnp, an item that did not parse stays as an unnamed value without a
+                # location (so a struct literal later says "Missing field name." at 1:1).
+                param = ast.Param(Expression("unknown", 0, 0))
             result.append(param)
         return result
 
@@ -635,11 +644,3 @@ class _StatementParser:
             return ast.Param(self._expression(), name)
         return ast.Param(self._expression())
 
-
-def _unknown_if_broken(expr: Expression) -> Expression:
-    """A list, tuple or application with an item that did not parse (already reported) is
-    unknown as a whole, so that the compiler says nothing more about it."""
-    items = expr.elements if expr.kind == "list" else [p.value for p in expr.params]
-    if any(item.kind == "unknown" for item in items):
-        return Expression("unknown", expr.start, expr.end)
-    return expr

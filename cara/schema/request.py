@@ -71,14 +71,10 @@ def _traverse_steps(compiler: Compiler, node: DeclNode, eager: int, seen: dict[i
     if eager & _CHILDREN:
         for child in node.ordered:
             yield child, eager
-
-
-def compile_aliases(compiler: Compiler, node: DeclNode) -> None:
-    """capnp compiles every ``using`` of a requested file, used or not (to report errors)."""
-    for alias in node.aliases.values():
-        compiler.compile_alias(alias)
-    for child in node.ordered:
-        compile_aliases(compiler, child)
+        # Once the children are done (the driver finishes each before asking for the next),
+        # capnp compiles this scope's "using" declarations, used or not, in name order.
+        for name in sorted(node.aliases):
+            compiler.compile_alias(node.aliases[name])
 
 
 def _type_deps(type_: model.Type) -> Iterator[int]:
@@ -206,7 +202,6 @@ class Collector:
         assert file.node is not None
         traverse(compiler, file.node, DEFAULT_EAGERNESS, self.seen, self.loaded,
                  self.source_info)
-        compile_aliases(compiler, file.node)
 
 
 def build_request(compiler: Compiler, requested: Sequence[ParsedFile],

@@ -74,12 +74,11 @@ class NodeTranslator:
         )
         node.model = out
         doc = decl.doc or ""
-        if kind_is_file := node.kind == "file":
+        if node.kind == "file":
             # A file's doc comment is the one following its "@0x...;" line.
             doc = next((d.doc or "" for d in decl.nested if d.kind == "nakedId"), "")
         info = model.SourceInfo(node.id, doc)
         node.source_info.append(info)
-        del kind_is_file
         kind = node.kind
         if kind == "file":
             self._check_names(decl.nested, {}, [None])
@@ -145,10 +144,11 @@ class NodeTranslator:
                     self.error_on(previous.name, f"'{name}' previously defined here.")
                 else:
                     seen[name] = decl
-                if decl.kind in _TYPE_KINDS:
+                if decl.kind in _TYPE_KINDS or (decl.kind == "using" and
+                                                 _names_a_type(decl.type)):
                     if not name[0].isupper():
                         self.error_on(decl.name, "Type names must begin with a capital letter.")
-                elif decl.kind != "using" and name[0].isupper():
+                elif name[0].isupper():
                     self.error_on(decl.name, "Non-type names must begin with a lower-case letter.")
                 if "_" in name:
                     self.error_on(decl.name,
@@ -269,8 +269,10 @@ class NodeTranslator:
                     um_ordinal = int(d.id.value) if d.id is not None else None  # type: ignore[call-overload]
                     um = layout.UnionMember(str(d.name.value) if d.name else "",
                                             build(d.nested), um_ordinal, d)
-                    mi = MemberInfo(d, um)
+                    mi = MemberInfo(d, um, um_ordinal or 0)
                     by_source[id(um)] = mi
+                    if um_ordinal is not None:
+                        infos.append(mi)  # a retroactive union takes part in the ordinal walk
                     result.append(um)
             return result
 
@@ -291,6 +293,8 @@ class NodeTranslator:
         type_errors: dict[int, list[int]] = {}
         ordered = sorted(infos, key=lambda m: m.ordinal)
         for mi in ordered:
+            if mi.decl.kind != "field":
+                continue
             assert mi.decl.type is not None
             before = len(self.diag.items)
             mi.type = self.c.compile_type(mi.decl.type, node, implicit)
@@ -304,32 +308,33 @@ class NodeTranslator:
 
         result = layout.layout_struct(layout_members, is_param_list=is_param_list)
 
-        # Problems found while collecting members come first, then ordinal problems and field
-        # types, in ordinal order.
-        events: list[tuple[int, int, object]] = []
-        key = -1
-        seq = 0
+        # capnp's order: problems found while collecting members first; then, member by member
+        # in ordinal order, that member's ordinal problems, its type and its primitive default.
+        ordinal_problems: dict[int, list[layout.LayoutProblem]] = {}
+        trailing: list[layout.LayoutProblem] = []
+        previous: int | None = None
         for problem in result.problems:
+            src = problem.member.source
+            assert isinstance(src, Declaration)
             if problem.at == "ordinal":
-                if not problem.message.startswith("Ordinal @"):
-                    key = ordinal_of(problem.member)
-                events.append((key, seq, problem))
+                key = id(problem.member)
+                if problem.message.startswith("Ordinal @") and previous is not None:
+                    key = previous  # "originally used here" goes with the duplicate
+                ordinal_problems.setdefault(key, []).append(problem)
+                previous = key
+            elif problem.message == layout.ISSUE_344_MESSAGE:
+                trailing.append(problem)
             else:
-                src = problem.member.source
-                assert isinstance(src, Declaration)
-                if problem.message.startswith("Bad news"):
-                    events.append((1 << 30, seq, problem))
-                else:
-                    self.error_on(src, problem.message)
-            seq += 1
+                self.error_on(src, problem.message)
+        events: list[object] = []
         for mi in ordered:
-            for d in type_diags.get(id(mi), []):
-                events.append((mi.ordinal, seq, d))
-                seq += 1
-            events.append((mi.ordinal, seq, mi))
-            seq += 1
+            events.extend(ordinal_problems.pop(id(mi.member), []))
+            events.extend(type_diags.get(id(mi), []))
+            events.append(mi)
+        for leftover in ordinal_problems.values():
+            events.extend(leftover)
+        events.extend(trailing)
         slot_of: dict[int, model.Field] = {}
-        events.sort(key=lambda e: (e[0], e[1]))
 
         # Create fields and group nodes.
         struct = out.struct
@@ -345,7 +350,7 @@ class NodeTranslator:
         self._fill_scope(out, result.root, result, by_source, slot_of, shape, info)
 
         # Now walk the events: report problems and compile bootstrap defaults in order.
-        for _, _, event in events:
+        for event in events:
             if isinstance(event, layout.LayoutProblem):
                 src = event.member.source
                 assert isinstance(src, Declaration)
@@ -567,11 +572,23 @@ class OrdinalDetector:
             self.last = member
 
 
-def ordinal_of(member: layout.Member) -> int:
-    ordinal = getattr(member, "ordinal", None)
-    return ordinal if isinstance(ordinal, int) else -1
-
-
 def assign_value(target: model.Value, value: model.Value) -> None:
     for name in model.Value.__dataclass_fields__:
         setattr(target, name, getattr(value, name))
+
+
+def _names_a_type(target: Expression | None) -> bool:
+    """Whether a ``using`` target looks like a type, judged from its spelling as capnp does:
+    an import, or a last name component that is capitalized."""
+    while target is not None:
+        if target.kind == "import":
+            return True
+        if target.kind == "application":
+            target = target.function
+            continue
+        if target.kind == "member" and target.name is not None:
+            return str(target.name.value)[:1].isupper()
+        if target.kind in ("relativeName", "absoluteName") and isinstance(target.value, Located):
+            return str(target.value.value)[:1].isupper()
+        return False
+    return False

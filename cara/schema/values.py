@@ -364,6 +364,9 @@ class ValueTranslator:
         which = type_.which
         if value.kind == "void":
             return None
+        if which == "anyPointer":
+            # Nothing in the schema says what an AnyPointer holds: keep the value's own type.
+            return model.PointerValue(value.type or type_, value.value)
         if which == "float32":
             # Stored as what a Float32 can hold, like every other Float32 value.
             return _round_float32(float(value.value))  # type: ignore[arg-type]

@@ -10,7 +10,10 @@ interfaces with a method of the same name do not clash either.
 
 A cara ``CALL`` frame rides a pseud request and its ``RETURN``/``ERROR`` frame rides pseud's
 reply, so a cara call costs the same two ZeroMQ messages as a bare pseud call. The other frames
-(``FINISH``, ``RELEASE``, ``ABORT``) are pseud calls whose reply (``None``) is ignored.
+(``FINISH``, ``RELEASE``, ``ABORT``) are pseud calls whose reply (``None``) is ignored. Frames are
+addressed as ``rpc.send_to(peer)`` addresses (pseud's ``_prepare_work``, which asks the security
+plugin for the routing id of a user id; the default noop plugin has no user ids, and the routing
+id, taken from the incoming message, is used as it is).
 
 What the adapter changes, on the given pseud instance only (pseud is never patched globally):
 
@@ -18,13 +21,19 @@ What the adapter changes, on the given pseud instance only (pseud is never patch
   removed; :class:`Packer` is a msgpack >= 1 replacement with the same interface.
 * ``rpc._handle_work`` -- pseud handles each incoming message inline in its reader loop, so a
   handler that awaits a call back to the same peer would never see the answer (deadlock until the
-  timeout). Each incoming work now runs as its own task, with the caller's routing id and user id
-  in a context variable (:func:`current_peer`), which is how replies and server-to-client calls
-  (``server.send_to(peer)``) find their way.
+  timeout). Each incoming work now runs as its own task (started eagerly: a handler that answers
+  at once costs no extra event-loop turn), with the caller's routing id and user id in a context
+  variable (:func:`current_peer`); that is how answers, and calls from a server to the client
+  that is calling it, find their peer.
 * ``rpc.on_socket_ready`` -- a malformed message, or a late answer to a call that already timed
   out, makes pseud's reader raise and stop reading for good; the wrapper logs and goes on.
   (Effective when set up before ``start()``, as the original API requires.)
 * ``rpc.stop`` -- also tells the peers (``ABORT``) and fails the pending calls.
+
+Sending does not go through pseud's ``send_message``, which drops a message silently after three
+"host unreachable" errors per peer (the burst a client sends right after ``connect()``, before
+the handshake, is then lost) or on a full queue: :meth:`PseudRPC.emit` keeps such messages in
+order and retries them until pseud's timeout.
 
 ``services``, ``cara_rpc`` and ``__cara_cast__`` are added as attributes, so that
 ``cara.rpc.register_interface(server, ...)`` and ``Iface(client)`` work on the pseud object.
@@ -365,6 +374,9 @@ class PseudRPC:
         """Abort every connection (peers are told, pending calls fail), then stop pseud."""
         if not self._stopped:
             self._stopped = True
+            for task in list(self._tasks):  # running handlers, messages waiting for a peer
+                task.cancel()
+            self._backlogs.clear()
             acks: list[asyncio.Future[None]] = []
             reason = "the peer stopped"
             for link in list(self.links.values()):
@@ -374,10 +386,10 @@ class PseudRPC:
                     acks.append(ack)
                 link.conn.connection_lost(Disconnected(reason))
                 self._drop(link)
-            for task in list(self._tasks):
-                task.cancel()
             if acks:  # let the peers hear it before the socket closes (pseud lingers 0 s)
                 await asyncio.wait(acks, timeout=min(STOP_GRACE, float(self.rpc.timeout)))
+            for task in list(self._tasks):
+                task.cancel()
         await self._pseud_stop()
 
     # ------------------------------------------------------------------ pseud-side hooks
@@ -449,8 +461,9 @@ class PseudRPC:
                         caller)
 
     async def _cara_work(self, frame: Any, routing_id: bytes, message_uuid: bytes) -> None:
-        """pseud's ``_handle_work`` for one cara frame: the reply is pseud's OK (or ERROR, with
-        pseud's ``(type name, message, traceback)``) message, sent by pseud."""
+        """pseud's ``_handle_work`` for one cara frame: the reply is pseud's OK message carrying
+        the answer frame (or pseud's ERROR message, ``(type name, message, traceback)``, when the
+        frame was not one)."""
         wire = self._wire
         try:
             result = self._on_frame(frame)
@@ -458,7 +471,8 @@ class PseudRPC:
                 result = await result
             status = wire.OK
         except Exception as exc:
-            result = (type(exc).__name__, str(exc), traceback.format_exc())
+            text = traceback.format_exc() if self.send_tracebacks else ""
+            result = (type(exc).__name__, str(exc), text)
             status = wire.ERROR
         self.emit([routing_id, wire.EMPTY_DELIMITER, wire.VERSION, message_uuid, status,
                    self.rpc.packer.packb(result)])
@@ -538,7 +552,9 @@ class PseudRPC:
             await self._pseud_on_socket_ready(response)
         except asyncio.CancelledError:
             raise
-        except Exception:  # keep reading: one bad or late message must not stop the socket
+        except KeyError:  # pseud's reply lookup: an answer after its call timed out
+            logger.debug("pseud: a reply to a call that already timed out; ignored")
+        except Exception:  # keep reading: one bad message must not stop the socket
             logger.warning("pseud could not handle a message; ignored", exc_info=True)
 
     def _on_frame(self, frame: Any) -> Any:

@@ -63,6 +63,10 @@ STRUCTS = [
     "TestConstants.structConst", "TestDefaults.structField", "TestConstants.structListConst[1]",
     "TestGroups.groups", "TestUnion.union0", "TestUseGenerics.default",
     "TestUnionDefaults.unnamed2", "globalInt",
+    pytest.param("anyPointerConstants", marks=pytest.mark.xfail(strict=False, reason=(
+        "compiler: an AnyPointer field's value (anyKindAsStruct = TestConstants.structConst) "
+        "is a bare dict, without the type needed to encode it (it should be a PointerValue "
+        "holding the struct type)"))),
 ]
 BINARY_FORMATS = [["-b"], ["-p"], ["--flat"], ["-p", "--flat"], ["-ocanonical"], ["-ojson"],
                   ["-ojson", "--short"], ["-oflat-packed"]]

@@ -72,3 +72,14 @@ def test_reencode_is_byte_identical_to_libcapnp(corpus_092: Path) -> None:
     sid = struct_id(corpus_092, "TestAllTypes")
     data = _data(corpus_092, "binary")
     assert codec.encode(sid, codec.decode(sid, data)) == data
+
+
+def test_encode_canonical_equals_capnp_convert(corpus_092: Path) -> None:
+    exe = require_capnp()
+    codec = corpus_codec(corpus_092)
+    sid = struct_id(corpus_092, "TestLists")
+    value = codec.decode(sid, _data(corpus_092, "lists.binary"))
+    ours = codec.encode(sid, value)
+    ref = subprocess.run([exe, "convert", "binary:canonical"], input=ours,
+                         capture_output=True, check=True).stdout
+    assert codec.encode(sid, value, canonical=True) == ref

@@ -144,3 +144,25 @@ def test_compact_layout_reads_back_in_pycapnp(corpus_092: Path) -> None:
     assert len(compact) < len(raw)  # one segment, no far pointers or landing pads
     assert _plain(reference_decode_isolated(compact)) == _plain(reference_decode_isolated(raw))
     assert _plain(codec.decode(compact)) == _plain(mine)
+
+
+def test_generic_values_decode_with_bound_parameters(corpus_092: Path) -> None:
+    """A default of a generic struct type decodes its parameter-typed fields with the types the
+    brand binds (test.capnp:628), and encodes back the same way."""
+    raw = reference_request_bytes([TEST_CAPNP], cwd=corpus_092, import_path=["c++/src"])
+    codec = request_codec()
+    req = codec.decode(raw)
+    node = next(n for n in req.nodes if n.displayName.endswith(":TestUseGenerics"))
+    assert node.struct is not None
+    fields = {f.name: f for f in node.struct.fields}
+    slot = fields["default"].slot
+    assert slot is not None and slot.defaultValue.struct is not None
+    value = slot.defaultValue.struct.value
+    assert value["foo"]["int16Field"] == 123  # Foo = TestAllTypes
+    assert value["rev"]["foo"] == "text"  # rev: TestGenerics(Text, TestAllTypes)
+    assert value["rev"]["rev"]["foo"]["int16Field"] == 321
+    wrapper = fields["defaultWrapper2"].slot
+    assert wrapper is not None and wrapper.defaultValue.struct is not None
+    assert wrapper.defaultValue.struct.value["value"]["value"]["rev"]["foo"][
+        "int16Field"] == 321
+    assert codec.encode(req) == raw

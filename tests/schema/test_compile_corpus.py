@@ -456,3 +456,29 @@ def test_head_test_capnp_means_what_092_syntax_means(corpus_head: Path, tmp_path
     ours.sourceInfo = theirs.sourceInfo  # the two files differ in text, not in meaning
     difference = request_difference(ours, theirs)
     assert difference is None, difference
+
+
+def test_any_pointer_members_keep_their_type(corpus_092: Path) -> None:
+    """A struct value's AnyPointer members are ``PointerValue``s with the type of what they
+    hold (the schema cannot say); the content matches what pycapnp reads from capnp's own
+    compilation of the same constant."""
+    capnp = require_pycapnp()
+    with _cwd(corpus_092):
+        request = compile_schema(["c++/src/capnp/test.capnp"], import_path=["c++/src"],
+                                 no_standard_import=True)
+    by_name = {n.displayName: n for n in request.nodes}
+    const = by_name["c++/src/capnp/test.capnp:anyPointerConstants"].const
+    assert const is not None and const.value.struct is not None
+    members = const.value.struct.value
+    assert isinstance(members, dict)
+    as_struct = members["anyKindAsStruct"]
+    as_list = members["anyKindAsList"]
+    assert isinstance(as_struct, model.PointerValue) and as_struct.type.which == "struct"
+    assert isinstance(as_list, model.PointerValue) and as_list.type.which == "list"
+    parser = capnp.SchemaParser()
+    module = parser.load(str(corpus_092 / "c++/src/capnp/test.capnp"),
+                         imports=[str(corpus_092 / "c++/src")])
+    theirs = module.anyPointerConstants.anyKindAsStruct.as_struct(module.TestAllTypes)
+    assert isinstance(as_struct.value, dict)
+    assert as_struct.value["textField"] == theirs.textField
+    assert as_struct.value["int32Field"] == theirs.int32Field

@@ -25,7 +25,7 @@ def test_simple_statement() -> None:
 
 
 @pytest.mark.parametrize("text, value", [
-    ("0x1F", 31), ("0X1f", 31), ("017", 15), ("0", 0), ("123", 123),
+    ("0x1F", 31), ("017", 15), ("0", 0), ("123", 123),
     ("18446744073709551615", 2**64 - 1),
 ])
 def test_integers(text: str, value: int) -> None:
@@ -33,7 +33,8 @@ def test_integers(text: str, value: int) -> None:
     assert kinds(st.tokens) == [("integer", value)]
 
 
-@pytest.mark.parametrize("text, value", [("1.5", 1.5), ("1e3", 1000.0), ("2.5E-1", 0.25)])
+@pytest.mark.parametrize("text, value", [("1.5", 1.5), ("1e3", 1000.0), ("2.5E-1", 0.25),
+                                         ("1.", 1.0), ("1.5e+3", 1500.0)])
 def test_floats(text: str, value: float) -> None:
     [st] = tokenize(f"{text};")
     assert kinds(st.tokens) == [("float", value)]
@@ -109,6 +110,9 @@ def test_backtick_lines() -> None:
     ('x = "a\nb";', 6),          # raw newline in a string
     ("x = (a, b];", 9),          # mismatched brackets
     ("x = 09;", 4),              # not octal
+    ("x = 0X1f;", 5),            # only a lower-case x makes hex
+    ("x = 0x;", 6),              # hex without digits
+    ("x = 12ab;", 6),            # a number glued to a name
     ("x = \x00;", 4),            # a control character
     ("x = (a; b);", 6),          # ';' inside a list
 ])

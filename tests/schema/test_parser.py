@@ -142,8 +142,8 @@ def test_bad_annotation_target() -> None:
 
 
 def test_misplaced_declarations_are_marked() -> None:
-    root, _ = parse("enum E { struct S {} }")
-    assert root.nested[0].nested[0].misplaced
+    root, _ = parse("struct S { g :group { struct T {} } }")
+    assert root.nested[0].nested[0].nested[0].misplaced
 
 
 def test_every_corpus_file_parses(corpus: Path) -> None:

@@ -299,3 +299,30 @@ def test_interface_of_client_is_a_bootstrap_proxy() -> None:
             await server.stop()
 
     run(main())
+
+
+def test_params_left_out_by_the_caller_arrive_as_defaults() -> None:
+    """Cap'n Proto passes every param; one the caller did not set reads as its default. An
+    implementation taking fewer params than the method has (the seed's zero-argument lambda
+    for a one-param Callback) still gets only what it accepts."""
+    m = mod()
+
+    async def main() -> None:
+        got: list[tuple[str, ...]] = []
+
+        def echo(text: str) -> str:
+            got.append((text,))
+            return f"<{text}>"
+
+        server = await start((m.Echo, echo))
+        try:
+            client = Client()
+            client.connect(server.endpoints[0])
+            async with client:
+                proxy = m.Echo(client)
+                assert await proxy.echo() == "<>"
+                assert got == [("",)]
+        finally:
+            await server.stop()
+
+    run(main())

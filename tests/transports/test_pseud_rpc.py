@@ -530,3 +530,187 @@ def test_register_before_setup_is_a_clear_error() -> None:
             cara_pseud.register_interface(server2, m.BackAndForth, lambda: None)
 
     run(main())
+
+
+def test_a_burst_right_after_connect_is_not_lost() -> None:
+    """Calls sent before ZeroMQ's handshake is done meet "host unreachable"; pseud's own sender
+    drops them after three tries per peer, the adapter keeps them in order and retries."""
+    m = ifaces()
+
+    async def main() -> None:
+        server = pseud.Server(b"burst")
+        server.bind("tcp://127.0.0.1:*")
+        cara_pseud.setup_server(server)
+        await server.start()
+        cara_pseud.register_interface(server, m.SimpleEcho, lambda text: text)
+        client = pseud.Client(b"burst")
+        client.connect(endpoint(server))
+        cara_pseud.setup_client(client)
+        await client.start()
+        try:
+            echo = m.SimpleEcho(client)
+            texts = [str(i) for i in range(300)]
+            assert await asyncio.gather(*[echo.echo(t) for t in texts]) == texts
+        finally:
+            await client.stop()
+            await server.stop()
+
+    run(main())
+
+
+def test_tracebacks_stay_private_when_asked() -> None:
+    m = ifaces()
+
+    async def main() -> None:
+        server = pseud.Server(b"private")
+        server.bind("tcp://127.0.0.1:*")
+        cara_pseud.setup_server(server, send_tracebacks=False)
+        await server.start()
+        cara_pseud.register_interface(server, m.Worker, WorkerImpl())
+        client = pseud.Client(b"private")
+        client.connect(endpoint(server))
+        cara_pseud.setup_client(client)
+        await client.start()
+        try:
+            with pytest.raises(ValueError, match="secret") as info:
+                await m.Worker(client).fail("ValueError", "secret")
+            assert getattr(info.value, "remote_traceback", None) is None
+        finally:
+            await client.stop()
+            await server.stop()
+
+    run(main())
+
+
+# ---------------------------------------------------------------- user ids from a security plugin
+
+PLAIN_PLUGIN = "cara_test_plain_auth"
+_plain_registered: list[bool] = []
+
+
+def register_plain_plugin() -> None:
+    """A pseud security plugin (pseud 1.0.1 ships none besides noop): ZeroMQ's PLAIN mechanism,
+    checked by a ZAP handler, so each message carries the client's user name as User-Id, and
+    the server maps user ids to routing ids as pseud's plugin interface describes."""
+    if _plain_registered:
+        return
+    import zope.component
+    import zope.interface
+    from pseud.interfaces import IAuthenticationBackend, IClient, IServer
+    from pseud.utils import register_auth_backend
+
+    class Base:
+        name = PLAIN_PLUGIN
+
+        def __init__(self, rpc: Any) -> None:
+            self.rpc = rpc
+            self.routing_ids: dict[bytes, bytes] = {}
+
+        async def stop(self) -> None:
+            pass
+
+        async def handle_hello(self, *args: Any) -> None:
+            pass
+
+        async def handle_authenticated(self, message: Any) -> None:
+            pass
+
+        async def handle_authentication(self, *args: Any) -> None:
+            pass
+
+        def is_authenticated(self, peer_id: bytes) -> bool:
+            return True
+
+        def save_last_work(self, message: Any) -> None:
+            pass
+
+        def get_predicate_arguments(self, peer_id: bytes) -> dict[str, Any]:
+            return {}
+
+        def register_routing_id(self, user_id: bytes, routing_id: bytes) -> None:
+            self.routing_ids[user_id] = routing_id
+
+        def get_routing_id(self, user_id: bytes) -> bytes:
+            return self.routing_ids.get(user_id, user_id)
+
+    @register_auth_backend
+    @zope.interface.implementer(IAuthenticationBackend)
+    @zope.component.adapter(IServer)
+    class PlainServer(Base):
+        def configure(self) -> None:
+            self.rpc.socket.plain_server = True
+
+    @register_auth_backend
+    @zope.interface.implementer(IAuthenticationBackend)
+    @zope.component.adapter(IClient)
+    class PlainClient(Base):
+        def configure(self) -> None:
+            self.rpc.socket.plain_username = self.rpc.user_id
+            self.rpc.socket.plain_password = self.rpc.password
+
+    _plain_registered.append(True)
+
+
+def test_user_ids_from_a_security_plugin_key_the_peers() -> None:
+    """With a security plugin the server knows its clients by user id (the original's model):
+    tables are per user, handlers see the user id, and the server reaches a client by it."""
+    register_plain_plugin()
+    from zmq.auth.asyncio import AsyncioAuthenticator
+
+    m = ifaces()
+
+    async def main() -> None:
+        context = zmq.asyncio.Context()
+        auth = AsyncioAuthenticator(context)
+        auth.start()
+        auth.configure_plain(domain="*", passwords={"alice": "secret"})
+        server = pseud.Server(b"guarded", context=context, security_plugin=PLAIN_PLUGIN)
+        server.bind("tcp://127.0.0.1:*")
+        cara_pseud.setup_server(server)
+        await server.start()
+        client = pseud.Client(b"guarded", context=context, security_plugin=PLAIN_PLUGIN,
+                              user_id=b"alice", password=b"secret")
+        client.connect(endpoint(server))
+        cara_pseud.setup_client(client)
+        await client.start()
+        seen: list[Any] = []
+
+        class Impl(WorkerImpl):
+            async def askClient(self, text: str) -> str:
+                seen.append(cara_pseud.current_peer())
+                # By user id: the plugin finds the routing id.
+                echo = cara_pseud.bootstrap(server, m.SimpleEcho, peer=b"alice")
+                return str(await echo.echo(text)) + "?"
+
+        try:
+            cara_pseud.register_interface(server, m.Worker, Impl())
+            cara_pseud.register_interface(client, m.SimpleEcho, lambda text: text.upper())
+            assert await m.Worker(client).askClient("hi") == "HI?"
+            ((routing_id, user_id),) = seen
+            assert user_id == b"alice" and routing_id != b"alice"
+            assert list(server.cara_rpc.links) == [b"alice"]
+            # The seed's callbacks, keyed by user id this time.
+            bf_seen: list[str] = []
+
+            @cara_pseud.register_interface(server)
+            class Server(m.BackAndForth):
+                async def callMeMaybe(self, callback: Any) -> None:
+                    bf_seen.append(await callback(lambda: "internal callback"))
+
+                def otherFunc(self) -> None:
+                    pass
+
+            async def cb(callback: Any = None) -> str:
+                return "got " + await callback()
+
+            await m.BackAndForth(client).callMeMaybe(cb)
+            assert bf_seen == ["got internal callback"]
+            await eventually(lambda: tables_empty(server) and tables_empty(client),
+                             what="every capability to be released")
+        finally:
+            await client.stop()
+            await server.stop()
+            auth.stop()
+            context.destroy(linger=0)
+
+    run(main())

@@ -4,6 +4,7 @@ codec that bootstraps from schema.capnp's own nodes."""
 
 from __future__ import annotations
 
+from .arena import Arena, ArenaWriter
 from .builder import MessageBuilder, copy_pointer
 from .canonical import canonicalize
 from .framing import frame_segments, framed_size, read_flat, read_framed
@@ -31,6 +32,8 @@ __all__ = [
     "DEFAULT_NESTING_LIMIT",
     "DEFAULT_TRAVERSAL_LIMIT",
     "AnyPointerReader",
+    "Arena",
+    "ArenaWriter",
     "FieldPlan",
     "ListReader",
     "Message",

@@ -224,7 +224,7 @@ class ArenaWriter:
         w = type_.which
         if w == "struct":
             assert type_.struct is not None
-            self.write_struct(ref, self.codec.plan(type_.struct.typeId), value)
+            self.write_struct(ref, self.codec.plan_for_type(type_), value)
         elif w in ("text", "data"):
             raw = value.encode() + b"\0" if w == "text" else bytes(value)
             ptr, obj = arena.place(ref, (len(raw) + 7) >> 3)
@@ -248,7 +248,7 @@ class ArenaWriter:
         w = et.which
         if w == "struct":
             assert et.struct is not None
-            plan = self.codec.plan(et.struct.typeId)
+            plan = self.codec.plan_for_type(et)
             dw, pc = plan.data_words, plan.pointer_count
             ptr, obj = arena.place(ref, 1 + count * (dw + pc))
             seg, pos = obj

@@ -177,7 +177,12 @@ def _charge(msg: Message, words: int, pos: int) -> None:
 
 def struct_at(msg: Message, seg: int, pos: int, nesting: int) -> StructLoc | None:
     """The struct the pointer word at ``pos`` points to, or ``None`` for a null pointer."""
-    kind, seg, target, _lo, hi = resolve(msg, seg, pos)
+    lo, hi = _unpack_ptr(msg.buf, pos)
+    if lo & 3 == 0 and (lo or hi):  # a near struct pointer, the common case: no resolve()
+        kind = 0
+        target = pos + 8 + (lo >> 2) * 8
+    else:
+        kind, seg, target, lo, hi = resolve(msg, seg, pos)
     if kind != 0:
         if kind < 0:
             return None
@@ -199,7 +204,12 @@ def struct_at(msg: Message, seg: int, pos: int, nesting: int) -> StructLoc | Non
 
 def list_at(msg: Message, seg: int, pos: int, nesting: int) -> ListLoc | None:
     """The list the pointer word at ``pos`` points to, or ``None`` for a null pointer."""
-    kind, seg, target, _lo, hi = resolve(msg, seg, pos)
+    lo, hi = _unpack_ptr(msg.buf, pos)
+    if lo & 3 == 1:  # a near list pointer, the common case: no resolve()
+        kind = 1
+        target = pos + 8 + (lo >> 2) * 8
+    else:
+        kind, seg, target, lo, hi = resolve(msg, seg, pos)
     if kind != 1:
         if kind < 0:
             return None

@@ -40,7 +40,7 @@ from .reader import (
     Message,
     read_message,
 )
-from .schema_codec import SchemaCodec
+from .schema_codec import PlanKey, SchemaCodec
 
 __all__ = [
     "CODE_GENERATOR_REQUEST_ID",
@@ -100,7 +100,7 @@ class _Slot:
     name: str
     shape: str  # "scalar", "model", "list-model", "list-scalar", "pointer-value", "void"
     cls: type | None = None
-    plan_id: int = 0
+    plan_id: PlanKey = 0
     #: what a null pointer means for an active union member ("" for Text, b"" for Data)
     empty: Any = None
 
@@ -111,7 +111,7 @@ class RequestCodec:
     def __init__(self, schema_nodes: Iterable[model.Node]) -> None:
         self.codec = SchemaCodec(list(schema_nodes))
         self.root = self.codec.plan(CODE_GENERATOR_REQUEST_ID)
-        self._layouts: dict[tuple[type, int], tuple[list[_Slot], set[str]]] = {}
+        self._layouts: dict[tuple[type, PlanKey], tuple[list[_Slot], set[str]]] = {}
 
     # ---------------------------------------------------------------------------- decoding
 
@@ -129,13 +129,15 @@ class RequestCodec:
             self._type_pointer_values(req)
         return typing.cast(model.CodeGeneratorRequest, req)
 
-    def _layout(self, cls: type, plan_id: int) -> tuple[list[_Slot], set[str]]:
+    def _layout(self, cls: type, plan_id: PlanKey) -> tuple[list[_Slot], set[str]]:
         key = (cls, plan_id)
         got = self._layouts.get(key)
         if got is not None:
             return got
         plan = self.codec.plan(plan_id)
-        hints = typing.get_type_hints(cls, vars(model))
+        # localns too: on Python 3.10 the class namespace would win, and Value.bool = False
+        # would shadow the builtin in its own annotations
+        hints = typing.get_type_hints(cls, vars(model), vars(model))
         by_name = {f.name: f for f in plan.fields}
         members = {f.name for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT}
         slots: list[_Slot] = []
@@ -167,7 +169,7 @@ class RequestCodec:
         self._layouts[key] = got
         return got
 
-    def _to_model(self, raw: dict[str, Any], cls: type, plan_id: int,
+    def _to_model(self, raw: dict[str, Any], cls: type, plan_id: PlanKey,
                   pending: list[model.PointerValue]) -> Any:
         slots, members = self._layout(cls, plan_id)
         kwargs: dict[str, Any] = {}
@@ -260,7 +262,7 @@ class RequestCodec:
             return self.codec.encode(CODE_GENERATOR_REQUEST_ID, raw)
         return self._write_like_capnp(raw, content)
 
-    def _from_model(self, obj: Any, plan_id: int, content: SchemaCodec,
+    def _from_model(self, obj: Any, plan_id: PlanKey, content: SchemaCodec,
                     kinds: dict[int, str]) -> dict[str, Any]:
         """``obj`` as plain values, with null pointers where the compiler leaves them null
         (the model cannot tell an empty list or string from an absent one)."""

@@ -14,7 +14,13 @@ worked out once, then turned into one specialised Python function per direction 
 generated from the plan and compiled with ``exec``). All non-union scalars of a struct are read
 or written with a single precompiled ``struct.Struct`` call; a struct smaller than the schema
 expects (an older writer) takes a checked path that substitutes defaults. The plan is the
-reusable part: the runtime layer can drive the same functions with its own containers.
+reusable part: the runtime layer can drive the same functions with its own containers
+(``keys="ordinal"`` keys struct dicts by ``@N`` instead of by name).
+
+Generic structs get one plan per brand: a field whose type is a bound parameter is encoded and
+decoded as the bound type (``plan_for_type`` with a branded ``Type``); an unbound one stays an
+AnyPointer. Lazy reading (attribute access) is in :mod:`.views`; errors in values name the field
+path (``TestAllTypes.structList[1].textField``), found by a slow walk run only on failure.
 """
 
 from __future__ import annotations
@@ -51,7 +57,11 @@ from .views import (
     view_struct,
 )
 
-__all__ = ["FieldPlan", "SchemaCodec", "StructPlan"]
+__all__ = ["FieldPlan", "PlanKey", "SchemaCodec", "StructPlan"]
+
+#: A plan is per struct node, and per brand for generic structs: ``node_id`` for an unbranded
+#: struct, ``(node_id, brand)`` (the brand's repr) for a generic one with bound parameters.
+PlanKey = int | tuple[int, str]
 
 # type name -> (struct format char, byte size, list element size code)
 _SCALAR = {
@@ -88,7 +98,7 @@ class FieldPlan:
     default: Any = None
     discriminant: int = model.NO_DISCRIMINANT
     type: model.Type | None = None
-    group_id: int = 0
+    group_id: PlanKey = 0
     explicit_default: bool = False
     #: the field's ``@N`` (None for groups and named unions, which have none)
     ordinal: int | None = None
@@ -111,6 +121,64 @@ class StructPlan:
     is_group: bool = False
     encode: Callable[[bytearray, int, int, Mapping[str, Any]], None] | None = None
     decode: Callable[..., dict[str, Any]] | None = None
+    #: the plan's key in SchemaCodec.plans, and the suffix of its generated functions' names
+    key: PlanKey = 0
+    tag: str = ""
+
+
+Bindings = dict[tuple[int, int], "model.Type | None"]
+
+
+def _bindings(brand: model.Brand) -> Bindings:
+    """``(scopeId, parameterIndex) -> bound type`` (None: unbound, i.e. AnyPointer)."""
+    env: Bindings = {}
+    for scope in brand.scopes:
+        if scope.which == "bind" and scope.bind is not None:
+            for i, binding in enumerate(scope.bind):
+                env[scope.scopeId, i] = binding.type if binding.which == "type" else None
+    return env
+
+
+def _substitute(t: model.Type, env: Bindings) -> model.Type:
+    """``t`` with the generic parameters that ``env`` binds replaced by their types."""
+    w = t.which
+    if w == "anyPointer" and t.anyPointer is not None and t.anyPointer.which == "parameter":
+        p = t.anyPointer.parameter
+        assert p is not None
+        if (p.scopeId, p.parameterIndex) in env:
+            bound = env[p.scopeId, p.parameterIndex]
+            if bound is not None:
+                return bound
+            return model.Type(which="anyPointer", anyPointer=model.AnyPointerType(
+                which="unconstrained", unconstrained=model.AnyPointerUnconstrained()))
+        return t
+    if w == "list" and t.list is not None:
+        return model.Type(which="list",
+                          list=model.TypeList(_substitute(t.list.elementType, env)))
+    branded = getattr(t, w, None) if w in ("struct", "interface", "enum") else None
+    if isinstance(branded, model.TypeBranded) and branded.brand.scopes:
+        scopes = []
+        for scope in branded.brand.scopes:
+            if scope.which == "bind" and scope.bind is not None:
+                scopes.append(model.BrandScope(scope.scopeId, "bind", [
+                    model.BrandBinding(b.which, _substitute(b.type, env)
+                                       if b.type is not None else None)
+                    for b in scope.bind]))
+                continue
+            inherited = sorted(i for (sid, i) in env if sid == scope.scopeId)
+            if not inherited:
+                scopes.append(scope)
+                continue
+            bind = []
+            for i in range(inherited[-1] + 1):
+                bound = env.get((scope.scopeId, i))
+                bind.append(model.BrandBinding("type" if bound is not None else "unbound",
+                                               bound))
+            scopes.append(model.BrandScope(scope.scopeId, "bind", bind))
+        out = model.Type(which=t.which)
+        setattr(out, w, model.TypeBranded(branded.typeId, model.Brand(scopes)))
+        return out
+    return t
 
 
 def _value_of(value: model.Value) -> Any:
@@ -119,7 +187,7 @@ def _value_of(value: model.Value) -> Any:
     if which in ("list", "struct", "anyPointer"):
         pv = getattr(value, which)
         return None if pv is None else pv.value
-    if which == "void":
+    if which in ("void", "interface"):  # `= null` is the only interface default
         return None
     return getattr(value, which)
 
@@ -156,27 +224,56 @@ class SchemaCodec:
         if not isinstance(nodes, Mapping):
             nodes = {n.id: n for n in nodes}
         self.nodes: Mapping[int, model.Node] = nodes
-        self.plans: dict[int, StructPlan] = {}
+        self.plans: dict[PlanKey, StructPlan] = {}
         self._ns: dict[str, Any] = self._namespace()
         self._counter = 0
         self._list_codecs: dict[str, tuple[str, str]] = {}
-        self.layouts: dict[int, ViewLayout] = {}
+        self.layouts: dict[PlanKey, ViewLayout] = {}
+        self._brands: dict[PlanKey, model.Brand] = {}
+        self._tags: dict[PlanKey, str] = {}
 
     # ------------------------------------------------------------------------------ public API
 
-    def plan(self, struct_id: int) -> StructPlan:
+    def plan(self, struct_id: PlanKey) -> StructPlan:
         """The compiled plan of struct node ``struct_id`` (compiling it and every struct it
-        reaches on first use)."""
+        reaches on first use). A ``(node_id, brand)`` key, as :meth:`plan_for_type` makes,
+        selects a generic struct with its parameters bound."""
         plan = self.plans.get(struct_id)
         if plan is None:
             plan = self._compile(struct_id)
         return plan
 
-    def encode(self, struct_id: int, value: Mapping[str, Any], *, packed: bool = False,
-               flat: bool = False) -> bytes:
+    def plan_for_type(self, t: model.Type) -> StructPlan:
+        """The plan of struct type ``t``, with the generic parameters its brand binds."""
+        return self.plan(self._key_of(t))
+
+    def _key_of(self, t: model.Type) -> PlanKey:
+        assert t.struct is not None
+        brand = t.struct.brand
+        if not brand.scopes:
+            return t.struct.typeId
+        key = (t.struct.typeId, repr(brand))
+        self._brands.setdefault(key, brand)
+        return key
+
+    def _tag(self, key: PlanKey) -> str:
+        tag = self._tags.get(key)
+        if tag is None:
+            tag = f"{key:x}" if isinstance(key, int) else f"{key[0]:x}_{len(self._tags)}"
+            self._tags[key] = tag
+        return tag
+
+    def encode(self, struct_id: PlanKey, value: Mapping[str, Any], *, packed: bool = False,
+               flat: bool = False, canonical: bool = False) -> bytes:
         """``value`` as a message whose root is a ``struct_id`` struct (stream framing unless
-        ``flat``; packed if asked)."""
+        ``flat``; packed if asked). ``canonical`` gives the canonical form instead (flat,
+        unpacked, as ``capnp convert binary:canonical`` writes it)."""
         builder = self.build(struct_id, value)
+        if canonical:
+            from .canonical import canonicalize
+            from .framing import read_flat
+
+            return canonicalize(Message(read_flat(builder.segment())))
         if flat:
             out = builder.segment()
             if packed:
@@ -186,7 +283,7 @@ class SchemaCodec:
             return out
         return builder.to_packed() if packed else builder.to_bytes()
 
-    def build(self, struct_id: int, value: Mapping[str, Any]) -> MessageBuilder:
+    def build(self, struct_id: PlanKey, value: Mapping[str, Any]) -> MessageBuilder:
         plan = self.plan(struct_id)
         builder = MessageBuilder()
         buf = builder.buf
@@ -242,7 +339,7 @@ class SchemaCodec:
             return layout.cls(layout, msg, (0, 0, 0, 0, 0, msg.nesting_limit))
         return layout.cls(layout, msg, loc)
 
-    def layout(self, struct_id: int) -> ViewLayout:
+    def layout(self, struct_id: PlanKey) -> ViewLayout:
         """The lazy-view getters of a struct (compiled on first use)."""
         layout = self.layouts.get(struct_id)
         if layout is None:
@@ -316,7 +413,10 @@ class SchemaCodec:
 
     # ----------------------------------------------------------------------------- planning
 
-    def _make_plan(self, node_id: int) -> StructPlan:
+    def _make_plan(self, key: PlanKey) -> StructPlan:
+        node_id = key if isinstance(key, int) else key[0]
+        brand = self._brands.get(key)
+        env = _bindings(brand) if brand is not None else {}
         try:
             node = self.nodes[node_id]
         except KeyError:
@@ -325,30 +425,36 @@ class SchemaCodec:
         if node.which != "struct" or st is None:
             raise EncodeError(f"node {node.displayName} is not a struct")
         plan = StructPlan(node_id, node.shortName or node.displayName, st.dataWordCount,
-                          st.pointerCount)
+                          st.pointerCount, key=key, tag=self._tag(key))
         plan.is_group = st.isGroup
         if st.discriminantCount:
             plan.discriminant_offset = st.discriminantOffset * 2
         for f in st.fields:
             ordinal = f.ordinal.explicit if f.ordinal.which == "explicit" else None
-            key: str | int = f.name
+            dict_key: str | int = f.name
             if self.keys == "ordinal" and ordinal is not None:
-                key = ordinal
+                dict_key = ordinal
             if f.which == "group":
                 assert f.group is not None
-                plan.fields.append(FieldPlan(f.name, "group", group_id=f.group.typeId,
+                group_key: PlanKey = f.group.typeId
+                if brand is not None:  # a group shares its struct's generic parameters
+                    group_key = (f.group.typeId, repr(brand))
+                    self._brands.setdefault(group_key, brand)
+                plan.fields.append(FieldPlan(f.name, "group", group_id=group_key,
                                              discriminant=f.discriminantValue,
-                                             ordinal=ordinal, key=key))
+                                             ordinal=ordinal, key=dict_key))
                 continue
             slot = f.slot
             assert slot is not None
-            kind = slot.type.which
-            ap = slot.type.anyPointer
+            ftype = _substitute(slot.type, env) if env else slot.type
+            kind = ftype.which
+            ap = ftype.anyPointer
             if kind == "anyPointer" and ap is not None and ap.which == "unconstrained" and \
                     ap.unconstrained is not None and ap.unconstrained.which == "capability":
                 kind = "interface"  # `Capability`: a cap-table index like an interface field
-            fp = FieldPlan(f.name, kind, discriminant=f.discriminantValue, type=slot.type,
-                           explicit_default=slot.hadExplicitDefault, ordinal=ordinal, key=key)
+            fp = FieldPlan(f.name, kind, discriminant=f.discriminantValue, type=ftype,
+                           explicit_default=slot.hadExplicitDefault, ordinal=ordinal,
+                           key=dict_key)
             if kind in _POINTER_KINDS:
                 fp.pointer = slot.offset
                 # A non-explicit pointer default is always "null": keep None so that an unset
@@ -366,34 +472,34 @@ class SchemaCodec:
             plan.fields.append(fp)
         return plan
 
-    def _compile(self, root_id: int) -> StructPlan:
-        """Plan and generate code for ``root_id`` and every struct/group reachable from it."""
-        pending = [root_id]
+    def _compile(self, root_key: PlanKey) -> StructPlan:
+        """Plan and generate code for ``root_key`` and every struct/group reachable from it."""
+        pending = [root_key]
         new: list[StructPlan] = []
         while pending:
-            nid = pending.pop()
-            if nid in self.plans:
+            key = pending.pop()
+            if key in self.plans:
                 continue
-            plan = self._make_plan(nid)
-            self.plans[nid] = plan
+            plan = self._make_plan(key)
+            self.plans[key] = plan
             new.append(plan)
             for fp in plan.fields:
                 if fp.kind == "group":
                     pending.append(fp.group_id)
                 elif fp.type is not None:
-                    pending.extend(self._struct_ids(fp.type))
+                    pending.extend(self._struct_keys(fp.type))
         for plan in new:
-            self._ns[f"D_{plan.node_id:x}"] = None
-            self._ns[f"E_{plan.node_id:x}"] = None
+            self._ns[f"D_{plan.tag}"] = None
+            self._ns[f"E_{plan.tag}"] = None
         for plan in new:
             self._generate(plan)
-        return self.plans[root_id]
+        return self.plans[root_key]
 
-    def _struct_ids(self, t: model.Type) -> list[int]:
+    def _struct_keys(self, t: model.Type) -> list[PlanKey]:
         if t.which == "struct" and t.struct is not None:
-            return [t.struct.typeId]
+            return [self._key_of(t)]
         if t.which == "list" and t.list is not None:
-            return self._struct_ids(t.list.elementType)
+            return self._struct_keys(t.list.elementType)
         return []
 
     # --------------------------------------------------------------------------- generation
@@ -402,8 +508,8 @@ class SchemaCodec:
         src = self._decoder_source(plan) + "\n" + self._encoder_source(plan)
         code = compile(src, f"<cara capnp codec {plan.name}>", "exec")
         exec(code, self._ns)
-        plan.decode = self._ns[f"D_{plan.node_id:x}"]
-        plan.encode = self._ns[f"E_{plan.node_id:x}"]
+        plan.decode = self._ns[f"D_{plan.tag}"]
+        plan.encode = self._ns[f"E_{plan.tag}"]
 
     def _scalar_expr(self, fp: FieldPlan, checked: bool) -> str:
         """Expression reading scalar field ``fp`` from ``buf``/``dpos``/``dbytes``."""
@@ -490,13 +596,13 @@ class SchemaCodec:
 
     def _field_expr(self, fp: FieldPlan, checked: bool) -> str:
         if fp.kind == "group":
-            return f"D_{fp.group_id:x}(msg, seg, dpos, dbytes, ppos, nptrs, nest)"
+            return f"D_{self._tag(fp.group_id)}(msg, seg, dpos, dbytes, ppos, nptrs, nest)"
         if fp.kind in _POINTER_KINDS:
             return self._pointer_expr(fp, checked)
         return self._scalar_expr(fp, checked)
 
     def _decoder_source(self, plan: StructPlan) -> str:
-        name = f"D_{plan.node_id:x}"
+        name = f"D_{plan.tag}"
         plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
         members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
         lines = [f"def {name}(msg, seg, dpos, dbytes, ppos, nptrs, nest):", "    buf = msg.buf"]
@@ -589,27 +695,27 @@ class SchemaCodec:
             return [f"{indent}any_encode(buf, {pos}, {value})"]
         if kind == "struct":
             assert fp.type.struct is not None
-            sub = self.plans[fp.type.struct.typeId]
+            sub = self.plans[self._key_of(fp.type)]
             dw, pc = sub.data_words, sub.pointer_count
             if dw + pc == 0:
                 return [f"{indent}PP(buf, {pos}, -4, 0)",
-                        f"{indent}E_{sub.node_id:x}(buf, len(buf), len(buf), {value})"]
+                        f"{indent}E_{sub.tag}(buf, len(buf), len(buf), {value})"]
             zeros = self._const(bytes((dw + pc) * 8), "Z")
             return [f"{indent}_p = len(buf)",
                     f"{indent}buf += {zeros}",
                     f"{indent}PP(buf, {pos}, (_p - {pos} - 8) >> 1, {dw | pc << 16})",
-                    f"{indent}E_{sub.node_id:x}(buf, _p, _p + {dw * 8}, {value})"]
+                    f"{indent}E_{sub.tag}(buf, _p, _p + {dw * 8}, {value})"]
         return [f"{indent}{self._pointer_encoder(fp.type)}(buf, {pos}, {value})"]
 
     def _field_store(self, fp: FieldPlan, value: str, indent: str) -> list[str]:
         if fp.kind == "group":
-            return [f"{indent}E_{fp.group_id:x}(buf, dpos, ppos, {value})"]
+            return [f"{indent}E_{self._tag(fp.group_id)}(buf, dpos, ppos, {value})"]
         if fp.kind in _POINTER_KINDS:
             return self._pointer_store(fp, value, indent)
         return self._scalar_store(fp, value, indent)
 
     def _encoder_source(self, plan: StructPlan) -> str:
-        name = f"E_{plan.node_id:x}"
+        name = f"E_{plan.tag}"
         plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
         members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
         lines = [f"def {name}(buf, dpos, ppos, v):", "    get = v.get"]
@@ -684,7 +790,7 @@ class SchemaCodec:
         if w == "list" and t.list is not None:
             return f"L({self._type_key(t.list.elementType)})"
         if w == "struct" and t.struct is not None:
-            return f"S{t.struct.typeId:x}"
+            return f"S{self._key_of(t)!r}"
         return w
 
     def _pointer_decoder(self, t: model.Type) -> str:
@@ -704,11 +810,10 @@ class SchemaCodec:
         ns = self._ns
         dname, ename = self._name("PD"), self._name("PE")
         if w == "struct":
-            assert t.struct is not None
-            sid = t.struct.typeId
-            self.plan(sid)
-            ns[dname] = _struct_decoder(self, sid)
-            ns[ename] = _struct_encoder(self, sid)
+            skey = self._key_of(t)
+            self.plan(skey)
+            ns[dname] = _struct_decoder(self, skey)
+            ns[ename] = _struct_encoder(self, skey)
         elif w == "text":
             ns[dname] = text_at_nest
             ns[ename] = _encode_text
@@ -741,9 +846,7 @@ class SchemaCodec:
             ch, size, code = _SCALAR[w]
             return _scalar_list_decoder(ch, size, code), _scalar_list_encoder(ch, size, code)
         if w == "struct":
-            assert et.struct is not None
-            sid = et.struct.typeId
-            plan = self.plan(sid)
+            plan = self.plan_for_type(et)
             return _struct_list_decoder(plan), _struct_list_encoder(plan)
         dname, ename = self._pointer_codecs(et)
         return (_pointer_list_decoder(self._ns, dname), _pointer_list_encoder(self._ns, ename))
@@ -817,7 +920,7 @@ def _encode_data(buf: bytearray, ptr_pos: int, value: bytes) -> None:
     _PTR.pack_into(buf, ptr_pos, (pos - ptr_pos - 8) >> 1 | 1, n << 3 | 2)
 
 
-def _struct_decoder(codec: SchemaCodec, sid: int) -> Callable[..., Any]:
+def _struct_decoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., Any]:
     def decode(msg: Message, seg: int, pos: int, nest: int) -> Any:
         loc = struct_at(msg, seg, pos, nest)
         if loc is None:
@@ -826,7 +929,7 @@ def _struct_decoder(codec: SchemaCodec, sid: int) -> Callable[..., Any]:
     return decode
 
 
-def _struct_encoder(codec: SchemaCodec, sid: int) -> Callable[..., None]:
+def _struct_encoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., None]:
     def encode(buf: bytearray, ptr_pos: int, value: Mapping[str, Any]) -> None:
         plan = codec.plans[sid]
         dw, pc = plan.data_words, plan.pointer_count
@@ -1042,7 +1145,7 @@ def _find_bad_value(codec: SchemaCodec, t: model.Type, value: Any,
                 return sub
     elif w == "struct":
         assert t.struct is not None
-        return _find_bad_struct(codec, codec.plan(t.struct.typeId), value, path)
+        return _find_bad_struct(codec, codec.plan_for_type(t), value, path)
     elif w == "anyPointer" and not isinstance(value, (AnyPointerReader, model.PointerValue)):
         return path, (f"an AnyPointer value must be an AnyPointerReader or a PointerValue, "
                       f"not {type(value).__name__}")

@@ -96,7 +96,8 @@ def build_layout(codec: SchemaCodec, plan: StructPlan) -> ViewLayout:
     for fp in plan.fields:
         if fp.kind == "group":
             lc = _layout_cell(codec, fp.group_id)
-            expr = (f"SVIEW(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {fp.group_id})), msg, seg, "
+            gk = codec._const(fp.group_id, "GK")
+            expr = (f"SVIEW(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {gk})), msg, seg, "
                     f"dpos, dbytes, ppos, nptrs, nest)")
         elif fp.kind == "struct" or _is_struct_list(fp.type):
             assert fp.type is not None
@@ -104,7 +105,7 @@ def build_layout(codec: SchemaCodec, plan: StructPlan) -> ViewLayout:
             factory = "None"
             if fp.default is not None:
                 factory = codec._const(codec._default_factory(fp), "DF")
-            sid = _element_struct(fp.type)
+            sid = codec._const(codec._key_of(_element_type(fp.type)), "SK")
             lc = _layout_cell(codec, sid)
             expr = (f"{helper}(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {sid})), msg, seg, ppos, "
                     f"nptrs, {fp.pointer}, nest, {factory})")
@@ -131,14 +132,14 @@ def build_layout(codec: SchemaCodec, plan: StructPlan) -> ViewLayout:
     return layout
 
 
-def _layout_cell(codec: SchemaCodec, sid: int) -> str:
+def _layout_cell(codec: SchemaCodec, sid: object) -> str:
     """Name of a one-element list that will hold ``sid``'s layout once it is first needed
     (layouts of recursive structs cannot all be built up front)."""
     return codec._const([], "LC")
 
 
-def fill_layout_cell(codec: SchemaCodec) -> Callable[[list[ViewLayout], int], ViewLayout]:
-    def fill(cell: list[ViewLayout], sid: int) -> ViewLayout:
+def fill_layout_cell(codec: SchemaCodec) -> Callable[[list[ViewLayout], Any], ViewLayout]:
+    def fill(cell: list[ViewLayout], sid: Any) -> ViewLayout:
         if not cell:
             cell.append(codec.layout(sid))
         return cell[0]
@@ -150,12 +151,11 @@ def _is_struct_list(t: model.Type | None) -> bool:
             and t.list.elementType.which == "struct")
 
 
-def _element_struct(t: model.Type) -> int:
+def _element_type(t: model.Type) -> model.Type:
     if t.which == "list":
         assert t.list is not None
         t = t.list.elementType
-    assert t.struct is not None
-    return t.struct.typeId
+    return t
 
 
 def view_struct(layout: ViewLayout, msg: Any, seg: int, ppos: int, nptrs: int, index: int,

@@ -1,0 +1,148 @@
+"""Compiling test.capnp (with its imports) with ``cara compile``, beside ``capnp compile``.
+
+The schema is the corpus's ``capnp/test.capnp`` (it imports ``c++.capnp`` and
+``/capnp/stream.capnp``), compiled from ``c++/src`` with ``-I. --no-standard-import``. Rows:
+
+* cold, a fresh process each time (best wall time of several runs, after one warm-up):
+  ``capnp compile -o-``, ``python -c pass`` (the floor of any Python row), ``python -m cara
+  compile -o-`` (compile + encode the request), the compiler alone (import + ``compile()``,
+  no request written) and ``python -m cara compile -ocara:DIR`` (compile + generate the
+  Python modules);
+* in-process: ``cara.schema.compile()`` timed inside a fresh interpreter (its first call:
+  nothing compiled or cached yet, modules already imported) and a second, warm call.
+
+The goal is cold ``cara compile -o-`` <= 20x ``capnp compile -o-``. With
+``CARA_BENCH_PROFILE=1`` the section also lists the functions where an in-process compile
+spends its time (cProfile, by own time).
+
+Run: ``.venv/bin/python benchmarks/bench_compile.py`` (needs ``capnp`` and the corpus; set
+``CARA_CORPUS`` if it is not at ../shared/corpus).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("CARA_CORPUS", REPO.parent / "shared" / "corpus"))
+SRC = CORPUS / "capnproto-0.9.2" / "c++" / "src"
+RUNS = int(os.environ.get("CARA_BENCH_RUNS", "7"))
+GOAL = 20.0
+FLAGS = ["-I.", "--no-standard-import"]
+SOURCE = "capnp/test.capnp"
+
+IN_PROCESS = """
+import json, sys, time
+import cara.schema, cara.schema.compiler  # imports are not part of the compile time
+args = dict(import_path=["."], no_standard_import=True)
+start = time.perf_counter()
+cara.schema.compile([{source!r}], **args)
+cold = time.perf_counter() - start
+start = time.perf_counter()
+cara.schema.compile([{source!r}], **args)
+warm = time.perf_counter() - start
+json.dump({{"cold": cold * 1000, "warm": warm * 1000}}, sys.stdout)
+"""
+
+PROFILE = """
+import cProfile, pstats, io
+import cara.schema, cara.schema.compiler
+profile = cProfile.Profile()
+profile.enable()
+cara.schema.compile([{source!r}], import_path=["."], no_standard_import=True)
+profile.disable()
+out = io.StringIO()
+pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(12)
+print(out.getvalue())
+"""
+
+
+def best_of(cmd: list[str], cwd: Path, env: dict[str, str], runs: int = RUNS) -> float | str:
+    """Best wall time in ms of ``runs`` fresh runs (after a warm-up), or why it failed."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    first = subprocess.run(cmd, cwd=cwd, env=env, check=False, **quiet)  # type: ignore[call-overload]
+    if first.returncode != 0:
+        lines = first.stderr.decode(errors="replace").strip().splitlines()
+        return f"fails (exit {first.returncode}): {lines[-1] if lines else ''}"
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, **quiet)  # type: ignore[call-overload]
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
+def main() -> str:
+    capnp = shutil.which("capnp")
+    if capnp is None or not (SRC / SOURCE).is_file():
+        return "## compile\n\nskipped: needs `capnp` and the corpus (capnproto-0.9.2)\n"
+    work = Path(tempfile.mkdtemp(prefix="cara-bench-compile-"))
+    try:
+        return _measure(capnp, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(capnp: str, work: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PWD=str(SRC), PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(work / "pycache"))
+    py = sys.executable
+    out = work / "out"
+    out.mkdir()
+    rows: dict[str, float | str] = {
+        "capnp compile -o-": best_of([capnp, "compile", *FLAGS, "-o-", SOURCE], SRC, env),
+        "python -c pass": best_of([py, "-c", "pass"], SRC, env),
+        "python -m cara compile -o-": best_of(
+            [py, "-m", "cara", "compile", *FLAGS, "-o-", SOURCE], SRC, env),
+        "python: import cara.schema + compile() only": best_of(
+            [py, "-c", f"import cara.schema; cara.schema.compile([{SOURCE!r}], "
+             "import_path=['.'], no_standard_import=True)"], SRC, env),
+        "python -m cara compile -ocara:DIR": best_of(
+            [py, "-m", "cara", "compile", *FLAGS, f"-ocara:{out}", SOURCE], SRC, env),
+    }
+    cold = warm = float("inf")
+    for _ in range(max(3, RUNS // 2)):
+        proc = subprocess.run([py, "-c", IN_PROCESS.format(source=SOURCE)], cwd=SRC, env=env,
+                              capture_output=True, text=True, check=True)
+        times = json.loads(proc.stdout)
+        cold, warm = min(cold, times["cold"]), min(warm, times["warm"])
+    rows["cara.schema.compile() in-process, first call"] = cold
+    rows["cara.schema.compile() in-process, second call"] = warm
+    base = rows["capnp compile -o-"]
+    assert isinstance(base, float)
+    lines = [f"## compile: {SOURCE} and its imports", "",
+             "| what | best ms | / capnp compile |", "|---|---:|---:|"]
+    for name, ms in rows.items():
+        if isinstance(ms, str):
+            lines.append(f"| {name} | {ms} | |")
+        else:
+            lines.append(f"| {name} | {ms:.1f} | {ms / base:.1f}x |")
+    lines.append("")
+    cli = rows["python -m cara compile -o-"]
+    if isinstance(cli, str):
+        cli = rows["python -m cara compile -ocara:DIR"]
+        what = "cara compile -ocara (-o- fails)"
+    else:
+        what = "cara compile -o-"
+    if isinstance(cli, float):
+        ratio = cli / base
+        lines.append(f"ratio (cold {what} / capnp compile -o-): {ratio:.1f}x "
+                     f"(goal <= {GOAL:.0f}x{'' if ratio <= GOAL else ': not met'})")
+    if os.environ.get("CARA_BENCH_PROFILE"):
+        proc = subprocess.run([py, "-c", PROFILE.format(source=SOURCE)], cwd=SRC, env=env,
+                              capture_output=True, text=True, check=True)
+        lines += ["", "Hot spots of one in-process compile (cProfile, by own time):", "",
+                  "```", proc.stdout.strip(), "```"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main())
