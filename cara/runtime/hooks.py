@@ -152,10 +152,9 @@ def _schema_codec(cls: Any) -> tuple[Any, Any]:
     for the struct type with that brand. The wire codec works on name-keyed plain values,
     which is what ``to_dict()`` gives."""
     schema = cls.cara_schema
-    if schema.builder is None or schema.builder.replacements:
-        raise NotImplementedError(f"{cls._cara_name_}: the Cap'n Proto binary form of replaced"
-                                  " types (ReplaceTypes) is not supported")
     builder = schema.builder
+    if builder is None:
+        raise NotImplementedError(f"{cls._cara_name_} was not built from schema nodes")
     codec = getattr(builder, "_capnp_codec", None)
     if codec is None:
         try:
@@ -163,7 +162,8 @@ def _schema_codec(cls: Any) -> tuple[Any, Any]:
         except ImportError as e:
             raise NotImplementedError(f"the Cap'n Proto binary codec is not available: {e}") \
                 from None
-        codec = module.SchemaCodec(builder.nodes)
+        nodes = _replaced_nodes(builder) if builder.replacements else builder.nodes
+        codec = module.SchemaCodec(nodes)
         builder._capnp_codec = codec
     if not schema.bindings:
         return codec, schema.id
@@ -205,3 +205,56 @@ def _model_type(desc: Any) -> Any:
             which="unconstrained",
             unconstrained=model.AnyPointerUnconstrained(getattr(desc, "constraint", "anyKind"))))
     return model.Type(which=kind)
+
+
+def _replaced_nodes(builder: Any) -> dict[int, Any]:
+    """The builder's nodes with ``ReplaceTypes`` applied to the field types, for the codec: a
+    pointer field that now holds another pointer type is laid out as before (a pointer is a
+    pointer) and encoded as the new type; its explicit default, written for the old type, is
+    dropped. Other replacements would move data and cannot be encoded."""
+    import dataclasses
+
+    out = dict(builder.nodes)
+    for node_id, node in builder.nodes.items():
+        st = node.struct
+        if node.which != "struct" or st is None:
+            continue
+        fields = list(st.fields)
+        changed = False
+        for i, f in enumerate(fields):
+            if f.slot is None:
+                continue
+            new_type = _replaced_type(builder, f.slot.type, f.name)
+            if new_type is not f.slot.type:
+                fields[i] = dataclasses.replace(f, slot=dataclasses.replace(
+                    f.slot, type=new_type, hadExplicitDefault=False,
+                    defaultValue=type(f.slot.defaultValue)()))
+                changed = True
+        if changed:
+            out[node_id] = dataclasses.replace(node, struct=dataclasses.replace(st, fields=fields))
+    return out
+
+
+def _replaced_type(builder: Any, t: Any, where: str) -> Any:
+    """Schema type ``t`` after the builder's replacements (``t`` itself when none applies)."""
+    from cara.runtime.types import type_key
+
+    if t.which == "list" and t.list is not None:
+        elem = _replaced_type(builder, t.list.elementType, where)
+        if elem is not t.list.elementType:
+            from cara.schema import model
+
+            return model.Type(which="list", list=model.TypeList(elem))
+    if t.which == "anyPointer" and t.anyPointer is not None and \
+            t.anyPointer.which != "unconstrained":
+        return t  # a generic parameter: the codec substitutes what a brand binds
+    old = builder._type_desc(t, {})
+    new = builder.replacements.get(type_key(old))
+    if new is None:
+        return t
+    if not (old.is_pointer and new.is_pointer):
+        raise NotImplementedError(
+            f"field {where}: replacing {old.name} by {new.name} changes the struct's layout,"
+            " which the Cap'n Proto binary form cannot follow (only pointer types can replace"
+            " pointer types)")
+    return _model_type(new)

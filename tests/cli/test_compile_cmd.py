@@ -53,7 +53,7 @@ TEST_CAPNP_ENCODING = (
     "(anyPointerConstants.anyKindAsStruct = TestConstants.structConst), with no type to encode "
     "them by (they need a PointerValue holding the struct/list type)")
 #: strict=False: each starts passing as soon as its cause is fixed.
-KNOWN_DIFFERENCES: dict[str, str] = {"c++/src/capnp/test.capnp": TEST_CAPNP_ENCODING}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 KNOWN_DECODE_DIFFERENCES = KNOWN_DIFFERENCES
 #: The raw bytes also differ in layout, which no consumer depends on.
 KNOWN_BYTE_DIFFERENCES: dict[str, str] = {f: KNOWN_DIFFERENCES.get(f, (
@@ -242,7 +242,9 @@ def same_request(ours: bytes, theirs: bytes) -> None:
     assert sorted(n.id for n in a.nodes) == sorted(n.id for n in b.nodes)
     by_id = b.nodes_by_id()
     for node in a.nodes:
-        assert node == by_id[node.id], node.displayName
+        # NaN defaults (TestDefaults.float32List) are unequal to themselves; their reprs match.
+        if node != by_id[node.id]:
+            assert repr(node) == repr(by_id[node.id]), node.displayName
     assert sorted(a.sourceInfo, key=lambda s: s.id) == sorted(b.sourceInfo, key=lambda s: s.id)
 
 

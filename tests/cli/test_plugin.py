@@ -28,11 +28,7 @@ FILES = [
     "c++/src/capnp/rpc.capnp",
     "c++/src/capnp/schema.capnp",
     "c++/src/capnp/test-import2.capnp",
-    pytest.param("c++/src/capnp/test.capnp", marks=pytest.mark.xfail(strict=False, reason=(
-        "cara cannot encode test.capnp's request yet (the compiler gives AnyPointer-typed "
-        "members as bare dicts: anyPointerConstants.anyKindAsStruct), so -ocara falls back to "
-        "the compiler's in-memory values, which the generated module embeds in another "
-        "(equivalent) form"))),
+    "c++/src/capnp/test.capnp",
 ]
 
 

@@ -397,7 +397,10 @@ def _check_round_trips(cls: Any, peer: Any, data: dict[int, Any], where: str) ->
     with peer.from_bytes(ours) as reader:
         assert_peer_reads(t, value, reader, where)
         theirs = reader.as_builder().to_bytes()
-    assert_same(t, value, cls.from_bytes(theirs), where)
+    back = cls.from_bytes(theirs)
+    assert_same(t, value, back, where)
+    # what binary decoding gives is an ordinary struct: it survives msgpack too
+    assert_same(t, value, cls.from_msgpack(back.to_msgpack()), where)
     # the same, packed both ways
     reader = peer.from_bytes_packed(value.to_bytes(packed=True))  # not a context manager
     assert_peer_reads(t, value, reader, where)
@@ -524,6 +527,55 @@ def test_instantiations_are_the_field_types(cara_module: Any) -> None:
     data = {"foo": {"int32Field": -1}, "rev": {"foo": "text"}}
     assert m.TestGenerics[m.TestAllTypes, str](data).to_bytes() == \
         fields["default"].type.cls(data).to_bytes()
+
+
+# --------------------------------------------------------------------------- ReplaceTypes
+
+
+@pytest.mark.slow
+def test_replace_types_gives_any_pointer_a_type(cara_module: Any, peer_module: Any) -> None:
+    """``TestAnyPointer.ReplaceTypes([(AnyPointer, TestAllTypes)])`` writes its field as a
+    TestAllTypes struct: pycapnp reads it with ``as_struct(TestAllTypes)``, and a struct that
+    pycapnp put there reads back in cara."""
+    from cara.runtime.types import ANY_POINTER
+
+    cls = cara_module.TestAnyPointer.ReplaceTypes([(ANY_POINTER, cara_module.TestAllTypes)])
+    inner_t = cara_module.TestAllTypes._cara_type_
+    peer, peer_inner = peer_module.TestAnyPointer, peer_module.TestAllTypes
+
+    @settings(_SETTINGS, max_examples=EXAMPLES * 3)
+    @given(struct_strategy(cls))
+    def check(data: dict[int, Any]) -> None:
+        value = cls(data)
+        is_set = dict.__contains__(value, 0)
+        with peer.from_bytes(value.to_bytes()) as reader:
+            _expect(bool(reader._has("anyPointerField")) == is_set, "presence differs")
+            if is_set:
+                assert_peer_reads(inner_t, value[0], reader.anyPointerField.as_struct(peer_inner),
+                                  "anyPointerField")
+            theirs = reader.as_builder().to_bytes()
+        assert_same(cls._cara_type_, value, cls.from_bytes(theirs), "TestAnyPointer")
+        if is_set:
+            built = peer.new_message()
+            inner = peer_inner.new_message()
+            try:
+                fill_peer(cara_module.TestAllTypes, inner, value[0])
+            except _PeerCannot:
+                return
+            built.anyPointerField = inner
+            assert_same(cls._cara_type_, value, cls.from_bytes(built.to_bytes()),
+                        "TestAnyPointer")
+
+    check()
+
+
+def test_replace_types_that_move_data_are_refused(cara_module: Any) -> None:
+    """A replacement that would change a struct's layout (an enum by a struct) cannot have a
+    binary form: to_bytes says so instead of writing something libcapnp would misread."""
+    m = cara_module
+    cls = m.TestAllTypes.ReplaceTypes([(m.TestEnum, m.TestLists)])
+    with pytest.raises(NotImplementedError, match="enumField: replacing TestEnum by TestLists"):
+        cls().to_bytes()
 
 
 # --------------------------------------------------------------------------- coverage

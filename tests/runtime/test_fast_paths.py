@@ -9,6 +9,7 @@ between them fails. The schemas are compiled by the reference compiler.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -32,6 +33,7 @@ struct Shadow {
   c0 @7 :Inner;
   v0 @8 :Kind;
   cls @9 :Bool;
+  any @10 :AnyPointer;
   struct Inner {
     type @0 :Kind;
     inner @1 :Inner;
@@ -169,3 +171,24 @@ def test_add_nodes() -> None:
     p = built.Create(id=1, phones=[{"type": "work"}], employment={"school": "x"})
     assert msgpack.packb(p) == msgpack.packb(person.Create(id=1, phones=[{"type": "work"}],
                                                            employment={"school": "x"}))
+
+
+def test_to_msgpack_reuses_a_packer_safely(m: Any) -> None:
+    good = m.Shadow.Create(str="x", x0=[{"b": 1}], any=[1, "two"])
+    expected = msgpack.packb(good)
+    assert good.to_msgpack() == expected
+    with pytest.raises(TypeError):
+        m.Shadow.Create(str="y", any=object()).to_msgpack()
+    assert good.to_msgpack() == expected  # nothing of the failed message left behind
+    results: list[bytes] = []
+
+    def pack_many() -> None:
+        results.extend(m.Shadow.Create(str="x", x0=[{"b": 1}], any=[1, "two"]).to_msgpack()
+                       for _ in range(200))
+
+    threads = [threading.Thread(target=pack_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 800
