@@ -22,6 +22,12 @@ The mapping, as libcapnp 0.9.2 does it:
 
 The reader is lenient like libcapnp's: unknown keys are ignored, integers may be given as
 strings, floats as numbers or the three special strings.
+
+A value may leave fields out (as ``Struct.to_dict()`` does for unset ones): a missing scalar
+field is written as its schema default and a union with no member given as its first member
+(discriminant 0), which is what libcapnp reads from the same message's binary form. Generic
+structs are written and read with the types their brand binds (``Box(Text)``'s ``T`` as Text).
+The same mapping serves ``Struct.to_json()``/``from_json()`` (see :mod:`cara.codecs.json_codec`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,9 +45,11 @@ from typing import Any
 from cara.errors import DecodeError, EncodeError
 from cara.schema import model
 
+from .capnp.schema_codec import Bindings, _bindings, _substitute
 from .text_format import format_float64, scalar_default, struct_fields
 
-__all__ = ["MAX_JSON_NESTING", "JsonSyntaxError", "format_json", "parse_json"]
+__all__ = ["MAX_JSON_NESTING", "JsonSyntaxError", "format_json", "format_json_value",
+           "parse_json", "parse_json_value"]
 
 #: Deepest nesting of arrays/objects accepted (as libcapnp's default ``maxNestingDepth``).
 MAX_JSON_NESTING = 64
@@ -96,6 +105,31 @@ def _string(text: str) -> str:
 
 def _number(value: float) -> str:
     return format_float64(float(value))
+
+
+def _float32(number: float) -> float:
+    """``number`` rounded to the nearest Float32 (what the field holds), widened back."""
+    if math.isnan(number) or math.isinf(number):
+        return number
+    try:
+        narrowed: float = struct.unpack("<f", struct.pack("<f", number))[0]
+    except OverflowError:
+        return math.copysign(math.inf, number)
+    return narrowed
+
+
+def _env_of(type_: model.Type) -> Bindings:
+    """The generic bindings a (struct) type's brand makes."""
+    branded = type_.struct if type_.which == "struct" else None
+    if branded is None or not branded.brand.scopes:
+        return {}
+    return _bindings(branded.brand)
+
+
+def _slot_type(field: model.Field, env: Bindings) -> model.Type:
+    """A slot's type with the generic parameters ``env`` binds replaced."""
+    assert field.slot is not None
+    return _substitute(field.slot.type, env) if env else field.slot.type
 
 
 #: A JSON value before layout: ("atom", text) | ("array", [values]) | ("object", [(key, value)])
@@ -168,56 +202,78 @@ class _Schema:
         return _union_style(options, name)
 
 
+def _member(field: model.Field, value: Mapping[str, Any]) -> Any:
+    """``field``'s value in ``value``; a scalar left out reads as its schema default."""
+    if field.name in value:
+        return value[field.name]
+    slot = field.slot
+    if slot is not None and slot.type.which not in _POINTER_TYPES:
+        return scalar_default(field)
+    return None
+
+
 class _Encoder(_Schema):
     def struct(self, struct_id: int, value: Mapping[str, Any] | None,
-               via: model.Field | None = None) -> _Json:
+               via: model.Field | None = None, env: Bindings | None = None) -> _Json:
         if struct_id == JSON_VALUE:
             return self.json_value(value or {})
         members: list[tuple[str, _Json]] = []
-        self.gather(struct_id, value or {}, "", members, via)
+        self.gather(struct_id, value or {}, "", members, via, env or {})
         return ("object", members)
 
     def gather(self, struct_id: int, value: Mapping[str, Any], prefix: str,
-               out: list[tuple[str, _Json]], via: model.Field | None) -> None:
+               out: list[tuple[str, _Json]], via: model.Field | None, env: Bindings) -> None:
         """Append ``value``'s members to ``out`` (flattened members inline, keys prefixed)."""
         union_field: model.Field | None = None
+        first_member: model.Field | None = None
         for field in self.fields(struct_id):
             if field.discriminantValue != model.NO_DISCRIMINANT:
                 if union_field is None and field.name in value:
                     union_field = field
+                if field.discriminantValue == 0:
+                    first_member = field
                 continue
-            member = value.get(field.name)
+            member = _member(field, value)
             if field.which == "slot" and field.slot is not None and \
                     field.slot.type.which in _POINTER_TYPES and member is None:
                 continue
             flat = self.flatten(field)
             target = self.target(field)
             if flat is not None and target is not None:
-                self.gather(target, member or {}, prefix + flat, out, field)
+                self.gather(target, member or {}, prefix + flat, out, field,
+                            env if field.which == "group" else self.env_of(field, env))
             else:
-                out.append((prefix + _json_name(field), self.field(field, member)))
+                out.append((prefix + _json_name(field), self.field(field, member, env)))
         if union_field is None:
-            return
+            union_field = first_member  # none given: the member whose bits are all zero
+            if union_field is None:
+                return
         style = self.union_of(struct_id, via)
         name = _json_name(union_field)
         if style.tag is not None:
             out.append((prefix + style.tag, ("atom", _string(name))))
-        member = value[union_field.name]
+        member = _member(union_field, value)
         flat = self.flatten(union_field)
         target = self.target(union_field)
         if flat is not None and target is not None:
-            self.gather(target, member or {}, prefix + flat, out, union_field)
+            self.gather(target, member or {}, prefix + flat, out, union_field,
+                        env if union_field.which == "group" else self.env_of(union_field, env))
         elif not (style.tag is not None and union_field.slot is not None
                   and union_field.slot.type.which == "void"):
             key = style.value_name or name
-            out.append((prefix + key, self.field(union_field, member)))
+            out.append((prefix + key, self.field(union_field, member, env)))
 
-    def field(self, field: model.Field, member: Any) -> _Json:
+    @staticmethod
+    def env_of(field: model.Field, env: Bindings) -> Bindings:
+        """The bindings inside a struct-typed slot ``field`` (a group shares its parent's)."""
+        return _env_of(_slot_type(field, env)) if field.slot is not None else env
+
+    def field(self, field: model.Field, member: Any, env: Bindings) -> _Json:
         if field.which == "group":
             assert field.group is not None
-            return self.struct(field.group.typeId, member, field)
+            return self.struct(field.group.typeId, member, field, env)
         assert field.slot is not None
-        type_ = field.slot.type
+        type_ = _slot_type(field, env)
         if type_.which == "data" and member is not None:
             if _annotation(field.annotations, JSON_BASE64) is not None:
                 return ("atom", _string(base64.b64encode(bytes(member)).decode()))
@@ -235,7 +291,9 @@ class _Encoder(_Schema):
             return ("atom", _number(member or 0))
         if which in ("int64", "uint64"):
             return ("atom", f'"{int(member or 0)}"')
-        if which in ("float32", "float64"):
+        if which == "float32":
+            return self.float(_float32(0.0 if member is None else float(member)))
+        if which == "float64":
             return self.float(0.0 if member is None else float(member))
         if which == "text":
             return ("atom", _string(member or ""))
@@ -255,7 +313,7 @@ class _Encoder(_Schema):
             return ("atom", _number(raw))
         if which == "struct":
             assert type_.struct is not None
-            return self.struct(type_.struct.typeId, member)
+            return self.struct(type_.struct.typeId, member, None, _env_of(type_))
         what = "capabilities" if which == "interface" else "AnyPointer"
         raise EncodeError(f"{where}: don't know how to JSON-encode {what}")
 
@@ -341,18 +399,64 @@ class _Layout:
         return ", ".join(items), False
 
 
-def format_json(nodes: Mapping[int, model.Node], struct_id: int, value: Mapping[str, Any],
-                *, pretty: bool = True) -> str:
-    """``value`` (a struct of node ``struct_id``) as capnp's JSON, without a final newline."""
-    tree = _Encoder(nodes).struct(struct_id, value)
+def _indented(value: _Json, indent: int, level: int) -> str:
+    """``json.dumps(..., indent=indent)``'s layout (one item per line) of the same atoms."""
+    kind, body = value
+    if kind == "atom":
+        return body
+    if kind == "call":
+        function, params = body
+        return function + "(" + ", ".join(_indented(p, indent, level) for p in params) + ")"
+    if not body:
+        return "[]" if kind == "array" else "{}"
+    inner = " " * (indent * (level + 1))
+    if kind == "array":
+        items = [inner + _indented(v, indent, level + 1) for v in body]
+        return "[\n" + ",\n".join(items) + "\n" + " " * (indent * level) + "]"
+    items = [inner + _string(k) + ": " + _indented(v, indent, level + 1) for k, v in body]
+    return "{\n" + ",\n".join(items) + "\n" + " " * (indent * level) + "}"
+
+
+def _lay_out(tree: _Json, pretty: bool, indent: int | None) -> str:
+    if indent is not None:
+        return _indented(tree, indent, 0)
     return _Layout(pretty).render(tree, 0, False)[0]
+
+
+def format_json(nodes: Mapping[int, model.Node], struct_id: int, value: Mapping[str, Any],
+                *, pretty: bool = True, indent: int | None = None) -> str:
+    """``value`` (a struct of node ``struct_id``) as capnp's JSON, without a final newline:
+    laid out as ``capnp convert`` does (``pretty``) or with ``--short`` (not ``pretty``), or,
+    given ``indent``, one item per line as ``json.dumps(..., indent=indent)`` lays it out."""
+    tree = _Encoder(nodes).struct(struct_id, value)
+    return _lay_out(tree, pretty, indent)
+
+
+def format_json_value(nodes: Mapping[int, model.Node], type_: model.Type, value: Any,
+                      *, pretty: bool = True, indent: int | None = None) -> str:
+    """Like :func:`format_json` for a value of any type ``type_`` (a branded struct, a list)."""
+    tree = _Encoder(nodes).value(type_, value, "root")
+    return _lay_out(tree, pretty, indent)
 
 
 # ------------------------------------------------------------------------------------- reader
 
 
 class JsonSyntaxError(DecodeError):
-    """JSON input that cannot be parsed or does not fit the schema."""
+    """JSON input that cannot be parsed or does not fit the schema. ``path`` is the field path
+    (``structList[1].textField``; ``""`` for the root) when the JSON is well-formed but a value
+    does not fit, ``detail`` the message without the path."""
+
+    def __init__(self, message: str, offset: int | None = None, *, path: str | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message, offset)
+        self.path = path
+        self.detail = detail if detail is not None else message
+
+
+def _mismatch(where: str, message: str) -> JsonSyntaxError:
+    """A value at ``where`` that does not fit its field."""
+    return JsonSyntaxError(f"{where or 'root'}: {message}", path=where, detail=message)
 
 
 _STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
@@ -382,15 +486,15 @@ def _pairs(pairs: list[tuple[str, Any]]) -> _Object:
 
 class _Decoder(_Schema):
     def struct(self, struct_id: int, obj: Any, where: str,
-               via: model.Field | None = None) -> dict[str, Any]:
+               via: model.Field | None = None, env: Bindings | None = None) -> dict[str, Any]:
         if struct_id == JSON_VALUE:
             return self.json_value(obj, where, 0)
         if not isinstance(obj, _Object):
-            raise JsonSyntaxError(f"{where or 'root'}: expected a JSON object")
-        return self.members(struct_id, dict(obj), "", where, via)
+            raise _mismatch(where, "expected a JSON object")
+        return self.members(struct_id, dict(obj), "", where, via, env or {})
 
     def members(self, struct_id: int, obj: dict[str, Any], prefix: str, where: str,
-                via: model.Field | None) -> dict[str, Any]:
+                via: model.Field | None, env: Bindings) -> dict[str, Any]:
         """The fields of ``struct_id`` found in ``obj`` under ``prefix`` (flattened members are
         looked up in the same object). Keys the schema does not know are ignored."""
         out: dict[str, Any] = {}
@@ -403,19 +507,21 @@ class _Decoder(_Schema):
             flat = self.flatten(field)
             target = self.target(field)
             if flat is not None and target is not None:
-                inner = self.members(target, obj, prefix + flat, path, field)
+                inner = self.members(target, obj, prefix + flat, path, field,
+                                     _Encoder.env_of(field, env))
                 if inner or field.which == "group":
                     out[field.name] = inner
                 continue
             key = prefix + _json_name(field)
             if key in obj:
-                out[field.name] = self.field(field, obj[key], path)
+                out[field.name] = self.field(field, obj[key], path, env)
         if union:
-            self.union(struct_id, union, obj, prefix, where, via, out)
+            self.union(struct_id, union, obj, prefix, where, via, out, env)
         return out
 
     def union(self, struct_id: int, union: list[model.Field], obj: dict[str, Any], prefix: str,
-              where: str, via: model.Field | None, out: dict[str, Any]) -> None:
+              where: str, via: model.Field | None, out: dict[str, Any],
+              env: Bindings) -> None:
         style = self.union_of(struct_id, via)
         if style.tag is None:
             by_key = {prefix + _json_name(f): f for f in union}
@@ -423,7 +529,7 @@ class _Decoder(_Schema):
             if chosen:  # the last member given wins, as when setting them in order
                 last = chosen[-1]
                 path = f"{where}.{last.name}" if where else last.name
-                out[last.name] = self.field(last, obj[prefix + _json_name(last)], path)
+                out[last.name] = self.field(last, obj[prefix + _json_name(last)], path, env)
             return
         tag_key = prefix + style.tag
         if tag_key not in obj:
@@ -431,17 +537,18 @@ class _Decoder(_Schema):
         tag = obj[tag_key]
         found = next((f for f in union if _json_name(f) == tag), None)
         if found is None:
-            raise JsonSyntaxError(f"{where or 'root'}: unknown union member {tag!r}")
+            raise _mismatch(where, f"unknown union member {tag!r}")
         member = found
         path = f"{where}.{member.name}" if where else member.name
         flat = self.flatten(member)
         target = self.target(member)
         if flat is not None and target is not None:
-            out[member.name] = self.members(target, obj, prefix + flat, path, member)
+            out[member.name] = self.members(target, obj, prefix + flat, path, member,
+                                            _Encoder.env_of(member, env))
             return
         key = prefix + (style.value_name or _json_name(member))
         if key in obj:
-            out[member.name] = self.field(member, obj[key], path)
+            out[member.name] = self.field(member, obj[key], path, env)
         elif member.which == "group":
             out[member.name] = {}
         elif member.slot is not None and member.slot.type.which not in _POINTER_TYPES:
@@ -449,12 +556,11 @@ class _Decoder(_Schema):
         else:
             out[member.name] = None
 
-    def field(self, field: model.Field, item: Any, where: str) -> Any:
+    def field(self, field: model.Field, item: Any, where: str, env: Bindings) -> Any:
         if field.which == "group":
             assert field.group is not None
-            return self.struct(field.group.typeId, item, where, field)
-        assert field.slot is not None
-        type_ = field.slot.type
+            return self.struct(field.group.typeId, item, where, field, env)
+        type_ = _slot_type(field, env)
         if type_.which == "data" and isinstance(item, str):
             return self.data_string(field, item, where)
         return self.value(type_, item, where)
@@ -462,7 +568,7 @@ class _Decoder(_Schema):
     def json_value(self, item: Any, where: str, depth: int) -> dict[str, Any]:
         """Raw JSON as a ``capnp/compat/json.capnp`` ``Value``."""
         if depth > MAX_JSON_NESTING:
-            raise JsonSyntaxError(f"{where}: JSON nests deeper than {MAX_JSON_NESTING} levels")
+            raise _mismatch(where, f"JSON nests deeper than {MAX_JSON_NESTING} levels")
         if item is None:
             return {"null": None}
         if isinstance(item, bool):
@@ -482,7 +588,7 @@ class _Decoder(_Schema):
                 return bytes.fromhex(item)
             return base64.b64decode(item, validate=True)
         except (ValueError, binascii.Error):
-            raise JsonSyntaxError(f"{where}: not valid base64/hex data") from None
+            raise _mismatch(where, "not valid base64/hex data") from None
 
     def value(self, type_: model.Type, item: Any, where: str) -> Any:
         which = type_.which
@@ -491,12 +597,12 @@ class _Decoder(_Schema):
         if which == "bool":
             if isinstance(item, bool):
                 return item
-            raise JsonSyntaxError(f"{where}: expected true or false")
+            raise _mismatch(where, "expected true or false")
         if which in _INT_RANGES:
             return self.integer(which, item, where)
         if which in ("float32", "float64"):
             if isinstance(item, bool):
-                raise JsonSyntaxError(f"{where}: expected a number")
+                raise _mismatch(where, "expected a number")
             if isinstance(item, (int, float)):
                 return float(item)
             if isinstance(item, str):
@@ -509,23 +615,23 @@ class _Decoder(_Schema):
                     pass
             if item is None:
                 return math.nan
-            raise JsonSyntaxError(f"{where}: expected a number")
+            raise _mismatch(where, "expected a number")
         if item is None and which in _POINTER_TYPES:
             return None
         if which == "text":
             if isinstance(item, str):
                 return item
-            raise JsonSyntaxError(f"{where}: expected a string")
+            raise _mismatch(where, "expected a string")
         if which == "data":
             if isinstance(item, list) and not isinstance(item, _Object) and all(
                     isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255
                     for b in item):
                 return bytes(item)
-            raise JsonSyntaxError(f"{where}: expected an array of byte values")
+            raise _mismatch(where, "expected an array of byte values")
         if which == "list":
             assert type_.list is not None
             if not isinstance(item, list) or isinstance(item, _Object):
-                raise JsonSyntaxError(f"{where}: expected an array")
+                raise _mismatch(where, "expected an array")
             element = type_.list.elementType
             return [self.value(element, x, f"{where}[{i}]") for i, x in enumerate(item)]
         if which == "enum":
@@ -536,32 +642,32 @@ class _Decoder(_Schema):
                 for index, enumerant in enumerate(enumerants):
                     if _json_name(enumerant) == item:
                         return index
-                raise JsonSyntaxError(f"{where}: unknown enumerant {item!r}")
+                raise _mismatch(where, f"unknown enumerant {item!r}")
             return self.integer("uint16", item, where)
         if which == "struct":
             assert type_.struct is not None
-            return self.struct(type_.struct.typeId, item, where)
-        raise JsonSyntaxError(f"{where}: {which} fields cannot be read from JSON")
+            return self.struct(type_.struct.typeId, item, where, None, _env_of(type_))
+        raise _mismatch(where, f"{which} fields cannot be read from JSON")
 
     def integer(self, which: str, item: Any, where: str) -> int:
         if isinstance(item, bool):
-            raise JsonSyntaxError(f"{where}: expected an integer")
+            raise _mismatch(where, "expected an integer")
         if isinstance(item, int):
             number = item
         elif isinstance(item, float):
             if not item.is_integer():
-                raise JsonSyntaxError(f"{where}: {item!r} is not an integer")
+                raise _mismatch(where, f"{item!r} is not an integer")
             number = int(item)
         elif isinstance(item, str):
             try:
                 number = int(item.strip(), 10)
             except ValueError:
-                raise JsonSyntaxError(f"{where}: {item!r} is not an integer") from None
+                raise _mismatch(where, f"{item!r} is not an integer") from None
         else:
-            raise JsonSyntaxError(f"{where}: expected an integer")
+            raise _mismatch(where, "expected an integer")
         lo, hi = _INT_RANGES[which]
         if not lo <= number <= hi:
-            raise JsonSyntaxError(f"{where}: {number} is out of range for {which}")
+            raise _mismatch(where, f"{number} is out of range for {which}")
         return number
 
 
@@ -570,8 +676,8 @@ def _parse_int(text: str) -> int | float:
     return -0.0 if text == "-0" else int(text)
 
 
-def parse_json(nodes: Mapping[int, model.Node], struct_id: int, text: str) -> dict[str, Any]:
-    """Parse one JSON object as a struct of node ``struct_id`` into plain values."""
+def _parse_tree(text: str) -> Any:
+    """The JSON text parsed (objects as :class:`_Object`), its nesting bounded first."""
     _check_nesting(text)
     try:
         tree = json.loads(text, object_pairs_hook=_pairs, parse_int=_parse_int)
@@ -581,4 +687,15 @@ def parse_json(nodes: Mapping[int, model.Node], struct_id: int, text: str) -> di
         raise JsonSyntaxError(f"invalid JSON: {exc}") from None
     except RecursionError:  # pragma: no cover - _check_nesting bounds the depth
         raise JsonSyntaxError("JSON nests too deeply") from None
-    return _Decoder(nodes).struct(struct_id, tree, "")
+    return tree
+
+
+def parse_json(nodes: Mapping[int, model.Node], struct_id: int, text: str) -> dict[str, Any]:
+    """Parse one JSON object as a struct of node ``struct_id`` into plain values."""
+    return _Decoder(nodes).struct(struct_id, _parse_tree(text), "")
+
+
+def parse_json_value(nodes: Mapping[int, model.Node], type_: model.Type, text: str) -> Any:
+    """Like :func:`parse_json` for a value of any type ``type_`` (a branded struct, a list).
+    A value that does not fit raises :class:`JsonSyntaxError` with its ``path``."""
+    return _Decoder(nodes).value(type_, _parse_tree(text), "")

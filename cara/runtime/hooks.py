@@ -8,6 +8,7 @@ when imported; if a method is used before that, the codec module is imported by 
 from __future__ import annotations
 
 import importlib
+import math as _math
 import threading
 import weakref
 from collections.abc import Callable
@@ -141,8 +142,53 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
     from cara.runtime.struct import clean_plain
 
     codec, type_id = _schema_codec(cls)
-    # The codec reports a null pointer as None; for a struct that is an unset field.
-    return cls(clean_plain(cls._cara_type_, codec.decode(type_id, data, packed=packed)))
+    # The codec reports a null pointer as None; for a struct that is an unset field. Scalars
+    # holding their default are left unset too: the wire cannot tell them from unset ones, and
+    # a sparse struct compares equal to the one that was written and packs as small.
+    decoded = _drop_defaults(cls._cara_type_, codec.decode(type_id, data, packed=packed))
+    return cls(clean_plain(cls._cara_type_, decoded))
+
+
+_SCALAR_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                           "uint32", "uint64", "float32", "float64", "enum"})
+
+
+def _same_scalar(value: Any, default: Any) -> bool:
+    """``value`` is its field's default, bit for bit (so -0.0 is not the default 0.0)."""
+    if type(value) is float or type(default) is float:
+        return bool(value == default) and _math.copysign(1.0, value) == _math.copysign(
+            1.0, float(default))
+    return bool(value == default)
+
+
+def _drop_defaults(t: Any, value: Any, depth: int = 0) -> Any:
+    """A decoded plain value without the scalars that hold their default (and without groups
+    left empty by that). Union members are kept, as which one is set matters, except the
+    discriminant-0 member: an empty union already reads as that member."""
+    if depth > 256:  # the codec's nesting limit is far lower; this only bounds recursion
+        return value
+    if t.kind == "struct" and isinstance(value, dict):
+        schema = t.cls.cara_schema
+        out = {}
+        for key, v in value.items():
+            f = schema.by_name.get(key) if isinstance(key, str) else None
+            if f is None:
+                out[key] = v
+                continue
+            droppable = not f.discriminant  # None (not in a union) or 0
+            if droppable and not f.is_group and f.type.kind in _SCALAR_KINDS \
+                    and _same_scalar(v, f.scalar_default()):
+                continue
+            v = _drop_defaults(f.type, v, depth + 1)
+            if droppable and f.is_group and v == {}:
+                continue
+            out[key] = v
+        return out
+    if t.kind == "list" and isinstance(value, list):
+        elem = t.cls._cara_elem_
+        if elem.kind in ("struct", "list"):
+            return [_drop_defaults(elem, v, depth + 1) for v in value]
+    return value
 
 
 def _schema_codec(cls: Any) -> tuple[Any, Any]:
@@ -163,7 +209,8 @@ def _schema_codec(cls: Any) -> tuple[Any, Any]:
             raise NotImplementedError(f"the Cap'n Proto binary codec is not available: {e}") \
                 from None
         nodes = _replaced_nodes(builder) if builder.replacements else builder.nodes
-        codec = module.SchemaCodec(nodes)
+        # Null pointers decode as None (unset), not as the field's default.
+        codec = module.SchemaCodec(nodes, pointer_defaults=False)
         builder._capnp_codec = codec
     if not schema.bindings:
         return codec, schema.id

@@ -1027,11 +1027,11 @@ def _compile_now(cls: Any) -> None:
     signature = ", ".join(f"{f.name}=_M" for f in params)
     given = "{" + ", ".join(f"{f.name!r}: {f.name}" for f in params) + "}"
     keyword_source = "\n".join([
-        f"def Create(_cls, *_args, {signature + ', ' if signature else ''}**_kw):",
-        "    if _args or _kw or _cls is not _C:",
+        f"def Create(*_args, {signature + ', ' if signature else ''}**_kw):",
+        "    if _args or _kw:",
         f"        _g = {{_k: _v for _k, _v in {given}.items() if _v is not _M}}",
         "        _g.update(_kw)",
-        "        return _basecreate(_cls, *_args, **_g)",
+        "        return _basecreate(_C, *_args, **_g)",
         "    try:",
         *["        " + line for line in keyword_stores()],
         "    except (_Invalid, _RecursionError):",
@@ -1132,7 +1132,9 @@ def _compile_now(cls: Any) -> None:
     cls.__init__ = env["__init__"]
     cls._cara_convert_ = staticmethod(env["convert"])
     cls._cara_create_ = staticmethod(env["create"])
-    cls.Create = classmethod(env["Create"])
+    # A staticmethod: what it builds is always ``cls`` (as the general path does), and binding
+    # no class saves a little on every call.
+    cls.Create = staticmethod(env["Create"])
     cls._cara_type_.convert = env["convert"]
     if schema.union and "which" not in cls.__dict__:
         cls.which = _which_function(schema)

@@ -198,3 +198,14 @@ def test_annotated_json_reads_like_capnp(json_test: Schema, corpus_092: Path,
     expected = capnp_convert(["binary:json", *ANNOTATED_ARGS], binary, corpus_092)
     decoded = json_test.codec.decode(root, binary)
     assert (format_json(json_test.nodes, root, decoded) + "\n").encode() == expected
+
+
+@pytest.mark.parametrize("type_name", ["TestDefaults", "TestUnion", "TestGroups"])
+def test_writer_fills_left_out_fields_as_capnp(test_capnp: Schema, corpus_092: Path,
+                                               type_name: str) -> None:
+    """A value that leaves fields out (as ``Struct.to_dict()`` does) is written as capnp writes
+    the empty message: scalars with their schema defaults, each union's first member."""
+    args = ["text:json", "-Ic++/src", "c++/src/capnp/test.capnp", type_name, "--short"]
+    expected = capnp_convert(args, b"()", corpus_092)
+    root = test_capnp.type_id(type_name)
+    assert (format_json(test_capnp.nodes, root, {}, pretty=False) + "\n").encode() == expected

@@ -181,7 +181,12 @@ def value_strategy(t: TypeDesc, depth: int) -> st.SearchStrategy[Any] | None:
 
 def struct_strategy(cls: Any, depth: int = 3) -> st.SearchStrategy[dict[int, Any]]:
     """Number-keyed plain dicts valid for ``cls``: any subset of its fields, at most one member
-    of its union; a field with an explicit default sometimes gets exactly that default."""
+    of its union; a field with an explicit default sometimes gets exactly that default.
+    (Deferred: built on first draw, and shown by hypothesis as one short line.)"""
+    return st.deferred(lambda: _struct_strategy(cls, depth))
+
+
+def _struct_strategy(cls: Any, depth: int) -> st.SearchStrategy[dict[int, Any]]:
     schema = cls.cara_schema
     plain: dict[int, st.SearchStrategy[Any]] = {}
     union: dict[int, st.SearchStrategy[Any]] = {}
@@ -191,14 +196,24 @@ def struct_strategy(cls: Any, depth: int = 3) -> st.SearchStrategy[dict[int, Any
             value_strategy(f.type, depth)
         if strat is None:
             continue
-        if f.has_default and not f.is_pointer_like and f.discriminant is None:
-            strat = st.one_of(st.just(empty[f.number]), strat)
+        if f.has_default and f.default_plain is not None and f.discriminant is None:
+            # the schema default, written explicitly (for a pointer: non-null on the wire)
+            strat = st.one_of(st.just(_plain_copy(empty[f.number])), strat)
         (union if f.discriminant is not None else plain)[f.number] = strat
     base = st.fixed_dictionaries({}, optional=plain)
     if not union:
         return base
     member = st.one_of(st.just({}), *(_keyed(n, s) for n, s in union.items()))
     return st.tuples(base, member).map(lambda p: {**p[0], **p[1]})
+
+
+def _plain_copy(value: Any) -> Any:
+    """A struct or list read from cara as fresh number-keyed plain values."""
+    if isinstance(value, Struct):
+        return {k: _plain_copy(v) for k, v in dict.items(value)}
+    if isinstance(value, list):
+        return [_plain_copy(v) for v in value]
+    return value
 
 
 def _keyed(num: int, strat: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[int, Any]]:
