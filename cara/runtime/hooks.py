@@ -139,18 +139,13 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
     func = _hooks.get("from_bytes")
     if func is not None:
         return func(cls, data, packed=packed)
-    from cara.runtime.struct import clean_plain
-
-    codec, type_id = _schema_codec(cls)
-    # The codec reports a null pointer as None; for a struct that is an unset field. Scalars
-    # holding their default are left unset too: the wire cannot tell them from unset ones, and
-    # a sparse struct compares equal to the one that was written and packs as small.
-    decoded = _drop_defaults(cls._cara_type_, codec.decode(type_id, data, packed=packed))
-    return cls(clean_plain(cls._cara_type_, decoded))
+    codec, type_id = _schema_codec(cls, decoding=True)
+    return cls(_sparse(cls._cara_type_, codec.decode(type_id, data, packed=packed)))
 
 
 _SCALAR_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
                            "uint32", "uint64", "float32", "float64", "enum"})
+_POINTERISH = frozenset({"struct", "list", "text", "data", "interface", "anyPointer"})
 
 
 def _same_scalar(value: Any, default: Any) -> bool:
@@ -161,47 +156,86 @@ def _same_scalar(value: Any, default: Any) -> bool:
     return bool(value == default)
 
 
-def _drop_defaults(t: Any, value: Any, depth: int = 0) -> Any:
-    """A decoded plain value without the scalars that hold their default (and without groups
-    left empty by that). Union members are kept, as which one is set matters, except the
-    discriminant-0 member: an empty union already reads as that member."""
+# What _sparse does with a decoded field (see _sparse_plan).
+_KEEP, _SCALAR, _POINTER, _NESTED, _GROUP = range(5)
+_SPARSE_PLANS: dict[Any, dict[int, tuple[int, int, Any, Any]]] = {}
+
+
+def _sparse_plan(struct_cls: Any) -> dict[int, tuple[int, int, Any, Any]]:
+    """Per struct class, once: field number -> (number, action, default, type)."""
+    plan = _SPARSE_PLANS.get(struct_cls)
+    if plan is None:
+        plan = {}
+        for f in struct_cls.cara_schema.fields:
+            kind = f.type.kind
+            droppable = not f.discriminant  # None (not in a union) or 0
+            default = None
+            if f.is_group:
+                action = _GROUP if droppable else _NESTED
+            elif kind in _SCALAR_KINDS:
+                action = _SCALAR if droppable else _KEEP
+                default = f.scalar_default()
+            elif kind in ("struct", "list"):
+                action = _NESTED
+            elif kind in _POINTERISH:
+                action = _POINTER
+            else:
+                action = _KEEP
+            plan[f.number] = (f.number, action, default, f.type)
+        _SPARSE_PLANS[struct_cls] = plan
+    return plan
+
+
+def _sparse(t: Any, value: Any, depth: int = 0) -> Any:
+    """The codec's decoded value (fresh dicts keyed by field number) made ready for the struct
+    class in one pass (the runtime's fast path takes it as it is): without null pointers
+    and without the scalars that hold their default. The wire stores both as zeros, so leaving
+    them unset makes a decoded struct equal to the one that was written, and as small in
+    msgpack. Union members are kept (which one is set matters), except the discriminant-0
+    member holding its default: an empty union already reads as that member."""
     if depth > 256:  # the codec's nesting limit is far lower; this only bounds recursion
         return value
     if t.kind == "struct" and isinstance(value, dict):
-        schema = t.cls.cara_schema
+        plan = _sparse_plan(t.cls)
         out = {}
         for key, v in value.items():
-            f = schema.by_name.get(key) if isinstance(key, str) else None
-            if f is None:
+            entry = plan.get(key)
+            if entry is None:
                 out[key] = v
                 continue
-            droppable = not f.discriminant  # None (not in a union) or 0
-            if droppable and not f.is_group and f.type.kind in _SCALAR_KINDS \
-                    and _same_scalar(v, f.scalar_default()):
-                continue
-            v = _drop_defaults(f.type, v, depth + 1)
-            if droppable and f.is_group and v == {}:
-                continue
-            out[key] = v
+            number, action, default, ft = entry
+            if action == _SCALAR:
+                if v == default and (type(v) is not float or _same_scalar(v, default)):
+                    continue
+            elif action != _KEEP:
+                if v is None:
+                    continue
+                if action != _POINTER:
+                    v = _sparse(ft, v, depth + 1)
+                    if action == _GROUP and not v:
+                        continue
+            out[number] = v
         return out
     if t.kind == "list" and isinstance(value, list):
         elem = t.cls._cara_elem_
         if elem.kind in ("struct", "list"):
-            return [_drop_defaults(elem, v, depth + 1) for v in value]
+            return [_sparse(elem, v, depth + 1) for v in value]
     return value
 
 
-def _schema_codec(cls: Any) -> tuple[Any, Any]:
-    """The Cap'n Proto binary codec for ``cls``'s nodes (one per builder, made on first use)
-    when no codec registered ``to_bytes``/``from_bytes`` hooks, and the key of ``cls`` in it:
-    the struct's node id, or for a generic instantiation (``S[T]``) the plan the codec makes
-    for the struct type with that brand. The wire codec works on name-keyed plain values,
-    which is what ``to_dict()`` gives."""
+def _schema_codec(cls: Any, *, decoding: bool = False) -> tuple[Any, Any]:
+    """The Cap'n Proto binary codec for ``cls``'s nodes (one per builder and direction, made on
+    first use) when no codec registered ``to_bytes``/``from_bytes`` hooks, and the key of
+    ``cls`` in it: the struct's node id, or for a generic instantiation (``S[T]``) the plan the
+    codec makes for the struct type with that brand. Encoding works on name-keyed plain values
+    (what ``to_dict()`` gives); decoding yields dicts keyed by field index, the numbers the
+    runtime's structs use, so they need no renaming."""
     schema = cls.cara_schema
     builder = schema.builder
     if builder is None:
         raise NotImplementedError(f"{cls._cara_name_} was not built from schema nodes")
-    codec = getattr(builder, "_capnp_codec", None)
+    attr = "_capnp_decoder" if decoding else "_capnp_codec"
+    codec = getattr(builder, attr, None)
     if codec is None:
         try:
             module = importlib.import_module("cara.codecs.capnp")
@@ -210,21 +244,25 @@ def _schema_codec(cls: Any) -> tuple[Any, Any]:
                 from None
         nodes = _replaced_nodes(builder) if builder.replacements else builder.nodes
         # Null pointers decode as None (unset), not as the field's default.
-        codec = module.SchemaCodec(nodes, pointer_defaults=False)
-        builder._capnp_codec = codec
+        codec = module.SchemaCodec(nodes, pointer_defaults=False,
+                                   keys="index" if decoding else "name")
+        setattr(builder, attr, codec)
     if not schema.bindings:
         return codec, schema.id
-    key = _generic_keys.get(cls)
+    keys = _generic_keys[decoding]
+    key = keys.get(cls)
     if key is None:
         if not hasattr(codec, "plan_for_type"):
             raise NotImplementedError(f"{cls._cara_name_}: this Cap'n Proto codec does not"
                                       " support generic instantiations")
-        key = _generic_keys[cls] = codec.plan_for_type(_model_type(cls._cara_type_)).key
+        key = keys[cls] = codec.plan_for_type(_model_type(cls._cara_type_)).key
     return codec, key
 
 
-#: The codec's plan key of each generic instantiation class (worked out once per class).
-_generic_keys: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: The codec's plan key of each generic instantiation class (worked out once per class), for
+#: the encoding codec (False) and the decoding one (True).
+_generic_keys: dict[bool, weakref.WeakKeyDictionary[Any, Any]] = {
+    False: weakref.WeakKeyDictionary(), True: weakref.WeakKeyDictionary()}
 
 
 def _model_type(desc: Any) -> Any:

@@ -15,7 +15,8 @@ generated from the plan and compiled with ``exec``). All non-union scalars of a 
 or written with a single precompiled ``struct.Struct`` call; a struct smaller than the schema
 expects (an older writer) takes a checked path that substitutes defaults. The plan is the
 reusable part: the runtime layer can drive the same functions with its own containers
-(``keys="ordinal"`` keys struct dicts by ``@N`` instead of by name).
+(``keys="ordinal"`` keys struct dicts by ``@N`` instead of by name, ``keys="index"`` by the
+field's index in its node, as cara's runtime structs are keyed).
 
 Generic structs get one plan per brand: a field whose type is a bound parameter is encoded and
 decoded as the bound type (``plan_for_type`` with a branded ``Type``); an unbound one stays an
@@ -211,12 +212,13 @@ class SchemaCodec:
         gives a default: the raw form, for values that will be written back verbatim (schema
         default values inside a CodeGeneratorRequest).
 
-        ``keys`` chooses the dict keys of struct values: ``"name"`` (field names) or
+        ``keys`` chooses the dict keys of struct values: ``"name"`` (field names),
         ``"ordinal"`` (the ``@N`` numbers; groups and named unions, having none, keep their
-        names), the form cara's runtime structs use.
+        names) or ``"index"`` (the field's index in its node's ``fields`` list, groups
+        included: the numbers cara's runtime structs are keyed by).
         """
-        if keys not in ("name", "ordinal"):
-            raise ValueError(f"keys must be 'name' or 'ordinal', not {keys!r}")
+        if keys not in ("name", "ordinal", "index"):
+            raise ValueError(f"keys must be 'name', 'ordinal' or 'index', not {keys!r}")
         self.keys = keys
         self.pointer_defaults = pointer_defaults
         if isinstance(nodes, model.CodeGeneratorRequest):
@@ -429,11 +431,13 @@ class SchemaCodec:
         plan.is_group = st.isGroup
         if st.discriminantCount:
             plan.discriminant_offset = st.discriminantOffset * 2
-        for f in st.fields:
+        for index, f in enumerate(st.fields):
             ordinal = f.ordinal.explicit if f.ordinal.which == "explicit" else None
             dict_key: str | int = f.name
             if self.keys == "ordinal" and ordinal is not None:
                 dict_key = ordinal
+            elif self.keys == "index":
+                dict_key = index
             if f.which == "group":
                 assert f.group is not None
                 group_key: PlanKey = f.group.typeId
