@@ -14,17 +14,15 @@ cara is faster). Rows: the user's path (``Person.Create(...).to_bytes()``,
 
 from __future__ import annotations
 
-import os
+import functools
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-PERSON = Path(os.environ.get("CARA_PERSON_CAPNP",
-                            REPO.parent / "shared" / "anchors" / "person.capnp"))
+from _person import PERSON_CAPNP as PERSON
+from _person import REPO, pycapnp_person_bytes
 
 
 def timeit(fn: Callable[[], Any], n: int = 20000, repeat: int = 5) -> float:
@@ -58,16 +56,7 @@ def main() -> str:
     schema = capnp.SchemaParser().load(str(person_capnp))
     Person = cara.load(person_capnp).Person
 
-    def pyc_build() -> bytes:
-        p = schema.Person.new_message(id=123, name="Alice", email="alice@example.com")
-        ph = p.init("phones", 2)
-        ph[0].number = "555-1212"
-        ph[0].type = "mobile"
-        ph[1].number = "555-9999"
-        ph[1].type = "work"
-        p.employment.employer = "Acme"
-        return p.to_bytes()  # type: ignore[no-any-return]
-
+    pyc_build = functools.partial(pycapnp_person_bytes, schema)
     blob = pyc_build()
 
     def pyc_read() -> Any:

@@ -26,14 +26,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("CARA_CORPUS", REPO.parent / "shared" / "corpus"))
-SRC = CORPUS / "capnproto-0.9.2" / "c++" / "src"
-RUNS = int(os.environ.get("CARA_BENCH_RUNS", "7"))
+import _timing
+from _timing import REPO, SRC
+
+RUNS = _timing.runs(7)
 GOAL = 20.0
 FLAGS = ["-I.", "--no-standard-import"]
 SOURCE = "capnp/test.capnp"
@@ -64,35 +62,25 @@ print(out.getvalue())
 """
 
 
-def best_of(cmd: list[str], cwd: Path, env: dict[str, str], runs: int = RUNS) -> float | str:
-    """Best wall time in ms of ``runs`` fresh runs (after a warm-up), or why it failed."""
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
-    first = subprocess.run(cmd, cwd=cwd, env=env, check=False, **quiet)  # type: ignore[call-overload]
-    if first.returncode != 0:
-        lines = first.stderr.decode(errors="replace").strip().splitlines()
-        return f"fails (exit {first.returncode}): {lines[-1] if lines else ''}"
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, env=env, check=True, **quiet)  # type: ignore[call-overload]
-        best = min(best, time.perf_counter() - start)
-    return best * 1000
+def best_of(cmd: list[str], cwd: Path, env: dict[str, str]) -> float | str:
+    """Best wall time in ms of ``RUNS`` fresh runs (after a warm-up), or why it failed."""
+    try:
+        return _timing.best_of(cmd, cwd, env, RUNS)
+    except subprocess.CalledProcessError as exc:
+        lines = exc.stderr.decode(errors="replace").strip().splitlines()
+        return f"fails (exit {exc.returncode}): {lines[-1] if lines else ''}"
 
 
 def main() -> str:
     capnp = shutil.which("capnp")
     if capnp is None or not (SRC / SOURCE).is_file():
         return "## compile\n\nskipped: needs `capnp` and the corpus (capnproto-0.9.2)\n"
-    work = Path(tempfile.mkdtemp(prefix="cara-bench-compile-"))
-    try:
+    with _timing.scratch_dir("cara-bench-compile-") as work:
         return _measure(capnp, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _measure(capnp: str, work: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(PWD=str(SRC), PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(work / "pycache"))
+    env = _timing.child_env(work, PWD=str(SRC), PYTHONPATH=str(REPO))
     py = sys.executable
     out = work / "out"
     out.mkdir()

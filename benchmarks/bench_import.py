@@ -22,38 +22,25 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("CARA_CORPUS", REPO.parent / "shared" / "corpus"))
-SRC = CORPUS / "capnproto-0.9.2" / "c++" / "src"
-RUNS = int(os.environ.get("CARA_BENCH_RUNS", "15"))
+import _timing
+from _timing import REPO, SRC
+
+RUNS = _timing.runs(15)
 
 
-def best_of(cmd: list[str], cwd: Path, env: dict[str, str], runs: int = RUNS) -> float:
-    """Best wall time in milliseconds of ``runs`` fresh runs of ``cmd`` (after one warm-up)."""
-    env = {**env, "PWD": str(cwd)}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, **quiet)  # type: ignore[call-overload]
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, env=env, check=True, **quiet)  # type: ignore[call-overload]
-        best = min(best, time.perf_counter() - start)
-    return best * 1000
+def best_of(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    return _timing.best_of(cmd, cwd, env, RUNS)
 
 
 def main() -> str:
     capnp = shutil.which("capnp")
     if capnp is None or not (SRC / "capnp" / "test.capnp").is_file():
         return "## import\n\nskipped: needs `capnp` and the corpus (capnproto-0.9.2)\n"
-    work = Path(tempfile.mkdtemp(prefix="cara-bench-import-"))
-    try:
+    with _timing.scratch_dir("cara-bench-import-") as work:
         return _measure(capnp, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _measure(capnp: str, work: Path) -> str:
@@ -67,9 +54,8 @@ def _measure(capnp: str, work: Path) -> str:
     shutil.copytree(SRC / "capnp" / "testdata", schema_dir / "testdata")
     generated = work / "generated"
     generated.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), CARA_CACHE_DIR=str(work / "cache"),
-               PYTHONPATH=os.pathsep.join([str(REPO), str(include)]))
+    env = _timing.child_env(work, CARA_CACHE_DIR=str(work / "cache"),
+                            PYTHONPATH=os.pathsep.join([str(REPO), str(include)]))
     py = sys.executable
     flags = [f"-I{include}", "--no-standard-import"]
     subprocess.run([py, "-m", "cara", "compile", *flags, f"-ocara:{generated}", "test.capnp"],

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The bench modules import their shared helpers (``_timing``, ``_person``) from here.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 
 def available() -> dict[str, Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,23 @@ def corpus_092(corpus: Path) -> Path:
 def corpus_head(corpus: Path) -> Path:
     """Root of the capnproto master tree (1.x syntax)."""
     return corpus / "capnproto-head"
+
+
+@pytest.fixture(scope="module")
+def s() -> Any:
+    """The seed's schema (``MyStruct``, ``Person``) as runtime classes (see
+    tests/runtime/schemas.py)."""
+    from tests.runtime.schemas import seed
+
+    return seed()
+
+
+@pytest.fixture(scope="module")
+def b() -> Any:
+    """tests/runtime/schemas.py's ``basics.capnp`` as runtime classes."""
+    from tests.runtime.schemas import basics
+
+    return basics()
 
 
 def _isolate_pycapnp() -> None:

@@ -38,16 +38,10 @@ from cara.schema import model
 
 from .capnp.builder import MessageBuilder, copy_pointer
 from .capnp.canonical import canonicalize
+from .capnp.copying import Ref, copy_object, list_words
 from .capnp.framing import frame_segments, framed_size, read_flat, read_framed
 from .capnp.packing import pack, pack_framed, unpack
-from .capnp.reader import (
-    DEFAULT_TRAVERSAL_LIMIT,
-    ELEMENT_BITS,
-    Message,
-    list_at,
-    resolve,
-    struct_at,
-)
+from .capnp.reader import DEFAULT_TRAVERSAL_LIMIT, Message, resolve
 
 __all__ = [
     "BINARY_FORMATS",
@@ -154,68 +148,34 @@ class SegmentedCopy:
         seg = self._new_segment(1)
         self.with_space = seg
         self._try(seg, 1)
-        self.copy(msg, 0, msg.bounds[0][0], msg.nesting_limit, seg, 0)
+        copy_object(self, (seg, 0), msg, 0, msg.bounds[0][0], msg.nesting_limit)
 
-    def copy(self, msg: Message, src_seg: int, src_pos: int, nesting: int, seg: int,
-             ref: int) -> None:
-        """Copy the object the pointer at byte ``src_pos`` of ``msg`` points to, writing its
-        pointer at word ``ref`` of segment ``seg``."""
-        kind, _s, _t, _lo, hi = resolve(msg, src_seg, src_pos)
-        if kind < 0:
-            return
-        if kind == 3:
-            _PTR.pack_into(self.segments[seg], ref * 8, 3, hi)
-            return
-        buf = msg.buf
-        if kind == 0:
-            loc = struct_at(msg, src_seg, src_pos, nesting)
-            assert loc is not None
-            sseg, dpos, dbytes, ppos, nptrs, inner = loc
-            dwords = (dbytes + 7) >> 3
-            total = dwords + nptrs
-            if total == 0:
-                _PTR.pack_into(self.segments[seg], ref * 8, -4, 0)
-                return
-            oseg, at, pref = self.allocate(seg, ref, total)
-            self._point(oseg, pref, at, 0, dwords | nptrs << 16)
-            out = self.segments[oseg]
-            out[at * 8:at * 8 + dbytes] = buf[dpos:dpos + dbytes]
-            for i in range(nptrs):
-                self.copy(msg, sseg, ppos + 8 * i, inner, oseg, at + dwords + i)
-            return
-        lloc = list_at(msg, src_seg, src_pos, nesting)
-        assert lloc is not None
-        lseg, lpos, count, step, dbytes, nptrs, size, inner = lloc
-        if size == 7:
-            dwords = dbytes >> 3
-            words = count * (dwords + nptrs)
-            oseg, at, pref = self.allocate(seg, ref, words + 1)
-            self._point(oseg, pref, at, 1, words << 3 | 7)
-            out = self.segments[oseg]
-            _PTR.pack_into(out, at * 8, count << 2, dwords | nptrs << 16)
-            base = (at + 1) * 8
-            ostep = (dwords + nptrs) * 8
-            for i in range(count):
-                src = lpos + i * step
-                out[base + i * ostep:base + i * ostep + dbytes] = buf[src:src + dbytes]
-            for i in range(count):
-                src = lpos + i * step + dbytes
-                first = at + 1 + i * (dwords + nptrs) + dwords
-                for j in range(nptrs):
-                    self.copy(msg, lseg, src + 8 * j, inner, oseg, first + j)
-            return
-        if size == 6:
-            oseg, at, pref = self.allocate(seg, ref, count)
-            self._point(oseg, pref, at, 1, count << 3 | 6)
-            for i in range(count):
-                self.copy(msg, lseg, lpos + 8 * i, inner, oseg, at + i)
-            return
-        bits = 1 if size == 1 else ELEMENT_BITS[size]
-        nbytes = (count * bits + 7) >> 3
-        words = (count * bits + 63) >> 6
-        oseg, at, pref = self.allocate(seg, ref, words)
-        self._point(oseg, pref, at, 1, count << 3 | size)
-        self.segments[oseg][at * 8:at * 8 + nbytes] = buf[lpos:lpos + nbytes]
+    def segment(self, seg: int) -> bytearray:
+        return self.segments[seg]
+
+    def set_capability(self, ref: Ref, index: int) -> None:
+        _PTR.pack_into(self.segments[ref[0]], ref[1], 3, index)
+
+    def init_struct(self, ref: Ref, data_words: int, ptr_count: int) -> Ref:
+        total = data_words + ptr_count
+        if total == 0:
+            _PTR.pack_into(self.segments[ref[0]], ref[1], -4, 0)
+            return ref
+        oseg, at, pref = self.allocate(ref[0], ref[1] >> 3, total)
+        self._point(oseg, pref, at, 0, data_words | ptr_count << 16)
+        return oseg, at * 8
+
+    def init_list(self, ref: Ref, size_code: int, count: int) -> Ref:
+        oseg, at, pref = self.allocate(ref[0], ref[1] >> 3, list_words(size_code, count))
+        self._point(oseg, pref, at, 1, count << 3 | size_code)
+        return oseg, at * 8
+
+    def init_struct_list(self, ref: Ref, count: int, data_words: int, ptr_count: int) -> Ref:
+        words = count * (data_words + ptr_count)
+        oseg, at, pref = self.allocate(ref[0], ref[1] >> 3, words + 1)
+        self._point(oseg, pref, at, 1, words << 3 | 7)
+        _PTR.pack_into(self.segments[oseg], at * 8, count << 2, data_words | ptr_count << 16)
+        return oseg, at * 8 + 8
 
     def result(self) -> list[bytes]:
         return [bytes(s[:u * 8]) for s, u in zip(self.segments, self.used, strict=True)]
@@ -514,6 +474,19 @@ class _Plausibility:
         return None
 
 
+def _framed_instead_warning(fmt: str, framed: str) -> str:
+    """capnp's warning for ``flat``/``flat-packed`` input that reads fine as ``framed``."""
+    return (
+        "*** WARNING ***\n"
+        "The input data does not appear to match the schema that you specified. I'll try\n"
+        "to parse it anyway, but if it doesn't look right, please verify that you\n"
+        f'have the right schema. This could also be because the input is not in "{fmt}"\n'
+        f"format; indeed, it looks like this input may be in regular {framed} format,\n"
+        f'so you might want to try "{framed}" instead.  Use --quiet to suppress this\n'
+        "warning.\n"
+        "*** END WARNING ***\n")
+
+
 def _plausibility_report(plaus: _Plausibility, fmt: str, prefix: bytes) -> tuple[str, str]:
     """``(error, warning)`` for input in format ``fmt`` (either may be empty)."""
     verdict = plaus.check(fmt, prefix)
@@ -541,26 +514,9 @@ def _plausibility_report(plaus: _Plausibility, fmt: str, prefix: bytes) -> tuple
             "format anyway, as you requested. Use --quiet to suppress this warning.\n"
             "*** END WARNING ***\n")
     if fmt == "flat" and plaus.binary(prefix) in (_PLAUSIBLE, _WRONG_TYPE):
-        return "", (
-            "*** WARNING ***\n"
-            "The input data does not appear to match the schema that you specified. I'll try\n"
-            "to parse it anyway, but if it doesn't look right, please verify that you\n"
-            "have the right schema. This could also be because the input is not in \"flat\"\n"
-            "format; indeed, it looks like this input may be in regular binary format,\n"
-            "so you might want to try \"binary\" instead.  Use --quiet to suppress this\n"
-            "warning.\n"
-            "*** END WARNING ***\n")
+        return "", _framed_instead_warning(fmt, "binary")
     if fmt == "flat-packed" and plaus.packed(prefix) in (_PLAUSIBLE, _WRONG_TYPE):
-        return "", (
-            "*** WARNING ***\n"
-            "The input data does not appear to match the schema that you specified. I'll try\n"
-            "to parse it anyway, but if it doesn't look right, please verify that you\n"
-            "have the right schema. This could also be because the input is not in "
-            "\"flat-packed\"\n"
-            "format; indeed, it looks like this input may be in regular packed format,\n"
-            "so you might want to try \"packed\" instead.  Use --quiet to suppress this\n"
-            "warning.\n"
-            "*** END WARNING ***\n")
+        return "", _framed_instead_warning(fmt, "packed")
     return "", (
         "*** WARNING ***\n"
         "The input data does not appear to be the type that you specified.  I'll try\n"

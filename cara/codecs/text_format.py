@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 import re
 import struct
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from cara.errors import DecodeError
 from cara.schema import model
@@ -376,6 +376,9 @@ def _unescape(body: str, source: str, offset: int) -> bytes:
     return bytes(out)
 
 
+_T = TypeVar("_T")
+
+
 class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -453,20 +456,7 @@ class _Parser:
                 raise self.error("a binary literal needs an even number of hex digits", token)
             return _Node("binary", bytes.fromhex(digits), token.offset)
         if kind == "op" and token.text == "[":
-            items: list[_Node] = []
-            if self.peek().text != "]" or self.peek().kind != "op":
-                while True:
-                    items.append(self.expression(depth + 1))
-                    sep = self.take()
-                    if sep.kind == "op" and sep.text == "]":
-                        break
-                    if sep.kind != "op" or sep.text != ",":
-                        raise self.error("expected ',' or ']' in a list", sep)
-                    if self.peek().kind == "op" and self.peek().text == "]":
-                        self.take()
-                        break
-            else:
-                self.take()
+            items = self.separated("]", "in a list", lambda: self.expression(depth + 1))
             return _Node("list", items, token.offset)
         if kind == "op" and token.text == "(":
             ahead = self.tokens[self.pos:self.pos + 2]
@@ -489,25 +479,34 @@ class _Parser:
             raise self.error(f"invalid integer literal '{text}'", token) from None
 
     def struct_body(self, open_token: _Token, depth: int) -> _Node:
-        assigns: list[tuple[str, _Node, int]] = []
-        if self.peek().kind == "op" and self.peek().text == ")":
-            self.take()
-            return _Node("struct", assigns, open_token.offset)
-        while True:
+        def assignment() -> tuple[str, _Node, int]:
             name = self.take()
             if name.kind != "ident":
                 raise self.error("expected a field name", name)
             self.expect("=")
-            assigns.append((name.text, self.expression(depth + 1), name.offset))
+            return name.text, self.expression(depth + 1), name.offset
+
+        assigns = self.separated(")", "after a field value", assignment)
+        return _Node("struct", assigns, open_token.offset)
+
+    def separated(self, close: str, where: str, item: Callable[[], _T]) -> list[_T]:
+        """Comma-separated items up to the ``close`` operator, a trailing comma allowed (the
+        opener is already taken); ``where`` ends the error for a missing separator."""
+        items: list[_T] = []
+        if self.peek().kind == "op" and self.peek().text == close:
+            self.take()
+            return items
+        while True:
+            items.append(item())
             sep = self.take()
-            if sep.kind == "op" and sep.text == ")":
+            if sep.kind == "op" and sep.text == close:
                 break
             if sep.kind != "op" or sep.text != ",":
-                raise self.error("expected ',' or ')' after a field value", sep)
-            if self.peek().kind == "op" and self.peek().text == ")":
+                raise self.error(f"expected ',' or '{close}' {where}", sep)
+            if self.peek().kind == "op" and self.peek().text == close:
                 self.take()
                 break
-        return _Node("struct", assigns, open_token.offset)
+        return items
 
 
 def _is_octal(text: str) -> bool:

@@ -131,16 +131,316 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
     func = _hooks.get("to_bytes")
     if func is not None:
         return func(value, packed=packed)
-    codec, type_id = _schema_codec(type(value))
+    cls = type(value)
+    fast = cls.__dict__.get("_cara_capnp_encoder_")
+    if fast is None:
+        fast = _fast_encoder(cls)
+        type.__setattr__(cls, "_cara_capnp_encoder_", fast)
+    if fast:
+        codec, type_id = fast
+        try:
+            return codec.encode(type_id, value, packed=packed)
+        except Exception:
+            pass  # the general path below words the error
+    codec, type_id = _schema_codec(cls)
     return codec.encode(type_id, value.to_dict(), packed=packed)
+
+
+#: Field types whose runtime values are not what the codec encodes (capabilities, AnyPointer
+#: values as the runtime holds them).
+_NOT_DIRECT = frozenset({"anyPointer", "interface"})
+
+
+def _fast_encoder(cls: Any) -> tuple[Any, ...]:
+    """The index-keyed codec and key that encode ``cls``'s instances as they are (cached on
+    the class as ``_cara_capnp_encoder_``), or ``()`` when they must go through ``to_dict()``.
+
+    A struct instance is a dict keyed by field index whose nested structs and lists are
+    dicts and lists too, enums ``IntEnum`` members: the index-keyed codec encodes it without
+    the copy ``to_dict()`` makes. Not for generic instantiations, replaced types, or structs
+    that can hold AnyPointer or capability values (their runtime form is not the codec's)."""
+    schema = cls.cara_schema
+    builder = schema.builder
+    if builder is None or schema.bindings or builder.replacements:
+        return ()
+    codec, type_id = _schema_codec(cls, decoding=True)
+    if codec.reaches(type_id, _NOT_DIRECT):
+        return ()
+    return codec, type_id
 
 
 def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
     func = _hooks.get("from_bytes")
     if func is not None:
         return func(cls, data, packed=packed)
+    if not packed:
+        # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
+        # lookup is the cheapest per-call cost.
+        read = cls.__dict__.get("_cara_capnp_read_")
+        if read is None:
+            read = _reader(cls)
+        return read(data)
     codec, type_id = _schema_codec(cls, decoding=True)
-    return cls(_sparse(cls._cara_type_, codec.decode(type_id, data, packed=packed)))
+    return _from_sparse(cls, codec.decode(type_id, data, packed=True))
+
+
+def _reader(cls: Any) -> Callable[[Any], Any]:
+    """``cls.from_bytes`` for unpacked data as one function (cached on the class).
+
+    Where it can, the decoder builds ``cls``'s instances itself (:func:`_direct_decoder`);
+    otherwise, and whenever that fails, the sparse decoding codec's value goes through the
+    trusted builder or, failing that, the general constructor (which words any error)."""
+    codec, type_id = _schema_codec(cls, decoding=True)
+    decode = codec.decoder(type_id)
+    build = _from_decoded(cls)
+
+    def read_plain(data: Any) -> Any:
+        decoded = decode(data)
+        try:
+            return build(decoded)
+        except Exception:  # the general constructor decides, and words the error
+            return cls(decoded)
+
+    direct = _direct_decoder(cls)
+    if direct is None:
+        read = read_plain
+    else:
+        def read(data: Any) -> Any:
+            try:
+                return direct(data)
+            except Exception:  # (an error, or a value only the general path may judge)
+                return read_plain(data)
+    type.__setattr__(cls, "_cara_capnp_read_", read)
+    return read
+
+
+def _direct_decoder(cls: Any) -> Callable[[Any], Any] | None:
+    """A decoder whose generated code makes ``cls``'s instances, typed lists and enum members
+    as it reads (``SchemaCodec(instances=True)``, one per builder), or None where the runtime
+    classes cannot be tied to the codec's plans one to one: generic instantiations, replaced
+    types, AnyPointer and capability values (their runtime form is not the codec's)."""
+    schema = cls.cara_schema
+    builder = schema.builder
+    if builder is None or schema.bindings or builder.replacements:
+        return None
+    codec = getattr(builder, "_capnp_instances", None)
+    if codec is None:
+        module = importlib.import_module("cara.codecs.capnp")
+        codec = module.SchemaCodec(builder.nodes, pointer_defaults=False, keys="index",
+                                   sparse=True, instances=True)
+        builder._capnp_instances = codec
+    if codec.reaches(schema.id, _NOT_DIRECT):
+        return None
+    names: dict[str, Any] = {}
+    if not _bind(codec, schema.id, cls, names, set()):
+        return None
+    ns = codec.ns
+    for name, value in names.items():
+        if ns.get(name, value) is not value:
+            return None  # another class decoded by the same plan (should not happen)
+    ns.update(names)
+    decoder: Callable[[Any], Any] = codec.decoder(schema.id)
+    return decoder
+
+
+def _bind(codec: Any, key: Any, cls: Any, names: dict[str, Any], seen: set[Any]) -> bool:
+    """Collect in ``names`` the runtime objects the instance decoder of plan ``key`` (decoding
+    ``cls``) and of every plan it reaches refers to; False on a mismatch."""
+    if key in seen:
+        return names.get(f"C_{codec.plan(key).tag}") is cls
+    seen.add(key)
+    plan = codec.plan(key)
+    tag = plan.tag
+    names[f"C_{tag}"] = cls
+    fields = cls.cara_schema.fields
+    for fp in plan.fields:
+        index = fp.key
+        if type(index) is not int or index >= len(fields):
+            return False
+        desc = fields[index].type
+        if fp.kind == "group":
+            if desc.kind != "struct" or not _bind(codec, fp.group_id, desc.cls, names, seen):
+                return False
+        elif fp.kind == "struct":
+            if desc.kind != "struct" or \
+                    not _bind(codec, codec.plan_for_type(fp.type).key, desc.cls, names, seen):
+                return False
+        elif fp.kind == "enum":
+            if desc.kind != "enum":
+                return False
+            names[f"EV_{tag}_{index}"] = desc.cls._value2member_map_
+            names[f"EC_{tag}_{index}"] = desc.convert
+        elif fp.kind == "list":
+            if desc.kind != "list":
+                return False
+            names[f"LM_{tag}_{index}"] = _list_maker(desc)
+            t, elem = fp.type, desc.cls._cara_elem_
+            while t.list.elementType.which == "list" and elem.kind == "list":
+                t, elem = t.list.elementType, elem.cls._cara_elem_
+            et = t.list.elementType
+            if et.which == "struct":
+                if elem.kind != "struct" or \
+                        not _bind(codec, codec.plan_for_type(et).key, elem.cls, names, seen):
+                    return False
+    return True
+
+
+def _list_maker(desc: Any) -> Callable[[list[Any]], Any]:
+    """For the instance decoder: the typed list of list type ``desc`` from a decoded list
+    whose struct elements are already instances (inner lists are still plain)."""
+    lcls = desc.cls
+    elem = lcls._cara_elem_
+    lnew, lextend = list.__new__, list.extend
+    ekind = elem.kind
+    if ekind == "list":
+        inner = _list_maker(elem)
+
+        def list_list(value: list[Any]) -> Any:
+            out = lnew(lcls)
+            lextend(out, [_untrusted() if x is None else inner(x) for x in value])
+            return out
+        return list_list
+    if ekind != "struct":
+        return _maker(desc)
+
+    def struct_list(value: list[Any]) -> Any:
+        out = lnew(lcls)
+        lextend(out, value)
+        return out
+    return struct_list
+
+
+def _from_sparse(cls: Any, decoded: Any) -> Any:
+    """An instance of ``cls`` from the sparse decoding codec's value (which already leaves out
+    what _sparse would drop, and holds the types the schema says)."""
+    try:
+        return _from_decoded(cls)(decoded)
+    except Exception:  # the general constructor decides, and words the error
+        return cls(decoded)
+
+
+# ------------------------------------------------------------------ trusted construction
+
+
+def _from_decoded(cls: Any) -> Callable[[dict[int, Any]], Any]:
+    """A function that makes an instance of struct class ``cls`` from what the sparse decoding
+    codec returned for it (cached on the class as ``_cara_from_decoded_``).
+
+    The codec's output needs no checking: its dicts hold only known field numbers and at most
+    one union member, and its scalars, Text and Data already have their Python types (a
+    Float32 read from four bytes is always representable). What is left is giving nested
+    values their runtime classes: structs and groups become instances, lists typed lists,
+    enum numbers members. Anything else (capabilities) goes through the field's converter, and
+    AnyPointer values are stored as they are, as the generated constructor does."""
+    found = cls.__dict__.get("_cara_from_decoded_")
+    if found is not None:
+        return found
+    if not cls._cara_ready_:
+        cls._cara_prepare_()
+    env: dict[str, Any] = {"_dnew": dict.__new__, "_du": dict.update, "_dset": _dict_set,
+                           "_C": cls, "_M": _MISSING}
+    lines = ["def build(d):", "    s = _dnew(_C)", "    _du(s, d)"]
+    for f in cls.cara_schema.fields:
+        i, t, kind = f.number, f.type, f.type.kind
+        if kind in _TRUSTED_KINDS or kind == "anyPointer":
+            continue
+        if kind == "float32":
+            lim = t.limit
+            env[f"conv{i}"] = t.convert
+            lines += [f"    v = d.get({i}, 0.0)",
+                      f"    if not -{lim!r} <= v <= {lim!r}: _dset(s, {i}, conv{i}(v))"]
+            continue
+        if kind == "enum":
+            env[f"vm{i}"] = t.cls._value2member_map_
+            env[f"conv{i}"] = t.convert
+            lines += [f"    v = d.get({i}, _M)",
+                      "    if v is not _M:",
+                      f"        e = vm{i}.get(v)",
+                      f"        _dset(s, {i}, e if e is not None else conv{i}(v))"]
+            continue
+        if kind in ("struct", "list"):
+            env[f"make{i}"] = _lazy_maker(env, f"make{i}", t)
+        else:  # capabilities: the field's own converter
+            env[f"make{i}"] = t.convert
+        lines += [f"    v = d.get({i})", "    if v is not None:",
+                  f"        _dset(s, {i}, make{i}(v))"]
+    lines.append("    return s")
+    exec(compile("\n".join(lines) + "\n", f"<cara from_bytes {cls._cara_name_}>", "exec"), env)
+    build: Callable[[dict[int, Any]], Any] = env["build"]
+    type.__setattr__(cls, "_cara_from_decoded_", build)
+    return build
+
+
+_TRUSTED_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                            "uint32", "uint64", "float64", "text", "data"})
+_MISSING: Any = object()
+_dict_set = dict.__setitem__
+
+
+class _Untrusted(Exception):
+    """A decoded value the trusted builder leaves to the general constructor."""
+
+
+def _untrusted() -> NoReturn:
+    raise _Untrusted
+
+
+def _lazy_maker(env: dict[str, Any], name: str, desc: Any) -> Callable[[Any], Any]:
+    """A stand-in for the maker of a struct or list value of type ``desc`` that makes the real
+    one on its first call and puts it in its place (so recursive types need no order)."""
+    def first_call(value: Any) -> Any:
+        make = _maker(desc)
+        env[name] = make
+        return make(value)
+    return first_call
+
+
+def _maker(desc: Any) -> Callable[[Any], Any]:
+    """The function turning a decoded value of struct or list type ``desc`` into its runtime
+    form."""
+    if desc.kind == "struct":
+        return _from_decoded(desc.cls)
+    lcls = desc.cls
+    elem = lcls._cara_elem_
+    lnew, lextend = list.__new__, list.extend
+    ekind = elem.kind
+    if ekind in ("text", "data"):
+        def blob_list(value: list[Any]) -> Any:
+            if None in value:  # a null element: the general constructor decides
+                raise _Untrusted
+            out = lnew(lcls)
+            lextend(out, value)
+            return out
+        return blob_list
+    if ekind in _TRUSTED_KINDS or ekind == "float32":
+        # (a Float32 list element is as representable as a field)
+        def plain_list(value: list[Any]) -> Any:
+            out = lnew(lcls)
+            lextend(out, value)
+            return out
+        return plain_list
+    if ekind == "enum":
+        vm = elem.cls._value2member_map_
+        conv = elem.convert
+
+        def enum_list(value: list[Any]) -> Any:
+            out = lnew(lcls)
+            lextend(out, [e if (e := vm.get(x)) is not None else conv(x) for x in value])
+            return out
+        return enum_list
+    if ekind in ("struct", "list"):
+        holder: dict[str, Any] = {}
+        holder["make"] = _lazy_maker(holder, "make", elem)
+
+        def nested_list(value: list[Any]) -> Any:
+            out = lnew(lcls)
+            make = holder["make"]
+            lextend(out, [_untrusted() if x is None else make(x) for x in value])
+            return out
+        return nested_list
+    conv_list: Callable[[Any], Any] = lcls._cara_convert_  # AnyPointer, capabilities
+    return conv_list
+
 
 
 _SCALAR_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
@@ -187,12 +487,15 @@ def _sparse_plan(struct_cls: Any) -> dict[int, tuple[int, int, Any, Any]]:
 
 
 def _sparse(t: Any, value: Any, depth: int = 0) -> Any:
-    """The codec's decoded value (fresh dicts keyed by field number) made ready for the struct
-    class in one pass (the runtime's fast path takes it as it is): without null pointers
+    """The codec's full decoded value (fresh dicts keyed by field number) made ready for the
+    struct class in one pass (the runtime's fast path takes it as it is): without null pointers
     and without the scalars that hold their default. The wire stores both as zeros, so leaving
     them unset makes a decoded struct equal to the one that was written, and as small in
     msgpack. Union members are kept (which one is set matters), except the discriminant-0
-    member holding its default: an empty union already reads as that member."""
+    member holding its default: an empty union already reads as that member.
+
+    ``from_bytes`` gets this form straight from the codec (``SchemaCodec(sparse=True)``); this
+    function states the rule in one place and is what tests compare that decoder with."""
     if depth > 256:  # the codec's nesting limit is far lower; this only bounds recursion
         return value
     if t.kind == "struct" and isinstance(value, dict):
@@ -243,9 +546,12 @@ def _schema_codec(cls: Any, *, decoding: bool = False) -> tuple[Any, Any]:
             raise NotImplementedError(f"the Cap'n Proto binary codec is not available: {e}") \
                 from None
         nodes = _replaced_nodes(builder) if builder.replacements else builder.nodes
-        # Null pointers decode as None (unset), not as the field's default.
-        codec = module.SchemaCodec(nodes, pointer_defaults=False,
-                                   keys="index" if decoding else "name")
+        # Null pointers decode as None (unset), not as the field's default; decoding leaves
+        # out what the wire cannot tell from unset (the form _sparse describes).
+        if decoding:
+            codec = module.SchemaCodec(nodes, pointer_defaults=False, keys="index", sparse=True)
+        else:
+            codec = module.SchemaCodec(nodes, pointer_defaults=False, keys="name")
         setattr(builder, attr, codec)
     if not schema.bindings:
         return codec, schema.id

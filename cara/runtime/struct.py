@@ -595,18 +595,14 @@ class Struct(dict):
 
     def to_bytes(self, *, packed: bool = False) -> bytes:
         """The Cap'n Proto binary encoding (provided by the capnp codec when installed)."""
-        from cara.runtime import hooks
-
-        return hooks.to_bytes(self, packed=packed)
+        return _hooks.to_bytes(self, packed=packed)
 
     def to_packed_bytes(self) -> bytes:
         return self.to_bytes(packed=True)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, packed: bool = False) -> Any:
-        from cara.runtime import hooks
-
-        return hooks.from_bytes(cls, data, packed=packed)
+        return _hooks.from_bytes(cls, data, packed=packed)
 
     @classmethod
     def from_packed_bytes(cls, data: bytes) -> Any:

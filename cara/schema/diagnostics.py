@@ -27,17 +27,29 @@ class SourceText:
     def __init__(self, display_name: str, text: str) -> None:
         self.display_name = display_name
         self.text = text
-        self._line_starts = [0]
-        for index, char in enumerate(text):
-            if char == "\n":
-                self._line_starts.append(index + 1)
+        # Worked out on the first diagnostic: a file that compiles never needs them.
+        self._line_starts: list[int] | None = None
+        self._ascii = True
+
+    def _index_lines(self) -> list[int]:
+        text = self.text
+        starts = [0]
+        index = text.find("\n")
+        while index >= 0:
+            starts.append(index + 1)
+            index = text.find("\n", index + 1)
+        self._line_starts = starts
         self._ascii = text.isascii()
+        return starts
 
     def line_col(self, offset: int) -> tuple[int, int]:
         """1-based line and 1-based byte column of ``offset``."""
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self._line_starts, offset) - 1
-        start = self._line_starts[line]
+        line_starts = self._line_starts
+        if line_starts is None:
+            line_starts = self._index_lines()
+        line = bisect.bisect_right(line_starts, offset) - 1
+        start = line_starts[line]
         if self._ascii:
             col = offset - start
         else:

@@ -24,7 +24,6 @@ API:
 from __future__ import annotations
 
 import hashlib
-import secrets
 
 __all__ = [
     "ID_BIT",
@@ -70,6 +69,8 @@ def method_params_id(interface_id: int, method_ordinal: int, is_results: bool) -
 
 def generate_file_id() -> int:
     """A new random id (63 random bits, bit 63 set) from the OS's secure source."""
+    import secrets  # imported here: most compiles need no new id, and the import costs
+
     return secrets.randbits(64) | ID_BIT
 
 

@@ -22,30 +22,11 @@ from pathlib import Path
 import pytest
 
 from cara.cli.main import main
+from tests.support.corpus_files import SRC_SCHEMAS_092
 from tests.support.reference import decode_request, require_capnp
 
 # Relative to the capnproto 0.9.2 root; listed (not globbed) so each gets a stable test id.
-CORPUS_FILES = [
-    "c++/src/benchmark/carsales.capnp",
-    "c++/src/benchmark/catrank.capnp",
-    "c++/src/benchmark/eval.capnp",
-    "c++/src/capnp/c++.capnp",
-    "c++/src/capnp/compat/byte-stream.capnp",
-    "c++/src/capnp/compat/http-over-capnp.capnp",
-    "c++/src/capnp/compat/json-rpc.capnp",
-    "c++/src/capnp/compat/json-test.capnp",
-    "c++/src/capnp/compat/json.capnp",
-    "c++/src/capnp/compiler/grammar.capnp",
-    "c++/src/capnp/compiler/lexer.capnp",
-    "c++/src/capnp/persistent.capnp",
-    "c++/src/capnp/rpc-twoparty.capnp",
-    "c++/src/capnp/rpc.capnp",
-    "c++/src/capnp/schema.capnp",
-    "c++/src/capnp/stream.capnp",
-    "c++/src/capnp/test-import.capnp",
-    "c++/src/capnp/test-import2.capnp",
-    "c++/src/capnp/test.capnp",
-]
+CORPUS_FILES = SRC_SCHEMAS_092
 
 #: Why test.capnp's request cannot be written yet (the other files' C++ is byte-identical).
 TEST_CAPNP_ENCODING = (

@@ -16,28 +16,18 @@ import pytest
 from cara.codecs import json_codec
 from cara.errors import DecodeError, ValueTypeError
 from tests.runtime.schemas import basics, oracle_request
+from tests.support.corpus_modules import oracle_test_capnp
 from tests.support.reference import require_capnp
 
-TEST_CAPNP = "c++/src/capnp/test.capnp"
+
+@pytest.fixture(scope="module")
+def t(corpus_092):  # type: ignore[no-untyped-def]
+    return oracle_test_capnp(corpus_092, "cara_test_json_test_capnp")
 
 
 @pytest.fixture(scope="module")
-def corpus_root(corpus_092):  # type: ignore[no-untyped-def]
-    return corpus_092
-
-
-@pytest.fixture(scope="module")
-def t(corpus_root):  # type: ignore[no-untyped-def]
-    from cara.runtime import build_module
-
-    request = oracle_request([TEST_CAPNP], cwd=str(corpus_root),
-                             import_path=[str(corpus_root / "c++/src")])
-    return build_module(request, name="cara_test_json_test_capnp")
-
-
-@pytest.fixture(scope="module")
-def testdata(corpus_root):  # type: ignore[no-untyped-def]
-    return corpus_root / "c++/src/capnp/testdata"
+def testdata(corpus_092):  # type: ignore[no-untyped-def]
+    return corpus_092 / "c++/src/capnp/testdata"
 
 
 def test_short_json_round_trips_byte_for_byte(t, testdata) -> None:  # type: ignore[no-untyped-def]

@@ -7,17 +7,6 @@ import pytest
 
 from cara.codecs import msgpack_codec
 from cara.errors import DecodeError, EncodeError, ValueTypeError
-from tests.runtime.schemas import basics, seed
-
-
-@pytest.fixture(scope="module")
-def s():  # type: ignore[no-untyped-def]
-    return seed()
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
 
 
 def test_seed_bytes(s) -> None:  # type: ignore[no-untyped-def]

@@ -20,6 +20,7 @@ import pytest
 from cara.codegen import generate, write_modules
 from cara.codegen.naming import module_path
 from cara.codegen.schemafile import SchemaFile
+from tests.support.corpus_files import ALL_SCHEMAS_092
 from tests.support.reference import reference_request, require_capnp
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,29 +133,7 @@ def test_written_files_are_byte_identical_across_runs(seed_dir: Path) -> None:
     assert a == b
 
 
-CORPUS_FILES = [
-    "c++/samples/addressbook.capnp",
-    "c++/samples/calculator.capnp",
-    "c++/src/benchmark/carsales.capnp",
-    "c++/src/benchmark/catrank.capnp",
-    "c++/src/benchmark/eval.capnp",
-    "c++/src/capnp/c++.capnp",
-    "c++/src/capnp/compat/byte-stream.capnp",
-    "c++/src/capnp/compat/http-over-capnp.capnp",
-    "c++/src/capnp/compat/json-rpc.capnp",
-    "c++/src/capnp/compat/json-test.capnp",
-    "c++/src/capnp/compat/json.capnp",
-    "c++/src/capnp/compiler/grammar.capnp",
-    "c++/src/capnp/compiler/lexer.capnp",
-    "c++/src/capnp/persistent.capnp",
-    "c++/src/capnp/rpc-twoparty.capnp",
-    "c++/src/capnp/rpc.capnp",
-    "c++/src/capnp/schema.capnp",
-    "c++/src/capnp/stream.capnp",
-    "c++/src/capnp/test-import.capnp",
-    "c++/src/capnp/test-import2.capnp",
-    "c++/src/capnp/test.capnp",
-]
+CORPUS_FILES = ALL_SCHEMAS_092
 
 EXPOSES_EVERYTHING = """\
 import importlib, json, sys

@@ -25,7 +25,6 @@ default for an unset field), not as dicts. Floats compare bit-exactly apart from
 from __future__ import annotations
 
 import math
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,16 +34,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cara.runtime import Interface, Struct
+from cara.runtime import Struct
 from cara.runtime.types import ClassType, TypeDesc
 from tests.conftest import LONG
+from tests.support.corpus_modules import TEST_CAPNP, pycapnp_test_capnp, reachable_classes
 
 #: Examples per struct and direction (CARA_LONG=1: the long run).
 EXAMPLES = 150 if LONG else 6
 #: Examples per method param/result struct (there are many, most of them small).
 PARAM_EXAMPLES = 40 if LONG else 2
 
-TEST_CAPNP = "c++/src/capnp/test.capnp"
 
 #: Every struct declared by name in test.capnp (groups are covered through their structs; the
 #: implicit param/result structs of methods by test_method_structs). test_every_struct_listed
@@ -98,18 +97,7 @@ def cara_module(corpus_092: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def peer_module(corpus_092: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """test.capnp loaded by pycapnp (a copy whose ``import "c++.capnp"`` names the installed
-    /capnp/c++.capnp: the same file id must not reach libcapnp through two paths)."""
-    from tests.support.reference import require_pycapnp
-
-    capnp = require_pycapnp()
-    if not os.path.exists("/usr/include/capnp/c++.capnp"):
-        pytest.skip("/usr/include/capnp/c++.capnp is missing (apt-get install libcapnp-dev)")
-    tmp = tmp_path_factory.mktemp("binary-interop")
-    text = (corpus_092 / TEST_CAPNP).read_text()
-    (tmp / "test.capnp").write_text(text.replace('import "c++.capnp"', 'import "/capnp/c++.capnp"'))
-    (tmp / "testdata").symlink_to(corpus_092 / "c++/src/capnp/testdata")
-    return capnp.load(str(tmp / "test.capnp"), imports=["/usr/include"])
+    return pycapnp_test_capnp(corpus_092, tmp_path_factory.mktemp("binary-interop"))
 
 
 def _lookup(module: Any, dotted: str) -> Any:
@@ -597,19 +585,8 @@ def test_replace_types_that_move_data_are_refused(cara_module: Any) -> None:
 
 
 def _named_structs(module: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    seen: set[int] = set()
-    stack = [getattr(module, n) for n in dir(module) if not n.startswith("_")]
-    while stack:
-        obj = stack.pop()
-        if not isinstance(obj, type) or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if issubclass(obj, (Struct, Interface)):
-            stack.extend(getattr(obj, n) for n in vars(obj) if n[:1].isupper())
-        if issubclass(obj, Struct) and not obj.cara_schema.is_group:
-            out[obj.cara_schema.name] = obj
-    return out
+    return {c.cara_schema.name: c for c in reachable_classes(module)
+            if issubclass(c, Struct) and not c.cara_schema.is_group}
 
 
 def test_every_struct_listed(cara_module: Any) -> None:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import msgpack
@@ -16,61 +15,32 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cara.runtime import Interface, Struct
+from cara.runtime import Struct
 from cara.runtime.types import ClassType, TypeDesc
 from tests.conftest import LONG
-from tests.runtime.schemas import oracle_request
+from tests.support.corpus_modules import (
+    oracle_test_capnp,
+    pycapnp_test_capnp,
+    reachable_classes,
+)
 
 EXAMPLES = 200 if LONG else 15
 
-TEST_CAPNP = "c++/src/capnp/test.capnp"
+
+@pytest.fixture(scope="module")
+def test_module(corpus_092):  # type: ignore[no-untyped-def]
+    return oracle_test_capnp(corpus_092, "cara_test_corpus_test_capnp")
 
 
 @pytest.fixture(scope="module")
-def corpus_root(corpus_092):  # type: ignore[no-untyped-def]
-    return corpus_092
-
-
-@pytest.fixture(scope="module")
-def test_module(corpus_root):  # type: ignore[no-untyped-def]
-    from cara.runtime import build_module
-
-    request = oracle_request([TEST_CAPNP], cwd=str(corpus_root),
-                             import_path=[str(corpus_root / "c++/src")])
-    return build_module(request, name="cara_test_corpus_test_capnp")
-
-
-@pytest.fixture(scope="module")
-def pycapnp_module(corpus_root, tmp_path_factory):  # type: ignore[no-untyped-def]
-    """test.capnp loaded by pycapnp. Its ``import "c++.capnp"`` is pointed at the installed
-    /capnp/c++.capnp (same file id): the reference oracle already loaded that one into
-    pycapnp's global parser, and libcapnp aborts on one id from two paths."""
-    from tests.support.reference import require_pycapnp
-
-    capnp = require_pycapnp()
-    if not os.path.exists("/usr/include/capnp/c++.capnp"):
-        pytest.skip("/usr/include/capnp/c++.capnp is missing (apt-get install libcapnp-dev)")
-    tmp = tmp_path_factory.mktemp("pycapnp-test-capnp")
-    text = (corpus_root / TEST_CAPNP).read_text()
-    (tmp / "test.capnp").write_text(text.replace('import "c++.capnp"', 'import "/capnp/c++.capnp"'))
-    (tmp / "testdata").symlink_to(corpus_root / "c++/src/capnp/testdata")
-    return capnp.load(str(tmp / "test.capnp"), imports=["/usr/include"])
+def pycapnp_module(corpus_092, tmp_path_factory):  # type: ignore[no-untyped-def]
+    return pycapnp_test_capnp(corpus_092, tmp_path_factory.mktemp("pycapnp-test-capnp"))
 
 
 def all_structs(module: Any) -> list[Any]:
     """Every non-generic struct class reachable from the module's top level."""
-    out: list[Any] = []
-    seen: set[int] = set()
-    stack = [getattr(module, n) for n in dir(module) if not n.startswith("_")]
-    while stack:
-        obj = stack.pop()
-        if not isinstance(obj, type) or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if issubclass(obj, (Struct, Interface)):
-            stack.extend(getattr(obj, n) for n in vars(obj) if n[:1].isupper())
-        if issubclass(obj, Struct) and not obj.cara_schema.generic_params:
-            out.append(obj)
+    out = [c for c in reachable_classes(module)
+           if issubclass(c, Struct) and not c.cara_schema.generic_params]
     return sorted(out, key=lambda c: c.cara_schema.name)
 
 

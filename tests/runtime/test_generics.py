@@ -9,12 +9,6 @@ import pytest
 
 from cara.errors import ValueTypeError
 from cara.runtime import Data, Int32, List, Text
-from tests.runtime.schemas import basics
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
 
 
 def test_unbound_parameters_hold_anything(b) -> None:  # type: ignore[no-untyped-def]

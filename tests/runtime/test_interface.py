@@ -9,12 +9,6 @@ import pytest
 
 from cara.errors import ValueTypeError
 from cara.runtime import Interface, find_capabilities
-from tests.runtime.schemas import basics
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
 
 
 def test_wrap_dict_and_convert(b) -> None:  # type: ignore[no-untyped-def]

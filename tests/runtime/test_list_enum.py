@@ -10,12 +10,6 @@ import pytest
 
 from cara.errors import ValueTypeError
 from cara.runtime import Int32, List, Text
-from tests.runtime.schemas import basics
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
 
 
 def test_list_class_and_repr() -> None:

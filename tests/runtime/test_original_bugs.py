@@ -9,12 +9,6 @@ import msgpack
 import pytest
 
 from cara.errors import ValueTypeError
-from tests.runtime.schemas import basics
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
 
 
 def test_import_needs_no_pseud_or_tornado() -> None:

@@ -14,18 +14,6 @@ import pytest
 
 from cara.errors import ValueTypeError
 from cara.runtime import UnionMemberError
-from tests.runtime.schemas import basics, seed
-
-
-@pytest.fixture(scope="module")
-def s():  # type: ignore[no-untyped-def]
-    return seed()
-
-
-@pytest.fixture(scope="module")
-def b():  # type: ignore[no-untyped-def]
-    return basics()
-
 
 # ------------------------------------------------------------------------- the seed's examples
 

@@ -21,6 +21,7 @@ import pytest
 from cara.schema import compile as compile_schema
 from cara.schema import model
 from tests.schema._compare import request_difference
+from tests.support.corpus_files import ALL_SCHEMAS_092
 from tests.support.reference import (
     normalise_request_values,
     reference_request,
@@ -28,29 +29,7 @@ from tests.support.reference import (
     require_pycapnp,
 )
 
-CORPUS_FILES = [
-    "c++/samples/addressbook.capnp",
-    "c++/samples/calculator.capnp",
-    "c++/src/capnp/stream.capnp",
-    "c++/src/capnp/c++.capnp",
-    "c++/src/capnp/compat/json.capnp",
-    "c++/src/capnp/persistent.capnp",
-    "c++/src/benchmark/carsales.capnp",
-    "c++/src/benchmark/catrank.capnp",
-    "c++/src/benchmark/eval.capnp",
-    "c++/src/capnp/compat/byte-stream.capnp",
-    "c++/src/capnp/compat/http-over-capnp.capnp",
-    "c++/src/capnp/compat/json-rpc.capnp",
-    "c++/src/capnp/compat/json-test.capnp",
-    "c++/src/capnp/compiler/grammar.capnp",
-    "c++/src/capnp/compiler/lexer.capnp",
-    "c++/src/capnp/rpc.capnp",
-    "c++/src/capnp/rpc-twoparty.capnp",
-    "c++/src/capnp/schema.capnp",
-    "c++/src/capnp/test-import.capnp",
-    "c++/src/capnp/test-import2.capnp",
-    "c++/src/capnp/test.capnp",
-]
+CORPUS_FILES = ALL_SCHEMAS_092
 
 #: Files not yet compiled identically, with the reason (xfail, not strict).
 KNOWN_DIFFERENCES: dict[str, str] = {}

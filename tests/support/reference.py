@@ -131,11 +131,34 @@ def _element_schema(capnp: Any, loader: Any, type_: model.Type) -> Any:
     raise TypeError(f"no list schema for {which}")
 
 
-class _ReaderNormaliser:
-    """pycapnp readers -> the normalised form, walking cara's model of the schema."""
+class _Normaliser:
+    """Values of one side -> the normalised form, walking cara's model of the schema."""
 
     def __init__(self, by_id: dict[int, model.Node]) -> None:
         self.by_id = by_id
+
+    def struct(self, v: Any, node: model.Node) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def value(self, v: Any, type_: model.Type) -> Any:
+        which = type_.which
+        if which == "struct":
+            return self.struct(v, self.by_id[type_.struct.typeId])  # type: ignore[union-attr]
+        if which == "list":
+            return [self.value(x, type_.list.elementType) for x in v]  # type: ignore[union-attr]
+        if which == "float32":
+            return _f32(float(v))
+        if which in ("void", "anyPointer", "interface"):
+            return None
+        return self.leaf(v, which)
+
+    def leaf(self, v: Any, which: str) -> Any:
+        """A non-pointer, non-float32 value of type ``which`` as the normalised form has it."""
+        return v
+
+
+class _ReaderNormaliser(_Normaliser):
+    """pycapnp readers -> the normalised form."""
 
     def struct(self, reader: Any, node: model.Node) -> dict[str, Any]:
         assert node.struct is not None
@@ -158,30 +181,18 @@ class _ReaderNormaliser:
             out[f.name] = self.value(getattr(reader, f.name), type_)
         return out
 
-    def value(self, v: Any, type_: model.Type) -> Any:
-        which = type_.which
-        if which == "struct":
-            return self.struct(v, self.by_id[type_.struct.typeId])  # type: ignore[union-attr]
-        if which == "list":
-            return [self.value(x, type_.list.elementType) for x in v]  # type: ignore[union-attr]
+    def leaf(self, v: Any, which: str) -> Any:
         if which == "enum":
             return int(v.raw) if hasattr(v, "raw") else int(v)
         if which == "data":
             return bytes(v)
         if which == "text":
             return str(v)
-        if which == "float32":
-            return _f32(float(v))
-        if which in ("void", "anyPointer", "interface"):
-            return None
         return v
 
 
-class _DictNormaliser:
+class _DictNormaliser(_Normaliser):
     """cara's Python values -> the normalised form, filling in defaults from the schema."""
-
-    def __init__(self, by_id: dict[int, model.Node]) -> None:
-        self.by_id = by_id
 
     def struct(self, d: dict[str, Any], node: model.Node) -> dict[str, Any]:
         assert node.struct is not None
@@ -215,18 +226,6 @@ class _DictNormaliser:
         if which in ("void", "interface"):
             return None
         return self.value(getattr(value, which), type_)
-
-    def value(self, v: Any, type_: model.Type) -> Any:
-        which = type_.which
-        if which == "struct":
-            return self.struct(v, self.by_id[type_.struct.typeId])  # type: ignore[union-attr]
-        if which == "list":
-            return [self.value(x, type_.list.elementType) for x in v]  # type: ignore[union-attr]
-        if which == "float32":
-            return _f32(float(v))
-        if which in ("void", "anyPointer", "interface"):
-            return None
-        return v
 
 
 def _read_pointer(capnp: Any, loader: Any, reader: Any, type_: model.Type,

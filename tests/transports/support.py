@@ -28,6 +28,24 @@ class Custom(Exception):
     """Not a builtin: must arrive as cara.rpc.Failed, never be imported by name."""
 
 
+class SleepImpl:
+    """A ``sleep(seconds)`` method for the cancellation tests: ``started`` counts the calls that
+    began, ``cancelled`` is set when one is cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.started = 0
+
+    async def sleep(self, seconds: float) -> bool:
+        self.started += 1
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return True
+
+
 class CalcImpl:
     """Implements Calc; counts handler starts and cancellations for the cancellation tests."""
 

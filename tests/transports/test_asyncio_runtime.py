@@ -14,32 +14,19 @@ import pytest
 from cara.rpc import Failed, Unimplemented, register_interface, release
 from cara.transports import Client, Server
 from tests.rpc.schemas import runtime_module
-from tests.transports.support import connected, eventually, run
+from tests.transports.support import HolderImpl, SleepImpl, connected, eventually, run
 
 
 def mod() -> Any:
     return runtime_module()
 
 
-class CalcImpl:  # a plain object implementing Calc by attribute names
-    def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
-        self.started = 0
-
+class CalcImpl(SleepImpl):  # a plain object implementing Calc by attribute names
     def add(self, a: int, b: int) -> int:
         return a + b
 
     def fail(self, kind: str, message: str) -> None:
         raise {"ValueError": ValueError, "LookupError": LookupError}[kind](message)
-
-    async def sleep(self, seconds: float) -> bool:
-        self.started += 1
-        try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-        return True
 
     def pair(self) -> tuple[int, str]:
         return 3, "three"
@@ -233,17 +220,8 @@ def test_three_parties_with_runtime_classes() -> None:
     m = mod()
 
     async def main() -> None:
-        class Holder(m.Holder):
-            held: Any = None
-
-            def put(self, cap: Any) -> None:
-                self.held = cap
-
-            def get(self) -> Any:
-                return self.held
-
-            async def callHeld(self, value: int) -> int:
-                return int(await self.held.call(value))
+        class Holder(HolderImpl, m.Holder):
+            pass
 
         server_b = await start((m.Calc, CalcImpl()))
         server_c = await start((m.Holder, Holder()))

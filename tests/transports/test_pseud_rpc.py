@@ -14,9 +14,9 @@ import contextlib
 import gc
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -27,8 +27,7 @@ zmq = pytest.importorskip("zmq", reason="pyzmq is not installed (pip install pyz
 from cara import cara_pseud  # noqa: E402
 from cara.rpc import Disconnected, Failed, Unimplemented  # noqa: E402
 from tests.support.reference import reference_request, require_capnp  # noqa: E402
-
-T = TypeVar("T")
+from tests.transports.support import SleepImpl, run  # noqa: E402
 
 # The seed's my_ifaces.capnp with the id and ordinals Cap'n Proto requires, plus interfaces for
 # the other tests. Shout.echo has the same name as SimpleEcho.echo on purpose.
@@ -87,11 +86,6 @@ def ifaces() -> Any:
     return _modules["m"]
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-    """Run a test coroutine on a fresh loop, failing (not hanging) after ``timeout`` seconds."""
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 def endpoint(rpc: Any) -> str:
     raw = rpc.socket.getsockopt(zmq.LAST_ENDPOINT)
     return raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -131,23 +125,12 @@ def tables_empty(rpc: Any) -> bool:
     return s["exports"] == s["imports"] == s["questions"] == s["answers"] == 0
 
 
-class WorkerImpl:
-    def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
-
+class WorkerImpl(SleepImpl):
     def fail(self, kind: str, message: str) -> None:
         class Mine(Exception):
             pass
 
         raise {"ValueError": ValueError, "KeyError": KeyError, "Mine": Mine}[kind](message)
-
-    async def sleep(self, seconds: float) -> bool:
-        try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-        return True
 
     async def askClient(self, text: str) -> str:
         # A server-to-client call: the calling client's SimpleEcho, reached by its routing id.

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from cara.errors import ValueTypeError
 from cara.schema import model
 
+from .copying import Ref, copy_object, list_words
 from .framing import frame_segments
-from .reader import ELEMENT_BITS, AnyPointerReader, Message, list_at, resolve, struct_at
+from .reader import AnyPointerReader, Message
 
 if TYPE_CHECKING:
     from .schema_codec import SchemaCodec, StructPlan
@@ -38,9 +39,6 @@ __all__ = ["Arena", "ArenaWriter", "Ref"]
 FIRST_SEGMENT_WORDS = 1024
 
 _PTR = struct.Struct("<iI")
-
-#: ``(segment index, byte offset in that segment)``
-Ref = tuple[int, int]
 
 
 class Arena:
@@ -115,6 +113,37 @@ class Arena:
         _PTR.pack_into(self.segments[pad_seg], pad + 8, kind, hi)
         _PTR.pack_into(self.segments[ref[0]], ref[1], 2 | 4 | (pad >> 3) << 3, pad_seg)
 
+    # ------------------------------------------------------- objects (a copying.CopyTarget)
+
+    def segment(self, seg: int) -> bytearray:
+        return self.segments[seg]
+
+    def set_capability(self, ref: Ref, index: int) -> None:
+        _PTR.pack_into(self.segments[ref[0]], ref[1], 3, index)
+
+    def init_struct(self, ref: Ref, data_words: int, ptr_count: int) -> Ref:
+        """Place a struct for the pointer at ``ref``; return its data section."""
+        if data_words + ptr_count == 0:
+            _PTR.pack_into(self.segments[ref[0]], ref[1], -4, 0)
+            return ref
+        ptr, obj = self.place(ref, data_words + ptr_count)
+        self.point(ptr, obj, 0, data_words | ptr_count << 16)
+        return obj
+
+    def init_list(self, ref: Ref, size_code: int, count: int) -> Ref:
+        """Place a list of a non-composite element size (0..6); return its first element."""
+        ptr, obj = self.place(ref, list_words(size_code, count))
+        self.point(ptr, obj, 1, count << 3 | size_code)
+        return obj
+
+    def init_struct_list(self, ref: Ref, count: int, data_words: int, ptr_count: int) -> Ref:
+        """Place an inline-composite list and its tag; return its first element."""
+        words = count * (data_words + ptr_count)
+        ptr, obj = self.place(ref, 1 + words)
+        self.point(ptr, obj, 1, words << 3 | 7)
+        _PTR.pack_into(self.segments[obj[0]], obj[1], count << 2, data_words | ptr_count << 16)
+        return obj[0], obj[1] + 8
+
     # ----------------------------------------------------------------------------- output
 
     def segment_bytes(self) -> list[bytes]:
@@ -157,12 +186,9 @@ class ArenaWriter:
 
     def write_struct(self, ref: Ref, plan: StructPlan, value: Mapping[Any, Any]) -> None:
         dw, pc = plan.data_words, plan.pointer_count
-        if dw + pc == 0:
-            _PTR.pack_into(self.arena.segments[ref[0]], ref[1], -4, 0)
-            return
-        ptr, obj = self.arena.place(ref, dw + pc)
-        self.arena.point(ptr, obj, 0, dw | pc << 16)
-        self.fill_struct(obj[0], obj[1], obj[1] + dw * 8, plan, value)
+        seg, pos = self.arena.init_struct(ref, dw, pc)
+        if dw + pc:
+            self.fill_struct(seg, pos, pos + dw * 8, plan, value)
 
     def fill_struct(self, seg: int, dpos: int, ppos: int, plan: StructPlan,
                     value: Mapping[Any, Any]) -> None:
@@ -227,14 +253,12 @@ class ArenaWriter:
             self.write_struct(ref, self.codec.plan_for_type(type_), value)
         elif w in ("text", "data"):
             raw = value.encode() + b"\0" if w == "text" else bytes(value)
-            ptr, obj = arena.place(ref, (len(raw) + 7) >> 3)
-            arena.segments[obj[0]][obj[1]:obj[1] + len(raw)] = raw
-            arena.point(ptr, obj, 1, len(raw) << 3 | 2)
+            self._write_bytes(ref, 2, len(raw), raw)
         elif w == "list":
             assert type_.list is not None
             self._write_list(ref, type_.list.elementType, value)
         elif w == "interface" or (w == "anyPointer" and isinstance(value, int)):
-            _PTR.pack_into(arena.segments[ref[0]], ref[1], 3, value)
+            arena.set_capability(ref, value)
         elif isinstance(value, AnyPointerReader):
             self.copy(ref, value.msg, value.seg, value.pos, value.nesting)
         elif isinstance(value, model.PointerValue):
@@ -250,21 +274,16 @@ class ArenaWriter:
             assert et.struct is not None
             plan = self.codec.plan_for_type(et)
             dw, pc = plan.data_words, plan.pointer_count
-            ptr, obj = arena.place(ref, 1 + count * (dw + pc))
-            seg, pos = obj
-            arena.point(ptr, obj, 1, count * (dw + pc) << 3 | 7)
-            _PTR.pack_into(arena.segments[seg], pos, count << 2, dw | pc << 16)
-            base = pos + 8
+            seg, base = arena.init_struct_list(ref, count, dw, pc)
             for item in items:
                 self.fill_struct(seg, base, base + dw * 8, plan, item)
                 base += (dw + pc) * 8
             return
         code = _LIST_CODES.get(w)
         if code is None:  # a list of pointers
-            ptr, obj = arena.place(ref, count)
-            arena.point(ptr, obj, 1, count << 3 | 6)
+            seg, pos = arena.init_list(ref, 6, count)
             for i, item in enumerate(items):
-                self.write_pointer((obj[0], obj[1] + 8 * i), et, item)
+                self.write_pointer((seg, pos + 8 * i), et, item)
             return
         if code == 0:
             raw = b""
@@ -273,62 +292,15 @@ class ArenaWriter:
             raw = bits.to_bytes((count + 7) >> 3, "little")
         else:
             raw = struct.pack(f"<{count}{_SCALAR_FORMATS[w][1]}", *items)
-        ptr, obj = arena.place(ref, (len(raw) + 7) >> 3)
-        arena.segments[obj[0]][obj[1]:obj[1] + len(raw)] = raw
-        arena.point(ptr, obj, 1, count << 3 | code)
+        self._write_bytes(ref, code, count, raw)
+
+    def _write_bytes(self, ref: Ref, size_code: int, count: int, raw: bytes) -> None:
+        """A list of non-pointer elements (text and data too) whose content is ``raw``."""
+        seg, pos = self.arena.init_list(ref, size_code, count)
+        self.arena.segments[seg][pos:pos + len(raw)] = raw
 
     # ------------------------------------------------------------------------------ copying
 
     def copy(self, ref: Ref, msg: Message, seg: int, pos: int, nesting: int) -> None:
         """Deep-copy the object the pointer at ``pos`` in ``msg`` points to (preorder)."""
-        if pos < 0:
-            return
-        arena = self.arena
-        kind, _seg, _target, _lo, hi = resolve(msg, seg, pos)
-        if kind < 0:
-            return
-        if kind == 3:
-            _PTR.pack_into(arena.segments[ref[0]], ref[1], 3, hi)
-            return
-        buf = msg.buf
-        if kind == 0:
-            loc = struct_at(msg, seg, pos, nesting)
-            assert loc is not None
-            sseg, dpos, dbytes, ppos, nptrs, inner = loc
-            dw = (dbytes + 7) >> 3
-            if dw + nptrs == 0:
-                _PTR.pack_into(arena.segments[ref[0]], ref[1], -4, 0)
-                return
-            ptr, obj = arena.place(ref, dw + nptrs)
-            arena.point(ptr, obj, 0, dw | nptrs << 16)
-            arena.segments[obj[0]][obj[1]:obj[1] + dbytes] = buf[dpos:dpos + dbytes]
-            for i in range(nptrs):
-                self.copy((obj[0], obj[1] + dw * 8 + 8 * i), msg, sseg, ppos + 8 * i, inner)
-            return
-        lloc = list_at(msg, seg, pos, nesting)
-        assert lloc is not None
-        lseg, lpos, count, step, dbytes, nptrs, size, inner = lloc
-        if size == 7:
-            words = count * step // 8
-            ptr, obj = arena.place(ref, 1 + words)
-            arena.point(ptr, obj, 1, words << 3 | 7)
-            _PTR.pack_into(arena.segments[obj[0]], obj[1], count << 2,
-                           dbytes // 8 | nptrs << 16)
-            for i in range(count):
-                src = lpos + i * step
-                dst = obj[1] + 8 + i * step
-                arena.segments[obj[0]][dst:dst + dbytes] = buf[src:src + dbytes]
-                for j in range(nptrs):
-                    self.copy((obj[0], dst + dbytes + 8 * j), msg, lseg,
-                              src + dbytes + 8 * j, inner)
-            return
-        if size == 6:
-            ptr, obj = arena.place(ref, count)
-            arena.point(ptr, obj, 1, count << 3 | 6)
-            for i in range(count):
-                self.copy((obj[0], obj[1] + 8 * i), msg, lseg, lpos + 8 * i, inner)
-            return
-        nbytes = (count + 7) >> 3 if size == 1 else count * (ELEMENT_BITS[size] >> 3)
-        ptr, obj = arena.place(ref, (nbytes + 7) >> 3)
-        arena.segments[obj[0]][obj[1]:obj[1] + nbytes] = buf[lpos:lpos + nbytes]
-        arena.point(ptr, obj, 1, count << 3 | size)
+        copy_object(self.arena, ref, msg, seg, pos, nesting)

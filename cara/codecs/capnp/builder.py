@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import struct
 
+from .copying import Ref, copy_object
 from .framing import frame_segments
 from .packing import pack
-from .reader import ELEMENT_BITS, Message, list_at, resolve, struct_at
+from .reader import ELEMENT_BITS, Message
 
 __all__ = ["MessageBuilder", "copy_pointer"]
 
@@ -117,15 +118,29 @@ class MessageBuilder:
 # ------------------------------------------------------------------------------------ copying
 
 
-def _last_nonzero_word(buf: bytes, pos: int, nbytes: int) -> int:
-    """Words needed to hold the data at ``pos`` after trimming trailing zero words."""
-    chunk = buf[pos:pos + nbytes].rstrip(b"\0")
-    return (len(chunk) + 7) >> 3
+class _BuilderTarget:
+    """A :class:`MessageBuilder` as the :class:`~.copying.CopyTarget` of a deep copy (its one
+    segment is segment 0)."""
 
+    __slots__ = ("builder",)
 
-def _last_nonnull_pointer(buf: bytes, pos: int, count: int) -> int:
-    chunk = buf[pos:pos + 8 * count].rstrip(b"\0")
-    return (len(chunk) + 7) >> 3
+    def __init__(self, builder: MessageBuilder) -> None:
+        self.builder = builder
+
+    def segment(self, seg: int) -> bytearray:
+        return self.builder.buf
+
+    def set_capability(self, ref: Ref, index: int) -> None:
+        self.builder.set_capability(ref[1], index)
+
+    def init_struct(self, ref: Ref, data_words: int, ptr_count: int) -> Ref:
+        return 0, self.builder.init_struct(ref[1], data_words, ptr_count)
+
+    def init_list(self, ref: Ref, size_code: int, count: int) -> Ref:
+        return 0, self.builder.init_list(ref[1], size_code, count)
+
+    def init_struct_list(self, ref: Ref, count: int, data_words: int, ptr_count: int) -> Ref:
+        return 0, self.builder.init_struct_list(ref[1], count, data_words, ptr_count)
 
 
 def copy_pointer(dst: MessageBuilder, dst_pos: int, msg: Message, seg: int, pos: int,
@@ -136,62 +151,4 @@ def copy_pointer(dst: MessageBuilder, dst_pos: int, msg: Message, seg: int, pos:
     and trailing null pointers (struct lists: as far as every element allows), objects are laid
     out in preorder.
     """
-    if pos < 0:
-        return
-    kind, _seg2, _target, _lo, hi = resolve(msg, seg, pos)
-    if kind < 0:
-        return
-    if kind == 3:
-        dst.set_capability(dst_pos, hi)
-        return
-    buf = msg.buf
-    if kind == 0:
-        loc = struct_at(msg, seg, pos, nesting)
-        assert loc is not None
-        sseg, dpos, dbytes, ppos, nptrs, inner = loc
-        if canonical:
-            dwords = _last_nonzero_word(buf, dpos, dbytes)
-            nptrs_out = _last_nonnull_pointer(buf, ppos, nptrs)
-        else:
-            dwords = (dbytes + 7) >> 3
-            nptrs_out = nptrs
-        out = dst.init_struct(dst_pos, dwords, nptrs_out)
-        dst.buf[out:out + min(dbytes, dwords * 8)] = buf[dpos:dpos + min(dbytes, dwords * 8)]
-        pout = out + dwords * 8
-        for i in range(nptrs_out):
-            copy_pointer(dst, pout + 8 * i, msg, sseg, ppos + 8 * i, inner, canonical=canonical)
-        return
-    lloc = list_at(msg, seg, pos, nesting)
-    assert lloc is not None
-    lseg, lpos, count, step, dbytes, nptrs, size, inner = lloc
-    if size == 7:
-        if canonical:
-            dwords = 0
-            pcount = 0
-            for i in range(count):
-                base = lpos + i * step
-                dwords = max(dwords, _last_nonzero_word(buf, base, dbytes))
-                pcount = max(pcount, _last_nonnull_pointer(buf, base + dbytes, nptrs))
-        else:
-            dwords, pcount = dbytes >> 3, nptrs
-        out = dst.init_struct_list(dst_pos, count, dwords, pcount)
-        ostep = (dwords + pcount) * 8
-        keep = min(dbytes, dwords * 8)
-        for i in range(count):
-            base = lpos + i * step
-            dst.buf[out + i * ostep:out + i * ostep + keep] = buf[base:base + keep]
-        for i in range(count):
-            base = lpos + i * step + dbytes
-            obase = out + i * ostep + dwords * 8
-            for j in range(pcount):
-                copy_pointer(dst, obase + 8 * j, msg, lseg, base + 8 * j, inner,
-                             canonical=canonical)
-        return
-    if size == 6:
-        out = dst.init_list(dst_pos, 6, count)
-        for i in range(count):
-            copy_pointer(dst, out + 8 * i, msg, lseg, lpos + 8 * i, inner, canonical=canonical)
-        return
-    nbytes = (count + 7) >> 3 if size == 1 else count * (ELEMENT_BITS[size] >> 3)
-    out = dst.init_list(dst_pos, size, count)
-    dst.buf[out:out + nbytes] = buf[lpos:lpos + nbytes]
+    copy_object(_BuilderTarget(dst), (0, dst_pos), msg, seg, pos, nesting, canonical=canonical)

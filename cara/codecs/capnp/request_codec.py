@@ -40,7 +40,7 @@ from .reader import (
     Message,
     read_message,
 )
-from .schema_codec import PlanKey, SchemaCodec
+from .schema_codec import PlanKey, SchemaCodec, StructPlan
 
 __all__ = [
     "CODE_GENERATOR_REQUEST_ID",
@@ -105,13 +105,40 @@ class _Slot:
     empty: Any = None
 
 
+class _PlanCodec(SchemaCodec):
+    """A :class:`SchemaCodec` used only for its plans (offsets, sizes, defaults).
+
+    :class:`~.arena.ArenaWriter` reads nothing else, and generating each plan's encoder and
+    decoder (``exec``) is most of what a plan costs: for a one-shot ``cara compile -o-`` that
+    is a large part of the run. Never call its encode/decode methods."""
+
+    def _generate(self, plan: StructPlan) -> None:
+        pass
+
+
 class RequestCodec:
     """Maps ``CodeGeneratorRequest`` models to and from bytes with a given schema.capnp."""
 
     def __init__(self, schema_nodes: Iterable[model.Node]) -> None:
-        self.codec = SchemaCodec(list(schema_nodes))
-        self.root = self.codec.plan(CODE_GENERATOR_REQUEST_ID)
+        self._nodes = list(schema_nodes)
+        #: schema.capnp's plans without generated functions: all the capnp layout needs
+        self._plans = _PlanCodec(self._nodes)
+        self._plans.plan(CODE_GENERATOR_REQUEST_ID)  # a schema lacking the root fails here
+        self._codec: SchemaCodec | None = None
         self._layouts: dict[tuple[type, PlanKey], tuple[list[_Slot], set[str]]] = {}
+
+    @property
+    def codec(self) -> SchemaCodec:
+        """The generated codec of schema.capnp (built on first use: decoding and the compact
+        layout need it, the capnp layout does not)."""
+        if self._codec is None:
+            self._codec = SchemaCodec(self._nodes)
+        return self._codec
+
+    @property
+    def root(self) -> StructPlan:
+        """The compiled plan of ``CodeGeneratorRequest``."""
+        return self.codec.plan(CODE_GENERATOR_REQUEST_ID)
 
     # ---------------------------------------------------------------------------- decoding
 
@@ -134,10 +161,7 @@ class RequestCodec:
         got = self._layouts.get(key)
         if got is not None:
             return got
-        plan = self.codec.plan(plan_id)
-        # localns too: on Python 3.10 the class namespace would win, and Value.bool = False
-        # would shadow the builtin in its own annotations
-        hints = typing.get_type_hints(cls, vars(model), vars(model))
+        plan = self._plans.plan(plan_id)
         by_name = {f.name: f for f in plan.fields}
         members = {f.name for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT}
         slots: list[_Slot] = []
@@ -148,7 +172,7 @@ class RequestCodec:
             if fp is None:
                 raise DecodeError(f"model.{cls.__name__}.{f.name} is not a field of "
                                   f"{plan.name} in the given schema.capnp")
-            hint = _strip_optional(hints[f.name])
+            hint = _strip_optional(_hint(f.type))
             if hint is model.PointerValue:
                 slots.append(_Slot(f.name, "pointer-value"))
             elif dataclasses.is_dataclass(hint):
@@ -255,17 +279,24 @@ class RequestCodec:
         """
         if layout not in ("capnp", "compact"):
             raise ValueError(f"layout must be 'capnp' or 'compact', not {layout!r}")
-        content = SchemaCodec(request.nodes_by_id(), pointer_defaults=False)
+        compact = layout == "compact"
+        # The capnp layout writes pointer values straight into its arena, needing only the
+        # plans of their types; the compact one encodes them to readers first.
+        content = (SchemaCodec if compact else _PlanCodec)(request.nodes_by_id(),
+                                                          pointer_defaults=False)
         kinds: dict[int, str] = {n.id: n.which for n in request.nodes}
-        raw = self._from_model(request, CODE_GENERATOR_REQUEST_ID, content, kinds)
-        if layout == "compact":
+        raw = self._from_model(request, CODE_GENERATOR_REQUEST_ID, content, kinds, compact)
+        if compact:
             return self.codec.encode(CODE_GENERATOR_REQUEST_ID, raw)
         return self._write_like_capnp(raw, content)
 
     def _from_model(self, obj: Any, plan_id: PlanKey, content: SchemaCodec,
-                    kinds: dict[int, str]) -> dict[str, Any]:
+                    kinds: dict[int, str], readers: bool) -> dict[str, Any]:
         """``obj`` as plain values, with null pointers where the compiler leaves them null
-        (the model cannot tell an empty list or string from an absent one)."""
+        (the model cannot tell an empty list or string from an absent one). Pointer values
+        become readers when ``readers`` (for the generated encoder); otherwise they stay
+        :class:`~cara.schema.model.PointerValue` objects, which the arena writer lays out
+        itself, in the same order and with the same words as a copy of the reader."""
         cls = type(obj)
         slots, members = self._layout(cls, plan_id)
         out: dict[str, Any] = {}
@@ -287,11 +318,16 @@ class RequestCodec:
                 if slot.cls is model.Brand and not value.scopes and \
                         not (cls is model.Annotation and name == "brand"):
                     continue  # only annotations carry an empty brand
-                out[name] = self._from_model(value, slot.plan_id, content, kinds)
+                out[name] = self._from_model(value, slot.plan_id, content, kinds, readers)
             elif shape == "list-model":
-                out[name] = [self._from_model(v, slot.plan_id, content, kinds) for v in value]
+                out[name] = [self._from_model(v, slot.plan_id, content, kinds, readers)
+                             for v in value]
             elif shape == "pointer-value":
-                out[name] = _pointer_value_reader(value, content)
+                inner = value.value
+                if inner is None or isinstance(inner, AnyPointerReader):
+                    out[name] = inner
+                else:
+                    out[name] = _pointer_value_reader(value, content) if readers else value
             else:
                 out[name] = value
         if cls is model.FieldSlot and not obj.hadExplicitDefault:
@@ -307,8 +343,8 @@ class RequestCodec:
         capnpVersion, the nodes list with each node copied in, the sourceInfo list built as an
         orphan and adopted, then requestedFiles, each with its import table adopted."""
         arena = Arena()
-        writer = ArenaWriter(self.codec, arena, content)
-        plan = self.codec.plan(CODE_GENERATOR_REQUEST_ID)
+        writer = ArenaWriter(self._plans, arena, content)
+        plan = self._plans.plan(CODE_GENERATOR_REQUEST_ID)
         fields = {f.name: f for f in plan.fields}
         dw, pc = plan.data_words, plan.pointer_count
         ptr, root = arena.place((0, 0), dw + pc)
@@ -330,7 +366,7 @@ class RequestCodec:
         ref, type_ = slot("requestedFiles")
         files = raw.get("requestedFiles") or []
         assert type_.list is not None and type_.list.elementType.struct is not None
-        file_plan = self.codec.plan(type_.list.elementType.struct.typeId)
+        file_plan = self._plans.plan(type_.list.elementType.struct.typeId)
         imports = next(f for f in file_plan.fields if f.name == "imports")
         fdw, fpc = file_plan.data_words, file_plan.pointer_count
         ptr, obj = arena.place(ref, 1 + len(files) * (fdw + fpc))
@@ -351,7 +387,7 @@ class RequestCodec:
                            items: list[Any]) -> None:
         """A struct list built as an orphan (in the arena), then attached at ``ref``."""
         assert type_.list is not None and type_.list.elementType.struct is not None
-        plan = self.codec.plan(type_.list.elementType.struct.typeId)
+        plan = self._plans.plan(type_.list.elementType.struct.typeId)
         dw, pc = plan.data_words, plan.pointer_count
         arena = writer.arena
         words = len(items) * (dw + pc)
@@ -396,6 +432,24 @@ def _pointer_value_reader(pv: model.PointerValue, content: SchemaCodec) -> Any:
     content.encode_pointer(pv.type, builder.buf, 0, pv.value)
     msg = Message(read_flat(bytes(builder.buf)))
     return AnyPointerReader(msg, 0, 0, DEFAULT_NESTING_LIMIT)
+
+
+#: Annotation string -> the type it names in cara.schema.model (the model's annotations are
+#: strings: ``from __future__ import annotations``).
+_HINTS: dict[str, Any] = {}
+
+
+def _hint(annotation: Any) -> Any:
+    """A model field's annotation as a type, evaluated in the model's namespace only (not the
+    class's: on Python 3.10 ``Value.bool = False`` would shadow the builtin). Cheaper than
+    ``typing.get_type_hints`` of the whole class, which a one-shot encode would pay for every
+    model class."""
+    if not isinstance(annotation, str):
+        return annotation
+    hint = _HINTS.get(annotation)
+    if hint is None:
+        hint = _HINTS[annotation] = eval(annotation, vars(model))
+    return hint
 
 
 def _strip_optional(hint: Any) -> Any:

@@ -16,7 +16,9 @@ or written with a single precompiled ``struct.Struct`` call; a struct smaller th
 expects (an older writer) takes a checked path that substitutes defaults. The plan is the
 reusable part: the runtime layer can drive the same functions with its own containers
 (``keys="ordinal"`` keys struct dicts by ``@N`` instead of by name, ``keys="index"`` by the
-field's index in its node, as cara's runtime structs are keyed).
+field's index in its node, as cara's runtime structs are keyed; ``sparse=True`` leaves out what
+the wire cannot tell from unset, and ``instances=True`` builds the caller's own struct, list and
+enum objects while decoding; see ``SchemaCodec.__init__``).
 
 Generic structs get one plan per brand: a field whose type is a bound parameter is encoded and
 decoded as the bound type (``plan_for_type`` with a branded ``Type``); an unbound one stays an
@@ -207,7 +209,7 @@ class SchemaCodec:
 
     def __init__(self, nodes: Mapping[int, model.Node] | list[model.Node] |
                  model.CodeGeneratorRequest, *, pointer_defaults: bool = True,
-                 keys: str = "name") -> None:
+                 keys: str = "name", sparse: bool = False, instances: bool = False) -> None:
         """``pointer_defaults=False`` decodes a null pointer as ``None`` even where the schema
         gives a default: the raw form, for values that will be written back verbatim (schema
         default values inside a CodeGeneratorRequest).
@@ -216,7 +218,26 @@ class SchemaCodec:
         ``"ordinal"`` (the ``@N`` numbers; groups and named unions, having none, keep their
         names) or ``"index"`` (the field's index in its node's ``fields`` list, groups
         included: the numbers cara's runtime structs are keyed by).
+
+        ``sparse=True`` (with ``pointer_defaults=False``) decodes a struct to only what differs
+        from its zero bits: no null pointers, no scalars equal to their default (bit for bit:
+        -0.0 is kept where the default is 0.0), no groups left empty. Union members stay (which
+        one is set matters), except the discriminant-0 member holding its default, as an empty
+        union already reads as that member. This is the form cara's runtime structs hold, so a
+        decoded message needs no second pass to drop what the wire could not tell from unset.
+
+        ``instances=True`` (with ``sparse=True``) makes the decoder build the caller's objects
+        directly: a struct (or group) of plan tag ``t`` becomes ``dict.__new__(C_t)`` filled
+        with its fields, an enum field ``k`` holds ``EV_t_k.get(n)`` (else ``EC_t_k(n)``), and a
+        list field ``k`` holds ``LM_t_k(list)``; the caller puts those names in ``self.ns``
+        for every plan it decodes before decoding (cara's runtime does, for its classes).
         """
+        if sparse and pointer_defaults:
+            raise ValueError("sparse=True needs pointer_defaults=False")
+        if instances and not sparse:
+            raise ValueError("instances=True needs sparse=True")
+        self.sparse = sparse
+        self.instances = instances
         if keys not in ("name", "ordinal", "index"):
             raise ValueError(f"keys must be 'name', 'ordinal' or 'index', not {keys!r}")
         self.keys = keys
@@ -228,6 +249,8 @@ class SchemaCodec:
         self.nodes: Mapping[int, model.Node] = nodes
         self.plans: dict[PlanKey, StructPlan] = {}
         self._ns: dict[str, Any] = self._namespace()
+        #: the generated code's globals (see ``instances``)
+        self.ns = self._ns
         self._counter = 0
         self._list_codecs: dict[str, tuple[str, str]] = {}
         self.layouts: dict[PlanKey, ViewLayout] = {}
@@ -312,6 +335,35 @@ class SchemaCodec:
                            nesting_limit=nesting_limit)
         return self.decode_message(struct_id, msg)
 
+    def decoder(self, struct_id: PlanKey) -> Callable[[bytes | bytearray | memoryview], Any]:
+        """``decode(struct_id, data)`` (default limits, unpacked, framed) as one function with
+        the plan looked up once: for callers that decode many messages of one type. A
+        single-segment message, the usual case, is framed without the general reader."""
+        plan = self.plan(struct_id)
+        decode = plan.decode
+        assert decode is not None
+        one = struct.Struct("<I").unpack_from
+        limit = DEFAULT_NESTING_LIMIT
+        traversal = DEFAULT_TRAVERSAL_LIMIT
+
+        def decode_bytes(data: bytes | bytearray | memoryview) -> Any:
+            n = len(data)
+            if type(data) is bytes and n >= 16 and data[:4] == b"\0\0\0\0" and \
+                    one(data, 4)[0] * 8 + 8 == n:
+                msg = Message((data, [(8, n)]), traversal_limit_in_words=traversal,
+                              nesting_limit=limit)
+            else:
+                msg = read_message(data)
+            try:
+                loc = struct_at(msg, 0, msg.bounds[0][0], limit)
+                if loc is None:
+                    return decode(msg, 0, 0, 0, 0, 0, limit)
+                return decode(msg, *loc)
+            except RecursionError:
+                raise DecodeError("message nests deeper than Python's recursion limit allows "
+                                  "(lower the nesting limit)", msg.bounds[0][0]) from None
+        return decode_bytes
+
     def decode_message(self, struct_id: int, msg: Message) -> dict[str, Any]:
         plan = self.plan(struct_id)
         assert plan.decode is not None
@@ -340,6 +392,31 @@ class SchemaCodec:
         if loc is None:
             return layout.cls(layout, msg, (0, 0, 0, 0, 0, msg.nesting_limit))
         return layout.cls(layout, msg, loc)
+
+    def reaches(self, struct_id: PlanKey, kinds: frozenset[str]) -> bool:
+        """Whether a ``struct_id`` value can hold, at any depth, a field of one of ``kinds``
+        (type names such as ``"anyPointer"``; groups are looked into)."""
+        seen: set[PlanKey] = set()
+        pending = [struct_id]
+        while pending:
+            key = pending.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            for fp in self.plan(key).fields:
+                if fp.kind in kinds:
+                    return True
+                if fp.kind == "group":
+                    pending.append(fp.group_id)
+                    continue
+                t = fp.type
+                while t is not None and t.which == "list" and t.list is not None:
+                    if t.list.elementType.which in kinds:
+                        return True
+                    t = t.list.elementType
+                if t is not None and t.which == "struct":
+                    pending.append(self._key_of(t))
+        return False
 
     def layout(self, struct_id: PlanKey) -> ViewLayout:
         """The lazy-view getters of a struct (compiled on first use)."""
@@ -398,7 +475,8 @@ class SchemaCodec:
             "any_decode": _decode_any, "any_encode": self._encode_any,
             "cap_decode": _decode_cap, "cap_encode": _encode_cap,
             "unpack_from": struct.unpack_from, "pack_into": struct.pack_into,
-            "spack": struct.pack,
+            "spack": struct.pack, "DNEW": dict.__new__, "DU": dict.update,
+            "DGET": dict.get.__get__, "DHAS": dict.__contains__.__get__,
             "SVIEW": _group_view, "VIEW_STRUCT": view_struct, "VIEW_LIST": view_list,
             "LAYOUT_FILL": fill_layout_cell(self),
         }
@@ -606,6 +684,8 @@ class SchemaCodec:
         return self._scalar_expr(fp, checked)
 
     def _decoder_source(self, plan: StructPlan) -> str:
+        if self.sparse:
+            return self._sparse_decoder_source(plan)
         name = f"D_{plan.tag}"
         plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
         members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
@@ -655,6 +735,119 @@ class SchemaCodec:
         lines.append("    else:")
         lines += body(True, "        ")
         lines.append("    return d")
+        return "\n".join(lines) + "\n"
+
+    def _raw_scalar(self, fp: FieldPlan, checked: bool) -> str:
+        """Expression for scalar ``fp``'s stored bits as an int (0 iff the field holds its
+        default; floats are read as unsigned ints so -0.0 and NaNs are told from 0.0)."""
+        if fp.kind == "bool":
+            byte, bit = fp.offset >> 3, fp.offset & 7
+            expr = f"(buf[dpos + {byte}] >> {bit} & 1)"
+            return f"({expr} if dbytes > {byte} else 0)" if checked else expr
+        ch, size, _ = _SCALAR[fp.kind]
+        if fp.kind in _FLOAT_BITS:
+            ch = _FLOAT_BITS[fp.kind][1]
+        raw = f"unpack_from('<{ch}', buf, dpos + {fp.offset})[0]"
+        return f"({raw} if dbytes >= {fp.offset + size} else 0)" if checked else raw
+
+    def _from_raw(self, fp: FieldPlan, raw: str) -> str:
+        """Expression for scalar ``fp``'s value from its stored bits ``raw`` (a name)."""
+        if fp.kind == "bool":
+            return repr(not fp.default)  # (only used when the bit is set)
+        if fp.kind in _FLOAT_BITS:
+            f, i = _FLOAT_BITS[fp.kind]
+            bits = f" ^ {_float_bits(fp.kind, fp.default)}" if fp.default else ""
+            return f"unpack_from('<{f}', spack('<{i}', {raw}{bits}))[0]"
+        return f"({raw} ^ {fp.default!r})" if fp.default else raw
+
+    def _sparse_decoder_source(self, plan: StructPlan) -> str:
+        """The ``sparse=True`` decoder (see ``__init__``): fields are stored only when their
+        bits are not zero; same key order as the full decoder's dict."""
+        name = f"D_{plan.tag}"
+        inst = self.instances
+        tag = plan.tag
+
+        def value(f: FieldPlan, raw: str) -> str:
+            expr = self._from_raw(f, raw)
+            if inst and f.kind == "enum":
+                return (f"(_e if (_e := EV_{tag}_{f.key}.get({expr})) is not None else "
+                        f"EC_{tag}_{f.key}({expr}))")
+            return expr
+        plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
+        members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
+        lines = [f"def {name}(msg, seg, dpos, dbytes, ppos, nptrs, nest):", "    buf = msg.buf"]
+
+        def member(f: FieldPlan, checked: bool, ind: str, keep: bool) -> list[str]:
+            """Store ``f`` if it is not at its zero bits (or always, if ``keep``)."""
+            k = f.key
+            if f.kind == "void":
+                return [f"{ind}d[{k!r}] = None"] if keep else []
+            if f.kind == "group":
+                expr = self._field_expr(f, checked)
+                if keep:
+                    return [f"{ind}d[{k!r}] = {expr}"]
+                return [f"{ind}_g = {expr}", f"{ind}if _g:", f"{ind}    d[{k!r}] = _g"]
+            if f.kind in _POINTER_KINDS:
+                stored = f"LM_{tag}_{k}(_v)" if inst and f.kind == "list" else "_v"
+                return [f"{ind}_v = {self._pointer_expr(f, checked)}",
+                        f"{ind}if _v is not None:", f"{ind}    d[{k!r}] = {stored}"]
+            raw = self._raw_scalar(f, checked)
+            if keep:
+                if f.kind == "bool":
+                    return [f"{ind}d[{k!r}] = {self._scalar_expr(f, checked)}"]
+                return [f"{ind}_r = {raw}", f"{ind}d[{k!r}] = {value(f, '_r')}"]
+            return [f"{ind}_r = {raw}", f"{ind}if _r:",
+                    f"{ind}    d[{k!r}] = {value(f, '_r')}"]
+
+        def body(checked: bool, indent: str) -> list[str]:
+            out = [f"{indent}d = {{}}"]
+            # (the full decoder's split, so that keys come in the same order)
+            combined = [] if checked else [
+                f for f in plain if f.kind in _SCALAR and not
+                (f.kind in _FLOAT_BITS and f.default)]
+            combined.sort(key=lambda f: f.offset)
+            if combined:
+                fmt = "<"
+                at = 0
+                for f in combined:
+                    ch, size, _ = _SCALAR[f.kind]
+                    if f.kind in _FLOAT_BITS:
+                        ch = _FLOAT_BITS[f.kind][1]
+                    if f.offset > at:
+                        fmt += f"{f.offset - at}x"
+                    fmt += ch
+                    at = f.offset + size
+                sname = self._const(struct.Struct(fmt).unpack_from, "S")
+                names = [f"_s{i}" for i in range(len(combined))]
+                out.append(f"{indent}{', '.join(names)}, = {sname}(buf, dpos)")
+                for f, n in zip(combined, names, strict=False):
+                    out.append(f"{indent}if {n}:")
+                    out.append(f"{indent}    d[{f.key!r}] = {value(f, n)}")
+            done = {f.name for f in combined}
+            for f in plain:
+                if f.name not in done:
+                    out += member(f, checked, indent, False)
+            if members:
+                off = plan.discriminant_offset
+                disc = f"unpack_from('<H', buf, dpos + {off})[0]"
+                if checked:
+                    disc = f"({disc} if dbytes >= {off + 2} else 0)"
+                out.append(f"{indent}disc = {disc}")
+                for i, f in enumerate(members):
+                    kw = "if" if i == 0 else "elif"
+                    out.append(f"{indent}{kw} disc == {f.discriminant}:")
+                    out += member(f, checked, indent + "    ", f.discriminant != 0) or \
+                        [f"{indent}    pass"]
+            return out
+
+        lines.append(f"    if dbytes >= {plan.data_words * 8} and nptrs >= {plan.pointer_count}:")
+        lines += body(False, "        ")
+        lines.append("    else:")
+        lines += body(True, "        ")
+        if inst:
+            lines += [f"    s = DNEW(C_{tag})", "    DU(s, d)", "    return s"]
+        else:
+            lines.append("    return d")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------------------ encoding
@@ -722,7 +915,17 @@ class SchemaCodec:
         name = f"E_{plan.tag}"
         plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
         members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
-        lines = [f"def {name}(buf, dpos, ppos, v):", "    get = v.get"]
+        # Index-keyed values may be dict subclasses (cara's runtime structs, whose own get and
+        # `in` map names): the dict's methods are used directly.
+        index = self.keys == "index"
+        lines = [f"def {name}(buf, dpos, ppos, v):"]
+        if index:
+            lines += ["    if isinstance(v, dict):", "        get = DGET(v)",
+                      *(["        has = DHAS(v)"] if members else []),
+                      "    else:", "        get = v.get",
+                      *(["        has = v.__contains__"] if members else [])]
+        else:
+            lines.append("    get = v.get")
         ind = "    "
         combined = [f for f in plain if f.kind in _SCALAR and not
                     (f.kind in _FLOAT_BITS and f.default)]
@@ -772,13 +975,14 @@ class SchemaCodec:
             off = plan.discriminant_offset
             for i, f in enumerate(members):
                 kw = "if" if i == 0 else "elif"
-                lines.append(f"{ind}{kw} {f.key!r} in v:")
+                lines.append(f"{ind}{kw} has({f.key!r}):" if index else
+                             f"{ind}{kw} {f.key!r} in v:")
                 lines.append(f"{ind}    pass")
                 if f.discriminant:
                     lines.append(f"{ind}    pack_into('<H', buf, dpos + {off}, "
                                  f"{f.discriminant})")
                 if f.kind != "void":
-                    lines.append(f"{ind}    _x = v[{f.key!r}]")
+                    lines.append(f"{ind}    _x = get({f.key!r})")
                     if f.kind in _SCALAR or f.kind == "bool":
                         lines += self._field_store(f, "_x", ind + "    ")
                     else:
