@@ -186,30 +186,19 @@ def schema_nodes_as_in_capnp_092(nodes: list[Any]) -> list[Any]:
 
 
 def use_shipped_schema_nodes() -> None:
-    """Give the request codec schema.capnp's nodes, as capnp 0.9.2 lays them out: from the
-    copy generated as plain model objects (:mod:`cara.cli.request_schema`, the cheapest to
-    load), else from the shipped ``cara.std.schema_capnp`` module (several times faster than
-    compiling schema.capnp, which is what the codec does by itself, and still does here if
-    neither can be imported). A provider registered by someone else is left alone."""
+    """Give the request codec schema.capnp's nodes as capnp 0.9.2 lays them out, from the copy
+    generated as plain model objects (:mod:`cara.cli.request_schema`; it loads in well under a
+    millisecond, where the codec's own default compiles schema.capnp). A provider registered by
+    someone else is left alone."""
     from cara.codecs.capnp import request_codec
 
     if getattr(request_codec, "_provider", None) is not None:
         return
 
     def provider() -> list[Any]:
-        try:
-            from cara.cli._request_schema_nodes import NODES
+        from cara.cli._request_schema_nodes import NODES
 
-            return list(NODES)
-        except Exception:  # a missing or broken generated copy must not break compiling
-            pass
-        try:
-            from cara.std import schema_capnp
-
-            nodes = list(schema_capnp.cara_nodes.values())
-        except Exception:  # a broken shipped module must not break compiling
-            nodes = request_codec.bundled_schema_nodes()
-        return schema_nodes_as_in_capnp_092(nodes)
+        return list(NODES)
 
     request_codec.set_schema_nodes_provider(provider)
 

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from cara.codecs.capnp.structs import model_type, replaced_nodes
 from cara.errors import DecodeError, ValueTypeError
 from cara.runtime import hooks
 from cara.runtime.struct import Struct, clean_plain
@@ -40,7 +41,7 @@ def dumps(value: Any, *, indent: int | None = None, pretty: bool = False) -> str
     ``capnp convert --short``, laid out like ``capnp convert`` (``pretty``), or indented."""
     desc = type(value)._cara_type_
     nodes = _nodes_for(desc)
-    return format_json_value(nodes, hooks._model_type(desc), _plain(value), pretty=pretty,
+    return format_json_value(nodes, model_type(desc), _plain(value), pretty=pretty,
                              indent=indent)
 
 
@@ -53,7 +54,7 @@ def loads(cls: Any, text: str | bytes) -> Any:
             raise DecodeError(f"invalid JSON: not UTF-8 ({e.reason})", e.start) from None
     desc = cls._cara_type_
     try:
-        plain = parse_json_value(_nodes_for(desc), hooks._model_type(desc), text)
+        plain = parse_json_value(_nodes_for(desc), model_type(desc), text)
     except JsonSyntaxError as e:
         if e.path is None:
             raise
@@ -83,7 +84,7 @@ def _nodes_for(desc: Any) -> Mapping[int, model.Node]:
         return _enum_nodes(desc)
     nodes = _NODES.get(builder)
     if nodes is None:
-        nodes = hooks._replaced_nodes(builder) if builder.replacements else builder.nodes
+        nodes = replaced_nodes(builder) if builder.replacements else builder.nodes
         _NODES[builder] = nodes
     return nodes
 

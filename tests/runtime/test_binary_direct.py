@@ -18,8 +18,8 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 
+from cara.codecs.capnp import structs
 from cara.errors import ValueTypeError
-from cara.runtime import hooks
 from tests.conftest import LONG
 from tests.runtime.test_binary_interop import (
     _SETTINGS,
@@ -30,6 +30,7 @@ from tests.runtime.test_binary_interop import (
     struct_strategy,
 )
 from tests.support.reference import require_capnp, require_pycapnp
+from tests.support.sparse_rule import sparse
 
 __all__ = ["cara_module", "peer_module"]  # (fixtures, imported to be found by pytest)
 
@@ -58,11 +59,11 @@ def _general_from_bytes(cls: Any, data: bytes, packed: bool = False) -> Any:
         codec = SchemaCodec(builder.nodes, pointer_defaults=False, keys="index")
         builder._test_full_codec = codec
     full = codec.decode(cls.cara_schema.id, data, packed=packed)
-    return cls(hooks._sparse(cls._cara_type_, full))
+    return cls(sparse(cls._cara_type_, full))
 
 
 def _general_to_bytes(value: Any) -> bytes:
-    codec, type_id = hooks._schema_codec(type(value))
+    codec, type_id = structs._schema_codec(type(value))
     return codec.encode(type_id, value.to_dict())  # type: ignore[no-any-return]
 
 
