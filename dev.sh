@@ -14,8 +14,9 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
-  # Reinstall only when the dependencies changed (pyproject.toml is newer than the stamp).
-  if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  # Reinstall only when the dependencies or the optional C accelerator changed.
+  if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] \
+      || [ cara/runtime/_speedups.c -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -e ".[test,pseud]"
     touch "$STAMP"

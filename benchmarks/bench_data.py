@@ -77,7 +77,9 @@ def interleaved(contenders: dict[str, Callable[[], Any]], n: int, rounds: int
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def load_cara(tmp: str) -> Any:
+def load_cara(tmp: str, pure: bool = False) -> Any:
+    """The person.capnp module; ``pure``: its classes built without the C accelerator (as
+    ``CARA_PURE_PYTHON=1`` would), for a row beside the accelerated one."""
     text = PERSON_CAPNP.read_text()
     try:
         from cara.schema import compile_string
@@ -89,14 +91,27 @@ def load_cara(tmp: str) -> Any:
         Path(tmp, "person.capnp").write_text(text)
         request = reference_request(["person.capnp"], cwd=tmp)
     from cara.runtime import build_module
+    from cara.runtime import struct as struct_module
 
-    return build_module(request, register=False)
+    module = build_module(request, register=False)
+    saved = struct_module._speedups
+    if pure:
+        struct_module._speedups = None
+    try:
+        group = module.Person.cara_schema.by_name["employment"].type.cls
+        for cls in (module.Person, module.Person.PhoneNumber, group):
+            cls._cara_prepare_()
+    finally:
+        struct_module._speedups = saved
+    return module
 
 
 def measure(n: int, rounds: int) -> tuple[dict[str, float], list[str]]:
     """``({contender: median us}, [notes on missing peers])``."""
     notes: list[str] = []
     contenders: dict[str, Callable[[], Any]] = {}
+    from cara.runtime import struct as struct_module
+
     with tempfile.TemporaryDirectory() as tmp:
         Person = load_cara(tmp).Person
         packb, unpackb = msgpack.packb, msgpack.unpackb
@@ -132,6 +147,23 @@ def measure(n: int, rounds: int) -> tuple[dict[str, float], list[str]]:
 
         contenders["cara round trip"] = cara_round
         contenders["cara round trip (to_msgpack/from_msgpack)"] = cara_round_methods
+        if struct_module.SPEEDUPS:
+            pure_person = load_cara(tmp, pure=True).Person
+
+            def cara_round_pure() -> Any:
+                b = packb(pure_person.Create(
+                    id=123, name="Alice", email="alice@example.com",
+                    phones=[{"number": "555-1212", "type": "mobile"},
+                            {"number": "555-9999", "type": "work"}],
+                    employment={"employer": "Acme"}))
+                q = pure_person(unpackb(b, strict_map_key=False))
+                e = q.employment
+                return (q.id, q.name, q.email, [(x.number, x.type) for x in q.phones],
+                        e.which(), e.employer)
+
+            contenders["cara round trip, pure Python (no C accelerator)"] = cara_round_pure
+        else:
+            notes.append("the C accelerator is not built: every cara row is pure Python")
         contenders["  cara: Person.Create(...)"] = cara_create
         contenders["  cara: msgpack.packb(person)"] = lambda: packb(sample)
         contenders["  cara: Person(msgpack.unpackb(b))"] = lambda: Person(

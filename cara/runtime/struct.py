@@ -37,7 +37,9 @@ Equality is a dict's: two structs are equal when they hold equal values under eq
 from __future__ import annotations
 
 import copy as _copy
+import importlib
 import keyword
+import os
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
 from typing import Any
@@ -45,6 +47,25 @@ from typing import Any
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
 from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
+
+
+def _load_speedups() -> Any:
+    """The optional C accelerator (cara/runtime/_speedups.c), or None: not built (no C compiler
+    at install time), or switched off with ``CARA_PURE_PYTHON=1``."""
+    if os.environ.get("CARA_PURE_PYTHON"):
+        return None
+    try:
+        module = importlib.import_module("cara.runtime._speedups")
+    except ImportError:  # pragma: no cover - depends on the build
+        return None
+    module.set_invalid(Invalid)
+    return module
+
+
+_speedups: Any = _load_speedups()
+
+#: Whether struct construction runs through the C accelerator (``cara.runtime.SPEEDUPS``).
+SPEEDUPS = _speedups is not None
 
 __all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "make_struct_class"]
 
@@ -233,6 +254,8 @@ class Struct(dict):
     _cara_locator_: Any = None
     #: The fast constructors have been generated (see :func:`_compile`).
     _cara_ready_: bool = False
+    #: The C accelerator's plan for this class (see :func:`_accelerate`), when it is built.
+    _cara_plan_: Any = None
 
     __hash__ = None
 
@@ -948,6 +971,9 @@ def _plain_test(cls: Any, env: dict[str, Any], prefix: str, var: str) -> str:
 def _which_function(schema: StructSchema) -> Any:
     """``which()`` for a struct with an unnamed union: one C-level membership test per member
     (the default member last, since it is also the answer when nothing is set)."""
+    if _speedups is not None:
+        return _speedups.Which(tuple(f.number for f in schema.union),
+                               tuple(f.name for f in schema.union))
     first, *rest = schema.union
     source = "def which(self):\n" + "".join(
         f"    if _dcontains(self, {f.number}): return {f.name!r}\n" for f in rest
@@ -1132,9 +1158,63 @@ def _compile_now(cls: Any) -> None:
     # no class saves a little on every call.
     cls.Create = staticmethod(env["Create"])
     cls._cara_type_.convert = env["convert"]
+    if _speedups is not None:
+        _accelerate(cls, env, {f.number for f in params})
     if schema.union and "which" not in cls.__dict__:
         cls.which = _which_function(schema)
     cls._cara_ready_ = True
+
+
+_SIMPLE_KINDS = {"text": 1, "data": 2, "float64": 3, "bool": 4, "void": 5}
+_K_INT, _K_FLOAT32, _K_ENUM, _K_STRUCT, _K_LIST, _K_OTHER = 6, 7, 8, 9, 10, 11
+
+
+def _accelerate(cls: Any, env: dict[str, Any], by_name: set[int]) -> None:
+    """Put the C accelerator in front of the generated ``__init__``, ``_cara_convert_`` and
+    ``Create``. It handles the shapes the generated code handles first (number-keyed dicts,
+    name-keyed dicts and keywords, values already of the right type) with the same checks, and
+    calls the generated function with the original arguments for everything else, including
+    every value it would reject, so both accept and reject exactly the same values and errors
+    are worded by the same code."""
+    specs = []
+    for f in cls.cara_schema.fields:
+        t, k = f.type, f.type.kind
+        lo, hi, limit = 0, 0, 0.0
+        tcls: Any = None
+        vmap: Any = None
+        nmap: Any = None
+        elem_cls: Any = None
+        elem_conv: Any = None
+        conv = t.convert
+        if k == "anyPointer":
+            code = 0
+        elif k in _SIMPLE_KINDS:
+            code = _SIMPLE_KINDS[k]
+        elif k in _INT_KINDS:
+            code, lo, hi = _K_INT, t.lo, t.hi
+        elif k == "float32":
+            code, limit = _K_FLOAT32, t.limit
+        elif k == "enum":
+            code, tcls = _K_ENUM, t.cls
+            vmap, nmap = tcls._value2member_map_, tcls._member_map_
+        elif k == "struct" and isinstance(t, ClassType):
+            code, tcls = _K_STRUCT, t.cls
+        elif k == "list" and isinstance(t, ClassType):
+            code, tcls = _K_LIST, t.cls
+            elem = tcls._cara_elem_
+            if isinstance(elem, ClassType) and elem.kind == "struct":
+                elem_cls, elem_conv = elem.cls, elem.convert
+        else:
+            code = _K_OTHER
+        specs.append((f.number, f.name, code, int(f.discriminant is not None),
+                      int(f.number in by_name), lo, hi, limit, tcls, vmap, nmap, conv,
+                      elem_cls, elem_conv))
+    plan = _speedups.Plan(cls, tuple(specs), env["__init__"], env["convert"], env["Create"])
+    cls._cara_plan_ = plan
+    cls.__init__ = plan
+    cls._cara_convert_ = plan.convert
+    cls.Create = plan.create
+    cls._cara_type_.convert = plan.convert
 
 
 # ---------------------------------------------------------------------- class creation

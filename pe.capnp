@@ -1,2 +1,0 @@
-@0xd508eebdc2dc42b8;
-struct S { g :group $x(1) 5 { } }

@@ -1,0 +1,190 @@
+"""The optional C accelerator (cara/runtime/_speedups.c) against pure Python.
+
+The accelerator may only make construction faster: for any input, a class built with it and
+the same class built without it must give the same value (same items in the same order, same
+types all the way down) or the same error. Hypothesis throws valid and invalid inputs at both:
+number-keyed and name-keyed dicts, keyword arguments, nested dicts and lists, wrong types,
+out-of-range numbers, unknown keys, two union members at once.
+
+The pure-Python build is also run as a whole (the struct and fast-path test files in a child
+process with ``CARA_PURE_PYTHON=1``), so neither mode goes untested.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cara.errors import ValueTypeError
+from cara.runtime import struct as struct_module
+from cara.runtime.struct import Struct
+from cara.runtime.types import Invalid
+from tests.runtime.schemas import CARA_CAPNP, SEED_CAPNP, oracle_request
+from tests.runtime.test_fast_paths import SHADOW_CAPNP
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(not struct_module.SPEEDUPS,
+                                reason="the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+
+
+def _struct_classes(obj: Any, seen: set[int]) -> Iterator[Any]:
+    for value in vars(obj).values():
+        if isinstance(value, type) and issubclass(value, Struct) and id(value) not in seen:
+            seen.add(id(value))
+            yield value
+            yield from _struct_classes(value, seen)
+
+
+def _pair(text: str, filename: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """The module of ``text`` built twice: with the accelerator, and in pure Python."""
+    from cara.runtime import build_module
+
+    tmp = tempfile.mkdtemp(prefix="cara-speedups-")
+    Path(tmp, "cara.capnp").write_text(CARA_CAPNP)
+    Path(tmp, filename).write_text(text)
+    request = oracle_request([filename], cwd=tmp)
+    fast = build_module(request, register=False)
+    pure = build_module(request, register=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(struct_module, "_speedups", None)
+        for cls in _struct_classes(pure, set()):
+            cls._cara_prepare_()
+    for cls in _struct_classes(fast, set()):
+        cls._cara_prepare_()
+        assert type(cls.__dict__["__init__"]).__name__ == "Plan"
+    for cls in _struct_classes(pure, set()):
+        assert "_cara_plan_" not in cls.__dict__
+    return fast, pure
+
+
+@pytest.fixture(scope="module")
+def modules() -> Iterator[tuple[Any, Any]]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _pair(SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1], "speedups.capnp", monkeypatch)
+
+
+def _shape(value: Any) -> Any:
+    """Everything that must agree: types, items in order, recursively."""
+    if isinstance(value, dict):
+        return (type(value).__qualname__, [(k, _shape(v)) for k, v in dict.items(value)])
+    if isinstance(value, list):
+        return (type(value).__qualname__, [_shape(v) for v in value])
+    return (type(value).__qualname__, repr(value))
+
+
+def _outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        result = fn(*args, **kwargs)
+    except ValueTypeError as e:
+        return ("error", str(e))
+    except Invalid as e:  # what ``_cara_convert_`` raises (the caller adds the root)
+        return ("invalid", e.message, e.parts)
+    except TypeError as e:  # e.g. unhashable keys reaching a plain dict
+        return ("TypeError", str(e))
+    return ("ok", _shape(result))
+
+
+scalars = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.sampled_from([0, 1, 127, 128, 255, 256, -1, 2**31, 2**32 - 1, 2**32, 2**63, 2**64 - 1]),
+    st.floats(allow_nan=True), st.text(max_size=4), st.binary(max_size=4),
+    st.sampled_from(["one", "two", "three", "mobile", "work", "x"]),
+)
+names = st.sampled_from(["type", "str", "int", "d", "self", "w0", "x0", "c0", "v0", "cls", "any",
+                         "inner", "a", "b", "id", "name", "email", "phones", "employment",
+                         "number", "employer", "school", "unemployed", "selfEmployed", "nope"])
+keys = st.one_of(st.integers(min_value=0, max_value=12), names)
+
+
+def _values(children: Any) -> Any:
+    return st.one_of(st.dictionaries(keys, children, max_size=5),
+                     st.lists(children, max_size=3))
+
+
+values = st.recursive(scalars, _values, max_leaves=12)
+inputs = st.dictionaries(keys, values, max_size=6)
+
+
+def _classes(fast: Any, pure: Any) -> list[tuple[Any, Any]]:
+    return [(fast.Shadow, pure.Shadow), (fast.Shadow.Inner, pure.Shadow.Inner),
+            (fast.Person, pure.Person), (fast.Person.PhoneNumber, pure.Person.PhoneNumber)]
+
+
+@settings(max_examples=int(os.environ.get("CARA_SPEEDUPS_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=inputs, which=st.integers(min_value=0, max_value=3))
+def test_accelerated_construction_equals_pure_python(modules: tuple[Any, Any],
+                                                     data: dict[Any, Any], which: int) -> None:
+    fast, pure = _classes(*modules)[which]
+    assert _outcome(fast, data) == _outcome(pure, data)
+    assert _outcome(fast._cara_convert_, data) == _outcome(pure._cara_convert_, data)
+    by_name = {k: v for k, v in data.items() if isinstance(k, str)}
+    assert _outcome(fast.Create, **by_name) == _outcome(pure.Create, **by_name)
+
+
+def test_msgpack_round_trips_agree(modules: tuple[Any, Any]) -> None:
+    fast, pure = modules
+    person = {"id": 7, "name": "n", "phones": [{"number": "1", "type": "work"}, {"type": 1}],
+              "employment": {"school": "s"}}
+    a, b = fast.Person.Create(**person), pure.Person.Create(**person)
+    assert type(a) is not type(b) and _shape(a) == _shape(b)
+    assert msgpack.packb(a) == msgpack.packb(b)
+    raw = msgpack.unpackb(msgpack.packb(a), strict_map_key=False)
+    assert msgpack.packb(fast.Person(raw)) == msgpack.packb(pure.Person(raw))
+    assert fast.Person(raw).phones[1].type is fast.Person.PhoneNumber.Type.home
+
+
+@pytest.mark.parametrize("raw", [
+    {3: [{1: 7}]},                      # unknown enum number: kept (schema evolution)
+    {3: [{0: "x", 1: 99999}]},          # out of range for an enum
+    {0: 2**32}, {0: -1}, {0: 1.5}, {0: True},
+    {4: {1: "a", 2: "b"}},              # two union members
+    {4: {9: "future"}},                 # unknown number in a group
+    {9: "future"},                      # unknown number
+    {1: b"bytes"}, {1: None},
+    {3: [None]}, {3: [{0: 1}]}, {3: ({0: "x"},)},
+    {"name": "n", 0: 1},                # names and numbers mixed
+    {"0": 1}, {b"name": "n"},
+])
+def test_edge_inputs_agree(modules: tuple[Any, Any], raw: dict[Any, Any]) -> None:
+    fast, pure = modules
+    assert _outcome(fast.Person, raw) == _outcome(pure.Person, raw)
+    assert _outcome(fast.Person._cara_convert_, raw) == _outcome(pure.Person._cara_convert_, raw)
+
+
+def test_subclass_and_repeated_init(modules: tuple[Any, Any]) -> None:
+    fast, _ = modules
+
+    class Mine(fast.Person):  # type: ignore[misc, name-defined]
+        pass
+
+    m = Mine({1: "n"})
+    assert type(m) is Mine and m.name == "n"
+    m.__init__({0: 5})  # type: ignore[misc]
+    assert dict(m) == {1: "n", 0: 5}
+    with pytest.raises(ValueTypeError, match=r"Person\.id"):
+        fast.Person.__init__(m, {0: "x"})
+
+
+def test_pure_python_mode_passes_the_struct_tests() -> None:
+    """The struct tests again, in a child process where the accelerator is switched off."""
+    env = {**os.environ, "CARA_PURE_PYTHON": "1"}
+    files = ["tests/runtime/test_struct.py", "tests/runtime/test_fast_paths.py",
+             "tests/runtime/test_list_enum.py", "tests/codecs/test_msgpack_codec.py"]
+    code = ("import cara.runtime.struct as s, sys; assert not s.SPEEDUPS; import pytest; "
+            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{files!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
