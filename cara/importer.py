@@ -381,15 +381,24 @@ def _load(path: str, import_path: list[str], name: str | None,
 def loads(text: str, name: str = "schema.capnp",
           imports: Sequence[str | os.PathLike[str]] = ()) -> types.ModuleType:
     """Compile schema source ``text`` (as if it were a file called ``name``) and return its
-    module. Relative imports in ``text`` resolve against the current directory. Not cached."""
+    module. ``imports`` is the import path, as for :func:`load`; relative imports in ``text``
+    resolve against the current directory. The schema files it imports are loaded (and cached)
+    as :func:`load` loads them; ``text`` itself is not cached."""
     from cara.codegen.module import module_source
     from cara.codegen.rebuild import MODULES
     from cara.codegen.schemafile import SchemaFile
     from cara.schema import compile_string
 
-    request = compile_string(text, name=name)
-    del imports  # compile_string resolves imports with the standard path only (for now)
+    import_path = [os.path.abspath(os.fspath(p)) for p in imports]
+    request = compile_string(text, name=name, import_path=import_path)
     requested = request.requestedFiles[0]
+    src_root = os.getcwd()
+    for dependency in requested.imports:
+        if dependency.id in MODULES:
+            continue
+        path = _resolve_import(dependency.name, src_root, import_path)
+        if path is not None:
+            _load(path, import_path, None, set())
     source = module_source(SchemaFile.of(request, requested.id))
     module = types.ModuleType(_module_name(os.path.basename(name)))
     module.__file__ = name

@@ -174,6 +174,29 @@ def test_loads_compiles_text(project: Path) -> None:
     assert_ok(run(code, project / "app", project / "cache"), "loads ok my_structs_capnp")
 
 
+def test_loads_takes_an_import_path(project: Path) -> None:
+    include = project / "include" / "shapes"
+    include.mkdir(parents=True)
+    (include / "point.capnp").write_text(
+        "@0xe1f2a3b4c5d6e7f1;\nstruct Point { x @0 :Int32; y @1 :Int32; }\n")
+    text = ('@0xe1f2a3b4c5d6e7f2;\nusing P = import "/shapes/point.capnp";\n'
+            "struct Line { a @0 :P.Point; b @1 :P.Point; }\n")
+    code = textwrap.dedent(f"""\
+        import cara.importer
+        m = cara.importer.loads({text!r}, name="line.capnp", imports=[{str(project / "include")!r}])
+        line = m.Line.Create(a={{"x": 1}}, b={{"y": 2}})
+        assert line.b.y == 2 and type(line.a).__name__ == "Point", line
+        try:
+            cara.importer.loads({text!r}, name="line.capnp")
+        except Exception as e:
+            print("without the path:", type(e).__name__)
+        print("loads with imports ok")
+        """)
+    proc = run(code, project / "app", project / "cache")
+    assert_ok(proc, "loads with imports ok")
+    assert "without the path: SchemaError" in proc.stdout
+
+
 def test_installing_the_hook_imports_no_compiler(tmp_path: Path) -> None:
     code = HOOK + textwrap.dedent("""\
         import sys

@@ -6,9 +6,11 @@ The stub mirrors what :mod:`cara.codegen.rebuild` builds at import time:
   runtime names attributes, :func:`cara.runtime.struct.attribute_name`), nested declarations as
   nested classes, a keyword-only typed ``Create`` and ``__init__``, and ``which()`` returning a
   ``Literal`` of the union members;
-* a group is a nested class ``_<field>_Group`` (a stub-only name: groups have no name of their
-  own in Cap'n Proto); a method's implicit parameter and result structs are ``<Method>Params``
-  and ``<Method>Results`` inside their interface (real attributes, attached at import time);
+* a group is a nested class ``_<field>_Group`` (groups have no name of their own in Cap'n
+  Proto; the runtime puts the class under the same name, see
+  :func:`cara.runtime.struct.group_attribute`); a method's implicit parameter and result
+  structs are ``<Method>Params`` and ``<Method>Results`` inside their interface (real
+  attributes, attached at import time);
 * an enum is a ``cara.runtime.Enum`` (an ``IntEnum``) with its members;
 * an interface is a class whose methods take the typed parameters (without defaults, so an
   implementation may declare them either way; a method taking a declared struct takes it whole)
@@ -31,6 +33,7 @@ from collections.abc import Iterator
 from cara.codegen.naming import method_struct_name, python_name
 from cara.codegen.rebuild import nested_attribute
 from cara.codegen.schemafile import SchemaFile
+from cara.runtime.struct import group_attribute
 from cara.schema import model
 
 __all__ = ["stub_source"]
@@ -65,7 +68,7 @@ def enumerant_attribute(name: str) -> str:
 
 
 def group_class_name(field_name: str) -> str:
-    return f"_{field_name}_Group"
+    return group_attribute(field_name)
 
 
 def method_attribute(name: str) -> str:

@@ -12,6 +12,7 @@ mutation stores it in the parent.
 from __future__ import annotations
 
 import copy as _copy
+import enum
 import threading
 from collections.abc import Iterable
 from typing import Any, SupportsIndex, cast
@@ -69,12 +70,13 @@ class List(list):
         if isinstance(iterable, (str, bytes, bytearray, dict)) or not isinstance(
                 iterable, Iterable):
             raise mismatch(cls._cara_name_, iterable)
-        conv = cls._cara_elem_.convert_slow if slow else cls._cara_elem_.convert
+        elem = cls._cara_elem_
+        conv = elem.convert_slow if slow else elem.convert
         items = list(iterable)
         out = []
         for i, x in enumerate(items):
             try:
-                out.append(conv(x))
+                out.append(_element(elem, conv, x))
             except Invalid as e:
                 raise e.at(f"[{i}]") from None
         return out
@@ -110,7 +112,7 @@ class List(list):
 
     def _conv(self, value: Any, index: Any) -> Any:
         try:
-            return self._cara_elem_.convert(value)
+            return _element(self._cara_elem_, self._cara_elem_.convert, value)
         except Invalid as e:
             raise e.at(f"[{index}]").error(self._cara_name_) from None
 
@@ -204,11 +206,12 @@ class List(list):
 
     def Get(self, _with_index: bool = False, **query: Any) -> Any:
         """The first struct element whose fields match ``query``; ``a__b=v`` looks into nested
-        structs (``element.a.b == v``). ``_with_index=True`` returns ``(index, element)``.
+        structs (``element.a.b == v``); an enum field matches its member, number or name.
+        ``_with_index=True`` returns ``(index, element)``.
         Raises ``KeyError`` when nothing matches."""
         paths = [(key.split("__"), value) for key, value in query.items()]
         for index, element in enumerate(self):
-            if all(_lookup(element, path) == value for path, value in paths):
+            if all(_matches(_lookup(element, path), value) for path, value in paths):
                 return (index, element) if _with_index else element
         raise KeyError(f"no element of {self._cara_name_} matches {query}")
 
@@ -240,6 +243,23 @@ class List(list):
         return f"{type(self).__name__}({list.__repr__(self)})"
 
 
+#: Element kinds stored behind a pointer that Cap'n Proto reads as their default when null.
+_NULLABLE_KINDS = frozenset({"text", "data", "list", "struct"})
+
+
+def _element(elem: TypeDesc, conv: Any, value: Any) -> Any:
+    """One converted element. ``None`` in a list of Text, Data, lists or structs is a null
+    pointer (Cap'n Proto messages may hold them): it is read as every Cap'n Proto reader reads
+    it, the element type's default (``""``, ``b""``, ``[]``, an empty struct), so the list
+    holds only values of its element type."""
+    try:
+        return conv(value)
+    except Invalid:
+        if value is None and elem.kind in _NULLABLE_KINDS:
+            return elem.default()
+        raise
+
+
 def _lookup(element: Any, path: list[str]) -> Any:
     value = element
     for part in path:
@@ -251,6 +271,14 @@ def _lookup(element: Any, path: list[str]) -> Any:
 
 
 _NOTHING = object()
+
+
+def _matches(found: Any, wanted: Any) -> bool:
+    """``found == wanted``, where an enum value also matches its enumerant's name (as enums
+    are written everywhere else: ``phones.Get(type="home")``)."""
+    if found == wanted:
+        return True
+    return isinstance(found, enum.Enum) and isinstance(wanted, str) and found.name == wanted
 
 
 def _token(t: TypeDesc) -> Any:

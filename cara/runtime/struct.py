@@ -42,7 +42,7 @@ import keyword
 import os
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
@@ -67,7 +67,8 @@ _speedups: Any = _load_speedups()
 #: Whether struct construction runs through the C accelerator (``cara.runtime.SPEEDUPS``).
 SPEEDUPS = _speedups is not None
 
-__all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "make_struct_class"]
+__all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "group_attribute",
+           "make_struct_class"]
 
 _MISSING: Any = object()
 _DEBUG = False
@@ -428,17 +429,21 @@ class Struct(dict):
 
     # ------------------------------------------------------------------ writes
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        num = self.cara_schema.attr_num.get(name)
-        if num is None:
-            raise AttributeError(f"{self._cara_name_} has no field {name!r}")
-        self._cara_set_(num, value)
+    # Hidden from type checkers: with a ``__setattr__`` in sight, mypy would accept writes to
+    # any attribute, and a misspelt field (``p.nmae = "x"``) must be flagged by the stubs.
+    if not TYPE_CHECKING:
 
-    def __delattr__(self, name: str) -> None:
-        num = self.cara_schema.attr_num.get(name)
-        if num is None:
-            raise AttributeError(f"{self._cara_name_} has no field {name!r}")
-        self._cara_unset_(num)
+        def __setattr__(self, name: str, value: Any) -> None:
+            num = self.cara_schema.attr_num.get(name)
+            if num is None:
+                raise AttributeError(f"{self._cara_name_} has no field {name!r}")
+            self._cara_set_(num, value)
+
+        def __delattr__(self, name: str) -> None:
+            num = self.cara_schema.attr_num.get(name)
+            if num is None:
+                raise AttributeError(f"{self._cara_name_} has no field {name!r}")
+            self._cara_unset_(num)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         try:
@@ -1220,6 +1225,27 @@ def _accelerate(cls: Any, env: dict[str, Any], by_name: set[int]) -> None:
 # ---------------------------------------------------------------------- class creation
 
 
+def group_attribute(field_name: str) -> str:
+    """Where a group's class is found on its parent class: ``Person._employment_Group``.
+
+    Groups have no name of their own in Cap'n Proto; this one is what the ``.pyi`` stubs call
+    the class too, so an annotation like ``g: Person._employment_Group`` works at run time.
+    (A field attribute never starts with ``_``, see :func:`attribute_name`.)"""
+    return f"_{field_name}_Group"
+
+
+class _GroupClass:
+    """Class attribute resolving to a group's class on first read (classes are built lazily)."""
+
+    __slots__ = ("type",)
+
+    def __init__(self, type_: ClassType) -> None:
+        self.type = type_
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self.type.cls
+
+
 def make_struct_class(name: str, schema: StructSchema, *, module: str | None = None,
                       qualname: str | None = None, base: type = Struct) -> type[Struct]:
     """A new struct class: one ``property(itemgetter(n))`` per field attribute."""
@@ -1233,6 +1259,8 @@ def make_struct_class(name: str, schema: StructSchema, *, module: str | None = N
     }
     for f in schema.fields:
         ns[f.attr] = property(itemgetter(f.number), doc=f"field {f.name} :{f.type.name}")
+        if f.is_group and isinstance(f.type, ClassType):
+            ns[group_attribute(f.name)] = _GroupClass(f.type)
     cls: Any = type(name, (base,), ns)
     for f in schema.fields:
         f.owner = cls

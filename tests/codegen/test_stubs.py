@@ -90,6 +90,8 @@ class Server(i.Echo):
 BAD = {
     "misspelt field": ("print(s.MyStruct.Create(field='x').feild)", 'has no attribute "feild"'),
     "wrong type": ("s.MyStruct.Create(field=3)", 'incompatible type "int"; expected "str"'),
+    "misspelt field write": ("m = s.MyStruct()\nm.feild = 'x'", 'has no attribute "feild"'),
+    "wrong type write": ("m = s.MyStruct()\nm.field = 3", "Incompatible types in assignment"),
     "misspelt keyword": ("s.MyStruct.Create(feild='x')", 'Unexpected keyword argument "feild"'),
     "wrong read type": ("x: str = s.MyStruct().nested.integer", "Incompatible types"),
     "union member": ("k: int = i.Shape().which()", "Incompatible types"),

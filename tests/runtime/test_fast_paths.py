@@ -108,7 +108,7 @@ def test_create_errors_name_the_path(m: Any, kwargs: dict[str, Any], path: str,
     ({6: [{0: 0}, {1: {1: {3: "no"}}}]}, "Shadow.x0[1].inner.inner.b", "expected Int64"),
     ({7: {1: {0: -1}}}, "Shadow.c0.inner.type", "out of range for enum"),
     ({7: None}, "Shadow.c0", "expected Shadow.Inner"),
-    ({6: [None]}, "Shadow.x0[0]", "expected Shadow.Inner"),
+    ({6: [3]}, "Shadow.x0[0]", "expected Shadow.Inner"),
     ({8: True}, "Shadow.v0", "expected Shadow.Kind"),
 ])
 def test_number_keyed_errors_name_the_path(m: Any, raw: dict[int, Any], path: str,
@@ -121,6 +121,12 @@ def test_number_keyed_errors_name_the_path(m: Any, raw: dict[int, Any], path: st
     with pytest.raises(ValueTypeError) as info:
         m.Shadow.from_msgpack(msgpack.packb(raw))
     assert info.value.path == path
+
+
+def test_null_struct_element_is_an_empty_struct(m: Any) -> None:
+    """``None`` in a list of structs is a null pointer, read as an empty struct (both paths)."""
+    s = _both(m.Shadow, {6: [None, {3: 1}]})
+    assert s.x0 == [{}, {3: 1}] and type(s.x0[0]) is m.Shadow.Inner
 
 
 def test_number_keyed_nested_values(m: Any) -> None:

@@ -72,6 +72,17 @@ def test_get_queries(b) -> None:  # type: ignore[no-untyped-def]
     assert dict(x.structs[0]) == {0: 1}  # queries read without storing
 
 
+def test_get_matches_enum_fields_by_member_number_and_name(s) -> None:  # type: ignore[no-untyped-def]
+    p = s.Person.Create(phones=[{"number": "1", "type": "work"}, {"number": "2", "type": "home"}])
+    home = s.Person.PhoneNumber.Type.home
+    for wanted in (home, 1, "home"):
+        assert p.phones.Get(type=wanted).number == "2"
+    with pytest.raises(KeyError):
+        p.phones.Get(type="mobile")
+    with pytest.raises(KeyError):
+        p.phones.Get(type="Home")
+
+
 def test_list_copy_pickle() -> None:
     lst = List[List[Int32]]([[1], [2]])
     for other in (copy.copy(lst), copy.deepcopy(lst), pickle.loads(pickle.dumps(lst))):
@@ -103,3 +114,41 @@ def test_enum_is_intenum(b) -> None:  # type: ignore[no-untyped-def]
 
 def test_enumerant_annotations(b) -> None:  # type: ignore[no-untyped-def]
     assert b.Color._cara_enumerant_annotations_ == {"red": [], "green": [], "blue": []}
+
+
+NULLS_CAPNP = """@0xe1f2a3b4c5d6e7f9;
+struct Nulls {
+  texts @0 :List(Text);
+  datas @1 :List(Data);
+  lists @2 :List(List(Int32));
+  structs @3 :List(Inner);
+  struct Inner { x @0 :Int32; }
+}
+"""
+
+
+def test_null_list_elements_read_as_their_defaults(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """libcapnp leaves the elements of a pointer list null until set; cara reads them as every
+    Cap'n Proto reader does (the element type's default), and writes them back readable."""
+    from tests.runtime.schemas import load_text
+    from tests.support.reference import require_pycapnp
+
+    capnp = require_pycapnp()
+    (tmp_path / "nulls.capnp").write_text(NULLS_CAPNP)
+    peer = capnp.load(str(tmp_path / "nulls.capnp"))
+    msg = peer.Nulls.new_message()
+    msg.init("texts", 2)[1] = "b"
+    msg.init("datas", 2)
+    msg.init("lists", 2)
+    mod = load_text(NULLS_CAPNP, "nulls.capnp")
+    value = mod.Nulls.from_bytes(msg.to_bytes())
+    assert value.texts == ["", "b"] and value.datas == [b"", b""] and value.lists == [[], []]
+    with peer.Nulls.from_bytes(value.to_bytes()) as back:
+        assert list(back.texts) == ["", "b"] and list(back.datas) == [b"", b""]
+    assert mod.Nulls(msgpack.unpackb(msgpack.packb(value), strict_map_key=False)) == value
+    built = mod.Nulls.Create(texts=[None, "x"], structs=[None])
+    assert built.texts == ["", "x"] and built.structs == [{}]
+    built.lists.append(None)
+    assert built.lists == [[]]
+    with pytest.raises(ValueTypeError, match=r"Nulls\.texts\[0\]"):
+        mod.Nulls.Create(texts=[1])

@@ -360,3 +360,11 @@ def test_deep_nesting_from_the_wire_is_a_clear_error(b) -> None:  # type: ignore
         data = {2: [data]}
     with pytest.raises(ValueTypeError, match="nested too deeply"):
         b.Basic(data)
+
+
+def test_group_class_is_reachable_under_the_stub_name(s) -> None:  # type: ignore[no-untyped-def]
+    group = s.Person._employment_Group  # the name the .pyi stubs give it
+    p = s.Person.Create(employment={"school": "x"})
+    assert type(p.employment) is group
+    assert group.Create(employer="y").which() == "employer"
+    assert "_employment_Group" not in s.Person.cara_schema.by_key
