@@ -84,8 +84,8 @@ static PyObject *empty_tuple = NULL;
 static PyObject NOT_FAST_OBJ;
 #define NOT_FAST (&NOT_FAST_OBJ)
 
-static PyObject *build_by_number(PlanObject *plan, PyObject *d);
-static PyObject *build_by_name(PlanObject *plan, PyObject *src);
+static PyObject *build_by_number(PlanObject *plan, PyObject *d, int depth);
+static PyObject *build_by_name(PlanObject *plan, PyObject *src, int depth);
 
 /* The plan of struct class cls when its fast constructors exist, else NULL (no error set);
  * remembered in *cache once found (a class gets its plan once and keeps it). */
@@ -113,6 +113,23 @@ static PyObject *
 new_instance(PyObject *cls)
 {
     return PyDict_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
+}
+
+/* How many structs deep this module builds before handing the whole input to Python, whose
+ * own recursion limit then decides (so accepting deep input does not depend on the build, or
+ * on the interpreter version's C recursion limit). */
+#define MAX_DEPTH 100
+
+/* Enter one more level of nesting: 0, or -1 with RecursionError set (which makes the entry
+ * point defer to the generated Python code). */
+static int
+enter_level(int depth)
+{
+    if (depth > MAX_DEPTH) {
+        PyErr_SetString(PyExc_RecursionError, "value nested too deeply for the accelerator");
+        return -1;
+    }
+    return Py_EnterRecursiveCall(" while converting a value");
 }
 
 static int
@@ -155,7 +172,8 @@ int_in_range(Field *f, PyObject *v)
 
 /* A struct given as a plain dict (or an instance), built by its plan when it has one. */
 static PyObject *
-convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int mode)
+convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int mode,
+               int depth)
 {
     if ((PyObject *)Py_TYPE(v) == cls) {
         Py_INCREF(v);
@@ -164,8 +182,8 @@ convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int
     if (PyDict_CheckExact(v)) {
         PlanObject *child = plan_of(cls, cache);
         if (child != NULL) {
-            PyObject *r = mode == BY_NUMBER ? build_by_number(child, v)
-                                            : build_by_name(child, v);
+            PyObject *r = mode == BY_NUMBER ? build_by_number(child, v, depth + 1)
+                                            : build_by_name(child, v, depth + 1);
             if (r != NOT_FAST)
                 return r;
         }
@@ -175,7 +193,7 @@ convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int
 
 /* The value to store for field f given v (a new reference), or NULL with an exception. */
 static PyObject *
-convert_value(Field *f, PyObject *v, int mode)
+convert_value(Field *f, PyObject *v, int mode, int depth)
 {
     int keep = 0;  /* v is already what the field stores */
     switch (f->kind) {
@@ -223,7 +241,7 @@ convert_value(Field *f, PyObject *v, int mode)
         break;
     }
     case K_STRUCT:
-        return convert_struct(f->cls, f->conv, &f->child, v, mode);
+        return convert_struct(f->cls, f->conv, &f->child, v, mode, depth);
     case K_LIST: {
         PlanObject *child;
         PyObject *out;
@@ -246,7 +264,7 @@ convert_value(Field *f, PyObject *v, int mode)
             PyObject *item;
             int rc;
             Py_INCREF(x);
-            item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode);
+            item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
             Py_DECREF(x);
             if (item == NULL) {
                 Py_DECREF(out);
@@ -276,7 +294,7 @@ convert_value(Field *f, PyObject *v, int mode)
  * 1: done; 0: d is not of that shape (self left empty); -1: an exception (self may hold
  * part of d: the caller clears it). */
 static int
-fill_by_number(PlanObject *plan, PyObject *self, PyObject *d)
+fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
 {
     Py_ssize_t size = PyDict_GET_SIZE(d), found = 0, i;
     if (plan->nunion > 1 && size > 1) {
@@ -308,7 +326,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d)
         if (f->kind == K_ANY)
             continue;
         Py_INCREF(v);
-        r = convert_value(f, v, BY_NUMBER);
+        r = convert_value(f, v, BY_NUMBER, depth);
         Py_DECREF(v);
         if (r == NULL)
             return -1;
@@ -326,18 +344,18 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d)
 }
 
 static PyObject *
-build_by_number(PlanObject *plan, PyObject *d)
+build_by_number(PlanObject *plan, PyObject *d, int depth)
 {
     PyObject *self;
     int rc;
-    if (Py_EnterRecursiveCall(" while converting a value"))
+    if (enter_level(depth))
         return NULL;
     self = new_instance(plan->cls);
     if (self == NULL) {
         Py_LeaveRecursiveCall();
         return NULL;
     }
-    rc = fill_by_number(plan, self, d);
+    rc = fill_by_number(plan, self, d, depth);
     Py_LeaveRecursiveCall();
     if (rc == 1)
         return self;
@@ -366,12 +384,13 @@ named_value(Field *f, PyObject *src, PyObject *const *values, PyObject *kwnames)
  * field order; NOT_FAST when some name is not a field's (or, for keyword arguments, not
  * matched by identity) or two members of the unnamed union are given. */
 static PyObject *
-build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *kwnames)
+build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *kwnames,
+            int depth)
 {
     Py_ssize_t size, found = 0, members = 0, i;
     PyObject *self;
     size = src != NULL ? PyDict_GET_SIZE(src) : PyTuple_GET_SIZE(kwnames);
-    if (Py_EnterRecursiveCall(" while converting a value"))
+    if (enter_level(depth))
         return NULL;
     self = new_instance(plan->cls);
     if (self == NULL)
@@ -391,7 +410,7 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
         found++;
         members += f->in_union;
         Py_INCREF(v);
-        r = convert_value(f, v, BY_NAME);
+        r = convert_value(f, v, BY_NAME, depth);
         Py_DECREF(v);
         if (r == NULL)
             goto error;
@@ -413,9 +432,9 @@ error:
 }
 
 static PyObject *
-build_by_name(PlanObject *plan, PyObject *src)
+build_by_name(PlanObject *plan, PyObject *src, int depth)
 {
-    return build_named(plan, src, NULL, NULL);
+    return build_named(plan, src, NULL, NULL, depth);
 }
 
 /* ------------------------------------------------------------------ entry points */
@@ -439,12 +458,12 @@ plan_vectorcall(PlanObject *plan, PyObject *const *args, size_t nargsf, PyObject
         return PyObject_Vectorcall(plan->py_init, args, nargs, NULL);
     if (Py_EnterRecursiveCall(" while converting a value"))
         return NULL;
-    rc = fill_by_number(plan, self, d);
+    rc = fill_by_number(plan, self, d, 0);
     Py_LeaveRecursiveCall();
     if (rc == 1)
         Py_RETURN_NONE;
     if (rc == 0) {
-        built = build_by_name(plan, d);
+        built = build_by_name(plan, d, 0);
         if (built != NULL && built != NOT_FAST) {
             rc = PyDict_Update(self, built);
             Py_DECREF(built);
@@ -476,9 +495,9 @@ plan_convert(PlanObject *plan, PyObject *v)
     }
     if (!PyDict_CheckExact(v))
         return call_conv(plan->py_convert, v);
-    r = build_by_number(plan, v);
+    r = build_by_number(plan, v, 0);
     if (r == NOT_FAST)
-        r = build_by_name(plan, v);
+        r = build_by_name(plan, v, 0);
     if (r != NULL && r != NOT_FAST)
         return r;
     if (r == NULL) {
@@ -495,7 +514,7 @@ static PyObject *
 build_by_keywords(PlanObject *plan, PyObject *const *values, PyObject *kwnames)
 {
     Py_ssize_t j, n = PyTuple_GET_SIZE(kwnames);
-    PyObject *r = build_named(plan, NULL, values, kwnames), *kwargs;
+    PyObject *r = build_named(plan, NULL, values, kwnames, 0), *kwargs;
     if (r != NOT_FAST)
         return r;
     kwargs = PyDict_New();
@@ -507,7 +526,7 @@ build_by_keywords(PlanObject *plan, PyObject *const *values, PyObject *kwnames)
             return NULL;
         }
     }
-    r = build_by_name(plan, kwargs);
+    r = build_by_name(plan, kwargs, 0);
     Py_DECREF(kwargs);
     return r;
 }

@@ -71,7 +71,11 @@ def _pair(text: str, filename: str, monkeypatch: pytest.MonkeyPatch) -> tuple[An
 @pytest.fixture(scope="module")
 def modules() -> Iterator[tuple[Any, Any]]:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        yield _pair(SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1], "speedups.capnp", monkeypatch)
+        text = SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1] + DEEP_CAPNP
+        yield _pair(text, "speedups.capnp", monkeypatch)
+
+
+DEEP_CAPNP = "struct Deep { children @0 :List(Deep); }\n"
 
 
 def _shape(value: Any) -> Any:
@@ -162,6 +166,42 @@ def test_edge_inputs_agree(modules: tuple[Any, Any], raw: dict[Any, Any]) -> Non
     fast, pure = modules
     assert _outcome(fast.Person, raw) == _outcome(pure.Person, raw)
     assert _outcome(fast.Person._cara_convert_, raw) == _outcome(pure.Person._cara_convert_, raw)
+
+
+def _depth_outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Like :func:`_outcome`, walking the (deep) result without recursion."""
+    try:
+        value = fn(*args, **kwargs)
+    except ValueTypeError as e:
+        return ("error", str(e))
+    levels = []
+    while value:
+        levels.append((type(value).__qualname__, type(value[0]).__qualname__))
+        value = value[0][0]
+    return ("ok", levels)
+
+
+@pytest.mark.parametrize("depth", [1, 50, 99, 100, 101, 102, 150, 250, 400, 1200, 20000])
+def test_deep_nesting(modules: tuple[Any, Any], depth: int) -> None:
+    """Nesting is limited by the interpreter's recursion limit in both builds, and absurd
+    nesting is a clear error in both. The accelerator builds up to 100 levels in C, then
+    hands the rest to Python (which calls it again), so it accepts deeper values than pure
+    Python does, where each level costs a few Python frames: in between, each build either
+    gives the value or the clear error, and when both give it, they agree."""
+    fast, pure = modules
+    data: dict[Any, Any] = {}
+    names: dict[Any, Any] = {}
+    for _ in range(depth):
+        data = {0: [data]}
+        names = {"children": [names]}
+    for a, b in ((_depth_outcome(fast.Deep, data), _depth_outcome(pure.Deep, data)),
+                 (_depth_outcome(fast.Deep.Create, **names),
+                  _depth_outcome(pure.Deep.Create, **names))):
+        for outcome in (a, b):
+            assert outcome == ("ok", outcome[1]) or outcome == (
+                "error", "Deep: value nested too deeply"), outcome[:1]
+        if depth <= 100 or depth >= 20000 or a[0] == b[0] == "ok":
+            assert a == b
 
 
 def test_subclass_and_repeated_init(modules: tuple[Any, Any]) -> None:
