@@ -6,10 +6,11 @@ the schema's reading order), in three parts:
 1. a docstring naming the schema file and listing its declarations;
 2. the schema data: the Python modules of the files it imports, its nodes as a literal
    (:mod:`cara.codegen.literal`), and its doc comments;
-3. one call to :func:`cara.codegen.rebuild.build`, which makes the classes with
-   :mod:`cara.runtime`, followed by one readable line per top-level declaration
-   (``MyStruct = _types[0x...]``). Nested declarations are attributes of their parents
-   (``MyStruct.NestedStruct``).
+3. its top-level declarations by name and node id (``'MyStruct': 0x...``), and one call to
+   :func:`cara.codegen.rebuild.build`, which makes each declaration's classes with
+   :mod:`cara.runtime` the first time the module attribute is read (so importing a large
+   schema is cheap until its types are used). Nested declarations are attributes of their
+   parents (``MyStruct.NestedStruct``).
 
 Importing it needs :mod:`cara.runtime` and :mod:`cara.schema.model` only: not the ``.capnp``
 file, not the compiler, not the binary codec.
@@ -31,7 +32,7 @@ from cara.codegen.schemafile import SchemaFile
 __all__ = ["FORMAT", "module_source"]
 
 #: Version of the generated module's layout, checked by :func:`cara.codegen.rebuild.build`.
-FORMAT = 1
+FORMAT = 2
 
 _KIND = {"struct": "struct", "enum": "enum", "interface": "interface", "const": "constant",
          "annotation": "annotation"}
@@ -74,15 +75,18 @@ def module_source(schema: SchemaFile) -> str:
     out("#: The schema nodes of this file (cara.schema.model objects, as literals).")
     out("_NODES = " + render([to_literal(n) for n in schema.nodes()]))
     out("")
-    out(f"_types = _rebuild.build(globals(), {FORMAT}, _FILE_ID, _NODES, _IMPORTS, _DOCS)")
-    out("")
     top = [d for d in decls if len(d.path) == 1]
+    out("#: The top-level declarations by name: each is built on first use (``module.Name``).")
+    out("_DECLARATIONS = {")
     for decl in top:
-        out(f"{decl.path[0]} = _types[0x{decl.node.id:016x}]")
+        out(f"    {decl.path[0]!r}: 0x{decl.node.id:016x},")
+    out("}")
+    out("")
+    out(f"_rebuild.build(globals(), {FORMAT}, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)")
     out("")
     out("__all__ = " + render(sorted(d.path[0] for d in top)))
     out("")
-    out("del _rebuild, _IMPORTS, _DOCS, _NODES")
+    out("del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS")
     return "\n".join(lines) + "\n"
 
 

@@ -38,7 +38,7 @@ from cara.schema import model
 __all__ = ["MODULES", "SUPPORTED_FORMATS", "build", "import_schema_module"]
 
 #: Generated-module layouts this version of cara can load.
-SUPPORTED_FORMATS = (1,)
+SUPPORTED_FORMATS = (1, 2)
 
 #: Every schema module built in this process, by schema file id.
 MODULES: dict[int, ModuleType] = {}
@@ -62,11 +62,18 @@ def build(
     nodes: list[dict[str, Any]],
     imports: Mapping[int, str],
     docs: Mapping[int, tuple[str, tuple[str, ...]]],
+    declarations: Mapping[str, int] | None = None,
 ) -> dict[int, Any]:
     """Build the classes of one schema file into the module whose globals are ``namespace``.
 
-    Returns the objects built, by node id; the generated module binds its top-level names from
-    it."""
+    Format 1 (older generated modules) builds every declaration now and returns them by node
+    id; the module binds its top-level names from that. Format 2 passes ``declarations`` (each
+    top-level name and its node id) and builds a declaration, with everything nested in it, the
+    first time the module's attribute is read (a module ``__getattr__``, PEP 562): importing a
+    large schema costs little until its types are used. A file whose import must do something
+    (``$Cara.registerGlobally`` fills the global registry) has its declarations built at once.
+    (No declaration can be hidden by a module attribute: Cap'n Proto names contain neither
+    underscores nor a leading ``_``.)"""
     module_name = namespace.get("__name__", "?")
     if format not in SUPPORTED_FORMATS:
         raise ImportError(f"{module_name} was generated for a different version of cara "
@@ -76,18 +83,52 @@ def build(
                 for fid, target in imports.items()]
     file_node = next((n for n in decoded if n.id == file_id), None)
     with _LOCK:  # modules imported by two threads at once share the one builder
-        built = make_types(decoded, file_id, module_name, docs)
-        annotations = (_BUILDER.annotation_values(file_node.annotations, {})
+        builder = shared_builder(decoded)
+        builder.module_names[file_id] = module_name
+        maker = _DeclarationMaker(builder, decoded, docs)
+        annotations = (builder.annotation_values(file_node.annotations, {})
                        if file_node is not None else [])
     namespace["cara_file_id"] = file_id
     namespace["cara_annotations"] = annotations
-    namespace["cara_nodes"] = {n.id: n for n in decoded}
-    namespace["_cara_types_"] = built
+    namespace["cara_nodes"] = maker.by_id
+    namespace["_cara_types_"] = maker.built
     namespace["_cara_imported_"] = tuple(m for m in imported if m is not None)
     module = sys.modules.get(module_name)
     if module is not None and module.__dict__ is namespace:
         MODULES[file_id] = module
-    return built
+    if declarations is None or file_node is None:
+        if file_node is not None:
+            with _LOCK:
+                maker.walk(file_node)
+        return maker.built
+    _install_lazy_names(namespace, module_name, maker, file_node, declarations)
+    return maker.built
+
+
+def _install_lazy_names(namespace: dict[str, Any], module_name: str, maker: _DeclarationMaker,
+                        file_node: model.Node, declarations: Mapping[str, int]) -> None:
+    """The module ``__getattr__``/``__dir__`` that build top-level declarations on first use."""
+    entries = {nested.id: nested for nested in file_node.nestedNodes}
+    names = dict(declarations)
+
+    def __getattr__(name: str) -> Any:
+        node_id = names.get(name)
+        entry = entries.get(node_id) if node_id is not None else None
+        if entry is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        with _LOCK:
+            obj = maker.nested(file_node, entry)
+        namespace[name] = obj
+        return obj
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    namespace["__getattr__"] = __getattr__
+    namespace["__dir__"] = __dir__
+    if maker.registers_globally():
+        for name in names:
+            __getattr__(name)
 
 
 def _resolve_import(file_id: int, target: str, package: str | None,
@@ -168,6 +209,59 @@ def attach_method_structs(builder: Any, node: model.Node, cls: type,
                 setattr(cls, attr, builder.struct_class(struct_id))
 
 
+class _DeclarationMaker:
+    """Builds a file's declarations (classes, constant values, annotation declarations) with the
+    shared runtime builder, one nested declaration at a time, attaching what the runtime does
+    not: doc comments as ``__doc__``, the implicit method structs of interfaces, ``None``
+    constants. ``built`` holds every object made so far, by node id."""
+
+    def __init__(self, builder: Any, nodes: list[model.Node],
+                 docs: Mapping[int, tuple[str, tuple[str, ...]]]) -> None:
+        self.builder = builder
+        self.by_id = {n.id: n for n in nodes}
+        self.docs = docs
+        self.built: dict[int, Any] = {}
+
+    def registers_globally(self) -> bool:
+        """Whether building a declaration of this file registers it globally (a side effect
+        the import must have)."""
+        from cara.runtime.registry import REGISTER_GLOBALLY_ID
+
+        return any(a.id == REGISTER_GLOBALLY_ID for n in self.by_id.values()
+                   for a in n.annotations)
+
+    def walk(self, node: model.Node) -> None:
+        for nested in node.nestedNodes:
+            self.nested(node, nested)
+
+    def nested(self, parent: model.Node, nested: model.NestedNode) -> Any:
+        """The object of ``parent``'s nested declaration ``nested`` (built with everything
+        nested in it on the first call)."""
+        if nested.id in self.built:
+            return self.built[nested.id]
+        child = self.by_id.get(nested.id)
+        if child is None:
+            return None
+        obj = self.builder.declaration(nested.id)
+        self.built[nested.id] = obj
+        owner = self.built.get(parent.id)
+        if obj is None and isinstance(owner, type):
+            # A Void constant's value is None; the runtime attaches only non-None ones.
+            attr = nested_attribute(nested.name)
+            if attr not in vars(owner):
+                setattr(owner, attr, None)
+        doc = self.docs.get(nested.id)
+        if doc and doc[0] and isinstance(obj, type):
+            try:
+                obj.__doc__ = doc[0].strip()
+            except (AttributeError, TypeError):
+                pass
+        if child.which == "interface" and isinstance(obj, type):
+            attach_method_structs(self.builder, child, obj, self.by_id)
+        self.walk(child)
+        return obj
+
+
 def make_types(
     nodes: list[model.Node],
     file_id: int,
@@ -175,37 +269,13 @@ def make_types(
     docs: Mapping[int, tuple[str, tuple[str, ...]]],
 ) -> dict[int, Any]:
     """The objects of the file's declarations (classes, constant values, annotation
-    declarations) by node id, built by :mod:`cara.runtime`. Nested declarations are attributes
-    of their parents (the runtime attaches them); doc comments become ``__doc__``."""
+    declarations) by node id, built by :mod:`cara.runtime`, all at once. Nested declarations
+    are attributes of their parents (the runtime attaches them); doc comments become
+    ``__doc__``."""
     builder = shared_builder(nodes)
     builder.module_names[file_id] = module_name
-    by_id = {n.id: n for n in nodes}
-    built: dict[int, Any] = {}
-
-    def walk(node: model.Node) -> None:
-        for nested in node.nestedNodes:
-            child = by_id.get(nested.id)
-            if child is None:
-                continue
-            obj = builder.declaration(nested.id)
-            built[nested.id] = obj
-            parent = built.get(node.id)
-            if obj is None and isinstance(parent, type):
-                # A Void constant's value is None; the runtime attaches only non-None ones.
-                attr = nested_attribute(nested.name)
-                if attr not in vars(parent):
-                    setattr(parent, attr, None)
-            doc = docs.get(nested.id)
-            if doc and doc[0] and isinstance(obj, type):
-                try:
-                    obj.__doc__ = doc[0].strip()
-                except (AttributeError, TypeError):
-                    pass
-            if child.which == "interface" and isinstance(obj, type):
-                attach_method_structs(builder, child, obj, by_id)
-            walk(child)
-
-    file_node = by_id.get(file_id)
+    maker = _DeclarationMaker(builder, nodes, docs)
+    file_node = maker.by_id.get(file_id)
     if file_node is not None:
-        walk(file_node)
-    return built
+        maker.walk(file_node)
+    return maker.built

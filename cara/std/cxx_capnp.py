@@ -98,12 +98,15 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'namespace': 0xb9c6f99ebf805f2c,
+    'name': 0xf264a779fef191ce,
+    'allowCancellation': 0xac7096ff8cfc9dce,
+}
 
-namespace = _types[0xb9c6f99ebf805f2c]
-name = _types[0xf264a779fef191ce]
-allowCancellation = _types[0xac7096ff8cfc9dce]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = ['allowCancellation', 'name', 'namespace']
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

@@ -249,11 +249,14 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'Persistent': 0xc8cb212fcd9f5691,
+    'persistent': 0xf622595091cafb67,
+}
 
-Persistent = _types[0xc8cb212fcd9f5691]
-persistent = _types[0xf622595091cafb67]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = ['Persistent', 'persistent']
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

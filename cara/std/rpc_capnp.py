@@ -2546,26 +2546,29 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'Message': 0x91b79f1f808db032,
+    'Bootstrap': 0xe94ccf8031176ec4,
+    'Call': 0x836a53ce789d4cd4,
+    'Return': 0x9e19b28d3db3573a,
+    'Finish': 0xd37d2eb2c2f80e63,
+    'Resolve': 0xbbc29655fa89086e,
+    'Release': 0xad1a6c0d7dd07497,
+    'Disembargo': 0xf964368b0fbd3711,
+    'Provide': 0x9c6a046bfbc1ac5a,
+    'Accept': 0xd4c9b56290554016,
+    'ThirdPartyAnswer': 0xb6511ce6c5f0e58c,
+    'Join': 0xfbe1980490e001af,
+    'MessageTarget': 0x95bc14545813fbc1,
+    'Payload': 0x9a0e61223d96743b,
+    'CapDescriptor': 0x8523ddc40b86b8b0,
+    'PromisedAnswer': 0xd800b1d6cd6f1ca0,
+    'ThirdPartyCapDescriptor': 0xd37007fde1f0027d,
+    'Exception': 0xd625b7063acf691a,
+}
 
-Message = _types[0x91b79f1f808db032]
-Bootstrap = _types[0xe94ccf8031176ec4]
-Call = _types[0x836a53ce789d4cd4]
-Return = _types[0x9e19b28d3db3573a]
-Finish = _types[0xd37d2eb2c2f80e63]
-Resolve = _types[0xbbc29655fa89086e]
-Release = _types[0xad1a6c0d7dd07497]
-Disembargo = _types[0xf964368b0fbd3711]
-Provide = _types[0x9c6a046bfbc1ac5a]
-Accept = _types[0xd4c9b56290554016]
-ThirdPartyAnswer = _types[0xb6511ce6c5f0e58c]
-Join = _types[0xfbe1980490e001af]
-MessageTarget = _types[0x95bc14545813fbc1]
-Payload = _types[0x9a0e61223d96743b]
-CapDescriptor = _types[0x8523ddc40b86b8b0]
-PromisedAnswer = _types[0xd800b1d6cd6f1ca0]
-ThirdPartyCapDescriptor = _types[0xd37007fde1f0027d]
-Exception = _types[0xd625b7063acf691a]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = [
     'Accept',
@@ -2588,4 +2591,4 @@ __all__ = [
     'ThirdPartyCapDescriptor',
 ]
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

@@ -367,15 +367,18 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'Side': 0x9fd69ebc87b9719c,
+    'VatId': 0xd20b909fee733a8e,
+    'ThirdPartyCompletion': 0xb7e329e92fda637d,
+    'ThirdPartyToAwait': 0x9539708bffa85a5d,
+    'ThirdPartyToContact': 0xe8e97b3b9f049b21,
+    'JoinKeyPart': 0x95b29059097fca83,
+    'JoinResult': 0x9d263a3630b7ebee,
+}
 
-Side = _types[0x9fd69ebc87b9719c]
-VatId = _types[0xd20b909fee733a8e]
-ThirdPartyCompletion = _types[0xb7e329e92fda637d]
-ThirdPartyToAwait = _types[0x9539708bffa85a5d]
-ThirdPartyToContact = _types[0xe8e97b3b9f049b21]
-JoinKeyPart = _types[0x95b29059097fca83]
-JoinResult = _types[0x9d263a3630b7ebee]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = [
     'JoinKeyPart',
@@ -387,4 +390,4 @@ __all__ = [
     'VatId',
 ]
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

@@ -2642,20 +2642,23 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'Node': 0xe682ab4cf923a417,
+    'Field': 0x9aad50a41f4af45f,
+    'Enumerant': 0x978a7cebdc549a4d,
+    'Superclass': 0xa9962a9ed0a4d7f8,
+    'Method': 0x9500cce23b334d80,
+    'Type': 0xd07378ede1f9cc60,
+    'Brand': 0x903455f06065422b,
+    'Value': 0xce23dcd2d7b00c9b,
+    'Annotation': 0xf1c8950dab257542,
+    'ElementSize': 0xd1958f7dba521926,
+    'CapnpVersion': 0xd85d305b7d839963,
+    'CodeGeneratorRequest': 0xbfc546f6210ad7ce,
+}
 
-Node = _types[0xe682ab4cf923a417]
-Field = _types[0x9aad50a41f4af45f]
-Enumerant = _types[0x978a7cebdc549a4d]
-Superclass = _types[0xa9962a9ed0a4d7f8]
-Method = _types[0x9500cce23b334d80]
-Type = _types[0xd07378ede1f9cc60]
-Brand = _types[0x903455f06065422b]
-Value = _types[0xce23dcd2d7b00c9b]
-Annotation = _types[0xf1c8950dab257542]
-ElementSize = _types[0xd1958f7dba521926]
-CapnpVersion = _types[0xd85d305b7d839963]
-CodeGeneratorRequest = _types[0xbfc546f6210ad7ce]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = [
     'Annotation',
@@ -2672,4 +2675,4 @@ __all__ = [
     'Value',
 ]
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

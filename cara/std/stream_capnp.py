@@ -78,10 +78,13 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'StreamResult': 0x995f9a3377c0b16e,
+}
 
-StreamResult = _types[0x995f9a3377c0b16e]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = ['StreamResult']
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

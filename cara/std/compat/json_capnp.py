@@ -458,17 +458,20 @@ _NODES = [
     },
 ]
 
-_types = _rebuild.build(globals(), 1, _FILE_ID, _NODES, _IMPORTS, _DOCS)
+#: The top-level declarations by name: each is built on first use (``module.Name``).
+_DECLARATIONS = {
+    'Value': 0xa3fa7845f919dd83,
+    'name': 0xfa5b1fd61c2e7c3d,
+    'flatten': 0x82d3e852af0336bf,
+    'FlattenOptions': 0xc4df13257bc2ea61,
+    'discriminator': 0xcfa794e8d19a0162,
+    'DiscriminatorOptions': 0xc2f8c20c293e5319,
+    'base64': 0xd7d879450a253e4b,
+    'hex': 0xf061e22f0ae5c7b5,
+    'notification': 0xa0a054dea32fd98c,
+}
 
-Value = _types[0xa3fa7845f919dd83]
-name = _types[0xfa5b1fd61c2e7c3d]
-flatten = _types[0x82d3e852af0336bf]
-FlattenOptions = _types[0xc4df13257bc2ea61]
-discriminator = _types[0xcfa794e8d19a0162]
-DiscriminatorOptions = _types[0xc2f8c20c293e5319]
-base64 = _types[0xd7d879450a253e4b]
-hex = _types[0xf061e22f0ae5c7b5]
-notification = _types[0xa0a054dea32fd98c]
+_rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
 __all__ = [
     'DiscriminatorOptions',
@@ -482,4 +485,4 @@ __all__ = [
     'notification',
 ]
 
-del _rebuild, _IMPORTS, _DOCS, _NODES
+del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS
