@@ -1,18 +1,20 @@
 """Import-time support of generated modules: schema literal -> runtime classes -> module names.
 
 A generated ``x_capnp.py`` calls :func:`build` once. It turns the embedded node literals back
-into :mod:`cara.schema.model` nodes, imports the modules of the schema files it refers to, asks
-:mod:`cara.runtime` for the classes, attaches nested declarations to their parents and doc
-comments to classes, and records what the module holds in a few ``cara_``-prefixed attributes
-(never Python's own ``__annotations__``; a schema declaration of the same name wins, since the
-module binds its declarations after this call):
+into :mod:`cara.schema.model` nodes, imports the modules of the schema files it refers to, and
+gives the module a ``__getattr__`` (PEP 562) that asks :mod:`cara.runtime` for a top-level
+declaration's classes the first time its name is read, attaching nested declarations to their
+parents and doc comments to classes; so importing a large schema is cheap until its types are
+used. It records what the module holds in a few ``cara_``-prefixed attributes (never Python's
+own ``__annotations__``):
 
 * ``cara_file_id``: the schema file's id;
 * ``cara_annotations``: the file's own annotations (``$Cxx.namespace("x")``), as
   :class:`cara.runtime.AnnotationValue` objects (the same attribute the runtime's
   ``build_module`` sets);
 * ``cara_nodes``: its nodes by id (``model.Node``), e.g. for the binary codec;
-* ``_cara_types_``: everything built, by node id (classes, constant values, annotations);
+* ``_cara_types_``: everything built so far, by node id (classes, constant values,
+  annotations);
 * ``_cara_imported_``: the modules of the schema files it imports.
 
 Every module built registers itself by file id in :data:`MODULES`; an import between schema
