@@ -290,26 +290,31 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
     return call_conv(f->conv, v);
 }
 
-/* Fill self (a new or cleared instance) from d, an exact dict keyed by known field numbers.
- * 1: done; 0: d is not of that shape (self left empty); -1: an exception (self may hold
- * part of d: the caller clears it). */
+/* Fill self from d, an exact dict keyed by known field numbers. 1: done; 0: d is not of that
+ * shape (self as it was); -1: an exception (self may hold part of d: the caller clears it,
+ * as the generated Python code does). */
 static int
 fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
 {
-    Py_ssize_t size = PyDict_GET_SIZE(d), found = 0, i;
-    if (plan->nunion > 1 && size > 1) {
-        Py_ssize_t members = 0;
+    Py_ssize_t size = PyDict_GET_SIZE(d), found = 0, members = 0, i;
+    /* Union members, and (when self already holds something, so that it cannot simply be
+     * cleared again) whether every key is a field number: checked before self changes. */
+    int check_keys = PyDict_GET_SIZE(self) > 0;
+    if ((plan->nunion > 1 && size > 1) || check_keys) {
         for (i = 0; i < plan->nfields; i++) {
             Field *f = &plan->fields[i];
-            if (f->in_union) {
-                int has = PyDict_Contains(d, f->key);
-                if (has < 0)
-                    return -1;
-                members += has;
-            }
+            int has;
+            if (!f->in_union && !check_keys)
+                continue;
+            has = PyDict_Contains(d, f->key);
+            if (has < 0)
+                return -1;
+            members += has && f->in_union;
+            found += has;
         }
-        if (members > 1)
+        if (members > 1 || (check_keys && found != size))
             return 0;
+        found = 0;
     }
     if (PyDict_Update(self, d) < 0)
         return -1;
@@ -336,7 +341,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
         }
         Py_DECREF(r);
     }
-    if (found != size) { /* keys that are not field numbers: not this shape */
+    if (found != size) { /* keys that are not field numbers: not this shape (self was empty) */
         PyDict_Clear(self);
         return 0;
     }

@@ -218,6 +218,18 @@ def test_subclass_and_repeated_init(modules: tuple[Any, Any]) -> None:
         fast.Person.__init__(m, {0: "x"})
 
 
+def test_init_again_keeps_what_is_there(modules: tuple[Any, Any]) -> None:
+    """``__init__`` on a filled struct merges, as the general path does, whatever the keys."""
+    fast, pure = modules
+    for update in ({0: 5}, {999: "future", 0: 5}, {"name": "m"}, {4: {1: "a"}}):
+        results = []
+        for module in (fast, pure):
+            p = module.Person({1: "n", 2: "e"})
+            p.__init__(update)
+            results.append(_shape(p))
+        assert results[0] == results[1], update
+
+
 def test_pure_python_mode_passes_the_struct_tests() -> None:
     """The struct tests again, in a child process where the accelerator is switched off."""
     env = {**os.environ, "CARA_PURE_PYTHON": "1"}
