@@ -115,9 +115,10 @@ new_instance(PyObject *cls)
     return PyDict_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
 }
 
-/* How many structs deep this module builds before handing the whole input to Python, whose
- * own recursion limit then decides (so accepting deep input does not depend on the build, or
- * on the interpreter version's C recursion limit). */
+/* How many structs deep one call into this module builds before it hands the whole input to
+ * the generated Python code (which calls back in for nested values): the C stack stays small
+ * whatever the interpreter's C recursion limit, and the depth at which input is refused as
+ * "nested too deeply" is set by Python's recursion limit, as without the accelerator. */
 #define MAX_DEPTH 100
 
 /* Enter one more level of nesting: 0, or -1 with RecursionError set (which makes the entry
