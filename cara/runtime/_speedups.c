@@ -776,9 +776,11 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef plan_methods[] = {
     {"convert", (PyCFunction)plan_convert, METH_O,
-     "convert(value): the value as an instance of the class (the class's _cara_convert_)."},
+     "convert($self, value, /)\n--\n\n"
+     "The value as an instance of the class (the class's _cara_convert_)."},
     {"create", (PyCFunction)(void (*)(void))plan_create, METH_FASTCALL | METH_KEYWORDS,
-     "create(**fields): a new instance (the class's Create)."},
+     "create($self, /, *values, **fields)\n--\n\n"
+     "A new instance: values in field order, or fields by name (the class's Create)."},
     {NULL, NULL, 0, NULL}
 };
 
