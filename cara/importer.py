@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 else:
     _LoaderBase = _FinderBase = object
 
-# hashlib, json, marshal and pathlib are imported where the cache is used, and the finder and loader
-# are plain classes rather than importlib.abc subclasses (which pull in importlib.resources):
-# installing the hook is part of ``import cara`` and must cost next to nothing.
+# hashlib and marshal are imported where the cache is used (pathlib only by cache_dir()), and
+# the finder and loader are plain classes rather than importlib.abc subclasses (which pull in
+# importlib.resources): installing the hook is part of ``import cara`` and must cost next to
+# nothing, and a cached import little more.
 
 __all__ = [
     "SchemaFinder",
@@ -59,7 +60,7 @@ __all__ = [
 
 _SUFFIX = "_capnp"
 #: Bump when the cache entry layout changes.
-_CACHE_LAYOUT = 1
+_CACHE_LAYOUT = 2
 
 
 # -------------------------------------------------------------------------------- naming
@@ -189,13 +190,19 @@ def cache_dir() -> Path:
     """Where compiled schema modules are cached (see the module docstring)."""
     from pathlib import Path
 
+    return Path(_cache_directory())
+
+
+def _cache_directory() -> str:
+    # os.path, not pathlib: this runs on every hook import, and pathlib costs milliseconds.
     configured = os.environ.get("CARA_CACHE_DIR")
     if configured:
-        base = Path(configured)
+        base = configured
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) / "cara" if xdg else Path.home() / ".cache" / "cara"
-    return base / (sys.implementation.cache_tag or "python")
+        base = (os.path.join(xdg, "cara") if xdg
+                else os.path.join(os.path.expanduser("~"), ".cache", "cara"))
+    return os.path.join(base, sys.implementation.cache_tag or "python")
 
 
 def _version() -> str:
@@ -214,48 +221,43 @@ def _sha256(path: str) -> str | None:
         return None
 
 
-def _entry_path(path: str, key_imports: list[str], src_root: str) -> Path:
+def _entry_path(path: str, key_imports: list[str], src_root: str) -> str:
     import hashlib
-    import json
 
-    key = json.dumps([_CACHE_LAYOUT, _version(), sys.implementation.cache_tag, path,
-                      key_imports, src_root])
-    return cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".cara")
+    key = repr([_CACHE_LAYOUT, _version(), sys.implementation.cache_tag, path, key_imports,
+                src_root])
+    return os.path.join(_cache_directory(),
+                        hashlib.sha256(key.encode()).hexdigest()[:32] + ".cara")
 
 
-def _read_entry(entry: Path) -> tuple[dict[str, Any], types.CodeType] | None:
-    import json
+def _read_entry(entry: str) -> tuple[dict[str, Any], types.CodeType] | None:
+    """The header and code of a cache entry (one ``marshal`` blob), or None when it is missing,
+    unreadable, of another layout, or stale (a file it was compiled from has changed)."""
     import marshal
 
     try:
-        data = entry.read_bytes()
-    except OSError:
-        return None
-    header_end = data.find(b"\n")
-    if header_end < 0:
-        return None
-    try:
-        header = json.loads(data[:header_end])
+        with open(entry, "rb") as f:
+            data = f.read()
+        layout, header, code = marshal.loads(data)
+        if layout != _CACHE_LAYOUT or not isinstance(code, types.CodeType):
+            return None
         for dep, digest in header["files"]:
             if _sha256(dep) != digest:
                 return None
-        code = marshal.loads(data[header_end + 1:])
-    except (ValueError, TypeError, KeyError, EOFError):
-        return None
-    if not isinstance(code, types.CodeType):
+    except (OSError, ValueError, TypeError, KeyError, EOFError):
         return None
     return header, code
 
 
-def _write_entry(entry: Path, header: dict[str, Any], code: types.CodeType) -> None:
-    import json
+def _write_entry(entry: str, header: dict[str, Any], code: types.CodeType) -> None:
     import marshal
 
-    data = json.dumps(header, sort_keys=True).encode() + b"\n" + marshal.dumps(code)
+    data = marshal.dumps((_CACHE_LAYOUT, header, code))
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
+        os.makedirs(os.path.dirname(entry), exist_ok=True)
+        tmp = f"{entry}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, entry)
     except OSError:
         pass  # a read-only cache only costs speed

@@ -61,6 +61,24 @@ def test_hook_imports_the_seed_schema_and_caches_it(project: Path) -> None:
     assert_ok(run(second, app, cache), "from cache")
 
 
+@pytest.mark.parametrize("damage", [b"", b"garbage", b"\xe9" * 40, "truncate", "other layout"])
+def test_a_damaged_cache_entry_is_compiled_again(project: Path, damage: object) -> None:
+    import marshal
+
+    app, cache = project / "app", project / "cache"
+    assert_ok(run(HOOK + SEED_CHECK, app, cache), "seed ok")
+    (entry,) = cache.rglob("*.cara")
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:50])
+    elif damage == "other layout":
+        _, header, code = marshal.loads(entry.read_bytes())
+        entry.write_bytes(marshal.dumps((999, header, code)))
+    else:
+        entry.write_bytes(damage)  # type: ignore[arg-type]
+    assert_ok(run(HOOK + SEED_CHECK, app, cache), "seed ok")
+    assert_ok(run(HOOK + NO_COMPILE + SEED_CHECK, app, cache), "seed ok")  # rewritten
+
+
 def test_an_edited_schema_is_compiled_again(project: Path) -> None:
     app, cache = project / "app", project / "cache"
     assert_ok(run(HOOK + "import my_structs_capnp\nprint('first')", app, cache), "first")
