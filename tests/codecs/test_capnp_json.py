@@ -115,7 +115,8 @@ def test_reader_is_as_lenient_as_capnp(edge: tuple[Schema, Path]) -> None:
     ('{"e": "baz"}', "e: unknown enumerant 'baz'"),
     ('{"t": 5}', "t: expected a string"),
     ('{"d": [1, 256]}', "d: expected an array of byte values"),
-    ('{"t": "x",}', "1:11: Expecting property name enclosed in double quotes"),
+    # (A syntax error whose wording is the same in every Python version: 3.13 rewords others.)
+    ('{"t": "x" "y": 1}', "1:11: Expecting ',' delimiter"),
     ("[1]", "root: expected a JSON object"),
 ])
 def test_reader_errors_name_the_field(edge: tuple[Schema, Path], text: str,
