@@ -64,7 +64,7 @@ def _load_speedups() -> Any:
 
 _speedups: Any = _load_speedups()
 
-#: Whether struct construction runs through the C accelerator (``cara.runtime.SPEEDUPS``).
+#: Whether struct construction runs through the C accelerator (see docs/structs.md).
 SPEEDUPS = _speedups is not None
 
 __all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "group_attribute",
