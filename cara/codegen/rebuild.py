@@ -262,22 +262,3 @@ class _DeclarationMaker:
             attach_method_structs(self.builder, child, obj, self.by_id)
         self.walk(child)
         return obj
-
-
-def make_types(
-    nodes: list[model.Node],
-    file_id: int,
-    module_name: str,
-    docs: Mapping[int, tuple[str, tuple[str, ...]]],
-) -> dict[int, Any]:
-    """The objects of the file's declarations (classes, constant values, annotation
-    declarations) by node id, built by :mod:`cara.runtime`, all at once. Nested declarations
-    are attributes of their parents (the runtime attaches them); doc comments become
-    ``__doc__``."""
-    builder = shared_builder(nodes)
-    builder.module_names[file_id] = module_name
-    maker = _DeclarationMaker(builder, nodes, docs)
-    file_node = maker.by_id.get(file_id)
-    if file_node is not None:
-        maker.walk(file_node)
-    return maker.built
