@@ -91,18 +91,11 @@ def load_cara(tmp: str, pure: bool = False) -> Any:
         Path(tmp, "person.capnp").write_text(text)
         request = reference_request(["person.capnp"], cwd=tmp)
     from cara.runtime import build_module
-    from cara.runtime import struct as struct_module
 
     module = build_module(request, register=False)
-    saved = struct_module._speedups
-    if pure:
-        struct_module._speedups = None
-    try:
-        group = module.Person.cara_schema.by_name["employment"].type.cls
-        for cls in (module.Person, module.Person.PhoneNumber, group):
-            cls._cara_prepare_()
-    finally:
-        struct_module._speedups = saved
+    group = module.Person.cara_schema.by_name["employment"].type.cls
+    for cls in (module.Person, module.Person.PhoneNumber, group):
+        cls._cara_prepare_(accelerate=not pure)
     return module
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -139,23 +138,6 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _converter_for(hint: Any) -> _Converter:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or type(hint).__name__ == "UnionType":
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _converter_for(inner[0])
-        return _identity
-    if origin is list and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
-        item_cls: type = args[0]
-        return lambda items: [from_literal(item_cls, x) for x in items]
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        cls = hint
-        return lambda data: from_literal(cls, data)
-    return _identity
-
-
 def _converter_for_annotation(annotation: str) -> _Converter | None:
     """The converter for a field annotated (as a string: model.py postpones annotations) with
     one of model.py's simple forms: a scalar or ``Literal[...]`` (kept as is), ``X``,
@@ -187,13 +169,11 @@ def _plan(cls: type) -> dict[str, _Converter]:
     plan = _PLANS.get(cls)
     if plan is None:
         plan = {}
-        hints: dict[str, Any] | None = None
         for f in dataclasses.fields(cls):
             convert = _converter_for_annotation(f.type) if isinstance(f.type, str) else None
-            if convert is None:  # an unusual annotation: let typing resolve it
-                if hints is None:
-                    hints = typing.get_type_hints(cls, vars(model))
-                convert = _converter_for(hints[f.name])
+            if convert is None:
+                raise TypeError(f"{cls.__name__}.{f.name}: annotation {f.type!r} is not a form "
+                                "cara.codegen.literal reads (extend _converter_for_annotation)")
             plan[f.name] = convert
         _PLANS[cls] = plan
     return plan

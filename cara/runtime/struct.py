@@ -351,9 +351,11 @@ class Struct(dict):
         return dict.__new__(cls)
 
     @classmethod
-    def _cara_prepare_(cls) -> None:
-        """Generate the fast constructors now (normally done on first use)."""
-        _compile(cls)
+    def _cara_prepare_(cls, accelerate: bool = True) -> None:
+        """Generate the fast constructors now (normally done on first use); with
+        ``accelerate=False`` without the C accelerator even where it is built (to compare the
+        two builds side by side, as the tests and benchmarks do)."""
+        _compile(cls, accelerate)
 
     # ------------------------------------------------------------------ reads
 
@@ -706,7 +708,7 @@ def _fill_slow(self: Any, data: Any, merge: bool = False, slow: bool = False) ->
 # ---------------------------------------------------------------------- generated fill code
 
 
-def _compile(cls: Any) -> None:
+def _compile(cls: Any, accelerate: bool = True) -> None:
     """Generate ``__init__``, ``_cara_convert_`` and ``_cara_create_`` for ``cls``.
 
     The common case is inlined: a plain ``dict`` keyed by numbers (``__init__``,
@@ -721,7 +723,7 @@ def _compile(cls: Any) -> None:
         return
     _compiling.add(cls)
     try:
-        _compile_now(cls)
+        _compile_now(cls, accelerate)
     finally:
         _compiling.discard(cls)
 
@@ -973,10 +975,10 @@ def _plain_test(cls: Any, env: dict[str, Any], prefix: str, var: str) -> str:
     return test
 
 
-def _which_function(schema: StructSchema) -> Any:
+def _which_function(schema: StructSchema, accelerate: bool = True) -> Any:
     """``which()`` for a struct with an unnamed union: one C-level membership test per member
     (the default member last, since it is also the answer when nothing is set)."""
-    if _speedups is not None:
+    if accelerate and _speedups is not None:
         return _speedups.Which(tuple(f.number for f in schema.union),
                                tuple(f.name for f in schema.union))
     first, *rest = schema.union
@@ -989,7 +991,7 @@ def _which_function(schema: StructSchema) -> Any:
     return env["which"]
 
 
-def _compile_now(cls: Any) -> None:
+def _compile_now(cls: Any, accelerate: bool = True) -> None:
     schema: StructSchema = cls.cara_schema
     fields = schema.fields
     env: dict[str, Any] = {
@@ -1163,10 +1165,10 @@ def _compile_now(cls: Any) -> None:
     # no class saves a little on every call.
     cls.Create = staticmethod(env["Create"])
     cls._cara_type_.convert = env["convert"]
-    if _speedups is not None:
+    if accelerate and _speedups is not None:
         _accelerate(cls, env, {f.number for f in params})
     if schema.union and "which" not in cls.__dict__:
-        cls.which = _which_function(schema)
+        cls.which = _which_function(schema, accelerate)
     cls._cara_ready_ = True
 
 

@@ -46,7 +46,7 @@ def _struct_classes(obj: Any, seen: set[int]) -> Iterator[Any]:
             yield from _struct_classes(value, seen)
 
 
-def _pair(text: str, filename: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+def _pair(text: str, filename: str) -> tuple[Any, Any]:
     """The module of ``text`` built twice: with the accelerator, and in pure Python."""
     from cara.runtime import build_module
 
@@ -56,10 +56,8 @@ def _pair(text: str, filename: str, monkeypatch: pytest.MonkeyPatch) -> tuple[An
     request = oracle_request([filename], cwd=tmp)
     fast = build_module(request, register=False)
     pure = build_module(request, register=False)
-    with monkeypatch.context() as patch:
-        patch.setattr(struct_module, "_speedups", None)
-        for cls in _struct_classes(pure, set()):
-            cls._cara_prepare_()
+    for cls in _struct_classes(pure, set()):
+        cls._cara_prepare_(accelerate=False)
     for cls in _struct_classes(fast, set()):
         cls._cara_prepare_()
         assert type(cls.__dict__["__init__"]).__name__ == "Plan"
@@ -69,10 +67,8 @@ def _pair(text: str, filename: str, monkeypatch: pytest.MonkeyPatch) -> tuple[An
 
 
 @pytest.fixture(scope="module")
-def modules() -> Iterator[tuple[Any, Any]]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        text = SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1] + DEEP_CAPNP
-        yield _pair(text, "speedups.capnp", monkeypatch)
+def modules() -> tuple[Any, Any]:
+    return _pair(SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1] + DEEP_CAPNP, "speedups.capnp")
 
 
 DEEP_CAPNP = "struct Deep { children @0 :List(Deep); }\n"
