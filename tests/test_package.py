@@ -55,3 +55,15 @@ def test_bare_venv_install_has_only_msgpack(tmp_path: Path) -> None:
     assert out.stdout.startswith("cara version ")
     subprocess.run([str(py), "-c", "import cara, cara.schema, cara.runtime"], check=True)
     assert (env_dir / "bin" / "capnpc-cara").exists()
+
+
+def test_the_accelerator_is_built_where_required() -> None:
+    """CI sets ``CARA_REQUIRE_SPEEDUPS=1`` (it installs a C compiler), so a failed build of the
+    optional accelerator cannot go unnoticed there: its tests would only be skipped."""
+    import os
+
+    from cara.runtime import struct
+
+    if not os.environ.get("CARA_REQUIRE_SPEEDUPS"):
+        pytest.skip("CARA_REQUIRE_SPEEDUPS is not set (only CI requires the C accelerator)")
+    assert struct.SPEEDUPS, "cara/runtime/_speedups.c was not built (see pip's build output)"
