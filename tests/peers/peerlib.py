@@ -84,7 +84,7 @@ def parse_endpoint(argv: list[str], usage: str, extra: int = 0) -> tuple[str, st
 async def connect(host: str, port: int) -> Any:
     """A pycapnp two-party RPC client connected to HOST:PORT; exits 1 with a message when the
     connection is refused."""
-    import capnp  # type: ignore[import-untyped]
+    import capnp
 
     try:
         stream = await capnp.AsyncIoStream.create_connection(host=host, port=port)

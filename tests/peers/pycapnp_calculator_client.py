@@ -38,7 +38,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import capnp  # type: ignore[import-untyped]
+import capnp
 from peerlib import connect, fail, parse_endpoint, say
 
 USAGE = "pycapnp_calculator_client.py CALCULATOR_CAPNP HOST PORT [--bench-chain N]"
@@ -65,7 +65,7 @@ def expect(got: float, want: float) -> None:
 def steps(calc: Any, calculator: Any) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
     """The sample's five steps as (name, coroutine function)."""
 
-    class Pow(calc.Calculator.Function.Server):  # type: ignore[misc]
+    class Pow(calc.Calculator.Function.Server):
         """pow(), implemented here: the server calls back into this process to use it."""
 
         async def call(self, params: Any, **kwargs: Any) -> float:

@@ -32,7 +32,7 @@ import asyncio
 import sys
 from typing import Any
 
-import capnp  # type: ignore[import-untyped]
+import capnp
 from peerlib import Commands, Counted, parse_endpoint, say
 
 USAGE = "pycapnp_calculator_server.py CALCULATOR_CAPNP HOST PORT"
@@ -68,7 +68,7 @@ def implementations(calc: Any) -> Any:
             return float(reply.value)
         raise ValueError(f"unknown expression kind {kind!r}")
 
-    class ValueImpl(Counted, calc.Calculator.Value.Server):  # type: ignore[misc]
+    class ValueImpl(Counted, calc.Calculator.Value.Server):
         """A number already computed, read back through ``read``."""
 
         def __init__(self, value: float) -> None:
@@ -78,7 +78,7 @@ def implementations(calc: Any) -> Any:
         async def read(self, **kwargs: Any) -> float:
             return self.value
 
-    class OperatorImpl(Counted, calc.Calculator.Function.Server):  # type: ignore[misc]
+    class OperatorImpl(Counted, calc.Calculator.Function.Server):
         """One of the four arithmetic operators, as a two-parameter Function."""
 
         def __init__(self, op: str) -> None:
@@ -92,7 +92,7 @@ def implementations(calc: Any) -> Any:
                 raise ValueError(f"{self.op} takes 2 parameters, got {len(params)}")
             return float(OPERATORS[self.op](params[0], params[1]))
 
-    class FunctionImpl(Counted, calc.Calculator.Function.Server):  # type: ignore[misc]
+    class FunctionImpl(Counted, calc.Calculator.Function.Server):
         """A function defined by the client: an expression over ``paramCount`` parameters."""
 
         def __init__(self, param_count: int, body: Any) -> None:
@@ -108,7 +108,7 @@ def implementations(calc: Any) -> Any:
                     f"the function takes {self.param_count} parameters, got {len(params)}")
             return await evaluate(self.body, list(params))
 
-    class CalculatorImpl(calc.Calculator.Server):  # type: ignore[misc]
+    class CalculatorImpl(calc.Calculator.Server):
         """The bootstrap capability of one connection."""
 
         async def evaluate(self, expression: Any, **kwargs: Any) -> Any:

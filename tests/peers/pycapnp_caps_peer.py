@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-import capnp  # type: ignore[import-untyped]
+import capnp
 from peerlib import (
     Commands,
     Counted,
@@ -59,7 +59,7 @@ SETTLE_TIMEOUT = 10.0
 async def exchange(calc: Any, calculator: Any, n: int) -> list[Any]:
     """Run the N rounds; return what must be held (the server's capabilities)."""
 
-    class Adder(Counted, calc.Calculator.Function.Server):  # type: ignore[misc]
+    class Adder(Counted, calc.Calculator.Function.Server):
         async def call(self, params: Any, **kwargs: Any) -> float:
             return float(params[0] + params[1])
 

@@ -21,7 +21,7 @@ import asyncio
 import sys
 import time
 
-import capnp  # type: ignore[import-untyped]
+import capnp
 from peerlib import connect, fail, parse_endpoint, say
 
 USAGE = "pycapnp_echo_client.py ECHO_CAPNP HOST PORT [N [CONCURRENT]]"

@@ -18,16 +18,16 @@ import asyncio
 import sys
 from typing import Any
 
-import capnp  # type: ignore[import-untyped]
+import capnp
 from peerlib import Commands, parse_endpoint, say
 
 USAGE = "pycapnp_echo_server.py ECHO_CAPNP HOST PORT"
 
 
 async def serve(schema: str, host: str, port: int) -> None:
-    echo = capnp.load(schema)
+    module: Any = capnp.load(schema)
 
-    class Echo(echo.SimpleEcho.Server):  # type: ignore[misc]
+    class Echo(module.SimpleEcho.Server):
         async def echo(self, text: str, **kwargs: Any) -> str:
             return text
 
