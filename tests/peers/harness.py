@@ -323,3 +323,38 @@ async def arun_calculator_client(host: str, port: int, *extra: str,
     async with apeer("pycapnp_calculator_client.py", str(calculator_schema()), host,
                      str(port), *extra) as p:
         return await p.afinish(timeout)
+
+
+def caps_peer(host: str, port: int, n: int,
+              hold: bool = True) -> contextlib.AbstractContextManager[Peer]:
+    """pycapnp_caps_peer.py against a calculator server at host:port (see its docstring):
+    read ``held <n>``, ``send('drop')``, read ``live <n>``, then ``stats`` as needed."""
+    return peer("pycapnp_caps_peer.py", str(calculator_schema()), host, str(port), str(n),
+                *(["--hold"] if hold else []))
+
+
+def acaps_peer(host: str, port: int, n: int,
+               hold: bool = True) -> contextlib.AbstractAsyncContextManager[Peer]:
+    return apeer("pycapnp_caps_peer.py", str(calculator_schema()), host, str(port), str(n),
+                 *(["--hold"] if hold else []))
+
+
+def figures(lines: list[str]) -> dict[str, dict[str, float]]:
+    """Benchmark lines ``kind a=1 b=2`` -> {kind: {'a': 1.0, 'b': 2.0}}."""
+    out = {}
+    for line in lines:
+        kind, *pairs = line.split()
+        out[kind] = {key: float(value) for key, value in (p.split("=", 1) for p in pairs)}
+    return out
+
+
+async def arun_echo_client(host: str, port: int, n: int = 5000, concurrent: int = 5000,
+                           timeout: float = 120.0) -> dict[str, dict[str, float]]:
+    """pycapnp_echo_client.py against an echo server at host:port (which may run in this
+    loop): its figures, e.g. ``['sequential']['calls_per_s']``; PeerError if it fails."""
+    async with apeer("pycapnp_echo_client.py", str(ECHO_CAPNP), host, str(port), str(n),
+                     str(concurrent)) as p:
+        code, lines = await p.afinish(timeout)
+        if code:
+            raise p._error(f"exited {code}: {lines}")
+    return figures(lines)

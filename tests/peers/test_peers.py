@@ -17,10 +17,14 @@ from tests.peers.harness import (
     ECHO_CAPNP,
     PeerError,
     acalculator_server,
+    acaps_peer,
+    aecho_server,
     arun_calculator_client,
+    arun_echo_client,
     calculator_schema,
     calculator_server,
     echo_server,
+    figures,
     peer,
     require_pycapnp,
     run_calculator_client,
@@ -28,12 +32,6 @@ from tests.peers.harness import (
 from tests.peers.proxy import Proxy, split_frames
 
 PASSED = [f"{step} PASS" for step in CALCULATOR_STEPS]
-
-
-def words(line: str) -> dict[str, str]:
-    """``kind a=1 b=2`` -> {'kind': 'kind', 'a': '1', 'b': '2'}."""
-    first, *rest = line.split()
-    return {"kind": first, **dict(w.split("=", 1) for w in rest)}
 
 
 def test_calculator_client_passes_every_step_and_the_server_lets_go() -> None:
@@ -101,17 +99,19 @@ def test_client_pipelines_and_server_calls_back_as_the_recording_shows() -> None
 
 def test_capabilities_each_way_are_counted_then_all_released() -> None:
     n = 300
-    with calculator_server() as server:
-        with peer("pycapnp_caps_peer.py", str(calculator_schema()), server.host,
-                  str(server.port), str(n), "--hold") as client:
-            assert client.line() == f"held {n}"           # n callbacks held by the server
-            assert server.stats() == 3 * n                # operators, functions, values
+
+    async def main() -> None:
+        async with acalculator_server() as srv, acaps_peer(srv.host, srv.port, n) as client:
+            assert await client.aline() == f"held {n}"     # n callbacks held by the server
+            assert await srv.astats() == 3 * n             # operators, functions, values
             client.send("drop")
-            assert client.line() == "live 0"
-            assert server.wait_live(0) == 0                # while the connection is still open
+            assert await client.aline() == "live 0"
+            assert await srv.await_live(0) == 0            # while the connection is still open
             assert client.process.poll() is None
-            assert client.stats() == 0
-            assert client.finish() == (0, [])
+            assert await client.astats() == 0
+            assert await client.afinish() == (0, [])
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 def test_calculator_client_reports_a_failing_server() -> None:
@@ -123,22 +123,21 @@ def test_calculator_client_reports_a_failing_server() -> None:
 
 
 def test_echo_peers_and_benchmark_modes_report_figures() -> None:
-    with echo_server() as server:
-        with peer("pycapnp_echo_client.py", str(ECHO_CAPNP), server.host, str(server.port),
-                  "50", "200") as client:
-            code, lines = client.finish()
-        assert code == 0
-        sequential, concurrent = (words(line) for line in lines)
-        assert (sequential["kind"], sequential["n"]) == ("sequential", "50")
-        assert (concurrent["kind"], concurrent["n"]) == ("concurrent", "200")
-        assert float(sequential["calls_per_s"]) > 0 and float(concurrent["seconds"]) > 0
-        assert server.stats() == 0
+    async def echo() -> dict[str, dict[str, float]]:
+        async with aecho_server() as server:
+            result = await arun_echo_client(server.host, server.port, 50, 200)
+            assert await server.astats() == 0
+            return result
+
+    echoed = asyncio.run(asyncio.wait_for(echo(), 60))
+    assert set(echoed) == {"sequential", "concurrent"}
+    assert echoed["sequential"]["n"] == 50 and echoed["concurrent"]["n"] == 200
+    assert echoed["sequential"]["calls_per_s"] > 0 and echoed["concurrent"]["seconds"] > 0
     with calculator_server() as server:
         code, lines = run_calculator_client(server.host, server.port, "--bench-chain", "20")
         assert code == 0
-        [chain] = (words(line) for line in lines)
-        assert (chain["kind"], chain["n"]) == ("chain", "20")
-        assert float(chain["us_per_chain"]) > 0
+        chain = figures(lines)["chain"]
+        assert chain["n"] == 20 and chain["us_per_chain"] > 0
 
 
 def test_a_peer_that_dies_is_reported_with_its_stderr() -> None:
@@ -156,16 +155,15 @@ def test_pycapnp_chain_of_three_dependent_calls_costs_one_round_trip_through_the
     by pycapnp, through 50 ms of latency each way, takes about one round trip, not three."""
     delay = 0.05
 
-    async def main() -> dict[str, str]:
+    async def main() -> dict[str, float]:
         async with acalculator_server() as server:
             async with Proxy(server.host, server.port, delay=delay) as proxy:
                 code, lines = await arun_calculator_client(
                     "127.0.0.1", proxy.port, "--bench-chain", "3")
         assert code == 0, lines
-        [chain] = (words(line) for line in lines)
-        return chain
+        return figures(lines)["chain"]
 
     chain = asyncio.run(asyncio.wait_for(main(), 60))
-    round_trips = float(chain["us_per_chain"]) / 1e6 / (2 * delay)
+    round_trips = chain["us_per_chain"] / 1e6 / (2 * delay)
     print(f"pycapnp chain: {round_trips:.2f} round trips")
     assert 1.0 <= round_trips < 1.5, round_trips
