@@ -1,26 +1,23 @@
-"""cara.rpc: capability RPC over any transport.
+"""cara.rpc: Cap'n Proto's capability RPC (level 1: promise pipelining, embargoes) over any
+transport.
 
 The core (:class:`Connection`) is a protocol state machine without I/O: frames in through
 ``receive``, frames out through the ``send`` callable it is given, ``connection_lost`` when the
-transport is gone. Transports (:mod:`cara.transports`: asyncio sockets, the pseud adapter) move
-the frames; servers and clients live there (``cara.transports.Server``/``Client``), since this
-layer must not import the one above it.
+transport is gone. It speaks rpc.capnp's messages (:mod:`cara.rpc.messages`) in one of two
+encodings: cara's compact msgpack frames (:mod:`cara.rpc.wire_cara`, the default) or Cap'n
+Proto's own (:mod:`cara.rpc.wire_capnp`, to talk to C++, Rust, Go and pycapnp peers). Transports
+(:mod:`cara.transports`: asyncio sockets, pseud, ...) move the frames; servers and clients live
+there, since this layer must not import the one above it.
 
-Interfaces are runtime classes (``cara.runtime``) or bare descriptions built from schema nodes
-(:func:`interfaces_from_nodes`); methods are addressed by ``(interface id, method index)``.
+Modules, bottom up: ``messages`` (the message objects), ``errors``, ``description`` (interfaces
+as the core sees them), ``plain`` (params and results without runtime classes), ``proxies``
+(what a program holds: typed proxies and call promises), ``dispatch`` (calling local
+implementations), ``caps`` (local capabilities and promises), ``wire_cara``/``wire_capnp``
+(encodings), ``connection`` (the tables and the state machine), ``register``.
 """
 
-from cara.rpc.connection import (
-    Connection,
-    LocalCap,
-    Proxy,
-    RemoteCap,
-    Results,
-    Services,
-    proxy_class,
-    release,
-    runtime_proxy_class,
-)
+from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap
+from cara.rpc.connection import Connection, ImportCap, PipelineCap, Question
 from cara.rpc.description import (
     FieldInfo,
     InterfaceInfo,
@@ -29,6 +26,7 @@ from cara.rpc.description import (
     interfaces_from_nodes,
     known_interface,
 )
+from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
     Disconnected,
     Failed,
@@ -38,19 +36,48 @@ from cara.rpc.errors import (
     RpcError,
     Unimplemented,
 )
+from cara.rpc.plain import Results
+from cara.rpc.proxies import (
+    CallPromise,
+    PipelinedField,
+    Proxy,
+    core_cap_of,
+    proxy_class,
+    runtime_proxy_class,
+)
 from cara.rpc.register import register_interface
 
+#: The old name of :class:`ImportCap` (a capability on the other side of a connection).
+RemoteCap = ImportCap
+
+
+def release(cap: object) -> None:
+    """Release a capability now (works even when its interface has a method named ``close``)."""
+    core = core_cap_of(cap)
+    if core is None:
+        raise TypeError(f"{cap!r} is not a remote capability")
+    core.close()
+
+
 __all__ = [
+    "BrokenCap",
+    "CallPromise",
+    "Cap",
     "Connection",
     "Disconnected",
     "Failed",
     "FieldInfo",
+    "ImportCap",
     "InterfaceInfo",
     "LocalCap",
     "MethodInfo",
     "Overloaded",
+    "PipelineCap",
+    "PipelinedField",
     "ProtocolError",
     "Proxy",
+    "Question",
+    "QueuedCap",
     "RemoteCap",
     "RemoteTraceback",
     "Results",

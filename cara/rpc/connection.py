@@ -1,629 +1,173 @@
-"""The RPC protocol of one connection, as a state machine with no I/O inside.
+"""One RPC connection as a state machine: messages in, messages out, no I/O inside.
 
 A :class:`Connection` is fed whole frames (:meth:`Connection.receive`) and hands the frames it
-wants sent to the ``send`` callable it was given; who moves the bytes (asyncio streams, ZeroMQ,
-a test's list) is the transport's business, so one core serves every transport.
+wants sent to the ``send`` callable it was given; an encoding (``wire``: cara frames by default,
+or rpc.capnp's own messages) turns :mod:`cara.rpc.messages` into bytes. It keeps rpc.capnp's
+four tables, with ids as rpc.capnp defines them, so a peer can only name what it was handed:
 
-It keeps Cap'n Proto's four tables:
+* **questions** -- calls (and bootstraps) we sent: a :class:`Question`, which is also the
+  promise the caller holds; its id is reused once we have both sent ``Finish`` and received the
+  ``Return``;
+* **answers** -- calls we received: kept until the caller's ``Finish``, so calls pipelined on a
+  capability inside the results (``PromisedAnswer`` targets) find it; calls that arrive before
+  the results wait in order;
+* **exports** -- our capabilities the peer holds, reference-counted by every descriptor we send
+  and ``Release`` brings down (a promise is exported as ``senderPromise`` and followed by
+  ``Resolve``);
+* **imports** -- the peer's capabilities we hold, one :class:`ImportCap` each, held *weakly*:
+  when the last proxy goes, a ``Release`` with the count is sent.
 
-* **questions** -- calls we sent and whose answer we await (an asyncio future each);
-* **answers** -- calls we received whose handler is still running (cancelled on ``FINISH``);
-* **exports** -- local objects the peer holds references to, with a reference count that the
-  peer's ``RELEASE`` brings back down (the object is dropped at zero);
-* **imports** -- the peer's objects we hold, one :class:`RemoteCap` each, held *weakly*: when the
-  last proxy goes away (garbage or :meth:`Proxy.close`), a ``RELEASE`` with the count is sent.
+**Pipelining.** ``question.field`` is a :class:`PipelineCap` whose calls target the promised
+answer until the ``Return`` arrives, then go to what the answer held. **Embargoes** keep E-order
+when that turns out to be a capability of *this* process (or a promise we exported resolves to
+one): new calls wait until a ``Disembargo`` sent along the old path comes back, so every call
+made before the resolution is delivered first.
 
 Handlers that return a plain value are answered inline (no task per call); those returning an
-awaitable run as a task so that a later ``FINISH`` can cancel them. The only asyncio use is for
-those futures and tasks: pass the loop, or construct the connection inside a running loop.
+awaitable run as a task that a ``Finish`` can cancel. The only asyncio use is for those futures
+and tasks: pass the loop, or construct the connection inside a running loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import msgpack
-
 from cara.rpc import messages as M
-from cara.rpc.description import (
-    INTERFACE,
-    PLAIN,
-    FieldInfo,
-    InterfaceInfo,
-    MethodInfo,
-    describe,
-    known_interface,
-)
+from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
+from cara.rpc.description import describe, known_interface
+from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
     Disconnected,
+    Failed,
     Overloaded,
     ProtocolError,
     Unimplemented,
-    exception_from_wire,
-    exception_to_wire,
+    exception_from_remote,
+    exception_to_remote,
 )
-from cara.runtime.interface import Interface as RuntimeInterface
-from cara.runtime.interface import implementation as runtime_implementation
-from cara.runtime.interface import positional_capacity
+from cara.rpc.proxies import CallPromise, Method, method_of
+from cara.rpc.wire_cara import CaraWire
 
-__all__ = [
-    "Connection",
-    "LocalCap",
-    "Proxy",
-    "RemoteCap",
-    "Results",
-    "Services",
-    "proxy_class",
-    "release",
-    "runtime_proxy_class",
-]
-
-_Target = Any  # int export id, or [interface_id] for a bootstrap call
+__all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
 
 
-class Results(dict[str, Any]):
-    """Several results of a call, by name; also readable as attributes (``r.text``)."""
+class Question(CallPromise):
+    """A call (or bootstrap) we sent: the promise its caller holds (see :class:`CallPromise`);
+    cancelling it sends ``Finish`` so the callee cancels its handler."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __init__(self, conn: Connection, qid: int, method: Method, unbox: bool) -> None:
+        super().__init__(loop=conn.loop)
+        self.conn = conn
+        self.qid = qid
+        self._method = method
+        self._unbox = unbox
+        self._results: Any = None
+        self.returned = False
+        self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.pipes: dict[tuple[int, ...], PipelineCap] = {}
+        self.param_exports: list[int] | None = None
 
+    def _pipeline(self, path: tuple[str, ...]) -> Cap:
+        wire = self.conn.wire
+        steps = wire.transform(self._method.result_cls, name_steps(self._method, path)) \
+            if self._method.result_cls is not M.CAPABILITY else ()
+        return self.conn._pipeline_cap(self, steps)
 
-class LocalCap:
-    """Marks a local object to be sent as a capability implementing ``info`` (how an argument in
-    an interface-typed field, or a plain object nested in a struct, is exported)."""
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self.conn._finish(self)
+        return super().cancel(msg)
 
-    __slots__ = ("info", "obj")
-
-    def __init__(self, obj: object, info: InterfaceInfo | None = None) -> None:
-        self.obj = obj
-        self.info = info
-
-
-# --------------------------------------------------------------------- implementations, lookup
-
-#: A handler takes the params as they arrived (a field-number-keyed dict or None) and whether the
-#: frame carried capabilities, and returns the results to send, or an awaitable of them;
-#: ``encode`` (when not None) turns the value returned by the implementation into the payload.
-_Handler = tuple[Callable[[Any, bool], Any], Any, "Callable[[Any], Any] | None"]
-
-
-def _remote_of(obj: object) -> RemoteCap | None:
-    """The reference behind a proxy (ours or a runtime interface instance made by us)."""
-    if isinstance(obj, RemoteCap):
-        return obj
-    if isinstance(obj, Proxy):
-        return obj._cap
-    cap = getattr(obj, "_cara_rpc_cap_", None)
-    return cap if isinstance(cap, RemoteCap) else None
+    def _time_out(self) -> None:
+        if not self.done():
+            self.conn._finish(self)
+            self.set_exception(asyncio.TimeoutError(f"{self._method.name}() timed out"))
 
 
-class _Impl:
-    """A local object callable over RPC: finds the handler for ``(iface id, index)``."""
+class ImportCap(Cap):
+    """A capability of the peer (``id`` is its export id). A ``senderPromise`` import is a
+    promise that a ``Resolve`` replaces."""
 
-    __slots__ = ("cache", "info", "obj", "refs")
+    __slots__ = ("called", "conn", "entry", "id", "promise", "resolution", "waiters")
 
-    def __init__(self, obj: object, info: InterfaceInfo | None) -> None:
-        self.obj = obj
-        self.info = info
-        self.refs = 0
-        self.cache: dict[tuple[int, int], _Handler] = {}
+    def __init__(self, conn: Connection, import_id: int, promise: bool) -> None:
+        self.conn = conn
+        self.id = import_id
+        self.promise = promise
+        self.called = False
+        self.resolution: Cap | None = None
+        self.entry: _Import | None = None
+        self.waiters: list[Callable[[Cap], None]] | None = None
 
-    def method(self, interface_id: int, index: int) -> _Handler:
-        key = (interface_id, index)
-        found = self.cache.get(key)
-        if found is None:
-            found = self.cache[key] = self._find(interface_id, index)
-        return found
+    def call(self, method: Method, params: Any, timeout: float | None = None, *,
+             unbox: bool = True) -> CallPromise:
+        if self.resolution is not None:
+            return self.resolution.call(method, params, timeout, unbox=unbox)
+        if self.entry is None and not self.conn.closed:  # a programming error: say it now
+            raise Disconnected(f"{method.name}(): this capability was released")
+        self.called = True
+        return self.conn.send_call(M.ImportedCap(self.id), method, params, timeout, unbox)
 
-    def _find(self, interface_id: int, index: int) -> _Handler:
-        key = (interface_id, index)
-        obj = self.obj
-        remote = _remote_of(obj)
-        if isinstance(obj, RuntimeInterface) and remote is None:
-            spec = type(obj).cara_schema.all_methods.get(key)
-            if spec is None:
-                raise Unimplemented(f"{type(obj).__name__} has no method @{index} of interface "
-                                    f"0x{interface_id:016x}")
-            return _runtime_handler(obj, spec), spec, spec.box_results
-        m = self.info.methods.get(key) if self.info is not None else None
-        if m is None:
-            other = known_interface(interface_id)
-            m = other.methods.get(key) if other is not None else None
-        if m is None:
-            raise Unimplemented(
-                f"method @{index} of interface 0x{interface_id:016x} is not known here")
-        if remote is not None:  # a capability of another connection: forward as it is
-            return partial(_forward, remote, m), m, None
-        if m.spec is not None and isinstance(self.info, InterfaceInfo) \
-                and self.info.pyclass is not None:
-            wrapped = self.info.pyclass(obj)  # a plain implementation of a runtime interface
-            return _runtime_handler(wrapped, m.spec), m.spec, m.spec.box_results
-        fn: Any = None
-        if isinstance(obj, Mapping):  # by (interface id, index) first: names can clash
-            fn = obj.get(key) or obj.get(m.name)
-        else:
-            fn = getattr(obj, m.name, None)
-            if fn is None and callable(obj) and not isinstance(obj, type):
-                fn = obj  # a function or lambda implementing a one-method interface
-        if fn is None or not callable(fn):
-            raise Unimplemented(f"{type(obj).__name__} does not implement {m.name}")
-        return _plain_handler(fn, m), m, partial(_encode_results, m)
+    def resolved(self) -> Cap:
+        return self.resolution.resolved() if self.resolution is not None else self
 
-
-def _runtime_handler(target: Any, spec: Any) -> Callable[[Any, bool], Any]:
-    """Calls a runtime interface instance: the runtime converts the params (its ``$Params``
-    struct, then ``call_args``); the results are boxed by ``spec.box_results`` (the encoder).
-    The implementation is looked up once, here, not per call."""
-    fn = runtime_implementation(target, spec)
-    call_args = spec.call_args
-    capacity = positional_capacity(fn)
-
-    def handle(payload: Any, caps: bool) -> Any:
-        if payload is None:
-            payload = {}
-        elif type(payload) is not dict:
-            raise TypeError(f"params of {spec.name}() must be a map")
-        cls = spec.param_class
-        if caps:
-            _type_capabilities(cls, payload)
-        args, kwargs = call_args(cls(payload), capacity)
-        return fn(*args, **kwargs)
-
-    return handle
-
-
-_MAX_CAP_DEPTH = 64
-
-
-def _type_capabilities(struct_cls: Any, payload: dict[Any, Any], depth: int = 0) -> None:
-    """Give each received capability in ``payload`` the interface type its field declares
-    (in place), so the runtime's conversion finds typed proxies rather than bare references.
-    Follows the runtime struct schema through nested structs and lists."""
-    if depth > _MAX_CAP_DEPTH:
-        return
-    schema = getattr(struct_cls, "cara_schema", None)
-    for f in getattr(schema, "fields", ()):
-        if f.number in payload:
-            payload[f.number] = _type_capability(f.type, payload[f.number], depth + 1)
-
-
-def _type_capability(t: Any, value: Any, depth: int) -> Any:
-    kind = getattr(t, "kind", None)
-    if kind == "interface":
-        if isinstance(value, RemoteCap):
-            return value.cast(t.cls)
-    elif kind == "struct":
-        if type(value) is dict:
-            _type_capabilities(t.cls, value, depth)
-    elif kind == "list" and type(value) is list and depth <= _MAX_CAP_DEPTH:
-        elem = getattr(t.cls, "_cara_elem_", None)
-        if getattr(elem, "kind", None) in ("interface", "struct", "list"):
-            for i, item in enumerate(value):
-                value[i] = _type_capability(elem, item, depth + 1)
-    return value
-
-
-def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any, bool], Any]:
-    """Calls a plain implementation with the params the caller gave, by description."""
-    if m.params_named:
-        def handle_struct(payload: Any, caps: bool) -> Any:
-            if payload is None:
-                payload = {}
-            elif type(payload) is not dict:
-                raise TypeError(f"params of {m.name}() must be a map")
-            return fn(m.param_type(payload) if m.param_type is not None else payload)
-
-        return handle_struct
-
-    def handle(payload: Any, caps: bool) -> Any:
-        if payload is None:
-            return fn()
-        if type(payload) is not dict:
-            raise TypeError(f"params of {m.name}() must be a map")
-        args, kwargs = _call_args(m, payload)
-        return fn(*args, **kwargs)
-
-    return handle
-
-
-def _forward(remote: RemoteCap, m: MethodInfo, payload: Any, caps: bool) -> Any:
-    return remote.forward(m, payload)
-
-
-def _call_args(m: MethodInfo, params: dict[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Positional values for the leading fields that were given, keywords after a gap."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    positional = True
-    for f in m.params:
-        if f.number in params:
-            v = params[f.number]
-            if f.kind != PLAIN:
-                v = _incoming(f, v)
-            if positional:
-                args.append(v)
-            else:
-                kwargs[f.name] = v
-        else:
-            positional = False
-    return args, kwargs
-
-
-def _incoming(f: FieldInfo, value: Any) -> Any:
-    if f.kind == INTERFACE:
-        if not isinstance(value, RemoteCap):
-            return value  # None, or one of our own objects coming home
-        if f.convert is None:
-            info = known_interface(f.interface_id)
-            return value.cast(info) if info is not None else value
-    convert = f.convert
-    return convert(value) if convert is not None and value is not None else value
-
-
-class Services:
-    """The implementations a server offers, by interface id (Cap'n Proto's bootstrap).
-
-    One ``Services`` is shared by every connection of a server; registering later makes the
-    implementation reachable from connections that already exist."""
-
-    def __init__(self) -> None:
-        self._by_id: dict[int, _Impl] = {}
-
-    def register(self, iface: Any, impl: object) -> None:
-        info = describe(iface)
-        if info is None:
-            raise TypeError(f"{iface!r} does not describe an interface")
-        if info.pyclass is not None and not isinstance(impl, info.pyclass):
-            impl = info.pyclass(impl)  # the runtime wraps dicts, objects and functions
-        self._by_id[info.id] = _Impl(impl, info)
-
-    def lookup(self, interface_id: int) -> _Impl | None:
-        return self._by_id.get(interface_id)
-
-    def __len__(self) -> int:
-        return len(self._by_id)
-
-
-# ---------------------------------------------------------------------------------- proxies
-
-
-class RemoteCap:
-    """An untyped reference to a capability on the other side of ``connection``.
-
-    ``target`` is the import id, or ``[interface_id]`` for a server's registered implementation.
-    Typed views (``cap.cast(Iface)``) share this reference: a :class:`Proxy` for a bare
-    description, an instance of the runtime class for a runtime interface."""
-
-    __slots__ = ("__weakref__", "_import_entry", "connection", "target")
-
-    def __init__(self, connection: Connection, target: _Target) -> None:
-        self.connection = connection
-        self.target = target
-        self._import_entry: _Import | None = None
-
-    def _check_open(self, name: str) -> None:
-        if self._import_entry is None and type(self.target) is int and not self.connection.closed:
-            raise Disconnected(f"{name}(): this capability was released")
-
-    def call(self, method: MethodInfo, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        """Send a call of ``method`` at once; the returned future resolves to its result."""
-        timeout = kwargs.pop("_timeout", None) if kwargs else None
-        self._check_open(method.name)
-        params = _encode_params(method, args, kwargs)
-        return self.connection.send_call(self.target, method, params, timeout,
-                                         decode=partial(_decode_results, method))
-
-    def call_spec(self, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Call a runtime method: the runtime boxes the params and unboxes the results."""
-        timeout = kwargs.pop("_timeout", None) if kwargs and "_timeout" in kwargs else None
-        self._check_open(spec.name)
-        params = spec.box_params(args, kwargs)
-        return self.connection.send_call(self.target, spec, params, timeout,
-                                         decode=_runtime_decoder(spec))
-
-    def forward(self, method: Any, payload: Any) -> asyncio.Future[Any]:
-        """Pass a call that arrived on another connection on to this capability unchanged."""
-        self._check_open(method.name)
-        return self.connection.send_call(self.target, method, payload)
-
-    def cast(self, iface: Any) -> Any:
-        """This capability as ``iface``: a proxy (an instance of a subclass of the runtime
-        class for a runtime interface, so ``isinstance(proxy, Iface)`` holds)."""
-        info = describe(iface)
-        if info is None:
-            raise TypeError(f"{iface!r} does not describe an interface")
-        if info.pyclass is not None:
-            return runtime_proxy_class(info.pyclass)(self)
-        return proxy_class(info)(self)
-
-    __cara_cast__ = cast
+    @property
+    def is_promise(self) -> bool:
+        return self.promise and self.resolution is None
 
     def close(self) -> None:
-        """Give the reference back now instead of when the last proxy is collected."""
-        entry = self._import_entry
+        entry = self.entry
         if entry is not None:
-            self._import_entry = None
-            self.connection._release_import(entry)
+            self.entry = None
+            self.conn._release_import(entry)
 
     @property
     def closed(self) -> bool:
-        return self.connection.closed or (
-            not isinstance(self.target, list) and self._import_entry is None)
+        return self.conn.closed or self.entry is None
 
     def __repr__(self) -> str:
-        return f"<RemoteCap {self.target!r} on {self.connection!r}>"
+        kind = "promise " if self.promise else ""
+        return f"import {kind}{self.id}"
 
 
-class Proxy:
-    """A capability on the other side, typed by an interface: one Python method per RPC method.
+class PipelineCap(Cap):
+    """A capability inside the answer to a question we sent, usable before the answer."""
 
-    Calling a method sends the call at once and returns an awaitable future (awaiting it is
-    optional); ``_timeout=seconds`` bounds one call. A proxy of a one-method interface is callable.
-    ``close()`` (or ``async with``) releases the reference early."""
+    __slots__ = ("called", "question", "resolution", "steps", "waiters")
 
-    __slots__ = ("__weakref__", "_cap")
-    _info: InterfaceInfo
+    def __init__(self, question: Question, steps: tuple[int, ...]) -> None:
+        self.question = question
+        self.steps = steps
+        self.called = False
+        self.resolution: Cap | None = None
+        self.waiters: list[Callable[[Cap], None]] | None = None
 
-    def __init__(self, cap: RemoteCap) -> None:
-        self._cap = cap
+    def call(self, method: Method, params: Any, timeout: float | None = None, *,
+             unbox: bool = True) -> CallPromise:
+        if self.resolution is not None:
+            return self.resolution.call(method, params, timeout, unbox=unbox)
+        self.called = True
+        q = self.question
+        return q.conn.send_call(M.PromisedAnswer(q.qid, self.steps), method, params, timeout,
+                                unbox)
 
-    def __getitem__(self, key: str | tuple[int, int]) -> Callable[..., asyncio.Future[Any]]:
-        m = self._info.by_name.get(key) if isinstance(key, str) else self._info.methods.get(key)
-        if m is None:
-            raise KeyError(key)
-        return partial(self._cap.call, m)
+    def resolved(self) -> Cap:
+        return self.resolution.resolved() if self.resolution is not None else self
 
-    def __cara_cast__(self, iface: Any) -> Proxy:
-        return self._cap.cast(iface)
+    @property
+    def is_promise(self) -> bool:
+        return self.resolution is None
 
     def __repr__(self) -> str:
-        return f"<{self._info.name} proxy {self._cap.target!r}>"
-
-    async def __aenter__(self) -> Proxy:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._cap.close()
-
-
-_proxy_classes: dict[int, type[Proxy]] = {}
-
-
-def _proxy_method(m: MethodInfo) -> Callable[..., asyncio.Future[Any]]:
-    def method(self: Proxy, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        return self._cap.call(m, *args, **kwargs)
-
-    method.__name__ = method.__qualname__ = m.name
-    method.__doc__ = f"Call {m.name} (@{m.index} of interface 0x{m.interface_id:016x})."
-    return method
-
-
-def _close(self: Proxy) -> None:
-    self._cap.close()
-
-
-def proxy_class(info: InterfaceInfo) -> type[Proxy]:
-    """The proxy class for ``info`` (made once per description)."""
-    cls = _proxy_classes.get(id(info))
-    if cls is not None and cls._info is info:
-        return cls
-    ns: dict[str, Any] = {"__slots__": (), "_info": info}
-    ns["close"] = _close
-    for name, m in info.by_name.items():
-        ns[name] = _proxy_method(m)  # a method named like `close` wins over the helper
-    if len(info.by_name) == 1:
-        (only,) = info.by_name.values()
-        ns["__call__"] = _proxy_method(only)
-    cls = type(f"{info.name}Proxy", (Proxy,), ns)
-    _proxy_classes[id(info)] = cls
-    return cls
-
-
-def release(cap: Any) -> None:
-    """Release a capability now (works even when its interface has a method named ``close``)."""
-    remote = _remote_of(cap)
-    if remote is None:
-        raise TypeError(f"{cap!r} is not a remote capability")
-    remote.close()
-
-
-# ------------------------------------------------------------- params and results conversion
-
-
-def _outgoing(f: FieldInfo, value: Any) -> Any:
-    if f.kind == INTERFACE and value is not None and not isinstance(value, (Proxy, RemoteCap)):
-        if getattr(value, "__cara_impl__", None) is None:
-            return LocalCap(value, known_interface(f.interface_id))
-    return value
-
-
-def _by_number(numbers: Mapping[str, int], fields: tuple[FieldInfo, ...], d: Mapping[Any, Any],
-               what: str) -> dict[int, Any]:
-    out: dict[int, Any] = {}
-    by_number = {f.number: f for f in fields}
-    for k, v in d.items():
-        num = k if isinstance(k, int) else numbers.get(k)
-        if num is None:
-            raise TypeError(f"{what} has no field {k!r}")
-        f = by_number.get(num)
-        out[num] = _outgoing(f, v) if f is not None else v
-    return out
-
-
-def _encode_params(m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if m.params_named:
-        if len(args) == 1 and not kwargs:
-            value = args[0]
-        elif not args:
-            value = kwargs
-        else:
-            raise TypeError(f"{m.name}() takes one struct or keyword arguments")
-        if value is None:
-            return None
-        if m.param_type is not None and not isinstance(value, m.param_type):  # type: ignore[arg-type]
-            return m.param_type(value)
-        return _by_number(m.param_numbers, m.params, value, f"{m.name}() params")
-    fields = m.params
-    if len(args) > len(fields):
-        raise TypeError(f"{m.name}() takes {len(fields)} arguments but {len(args)} were given")
-    if not kwargs:
-        if not args:
-            return None
-        return {f.number: (v if f.kind == PLAIN else _outgoing(f, v))
-                for f, v in zip(fields, args, strict=False)}
-    params = {f.number: _outgoing(f, v) for f, v in zip(fields, args, strict=False)}
-    for name, v in kwargs.items():
-        num = m.param_numbers.get(name)
-        if num is None:
-            raise TypeError(f"{m.name}() got an unexpected keyword argument {name!r}")
-        if num in params:
-            raise TypeError(f"{m.name}() got multiple values for argument {name!r}")
-        params[num] = _outgoing(fields[[f.number for f in fields].index(num)], v)
-    return params
-
-
-def _encode_results(m: MethodInfo, result: Any) -> Any:
-    fields = m.results
-    if m.results_named:
-        if result is None:
-            return None
-        if m.result_type is not None and not isinstance(result, m.result_type):  # type: ignore[arg-type]
-            return m.result_type(result)
-        if not isinstance(result, Mapping):
-            raise TypeError(
-                f"{m.name}() must return a struct (a mapping), got {type(result).__name__}")
-        return _by_number(m.result_numbers, fields, result, f"{m.name}() results")
-    if not fields:
-        return None
-    if len(fields) == 1:
-        f = fields[0]
-        if type(result) is dict and len(result) == 1 and f.name in result:
-            result = result[f.name]  # ``return {'text': t}`` for a single result ``text``
-        if result is None:
-            return None
-        return {f.number: _outgoing(f, result)}
-    if isinstance(result, Mapping):
-        return _by_number(m.result_numbers, fields, result, f"{m.name}() results")
-    if isinstance(result, (tuple, list)):
-        if len(result) > len(fields):
-            raise TypeError(f"{m.name}() returned {len(result)} results, expected {len(fields)}")
-        return {f.number: _outgoing(f, v) for f, v in zip(fields, result, strict=False)}
-    if result is None:
-        return None
-    raise TypeError(f"{m.name}() must return a mapping or a tuple of {len(fields)} results")
-
-
-def _decode_results(m: MethodInfo, results: Any, caps: bool = False) -> Any:
-    """What the caller of a plain proxy gets: None, the one result, a :class:`Results`, or the
-    struct of a ``-> Struct`` method."""
-    if m.results_named:
-        value = results if results is not None else {}
-        return m.result_type(value) if m.result_type is not None else value
-    fields = m.results
-    if not fields:
-        return None
-    if results is None:
-        results = {}
-    elif type(results) is not dict:
-        raise ProtocolError(f"results of {m.name}() must be a map")
-    if len(fields) == 1:
-        f = fields[0]
-        v = results.get(f.number)
-        return v if f.kind == PLAIN else _incoming(f, v)
-    return Results({
-        f.name: (results.get(f.number) if f.kind == PLAIN else _incoming(f, results.get(f.number)))
-        for f in fields
-    })
-
-
-_runtime_decoders: dict[int, tuple[Any, Callable[[Any, bool], Any]]] = {}
-
-
-def _runtime_decoder(spec: Any) -> Callable[[Any, bool], Any]:
-    """What the caller of a runtime proxy gets (made once per method)."""
-    known = _runtime_decoders.get(id(spec))
-    if known is not None and known[0] is spec:
-        return known[1]
-
-    def decode(results: Any, caps: bool) -> Any:
-        cls = spec.result_class
-        if results is None:
-            results = {}
-        elif caps and type(results) is dict:
-            _type_capabilities(cls, results)
-        return spec.unbox_results(cls(results))
-
-    _runtime_decoders[id(spec)] = (spec, decode)
-    return decode
-
-
-_runtime_proxy_classes: dict[type, type] = {}
-
-
-def _runtime_proxy_call(self: Any, method: Any, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
-    return self._cara_rpc_cap_.call_spec(method, args, kwargs)
-
-
-def _runtime_proxy_method(spec: Any) -> Callable[..., Any]:
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._cara_rpc_cap_.call_spec(spec, args, kwargs)
-
-    method.__name__ = method.__qualname__ = spec.attr
-    return method
-
-
-def runtime_proxy_class(iface_cls: type) -> type:
-    """A subclass of runtime interface class ``iface_cls`` whose methods send calls.
-
-    Its instances pass ``isinstance(proxy, Iface)`` and every runtime conversion, and each call
-    returns a future at once (no coroutine), so an unawaited call is still sent and
-    ``asyncio.gather`` needs no task per call."""
-    cls = _runtime_proxy_classes.get(iface_cls)
-    if cls is not None:
-        return cls
-    schema: Any = iface_cls.cara_schema  # type: ignore[attr-defined]
-    ns: dict[str, Any] = {"__slots__": (), "_cara_call_": _runtime_proxy_call,
-                          "__module__": iface_cls.__module__}
-    for spec in schema.all_methods.values():
-        ns.setdefault(spec.attr, _runtime_proxy_method(spec))
-
-    def __init__(self: Any, cap: Any) -> None:
-        # `Iface(client)` returns a proxy made by `client.__cara_cast__`; Python then calls
-        # __init__ again with the client, which must not replace the capability.
-        if isinstance(cap, RemoteCap):
-            object.__setattr__(self, "_cara_rpc_cap_", cap)
-
-    def __repr__(self: Any) -> str:
-        return f"<{iface_cls.__name__} proxy {self._cara_rpc_cap_.target!r}>"
-
-    async def __aenter__(self: Any) -> Any:
-        return self
-
-    async def __aexit__(self: Any, *exc: object) -> None:
-        self._cara_rpc_cap_.close()
-
-    def close(self: Any) -> None:
-        """Release this capability now (``cara.rpc.release(proxy)`` when a method is named
-        ``close``)."""
-        self._cara_rpc_cap_.close()
-
-    ns.update(__init__=__init__, __repr__=__repr__, __aenter__=__aenter__, __aexit__=__aexit__)
-    ns.setdefault("close", close)  # a method of the interface named `close` wins
-    cls = type(f"{iface_cls.__name__}Proxy", (iface_cls,), ns)
-    _runtime_proxy_classes[iface_cls] = cls
-    return cls
-
-
-# ---------------------------------------------------------------------------------- the tables
+        if self.resolution is not None:
+            return repr(self.resolution)
+        return f"pipelined {self.question._method.name}(){list(self.steps)}"
 
 
 class _Import:
@@ -632,42 +176,45 @@ class _Import:
     def __init__(self, import_id: int) -> None:
         self.id = import_id
         self.count = 1
-        self.ref: weakref.ref[RemoteCap] | None = None
+        self.ref: weakref.ref[ImportCap] | None = None
 
 
-class _Question(asyncio.Future[Any]):
-    """A call awaiting its answer; cancelling it (e.g. the awaiting task is cancelled, or the
-    per-call timeout fires) tells the callee to cancel its handler."""
+class _Export:
+    __slots__ = ("cap", "id", "key", "refs")
 
-    def __init__(self, conn: Connection, qid: int, method: Any,
-                 decode: Callable[[Any, bool], Any] | None) -> None:
-        super().__init__(loop=conn.loop)
-        self.conn = conn
-        self.qid = qid
-        self.method = method  # a MethodInfo, or a runtime MethodSpec (same address attributes)
-        self.decode = decode  # results payload (and "it carried capabilities") -> value
-        self.timer: asyncio.TimerHandle | None = None
+    def __init__(self, export_id: int, cap: Cap, key: int) -> None:
+        self.id = export_id
+        self.cap = cap
+        self.key = key
+        self.refs = 0
 
-    def cancel(self, msg: Any = None) -> bool:
-        if self.done():
-            return False
-        self.conn._forget_question(self, send_finish=True)
-        return super().cancel(msg)
 
-    def _time_out(self) -> None:
-        if not self.done():
-            self.conn._forget_question(self, send_finish=True)
-            self.set_exception(asyncio.TimeoutError(f"{self.method.name}() timed out"))
+class _Answer:
+    """A call (or bootstrap) we received."""
+
+    __slots__ = ("call", "error", "finished", "method", "pipes", "result_exports", "results",
+                 "returned")
+
+    def __init__(self) -> None:
+        self.call: CallPromise | None = None
+        self.method: Method | None = None
+        self.results: Any = None
+        self.returned = False
+        self.finished = False
+        self.pipes: dict[tuple[int, ...], QueuedCap] = {}
+        self.result_exports: list[int] | None = None
+        self.error: BaseException | None = None
 
 
 class Connection:
     """One side of an RPC connection (see the module docstring).
 
-    ``send(frame)`` is called with each frame to send (one msgpack message; the transport adds
-    its own framing). ``services`` answers bootstrap calls (a server's registered interfaces);
-    ``send_tracebacks`` controls whether handler tracebacks travel to callers; ``timeout`` is the
-    default per-call timeout in seconds (``None``: wait forever); ``max_imports`` bounds the
-    capabilities the peer may hand us at once."""
+    ``send(frame)`` is called with each frame to send (the transport adds its own framing, if
+    any). ``wire``: the encoding (default cara frames). ``services`` answers ``Bootstrap``;
+    ``send_tracebacks`` controls whether handler tracebacks travel to callers; ``timeout`` is
+    the default per-call timeout in seconds (``None``: wait forever); ``max_imports`` bounds the
+    capabilities the peer may hand us at once; at most ``max_answers`` handlers run at once and
+    ``max_queued_calls`` more wait (later ones are refused as :class:`Overloaded`)."""
 
     def __init__(
         self,
@@ -675,44 +222,48 @@ class Connection:
         *,
         services: Services | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-        send_tracebacks: bool = True,
+        wire: Any = None,
+        send_tracebacks: bool = False,
         timeout: float | None = None,
         name: str = "",
         max_imports: int = 100_000,
         max_answers: int = 10_000,
         max_queued_calls: int | None = None,
+        max_exports: int = 100_000,
     ) -> None:
         self._send = send
         self.services = services
         self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.wire = wire if wire is not None else CaraWire()
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name
-        #: A peer handing us more capabilities than this at once is aborted (memory bound).
         self.max_imports = max_imports
-        #: At most this many handlers run at once; later calls wait in arrival order (the
-        #: connection keeps reading, so answers to our own calls still arrive), and beyond
-        #: ``max_queued_calls`` waiting ones (default: as many) a call is refused as Overloaded.
+        self.max_exports = max_exports
         self.max_answers = max_answers
         self.max_queued_calls = max_answers if max_queued_calls is None else max_queued_calls
         self.closed = False
         self.close_reason: BaseException | None = None
-        self._questions: dict[int, _Question] = {}
-        self._answers: dict[int, asyncio.Future[Any]] = {}
-        self._queued: dict[int, tuple[Any, Any, Any, Any, bool]] = {}  # qid -> call, FIFO
-        self._exports: dict[int, _Impl] = {}
-        self._export_ids: dict[int, int] = {}  # id(object) -> export id
-        self._imports: dict[int, _Import] = {}
+        self._questions: dict[int, Question] = {}
+        self._free_questions: list[int] = []
         self._next_question = 0
+        self._answers: dict[int, _Answer] = {}
+        self._running = 0
+        self._queued: dict[int, tuple[M.Call, Cap | BaseException, list[Any]]] = {}
+        self._exports: dict[int, _Export] = {}
+        self._export_by_key: dict[int, int] = {}
+        self._free_exports: list[int] = []
         self._next_export = 0
-        self._releases: list[int] = []
+        self._imports: dict[int, _Import] = {}
+        self._embargoes: dict[int, tuple[QueuedCap, Cap]] = {}
+        self._next_embargo = 0
+        self._releases: list[tuple[int, int]] = []
         self._release_scheduled = False
-        self._frame_caps = False  # whether the frame being decoded carried capabilities
-        self._packer = msgpack.Packer(default=self._pack_capability)
+        self._sending_exports: list[int] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<Connection {self.name or hex(id(self))} {state}>"
+        return f"<Connection {self.name or hex(id(self))} {self.wire.name} {state}>"
 
     # ------------------------------------------------------------------------------ public
 
@@ -724,94 +275,85 @@ class Connection:
             "answers": len(self._answers) + len(self._queued),
         }
 
-    def bootstrap(self, iface: Any) -> Any:
-        """A proxy for the peer's registered implementation of ``iface`` (no round trip)."""
-        info = describe(iface)
-        if info is None:
-            raise TypeError(f"{iface!r} does not describe an interface")
-        return RemoteCap(self, [info.id]).cast(info)
-
     @property
     def answers_in_flight(self) -> int:
         """Calls received and not yet answered (running or waiting for a free slot)."""
-        return len(self._answers) + len(self._queued)
+        return self._running + len(self._queued)
 
-    def send_call(self, target: _Target, method: Any, params: Any,
-                  timeout: float | None = None, *,
-                  decode: Callable[[Any, bool], Any] | None = None) -> asyncio.Future[Any]:
-        """Send a call now and return the future of its result: ``decode(payload, has_caps)``,
-        or the results payload as it arrived when ``decode`` is None (forwarding)."""
-        q = _Question(self, self._next_question, method, decode)
+    def bootstrap(self, iface: Any = None) -> Any:
+        """The peer's bootstrap capability (for cara frames: its implementation of ``iface``),
+        usable at once: calls are pipelined on the bootstrap's answer."""
+        info = describe(iface) if iface is not None else None
+        if iface is not None and info is None:
+            raise TypeError(f"{iface!r} does not describe an interface")
+        iid = info.id if info is not None and self.wire.name == "cara" else None
+        method = Method(0, 0, "bootstrap", result_cls=M.CAPABILITY)
         if self.closed:
+            cap: Cap = BrokenCap(Disconnected(f"connection closed: {self.close_reason}"))
+            return cap.cast(info) if info is not None else cap
+        q = self._new_question(method, False)
+        self._emit(M.Bootstrap(q.qid, iid))
+        cap = self._pipeline_cap(q, ())
+        return cap.cast(info) if info is not None else cap
+
+    def send_call(self, target: M.Target, method: Method, params: Any,
+                  timeout: float | None = None, unbox: bool = True) -> Question:
+        """Send a call now and return its promise."""
+        q = self._new_question(method, unbox)
+        if self.closed:
+            self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
             return q
-        qid = self._next_question
-        self._next_question = qid + 1
-        self._send(self._packer.pack(
-            [M.CALL, qid, target, method.interface_id, method.index, params]))
-        self._questions[qid] = q
+        exports: list[int] = []
+        self._sending_exports = exports
+        try:
+            self._emit(M.Call(q.qid, target, method.interface_id, method.index,
+                              M.Payload(params, method.param_cls)))
+        except BaseException as exc:
+            self._drop_question(q)
+            self._undo_exports(exports)
+            q.set_exception(exc)
+            return q
+        finally:
+            self._sending_exports = None
+        if exports:
+            q.param_exports = exports
         timeout = timeout if timeout is not None else self.timeout
         if timeout is not None:
             q.timer = self.loop.call_later(timeout, q._time_out)
         return q
 
     def receive(self, frame: bytes | bytearray | memoryview) -> None:
-        """Process one frame from the peer. Raises :class:`ProtocolError` (after queueing an
-        ``ABORT``) when the frame is not a valid message; the transport should then close."""
+        """Process one frame from the peer. Raises :class:`ProtocolError` (after sending an
+        ``Abort``) when the frame is not a valid message; the transport should then close."""
         if self.closed:
             return
-        self._frame_caps = False
         try:
-            msg = msgpack.unpackb(frame, ext_hook=self._unpack_capability, strict_map_key=False)
-            kind = msg[0]
-            if kind == M.CALL:
-                _, qid, target, iid, index, params = msg
-                self._on_call(qid, target, iid, index, params)
-            elif kind == M.RETURN:
-                _, qid, results = msg
-                self._on_return(qid, results)
-            elif kind == M.ERROR:
-                _, qid, ekind, name, message, text = msg
-                q = self._questions.pop(qid, None)
-                if q is not None and not q.done():
-                    if q.timer is not None:
-                        q.timer.cancel()
-                    q.set_exception(exception_from_wire(ekind, name, message, text))
-            elif kind == M.FINISH:
-                _, qid = msg
-                answer = self._answers.pop(qid, None)
-                if answer is not None:
-                    answer.cancel()
-                else:
-                    self._queued.pop(qid, None)
-            elif kind == M.RELEASE:
-                _, pairs = msg
-                self._on_release(pairs)
-            elif kind == M.ABORT:
-                self.connection_lost(Disconnected(f"peer aborted: {msg[1]!r}"))
-            else:
-                raise ProtocolError(f"unknown message type {kind!r}")
+            msg = self.wire.decode(frame)
+            handler = self._handlers.get(type(msg))
+            if handler is None:
+                raise ProtocolError(f"unexpected message {type(msg).__name__}")
+            handler(self, msg)
         except ProtocolError as exc:
             self.abort(str(exc))
             raise
         except Exception as exc:
-            # A malformed frame: bad msgpack, wrong shape, wrong types. Never an IndexError etc.
             err = ProtocolError(f"malformed message: {type(exc).__name__}: {exc}")
             self.abort(str(err))
             raise err from None
 
     def abort(self, reason: str) -> None:
-        """Tell the peer why we give up (an ``ABORT``), then drop everything."""
+        """Tell the peer why we give up (an ``Abort``), then drop everything."""
         if not self.closed:
             try:
-                self._send(self._packer.pack([M.ABORT, reason]))
+                self._emit(M.Abort(M.RemoteException("failed", reason, "ProtocolError")))
             except Exception:  # the transport may already be gone
                 pass
             self.connection_lost(Disconnected(reason))
 
     def connection_lost(self, exc: BaseException | None = None) -> None:
         """The transport is gone: fail every question, cancel every answer, drop every export
-        and forget every import. Idempotent."""
+        and break every import. Idempotent."""
         if self.closed:
             return
         self.closed = True
@@ -821,79 +363,168 @@ class Connection:
         for q in questions.values():
             if q.timer is not None:
                 q.timer.cancel()
+            broken = BrokenCap(Disconnected(f"{q._method.name}(): {reason}"))
+            for pipe in q.pipes.values():
+                if pipe.resolution is None:
+                    _settle(pipe, broken)
             if not q.done():  # a fresh exception each: tracebacks must not pile up on one
-                q.set_exception(Disconnected(f"{q.method.name}(): {reason}"))
+                q.set_exception(Disconnected(f"{q._method.name}(): {reason}"))
         answers, self._answers = self._answers, {}
         self._queued.clear()
         for a in answers.values():
-            a.cancel()
+            if a.call is not None and not a.call.done():
+                a.call.cancel()
+            for queued in a.pipes.values():
+                queued.resolve(BrokenCap(Disconnected(str(reason))))
         self._exports.clear()
-        self._export_ids.clear()
+        self._export_by_key.clear()
         imports, self._imports = self._imports, {}
         for entry in imports.values():
             cap = entry.ref() if entry.ref is not None else None
             if cap is not None:
-                cap._import_entry = None
+                cap.entry = None
+                if cap.resolution is None:
+                    _settle(cap, BrokenCap(Disconnected(f"capability lost: {reason}")))
+        for queued, _cap in self._embargoes.values():
+            queued.resolve(BrokenCap(Disconnected(str(reason))))
+        self._embargoes.clear()
         self._releases.clear()
 
-    # ------------------------------------------------------------------ capabilities in values
+    # ------------------------------------------------------------------------------ sending
 
-    def _pack_capability(self, obj: Any) -> msgpack.ExtType:
-        """msgpack's ``default`` hook: a capability becomes a reference."""
-        info = None
-        if isinstance(obj, LocalCap):
-            obj, info = obj.obj, obj.info
-        remote = _remote_of(obj)
-        if remote is not None:
-            if remote.connection is self and remote._import_entry is not None:
-                return msgpack.ExtType(M.EXT_RECEIVER_HOSTED,
-                                       self._packer_int(remote._import_entry.id))
-            info = info or describe(obj) or (obj._info if isinstance(obj, Proxy) else None)
-            obj = remote  # forwarded: one export per reference, whatever the view
-        elif info is None:
-            info = describe(obj)
-            if info is None and not callable(obj):
-                raise TypeError(f"cannot send a {type(obj).__name__} over RPC (not a capability)")
-        return msgpack.ExtType(M.EXT_SENDER_HOSTED, self._packer_int(self._export(obj, info)))
+    def _emit(self, msg: M.Message) -> None:
+        self._send(self.wire.encode(msg, self._describe))
 
-    @staticmethod
-    def _packer_int(value: int) -> bytes:
-        packed: bytes = msgpack.packb(value)
-        return packed
-
-    def _export(self, obj: object, info: InterfaceInfo | None) -> int:
-        eid = self._export_ids.get(id(obj))
-        if eid is not None:
-            impl = self._exports[eid]
-            if impl.info is None and info is not None:
-                impl.info = info
-                impl.cache.clear()
+    def _new_question(self, method: Method, unbox: bool) -> Question:
+        if self._free_questions:
+            qid = self._free_questions.pop()
         else:
-            eid = self._next_export
-            self._next_export = eid + 1
-            impl = self._exports[eid] = _Impl(obj, info)
-            self._export_ids[id(obj)] = eid
-        impl.refs += 1
-        return eid
+            qid = self._next_question
+            self._next_question = qid + 1
+        q = Question(self, qid, method, unbox)
+        self._questions[qid] = q
+        return q
 
-    def _unpack_capability(self, code: int, data: bytes) -> Any:
-        """msgpack's ``ext_hook``: a reference becomes a :class:`RemoteCap` or our own object."""
-        self._frame_caps = True
-        if code == M.EXT_SENDER_HOSTED:
-            iid = msgpack.unpackb(data)
-            if type(iid) is not int or iid < 0:
-                raise ProtocolError("bad capability reference")
-            return self._import(iid)
-        if code == M.EXT_RECEIVER_HOSTED:
-            eid = msgpack.unpackb(data)
-            impl = self._exports.get(eid) if type(eid) is int else None
-            if impl is None:
-                raise ProtocolError(
-                    f"the peer sent back capability {eid!r}, which we do not export")
-            return impl.obj
-        return msgpack.ExtType(code, data)
+    def _drop_question(self, q: Question) -> None:
+        if self._questions.get(q.qid) is q:
+            del self._questions[q.qid]
+            self._free_questions.append(q.qid)
 
-    def _import(self, import_id: int) -> RemoteCap:
+    def _finish(self, q: Question) -> None:
+        """The caller no longer wants the answer (cancelled or timed out)."""
+        if q.timer is not None:
+            q.timer.cancel()
+        if q.finished or self.closed:
+            return
+        q.finished = True
+        self._emit(M.Finish(q.qid, False))
+        if q.returned:
+            self._drop_question(q)
+
+    def _pipeline_cap(self, q: Question, steps: tuple[int, ...]) -> Cap:
+        pipe = q.pipes.get(steps)
+        if pipe is None:
+            pipe = q.pipes[steps] = PipelineCap(q, steps)
+            if q.returned:
+                self._resolve_pipe(q, pipe)
+        return pipe
+
+    # ------------------------------------------------------------------ capabilities we send
+
+    def _describe(self, obj: Any) -> M.CapDescriptor:
+        """The descriptor for a capability met in outgoing content (the encodings' callback)."""
+        cap = to_cap(obj)
+        if cap is None:
+            return M.CapDescriptor(M.CapDescriptor.NONE)
+        cap = cap.resolved()
+        if isinstance(cap, ImportCap) and cap.conn is self and cap.entry is not None:
+            return M.CapDescriptor(M.CapDescriptor.RECEIVER_HOSTED, cap.id)
+        if isinstance(cap, PipelineCap) and cap.question.conn is self and \
+                not cap.question.finished:
+            return M.CapDescriptor(M.CapDescriptor.RECEIVER_ANSWER, answer=M.PromisedAnswer(
+                cap.question.qid, cap.steps))
+        if isinstance(cap, (ImportCap, PipelineCap)) and cap.closed and cap.resolution is None:
+            cap = BrokenCap(Disconnected("capability of a closed connection"))
+        eid, new = self._export(cap)
+        if self._sending_exports is not None:
+            self._sending_exports.append(eid)
+        if cap.is_promise:
+            if new:
+                self._watch_promise(eid, cap)
+            return M.CapDescriptor(M.CapDescriptor.SENDER_PROMISE, eid)
+        return M.CapDescriptor(M.CapDescriptor.SENDER_HOSTED, eid)
+
+    def _export(self, cap: Cap) -> tuple[int, bool]:
+        key = id(cap.impl.obj) if isinstance(cap, LocalCap) else id(cap)
+        eid = self._export_by_key.get(key)
+        new = eid is None
+        if eid is None:
+            if len(self._exports) >= self.max_exports:
+                raise Overloaded(f"more than {self.max_exports} capabilities exported")
+            if self._free_exports:
+                eid = self._free_exports.pop()
+            else:
+                eid = self._next_export
+                self._next_export = eid + 1
+            self._exports[eid] = _Export(eid, cap, key)
+            self._export_by_key[key] = eid
+        self._exports[eid].refs += 1
+        return eid, new
+
+    def _undo_exports(self, eids: list[int]) -> None:
+        for eid in eids:
+            self._release_export(eid, 1)
+
+    def _release_export(self, eid: int, count: int) -> None:
+        export = self._exports.get(eid)
+        if export is None:
+            return  # unknown or already gone: harmless
+        export.refs -= count
+        if export.refs <= 0:
+            del self._exports[eid]
+            self._export_by_key.pop(export.key, None)
+            self._free_exports.append(eid)
+
+    def _watch_promise(self, eid: int, cap: Cap) -> None:
+        """Send ``Resolve`` when promise ``cap`` we exported as ``eid`` resolves."""
+
+        def resolved(target: Cap) -> None:
+            export = self._exports.get(eid)
+            if self.closed or export is None or export.cap is not cap:
+                return
+            if isinstance(target, BrokenCap):
+                self._emit(M.Resolve(eid, exception=exception_to_remote(
+                    target.exc, with_traceback=False)))
+                return
+            try:
+                self._emit(M.Resolve(eid, cap=self._describe(target)))
+            except Exception as exc:
+                self._emit(M.Resolve(eid, exception=exception_to_remote(
+                    exc, with_traceback=False)))
+
+        _when_resolved(cap, resolved)
+
+    # ------------------------------------------------------------------ capabilities we get
+
+    def _caps(self, table: list[M.CapDescriptor]) -> list[Any]:
+        return [self._receive_cap(d) for d in table]
+
+    def _receive_cap(self, d: M.CapDescriptor) -> Cap | None:
+        kind = d.kind
+        if kind == M.CapDescriptor.SENDER_HOSTED or kind == M.CapDescriptor.SENDER_PROMISE:
+            return self._import(d.id, kind == M.CapDescriptor.SENDER_PROMISE)
+        if kind == M.CapDescriptor.RECEIVER_HOSTED:
+            export = self._exports.get(d.id)
+            if export is None:
+                raise ProtocolError(f"the peer sent back capability {d.id}, which we do not "
+                                    "export")
+            return export.cap
+        if kind == M.CapDescriptor.RECEIVER_ANSWER:
+            assert d.answer is not None
+            return self._answer_cap(d.answer.question_id, d.answer.transform)
+        return None
+
+    def _import(self, import_id: int, promise: bool) -> ImportCap:
         entry = self._imports.get(import_id)
         if entry is not None and entry.ref is not None:
             cap = entry.ref()
@@ -903,22 +534,22 @@ class Connection:
         if len(self._imports) >= self.max_imports:
             raise ProtocolError(f"the peer handed us more than {self.max_imports} capabilities")
         entry = _Import(import_id)
-        cap = RemoteCap(self, import_id)
-        cap._import_entry = entry
+        cap = ImportCap(self, import_id, promise)
+        cap.entry = entry
         entry.ref = weakref.ref(cap, partial(self._import_died, entry))
         self._imports[import_id] = entry
         return cap
 
     def _import_died(self, entry: _Import, _ref: object) -> None:
-        # Called by the garbage collector, possibly in another thread or in the middle of our own
-        # code: only queue the release; sending happens from the loop.
+        # Called by the garbage collector, possibly in another thread or in the middle of our
+        # own code: only queue the release; sending happens from the loop.
         self._release_import(entry)
 
     def _release_import(self, entry: _Import) -> None:
         if self.closed or self._imports.get(entry.id) is not entry:
             return
         del self._imports[entry.id]
-        self._releases += (entry.id, entry.count)
+        self._releases.append((entry.id, entry.count))
         if not self._release_scheduled:
             self._release_scheduled = True
             try:
@@ -929,123 +560,421 @@ class Connection:
     def _flush_releases(self) -> None:
         self._release_scheduled = False
         if self._releases and not self.closed:
-            pairs, self._releases = self._releases, []
-            self._send(self._packer.pack([M.RELEASE, pairs]))
+            releases, self._releases = self._releases, []
+            for import_id, count in releases:
+                self._emit(M.Release(import_id, count))
 
-    def _on_release(self, pairs: list[int]) -> None:
-        exports = self._exports
-        for i in range(0, len(pairs) - 1, 2):
-            eid, count = pairs[i], pairs[i + 1]
-            impl = exports.get(eid)
-            if impl is None or type(count) is not int:
-                continue  # unknown or already gone: harmless
-            impl.refs -= count
-            if impl.refs <= 0:
-                del exports[eid]
-                self._export_ids.pop(id(impl.obj), None)
+    # ------------------------------------------------------------------------------ answers
 
-    # -------------------------------------------------------------------------------- calls
+    def _answer_cap(self, qid: int, steps: tuple[int, ...]) -> Cap:
+        """The capability at ``steps`` in the answer to the peer's question ``qid``."""
+        answer = self._answers.get(qid)
+        if answer is None:
+            raise ProtocolError(f"no answer {qid} to pipeline on")
+        if answer.returned:
+            if answer.results is _FAILED:
+                return BrokenCap(answer.error or Failed("the call failed"))
+            return self._cap_at(answer, steps)
+        queued = answer.pipes.get(steps)
+        if queued is None:
+            queued = answer.pipes[steps] = QueuedCap()
+        return queued
 
-    def _target(self, target: _Target) -> _Impl:
-        if type(target) is int:
-            impl = self._exports.get(target)
-            if impl is None:
-                raise Unimplemented(f"no capability {target} is exported on this connection")
-            return impl
-        if type(target) is list and len(target) == 1 and type(target[0]) is int:
-            impl = self.services.lookup(target[0]) if self.services is not None else None
-            if impl is None:
-                raise Unimplemented(f"no implementation of interface 0x{target[0]:016x} is offered")
-            return impl
-        raise Unimplemented(f"bad call target {target!r}")
-
-    def _on_call(self, qid: Any, target: Any, iid: Any, index: Any, params: Any) -> None:
-        if type(qid) is not int or qid in self._answers or qid in self._queued:
-            raise ProtocolError(f"bad or duplicate question id {qid!r}")
-        if not (type(target) is int or (type(target) is list and len(target) == 1
-                                        and type(target[0]) is int)):
-            raise Unimplemented(f"bad call target {target!r}")
-        if len(self._answers) >= self.max_answers or self._queued:
-            if len(self._queued) >= self.max_queued_calls:
-                self._send_error(qid, Overloaded(
-                    f"{len(self._answers)} calls running and {len(self._queued)} waiting"))
-            else:
-                self._queued[qid] = (target, iid, index, params, self._frame_caps)
-            return
-        self._dispatch(qid, target, iid, index, params, self._frame_caps)
-
-    def _dispatch(self, qid: int, target: Any, iid: Any, index: Any, params: Any,
-                  caps: bool) -> None:
+    def _cap_at(self, answer: _Answer, steps: tuple[int, ...]) -> Cap:
         try:
-            if type(iid) is not int or type(index) is not int:
-                raise Unimplemented(f"bad method address {iid!r}/{index!r}")
-            handle, _m, encode = self._target(target).method(iid, index)
-            result = handle(params, caps)
+            if answer.method is not None and answer.method.result_cls is M.CAPABILITY:
+                if steps:
+                    raise ProtocolError("a bootstrap answer has no fields")
+                value = answer.results
+            else:
+                value = self.wire.follow(answer.results, steps)
+            cap = to_cap(value)
         except Exception as exc:
-            self._send_error(qid, exc)
+            return BrokenCap(exc)
+        return cap if cap is not None else BrokenCap(Failed("the capability is null"))
+
+    def _on_bootstrap(self, msg: M.Bootstrap) -> None:
+        qid = msg.question_id
+        if qid in self._answers:
+            raise ProtocolError(f"duplicate question id {qid}")
+        answer = self._answers[qid] = _Answer()
+        answer.method = Method(0, 0, "bootstrap", result_cls=M.CAPABILITY)
+        impl = self.services.lookup(msg.interface_id) if self.services is not None else None
+        if impl is None:
+            what = ("nothing" if msg.interface_id is None else
+                    f"no implementation of interface 0x{msg.interface_id:016x}")
+            self._return_error(qid, answer, Unimplemented(f"bootstrap: {what} is offered here"))
             return
-        if inspect.isawaitable(result):
-            answer = asyncio.ensure_future(result, loop=self.loop)
-            self._answers[qid] = answer
-            answer.add_done_callback(partial(self._answer_done, qid, encode))
+        cap = LocalCap(impl.obj, impl.info)
+        self._return_results(qid, answer, cap)
+
+    def _on_call(self, msg: M.Call) -> None:
+        qid = msg.question_id
+        if qid in self._answers or qid in self._queued:
+            raise ProtocolError(f"duplicate question id {qid}")
+        caps = self._caps(msg.params.cap_table)  # a capability we never exported: abort
+        try:  # the target as it is now: a promised answer may be finished by the time we run
+            target: Cap | BaseException = self._call_target(msg.target)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            target = exc
+        if self._running >= self.max_answers or self._queued:
+            if len(self._queued) >= self.max_queued_calls:
+                answer = self._answers[qid] = _Answer()
+                self._return_error(qid, answer, Overloaded(
+                    f"{self._running} calls running and {len(self._queued)} waiting"))
+                return
+            self._queued[qid] = (msg, target, caps)
+            return
+        self._dispatch(msg, target, caps)
+
+    def _dispatch(self, msg: M.Call, target: Cap | BaseException, caps: list[Any]) -> None:
+        qid = msg.question_id
+        answer = self._answers[qid] = _Answer()
+        try:
+            if isinstance(target, BaseException):
+                raise target
+            method = self._method_for(msg, target)
+            answer.method = method
+            params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+            call = target.call(method, params, unbox=False)
+        except Exception as exc:  # malformed params fail the call, not the connection
+            self._return_error(qid, answer, exc)
+            return
+        answer.call = call
+        if call.done():
+            self._call_done(qid, answer, call)
         else:
-            self._send_return(qid, encode, result)
+            self._running += 1
+            call.add_done_callback(partial(self._call_finished, qid, answer))
+
+    def _call_target(self, target: M.Target) -> Cap:
+        if isinstance(target, M.ImportedCap):
+            export = self._exports.get(target.id)
+            if export is None:
+                raise Unimplemented(f"no capability {target.id} is exported on this connection")
+            return export.cap
+        return self._answer_cap(target.question_id, target.transform)
+
+    def _method_for(self, msg: M.Call, target: Cap) -> Method:
+        """The method a call names, as the target's implementation (or interface) knows it:
+        its params class decodes the params."""
+        interface_id, index = msg.interface_id, msg.method_id
+        cap = target.resolved()
+        if isinstance(cap, LocalCap):
+            return cap.impl.handler(interface_id, index).method
+        if isinstance(msg.target, M.PromisedAnswer):  # the answer's result type says
+            answer = self._answers.get(msg.target.question_id)
+            method = answer.method if answer is not None else None
+            iface = _interface_at(self.wire, method.result_cls, msg.target.transform) \
+                if method is not None and method.result_cls not in (None, M.CAPABILITY) else None
+            spec = iface.cara_schema.all_methods.get((interface_id, index)) \
+                if iface is not None else None
+            if spec is not None:
+                return method_of(spec)
+        info = known_interface(interface_id)
+        m = info.methods.get((interface_id, index)) if info is not None else None
+        if m is None:
+            raise Unimplemented(
+                f"method @{index} of interface 0x{interface_id:016x} is not known here")
+        return method_of(m)
+
+    def _call_finished(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+        self._running -= 1
+        if self._queued and not self.closed:
+            self._run_queued()
+        if not self.closed and self._answers.get(qid) is answer:
+            self._call_done(qid, answer, call)
 
     def _run_queued(self) -> None:
         """Start waiting calls, in arrival order, while handler slots are free."""
         queued = self._queued
-        while queued and len(self._answers) < self.max_answers and not self.closed:
+        while queued and self._running < self.max_answers and not self.closed:
             qid = next(iter(queued))
-            self._dispatch(qid, *queued.pop(qid))
+            self._dispatch(*queued.pop(qid))
 
-    def _answer_done(self, qid: int, encode: Callable[[Any], Any] | None,
-                     answer: asyncio.Future[Any]) -> None:
-        popped = self._answers.pop(qid, None)
-        if self._queued and not self.closed:
-            self._run_queued()  # a slot is free (also after a FINISH cancelled this one)
-        if popped is None or self.closed:
-            return  # finished (cancelled) by the caller, or the connection is gone
-        if answer.cancelled():
-            self._send_error(qid, asyncio.CancelledError("the handler was cancelled"))
+    def _call_done(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+        if call.cancelled():
+            self._return_canceled(qid, answer)
             return
-        exc = answer.exception()
+        exc = call.exception()
         if exc is not None:
-            self._send_error(qid, exc)
+            self._return_error(qid, answer, exc)
         else:
-            self._send_return(qid, encode, answer.result())
+            self._return_results(qid, answer, call.result())
 
-    def _send_return(self, qid: int, encode: Callable[[Any], Any] | None, result: Any) -> None:
+    def _return_results(self, qid: int, answer: _Answer, results: Any) -> None:
+        answer.results = results
+        answer.returned = True
+        pipes, answer.pipes = answer.pipes, {}
+        for steps, queued in pipes.items():  # pipelined calls go first (E-order)
+            queued.resolve(self._cap_at(answer, steps))
+        method = answer.method
+        exports: list[int] = []
+        self._sending_exports = exports
         try:
-            payload = encode(result) if encode is not None else result
-            self._send(self._packer.pack([M.RETURN, qid, payload]))
+            self._emit(M.Return(qid, M.Payload(
+                results, method.result_cls if method is not None else None),
+                release_param_caps=False))
         except Exception as exc:  # unencodable results, or too big for the transport
-            self._send_error(qid, exc)
+            self._undo_exports(exports)
+            self._sending_exports = None
+            answer.results = _FAILED
+            self._emit(M.Return(qid, exception=exception_to_remote(
+                exc, with_traceback=self.send_tracebacks)))
+        finally:
+            self._sending_exports = None
+        answer.result_exports = exports or None
+        if answer.finished:
+            self._answers.pop(qid, None)
 
-    def _send_error(self, qid: int, exc: BaseException) -> None:
-        wire = exception_to_wire(exc, with_traceback=self.send_tracebacks)
-        self._send(self._packer.pack([M.ERROR, qid, *wire]))
+    def _return_error(self, qid: int, answer: _Answer, exc: BaseException) -> None:
+        answer.returned = True
+        answer.results = _FAILED
+        answer.error = exc
+        pipes, answer.pipes = answer.pipes, {}
+        for queued in pipes.values():
+            queued.resolve(BrokenCap(exc))
+        self._emit(M.Return(qid, exception=exception_to_remote(
+            exc, with_traceback=self.send_tracebacks)))
+        if answer.finished:
+            self._answers.pop(qid, None)
 
-    def _on_return(self, qid: Any, results: Any) -> None:
-        q = self._questions.pop(qid, None)
-        if q is None or q.done():
-            return  # cancelled or timed out: the answer is no longer wanted
+    def _return_canceled(self, qid: int, answer: _Answer) -> None:
+        answer.returned = True
+        answer.results = _FAILED
+        for queued in answer.pipes.values():
+            queued.resolve(BrokenCap(asyncio.CancelledError("the call was canceled")))
+        answer.pipes = {}
+        self._emit(M.Return(qid, canceled=True))
+        if answer.finished:
+            self._answers.pop(qid, None)
+
+    def _on_finish(self, msg: M.Finish) -> None:
+        qid = msg.question_id
+        answer = self._answers.get(qid)
+        if answer is None:
+            if self._queued.pop(qid, None) is not None:
+                self._emit(M.Return(qid, canceled=True))
+            return
+        answer.finished = True
+        if msg.release_result_caps and answer.result_exports:
+            for eid in answer.result_exports:
+                self._release_export(eid, 1)
+            answer.result_exports = None
+        if answer.returned:
+            del self._answers[qid]
+        elif answer.call is not None:
+            answer.call.cancel()
+
+    # ------------------------------------------------------------------------------ returns
+
+    def _on_return(self, msg: M.Return) -> None:
+        q = self._questions.get(msg.answer_id)
+        if q is None or q.returned:
+            raise ProtocolError(f"a return for question {msg.answer_id}, which was not asked")
+        q.returned = True
         if q.timer is not None:
             q.timer.cancel()
-        decode = q.decode
-        if decode is None:
-            q.set_result(results)
-            return
-        try:
-            value = decode(results, self._frame_caps)
-        except Exception as exc:
-            q.set_exception(exc)
-            return
-        q.set_result(value)
+        if msg.release_param_caps and q.param_exports:
+            self._undo_exports(q.param_exports)
+        q.param_exports = None
+        if msg.exception is not None:
+            exc = exception_from_remote(msg.exception)
+            self._resolve_pipes(q, BrokenCap(exc))
+            if not q.done():
+                q.set_exception(exc)
+        elif msg.canceled or msg.results is None:
+            self._resolve_pipes(q, BrokenCap(asyncio.CancelledError("canceled")))
+            if not q.done():
+                q.cancel()
+        else:
+            method = q._method
+            if q.finished and not q.pipes:
+                pass  # nobody wants it: do not import its capabilities
+            else:
+                try:
+                    results = self.wire.decode_content(msg.results.raw, method.result_cls,
+                                                       self._caps(msg.results.cap_table))
+                except ProtocolError:
+                    raise
+                except Exception as exc:
+                    self._resolve_pipes(q, BrokenCap(exc))
+                    if not q.done():
+                        q.set_exception(exc)
+                else:
+                    q._results = results
+                    for pipe in q.pipes.values():
+                        self._resolve_pipe(q, pipe)
+                    if not q.done():
+                        if q._unbox and method.unbox is not None:
+                            try:
+                                q.set_result(method.unbox(results))
+                            except Exception as exc:
+                                q.set_exception(exc)
+                        else:
+                            q.set_result(results)
+        if not q.finished:
+            q.finished = True
+            self._emit(M.Finish(q.qid, False))
+        self._drop_question(q)
 
-    def _forget_question(self, q: _Question, *, send_finish: bool) -> None:
-        if self._questions.pop(q.qid, None) is None:
+    def _resolve_pipes(self, q: Question, cap: Cap) -> None:
+        for pipe in q.pipes.values():
+            if pipe.resolution is None:
+                _settle(pipe, cap)
+
+    def _resolve_pipe(self, q: Question, pipe: PipelineCap) -> None:
+        """Point ``pipe`` at what the answer holds, with an embargo where E-order needs one."""
+        if pipe.resolution is not None:
             return
-        if q.timer is not None:
-            q.timer.cancel()
-        if send_finish and not self.closed:
-            self._send(self._packer.pack([M.FINISH, q.qid]))
+        if q._results is None and q._method.result_cls is not M.CAPABILITY:
+            target: Cap | None = None
+        elif q._method.result_cls is M.CAPABILITY:
+            target = to_cap(q._results)
+        else:
+            try:
+                target = to_cap(_follow_value(self.wire, q._results, pipe.steps))
+            except Exception as exc:
+                _settle(pipe, BrokenCap(exc))
+                return
+        if target is None:
+            _settle(pipe, BrokenCap(Failed(
+                f"{q._method.name}(): the pipelined capability is null")))
+            return
+        _settle(pipe, self._maybe_embargo(pipe.called, target,
+                                          M.PromisedAnswer(q.qid, pipe.steps)))
+
+    def _maybe_embargo(self, called: bool, target: Cap, path: M.Target) -> Cap:
+        """``target`` for a promise that resolved to it, behind an embargo when calls already
+        went along ``path`` and ``target`` does not live at the other end of this connection."""
+        resolved = target.resolved()
+        if not called or self.closed or (
+                isinstance(resolved, (ImportCap, PipelineCap)) and _conn_of(resolved) is self):
+            return target
+        eid = self._next_embargo
+        self._next_embargo = eid + 1
+        queued = QueuedCap()
+        self._embargoes[eid] = (queued, target)
+        self._emit(M.Disembargo(path, M.Disembargo.SENDER_LOOPBACK, eid))
+        return queued
+
+    # --------------------------------------------------------------------- resolve, release
+
+    def _on_resolve(self, msg: M.Resolve) -> None:
+        entry = self._imports.get(msg.promise_id)
+        cap = entry.ref() if entry is not None and entry.ref is not None else None
+        if msg.exception is not None:
+            target: Cap = BrokenCap(exception_from_remote(msg.exception))
+        else:
+            assert msg.cap is not None
+            received = self._receive_cap(msg.cap)
+            target = received if received is not None else BrokenCap(
+                Failed("the promise resolved to null"))
+        if cap is None or not cap.promise or cap.resolution is not None:
+            if isinstance(target, ImportCap):
+                target.close()  # nobody holds the promise: give the new reference back
+            return
+        _settle(cap, self._maybe_embargo(cap.called, target, M.ImportedCap(cap.id)))
+
+    def _on_release(self, msg: M.Release) -> None:
+        self._release_export(msg.id, msg.count)
+
+    def _on_disembargo(self, msg: M.Disembargo) -> None:
+        if msg.kind == M.Disembargo.RECEIVER_LOOPBACK:
+            found = self._embargoes.pop(msg.embargo_id, None)
+            if found is None:
+                raise ProtocolError(f"disembargo of unknown embargo {msg.embargo_id}")
+            queued, target = found
+            queued.resolve(target)
+            return
+        # senderLoopback: the target must be a capability that points back to the sender;
+        # reflect the message once every call sent to it before has been passed on.
+        target = self._call_target(msg.target).resolved()
+        if not isinstance(target, ImportCap) or target.conn is not self:
+            raise ProtocolError("disembargo target does not point back to the sender")
+        self._emit(M.Disembargo(M.ImportedCap(target.id), M.Disembargo.RECEIVER_LOOPBACK,
+                                msg.embargo_id))
+
+    def _on_abort(self, msg: M.Abort) -> None:
+        self.connection_lost(Disconnected(f"peer aborted: {msg.exception.reason}"))
+
+    def _on_unimplemented(self, msg: M.Unimplemented) -> None:
+        pass  # we send only what level 1 defines; an old peer's refusal changes nothing here
+
+    _handlers: dict[type, Callable[[Connection, Any], None]] = {
+        M.Call: _on_call, M.Return: _on_return, M.Finish: _on_finish,
+        M.Bootstrap: _on_bootstrap, M.Release: _on_release, M.Resolve: _on_resolve,
+        M.Disembargo: _on_disembargo, M.Abort: _on_abort, M.Unimplemented: _on_unimplemented,
+    }
+
+
+_FAILED: Any = object()
+
+
+_interfaces_at: dict[tuple[Any, str, tuple[int, ...]], Any] = {}
+
+
+def _interface_at(wire: Any, struct_cls: Any, steps: tuple[int, ...]) -> Any:
+    """The runtime interface class of the capability field that ``steps`` reach in a
+    ``struct_cls`` value (``None`` if none): found by asking the encoding for the steps of each
+    capability field, so it works whatever a step means to the encoding."""
+    key = (struct_cls, wire.name, steps)
+    if key in _interfaces_at:
+        return _interfaces_at[key]
+    found = None
+    pending: list[tuple[Any, tuple[str, ...]]] = [(struct_cls, ())]
+    while pending and found is None:
+        cls, path = pending.pop()
+        if len(path) > 8:
+            continue
+        for f in cls.cara_schema.fields:
+            kind = f.type.kind
+            if kind == "interface":
+                try:
+                    if wire.transform(struct_cls, (*path, f.name)) == steps:
+                        found = f.type.cls
+                        break
+                except Exception:
+                    continue
+            elif kind == "struct":
+                pending.append((f.type.cls, (*path, f.name)))
+    if len(_interfaces_at) < 10_000:
+        _interfaces_at[key] = found
+    return found
+
+
+def _conn_of(cap: Cap) -> Connection | None:
+    if isinstance(cap, ImportCap):
+        return cap.conn
+    if isinstance(cap, PipelineCap):
+        return cap.question.conn
+    return None
+
+
+def _follow_value(wire: Any, results: Any, steps: tuple[int, ...]) -> Any:
+    return wire.follow(results, steps)
+
+
+def _settle(cap: ImportCap | PipelineCap, target: Cap) -> None:
+    """Resolve promise ``cap`` to ``target`` and tell whoever waits for it."""
+    cap.resolution = target
+    waiters, cap.waiters = cap.waiters, None
+    for callback in waiters or ():
+        _when_resolved(target, callback)
+
+
+def _when_resolved(cap: Cap, callback: Callable[[Cap], None]) -> None:
+    """Call ``callback(target)`` once promise ``cap`` has resolved to a non-promise."""
+    if isinstance(cap, QueuedCap):
+        cap.when_resolved(lambda target: _when_resolved(target, callback))
+    elif isinstance(cap, (ImportCap, PipelineCap)) and cap.resolution is None and \
+            cap.is_promise:
+        if cap.waiters is None:
+            cap.waiters = []
+        cap.waiters.append(callback)
+    elif isinstance(cap, (ImportCap, PipelineCap)) and cap.resolution is not None:
+        _when_resolved(cap.resolution, callback)
+    else:
+        callback(cap)

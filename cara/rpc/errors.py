@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import traceback
+from typing import Any
 
 from cara.errors import CaraError
 
@@ -25,7 +26,9 @@ __all__ = [
     "RemoteTraceback",
     "RpcError",
     "Unimplemented",
+    "exception_from_remote",
     "exception_from_wire",
+    "exception_to_remote",
     "exception_to_wire",
 ]
 
@@ -152,3 +155,22 @@ def exception_from_wire(kind: object, name: object, message: object, text: objec
         except AttributeError:  # pragma: no cover - builtins accept attributes
             pass
     return exc
+
+
+_KIND_NAMES = ("failed", "overloaded", "disconnected", "unimplemented")
+
+
+def exception_to_remote(exc: BaseException, *, with_traceback: bool) -> Any:
+    """rpc.capnp's ``Exception`` (a :class:`cara.rpc.messages.RemoteException`) for ``exc``."""
+    from cara.rpc.messages import RemoteException
+
+    kind, name, message, text = exception_to_wire(exc, with_traceback=with_traceback)
+    assert isinstance(kind, int) and isinstance(name, str) and isinstance(message, str)
+    return RemoteException(_KIND_NAMES[kind], message, name,
+                           text if isinstance(text, str) else None)
+
+
+def exception_from_remote(e: Any) -> BaseException:
+    """The exception to raise for a received ``RemoteException`` (allow-listed types only)."""
+    kind = _KIND_NAMES.index(e.kind) if e.kind in _KIND_NAMES else KIND_FAILED
+    return exception_from_wire(kind, e.type_name or "Exception", e.reason, e.trace)

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from cara.rpc.connection import Services
 from cara.rpc.description import InterfaceInfo, describe
+from cara.rpc.dispatch import Services
 
 __all__ = ["is_interface", "register_interface"]
 

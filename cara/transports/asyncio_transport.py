@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl as _ssl
 import stat
 import struct
+from collections.abc import Callable
 from typing import Any
 
-from cara.rpc.connection import Connection, Services
+from cara.rpc.connection import Connection
 from cara.rpc.description import describe
+from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
 from cara.transports.url import Endpoint, parse_url
 
@@ -53,8 +56,12 @@ class _FrameProtocol(asyncio.Protocol):
     def __init__(self, services: Services, *, max_frame_size: int, max_answers: int,
                  send_tracebacks: bool, timeout: float | None,
                  live: set[_FrameProtocol] | None = None,
-                 pause_reading_on_write: bool = True) -> None:
+                 pause_reading_on_write: bool = True, wire: str = "cara") -> None:
         self.services = services
+        #: "cara": 4-byte length-prefixed cara frames; "capnp": rpc.capnp messages, each with
+        #: its own segment table (the framing *is* the message's).
+        self.wire_name = wire
+        self._framer: Any = None
         self.max_frame_size = max_frame_size
         self.max_answers = max_answers
         self.send_tracebacks = send_tracebacks
@@ -80,13 +87,24 @@ class _FrameProtocol(asyncio.Protocol):
         if self.live is not None:
             self.live.add(self)
         peer = transport.get_extra_info("peername")
+        wire: Any = None
+        send: Callable[[bytes], None] = self._send
+        if self.wire_name == "capnp":
+            from cara.rpc.wire_capnp import CapnpFramer, CapnpWire
+
+            wire = CapnpWire()
+            self._framer = CapnpFramer(self.max_frame_size)
+            send = self._send_raw
         self.conn = Connection(
-            self._send, services=self.services, loop=asyncio.get_running_loop(),
+            send, services=self.services, loop=asyncio.get_running_loop(), wire=wire,
             send_tracebacks=self.send_tracebacks, timeout=self.timeout, name=str(peer or ""),
             max_answers=self.max_answers,
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._framer is not None:
+            self._process_capnp(data)
+            return
         if self._buf:
             self._buf += data
             self._process(self._buf)
@@ -125,6 +143,22 @@ class _FrameProtocol(asyncio.Protocol):
         elif pos < end_of_data:
             buf += view[pos:]
 
+    def _process_capnp(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None and self._framer is not None
+        try:
+            for frame in self._framer.feed(data):
+                conn.receive(frame)
+                if conn.closed:
+                    self._close_transport()
+                    return
+        except ProtocolError as exc:
+            if not conn.closed:
+                conn.abort(str(exc))
+            self._close_transport()
+        finally:
+            self._flush()
+
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
@@ -156,6 +190,17 @@ class _FrameProtocol(asyncio.Protocol):
                              f"{self.max_frame_size} bytes")
         self._out.append(_pack_header(size))
         self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _send_raw(self, message: bytes) -> None:
+        """Send one already framed message (the capnp encoding frames its own)."""
+        size = len(message)
+        if size > self.max_frame_size:
+            raise ValueError(f"message of {size} bytes exceeds the frame limit of "
+                             f"{self.max_frame_size} bytes")
+        self._out.append(message)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -220,16 +265,22 @@ def _sum_stats(conns: list[Connection]) -> dict[str, int]:
 class Server(_Options):
     """Accepts connections on the bound endpoints and serves the registered interfaces.
 
-    ``ssl``: a server-side :class:`ssl.SSLContext` for TLS. ``send_tracebacks=False`` keeps
-    handler tracebacks private. ``timeout``: default timeout (seconds) for calls the server makes
-    on capabilities its clients passed it."""
+    Endpoints: ``tcp://``/``unix://`` speak cara frames, ``capnp://``/``capnp+unix://`` Cap'n
+    Proto's own RPC protocol (for libcapnp, pycapnp, Rust and Go peers). A Cap'n Proto peer asks
+    for *the* bootstrap capability: ``bootstrap`` when given, else the one registered
+    implementation. ``ssl``: a server-side :class:`ssl.SSLContext` for TLS.
+    ``send_tracebacks=True`` sends handler tracebacks to callers (for development; off by
+    default: they show file paths). ``timeout``: default timeout (seconds) for calls the server
+    makes on capabilities its clients passed it."""
 
     def __init__(self, *, ssl: _ssl.SSLContext | None = None,
                  max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-                 max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = True,
-                 timeout: float | None = None) -> None:
+                 max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = False,
+                 timeout: float | None = None, bootstrap: object = None) -> None:
         super().__init__(ssl=ssl, max_frame_size=max_frame_size, max_answers=max_answers,
                          send_tracebacks=send_tracebacks, timeout=timeout)
+        if bootstrap is not None:
+            self.services.set_bootstrap(bootstrap)
         self._binds: list[Endpoint] = []
         self._servers: list[tuple[Endpoint, asyncio.Server]] = []
         self._protocols: set[_FrameProtocol] = set()
@@ -238,10 +289,11 @@ class Server(_Options):
         """Add an endpoint to listen on (``tcp://host:port``, port 0 allowed; ``unix:///path``)."""
         self._binds.append(parse_url(url))
 
-    def _protocol(self) -> _FrameProtocol:
+    def _protocol(self, wire: str = "cara") -> _FrameProtocol:
         return _FrameProtocol(
             self.services, max_frame_size=self.max_frame_size, max_answers=self.max_answers,
-            send_tracebacks=self.send_tracebacks, timeout=self.timeout, live=self._protocols)
+            send_tracebacks=self.send_tracebacks, timeout=self.timeout, live=self._protocols,
+            wire=wire)
 
     async def start(self) -> None:
         if not self._binds:
@@ -249,13 +301,14 @@ class Server(_Options):
         loop = asyncio.get_running_loop()
         for ep in self._binds:
             server: asyncio.Server
+            factory = functools.partial(self._protocol, ep.wire)
             if ep.scheme == "unix":
                 with contextlib.suppress(OSError):
                     if stat.S_ISSOCK(os.stat(ep.path).st_mode):
                         os.unlink(ep.path)  # a stale socket from an earlier run
-                server = await loop.create_unix_server(self._protocol, ep.path, ssl=self.ssl)
+                server = await loop.create_unix_server(factory, ep.path, ssl=self.ssl)
             else:
-                server = await loop.create_server(self._protocol, ep.host, ep.port, ssl=self.ssl)
+                server = await loop.create_server(factory, ep.host, ep.port, ssl=self.ssl)
             self._servers.append((ep, server))
 
     @property
@@ -268,7 +321,7 @@ class Server(_Options):
                 continue
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
-                urls.append(Endpoint("tcp", host=host, port=port).url())
+                urls.append(Endpoint("tcp", host=host, port=port, wire=ep.wire).url())
         return urls
 
     @property
@@ -314,7 +367,7 @@ class Client(_Options):
 
     def __init__(self, *, ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
                  max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
-                 max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = True,
+                 max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = False,
                  timeout: float | None = None) -> None:
         super().__init__(ssl=ssl, max_frame_size=max_frame_size, max_answers=max_answers,
                          send_tracebacks=send_tracebacks, timeout=timeout)
@@ -335,7 +388,7 @@ class Client(_Options):
             return _FrameProtocol(
                 self.services, max_frame_size=self.max_frame_size, max_answers=self.max_answers,
                 send_tracebacks=self.send_tracebacks, timeout=self.timeout,
-                pause_reading_on_write=False)
+                pause_reading_on_write=False, wire=ep.wire)
 
         if ep.scheme == "unix":
             _, proto = await loop.create_unix_connection(
@@ -354,7 +407,7 @@ class Client(_Options):
             raise Disconnected("the client is not started")
         return self._proto.conn
 
-    def bootstrap(self, iface: Any) -> Any:
+    def bootstrap(self, iface: Any = None) -> Any:
         """A proxy of the server's implementation of ``iface`` (no round trip): an instance of
         (a subclass of) the runtime interface class, or a :class:`~cara.rpc.Proxy` for a bare
         description."""

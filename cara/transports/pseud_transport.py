@@ -58,9 +58,10 @@ from typing import Any
 
 import msgpack
 
-from cara.rpc import messages as M
-from cara.rpc.connection import Connection, Services
+from cara.rpc import wire_cara as M
+from cara.rpc.connection import Connection
 from cara.rpc.description import describe
+from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
     KIND_DISCONNECTED,
     KIND_FAILED,
@@ -157,7 +158,7 @@ def _peek(frame: bytes) -> tuple[int, int]:
     """``(message kind, question id)`` of a cara frame without decoding it; ``(-1, -1)`` when the
     frame does not start like one (the core then rejects it properly). Every message is a
     msgpack fixarray whose first item is a small int kind and, for calls, returns, errors and
-    finishes, whose second item is the question id (see :mod:`cara.rpc.messages`)."""
+    finishes, whose second item is the question id (see :mod:`cara.rpc.wire_cara`)."""
     if len(frame) < 3 or not 0x92 <= frame[0] <= 0x9F or frame[1] > 0x7F:
         return -1, -1
     kind, b = frame[1], frame[2]
@@ -167,6 +168,11 @@ def _peek(frame: bytes) -> tuple[int, int]:
     if width is None or len(frame) < 3 + width:
         return kind, -1
     return kind, int.from_bytes(frame[3:3 + width], "big")
+
+
+#: Frames that ask (their answer rides the pseud reply) and frames that answer.
+_QUESTIONS = frozenset({M.CALL, M.BOOTSTRAP})
+_ANSWERS = frozenset({M.RETURN, M.ERROR, M.CANCELED})
 
 
 def _error_frame(qid: int, kind: int, name: str, message: str) -> bytes:
@@ -198,7 +204,7 @@ class _Link:
     def _send(self, frame: bytes) -> None:
         """The core's ``send``: answers go back as pseud replies, the rest as pseud calls."""
         kind, qid = _peek(frame)
-        if kind == M.RETURN or kind == M.ERROR:
+        if kind in _ANSWERS:
             if qid == self.capture:
                 self.captured = frame
                 return
@@ -206,7 +212,7 @@ class _Link:
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
             return
-        self.post(frame, qid if kind == M.CALL else -1)
+        self.post(frame, qid if kind in _QUESTIONS else -1)
 
     def post(self, frame: bytes, qid: int = -1,
              ack: asyncio.Future[None] | None = None) -> None:
@@ -566,7 +572,7 @@ class PseudRPC:
             raise TypeError(f"{CARA_RPC} takes one bytes frame, got {type(frame).__name__}")
         link = self.link(caller[1] or caller[0])
         kind, qid = _peek(frame)
-        if kind != M.CALL or qid < 0:
+        if kind not in _QUESTIONS or qid < 0:
             link.receive(frame)
             if kind == M.FINISH:  # the answer was cancelled: release its pseud request
                 cancelled = link.waiting.pop(qid, None)

@@ -1,7 +1,7 @@
 """The sans-IO core on its own: two Connections whose frames are handed over in memory.
 
 No sockets: each side's ``send`` queues the frame for the other side's ``receive`` on the next
-loop turn. The frames themselves are checked against the shapes documented in messages.py.
+loop turn. The frames themselves are checked against the shapes documented in wire_cara.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from cara.rpc import Connection, Disconnected, ProtocolError, Services, Unimplemented
-from cara.rpc import messages as M
+from cara.rpc import wire_cara as M
 from tests.conftest import LONG
 from tests.rpc.schemas import load
 
@@ -59,8 +59,13 @@ def test_call_and_return_frames_have_the_documented_shape() -> None:
         calc = wire.client.bootstrap(I["Calc"])
         assert await calc.add(2, 3) == 5
         calc_id = I["Calc"].id
-        assert wire.sent["client"] == [[M.CALL, 0, [calc_id], calc_id, 0, {0: 2, 1: 3}]]
-        assert wire.sent["server"] == [[M.RETURN, 0, {0: 5}]]
+        # The call is pipelined on the bootstrap's answer: no round trip before it.
+        assert wire.sent["client"] == [[M.BOOTSTRAP, 0, calc_id],
+                                       [M.CALL, 1, [0], calc_id, 0, {0: 2, 1: 3}, []],
+                                       [M.FINISH, 0], [M.FINISH, 1]]
+        boot = msgpack.ExtType(M.EXT_CAP, msgpack.packb(0))
+        assert wire.sent["server"] == [[M.RETURN, 0, boot, [[1, 0]]],
+                                       [M.RETURN, 1, {0: 5}, []]]
 
     run(main())
 
@@ -85,14 +90,15 @@ def test_capabilities_are_reference_counted_and_released() -> None:
         assert export.refs == 2
         assert held[0]._cap is held[1]._cap  # the receiver keeps one import per export id
         assert wire.server.stats()["imports"] == 1
-        refs = [frame[5] for frame in wire.sent["client"]]
-        assert refs[0] == {0: msgpack.ExtType(M.EXT_SENDER_HOSTED, msgpack.packb(0))}
+        calls = [frame for frame in wire.sent["client"] if frame[0] == M.CALL]
+        assert calls[0][5] == {0: msgpack.ExtType(M.EXT_CAP, msgpack.packb(0))}
+        assert calls[0][6] == [[1, 0]]  # senderHosted, export 0
         held.clear()
         gc.collect()
         await settle()
         releases = [f for f in wire.sent["server"] if f[0] == M.RELEASE]
-        assert releases == [[M.RELEASE, [0, 2]]]  # one release giving back both references
-        assert wire.client.stats() == {"exports": 0, "imports": 0, "questions": 0, "answers": 0}
+        assert releases == [[M.RELEASE, 0, 2]]  # one release giving back both references
+        assert wire.client.stats() == {"exports": 0, "imports": 1, "questions": 0, "answers": 0}
         assert wire.server.stats()["imports"] == 0
 
     run(main())
@@ -113,12 +119,17 @@ def test_capability_sent_home_is_the_original_object() -> None:
             return value
 
         await holder.put(mine)
-        assert await holder.get() is mine
-        put = wire.sent["client"][0]
-        assert put[5] == {0: msgpack.ExtType(M.EXT_SENDER_HOSTED, msgpack.packb(0))}
+        back = await holder.get()
+        # A capability is always called the same way: our own object comes back as a proxy
+        # whose calls return awaitables, served here without a round trip.
+        assert back is not mine and await back.call(5) == 5
+        from cara.rpc import LocalCap, core_cap_of
+
+        cap = core_cap_of(back)
+        assert isinstance(cap, LocalCap) and cap.obj is mine
         # the server returned the client's own capability: it travels as receiver-hosted
         server_frames = [f for f in wire.sent["server"] if f[0] == M.RETURN]
-        assert server_frames[-1][2][0].code == M.EXT_RECEIVER_HOSTED
+        assert server_frames[-1][3] == [[3, 0]]
 
     run(main())
 
@@ -178,10 +189,7 @@ def test_unknown_targets_are_unimplemented_errors() -> None:
         wire = Wire(Services())
         with pytest.raises(Unimplemented, match="no implementation"):
             await wire.client.bootstrap(I["Calc"]).add(1, 2)
-        from cara.rpc import RemoteCap
-
-        ghost = RemoteCap(wire.client, 42).cast(I["Callback"])
-        ghost._cap._import_entry = object()  # pretend we hold it
+        ghost = wire.client._import(42, False).cast(I["Callback"])  # pretend we were handed it
         with pytest.raises(Unimplemented, match="no capability 42"):
             await ghost.call(1)
 
@@ -204,12 +212,13 @@ def test_malformed_frames_raise_only_protocol_error() -> None:
             if i % 3 == 0:
                 data = os.urandom(rng.randrange(0, 40))
             else:
-                parts: list[Any] = [rng.randrange(7), rng.randrange(3),
-                                    rng.choice([[I["Echo"].id], 0, "x", [], [1, 2]]),
-                                    rng.choice([I["Echo"].id, -1, "y"]), rng.randrange(3),
+                parts: list[Any] = [rng.randrange(11), rng.randrange(3),
+                                    rng.choice([[0], 0, "x", [], [1, 2], None, I["Echo"].id]),
+                                    rng.choice([I["Echo"].id, -1, "y", 0, 1]), rng.randrange(3),
                                     rng.choice([None, {0: "t"}, [1], {"k": b"v"},
-                                                msgpack.ExtType(2, b"\x05")])]
-                data = msgpack.packb(parts[: rng.randrange(0, 7)])
+                                                msgpack.ExtType(1, b"\x05"), [1, 0]]),
+                                    rng.choice([[], [[1, 0]], [[3, 0]], [[4, 0]], "z"])]
+                data = msgpack.packb(parts[: rng.randrange(0, 8)])
             try:
                 conn.receive(data)
             except ProtocolError:
@@ -231,12 +240,15 @@ def test_a_flood_of_capabilities_is_refused() -> None:
         frames: list[bytes] = []
         conn = Connection(frames.append, services=services, max_imports=10)
         calc_id = I["Calc"].id
-        caps = [msgpack.ExtType(M.EXT_SENDER_HOSTED, msgpack.packb(i)) for i in range(10)]
-        conn.receive(msgpack.packb([M.CALL, 0, [calc_id], calc_id, 8, {0: caps, 1: 1}]))
-        assert msgpack.unpackb(frames[-1], strict_map_key=False) == [M.RETURN, 0, {0: 10}]
-        more = [msgpack.ExtType(M.EXT_SENDER_HOSTED, msgpack.packb(i)) for i in range(10, 21)]
+        conn.receive(msgpack.packb([M.BOOTSTRAP, 100, calc_id]))
+        caps = [msgpack.ExtType(M.EXT_CAP, msgpack.packb(i)) for i in range(10)]
+        table = [[1, i] for i in range(10)]
+        conn.receive(msgpack.packb([M.CALL, 0, [100], calc_id, 8, {0: caps, 1: 1}, table]))
+        assert msgpack.unpackb(frames[-1], strict_map_key=False) == [M.RETURN, 0, {0: 10}, []]
+        more = [msgpack.ExtType(M.EXT_CAP, msgpack.packb(i)) for i in range(11)]
+        table = [[1, i] for i in range(10, 21)]
         with pytest.raises(ProtocolError, match="more than 10"):
-            conn.receive(msgpack.packb([M.CALL, 1, [calc_id], calc_id, 8, {0: more, 1: 1}]))
+            conn.receive(msgpack.packb([M.CALL, 1, [100], calc_id, 8, {0: more, 1: 1}, table]))
         assert conn.closed
 
     run(main())
@@ -259,19 +271,25 @@ def test_waiting_calls_run_in_order_and_can_be_finished_before_they_start() -> N
         frames: list[bytes] = []
         conn = Connection(frames.append, services=services, max_answers=1, max_queued_calls=2)
         calc_id = I["Calc"].id
+        conn.receive(msgpack.packb([M.BOOTSTRAP, 100, calc_id]))
         for qid in range(4):
-            conn.receive(msgpack.packb([M.CALL, qid, [calc_id], calc_id, 2, {0: float(qid)}]))
+            conn.receive(msgpack.packb([M.CALL, qid, [100], calc_id, 2, {0: float(qid)}, []]))
         await settle()
         assert started == [0.0]  # one slot: the others wait
         refused = msgpack.unpackb(frames[-1], strict_map_key=False)
         assert refused[:4] == [M.ERROR, 3, 1, "Overloaded"]  # queue of 2 full: qid 3 refused
-        assert conn.stats()["answers"] == 3
+        # The bootstrap, the running call and the refused one (answers wait for the caller's
+        # FINISH), and the two waiting calls.
+        assert conn.stats()["answers"] == 5
         conn.receive(msgpack.packb([M.FINISH, 1]))  # the caller gives up on a waiting call
+        assert msgpack.unpackb(frames[-1]) == [M.CANCELED, 1]
         gate.set()
         await settle()
         assert started == [0.0, 2.0]  # qid 1 never ran; qid 2 ran after qid 0
         returns = [msgpack.unpackb(f, strict_map_key=False) for f in frames]
-        assert [r[1] for r in returns if r[0] == M.RETURN] == [0, 2]
+        assert [r[1] for r in returns if r[0] == M.RETURN] == [100, 0, 2]
+        for qid in (100, 0, 2, 3):
+            conn.receive(msgpack.packb([M.FINISH, qid]))
         assert conn.stats()["answers"] == 0
 
     run(main())

@@ -1,7 +1,7 @@
 """A server under abuse keeps serving its well-behaved clients.
 
 Abusive peers are raw loopback sockets that write frames by hand (a 4-byte big-endian length and a
-msgpack array, as documented in cara/rpc/messages.py): garbage, oversized frames, unknown
+msgpack array, as documented in cara/rpc/wire_cara.py): garbage, oversized frames, unknown
 capabilities, interface ids and method numbers, and callers that vanish mid-call. Each must get
 an error reply or be disconnected, while a normal client on the same server sees no failure.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from cara.rpc import messages as M
+from cara.rpc import wire_cara as M
 from cara.rpc.errors import KIND_UNIMPLEMENTED
 from cara.transports import Server
 from tests.conftest import LONG
@@ -96,10 +96,12 @@ def _garbage_frames(rng: random.Random) -> list[bytes]:
     frames = [
         b"", b"\xc1", b"\x91", b"\xdd\xff\xff\xff\xff", os.urandom(50),
         packb("not an array"), packb([]), packb([99]), packb([M.CALL]),
-        packb([M.CALL, "q", [1], 1, 0, None]), packb([M.CALL, 1, "target", 1, 0, None]),
-        packb([M.CALL, 1, [1, 2], 1, 0, None]), packb([M.RETURN]), packb([M.RELEASE, 5]),
-        packb([M.CALL, 1, [1], 1, 0, msgpack.ExtType(M.EXT_RECEIVER_HOSTED, packb(4242))]),
-        packb([M.CALL, 1, [1], 1, 0, msgpack.ExtType(M.EXT_SENDER_HOSTED, packb("x"))]),
+        packb([M.CALL, "q", [1], 1, 0, None, []]), packb([M.CALL, 1, "target", 1, 0, None, []]),
+        packb([M.CALL, 1, [1, 2], 1, 0, None, []]), packb([M.RETURN]), packb([M.RELEASE, 5]),
+        packb([M.RETURN, 3, None, []]),  # a return for a question never asked
+        packb([M.CALL, 1, 0, 1, 0, msgpack.ExtType(M.EXT_CAP, packb(0)), [[3, 4242]]]),
+        packb([M.CALL, 1, [1], 1, 0, msgpack.ExtType(M.EXT_CAP, packb("x")), []]),
+        packb([M.DISEMBARGO, [7], 1, 3]), packb([M.RESOLVE, 1, [9, 9]]),
         packb([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
         b"\x91" * 100_000,  # 100,000 nested arrays: too deep for any decoder, must not crash
     ]
@@ -138,27 +140,33 @@ def test_garbage_oversized_unknown_and_vanishing_peers_do_not_disturb_a_good_cli
             # 3. Unknown capability / interface / method, and bad params: error replies, and the
             #    connection stays usable.
             peer = await RawPeer.open(server)
-            peer.send([M.CALL, 1, 12345, echo_id, 0, None])            # no such export
-            peer.send([M.CALL, 2, [0x1234], 0x1234, 0, None])          # no such interface
-            peer.send([M.CALL, 3, [echo_id], echo_id, 99, None])       # no such method
-            peer.send([M.CALL, 4, [echo_id], calc.id, 0, None])        # method of another iface
-            peer.send([M.CALL, 5, [echo_id], echo_id, 0, [1, 2]])      # params not a map
-            peer.send([M.CALL, 6, [calc.id], calc.id, 0, {0: "a", 1: 2}])  # a + b: TypeError
+            E, C = [100], [101]  # calls pipelined on the answers to two bootstraps
+            peer.send([M.BOOTSTRAP, 100, echo_id])
+            peer.send([M.BOOTSTRAP, 101, calc.id])
+            peer.send([M.BOOTSTRAP, 102, 0x1234])                         # no such interface
+            peer.send([M.CALL, 1, 12345, echo_id, 0, None, []])           # no such export
+            peer.send([M.CALL, 2, [102], 0x1234, 0, None, []])            # on a failed bootstrap
+            peer.send([M.CALL, 3, E, echo_id, 99, None, []])              # no such method
+            peer.send([M.CALL, 4, E, calc.id, 0, None, []])               # another iface's method
+            peer.send([M.CALL, 5, E, echo_id, 0, [1, 2], []])             # params not a map
+            peer.send([M.CALL, 6, C, calc.id, 0, {0: "a", 1: 2}, []])     # a + b: TypeError
             replies = {}
-            for _ in range(6):
+            for _ in range(9):
                 msg = await peer.recv()
-                assert msg is not None and msg[0] == M.ERROR, msg
+                assert msg is not None and msg[0] in (M.ERROR, M.RETURN), msg
                 replies[msg[1]] = msg
-            for qid in (1, 2, 3):
-                assert replies[qid][2] == KIND_UNIMPLEMENTED, replies[qid]
+            assert replies[100][0] == replies[101][0] == M.RETURN
+            for qid in (102, 1, 2, 3):
+                assert replies[qid][0] == M.ERROR and replies[qid][2] == KIND_UNIMPLEMENTED, \
+                    replies[qid]
             assert replies[5][3] == "TypeError" and replies[6][3] == "TypeError"
-            peer.send([M.RELEASE, [777, 1]])  # releasing what was never exported: ignored
-            peer.send([M.FINISH, 999])        # finishing an unknown question: ignored
-            peer.send([M.CALL, 7, [echo_id], echo_id, 0, {0: "still here"}])
-            assert await peer.recv() == [M.RETURN, 7, {0: "still here"}]
+            peer.send([M.RELEASE, 777, 1])  # releasing what was never exported: ignored
+            peer.send([M.FINISH, 999])      # finishing an unknown question: ignored
+            peer.send([M.CALL, 7, E, echo_id, 0, {0: "still here"}, []])
+            assert await peer.recv() == [M.RETURN, 7, {0: "still here"}, []]
             # A duplicate question id while the first is running is a protocol violation.
-            peer.send([M.CALL, 8, [calc.id], calc.id, 2, {0: 30.0}])
-            peer.send([M.CALL, 8, [calc.id], calc.id, 2, {0: 30.0}])
+            peer.send([M.CALL, 8, C, calc.id, 2, {0: 30.0}, []])
+            peer.send([M.CALL, 8, C, calc.id, 2, {0: 30.0}, []])
             seen = await peer.expect_closed()
             assert seen and seen[-1][0] == M.ABORT
             peer.close()
@@ -167,7 +175,8 @@ def test_garbage_oversized_unknown_and_vanishing_peers_do_not_disturb_a_good_cli
             started = impl.started
             for qid in range(5):
                 peer = await RawPeer.open(server)
-                peer.send([M.CALL, qid, [calc.id], calc.id, 2, {0: 30.0}])
+                peer.send([M.BOOTSTRAP, 100, calc.id])
+                peer.send([M.CALL, qid, [100], calc.id, 2, {0: 30.0}, []])
                 await eventually(lambda s=started + qid: impl.started > s, what="handler start")
                 peer.close()
             await eventually(lambda: impl.cancelled >= 5, what="handlers of vanished callers")
@@ -287,8 +296,9 @@ def test_a_caller_that_never_reads_its_answers_is_slowed_not_buffered() -> None:
         async with serving((I["Echo"], echo)) as server:
             peer = await RawPeer.open(server)
             sent = 0
+            peer.send([M.BOOTSTRAP, 1_000_000, echo_id])
             for qid in range(20_000):  # up to 650 MB: far more than any buffer holds
-                peer.send([M.CALL, qid, [echo_id], echo_id, 0, {0: text}])
+                peer.send([M.CALL, qid, [1_000_000], echo_id, 0, {0: text}, []])
                 sent += 1
                 try:
                     await asyncio.wait_for(peer.writer.drain(), 0.5)
@@ -309,8 +319,9 @@ def test_a_caller_that_never_reads_its_answers_is_slowed_not_buffered() -> None:
             async with connected(server) as client:
                 assert await client.bootstrap(I["Echo"]).echo("hi") == "hi"
             # Reading the answers lets everything through, in order, none lost.
+            assert (await peer.recv(10))[:2] == [M.RETURN, 1_000_000]  # the bootstrap
             for qid in range(sent):
-                assert await peer.recv(10) == [M.RETURN, qid, {0: text}]
+                assert await peer.recv(10) == [M.RETURN, qid, {0: text}, []]
             assert handled == sent
             peer.close()
 

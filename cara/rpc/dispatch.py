@@ -1,0 +1,207 @@
+"""Calling local implementations: how a call addressed ``(interface id, method index)`` finds
+the Python callable, converts the params it gets and boxes what it returns.
+
+An implementation is anything the runtime accepts (an instance of a runtime interface class or
+of a subclass, a dict of callables, an object with the methods, a function for a one-method
+interface) or, for interfaces described without runtime classes
+(:func:`~cara.rpc.description.interfaces_from_nodes`), a dict or object used by method name with
+field-number-keyed dicts as params and results. :class:`Implementation` looks each method up
+once and caches a :class:`Handler`: its :class:`~cara.rpc.proxies.Method` (which says how the
+params are decoded) and ``run(params)``, which returns the results struct or an awaitable of it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cara.rpc.description import PLAIN, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.errors import Unimplemented
+from cara.rpc.plain import encode_plain_results, incoming
+from cara.rpc.proxies import Method, method_of
+from cara.runtime.interface import Interface as RuntimeInterface
+from cara.runtime.interface import implementation as runtime_implementation
+from cara.runtime.interface import positional_capacity
+
+__all__ = ["Handler", "Implementation", "Services"]
+
+
+class Handler:
+    """One method of one implementation: ``run(params)`` -> results struct (or awaitable)."""
+
+    __slots__ = ("method", "run")
+
+    def __init__(self, method: Method, run: Callable[[Any], Any]) -> None:
+        self.method = method
+        self.run = run
+
+
+class Implementation:
+    """A local object callable over RPC: finds the :class:`Handler` for ``(iface id, index)``."""
+
+    __slots__ = ("cache", "info", "obj")
+
+    def __init__(self, obj: object, info: InterfaceInfo | None) -> None:
+        self.obj = obj
+        self.info = info
+        self.cache: dict[tuple[int, int], Handler] = {}
+
+    def handler(self, interface_id: int, index: int) -> Handler:
+        key = (interface_id, index)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = self._find(interface_id, index)
+        return found
+
+    def _find(self, interface_id: int, index: int) -> Handler:
+        key = (interface_id, index)
+        obj = self.obj
+        if isinstance(obj, RuntimeInterface):
+            spec = type(obj).cara_schema.all_methods.get(key)
+            if spec is None:
+                raise Unimplemented(f"{type(obj).__name__} has no method @{index} of interface "
+                                    f"0x{interface_id:016x}")
+            return Handler(method_of(spec), _runtime_handler(obj, spec))
+        m = self.info.methods.get(key) if self.info is not None else None
+        if m is None:
+            other = known_interface(interface_id)
+            m = other.methods.get(key) if other is not None else None
+        if m is None:
+            raise Unimplemented(
+                f"method @{index} of interface 0x{interface_id:016x} is not known here")
+        if m.spec is not None:  # a plain implementation of a runtime interface
+            pyclass = self.info.pyclass if self.info is not None and \
+                self.info.pyclass is not None else _runtime_class_of(m)
+            if pyclass is not None:
+                return Handler(method_of(m.spec), _runtime_handler(pyclass(obj), m.spec))
+        fn: Any = None
+        if isinstance(obj, Mapping):  # by (interface id, index) first: names can clash
+            fn = obj.get(key) or obj.get(m.name)
+        else:
+            fn = getattr(obj, m.name, None)
+            if fn is None and callable(obj) and not isinstance(obj, type):
+                fn = obj  # a function or lambda implementing a one-method interface
+        if fn is None or not callable(fn):
+            raise Unimplemented(f"{type(obj).__name__} does not implement {m.name}")
+        return Handler(method_of(m), _plain_handler(fn, m))
+
+
+def _runtime_class_of(m: MethodInfo) -> Any:
+    info = known_interface(m.interface_id)
+    return info.pyclass if info is not None else None
+
+
+def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
+    """Calls a runtime interface instance with its ``$Params`` struct (``call_args``); boxes
+    what it returns with ``spec.box_results``. The implementation is looked up once, here."""
+    fn = runtime_implementation(target, spec)
+    call_args = spec.call_args
+    capacity = positional_capacity(fn)
+    box = spec.box_results
+    cls = spec.param_class
+
+    async def boxed(pending: Any) -> Any:
+        return box(await pending)
+
+    def handle(params: Any) -> Any:
+        if type(params) is not cls:
+            params = cls({} if params is None else params)
+        args, kwargs = call_args(params, capacity)
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return boxed(result)
+        return box(result)
+
+    return handle
+
+
+def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:
+    """Calls a plain implementation with the params the caller gave, by description."""
+
+    async def encoded(pending: Any) -> Any:
+        return encode_plain_results(m, await pending)
+
+    def finish(result: Any) -> Any:
+        if inspect.isawaitable(result):
+            return encoded(result)
+        return encode_plain_results(m, result)
+
+    if m.params_named:
+        def handle_struct(payload: Any) -> Any:
+            if payload is None:
+                payload = {}
+            elif not isinstance(payload, dict):
+                raise TypeError(f"params of {m.name}() must be a map")
+            return finish(fn(m.param_type(payload) if m.param_type is not None else payload))
+
+        return handle_struct
+
+    def handle(payload: Any) -> Any:
+        if payload is None:
+            return finish(fn())
+        if not isinstance(payload, dict):
+            raise TypeError(f"params of {m.name}() must be a map")
+        args, kwargs = _call_args(m, payload)
+        return finish(fn(*args, **kwargs))
+
+    return handle
+
+
+def _call_args(m: MethodInfo, params: dict[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Positional values for the leading fields that were given, keywords after a gap."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    positional = True
+    for f in m.params:
+        if f.number in params:
+            v = params[f.number]
+            if f.kind != PLAIN:
+                v = incoming(f, v)
+            if positional:
+                args.append(v)
+            else:
+                kwargs[f.name] = v
+        else:
+            positional = False
+    return args, kwargs
+
+
+class Services:
+    """The implementations a server offers, by interface id (the targets of ``Bootstrap``).
+
+    One ``Services`` is shared by every connection of a server; registering later makes the
+    implementation reachable from connections that already exist. ``bootstrap`` is what a
+    Cap'n Proto peer gets (it names no interface): the one registered implementation, or the
+    one set explicitly."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Implementation] = {}
+        self._bootstrap: Implementation | None = None
+
+    def register(self, iface: Any, impl: object) -> None:
+        info = describe(iface)
+        if info is None:
+            raise TypeError(f"{iface!r} does not describe an interface")
+        if info.pyclass is not None and not isinstance(impl, info.pyclass):
+            impl = info.pyclass(impl)  # the runtime wraps dicts, objects and functions
+        self._by_id[info.id] = Implementation(impl, info)
+
+    def set_bootstrap(self, impl: object, iface: Any = None) -> None:
+        """Offer ``impl`` to peers that ask for *the* bootstrap capability."""
+        info = describe(iface if iface is not None else impl)
+        if info is not None and info.pyclass is not None and not isinstance(impl, info.pyclass):
+            impl = info.pyclass(impl)
+        self._bootstrap = Implementation(impl, info)
+
+    def lookup(self, interface_id: int | None) -> Implementation | None:
+        if interface_id is None:
+            if self._bootstrap is not None:
+                return self._bootstrap
+            if len(self._by_id) == 1:
+                return next(iter(self._by_id.values()))
+            return None
+        return self._by_id.get(interface_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)

@@ -1,0 +1,408 @@
+"""What a program holds: typed proxies of capabilities, and the promises that calls return.
+
+A proxy wraps a core capability (:class:`cara.rpc.caps.Cap`: an import, a promise, a local
+object...) and is typed by an interface: an instance of a subclass of the runtime interface class
+(:func:`runtime_proxy_class`, so ``isinstance(proxy, Iface)`` holds), or a :class:`Proxy` for an
+interface described without runtime classes. Every method call returns a :class:`CallPromise` at
+once, wherever the object lives -- in another process or in this one.
+
+A :class:`CallPromise` is an :class:`asyncio.Future` of the call's value (``None``, the single
+result, or the results struct) that can be used *before* it resolves (promise pipelining):
+``promise.field`` names a result field, and a capability field accepts method calls at once,
+sent to the capability the answer will hold (``calc.evaluate(e).value.read()`` is one round trip).
+Where the single result is a capability, the promise itself accepts its methods, and a promise or
+a pipelined field can be passed wherever a capability is expected. ``promise["name"]`` reaches a
+field whose name is also a Future method (``result``, ``done``...).
+
+This module knows capabilities only by what they do (``call``, ``cast``); the core objects are in
+:mod:`cara.rpc.caps` and :mod:`cara.rpc.connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.plain import decode_plain_results, encode_plain_params
+
+__all__ = [
+    "CallPromise",
+    "Method",
+    "PipelinedField",
+    "Proxy",
+    "method_of",
+    "proxy_class",
+    "runtime_proxy_class",
+]
+
+
+# ------------------------------------------------------------------------------ methods
+
+
+class Method:
+    """One method as the core moves it: its address, the classes of its params and results
+    (runtime struct classes, or ``None`` for field-number dicts), and how the results struct
+    becomes what the caller gets (``unbox``)."""
+
+    __slots__ = ("index", "info", "interface_id", "name", "param_cls", "result_cls", "spec",
+                 "unbox")
+
+    def __init__(self, interface_id: int, index: int, name: str, *, param_cls: Any = None,
+                 result_cls: Any = None, spec: Any = None, info: MethodInfo | None = None,
+                 unbox: Callable[[Any], Any] | None = None) -> None:
+        self.interface_id = interface_id
+        self.index = index
+        self.name = name
+        self.param_cls = param_cls
+        self.result_cls = result_cls
+        self.spec = spec
+        self.info = info
+        self.unbox = unbox
+
+    def __repr__(self) -> str:
+        return f"<method {self.name} @{self.index} of 0x{self.interface_id:016x}>"
+
+    def result_field(self, name: str) -> tuple[str, Any] | None:
+        """``(kind, type info)`` of result field ``name``: the runtime field type, or a
+        :class:`~cara.rpc.description.FieldInfo`; ``None`` when there is no such field."""
+        if self.result_cls is not None:
+            schema = self.result_cls.cara_schema
+            f = schema.by_name.get(name)
+            if f is None:
+                num = schema.attr_num.get(name)
+                f = schema.fields[num] if num is not None else None
+            return None if f is None else (f.name, f.type)
+        if self.info is not None:
+            for fi in self.info.results:
+                if fi.name == name:
+                    return (fi.name, fi)
+        return None
+
+    def single_interface_result(self) -> str | None:
+        """The name of the only result field when it is a capability (the promise then
+        accepts its methods)."""
+        if self.spec is not None and not self.spec.results_named:
+            fields = self.result_cls.cara_schema.fields
+            if len(fields) == 1 and fields[0].type.kind == "interface":
+                return str(fields[0].name)
+        elif self.info is not None and not self.info.results_named and \
+                len(self.info.results) == 1 and self.info.results[0].kind == INTERFACE:
+            return self.info.results[0].name
+        return None
+
+
+def method_of(m: Any) -> Method:
+    """The :class:`Method` of a runtime ``MethodSpec`` or a :class:`MethodInfo` (made once)."""
+    found = getattr(m, "_cara_rpc_method_", None)
+    if found is not None:
+        return found
+    if isinstance(m, MethodInfo) and m.spec is not None:
+        method = method_of(m.spec)
+    elif isinstance(m, MethodInfo):
+        info: MethodInfo = m
+        method = Method(m.interface_id, m.index, m.name, info=m,
+                        unbox=lambda results: decode_plain_results(info, results))
+    else:  # a runtime MethodSpec
+        method = Method(m.interface_id, m.index, m.name, param_cls=m.param_class,
+                        result_cls=m.result_class, spec=m, unbox=m.unbox_results)
+    try:
+        m._cara_rpc_method_ = method
+    except AttributeError:  # pragma: no cover - both kinds accept attributes
+        pass
+    return method
+
+
+# ------------------------------------------------------------------------------ promises
+
+
+class CallPromise(asyncio.Future[Any]):
+    """The value of a call, usable before it arrives (see the module docstring).
+
+    Subclasses say where the capabilities of the answer come from (:meth:`_pipeline`) and what
+    cancelling does. ``_results`` holds the results struct once it is known."""
+
+    _method: Method
+
+    def _pipeline(self, path: tuple[str, ...]) -> Any:
+        """The core capability at result field ``path`` (names), usable now."""
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name.startswith("_cara") or name == "_method":
+            raise AttributeError(name)
+        return _field_or_method(self, self._method, (), name)
+
+    def __getitem__(self, name: str) -> PipelinedField:
+        if self._method.result_field(name) is None:
+            raise KeyError(f"{self._method.name}() has no result {name!r}")
+        return PipelinedField(self, (name,))
+
+    def __cara_cast__(self, iface: Any) -> Any:
+        """A promise passed where a capability is expected: its single capability result."""
+        single = self._method.single_interface_result()
+        if single is None:
+            raise TypeError(f"the result of {self._method.name}() is not a capability; name "
+                            "the field that holds one (promise.field)")
+        return self._pipeline((single,)).cast(iface)
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.done() else "done"
+        return f"<{type(self).__name__} {self._method.name}() {state}>"
+
+
+def _field_or_method(promise: CallPromise, method: Method, path: tuple[str, ...],
+                     name: str) -> Any:
+    if not path and method.result_field(name) is not None:
+        return PipelinedField(promise, (name,))
+    single = method.single_interface_result() if not path else None
+    if single is not None:  # the promise stands for its only result, a capability
+        return getattr(PipelinedField(promise, (single,)), name)
+    raise AttributeError(f"{method.name}() has no result {name!r}")
+
+
+class PipelinedField:
+    """A field of a result that has not arrived: ``.sub`` goes deeper into a struct; on a
+    capability, a method call is sent at once (pipelined); ``await`` gives the field's value."""
+
+    __slots__ = ("_path", "_promise")
+
+    def __init__(self, promise: CallPromise, path: tuple[str, ...]) -> None:
+        self._promise = promise
+        self._path = path
+
+    def _type(self) -> Any:
+        """The runtime type (or FieldInfo) of this field."""
+        method = self._promise._method
+        found = method.result_field(self._path[0])
+        assert found is not None
+        t = found[1]
+        for name in self._path[1:]:
+            cls = getattr(t, "cls", None)
+            schema = getattr(cls, "cara_schema", None)
+            f = schema.by_name.get(name) if schema is not None else None
+            if f is None:
+                raise AttributeError(name)
+            t = f.type
+        return t
+
+    def _capability(self) -> Any:
+        return self._promise._pipeline(self._path)
+
+    def _interface(self) -> Any:
+        t = self._type()
+        if getattr(t, "kind", None) == "interface":
+            return t.cls
+        if getattr(t, "kind", None) == INTERFACE:
+            info = known_interface(t.interface_id)
+            if info is not None:
+                return info
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        t = self._type()
+        kind = getattr(t, "kind", None)
+        if kind == "struct":
+            schema = t.cls.cara_schema
+            if name in schema.by_name or name in schema.attr_num:
+                f = schema.by_name.get(name) or schema.fields[schema.attr_num[name]]
+                return PipelinedField(self._promise, (*self._path, f.name))
+            raise AttributeError(f"{schema.name} has no field {name!r}")
+        iface = self._interface()
+        if iface is not None:
+            return getattr(self._capability().cast(iface), name)
+        raise AttributeError(f"result field {'.'.join(self._path)} is not a struct or a "
+                             f"capability (it has no {name!r})")
+
+    def __cara_cast__(self, iface: Any) -> Any:
+        return self._capability().cast(iface)
+
+    def __await__(self) -> Any:
+        return self._value().__await__()
+
+    async def _value(self) -> Any:
+        value = await self._promise
+        method = self._promise._method
+        if method.result_cls is None:  # described without runtime classes: the decoded value
+            info = method.info
+            if info is not None and not info.results_named and len(info.results) > 1:
+                return value[self._path[0]]
+            return value
+        value = self._promise._results
+        for name in self._path:
+            value = getattr(value, name)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<pipelined {self._promise._method.name}().{'.'.join(self._path)}>"
+
+
+# ------------------------------------------------------------------------------ proxies
+
+
+class Proxy:
+    """A capability typed by an interface described without runtime classes: one Python
+    method per RPC method, each returning a :class:`CallPromise`; ``_timeout=seconds`` bounds
+    one call. A proxy of a one-method interface is callable. ``close()`` (or ``async with``)
+    releases the reference early."""
+
+    __slots__ = ("__weakref__", "_cap")
+    _info: InterfaceInfo
+
+    def __init__(self, cap: Any) -> None:
+        self._cap = cap
+
+    def __getitem__(self, key: str | tuple[int, int]) -> Callable[..., Any]:
+        m = self._info.by_name.get(key) if isinstance(key, str) else self._info.methods.get(key)
+        if m is None:
+            raise KeyError(key)
+        return lambda *args, **kwargs: call_plain(self._cap, m, args, kwargs)
+
+    def __cara_cast__(self, iface: Any) -> Any:
+        return self._cap.cast(iface)
+
+    def __repr__(self) -> str:
+        return f"<{self._info.name} proxy of {self._cap!r}>"
+
+    async def __aenter__(self) -> Proxy:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._cap.close()
+
+
+def call_plain(cap: Any, m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    timeout = kwargs.pop("_timeout", None) if kwargs else None
+    return cap.call(method_of(m), encode_plain_params(m, args, kwargs), timeout)
+
+
+_proxy_classes: dict[int, type[Proxy]] = {}
+
+
+def _proxy_method(m: MethodInfo) -> Callable[..., Any]:
+    def method(self: Proxy, *args: Any, **kwargs: Any) -> Any:
+        return call_plain(self._cap, m, args, kwargs)
+
+    method.__name__ = method.__qualname__ = m.name
+    method.__doc__ = f"Call {m.name} (@{m.index} of interface 0x{m.interface_id:016x})."
+    return method
+
+
+def _close(self: Proxy) -> None:
+    self._cap.close()
+
+
+def proxy_class(info: InterfaceInfo) -> type[Proxy]:
+    """The proxy class for ``info`` (made once per description)."""
+    cls = _proxy_classes.get(id(info))
+    if cls is not None and cls._info is info:
+        return cls
+    ns: dict[str, Any] = {"__slots__": (), "_info": info, "close": _close}
+    for name, m in info.by_name.items():
+        ns[name] = _proxy_method(m)  # a method named like `close` wins over the helper
+    if len(info.by_name) == 1:
+        (only,) = info.by_name.values()
+        ns["__call__"] = _proxy_method(only)
+    cls = type(f"{info.name}Proxy", (Proxy,), ns)
+    _proxy_classes[id(info)] = cls
+    return cls
+
+
+_runtime_proxy_classes: dict[type, type] = {}
+
+
+def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call runtime method ``spec`` on core capability ``cap``: the runtime boxes the params."""
+    timeout = kwargs.pop("_timeout", None) if kwargs and "_timeout" in kwargs else None
+    return cap.call(method_of(spec), spec.box_params(args, kwargs), timeout)
+
+
+def _runtime_proxy_call(self: Any, method: Any, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+    return call_runtime(self._cara_rpc_cap_, method, args, kwargs)
+
+
+def _runtime_proxy_method(spec: Any) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return call_runtime(self._cara_rpc_cap_, spec, args, kwargs)
+
+    method.__name__ = method.__qualname__ = spec.attr
+    return method
+
+
+def runtime_proxy_class(iface_cls: type) -> type:
+    """A subclass of runtime interface class ``iface_cls`` whose methods send calls.
+
+    Its instances pass ``isinstance(proxy, Iface)`` and every runtime conversion, and each call
+    returns a :class:`CallPromise` at once (no coroutine), so an unawaited call is still sent and
+    ``asyncio.gather`` needs no task per call."""
+    cls = _runtime_proxy_classes.get(iface_cls)
+    if cls is not None:
+        return cls
+    schema: Any = iface_cls.cara_schema  # type: ignore[attr-defined]
+    ns: dict[str, Any] = {"__slots__": (), "_cara_call_": _runtime_proxy_call,
+                          "_cara_rpc_proxy_": True, "__module__": iface_cls.__module__}
+    for spec in schema.all_methods.values():
+        ns.setdefault(spec.attr, _runtime_proxy_method(spec))
+
+    def __init__(self: Any, cap: Any) -> None:
+        # `Iface(client)` returns a proxy made by `client.__cara_cast__`; Python then calls
+        # __init__ again with the client, which must not replace the capability.
+        if _is_core(cap):
+            object.__setattr__(self, "_cara_rpc_cap_", cap)
+
+    def __repr__(self: Any) -> str:
+        return f"<{iface_cls.__name__} proxy of {self._cara_rpc_cap_!r}>"
+
+    async def __aenter__(self: Any) -> Any:
+        return self
+
+    async def __aexit__(self: Any, *exc: object) -> None:
+        self._cara_rpc_cap_.close()
+
+    def close(self: Any) -> None:
+        """Release this capability now (``cara.rpc.release(proxy)`` when a method is named
+        ``close``)."""
+        self._cara_rpc_cap_.close()
+
+    ns.update(__init__=__init__, __repr__=__repr__, __aenter__=__aenter__, __aexit__=__aexit__)
+    ns.setdefault("close", close)  # a method of the interface named `close` wins
+    cls = type(f"{iface_cls.__name__}Proxy", (iface_cls,), ns)
+    _runtime_proxy_classes[iface_cls] = cls
+    return cls
+
+
+def _is_core(obj: Any) -> bool:
+    """Whether ``obj`` is a core capability (asked of its class: some objects, such as pseud
+    clients, answer every attribute name)."""
+    return getattr(type(obj), "_cara_core_cap_", False) is True
+
+
+def cast(cap: Any, iface: Any) -> Any:
+    """Core capability ``cap`` typed as ``iface``."""
+    info = describe(iface)
+    if info is None:
+        raise TypeError(f"{iface!r} does not describe an interface")
+    if info.pyclass is not None:
+        return runtime_proxy_class(info.pyclass)(cap)
+    return proxy_class(info)(cap)
+
+
+def core_cap_of(obj: Any) -> Any:
+    """The core capability behind a proxy, promise or pipelined field (``None`` if none)."""
+    if _is_core(obj):
+        return obj
+    if isinstance(obj, Proxy):
+        return obj._cap
+    if getattr(type(obj), "_cara_call_", None) is _runtime_proxy_call:
+        return obj._cara_rpc_cap_
+    if isinstance(obj, PipelinedField):
+        return obj._capability()
+    if isinstance(obj, CallPromise):
+        single = obj._method.single_interface_result()
+        return obj._pipeline((single,)) if single is not None else None
+    return None
+
