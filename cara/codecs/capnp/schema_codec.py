@@ -249,7 +249,11 @@ class SchemaCodec:
         self.nodes: Mapping[int, model.Node] = nodes
         self.plans: dict[PlanKey, StructPlan] = {}
         self._ns: dict[str, Any] = self._namespace()
-        #: the generated code's globals (see ``instances``)
+        #: the generated code's globals (see ``instances``). A caller may replace
+        #: ``cap_encode(buf, ptr_pos, value)``, ``cap_decode(msg, seg, pos)``,
+        #: ``any_encode(buf, ptr_pos, value)`` and ``any_decode(msg, seg, pos, nest)`` before
+        #: the first encode or decode, to give capabilities and AnyPointer values its own
+        #: form (the RPC layer turns capability objects into cap-table indexes and back).
         self.ns = self._ns
         self._counter = 0
         self._list_codecs: dict[str, tuple[str, str]] = {}
@@ -1029,11 +1033,13 @@ class SchemaCodec:
             ns[dname] = data_at_nest
             ns[ename] = _encode_data
         elif w == "anyPointer":
-            ns[dname] = _decode_any
-            ns[ename] = self._encode_any
+            # (list elements, like fields, go through the namespace's any_/cap_ functions,
+            # which a caller may replace: see ``ns``)
+            ns[dname] = lambda msg, seg, pos, nest: ns["any_decode"](msg, seg, pos, nest)
+            ns[ename] = lambda buf, ptr_pos, value: ns["any_encode"](buf, ptr_pos, value)
         elif w == "interface":
-            ns[dname] = lambda msg, seg, pos, nest: _decode_cap(msg, seg, pos)
-            ns[ename] = _encode_cap
+            ns[dname] = lambda msg, seg, pos, nest: ns["cap_decode"](msg, seg, pos)
+            ns[ename] = lambda buf, ptr_pos, value: ns["cap_encode"](buf, ptr_pos, value)
         elif w == "list":
             assert t.list is not None
             dec, enc = self._list_functions(t.list.elementType)
