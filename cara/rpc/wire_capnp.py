@@ -340,7 +340,7 @@ def _any_encoder(default: Any) -> Any:
         elif isinstance(value, str):
             _text(buf, ptr_pos, value)
         elif isinstance(value, (bytes, bytearray, memoryview)):
-            _data(buf, ptr_pos, value)
+            _data(buf, ptr_pos, bytes(value))
         elif isinstance(value, PointerValue):
             default(buf, ptr_pos, value)
         elif isinstance(value, (list, tuple, Mapping)):
@@ -609,27 +609,29 @@ _U32_U16 = struct.Struct("<IH").unpack_from
 
 # ================================================================================== encoding
 
-# One word per entry of the fixed part of a Call: segment table, root pointer, Message,
-# Call (3 data words, 3 pointers), MessageTarget (1+1), Payload (0+2); the content follows.
-_CALL_HEAD = bytearray(112)
-_PP(_CALL_HEAD, 8, 0, 1 | 1 << 16)        # root -> Message at 16
-_PP(_CALL_HEAD, 24, 0, 3 | 3 << 16)       # Message.call -> Call at 32
-_PP(_CALL_HEAD, 56, 2, 1 | 1 << 16)       # Call.target -> MessageTarget at 80
-_PP(_CALL_HEAD, 64, 3, 0 | 2 << 16)       # Call.params -> Payload at 96
-_CALL_HEAD_BYTES = bytes(_CALL_HEAD)
-# disc at 16; Call: questionId @32, methodId @36, interfaceId @40; MessageTarget: id @80,
-# kind @84
-_CALL_SCALARS = struct.Struct("<H14xIH2xQ32xIH").pack_into
+def _word(offset: int, hi: int) -> int:
+    """A struct pointer word (``offset`` words ahead, ``hi`` its sizes) as a little-endian u64."""
+    return int.from_bytes(_PTR.pack(offset << 2, hi), "little")
+
+
+# The fixed part of a Call, written by one pack_into from byte 8: root pointer -> Message
+# (@16: kind; @24: pointer) -> Call (@32: questionId, @36: methodId, @40: interfaceId, @48:
+# flags; pointers @56 target, @64 params, @72 sendResultsTo.thirdParty) -> MessageTarget (@80:
+# importedCap, @84: kind; @88: promisedAnswer) and Payload (pointers @96 content, @104
+# capTable), 112 bytes with the segment table; the content follows.
+_CALL_SIZE = 112
+_CALL_HEAD = struct.Struct("<QH6xQIH2xQ8xQQ8xIH").pack_into
+_ROOT_WORD = _word(0, 1 | 1 << 16)
+_CALL_WORD = _word(0, 3 | 3 << 16)
+_TARGET_WORD = _word(2, 1 | 1 << 16)
+_PARAMS_WORD = _word(3, 2 << 16)
 _CONTENT_PTR = 96
 
-# Return: segment table, root, Message, Return (2 data words, 1 pointer); the union's struct
-# (Payload or Exception) follows at 56.
-_RETURN_HEAD = bytearray(56)
-_PP(_RETURN_HEAD, 8, 0, 1 | 1 << 16)
-_PP(_RETURN_HEAD, 24, 0, 2 | 1 << 16)     # Message.return -> Return at 32
-_RETURN_HEAD_BYTES = bytes(_RETURN_HEAD)
-# disc @16; Return: answerId @32, flags @36, kind @38
-_RETURN_SCALARS = struct.Struct("<H14xIBxH").pack_into
+# Return, likewise: root -> Message -> Return (@32: answerId, @36: flags, @38: kind; pointer
+# @48: results or exception), 56 bytes.
+_RETURN_SIZE = 56
+_RETURN_HEAD = struct.Struct("<QH6xQIBxH").pack_into
+_RETURN_WORD = _word(0, 2 | 1 << 16)
 
 
 def _alloc(buf: bytearray, ptr_pos: int, dw: int, pc: int) -> int:
@@ -643,14 +645,14 @@ def _write_promised(buf: bytearray, ptr_pos: int, answer: PromisedAnswer) -> Non
     pos = _alloc(buf, ptr_pos, 1, 1)
     steps = answer.transform
     struct.pack_into("<I", buf, pos, answer.question_id)
-    if steps:
-        count = len(steps)
-        at = len(buf)
-        buf += bytes(8 + 8 * count)
-        _PP(buf, pos + 8, (at - pos - 16) >> 1 | 1, count << 3 | 7)
-        _PP(buf, at, count << 2, 1)
-        struct.pack_into("<" + "HH4x" * count, buf, at + 8,
-                         *[x for s in steps for x in (1, s)])
+    # (an empty transform is an empty list, not null, as libcapnp writes it)
+    count = len(steps)
+    at = len(buf)
+    buf += bytes(8 + 8 * count)
+    _PP(buf, pos + 8, (at - pos - 16) >> 1 | 1, count << 3 | 7)
+    _PP(buf, at, count << 2, 1)
+    if count:
+        struct.pack_into("<" + "HH4x" * count, buf, at + 8, *[x for s in steps for x in (1, s)])
 
 
 def _write_target(buf: bytearray, ptr_pos: int, target: Any) -> None:
@@ -875,13 +877,13 @@ class CapnpWire:
         if t is Call:
             assert isinstance(msg, Call)
             target = msg.target
-            buf = bytearray(_CALL_HEAD_BYTES)
+            buf = bytearray(_CALL_SIZE)
             if type(target) is ImportedCap:
-                _CALL_SCALARS(buf, 16, _CALL, msg.question_id, msg.method_id, msg.interface_id,
-                              target.id, 0)
+                _CALL_HEAD(buf, 8, _ROOT_WORD, _CALL, _CALL_WORD, msg.question_id, msg.method_id,
+                           msg.interface_id, _TARGET_WORD, _PARAMS_WORD, target.id, 0)
             else:
-                _CALL_SCALARS(buf, 16, _CALL, msg.question_id, msg.method_id, msg.interface_id,
-                              0, 1)
+                _CALL_HEAD(buf, 8, _ROOT_WORD, _CALL, _CALL_WORD, msg.question_id, msg.method_id,
+                           msg.interface_id, _TARGET_WORD, _PARAMS_WORD, 0, 1)
                 if type(target) is not PromisedAnswer:
                     raise EncodeError(f"a call target is an ImportedCap or a PromisedAnswer, "
                                       f"not {type(target).__name__}")
@@ -891,15 +893,15 @@ class CapnpWire:
                 _write_cap_table(buf, _CONTENT_PTR + 8, table)
         elif t is Return:
             assert isinstance(msg, Return)
-            buf = bytearray(_RETURN_HEAD_BYTES)
+            buf = bytearray(_RETURN_SIZE)
             flags = 0 if msg.release_param_caps else 1
             if msg.exception is not None:
-                _RETURN_SCALARS(buf, 16, _RETURN, msg.answer_id, flags, 1)
+                _RETURN_HEAD(buf, 8, _ROOT_WORD, _RETURN, _RETURN_WORD, msg.answer_id, flags, 1)
                 _write_exception(buf, 48, msg.exception)
             elif msg.canceled:
-                _RETURN_SCALARS(buf, 16, _RETURN, msg.answer_id, flags, 2)
+                _RETURN_HEAD(buf, 8, _ROOT_WORD, _RETURN, _RETURN_WORD, msg.answer_id, flags, 2)
             else:
-                _RETURN_SCALARS(buf, 16, _RETURN, msg.answer_id, flags, 0)
+                _RETURN_HEAD(buf, 8, _ROOT_WORD, _RETURN, _RETURN_WORD, msg.answer_id, flags, 0)
                 _write_payload(buf, 48, msg.results or Payload(), describe_cap)
         else:
             buf = bytearray(16)
@@ -934,7 +936,8 @@ class CapnpWire:
         runtime struct class ``struct_cls``, capability pointer ``i`` becoming ``caps[i]``.
 
         With ``struct_cls`` ``None`` the content must be a capability (a bootstrap's answer:
-        the capability object is returned) or null (``None``)."""
+        the capability object is returned) or null (``None``). Anything malformed raises
+        :class:`~cara.rpc.errors.ProtocolError` naming the byte offset in the frame."""
         if not isinstance(raw, AnyPointerReader):
             raise TypeError(f"raw content must be the AnyPointerReader decode() left in "
                             f"Payload.raw, not {type(raw).__name__}")
@@ -948,7 +951,8 @@ class CapnpWire:
                 if kind < 0:
                     return None
                 if kind != 3:
-                    raise _no_classes("a struct payload without its struct class")
+                    raise DecodeError(f"expected a capability (a bootstrap's answer), found a "
+                                      f"{'struct' if kind == 0 else 'list'} pointer", raw.pos)
                 return _cap_object(msg, raw.pos, hi)
             _codec, _key, plan = _content_codec(struct_cls)
             loc = struct_at(msg, raw.seg, raw.pos, raw.nesting) if raw.pos >= 0 else None
