@@ -124,6 +124,7 @@ _CAP_NUMBER = {k: i for i, k in enumerate(_CAP_KINDS)}
 _DISEMBARGO_KINDS = (Disembargo.SENDER_LOOPBACK, Disembargo.RECEIVER_LOOPBACK, "accept",
                      "provide")
 _DISEMBARGO_NUMBER = {Disembargo.SENDER_LOOPBACK: 0, Disembargo.RECEIVER_LOOPBACK: 1}
+_NULL = bytes(8)
 _TYPE_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): ")
 
 #: rpc.capnp's struct sizes ``(data words, pointer count)`` as this module writes them (the
@@ -252,13 +253,14 @@ class CapnpFramer:
 
 # =========================================================================== payload content
 
-#: The encoding in progress: ``[describe_cap, cap table]`` per nested encode (a stack, so a
-#: ``describe_cap`` that encodes something itself does not mix the tables).
-_ENCODING: list[tuple[DescribeCap, list[CapDescriptor]]] = []
+#: The payloads being encoded, by the ``id`` of the buffer they are written into: its
+#: ``describe_cap`` and the cap table it builds (keyed by buffer, so that encodes in other
+#: threads, or one that ``describe_cap`` itself starts, keep their own tables).
+_ENCODING: dict[int, tuple[DescribeCap, list[CapDescriptor]]] = {}
 
 
 def _cap_encode(buf: bytearray, ptr_pos: int, value: Any) -> None:
-    describe, table = _ENCODING[-1]
+    describe, table = _ENCODING[id(buf)]
     index = len(table)
     table.append(describe(value))
     _PP(buf, ptr_pos, 3, index)
@@ -514,7 +516,7 @@ def _payload(msg: _Segments, seg: int, pos: int, nest: int) -> Payload:
     _buf, _d, seg, ppos, nptrs, nest = _open(msg, seg, pos, nest, 0)
     raw = AnyPointerReader(msg, seg, ppos if nptrs else -1, nest)
     caps: list[CapDescriptor] = []
-    if nptrs > 1:
+    if nptrs > 1 and msg.buf[ppos + 8:ppos + 16] != _NULL:
         loc = list_at(msg, seg, ppos + 8, nest)
         if loc is not None:
             lseg, start, count, step, dbytes, lnp, size, inner = loc
@@ -536,7 +538,7 @@ def _payload(msg: _Segments, seg: int, pos: int, nest: int) -> Payload:
 
 def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
     """The rpc.capnp ``Message`` the pointer at ``pos`` points to."""
-    whole = AnyPointerReader(msg, seg, pos, nest)
+    top = seg, nest
     buf, d, seg, ppos, nptrs, nest = _open(msg, seg, pos, nest, 8)
     which = _U16(buf, d)[0]
     p0 = ppos if nptrs else -1
@@ -545,7 +547,7 @@ def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
         qid, method, send_to, iface = _CALL_FIELDS(buf, d)
         if send_to:
             name = ("caller", "yourself", "thirdParty")[send_to] if send_to < 3 else str(send_to)
-            return Unknown(f"call.sendResultsTo.{name}", whole)
+            return Unknown(f"call.sendResultsTo.{name}", _reader(msg, top, pos))
         target = _target(msg, seg, ppos if nptrs else -1, nest)
         params = _payload(msg, seg, ppos + 8 if nptrs > 1 else -1, nest)
         return Call(qid, target, iface, method, params)
@@ -562,7 +564,7 @@ def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
         if kind == 2:
             return Return(aid, canceled=True, release_param_caps=release)
         name = _RETURN_KINDS[kind] if kind < len(_RETURN_KINDS) else str(kind)
-        return Unknown(f"return.{name}", whole)
+        return Unknown(f"return.{name}", _reader(msg, top, pos))
     if which == _FINISH:
         buf, d, *_rest = _open(msg, seg, p0, nest, 8)
         qid, flags = _U32x2(buf, d)
@@ -583,13 +585,13 @@ def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
             return Resolve(promise, cap=_cap_descriptor(msg, cbuf, cd, cseg, cppos, cnp, cnest))
         if kind == 1:
             return Resolve(promise, exception=_exception(msg, seg, p, nest))
-        return Unknown(f"resolve.{kind}", whole)
+        return Unknown(f"resolve.{kind}", _reader(msg, top, pos))
     if which == _DISEMBARGO:
         buf, d, seg, ppos, nptrs, nest = _open(msg, seg, p0, nest, 8)
         embargo, kind = _U32_U16(buf, d)
         if kind > 1:
             name = _DISEMBARGO_KINDS[kind] if kind < 4 else str(kind)
-            return Unknown(f"disembargo.context.{name}", whole)
+            return Unknown(f"disembargo.context.{name}", _reader(msg, top, pos))
         return Disembargo(_target(msg, seg, ppos if nptrs else -1, nest),
                           _DISEMBARGO_KINDS[kind], embargo)
     if which == _ABORT:
@@ -599,7 +601,11 @@ def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
             return Unimplemented(None)
         return Unimplemented(_decode_root(msg, seg, p0, nest))
     name = _MESSAGE_KINDS[which] if which < len(_MESSAGE_KINDS) else f"kind {which}"
-    return Unknown(name, whole)
+    return Unknown(name, _reader(msg, top, pos))
+
+
+def _reader(msg: _Segments, top: tuple[int, int], pos: int) -> AnyPointerReader:
+    return AnyPointerReader(msg, top[0], pos, top[1])
 
 
 _CALL_FIELDS = struct.Struct("<IHHQ").unpack_from
@@ -732,7 +738,8 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
         return table
     buf += bytes((dw + pc) * 8)
     _PP(buf, ptr_pos, (pos - ptr_pos - 8) >> 1, dw | pc << 16)
-    _ENCODING.append((describe, table))
+    key = id(buf)
+    _ENCODING[key] = (describe, table)
     try:
         plan.encode(buf, pos, pos + dw * 8, content)
     except (struct.error, TypeError, AttributeError, OverflowError, ValueError,
@@ -741,7 +748,7 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
             raise
         raise ValueTypeError(plan.name, f"cannot be encoded: {exc}") from None
     finally:
-        _ENCODING.pop()
+        del _ENCODING[key]
     return table
 
 
@@ -922,7 +929,7 @@ class CapnpWire:
             msg = _Segments(segments, traversal_limit_in_words=self.traversal_limit_in_words,
                             nesting_limit=self.nesting_limit)
             root = segments[1][0][0]
-            if resolve(msg, 0, root)[0] < 0:
+            if buf[root:root + 8] == _NULL:
                 raise DecodeError("the message's root pointer is null", root)
             return _decode_root(msg, 0, root, msg.nesting_limit)
         except DecodeError as exc:

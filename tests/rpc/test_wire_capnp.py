@@ -818,6 +818,37 @@ def test_empty_and_passthrough_payloads(t: Any) -> None:
     assert WIRE.decode_content(forwarded.params.raw, t.Outer, caps) == full_outer(t)
 
 
+GENERIC = """
+@0xd3a8a8f4c2b1e0ab;
+interface Iface { ping @0 () -> (); }
+struct Box(X) { value @0 :X; }
+interface Store(V) { put @0 (v :V, boxed :Box(V)) -> (back :V); }
+struct Holder { box @0 :Box(Iface); texts @1 :Box(Text); }
+"""
+
+
+def test_generic_payloads() -> None:
+    """Generic structs: a parameter bound to an interface holds a capability; params of a
+    generic interface's method; a bound generic class as the payload's own class."""
+    g = cara.loads(GENERIC, name="wire_capnp_generic.capnp")
+    store = g.Store[g.Iface]
+    P = store.cara_schema.method("put").param_class
+    samples = [(g.Holder, g.Holder.Create(box={"value": Ref(1)}, texts={"value": "t"})),
+               (P, P.Create(v=Ref(2), boxed={"value": Ref(3)})),
+               (g.Box[g.Iface], g.Box[g.Iface].Create(value=Ref(4)))]
+    for cls, value in samples:
+        seen, describe = describe_refs()
+        msg = WIRE.decode(WIRE.encode(Call(1, ImportedCap(0), 1, 0, Payload(value, cls)),
+                                      describe))
+        assert isinstance(msg, Call)
+        assert [d.id for d in msg.params.cap_table] == [r.n for r in seen]
+        back = WIRE.decode_content(msg.params.raw, cls, [Ref(d.id) for d in msg.params.cap_table])
+        assert back == value
+    steps = WIRE.transform(P, ("boxed", "value"))
+    assert steps == (1, 0)
+    assert WIRE.follow(samples[1][1], steps) == Ref(3)
+
+
 def test_payload_without_classes() -> None:
     with pytest.raises(TypeError, match="runtime struct classes"):
         WIRE.encode(Call(1, ImportedCap(0), 1, 0, Payload({0: "x"}, None)), no_caps)
