@@ -446,6 +446,36 @@ def test_cara_reads_pycapnp_messages(rpc_pycapnp: Any, calc_pycapnp: Any, calc: 
             assert got == expected, builder
 
 
+def test_multi_segment_message_from_pycapnp(rpc_pycapnp: Any, calc_pycapnp: Any,
+                                            calc: Any) -> None:
+    """A large call libcapnp writes in several segments (far pointers to the params and to the
+    cap table) reads the same, through the framer too."""
+    import struct as st
+
+    m = rpc_pycapnp.Message.new_message()
+    c = m.init("call")
+    c.questionId, c.methodId = 1, 1
+    ptype = calc_pycapnp.Calculator.schema.methods["defFunction"].param_type
+    content = c.params.content.as_struct(ptype)
+    content.paramCount = 3
+    items = content.body.init("call").init("params", 5000)
+    for i in range(5000):
+        items[i].literal = float(i)
+    table = c.params.init("capTable", 3)
+    for i in range(3):
+        table[i].senderHosted = 10 + i
+    data = m.to_bytes()
+    assert st.unpack_from("<I", data)[0] >= 1  # more than one segment
+    (frame,) = CapnpFramer().feed(data)
+    msg = WIRE.decode(frame)
+    assert isinstance(msg, Call) and msg.method_id == 1
+    assert [d.id for d in msg.params.cap_table] == [10, 11, 12]
+    P = calc.Calculator.cara_schema.method("defFunction").param_class
+    value = WIRE.decode_content(msg.params.raw, P, [Ref(i) for i in range(3)])
+    assert value.paramCount == 3
+    assert [e.literal for e in value.body.call.params] == [float(i) for i in range(5000)]
+
+
 def test_pycapnp_reads_cara_messages(rpc_pycapnp: Any, calc: Any) -> None:
     """Every message kind as cara encodes it, read by pycapnp field by field."""
     M = rpc_pycapnp.Message
