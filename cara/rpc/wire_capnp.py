@@ -236,12 +236,12 @@ class CapnpFramer:
         table = (4 + 4 * count + 7) & ~7
         if n - pos < table:
             return 0
-        words = sum(struct.unpack_from(f"<{count}I", data, pos + 4))
-        size = table + 8 * words
+        sizes = struct.unpack_from(f"<{count}I", data, pos + 4)
+        size = table + 8 * sum(sizes)
         if size > self.max_message_size:
             raise _error(f"message of {size} bytes is larger than the limit "
                          f"{self.max_message_size}", self.offset + pos)
-        if words == 0:
+        if sizes[0] == 0:
             raise _error("the first segment is empty (no root pointer)", self.offset + pos)
         return size
 
@@ -741,12 +741,9 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
     key = id(buf)
     _ENCODING[key] = (describe, table)
     try:
+        # (a runtime struct holds checked values: what fails here is describe_cap's own
+        # error, which goes to the caller as it is)
         plan.encode(buf, pos, pos + dw * 8, content)
-    except (struct.error, TypeError, AttributeError, OverflowError, ValueError,
-            UnicodeEncodeError) as exc:
-        if isinstance(exc, (ValueTypeError, EncodeError)):
-            raise
-        raise ValueTypeError(plan.name, f"cannot be encoded: {exc}") from None
     finally:
         del _ENCODING[key]
     return table

@@ -799,6 +799,32 @@ def test_capabilities_in_groups_unions_lists_anypointer(t: Any) -> None:
     assert back.inner.caps[1] is None
 
 
+def test_describe_cap_errors_and_reentrance(t: Any) -> None:
+    """describe_cap's own error reaches the caller unchanged; a describe_cap that encodes
+    another message meanwhile keeps the two cap tables apart."""
+    class Refused(Exception):
+        pass
+
+    def refuse(value: Any) -> CapDescriptor:
+        raise Refused(value)
+    with pytest.raises(Refused):
+        WIRE.encode(Return(1, Payload(full_outer(t), t.Outer)), refuse)
+    inner_frames = []
+
+    def nested(value: Any) -> CapDescriptor:
+        _seen, describe = describe_refs()
+        inner = t.Inner.Create(cap=Ref(100 + value.n))
+        inner_frames.append(WIRE.encode(Return(9, Payload(inner, t.Inner)), describe))
+        return CapDescriptor(CapDescriptor.SENDER_HOSTED, value.n)
+    outer = WIRE.decode(WIRE.encode(Return(1, Payload(full_outer(t), t.Outer)), nested))
+    assert isinstance(outer, Return) and outer.results is not None
+    assert sorted(d.id for d in outer.results.cap_table) == list(range(1, 11))
+    for frame in inner_frames:
+        msg = WIRE.decode(frame)
+        assert isinstance(msg, Return) and msg.results is not None
+        assert len(msg.results.cap_table) == 1 and msg.results.cap_table[0].id > 100
+
+
 def test_anypointer_values(t: Any) -> None:
     """An AnyPointer holds a struct, Text, Data, a capability or a received pointer."""
     for any_value in ("text", b"data", t.Inner.Create(note="s", cap=Ref(3))):
