@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = [
+    "CAPABILITY",
     "Abort",
     "Bootstrap",
     "Call",
@@ -69,7 +70,8 @@ class RemoteException:
 
     __slots__ = ("kind", "reason", "trace", "type_name")
 
-    def __init__(self, kind: str, reason: str, type_name: str = "", trace: str | None = None) -> None:
+    def __init__(self, kind: str, reason: str, type_name: str = "",
+                 trace: str | None = None) -> None:
         self.kind = kind
         self.reason = reason
         self.type_name = type_name
@@ -106,7 +108,7 @@ class ImportedCap:
 
     __slots__ = ("id",)
 
-    def __init__(self, id: int) -> None:  # noqa: A002 - rpc.capnp's name
+    def __init__(self, id: int) -> None:
         self.id = id
 
     def __repr__(self) -> str:
@@ -136,7 +138,7 @@ class CapDescriptor:
     RECEIVER_HOSTED = "receiverHosted"
     RECEIVER_ANSWER = "receiverAnswer"
 
-    def __init__(self, kind: str, id: int = 0,  # noqa: A002 - rpc.capnp's name
+    def __init__(self, kind: str, id: int = 0,
                  answer: PromisedAnswer | None = None) -> None:
         self.kind = kind
         self.id = id
@@ -242,7 +244,7 @@ class Resolve(Message):
 class Release(Message):
     __slots__ = ("count", "id")
 
-    def __init__(self, id: int, count: int) -> None:  # noqa: A002 - rpc.capnp's name
+    def __init__(self, id: int, count: int) -> None:
         self.id = id
         self.count = count
 
@@ -276,6 +278,17 @@ class Unimplemented(Message):
     def __init__(self, message: Message | None) -> None:
         self.message = message
 
+
+class _Capability:
+    """The type of :data:`CAPABILITY`."""
+
+    def __repr__(self) -> str:
+        return "CAPABILITY"
+
+
+#: ``struct_cls`` of a payload whose content is one capability, not a struct (the answer to a
+#: ``Bootstrap``): the content's root pointer is the capability itself.
+CAPABILITY: Any = _Capability()
 
 #: Called by an encoding for each capability in outgoing content; returns its descriptor.
 DescribeCap = Callable[[Any], CapDescriptor]
