@@ -34,9 +34,11 @@ Choices where rpc.capnp leaves room, or where cara's messages carry more:
   of context ``accept``/``provide``, an unknown union member) decodes to :class:`Unknown`, which
   keeps the whole message; ``encode(Unimplemented(unknown))`` echoes it verbatim, as rpc.capnp
   asks.
-* A payload whose ``content`` is not a struct (``struct_cls`` ``None``): ``content`` is one
-  capability (a bootstrap's answer: a capability pointer with index 0) or ``None``. A payload with
-  ``raw`` set and ``content`` ``None`` (a received one passed on) is copied as it is, with its
+* A payload of ``struct_cls`` :data:`~cara.rpc.messages.CAPABILITY` (a bootstrap's answer):
+  ``content`` is one capability, written as a capability pointer with index 0 (or ``None``: a
+  null pointer). ``struct_cls`` ``None`` (field-number dicts, interfaces described without
+  runtime classes) raises ``TypeError``: this encoding needs the classes. A payload with ``raw``
+  set and ``content`` ``None`` (a received one passed on) is copied as it is, with its
   ``cap_table``.
 * Transforms are ``getPointerField`` indexes: the field's slot in its struct's pointer section
   (a group adds no step, a nested struct one).
@@ -68,6 +70,7 @@ from cara.codecs.capnp.structs import _from_sparse, model_type, replaced_nodes
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.rpc.errors import ProtocolError
 from cara.rpc.messages import (
+    CAPABILITY,
     Abort,
     Bootstrap,
     Call,
@@ -721,12 +724,12 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
         return []
     cls = payload.struct_cls
     table: list[CapDescriptor] = []
-    if cls is None:
-        if isinstance(content, Mapping):
-            raise _no_classes("a payload of a field-number dict")
+    if cls is CAPABILITY:
         table.append(describe(content))  # a bare capability (a bootstrap's answer)
         _PP(buf, ptr_pos, 3, 0)
         return table
+    if cls is None:
+        raise _no_classes("a payload of a field-number dict")
     if type(content) is not cls:
         if not (isinstance(content, dict) and hasattr(type(content), "cara_schema")):
             content = cls(content)
@@ -939,16 +942,19 @@ class CapnpWire:
         """The content of a received payload (``raw``: its ``Payload.raw``) as an instance of
         runtime struct class ``struct_cls``, capability pointer ``i`` becoming ``caps[i]``.
 
-        With ``struct_cls`` ``None`` the content must be a capability (a bootstrap's answer:
-        the capability object is returned) or null (``None``). Anything malformed raises
+        With ``struct_cls`` :data:`~cara.rpc.messages.CAPABILITY` the content must be a
+        capability (a bootstrap's answer: its object is returned) or null (``None``); with
+        ``None`` (no runtime classes) this raises ``TypeError``. Anything malformed raises
         :class:`~cara.rpc.errors.ProtocolError` naming the byte offset in the frame."""
         if not isinstance(raw, AnyPointerReader):
             raise TypeError(f"raw content must be the AnyPointerReader decode() left in "
                             f"Payload.raw, not {type(raw).__name__}")
+        if struct_cls is None:
+            raise _no_classes("a received payload as a field-number dict")
         msg = raw.msg
         msg.cap_table = caps
         try:
-            if struct_cls is None:
+            if struct_cls is CAPABILITY:
                 if raw.pos < 0:
                     return None
                 kind, _s, _t, _lo, hi = resolve(msg, raw.seg, raw.pos)

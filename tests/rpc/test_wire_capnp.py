@@ -16,6 +16,7 @@ from cara.codecs.capnp.builder import MessageBuilder, copy_pointer
 from cara.codecs.capnp.reader import AnyPointerReader, read_message
 from cara.rpc.errors import ProtocolError
 from cara.rpc.messages import (
+    CAPABILITY,
     Abort,
     Bootstrap,
     Call,
@@ -503,7 +504,7 @@ def test_pycapnp_reads_cara_messages(rpc_pycapnp: Any, calc: Any) -> None:
         assert (r.answerId, r.releaseParamCaps, r.which()) == (6, True, "canceled")
 
     seen, describe = describe_refs()
-    boot = Return(0, Payload(Ref(42), None), release_param_caps=False)
+    boot = Return(0, Payload(Ref(42), CAPABILITY), release_param_caps=False)
     with M.from_bytes(WIRE.encode(boot, describe)) as m:
         r = m.__getattr__("return")
         assert r.which() == "results"
@@ -774,7 +775,7 @@ def test_recorded_results_decode(calc: Any) -> None:
     assert WIRE.decode_content(msg.results.raw, R, []).value == 123.0
     boot = WIRE.decode(_frames("server-to-client")[0])
     assert isinstance(boot, Return) and boot.results is not None
-    assert WIRE.decode_content(boot.results.raw, None, [Ref(7)]) == Ref(7)
+    assert WIRE.decode_content(boot.results.raw, CAPABILITY, [Ref(7)]) == Ref(7)
 
 
 def full_outer(t: Any) -> Any:
@@ -862,7 +863,9 @@ def test_empty_and_passthrough_payloads(t: Any) -> None:
     msg = WIRE.decode(WIRE.encode(Return(1, Payload(None, t.Outer)), no_caps))
     assert isinstance(msg, Return) and msg.results is not None
     assert WIRE.decode_content(msg.results.raw, t.Outer, []) == t.Outer()
-    assert WIRE.decode_content(msg.results.raw, None, []) is None
+    assert WIRE.decode_content(msg.results.raw, CAPABILITY, []) is None
+    with pytest.raises(TypeError, match="runtime struct classes"):
+        WIRE.decode_content(msg.results.raw, None, [])
     _seen, describe = describe_refs()
     first = WIRE.decode(WIRE.encode(Call(1, ImportedCap(2), 3, 4,
                                          Payload(full_outer(t), t.Outer)), describe))
@@ -1047,7 +1050,7 @@ def test_bad_capability_pointers(calc: Any) -> None:
     with pytest.raises(ProtocolError, match=r"expected a capability pointer.*at byte \d+"):
         WIRE.decode_content(msg.params.raw, R, [Ref(0)] * 4)
     # a capability pointer as the root of a struct payload
-    boot = WIRE.decode(WIRE.encode(Return(0, Payload(Ref(1), None)), describe))
+    boot = WIRE.decode(WIRE.encode(Return(0, Payload(Ref(1), CAPABILITY)), describe))
     assert isinstance(boot, Return) and boot.results is not None
     with pytest.raises(ProtocolError, match="expected a struct pointer"):
         WIRE.decode_content(boot.results.raw, P, [Ref(1)])
@@ -1058,7 +1061,7 @@ def test_fuzz_mutated_frames(calc: Any) -> None:
     frames = _frames("client-to-server") + _frames("server-to-client")
     C = calc.Calculator
     classes = [C.cara_schema.method(i).param_class for i in range(3)] + \
-        [C.cara_schema.method(i).result_class for i in range(3)] + [None]
+        [C.cara_schema.method(i).result_class for i in range(3)] + [CAPABILITY]
     rng = random.Random(1111)
     for _ in range(100_000 if LONG else 3_000):
         data = bytearray(rng.choice(frames))
