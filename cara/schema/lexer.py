@@ -40,7 +40,8 @@ _SIMPLE_ESCAPES = {
 class Token:
     """One token. ``kind`` is ``identifier``, ``string``, ``binary``, ``integer``, ``float``,
     ``operator``, ``parenList`` or ``bracketList``; the two list kinds hold their comma-separated
-    items in ``items`` (an empty list for ``()``)."""
+    items in ``items`` (an empty list for ``()``; an empty last item, a trailing comma, is
+    dropped as capnp drops it)."""
 
     kind: str
     start: int
@@ -167,7 +168,10 @@ class _Lexer:
                     raise LexError(pos)
                 stack.pop()
                 items = top.items
-                if items or top.tokens:
+                # As in capnp's lexer: "()" has no items, and an empty *last* item is dropped,
+                # so a trailing comma is allowed in every list ("[1, 2,]", "(a, b,)"). Any other
+                # empty item ("[,]", "[1,,2]") stays, for the parser to report.
+                if top.tokens:
                     items.append(top.tokens)
                 token = Token(top.kind, top.start, pos + 1, None, items)
                 stack[-1].tokens.append(token)

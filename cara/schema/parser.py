@@ -447,9 +447,8 @@ class _StatementParser:
             assert t.items is not None
             # A parenthesised list is always a named list; bad items are reported one by one.
             self.i += 1
-            items = t.items[:-1] if len(t.items) > 1 and not t.items[-1] else t.items
             named = [p for p in (self._item(item, t, _StatementParser._named_param_inner)
-                                 for item in items) if p is not None]
+                                 for item in t.items) if p is not None]
             return ast.ParamList("namedList", t.start, t.end,
                                  named=named)  # type: ignore[arg-type]
         if t.kind == "identifier" and t.value == "stream":
@@ -472,7 +471,8 @@ class _StatementParser:
             return result
         except _Fail:
             if not item:
-                self.error(owner.start, owner.start, "Parse error.")
+                # capnp does not know where an empty item is ("[1,,2]"): it blames the list.
+                self.error(owner.start, owner.end, "Parse error: Empty list item.")
             elif sub.best + 1 < len(item):
                 # From the token after the furthest one looked at to the end of the item.
                 self.error(item[sub.best + 1].start, item[-1].end, "Parse error.")
@@ -625,8 +625,6 @@ class _StatementParser:
                 return expr
 
     def _params(self, items: list[list[Token]], owner: Token) -> list[ast.Param]:
-        if len(items) > 1 and not items[-1]:
-            items = items[:-1]  # a trailing comma
         result: list[ast.Param] = []
         for item in items:
             param = self._item(item, owner, _StatementParser._param_inner)

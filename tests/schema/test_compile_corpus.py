@@ -297,6 +297,20 @@ VALID_SNIPPETS = {
                              "struct U { i @0 :Outer(Text).Inner = (t = \"x\"); }\n",
     "any_defaults": _H + "struct P { x @0 :Int8; }\nstruct S { a @0 :AnyPointer = .c;"
                     " b @1 :AnyStruct = .c; }\nconst c :P = (x = 1);\n",
+    # A trailing comma (an empty last item) is dropped by capnp's lexer from every list.
+    "trailing_comma_values": _H + "struct P { x @0 :Int8; l @1 :List(Int8); }\n"
+                             "const a :List(Int8) = [1, 2,];\n"
+                             "const b :List(P) = [(x = 1), (x = 2, l = [3,],),];\n"
+                             "const c :List(Text) = [\"a\", # a comment\n  \"b\", # another\n];\n"
+                             "const d :P = (x = 1,);\nconst e :List(List(Int8)) = [[1,], [],];\n",
+    "trailing_comma_generics": _H + "struct G(A, B,) { a @0 :A; b @1 :B; }\n"
+                               "struct S { g @0 :G(Text, Data,); }\n"
+                               "interface I(T,) { m @0 [U, V,] (u :U, t :T,) -> (v :V,); }\n"
+                               "interface J extends(I(Text),) {}\n"
+                               "interface K extends(I(Data), J,) {}\n",
+    "trailing_comma_annotations": _H + "annotation a(struct, field,) :List(Int8);\n"
+                                  "annotation b(*,) :Void;\n"
+                                  "struct S $a([1,]) $b { f @0 :Int8 $a([2, 3,],); }\n",
 }
 
 

@@ -152,6 +152,18 @@ SNIPPETS = {
     "parse_23": H + 'struct S { a @0 :Int32 = [1, 2; }' + "\n",
     "parse_24": H + 'struct S { union @0 { } }' + "\n",
     "parse_25": H + 'struct S { g :group $x(1) 5 { } }' + "\n",
+    # Only an empty *last* item is dropped (a trailing comma); any other is capnp's
+    # "Empty list item." over the whole list.
+    "empty_item_only": H + 'const a :List(Int8) = [,];\n',
+    "empty_item_spaced": H + 'const a :List(Int8) = [ , ];\n',
+    "empty_item_middle": H + 'const a :List(Int8) = [1,,2];\n',
+    "empty_item_two_commas": H + 'const a :List(Int8) = [1,,];\n',
+    "empty_item_struct": H + 'struct P { x @0 :Int8; }\nconst b :P = (,);\n',
+    "empty_item_params": H + 'interface I { m @0 (,) -> (a :Int8,,); }\n',
+    "empty_item_generic": H + 'struct G(A,,B) {}\ninterface I { m @0 [,] () -> (); }\n',
+    "empty_item_targets": H + 'annotation a(,struct) :Void;\n',
+    "empty_item_extends": H + 'interface I {}\ninterface J extends(I,,) {}\n',
+    "trailing_comma_then_error": H + 'const a :List(Int8) = [1, x y,];\n',
 }
 
 
