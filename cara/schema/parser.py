@@ -512,16 +512,11 @@ class _StatementParser:
             if len(params) == 1 and params[0].name is None:
                 value: Expression | None = params[0].value
             else:
-                paren_start = self._application_paren_start(expr)
-                value = Expression("tuple", paren_start, expr.end, params=params)
+                # capnp builds this tuple without a location: errors over the whole value
+                # ("Type mismatch") point at 1:1.
+                value = Expression("tuple", 0, 0, params=params)
             return ast.AnnotationApplication(name, value, start, expr.end)
         return ast.AnnotationApplication(expr, None, start, expr.end)
-
-    def _application_paren_start(self, expr: Expression) -> int:
-        for token in self.tokens:
-            if token.kind == "parenList" and token.end == expr.end:
-                return token.start
-        return expr.start
 
     # ------------------------------------------------------------------ expressions
 

@@ -164,6 +164,15 @@ SNIPPETS = {
     "empty_item_targets": H + 'annotation a(,struct) :Void;\n',
     "empty_item_extends": H + 'interface I {}\ninterface J extends(I,,) {}\n',
     "trailing_comma_then_error": H + 'const a :List(Int8) = [1, x y,];\n',
+    # After a type that does not resolve capnp checks no const value (but does check an
+    # annotation's value, against Void).
+    "unresolved_const_type": H + 'const c :Nope = (a = 1);\nconst d :Nope = 5;\n'
+                                 'const e :List(Nope) = [1, (a = 2)];\nconst f :Nope.X = [1];\n'
+                                 'struct G(T) {}\nconst g :G(Nope) = ();\n',
+    "unresolved_annotation_type": H + 'annotation a(struct) :Nope;\nstruct S $a(1) {}\n'
+                                      'struct T $a {}\nstruct U $a(x = 1) {}\n',
+    "annotation_tuple_mismatch": H + 'annotation a(struct) :Int32;\nstruct S $a(x = 1) {}\n'
+                                     'struct T $a(x = 1, y = 2) {}\n',
 }
 
 
