@@ -137,13 +137,12 @@ class _Lexer:
                 value, end = self._string(pos)
                 current.append(Token("string", pos, end, value))
                 self.pos = end
-            elif c == "`" and self._starts_line(pos):
-                # Cap'n Proto 1.x block text: the rest of the line, newline included. Only at
-                # the start of a line, where 1.x uses it; anywhere else it is an error, as in
-                # capnp 0.9.2.
-                end = text.find("\n", pos)
-                if end < 0:
-                    end = n
+            elif c == "`":
+                # Cap'n Proto 1.x block text: the rest of the line (up to "\r" or "\n") plus a
+                # "\n", whatever the file's line endings. capnp 0.9.2 has no such token.
+                end = pos + 1
+                while end < n and text[end] not in "\r\n":
+                    end += 1
                 current.append(Token("string", pos, end, text[pos + 1:end] + "\n"))
                 self.pos = end
             elif c in _OPERATOR_CHARS:
@@ -210,10 +209,6 @@ class _Lexer:
                 raise LexError(pos)
 
     # ------------------------------------------------------------------ pieces
-
-    def _starts_line(self, pos: int) -> bool:
-        line_start = self.text.rfind("\n", 0, pos) + 1
-        return self.text[line_start:pos].strip(" \t") == ""
 
     def _skip_space_and_comments(self) -> None:
         text = self.text

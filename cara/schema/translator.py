@@ -440,7 +440,9 @@ class NodeTranslator:
         docs.sort()
         info.members = [model.SourceInfoMember(doc) for _, doc in docs]
         if shape.fields:
-            shape.first_field = min(shape.fields.values(), key=lambda s: s.code_order).name
+            # The node's fields[0] (fields are listed by ordinal), which 1.x's implied first
+            # field uses.
+            shape.first_field = next(iter(shape.fields))
 
     # ------------------------------------------------------------------ interfaces
 

@@ -43,12 +43,6 @@ class CompilerValueContext:
     def error(self, start: int, end: int, message: str) -> None:
         self.compiler.diag.error(self.scope.file.text, start, end, message)
 
-    def checkpoint(self) -> int:
-        return len(self.compiler.diag.items)
-
-    def rollback(self, checkpoint: int) -> None:
-        del self.compiler.diag.items[checkpoint:]
-
     def resolve_constant(self, expr: Expression) -> Dyn | None:
         compiler = self.compiler
         scope = self.scope

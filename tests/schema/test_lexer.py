@@ -116,6 +116,12 @@ def test_backtick_lines() -> None:
     assert strings == ["foo\n", "bar baz\n"]
 
 
+def test_backtick_anywhere_to_the_line_end() -> None:
+    """As libcapnp 1.x lexes it: anywhere on a line, up to "\\r" or "\\n", "#" included."""
+    [st] = tokenize('x = "a" `b # c;\r\n `\r;')
+    assert [t.value for t in st.tokens[2:]] == ["a", "b # c;\n", "\n"]
+
+
 @pytest.mark.parametrize("text, offset", [
     ("a @0 :Int8", 10),          # no ';' at the end
     ("struct A {", 10),          # unclosed block
