@@ -363,8 +363,9 @@ class ValueTranslator:
         if which == "void":
             return model.Value("void")
         if which in ("list", "struct", "anyPointer"):
-            ptype = value.type if (which == "anyPointer" and value.type is not None) else type_
-            pv = model.PointerValue(ptype, python)
+            # An AnyPointer's value already carries its own type (see to_python).
+            pv = python if isinstance(python, model.PointerValue) else \
+                model.PointerValue(type_, python)
             return model.Value(which, **{which: pv})  # type: ignore[arg-type]
         if which == "interface":
             return model.Value("interface")
