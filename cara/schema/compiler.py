@@ -78,7 +78,7 @@ class Compiler(DeclEnvironment):
         existing = self.files.get(id(source))
         if existing is not None:
             return existing
-        text = SourceText(source.display_name, source.text)
+        text = SourceText(source.shown_name, source.text)
         errors_before = len(self.diag.items)
         try:
             statements = tokenize(source.text)
