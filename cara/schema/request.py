@@ -10,14 +10,11 @@ file follow capnp's rules too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from cara.schema import ast, model
 from cara.schema.ast import Declaration, Expression, Located
+from cara.schema.declarations import CompilerServices, DeclNode, ParsedFile
 from cara.schema.request_order import FinalLoader, unordered_map_order
-
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler, DeclNode, ParsedFile
 
 __all__ = ["CAPNP_VERSION", "Collector", "build_request", "dependencies", "find_imports",
            "traverse"]
@@ -31,7 +28,7 @@ _NODE, _PARENTS, _CHILDREN, _DEPENDENCIES = 1, 2, 4, 8
 DEFAULT_EAGERNESS = _NODE | _CHILDREN | _DEPENDENCIES | (_PARENTS * _DEPENDENCIES)
 
 
-def traverse(compiler: Compiler, node: DeclNode, eagerness: int, seen: dict[int, int],
+def traverse(compiler: CompilerServices, node: DeclNode, eagerness: int, seen: dict[int, int],
              loaded: FinalLoader, source_info: dict[int, model.SourceInfo]) -> None:
     """capnp's ``Compiler::Node::traverse``, without recursion.
 
@@ -49,7 +46,7 @@ def traverse(compiler: Compiler, node: DeclNode, eagerness: int, seen: dict[int,
             continue
         stack.append(_traverse_steps(compiler, child, eager, seen, loaded, source_info))
 
-def _traverse_steps(compiler: Compiler, node: DeclNode, eager: int, seen: dict[int, int],
+def _traverse_steps(compiler: CompilerServices, node: DeclNode, eager: int, seen: dict[int, int],
                     loaded: FinalLoader,
                     source_info: dict[int, model.SourceInfo]) -> Iterator[tuple[DeclNode, int]]:
     slot = seen.get(node.id, 0)
@@ -228,14 +225,14 @@ class Collector:
         self.loaded = FinalLoader()
         self.source_info: dict[int, model.SourceInfo] = {}
 
-    def add(self, compiler: Compiler, file: ParsedFile) -> None:
+    def add(self, compiler: CompilerServices, file: ParsedFile) -> None:
         assert file.node is not None
         # Each file's traversal starts afresh (capnp's eagerlyCompile has a "seen" map of its
         # own); what it loads and records accumulates.
         traverse(compiler, file.node, DEFAULT_EAGERNESS, {}, self.loaded, self.source_info)
 
 
-def build_request(compiler: Compiler, requested: Sequence[ParsedFile],
+def build_request(compiler: CompilerServices, requested: Sequence[ParsedFile],
                   collector: Collector) -> model.CodeGeneratorRequest:
     loaded = collector.loaded
     source_info = collector.source_info

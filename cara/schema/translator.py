@@ -11,16 +11,17 @@ values are deferred until the node is finished.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cara.schema import ast, ids, layout, model
 from cara.schema.ast import Declaration, Expression, Located
 from cara.schema.brands import ResolvedDecl, expression_string, substitute
-from cara.schema.declarations import DeclNode, ImplicitParams, RecursiveDependency
+from cara.schema.declarations import (
+    CompilerServices,
+    DeclNode,
+    ImplicitParams,
+    RecursiveDependency,
+)
 from cara.schema.values import FieldShape, StructShape, default_value
-
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler
 
 __all__ = ["TARGET_OF_KIND", "NodeTranslator", "assign_value"]
 
@@ -48,7 +49,7 @@ TARGET_OF_KIND = {
 class NodeTranslator:
     """Turns one declaration into its schema node(s): capnp's NodeTranslator."""
 
-    def __init__(self, compiler: Compiler, node: DeclNode) -> None:
+    def __init__(self, compiler: CompilerServices, node: DeclNode) -> None:
         self.c = compiler
         self.node = node
         self.text = node.file.text
@@ -181,7 +182,7 @@ class NodeTranslator:
                 continue
             assert isinstance(decl.body, ResolvedDecl) and isinstance(decl.body.target, DeclNode)
             target_node = decl.body.target
-            brand = decl.brand_of(self.c._type_error(node))
+            brand = decl.brand_of(node.type_error())
             annotation = model.Annotation(target_node.id, brand)
             try:
                 self.c.bootstrap(target_node)
@@ -459,7 +460,7 @@ class NodeTranslator:
                 continue
             assert isinstance(sup.body, ResolvedDecl)
             out.interface.superclasses.append(
-                model.Superclass(sup.body.id, sup.brand_of(self.c._type_error(node))))
+                model.Superclass(sup.body.id, sup.brand_of(node.type_error())))
         entries: list[tuple[int, int, Declaration]] = []
         for code_order, member in enumerate(d for d in decl.nested if d.kind == "method"
                                             and not d.misplaced):
@@ -518,7 +519,7 @@ class NodeTranslator:
                         is_param_list=True, param_list=params.named)
             # capnp 0.9.2 leaves the method's own implicit parameters out of this brand.
             brand = node.local_brand().push(struct_id, len(implicit_names))
-            brand_out.scopes = brand.compile(self.c._type_error(node)).scopes
+            brand_out.scopes = brand.compile(node.type_error()).scopes
             return struct_id
         if params.kind == "type":
             assert params.type is not None
@@ -531,7 +532,7 @@ class NodeTranslator:
                               f"'{expression_string(params.type)}' is not a struct type.")
                 return 0
             assert isinstance(target.body, ResolvedDecl)
-            brand_out.scopes = target.brand_of(self.c._type_error(node)).scopes
+            brand_out.scopes = target.brand_of(node.type_error()).scopes
             return target.body.id
         # stream
         if not is_results:
