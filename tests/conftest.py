@@ -15,11 +15,18 @@ CORPUS = Path(os.environ.get("CARA_CORPUS", REPO.parent / "shared" / "corpus"))
 LONG = os.environ.get("CARA_LONG", "") not in ("", "0")
 
 
+def _corpus_tree(name: str) -> Path:
+    tree = CORPUS / name
+    if not (tree / "c++/src/capnp").is_dir():
+        pytest.skip(f"no Cap'n Proto source tree at {tree}: set CARA_CORPUS to a directory "
+                    f"holding capnproto-0.9.2/ and capnproto-head/ (see README.md, Quick start)")
+    return tree
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     """The Cap'n Proto reference corpus (schemas and messages), or skip with the reason."""
-    if not (CORPUS / "capnproto-0.9.2").is_dir():
-        pytest.skip(f"the Cap'n Proto reference corpus is not at {CORPUS} (set CARA_CORPUS)")
+    _corpus_tree("capnproto-0.9.2")
     return CORPUS
 
 
@@ -30,9 +37,18 @@ def corpus_092(corpus: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpus_head(corpus: Path) -> Path:
+def corpus_head() -> Path:
     """Root of the capnproto master tree (1.x syntax)."""
-    return corpus / "capnproto-head"
+    return _corpus_tree("capnproto-head")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    found = [name for name in ("capnproto-0.9.2", "capnproto-head")
+             if (CORPUS / name / "c++/src/capnp").is_dir()]
+    if len(found) == 2:
+        return f"cara corpus: {CORPUS}"
+    return (f"cara corpus: {CORPUS} has {found or 'no source trees'}; the tests that need "
+            f"capnproto-0.9.2/ and capnproto-head/ skip (set CARA_CORPUS, see README.md)")
 
 
 @pytest.fixture(scope="module")

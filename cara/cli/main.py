@@ -7,6 +7,7 @@ than failing with a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,13 @@ def _top_help() -> str:
         "See 'cara help <command>' for more information on a specific command.",
         "",
         "Options:",
+        "    -I<dir>, --import-path=<dir>",
+        "        Add <dir> to the list of directories searched for non-relative imports",
+        "        (ones that start with a '/').",
+        "    --no-standard-import",
+        "        Do not add any default import paths; use only those specified by -I.",
+        "    --verbose",
+        "        Log informational messages to stderr; useful for debugging.",
         "    --version",
         "        Print version information and exit.",
         "    --help",
@@ -52,11 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "--version":
         sys.stdout.write(f"cara version {__version__}\n")
         return 0
-    if args[0].startswith("-"):
-        sys.stderr.write(
-            f"cara: {args[0]}: unrecognized option\nTry 'cara --help' for more information.\n"
-        )
+    try:
+        shared, args = _global_options(args)
+    except UsageError as exc:
+        sys.stderr.write(f"cara: {exc}\nTry 'cara --help' for more information.\n")
         return 1
+    if shared and args and args[0] in ("--help", "--version"):
+        return main(args)
     name, rest = args[0], args[1:]
     if name == "help":
         if not rest:
@@ -70,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     command: Command = spec.build()
+    # Options given before the command apply to it, first, where it has them (as capnp's
+    # subcommands share its -I, --no-standard-import and --verbose).
+    accepted = {option.long for option in command.options}
+    rest = [option for option in shared if option.split("=")[0][2:] in accepted] + rest
     try:
         return command.main(rest, __version__)
     except commands.NotYetAvailable as exc:
@@ -77,6 +91,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except UsageError as exc:  # pragma: no cover - Command.main handles these
         return command.fail(str(exc))
+
+
+def _global_options(args: list[str]) -> tuple[list[str], list[str]]:
+    """The options before the command, in long ``--name[=value]`` form, and the rest; raises
+    UsageError with capnp's wording (``-I nodir: no such directory``, ``missing command``)."""
+    shared: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] not in ("--help", "--version"):
+        arg = args[i]
+        i += 1
+        if arg.startswith("-I") or arg.startswith("--import-path"):
+            if arg.startswith("-I"):
+                value, shown = arg[2:], "-I {}"
+            else:
+                name, _, value = arg.partition("=")
+                if name != "--import-path":
+                    raise UsageError(f"{name}: unrecognized option")
+                shown = "--import-path={}"
+            if not value and not (arg.startswith("--") and "=" in arg):
+                if i >= len(args):
+                    raise UsageError(f"{arg}: missing argument")
+                value = args[i]
+                i += 1
+            if not os.path.isdir(value):
+                raise UsageError(f"{shown.format(value)}: no such directory")
+            shared.append(f"--import-path={value}")
+        elif arg in ("--no-standard-import", "--verbose"):
+            shared.append(arg)
+        else:
+            raise UsageError(f"{arg}: unrecognized option")
+    if i >= len(args):
+        raise UsageError("missing command")
+    return shared, args[i:]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -119,7 +119,7 @@ class Command:
                     value = None
                 elif not eq:
                     if i >= len(args):
-                        raise UsageError(f"--{name}: option needs an argument")
+                        raise UsageError(f"--{name}: missing argument")
                     value = args[i]
                     i += 1
                 if value is not None:
@@ -136,7 +136,7 @@ class Command:
                     value = None
                 elif not value:
                     if i >= len(args):
-                        raise UsageError(f"-{letter}: option needs an argument")
+                        raise UsageError(f"-{letter}: missing argument")
                     value = args[i]
                     i += 1
                 if value is not None:

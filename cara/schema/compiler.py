@@ -67,9 +67,9 @@ class Compiler(DeclEnvironment):
         self.diag = Diagnostics()
         self.files: dict[int, ParsedFile] = {}  # by id(SourceFile)
         self.nodes_by_id: dict[int, DeclNode] = {}
-        self.values = ValueTranslator(CompilerValueContext(self))
+        self.value_context = CompilerValueContext(self)
+        self.values = ValueTranslator(self.value_context)
         self._current: list[DeclNode] = []
-        self._value_scope: list[DeclNode] = []
         self.aux_by_id: dict[int, model.Node] = {}
 
     # ------------------------------------------------------------------ files
@@ -78,7 +78,7 @@ class Compiler(DeclEnvironment):
         existing = self.files.get(id(source))
         if existing is not None:
             return existing
-        text = SourceText(source.display_name, source.text)
+        text = SourceText(source.shown_name, source.text)
         errors_before = len(self.diag.items)
         try:
             statements = tokenize(source.text)
@@ -198,7 +198,7 @@ class Compiler(DeclEnvironment):
         if decl is not None:
             body = decl.body
             if isinstance(body, ResolvedDecl):
-                brand = decl.brand_of(self._type_error(scope)) if decl.brand else model.Brand()
+                brand = decl.brand_of(scope.type_error()) if decl.brand else model.Brand()
                 result = ResolvedDecl(body.id, body.param_count, scope.id, body.kind,
                                       body.target, brand if brand.scopes else None)
             else:
@@ -209,14 +209,6 @@ class Compiler(DeclEnvironment):
 
     def _error_at(self, node: DeclNode, start: int, end: int, message: str) -> None:
         self.diag.error(node.file.text, start, end, message)
-
-    def _type_error(self, node: DeclNode):  # type: ignore[no-untyped-def]
-        def report(expr: Expression | None, message: str) -> None:
-            if expr is None:
-                self.diag.error(node.file.text, 0, 0, message)
-            else:
-                self.diag.error(node.file.text, expr.start, expr.end, message)
-        return report
 
     def interpret_resolve(self, scope: BrandScope, result: ResolvedDecl | ResolvedParameter,
                           source: Expression | None) -> BrandedDecl:
@@ -288,7 +280,7 @@ class Compiler(DeclEnvironment):
                     params.append(compiled)
             if failed:
                 return decl
-            applied = decl.apply_params(params, expr, self._type_error(node))
+            applied = decl.apply_params(params, expr, node.type_error())
             return applied if applied is not None else decl
         if kind == "member":
             assert expr.parent is not None and expr.name is not None
@@ -331,7 +323,7 @@ class Compiler(DeclEnvironment):
                                             implicit or ImplicitParams())
         if decl is None:
             return None
-        return decl.compile_as_type(self._type_error(node))
+        return decl.compile_as_type(node.type_error())
 
     # ------------------------------------------------------------------ translation
 
@@ -370,11 +362,12 @@ class Compiler(DeclEnvironment):
             node.state = "finished"
 
     def compile_value(self, expr: Expression, type_: model.Type, scope: DeclNode) -> Dyn | None:
-        self._value_scope.append(scope)
+        scopes = self.value_context.scopes
+        scopes.append(scope)
         try:
             return self.values.compile(expr, type_)
         finally:
-            self._value_scope.pop()
+            scopes.pop()
 
     # ------------------------------------------------------------------ traversal
 

@@ -9,19 +9,17 @@ because declarations are translated lazily, when first needed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from cara.schema import model
 from cara.schema.ast import Declaration, Expression
-from cara.schema.brands import BrandScope, ResolvedDecl, ResolvedParameter
-from cara.schema.diagnostics import SourceText
-from cara.schema.loader import SourceFile
-from cara.schema.values import StructShape
+from cara.schema.brands import BrandedDecl, BrandScope, ErrorAt, ResolvedDecl, ResolvedParameter
+from cara.schema.diagnostics import Diagnostics, SourceText
+from cara.schema.loader import SourceFile, SourceLoader
+from cara.schema.values import Dyn, StructShape, ValueTranslator
 
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler
-
-__all__ = ["Alias", "DeclNode", "ImplicitParams", "ParsedFile", "RecursiveDependency"]
+__all__ = ["Alias", "CompilerServices", "DeclNode", "ImplicitParams", "ParsedFile",
+           "RecursiveDependency"]
 
 
 class RecursiveDependency(Exception):
@@ -50,10 +48,39 @@ class ImplicitParams:
     names: list[str] = field(default_factory=list)
 
 
+class CompilerServices(Protocol):
+    """What the modules under the compiler (declarations, translator, value_context, request)
+    ask of it; :class:`cara.schema.compiler.Compiler` provides it. Naming the interface here
+    keeps those modules below ``compiler.py``: they never import it."""
+
+    diag: Diagnostics
+    loader: SourceLoader
+    values: ValueTranslator
+    nodes_by_id: dict[int, DeclNode]
+    aux_by_id: dict[int, model.Node]
+
+    def compile_decl_expression(self, expr: Expression, node: DeclNode, brand: BrandScope,
+                                implicit: ImplicitParams) -> BrandedDecl | None: ...
+
+    def compile_type(self, expr: Expression, node: DeclNode, implicit: ImplicitParams | None = None,
+                     brand: BrandScope | None = None) -> model.Type | None: ...
+
+    def compile_value(self, expr: Expression, type_: model.Type,
+                      scope: DeclNode) -> Dyn | None: ...
+
+    def compile_alias(self, alias: Alias) -> ResolvedDecl | ResolvedParameter | None: ...
+
+    def bootstrap(self, node: DeclNode) -> None: ...
+
+    def finish(self, node: DeclNode) -> None: ...
+
+    def import_file(self, file: ParsedFile, name: str) -> ParsedFile | None: ...
+
+
 class DeclNode:
     """One schema node being compiled, with its scope for name lookup."""
 
-    def __init__(self, compiler: Compiler, file: ParsedFile, decl: Declaration,
+    def __init__(self, compiler: CompilerServices, file: ParsedFile, decl: Declaration,
                  parent: DeclNode | None, kind: str, node_id: int, display_name: str,
                  prefix_len: int) -> None:
         self.compiler = compiler
@@ -88,6 +115,17 @@ class DeclNode:
     def error_on_node(self, message: str) -> None:
         start, end = self.name_span
         self.compiler.diag.error(self.file.text, start, end, message)
+
+    def type_error(self) -> ErrorAt:
+        """Reports a problem at an expression of this node's file (at 1:1 without one)."""
+        diag, text = self.compiler.diag, self.file.text
+
+        def report(expr: Expression | None, message: str) -> None:
+            if expr is None:
+                diag.error(text, 0, 0, message)
+            else:
+                diag.error(text, expr.start, expr.end, message)
+        return report
 
     def is_generic(self) -> bool:
         node: DeclNode | None = self

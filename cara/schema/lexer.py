@@ -40,7 +40,8 @@ _SIMPLE_ESCAPES = {
 class Token:
     """One token. ``kind`` is ``identifier``, ``string``, ``binary``, ``integer``, ``float``,
     ``operator``, ``parenList`` or ``bracketList``; the two list kinds hold their comma-separated
-    items in ``items`` (an empty list for ``()``)."""
+    items in ``items`` (an empty list for ``()``; an empty last item, a trailing comma, is
+    dropped as capnp drops it)."""
 
     kind: str
     start: int
@@ -136,13 +137,12 @@ class _Lexer:
                 value, end = self._string(pos)
                 current.append(Token("string", pos, end, value))
                 self.pos = end
-            elif c == "`" and self._starts_line(pos):
-                # Cap'n Proto 1.x block text: the rest of the line, newline included. Only at
-                # the start of a line, where 1.x uses it; anywhere else it is an error, as in
-                # capnp 0.9.2.
-                end = text.find("\n", pos)
-                if end < 0:
-                    end = n
+            elif c == "`":
+                # Cap'n Proto 1.x block text: the rest of the line (up to "\r" or "\n") plus a
+                # "\n", whatever the file's line endings. capnp 0.9.2 has no such token.
+                end = pos + 1
+                while end < n and text[end] not in "\r\n":
+                    end += 1
                 current.append(Token("string", pos, end, text[pos + 1:end] + "\n"))
                 self.pos = end
             elif c in _OPERATOR_CHARS:
@@ -167,7 +167,10 @@ class _Lexer:
                     raise LexError(pos)
                 stack.pop()
                 items = top.items
-                if items or top.tokens:
+                # As in capnp's lexer: "()" has no items, and an empty *last* item is dropped,
+                # so a trailing comma is allowed in every list ("[1, 2,]", "(a, b,)"). Any other
+                # empty item ("[,]", "[1,,2]") stays, for the parser to report.
+                if top.tokens:
                     items.append(top.tokens)
                 token = Token(top.kind, top.start, pos + 1, None, items)
                 stack[-1].tokens.append(token)
@@ -206,10 +209,6 @@ class _Lexer:
                 raise LexError(pos)
 
     # ------------------------------------------------------------------ pieces
-
-    def _starts_line(self, pos: int) -> bool:
-        line_start = self.text.rfind("\n", 0, pos) + 1
-        return self.text[line_start:pos].strip(" \t") == ""
 
     def _skip_space_and_comments(self) -> None:
         text = self.text

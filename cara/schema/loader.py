@@ -49,7 +49,9 @@ API:
   importable by that name (relative to ``root``, default the current directory).
 * ``loader.files`` lists every file loaded so far, in load order.
 * :class:`SourceFile`: ``display_name``, ``path`` (a real filesystem path), ``root``, ``data``
-  (the raw bytes, for byte offsets) and ``text`` (decoded).
+  (the raw bytes, for byte offsets), ``text`` (decoded) and ``shown_name``, the name in
+  diagnostics (capnp prints a file under its ``-I`` or ``--src-prefix`` directory as that
+  directory was given, and a file outside the current directory with its leading ``/``).
 * ``BUNDLED_STANDARD_DIR``: the bundled directory (a ``pathlib.Path``).
 """
 
@@ -91,6 +93,13 @@ class SourceFile:
     root: Path
     data: bytes = field(repr=False)
     text: str = field(repr=False)
+    #: The name diagnostics print (capnp's ``getDisplayName``): the display name behind the
+    #: ``-I``/``--src-prefix`` directory as it was given, ``/`` for the filesystem root.
+    shown_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.shown_name:
+            self.shown_name = self.display_name
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -144,12 +153,16 @@ class SourceLoader:
     ) -> None:
         self.cwd = Path(os.path.abspath(cwd if cwd is not None else os.getcwd()))
         self.max_file_size = max_file_size
+        # How diagnostics name each directory's files: the first spelling it was given in.
+        self._shown_prefix: dict[Path, str] = {}
         self.search_path: list[Path] = [self._directory(d) for d in import_path]
         if not no_standard_import:
             if standard_dirs is None:
                 standard = [BUNDLED_STANDARD_DIR, *(Path(d) for d in SYSTEM_INCLUDE_DIRS)]
                 # Standard directories that do not exist are skipped silently, as capnp does.
-                self.search_path += [d for d in standard if d.is_dir()]
+                for directory in standard:
+                    if directory.is_dir():
+                        self.search_path.append(self._directory(directory))
             else:
                 self.search_path += [self._directory(d) for d in standard_dirs]
         self.src_prefixes: list[Path] = [self._directory(d) for d in src_prefixes]
@@ -200,7 +213,8 @@ class SourceLoader:
             raise SourceError(
                 f"{display_name}: file is larger than the limit of {self.max_file_size} bytes"
             )
-        source = SourceFile("/".join(rel), base.joinpath(*rel), base, data, text)
+        source = SourceFile("/".join(rel), base.joinpath(*rel), base, data, text,
+                            self._shown_name(base, rel))
         self._by_location[(base, tuple(rel))] = source
         self.files.append(source)
         return source
@@ -211,7 +225,18 @@ class SourceLoader:
         path = Path("/", *_absolute(self.cwd, name))
         if not path.is_dir():
             raise SourceError(f"{os.fspath(name)}: no such directory")
+        if path not in (self.cwd, Path("/")):
+            text = os.fspath(name)
+            self._shown_prefix.setdefault(path, text if text.endswith("/") else text + "/")
         return path
+
+    def _shown_name(self, root: Path, rel: Sequence[str]) -> str:
+        """capnp's ``getDisplayName(dir, path)``."""
+        name = "/".join(rel)
+        prefix = self._shown_prefix.get(root)
+        if prefix is not None:
+            return prefix + name
+        return "/" + name if root == Path("/") else name
 
     def _root_for(self, parts: list[str]) -> tuple[Path, tuple[str, ...]]:
         # The longest --src-prefix that is a proper prefix of the file wins.
@@ -255,9 +280,10 @@ class SourceLoader:
             self._by_location[key] = same
             return same
         display_name = "/".join(rel)
-        data = self._read(real, display_name)
-        text = _decode(data, display_name)
-        source = SourceFile(display_name, real, root, data, text)
+        shown_name = self._shown_name(root, rel)
+        data = self._read(real, shown_name)
+        text = _decode(data, shown_name)
+        source = SourceFile(display_name, real, root, data, text, shown_name)
         self._by_location[key] = source
         self._by_identity[identity] = source
         self.files.append(source)

@@ -447,9 +447,8 @@ class _StatementParser:
             assert t.items is not None
             # A parenthesised list is always a named list; bad items are reported one by one.
             self.i += 1
-            items = t.items[:-1] if len(t.items) > 1 and not t.items[-1] else t.items
             named = [p for p in (self._item(item, t, _StatementParser._named_param_inner)
-                                 for item in items) if p is not None]
+                                 for item in t.items) if p is not None]
             return ast.ParamList("namedList", t.start, t.end,
                                  named=named)  # type: ignore[arg-type]
         if t.kind == "identifier" and t.value == "stream":
@@ -472,7 +471,8 @@ class _StatementParser:
             return result
         except _Fail:
             if not item:
-                self.error(owner.start, owner.start, "Parse error.")
+                # capnp does not know where an empty item is ("[1,,2]"): it blames the list.
+                self.error(owner.start, owner.end, "Parse error: Empty list item.")
             elif sub.best + 1 < len(item):
                 # From the token after the furthest one looked at to the end of the item.
                 self.error(item[sub.best + 1].start, item[-1].end, "Parse error.")
@@ -512,16 +512,11 @@ class _StatementParser:
             if len(params) == 1 and params[0].name is None:
                 value: Expression | None = params[0].value
             else:
-                paren_start = self._application_paren_start(expr)
-                value = Expression("tuple", paren_start, expr.end, params=params)
+                # capnp builds this tuple without a location: errors over the whole value
+                # ("Type mismatch") point at 1:1.
+                value = Expression("tuple", 0, 0, params=params)
             return ast.AnnotationApplication(name, value, start, expr.end)
         return ast.AnnotationApplication(expr, None, start, expr.end)
-
-    def _application_paren_start(self, expr: Expression) -> int:
-        for token in self.tokens:
-            if token.kind == "parenList" and token.end == expr.end:
-                return token.start
-        return expr.start
 
     # ------------------------------------------------------------------ expressions
 
@@ -625,8 +620,6 @@ class _StatementParser:
                 return expr
 
     def _params(self, items: list[list[Token]], owner: Token) -> list[ast.Param]:
-        if len(items) > 1 and not items[-1]:
-            items = items[:-1]  # a trailing comma
         result: list[ast.Param] = []
         for item in items:
             param = self._item(item, owner, _StatementParser._param_inner)

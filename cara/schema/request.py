@@ -10,13 +10,11 @@ file follow capnp's rules too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
 from cara.schema import ast, model
 from cara.schema.ast import Declaration, Expression, Located
-
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler, DeclNode, ParsedFile
+from cara.schema.declarations import CompilerServices, DeclNode, ParsedFile
+from cara.schema.request_order import FinalLoader, unordered_map_order
 
 __all__ = ["CAPNP_VERSION", "Collector", "build_request", "dependencies", "find_imports",
            "traverse"]
@@ -30,8 +28,8 @@ _NODE, _PARENTS, _CHILDREN, _DEPENDENCIES = 1, 2, 4, 8
 DEFAULT_EAGERNESS = _NODE | _CHILDREN | _DEPENDENCIES | (_PARENTS * _DEPENDENCIES)
 
 
-def traverse(compiler: Compiler, node: DeclNode, eagerness: int, seen: dict[int, int],
-             loaded: dict[int, DeclNode], source_info: dict[int, model.SourceInfo]) -> None:
+def traverse(compiler: CompilerServices, node: DeclNode, eagerness: int, seen: dict[int, int],
+             loaded: FinalLoader, source_info: dict[int, model.SourceInfo]) -> None:
     """capnp's ``Compiler::Node::traverse``, without recursion.
 
     A node's source info is recorded after its dependencies were traversed, into a map where
@@ -48,15 +46,24 @@ def traverse(compiler: Compiler, node: DeclNode, eagerness: int, seen: dict[int,
             continue
         stack.append(_traverse_steps(compiler, child, eager, seen, loaded, source_info))
 
-def _traverse_steps(compiler: Compiler, node: DeclNode, eager: int, seen: dict[int, int],
-                    loaded: dict[int, DeclNode],
+def _traverse_steps(compiler: CompilerServices, node: DeclNode, eager: int, seen: dict[int, int],
+                    loaded: FinalLoader,
                     source_info: dict[int, model.SourceInfo]) -> Iterator[tuple[DeclNode, int]]:
     slot = seen.get(node.id, 0)
     if slot & eager == eager:
         return
     seen[node.id] = slot | eager
     compiler.finish(node)
-    loaded[node.id] = node
+    infos = node.source_info
+    if node.model is not None:
+        # capnp's loadFinalSchema: the auxiliary nodes (groups in declaration order, method
+        # structs), then the node. Its source info lists the node's, then the same order.
+        aux = _aux_in_capnp_order(node.model, node.aux)
+        for schema_node in [*aux, node.model]:
+            loaded.load_once(schema_node)
+        if node.model.struct is not None and aux:
+            rank = {n.id: i for i, n in enumerate([node.model, *aux])}
+            infos = sorted(infos, key=lambda info: rank.get(info.id, len(rank)))
     if eager // _DEPENDENCIES and node.model is not None:
         new_eager = (eager & ~(_DEPENDENCIES - 1)) | (eager // _DEPENDENCIES)
         for schema_node in [node.model, *node.aux]:
@@ -64,7 +71,7 @@ def _traverse_steps(compiler: Compiler, node: DeclNode, eager: int, seen: dict[i
                 target = compiler.nodes_by_id.get(dep)
                 if target is not None:
                     yield target, new_eager
-    for info in node.source_info:
+    for info in infos:
         source_info.setdefault(info.id, info)
     if eager & _PARENTS and node.parent is not None:
         yield node.parent, eager
@@ -75,6 +82,27 @@ def _traverse_steps(compiler: Compiler, node: DeclNode, eager: int, seen: dict[i
         # capnp compiles this scope's "using" declarations, used or not, in name order.
         for name in sorted(node.aliases):
             compiler.compile_alias(node.aliases[name])
+
+
+def _aux_in_capnp_order(top: model.Node, aux: list[model.Node]) -> list[model.Node]:
+    """A struct's groups as capnp creates them (declaration order, each group before the groups
+    inside it); an interface's method structs stay as they are."""
+    if top.struct is None:
+        return aux
+    by_id = {n.id: n for n in aux}
+    by_id[top.id] = top
+    keys: dict[int, tuple[int, ...]] = {top.id: ()}
+
+    def key(node: model.Node) -> tuple[int, ...]:
+        if node.id not in keys:
+            parent = by_id[node.scopeId]
+            assert parent.struct is not None
+            order = next(f.codeOrder for f in parent.struct.fields
+                         if f.group is not None and f.group.typeId == node.id)
+            keys[node.id] = (*key(parent), order)
+        return keys[node.id]
+
+    return sorted(aux, key=key)
 
 
 def _type_deps(type_: model.Type) -> Iterator[int]:
@@ -194,28 +222,25 @@ class Collector:
     as it is named, so that a file imported by an earlier one keeps its imported name)."""
 
     def __init__(self) -> None:
-        self.seen: dict[int, int] = {}
-        self.loaded: dict[int, DeclNode] = {}
+        self.loaded = FinalLoader()
         self.source_info: dict[int, model.SourceInfo] = {}
 
-    def add(self, compiler: Compiler, file: ParsedFile) -> None:
+    def add(self, compiler: CompilerServices, file: ParsedFile) -> None:
         assert file.node is not None
-        traverse(compiler, file.node, DEFAULT_EAGERNESS, self.seen, self.loaded,
-                 self.source_info)
+        # Each file's traversal starts afresh (capnp's eagerlyCompile has a "seen" map of its
+        # own); what it loads and records accumulates.
+        traverse(compiler, file.node, DEFAULT_EAGERNESS, {}, self.loaded, self.source_info)
 
 
-def build_request(compiler: Compiler, requested: Sequence[ParsedFile],
+def build_request(compiler: CompilerServices, requested: Sequence[ParsedFile],
                   collector: Collector) -> model.CodeGeneratorRequest:
     loaded = collector.loaded
     source_info = collector.source_info
     compiler.diag.raise_if_any()
     request = model.CodeGeneratorRequest(capnpVersion=model.CapnpVersion(
         CAPNP_VERSION.major, CAPNP_VERSION.minor, CAPNP_VERSION.micro))
-    for node in loaded.values():
-        assert node.model is not None
-        request.nodes.append(node.model)
-        request.nodes.extend(node.aux)
-    request.sourceInfo.extend(source_info.values())
+    request.nodes.extend(loaded.nodes())
+    request.sourceInfo.extend(source_info[i] for i in unordered_map_order(source_info))
     for file in requested:
         assert file.node is not None
         imports = []

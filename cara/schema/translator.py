@@ -11,16 +11,17 @@ values are deferred until the node is finished.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cara.schema import ast, ids, layout, model
 from cara.schema.ast import Declaration, Expression, Located
 from cara.schema.brands import ResolvedDecl, expression_string, substitute
-from cara.schema.declarations import DeclNode, ImplicitParams, RecursiveDependency
+from cara.schema.declarations import (
+    CompilerServices,
+    DeclNode,
+    ImplicitParams,
+    RecursiveDependency,
+)
 from cara.schema.values import FieldShape, StructShape, default_value
-
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler
 
 __all__ = ["TARGET_OF_KIND", "NodeTranslator", "assign_value"]
 
@@ -48,7 +49,7 @@ TARGET_OF_KIND = {
 class NodeTranslator:
     """Turns one declaration into its schema node(s): capnp's NodeTranslator."""
 
-    def __init__(self, compiler: Compiler, node: DeclNode) -> None:
+    def __init__(self, compiler: CompilerServices, node: DeclNode) -> None:
         self.c = compiler
         self.node = node
         self.text = node.file.text
@@ -102,10 +103,13 @@ class NodeTranslator:
             out.annotations = self.annotations(decl.annotations, "interface")
         elif kind == "const":
             assert decl.type is not None and decl.value is not None
-            type_ = self.c.compile_type(decl.type, node) or model.Type()
+            compiled = self.c.compile_type(decl.type, node)
+            type_ = compiled or model.Type()
             value = default_value(type_)
             out.const = model.NodeConst(type_, value)
-            self.compile_bootstrap_value(decl.value, type_, value)
+            if compiled is not None:
+                # As capnp: a type that did not compile was reported; its value is not checked.
+                self.compile_bootstrap_value(decl.value, type_, value)
             out.annotations = self.annotations(decl.annotations, "const")
         elif kind == "annotation":
             assert decl.type is not None
@@ -178,7 +182,7 @@ class NodeTranslator:
                 continue
             assert isinstance(decl.body, ResolvedDecl) and isinstance(decl.body.target, DeclNode)
             target_node = decl.body.target
-            brand = decl.brand_of(self.c._type_error(node))
+            brand = decl.brand_of(node.type_error())
             annotation = model.Annotation(target_node.id, brand)
             try:
                 self.c.bootstrap(target_node)
@@ -437,7 +441,9 @@ class NodeTranslator:
         docs.sort()
         info.members = [model.SourceInfoMember(doc) for _, doc in docs]
         if shape.fields:
-            shape.first_field = min(shape.fields.values(), key=lambda s: s.code_order).name
+            # The node's fields[0] (fields are listed by ordinal), which 1.x's implied first
+            # field uses.
+            shape.first_field = next(iter(shape.fields))
 
     # ------------------------------------------------------------------ interfaces
 
@@ -454,7 +460,7 @@ class NodeTranslator:
                 continue
             assert isinstance(sup.body, ResolvedDecl)
             out.interface.superclasses.append(
-                model.Superclass(sup.body.id, sup.brand_of(self.c._type_error(node))))
+                model.Superclass(sup.body.id, sup.brand_of(node.type_error())))
         entries: list[tuple[int, int, Declaration]] = []
         for code_order, member in enumerate(d for d in decl.nested if d.kind == "method"
                                             and not d.misplaced):
@@ -513,7 +519,7 @@ class NodeTranslator:
                         is_param_list=True, param_list=params.named)
             # capnp 0.9.2 leaves the method's own implicit parameters out of this brand.
             brand = node.local_brand().push(struct_id, len(implicit_names))
-            brand_out.scopes = brand.compile(self.c._type_error(node)).scopes
+            brand_out.scopes = brand.compile(node.type_error()).scopes
             return struct_id
         if params.kind == "type":
             assert params.type is not None
@@ -526,7 +532,7 @@ class NodeTranslator:
                               f"'{expression_string(params.type)}' is not a struct type.")
                 return 0
             assert isinstance(target.body, ResolvedDecl)
-            brand_out.scopes = target.brand_of(self.c._type_error(node)).scopes
+            brand_out.scopes = target.brand_of(node.type_error()).scopes
             return target.body.id
         # stream
         if not is_results:

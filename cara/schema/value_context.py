@@ -9,16 +9,16 @@ arguments substituted.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from cara.schema import model
 from cara.schema.ast import Expression, Located
 from cara.schema.brands import ResolvedDecl, expression_string, substitute
-from cara.schema.declarations import DeclNode, ImplicitParams, RecursiveDependency
+from cara.schema.declarations import (
+    CompilerServices,
+    DeclNode,
+    ImplicitParams,
+    RecursiveDependency,
+)
 from cara.schema.values import Dyn, FieldShape, StructShape
-
-if TYPE_CHECKING:
-    from cara.schema.compiler import Compiler
 
 __all__ = ["CompilerValueContext", "dyn_from_value", "substituted_shape"]
 
@@ -33,21 +33,17 @@ _TYPE_NAMES = {
 class CompilerValueContext:
     """Connects value evaluation to the compiler (scope, constants, embeds, struct shapes)."""
 
-    def __init__(self, compiler: Compiler) -> None:
+    def __init__(self, compiler: CompilerServices) -> None:
         self.compiler = compiler
+        #: The declarations whose values are being evaluated (names resolve in the last one).
+        self.scopes: list[DeclNode] = []
 
     @property
     def scope(self) -> DeclNode:
-        return self.compiler._value_scope[-1]
+        return self.scopes[-1]
 
     def error(self, start: int, end: int, message: str) -> None:
         self.compiler.diag.error(self.scope.file.text, start, end, message)
-
-    def checkpoint(self) -> int:
-        return len(self.compiler.diag.items)
-
-    def rollback(self, checkpoint: int) -> None:
-        del self.compiler.diag.items[checkpoint:]
 
     def resolve_constant(self, expr: Expression) -> Dyn | None:
         compiler = self.compiler
@@ -69,7 +65,7 @@ class CompilerValueContext:
             return None
         if target.model is None or target.model.const is None or target.state != "finished":
             return None
-        brand = decl.brand_of(compiler._type_error(scope))
+        brand = decl.brand_of(scope.type_error())
         const_type = substitute(target.model.const.type, brand)
         result = dyn_from_value(target.model.const.value, const_type)
         if expr.kind == "relativeName" and target.parent is not None:

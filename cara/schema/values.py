@@ -56,10 +56,6 @@ class ValueContext(Protocol):
 
     def error(self, start: int, end: int, message: str) -> None: ...
 
-    def checkpoint(self) -> int: ...
-
-    def rollback(self, checkpoint: int) -> None: ...
-
     def resolve_constant(self, expr: Expression) -> Dyn | None: ...
 
     def read_embed(self, path: Located, expr: Expression) -> bytes | None: ...
@@ -138,13 +134,26 @@ class ValueTranslator:
                            "Cannot interpret value because the type is a generic type parameter "
                            "which is not yet bound. We don't know what type to expect here.")
             return None
-        if type_.which == "struct" and src.kind in _IMPLIED_FIRST_FIELD_KINDS:
-            implied = self._try_implied(src, type_)
-            if implied is not None:
-                return implied
         result = self._inner(src, type_)
         if result is None:
             return None
+        matched = self._match(src, result, type_)
+        if matched is None and type_.which == "struct":
+            # Cap'n Proto 1.x: a value that is not the struct may be the value of its first
+            # field (the struct's fields[0], lowest ordinal first). One level only, as libcapnp.
+            shape = self.ctx.struct_shape(type_)
+            first = shape.fields[shape.first_field] if shape and shape.first_field else None
+            if first is not None and first.type is not None:
+                inner = self._match(src, result, first.type)
+                if inner is not None:
+                    return Dyn("struct", {first.name: self.to_python(inner, first.type)}, type_)
+        if matched is None:
+            self._mismatch(src, type_)
+        return matched
+
+    def _match(self, src: Expression, result: Dyn, type_: model.Type) -> Dyn | None:
+        """``result`` as a value of ``type_`` (integers clamped, after "Integer value out of
+        range."), or None if it is not one: capnp's ``matchesType``."""
         which = type_.which
         kind = result.kind
         if kind == "void":
@@ -188,7 +197,6 @@ class ValueTranslator:
                     return result
             elif _any_kind(type_) in ("anyKind", "struct"):
                 return result
-        self._mismatch(src, type_)
         return None
 
     def _inner(self, src: Expression, type_: model.Type) -> Dyn | None:
@@ -247,7 +255,8 @@ class ValueTranslator:
             return Dyn("data", src.value)
         if kind == "list":
             if type_.which != "list":
-                return self._implied_first_field(src, type_)
+                self._mismatch(src, type_)
+                return None
             assert type_.list is not None
             element_type = type_.list.elementType
             items: list[object] = []
@@ -258,52 +267,13 @@ class ValueTranslator:
             return Dyn("list", items, type_)
         if kind == "tuple":
             if type_.which != "struct":
-                return self._implied_first_field(src, type_)
+                self._mismatch(src, type_)
+                return None
             shape = self.ctx.struct_shape(type_)
             if shape is None:
                 return None
             return Dyn("struct", self._fill_struct(shape, src.params), type_)
         return None
-
-    def _implied_first_field(self, src: Expression, type_: model.Type) -> Dyn | None:
-        """Cap'n Proto 1.x: a struct written as the value of its first field."""
-        if type_.which != "struct":
-            self._mismatch(src, type_)
-            return None
-        shape = self.ctx.struct_shape(type_)
-        if shape is None or shape.first_field is None:
-            self._mismatch(src, type_)
-            return None
-        return Dyn("struct", self._fill_first(shape, src), type_)
-
-    def _try_implied(self, src: Expression, type_: model.Type) -> Dyn | None:
-        """The 1.x reading if it works without errors; otherwise None, so that the error is
-        reported the way capnp 0.9.2 reports it."""
-        mark = self.ctx.checkpoint()
-        shape = self.ctx.struct_shape(type_)
-        if shape is None or shape.first_field is None:
-            return None
-        value = Dyn("struct", self._fill_first(shape, src), type_)
-        if self.ctx.checkpoint() != mark:
-            self.ctx.rollback(mark)
-            return None
-        return value
-
-    def _fill_first(self, shape: StructShape, src: Expression) -> dict[str, object]:
-        assert shape.first_field is not None
-        first = shape.fields[shape.first_field]
-        result: dict[str, object] = {}
-        if first.type is None:
-            assert first.group is not None
-            if first.group.first_field is None:
-                self.ctx.error(src.start, src.end, "Type mismatch; expected group.")
-                return result
-            result[first.name] = self._fill_first(first.group, src)
-            return result
-        value = self.compile(src, first.type)
-        if value is not None:
-            result[first.name] = self.to_python(value, first.type)
-        return result
 
     def _fill_struct(self, shape: StructShape, params: list) -> dict[str, object]:
         result: dict[str, object] = {}
@@ -321,21 +291,14 @@ class ValueTranslator:
             value_expr = param.value
             if fshape.type is None:
                 assert fshape.group is not None
-                implied: dict[str, object] | None = None
-                if value_expr.kind in _IMPLIED_FIRST_FIELD_KINDS and \
-                        fshape.group.first_field is not None:
-                    mark = self.ctx.checkpoint()
-                    implied = self._fill_first(fshape.group, value_expr)
-                    if self.ctx.checkpoint() != mark:
-                        self.ctx.rollback(mark)
-                        implied = None
-                if implied is not None:
-                    self._set_member(result, shape, fshape, implied)
-                elif value_expr.kind == "tuple":
+                if value_expr.kind == "tuple":
                     inner = result.get(name)
                     group_dict = inner if isinstance(inner, dict) else {}
                     group_dict.update(self._fill_struct(fshape.group, value_expr.params))
                     self._set_member(result, shape, fshape, group_dict)
+                elif value_expr.kind not in ("list", "binary"):
+                    # Cap'n Proto 1.x: a group written as the value of its first field.
+                    self._fill_group_first(result, shape, fshape, value_expr)
                 else:
                     self.ctx.error(value_expr.start, value_expr.end,
                                    "Type mismatch; expected group.")
@@ -344,6 +307,23 @@ class ValueTranslator:
             if value is not None:
                 self._set_member(result, shape, fshape, self.to_python(value, fshape.type))
         return result
+
+    def _fill_group_first(self, result: dict[str, object], shape: StructShape,
+                          fshape: FieldShape, value_expr: Expression) -> None:
+        group = fshape.group
+        assert group is not None
+        group_type = model.Type("struct", struct=model.TypeBranded(group.type_id))
+        value = self._inner(value_expr, group_type)
+        if value is None:
+            return  # reported
+        first = group.fields[group.first_field] if group.first_field else None
+        if first is not None and first.type is not None:
+            matched = self._match(value_expr, value, first.type)
+            if matched is not None:
+                self._set_member(result, shape, fshape,
+                                 {first.name: self.to_python(matched, first.type)})
+                return
+        self.ctx.error(value_expr.start, value_expr.end, "Type mismatch; expected group.")
 
     @staticmethod
     def _set_member(result: dict[str, object], shape: StructShape, fshape: FieldShape,
@@ -383,8 +363,9 @@ class ValueTranslator:
         if which == "void":
             return model.Value("void")
         if which in ("list", "struct", "anyPointer"):
-            ptype = value.type if (which == "anyPointer" and value.type is not None) else type_
-            pv = model.PointerValue(ptype, python)
+            # An AnyPointer's value already carries its own type (see to_python).
+            pv = python if isinstance(python, model.PointerValue) else \
+                model.PointerValue(type_, python)
             return model.Value(which, **{which: pv})  # type: ignore[arg-type]
         if which == "interface":
             return model.Value("interface")
@@ -392,9 +373,6 @@ class ValueTranslator:
             return model.Value("float32", float32=_round_float32(float(python)))  # type: ignore[arg-type]
         return model.Value(which, **{which: python})  # type: ignore[arg-type]
 
-
-_IMPLIED_FIRST_FIELD_KINDS = frozenset({"positiveInt", "negativeInt", "float", "string",
-                                       "binary", "list"})
 
 _NAMED_LITERALS = {
     "void": Dyn("void", None),

@@ -4,8 +4,9 @@ The strongest check there is: for every schema of the capnproto 0.9.2 tree, the 
 the real ``capnpc-c++`` generates from cara's request must be byte-identical to what it
 generates from capnp's own request. ``capnpc-c++`` embeds every node (encoded) in the generated
 ``.c++`` file, so any difference in a node shows up. The request itself (``-o-``) is compared
-decoded (pycapnp) and byte for byte. The rest checks the command's behaviour (plugins, exit
-codes, messages) against what ``capnp`` does in the same situation.
+decoded (pycapnp) and byte for byte (nodes and source info in capnp's order). The rest checks
+the command's behaviour (plugins, exit codes, messages) against what ``capnp`` does in the same
+situation.
 """
 
 from __future__ import annotations
@@ -16,31 +17,18 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cara.cli.main import main
+from tests.schema.test_compile_corpus import VALID_SNIPPETS
 from tests.support.corpus_files import SRC_SCHEMAS_092
 from tests.support.reference import decode_request, require_capnp
 
 # Relative to the capnproto 0.9.2 root; listed (not globbed) so each gets a stable test id.
 CORPUS_FILES = SRC_SCHEMAS_092
-
-#: Why test.capnp's request cannot be written yet (the other files' C++ is byte-identical).
-TEST_CAPNP_ENCODING = (
-    "encode_request fails: the compiler gives AnyPointer-typed members as bare dicts "
-    "(anyPointerConstants.anyKindAsStruct = TestConstants.structConst), with no type to encode "
-    "them by (they need a PointerValue holding the struct/list type)")
-#: strict=False: each starts passing as soon as its cause is fixed.
-KNOWN_DIFFERENCES: dict[str, str] = {}
-KNOWN_DECODE_DIFFERENCES = KNOWN_DIFFERENCES
-#: The raw bytes also differ in layout, which no consumer depends on.
-KNOWN_BYTE_DIFFERENCES: dict[str, str] = {f: KNOWN_DIFFERENCES.get(f, (
-    "compiler: nodes and sourceInfo come in another order than capnp's (which follows its "
-    "internal maps); with both lists put in capnp's order the encoded bytes are identical for "
-    "every file")) for f in CORPUS_FILES}
 
 COMPILE_FLAGS = ["-I", "c++/src", "--no-standard-import", "--src-prefix=c++/src"]
 
@@ -99,17 +87,14 @@ def tree(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def marked(files: list[str], known: dict[str, str]) -> Iterator[object]:
-    for f in files:
-        reason = known.get(f)
-        yield pytest.param(f, id=f.removeprefix("c++/src/"), marks=[
-            pytest.mark.xfail(reason=reason, strict=False)] if reason else [])
+def corpus_params(files: list[str]) -> list[object]:
+    return [pytest.param(f, id=f.removeprefix("c++/src/")) for f in files]
 
 
 # --------------------------------------------------------------------------- the whole corpus
 
 
-@pytest.mark.parametrize("source", list(marked(CORPUS_FILES, KNOWN_DIFFERENCES)))
+@pytest.mark.parametrize("source", corpus_params(CORPUS_FILES))
 def test_cxx_output_identical_to_capnp(source: str, corpus_092: Path, tmp_path: Path,
                                        cara: CaraRunner) -> None:
     require_capnpc_cxx()
@@ -127,7 +112,7 @@ def test_cxx_output_identical_to_capnp(source: str, corpus_092: Path, tmp_path: 
         assert actual[name] == expected[name], f"{name} differs"
 
 
-@pytest.mark.parametrize("source", list(marked(CORPUS_FILES, KNOWN_DECODE_DIFFERENCES)))
+@pytest.mark.parametrize("source", corpus_params(CORPUS_FILES))
 def test_request_decodes_like_capnp(source: str, corpus_092: Path, cara: CaraRunner) -> None:
     ref = run_capnp("compile", *COMPILE_FLAGS, "-o-", source, cwd=corpus_092)
     assert ref.returncode == 0, ref.err
@@ -137,12 +122,41 @@ def test_request_decodes_like_capnp(source: str, corpus_092: Path, cara: CaraRun
     same_request(got.stdout, ref.stdout)
 
 
-@pytest.mark.parametrize("source", list(marked(CORPUS_FILES, KNOWN_BYTE_DIFFERENCES)))
+@pytest.mark.parametrize("source", corpus_params(CORPUS_FILES))
 def test_request_bytes_identical_to_capnp(source: str, corpus_092: Path, cara: CaraRunner) -> None:
     ref = run_capnp("compile", *COMPILE_FLAGS, "-o-", source, cwd=corpus_092)
     got = cara("compile", *COMPILE_FLAGS, "-o-", source, cwd=corpus_092)
     assert got.returncode == ref.returncode == 0, got.err
     assert len(got.stdout) == len(ref.stdout)
+    assert got.stdout == ref.stdout
+
+
+@pytest.mark.parametrize("files", [
+    ["c++/samples/addressbook.capnp"],
+    ["c++/samples/calculator.capnp"],
+    ["c++/samples/addressbook.capnp", "c++/src/capnp/rpc.capnp"],
+    ["c++/src/capnp/test-import.capnp", "c++/src/capnp/test.capnp"],
+    ["c++/src/capnp/test.capnp", "c++/src/capnp/test-import.capnp",
+     "c++/src/capnp/test-import2.capnp"],
+    ["c++/src/capnp/schema.capnp", "c++/src/capnp/test-import2.capnp"],
+    ["c++/src/capnp/compat/json-test.capnp", "c++/src/capnp/compat/json.capnp"],
+], ids=lambda files: "+".join(Path(f).stem for f in files))
+def test_several_files_request_bytes_identical(files: list[str], corpus_092: Path,
+                                               cara: CaraRunner) -> None:
+    flags = ["-I", "c++/src", "--no-standard-import", "-o-", *files]
+    ref = run_capnp("compile", *flags, cwd=corpus_092)
+    got = cara("compile", *flags, cwd=corpus_092)
+    assert got.returncode == ref.returncode == 0, got.err
+    assert got.stdout == ref.stdout
+
+
+@pytest.mark.parametrize("key", sorted(VALID_SNIPPETS))
+def test_snippet_request_bytes_identical(key: str, tmp_path: Path, cara: CaraRunner) -> None:
+    (tmp_path / "x.capnp").write_text(VALID_SNIPPETS[key], encoding="utf-8")
+    flags = ["-I/usr/include", "--no-standard-import", "-o-", "x.capnp"]
+    ref = run_capnp("compile", *flags, cwd=tmp_path)
+    got = cara("compile", *flags, cwd=tmp_path)
+    assert got.returncode == ref.returncode == 0, got.err
     assert got.stdout == ref.stdout
 
 

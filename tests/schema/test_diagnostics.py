@@ -152,6 +152,27 @@ SNIPPETS = {
     "parse_23": H + 'struct S { a @0 :Int32 = [1, 2; }' + "\n",
     "parse_24": H + 'struct S { union @0 { } }' + "\n",
     "parse_25": H + 'struct S { g :group $x(1) 5 { } }' + "\n",
+    # Only an empty *last* item is dropped (a trailing comma); any other is capnp's
+    # "Empty list item." over the whole list.
+    "empty_item_only": H + 'const a :List(Int8) = [,];\n',
+    "empty_item_spaced": H + 'const a :List(Int8) = [ , ];\n',
+    "empty_item_middle": H + 'const a :List(Int8) = [1,,2];\n',
+    "empty_item_two_commas": H + 'const a :List(Int8) = [1,,];\n',
+    "empty_item_struct": H + 'struct P { x @0 :Int8; }\nconst b :P = (,);\n',
+    "empty_item_params": H + 'interface I { m @0 (,) -> (a :Int8,,); }\n',
+    "empty_item_generic": H + 'struct G(A,,B) {}\ninterface I { m @0 [,] () -> (); }\n',
+    "empty_item_targets": H + 'annotation a(,struct) :Void;\n',
+    "empty_item_extends": H + 'interface I {}\ninterface J extends(I,,) {}\n',
+    "trailing_comma_then_error": H + 'const a :List(Int8) = [1, x y,];\n',
+    # After a type that does not resolve capnp checks no const value (but does check an
+    # annotation's value, against Void).
+    "unresolved_const_type": H + 'const c :Nope = (a = 1);\nconst d :Nope = 5;\n'
+                                 'const e :List(Nope) = [1, (a = 2)];\nconst f :Nope.X = [1];\n'
+                                 'struct G(T) {}\nconst g :G(Nope) = ();\n',
+    "unresolved_annotation_type": H + 'annotation a(struct) :Nope;\nstruct S $a(1) {}\n'
+                                      'struct T $a {}\nstruct U $a(x = 1) {}\n',
+    "annotation_tuple_mismatch": H + 'annotation a(struct) :Int32;\nstruct S $a(x = 1) {}\n'
+                                     'struct T $a(x = 1, y = 2) {}\n',
 }
 
 
@@ -202,3 +223,49 @@ def test_duplicate_parameter_names() -> None:
     [line] = info.value.diagnostics
     assert line.startswith("x.capnp:2:11-12: error: Internal compiler bug: Bootstrap schema "
                            "failed validation:")
+
+
+_BAD = H + "struct S { a @0 :Nope; }\n"
+_IMPORTER = "@0xd508eebdc2dc42b9;\nstruct M { s @0 :import \"/sub/e.capnp\".S; }\n"
+
+
+@pytest.mark.parametrize("cwd, args", [
+    ("work", ["{tmp}/other/e.capnp"]),                      # outside the current directory
+    ("work", ["../other/e.capnp"]),
+    ("other", ["{tmp}/other/e.capnp"]),                     # inside it
+    ("work", ["--src-prefix={tmp}", "{tmp}/other/e.capnp"]),
+    ("", ["--src-prefix=other", "other/e.capnp"]),
+    ("", ["--src-prefix=./other/", "other/e.capnp"]),
+    ("", ["-Ipre/", "m.capnp"]),                             # imported through -I
+    ("", ["-I./pre", "m.capnp"]),
+    ("", ["-I{tmp}/pre", "-Ipre", "m.capnp"]),
+    ("", ["-I.", "-Ipre", "m.capnp"]),
+])
+def test_file_names_in_diagnostics_as_capnp(tmp_path: Path, cwd: str, args: list[str]) -> None:
+    """capnp names a file by the directory it was found through, as that directory was given
+    (``-I``, ``--src-prefix``), with its leading ``/`` when it is outside the current one."""
+    exe = require_capnp()
+    for directory in ("work", "other", "pre/sub"):
+        (tmp_path / directory).mkdir(parents=True)
+    (tmp_path / "other/e.capnp").write_text(_BAD)
+    (tmp_path / "pre/sub/e.capnp").write_text(_BAD)
+    (tmp_path / "m.capnp").write_text(_IMPORTER)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    run_in = tmp_path / cwd
+    proc = subprocess.run([exe, "compile", "--no-standard-import", "-o-", *args], cwd=run_in,
+                          capture_output=True, check=False,
+                          env={**os.environ, "PWD": str(run_in)})
+    want = [line for line in proc.stderr.decode().splitlines() if ": error: " in line]
+    assert want
+    files = [a for a in args if not a.startswith("-")]
+    import_path = [a[2:] for a in args if a.startswith("-I")]
+    prefixes = [a.split("=", 1)[1] for a in args if a.startswith("--src-prefix=")]
+    old = os.getcwd()
+    os.chdir(run_in)
+    try:
+        with pytest.raises(SchemaError) as info:
+            compile_schema(files, import_path=import_path, no_standard_import=True,
+                           src_prefix=prefixes[0] if prefixes else None)
+    finally:
+        os.chdir(old)
+    assert info.value.diagnostics == want

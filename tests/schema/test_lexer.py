@@ -66,6 +66,20 @@ def test_lists_are_single_tokens() -> None:
     assert empty.items == []
 
 
+@pytest.mark.parametrize("text, sizes", [
+    # capnp's lexer (commaDelimitedList): "()" has no items; an empty *last* item is dropped
+    # (a trailing comma); every other empty item stays for the parser to report.
+    ("()", []), ("(a)", [1]), ("(a,)", [1]), ("(a, b,)", [1, 1]), ("(a, # c\n)", [1]),
+    ("(,)", [0]), ("( , )", [0]), ("(a,,)", [1, 0]), ("(a,,b)", [1, 0, 1]), ("(,a)", [0, 1]),
+    ("[x = 1,]", [3]), ("[,,]", [0, 0]),
+])
+def test_trailing_comma_is_dropped(text: str, sizes: list[int]) -> None:
+    [st] = tokenize(f"{text};")
+    [token] = st.tokens
+    assert token.items is not None
+    assert [len(item) for item in token.items] == sizes
+
+
 def test_blocks_nest() -> None:
     [st] = tokenize("struct A { x @0 :Int8; struct B { } }")
     assert st.block is not None and len(st.block) == 2
@@ -100,6 +114,12 @@ def test_backtick_lines() -> None:
     [st] = tokenize("const x :Text =\n  `foo\n  `bar baz\n  ;")
     strings = [t.value for t in st.tokens if t.kind == "string"]
     assert strings == ["foo\n", "bar baz\n"]
+
+
+def test_backtick_anywhere_to_the_line_end() -> None:
+    """As libcapnp 1.x lexes it: anywhere on a line, up to "\\r" or "\\n", "#" included."""
+    [st] = tokenize('x = "a" `b # c;\r\n `\r;')
+    assert [t.value for t in st.tokens[2:]] == ["a", "b # c;\n", "\n"]
 
 
 @pytest.mark.parametrize("text, offset", [

@@ -413,3 +413,106 @@ def _is_union_member(cls: type, name: str) -> bool:
         model.Node: {"struct", "enum", "interface", "const", "annotation"},
     }
     return name in members.get(cls, set())
+
+
+# ------------------------------------------------------------------- libcapnp 1.x (pycapnp)
+
+def _walk_parsed(schema: Any, seen: dict[int, Any]) -> None:
+    """Every node reachable from a pycapnp ``_ParsedSchema``: nested declarations, groups and
+    methods' parameter and result structs (by id, first seen wins)."""
+    stack = [schema]
+    nested_walked: set[int] = set()
+    while stack:
+        current = stack.pop()
+        node = current.node
+        # A struct reached as a field's or a method's type cannot list what it nests; reached
+        # again as a declaration, it can.
+        if hasattr(current, "get_nested") and node.id not in nested_walked:
+            nested_walked.add(node.id)
+            stack += [current.get_nested(nested.name) for nested in node.nestedNodes]
+        if node.id in seen:
+            continue
+        seen[node.id] = node
+        which = str(node.which())
+        if which == "struct":
+            for field in current.as_struct().fields_list:
+                if str(field.proto.which()) == "group":
+                    stack.append(field.schema)
+        elif which == "interface":
+            for method in current.as_interface().methods.values():
+                stack += [method.param_type, method.result_type]
+
+
+def pycapnp_nodes(file_names: list[str], *, cwd: str | Path,
+                  import_path: list[str] = ()) -> list[model.Node]:  # type: ignore[assignment]
+    """The nodes that libcapnp 1.x (pycapnp's ``SchemaParser``) compiles for each of
+    ``file_names`` (relative to ``cwd``, displayed under that name, as ``capnp compile`` would),
+    as cara's model, pointer values normalised like :func:`decode_request`'s. Values are read
+    with the types of all the files' nodes together (an annotation declared in an imported file
+    gives its value's type), so pass the imported files too.
+
+    Each file gets a parser of its own: libcapnp refuses one file id arriving by two paths,
+    which the 0.9.2 and HEAD corpora (and a file both requested and imported) do on purpose.
+    """
+    capnp = require_pycapnp()
+    schema = _schema_module()
+    pool: dict[int, bytes] = {}
+    for file_name in file_names:
+        module = capnp.SchemaParser().load(str(Path(cwd) / file_name), file_name,
+                                           [str(Path(cwd) / d) for d in import_path])
+        seen: dict[int, Any] = {}
+        _walk_parsed(module.schema, seen)
+        for node_id, node in seen.items():
+            # Only the file's own nodes: a method may take a struct of another file.
+            if node.displayName.split(":")[0] == file_name:
+                pool[node_id] = node.as_builder().to_bytes()
+    # Each node through bytes into schema.capnp's own Node type (the parser's readers carry
+    # libcapnp's built-in copy of the schema, which pycapnp will not mix with a loaded one).
+    readers = []
+    for data in pool.values():
+        with schema.Node.from_bytes(data) as reader:
+            readers.append(reader.as_builder().as_reader())
+    loader = capnp.SchemaLoader()
+    for reader in readers:
+        loader.load_dynamic(reader)
+    converter = _Converter(capnp, loader)
+    result = model.CodeGeneratorRequest(nodes=[converter.convert(r, model.Node) for r in readers])
+
+    class _Request:
+        nodes = readers
+
+    _fill_pointer_values(capnp, loader, _Request(), result)
+    return result.nodes
+
+
+_FIRST_ERROR = r"""
+import re, sys, capnp
+try:
+    capnp.SchemaParser().load(sys.argv[1], sys.argv[2], sys.argv[3:])
+except Exception as exc:
+    print(str(exc).splitlines()[0])
+"""
+
+
+def pycapnp_first_error(file_name: str, *, cwd: str | Path,
+                        import_path: list[str] = ()) -> str | None:  # type: ignore[assignment]
+    """``file:line: message`` of the first error libcapnp 1.x (pycapnp) finds in the file, or
+    None if it loads. Run in a child process: libcapnp may abort the interpreter on a schema
+    error. The line is 1-based here (libcapnp's exception counts from 0)."""
+    require_pycapnp()
+    import re
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _FIRST_ERROR, str(Path(cwd) / file_name), file_name,
+         *[str(Path(cwd) / d) for d in import_path]],
+        cwd=cwd, capture_output=True, text=True, check=False, timeout=60)
+    text = proc.stdout + proc.stderr
+    if proc.returncode == 0 and not text.strip():
+        return None
+    found = re.search(r"(\S+?):(\d+): failed: (.*)", text)
+    if found is None:
+        raise AssertionError(f"pycapnp gave no error line: {text!r}")
+    name = found.group(1)
+    name = file_name if name.endswith(file_name) else name
+    return f"{name}:{int(found.group(2)) + 1}: {found.group(3)}"
