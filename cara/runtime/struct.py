@@ -46,7 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
-from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
+from cara.runtime.types import (
+    ClassType,
+    Invalid,
+    TypeDesc,
+    describe_value,
+    mismatch,
+    round32,
+)
 
 
 def _load_speedups() -> Any:
@@ -811,7 +818,8 @@ def _number_fill(cls: Any, env: dict[str, Any], d: str, s: str, depth: int,
         elif k == "float32":
             lim = t.limit  # type: ignore[attr-defined]
             out.append(f"{v} = {d}.get({i}, 0.0)")
-            out.append(f"if _type({v}) is not _float or not -{lim!r} <= {v} <= {lim!r}: {fix}")
+            out.append(f"if _type({v}) is not _float or not -{lim!r} <= {v} <= {lim!r}"
+                       f" or _round32({v}) != {v}: {fix}")
         elif k == "enum":
             env[f"{prefix}T{i}"] = t.cls  # type: ignore[attr-defined]
             env[f"{prefix}vm{i}"] = t.cls._value2member_map_  # type: ignore[attr-defined]
@@ -1037,7 +1045,8 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
                 "_dict": dict, "_list": list, "_lnew": list.__new__, "_lappend": list.append,
                 "_basecreate": vars(Struct)["Create"].__func__,
                 "_PARAMS": frozenset(f.name for f in params), "_type": type, "_int": int,
-                "_str": str, "_bytes": bytes, "_float": float, "_bool": bool})
+                "_str": str, "_bytes": bytes, "_float": float, "_bool": bool,
+                "_round32": round32})
 
     def keyword_stores() -> list[str]:
         """Parameters -> ``_d`` (a plain dict by number), converting what needs it."""
