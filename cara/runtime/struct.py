@@ -29,9 +29,10 @@ Reading a union member that is not the active one raises :class:`UnionMemberErro
 ``which()`` names the active member. ``s.get(key)`` returns what is *set* (or the given
 default), unlike ``s[key]``/``s.attr``, which return the schema default for unset fields.
 
-Equality is a dict's: two structs are equal when they hold equal values under equal numbers
-(``S() == {}``). Like dicts, structs are mutable and therefore unhashable (``hash(s)`` raises
-``TypeError``); use ``msgpack.packb(s)`` or ``tuple(sorted(s.items()))`` as a key if needed.
+Equality is by reading: two structs are equal when every field reads the same (a field set
+to its default equals an unset one, as on the wire; see :func:`_same_reading`). Like dicts,
+structs are mutable and therefore unhashable (``hash(s)`` raises ``TypeError``); use
+``msgpack.packb(s)`` or ``tuple(sorted(s.items()))``as a key if needed.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def attribute_name(name: str, reserved: frozenset[str] = RESERVED_ATTRS) -> str:
 class FieldSpec:
     """One field of a struct class, with everything the fast paths need precomputed."""
 
-    __slots__ = ("_default", "annotations", "attr", "default_plain", "discriminant", "has_default",
-                 "is_group", "label", "name", "number", "owner", "siblings", "type")
+    __slots__ = ("_compare", "_default", "annotations", "attr", "default_plain", "discriminant",
+                 "has_default", "is_group", "label", "name", "number", "owner", "siblings", "type")
 
     def __init__(self, number: int, name: str, type_: TypeDesc, *, is_group: bool = False,
                  discriminant: int | None = None, default_plain: Any = _MISSING,
@@ -124,6 +125,7 @@ class FieldSpec:
         self.default_plain = default_plain
         self.has_default = default_plain is not _MISSING
         self._default: Any = _MISSING
+        self._compare: Any = _MISSING
         #: Numbers of the other members of the same unnamed union (cleared when this one is set).
         self.siblings: tuple[int, ...] = ()
         self.label = "." + name
@@ -156,6 +158,15 @@ class FieldSpec:
             except Invalid:
                 pass
         return cls()
+
+    def compare_default(self) -> Any:
+        """What an unset field reads as, for comparisons only (a pointer-like default is made
+        once and never handed out, so nothing can change it)."""
+        if not self.is_pointer_like:
+            return self.scalar_default()
+        if self._compare is _MISSING:
+            self._compare = self.fresh_default()
+        return self._compare
 
     def __repr__(self) -> str:
         return f"<field {self.name} #{self.number} :{self.type.name}>"
@@ -266,6 +277,18 @@ class Struct(dict):
     _cara_plan_: Any = None
 
     __hash__ = None
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field reads the same (see :func:`_same_reading`)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if dict.__eq__(self, other) is True:  # the same items (C speed)
+            return True
+        return _same_reading(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        same = self.__eq__(other)
+        return same if same is NotImplemented else not same
 
     def __class_getitem__(cls, args: Any) -> Any:
         """``S[T, ...]``: generic struct ``S`` with its parameters bound."""
@@ -652,6 +675,54 @@ class Struct(dict):
         from cara.runtime.generics import replace_types
 
         return replace_types(cls, replacements)
+
+
+def _same_reading(a: Struct, other: Mapping[Any, Any]) -> bool:
+    """The equality rule: two structs are equal when every field *reads* the same, so a field
+    set to its default equals an unset one (Cap'n Proto's wire cannot tell them apart, and every
+    codec's round trip must compare equal), the same union member must be active, and a NaN
+    equals a NaN. A plain mapping is read as ``a``'s class (one that does not convert is
+    unequal); a struct of another schema is unequal."""
+    schema = a.cara_schema
+    if isinstance(other, Struct):
+        if other.cara_schema.id != schema.id:
+            return False
+        b: Any = other
+    else:
+        try:
+            b = type(a)._cara_convert_(other)
+        except (Invalid, CaraError, TypeError, ValueError, RecursionError):
+            return False
+        if dict.__eq__(a, b):
+            return True
+    if schema.union and a.which() != b.which():
+        return False
+    fields = schema.fields
+    count = len(fields)
+    for key in dict.keys(a) | dict.keys(b):
+        x = _dget(a, key, _MISSING)
+        y = _dget(b, key, _MISSING)
+        if type(key) is int and 0 <= key < count:
+            if x is _MISSING:
+                x = fields[key].compare_default()
+            elif y is _MISSING:
+                y = fields[key].compare_default()
+        elif x is _MISSING or y is _MISSING:  # a number from a newer schema, on one side
+            return False
+        if not _same_value(x, y):
+            return False
+    return True
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """``x == y``, where a NaN equals a NaN, also inside lists."""
+    if x == y:
+        return True
+    if type(x) is float and type(y) is float:
+        return x != x and y != y
+    if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        return all(map(_same_value, x, y))
+    return False
 
 
 def _plain(value: Any, names: bool) -> Any:

@@ -79,8 +79,27 @@ def test_get_matches_enum_fields_by_member_number_and_name(s) -> None:  # type: 
         assert p.phones.Get(type=wanted).number == "2"
     with pytest.raises(KeyError):
         p.phones.Get(type="mobile")
-    with pytest.raises(KeyError):
-        p.phones.Get(type="Home")
+    with pytest.raises(ValueTypeError, match="'Home' is not one of its enumerants"):
+        p.phones.Get(type="Home")  # names no enumerant: can never match, so it is an error
+
+
+def test_enum_compares_with_its_name(s) -> None:  # type: ignore[no-untyped-def]
+    """``phone.type == "home"`` as pycapnp users write it: true for the member's own name,
+    false for another enumerant's, an error for a string that names none (never silently
+    false); numbers and members compare as before, and hashing stays the number's."""
+    t = s.Person.PhoneNumber.Type
+    phone = s.Person.PhoneNumber.Create(type="home")
+    assert phone.type == "home" and "home" == phone.type
+    assert not phone.type != "home" and phone.type != "work" and not phone.type == "work"
+    assert phone.type in ("work", "home") and phone.type == 1 and phone.type == t.home
+    assert hash(phone.type) == hash(1) and {1: "x"}[phone.type] == "x"
+    for typo in ("hme", "Home", ""):
+        with pytest.raises(ValueTypeError, match=r"Person\.PhoneNumber\.Type: .* enumerants"):
+            phone.type == typo  # noqa: B015
+        with pytest.raises(ValueTypeError):
+            phone.type != typo  # noqa: B015
+    unknown = t(40)  # a number the schema does not name: no name equals it
+    assert unknown != "home" and unknown == 40
 
 
 def test_list_copy_pickle() -> None:
