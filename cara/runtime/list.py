@@ -39,6 +39,8 @@ class List(list):
     _cara_elem_: TypeDesc
     _cara_name_: str = "List"
     _p: Any = None
+    #: Where this list was last read from (``Person.phones``), for error messages.
+    _o: Any = None
     #: The fast converters have been generated (see :func:`_compile_items`; done on first use).
     _cara_ready_: bool = False
 
@@ -110,17 +112,32 @@ class List(list):
     def _cara_zero_(cls) -> Any:
         return list.__new__(cls)
 
+    def _where(self) -> str:
+        """The path errors start with: the field this list was read from (``Person.phones``),
+        else the list's type (``List[Int32]``)."""
+        if self._p is not None:  # a pending default, handed out by its parent
+            parent, num = self._p
+            return f"{parent._cara_name_}.{parent.cara_schema.fields[num].name}"
+        return self._o or self._cara_name_
+
     def _conv(self, value: Any, index: Any) -> Any:
         try:
             return _element(self._cara_elem_, self._cara_elem_.convert, value)
         except Invalid as e:
-            raise e.at(f"[{index}]").error(self._cara_name_) from None
+            raise e.at(f"[{index}]").error(self._where()) from None
 
-    def _many(self, values: Any) -> list[Any]:
+    def _many(self, values: Any, start: int = 0, step: int = 1) -> list[Any]:
+        """Converted ``values`` that will sit at ``start``, ``start + step``, ... in this list
+        (errors name that index, not the position in ``values``)."""
         try:
             return type(self)._cara_items_(values)
         except Invalid as e:
-            raise e.error(self._cara_name_) from None
+            # The outermost part is the element's position in ``values``: ``[i]``.
+            if e.parts and e.parts[-1].startswith("[") and (start or step != 1):
+                e.parts[-1] = f"[{start + int(e.parts[-1][1:-1]) * step}]"
+            raise e.error(self._where()) from None
+        except RecursionError:
+            raise Invalid("value nested too deeply").error(self._where()) from None
 
     def _touched(self) -> None:
         if self._p is not None:
@@ -135,18 +152,24 @@ class List(list):
         self._touched()
 
     def extend(self, values: Iterable[Any]) -> None:
-        list.extend(self, self._many(values))
+        list.extend(self, self._many(values, len(self)))
         self._touched()
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        list.insert(self, index, self._conv(value, index))
+        at = index.__index__()  # where list.insert puts it
+        at = min(max(at + len(self) if at < 0 else at, 0), len(self))
+        list.insert(self, index, self._conv(value, at))
         self._touched()
 
     def __setitem__(self, index: Any, value: Any) -> None:
         if isinstance(index, slice):
-            list.__setitem__(self, index, self._many(value))
+            start, _, step = index.indices(len(self))
+            list.__setitem__(self, index, self._many(value, start, step))
         else:
-            list.__setitem__(self, index, self._conv(value, index))
+            at = index.__index__() if hasattr(index, "__index__") else index
+            if isinstance(at, int) and at < 0:
+                at += len(self)
+            list.__setitem__(self, index, self._conv(value, at))
         self._touched()
 
     def __delitem__(self, index: Any) -> None:

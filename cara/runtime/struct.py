@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.list import List as _List
 from cara.runtime.types import (
     ClassType,
     Invalid,
@@ -400,6 +401,8 @@ class Struct(dict):
         if num != key or type(key) is not int:
             value = _dget(self, num, _MISSING)
             if value is not _MISSING:
+                if isinstance(value, _List):  # ``p["phones"]``: as the attribute does
+                    _setattr(value, "_o", f"{self._cara_name_}.{schema.fields[num].name}")
                 return value
         return self._cara_default_(schema.fields[num])
 
@@ -1328,6 +1331,36 @@ class _GroupClass:
         return self.type.cls
 
 
+class _ListField:
+    """A list field's attribute: reads like ``property(itemgetter(n))`` and tells the list it
+    hands out where it lives (``Person.phones``), so that the list's own mutators name that path
+    in their errors (``Person.phones[3].type``), as construction does."""
+
+    __slots__ = ("__dict__", "label", "number")  # (__doc__ per instance, as property has)
+
+    def __init__(self, number: int, label: str, doc: str) -> None:
+        self.number = number
+        self.label = label
+        self.__doc__ = doc
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj[self.number]
+        try:
+            if value._o is not self.label:
+                _setattr(value, "_o", self.label)
+        except AttributeError:  # (not a typed list: cannot happen through the field's checks)
+            pass
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._cara_set_(self.number, value)
+
+    def __delete__(self, obj: Any) -> None:
+        obj._cara_unset_(self.number)
+
+
 def make_struct_class(name: str, schema: StructSchema, *, module: str | None = None,
                       qualname: str | None = None, base: type = Struct) -> type[Struct]:
     """A new struct class: one ``property(itemgetter(n))`` per field attribute."""
@@ -1340,7 +1373,11 @@ def make_struct_class(name: str, schema: StructSchema, *, module: str | None = N
         "__doc__": f"Cap'n Proto struct {schema.name} (@0x{schema.id:016x}).",
     }
     for f in schema.fields:
-        ns[f.attr] = property(itemgetter(f.number), doc=f"field {f.name} :{f.type.name}")
+        doc = f"field {f.name} :{f.type.name}"
+        if f.type.kind == "list" and not f.is_group:
+            ns[f.attr] = _ListField(f.number, f"{schema.name}.{f.name}", doc)
+        else:
+            ns[f.attr] = property(itemgetter(f.number), doc=doc)
         if f.is_group and isinstance(f.type, ClassType):
             ns[group_attribute(f.name)] = _GroupClass(f.type)
     cls: Any = type(name, (base,), ns)
