@@ -92,6 +92,9 @@ _setattr = object.__setattr__
 RESERVED_ATTRS = frozenset(dir(dict)) | {
     "which", "to_dict", "ToDict", "Create", "to_msgpack", "from_msgpack", "to_json", "from_json",
     "to_bytes", "from_bytes", "to_packed_bytes", "from_packed_bytes", "ReplaceTypes",
+    "write", "write_packed", "write_async", "read", "read_packed", "read_multiple",
+    "read_multiple_packed", "read_multiple_bytes", "read_multiple_bytes_packed", "read_async",
+    "read_multiple_async",
     "cara_schema", "mro",
 }
 
@@ -664,12 +667,93 @@ class Struct(dict):
         return self.to_bytes(packed=True)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, packed: bool = False) -> Any:
-        return _hooks.from_bytes(cls, data, packed=packed)
+    def from_bytes(cls, data: bytes, *, packed: bool = False,
+                   traversal_limit_in_words: int | None = None,
+                   nesting_limit: int | None = None) -> Any:
+        """One Cap'n Proto message (limits as pycapnp names them; libcapnp's defaults)."""
+        return _hooks.from_bytes(cls, data, packed=packed,
+                                 traversal_limit_in_words=traversal_limit_in_words,
+                                 nesting_limit=nesting_limit)
 
     @classmethod
     def from_packed_bytes(cls, data: bytes) -> Any:
         return cls.from_bytes(data, packed=True)
+
+    # Messages in files, sockets and streams, under pycapnp's names (cara.codecs.capnp.stream).
+
+    def write(self, file: Any) -> None:
+        """Write this struct as one framed message to a binary file or a socket."""
+        _hooks.stream("write")(self, file)
+
+    def write_packed(self, file: Any) -> None:
+        _hooks.stream("write")(self, file, packed=True)
+
+    async def write_async(self, writer: Any, *, packed: bool = False) -> None:
+        """Write one message to an ``asyncio.StreamWriter`` and drain it."""
+        await _hooks.stream("write_async")(self, writer, packed=packed)
+
+    @classmethod
+    def read(cls, file: Any, traversal_limit_in_words: int | None = None,
+             nesting_limit: int | None = None) -> Any:
+        """One message from a binary file or a socket (nothing after it is read)."""
+        return _hooks.stream("read")(cls, file, traversal_limit_in_words=traversal_limit_in_words,
+                                     nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_packed(cls, file: Any, traversal_limit_in_words: int | None = None,
+                    nesting_limit: int | None = None) -> Any:
+        return _hooks.stream("read")(cls, file, packed=True,
+                                     traversal_limit_in_words=traversal_limit_in_words,
+                                     nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple(cls, file: Any, traversal_limit_in_words: int | None = None,
+                      nesting_limit: int | None = None, skip_copy: bool = False) -> Any:
+        """An iterator over the messages of a binary file or a socket, to its end (each
+        message checked against the limits on its own; ``skip_copy`` is accepted for pycapnp's
+        sake and changes nothing)."""
+        return _hooks.stream("read_multiple")(
+            cls, file, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_packed(cls, file: Any, traversal_limit_in_words: int | None = None,
+                             nesting_limit: int | None = None,
+                             skip_copy: bool = False) -> Any:
+        return _hooks.stream("read_multiple")(
+            cls, file, packed=True, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_bytes(cls, buf: Any, traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None) -> Any:
+        """An iterator over the messages written one after another into ``buf``."""
+        return _hooks.stream("read_multiple_bytes")(
+            cls, buf, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_bytes_packed(cls, buf: Any, traversal_limit_in_words: int | None = None,
+                                   nesting_limit: int | None = None) -> Any:
+        return _hooks.stream("read_multiple_bytes")(
+            cls, buf, packed=True, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    async def read_async(cls, reader: Any, traversal_limit_in_words: int | None = None,
+                         nesting_limit: int | None = None, *, packed: bool = False) -> Any:
+        """One message from an ``asyncio.StreamReader``; ``None`` at the end of the stream."""
+        return await _hooks.stream("read_async")(
+            cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_async(cls, reader: Any, traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None, *, packed: bool = False) -> Any:
+        """``async for s in S.read_multiple_async(reader)``: every message to the end."""
+        return _hooks.stream("read_multiple_async")(
+            cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
 
     @classmethod
     def ReplaceTypes(cls, replacements: Any) -> Any:
