@@ -134,7 +134,7 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
     return _get("to_bytes")(value, packed=packed)
 
 
-def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
+def from_bytes(cls: Any, data: bytes | bytearray | memoryview, *, packed: bool = False,
                traversal_limit_in_words: int | None = None,
                nesting_limit: int | None = None) -> Any:
     if traversal_limit_in_words is None and nesting_limit is None:

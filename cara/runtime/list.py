@@ -15,7 +15,7 @@ import copy as _copy
 import enum
 import threading
 from collections.abc import Iterable
-from typing import Any, SupportsIndex, cast
+from typing import Any, Literal, SupportsIndex, TypeVar, cast, overload
 
 from cara.runtime.types import (
     BUILTINS,
@@ -33,7 +33,12 @@ _lock = threading.RLock()
 _classes: dict[Any, type[List]] = {}
 
 
-class List(list):
+#: The element type, for type checkers (``List[Person]`` in the stubs); at run time
+#: ``List[T]`` is the class of a Cap'n Proto element type (``__class_getitem__``).
+_T = TypeVar("_T")
+
+
+class List(list[_T]):
     """Base of every typed list class. ``List[T]`` gives the class for element type ``T``."""
 
     _cara_elem_: TypeDesc
@@ -226,6 +231,12 @@ class List(list):
         self._touched()
 
     # ------------------------------------------------------------------ queries and copies
+
+    @overload
+    def Get(self, _with_index: Literal[False] = False, **query: Any) -> _T: ...
+
+    @overload
+    def Get(self, _with_index: Literal[True], **query: Any) -> tuple[int, _T]: ...
 
     def Get(self, _with_index: bool = False, **query: Any) -> Any:
         """The first struct element whose fields match ``query``; ``a__b=v`` looks into nested

@@ -41,9 +41,9 @@ import copy as _copy
 import importlib
 import keyword
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
@@ -80,6 +80,8 @@ __all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "group_att
            "make_struct_class"]
 
 _MISSING: Any = object()
+#: A struct class's own type, for the methods that return one (``S.from_bytes(b)`` is an ``S``).
+_S = TypeVar("_S", bound="Struct")
 _DEBUG = False
 _dget = dict.get
 _dset = dict.__setitem__
@@ -592,7 +594,7 @@ class Struct(dict):
 
     # ------------------------------------------------------------------ conversions
 
-    def copy(self) -> Any:
+    def copy(self: _S) -> _S:
         """A shallow copy of the same class (a ``dict.copy`` would lose the class)."""
         new = dict.__new__(type(self))
         dict.update(new, self)
@@ -644,7 +646,7 @@ class Struct(dict):
         return _hooks.packb(self)
 
     @classmethod
-    def from_msgpack(cls, data: bytes) -> Any:
+    def from_msgpack(cls: type[_S], data: bytes) -> _S:
         """Decode msgpack ``data`` (as ``msgpack.packb(s)`` wrote it) into this class."""
         return _hooks.unpack_into(cls, data)
 
@@ -654,7 +656,7 @@ class Struct(dict):
         return hooks.to_json(self, **options)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Any:
+    def from_json(cls: type[_S], text: str | bytes) -> _S:
         from cara.runtime import hooks
 
         return hooks.from_json(cls, text)
@@ -667,16 +669,16 @@ class Struct(dict):
         return self.to_bytes(packed=True)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, packed: bool = False,
+    def from_bytes(cls: type[_S], data: bytes | bytearray | memoryview, *, packed: bool = False,
                    traversal_limit_in_words: int | None = None,
-                   nesting_limit: int | None = None) -> Any:
+                   nesting_limit: int | None = None) -> _S:
         """One Cap'n Proto message (limits as pycapnp names them; libcapnp's defaults)."""
         return _hooks.from_bytes(cls, data, packed=packed,
                                  traversal_limit_in_words=traversal_limit_in_words,
                                  nesting_limit=nesting_limit)
 
     @classmethod
-    def from_packed_bytes(cls, data: bytes) -> Any:
+    def from_packed_bytes(cls: type[_S], data: bytes | bytearray | memoryview) -> _S:
         return cls.from_bytes(data, packed=True)
 
     # Messages in files, sockets and streams, under pycapnp's names (cara.codecs.capnp.stream).
@@ -693,22 +695,23 @@ class Struct(dict):
         await _hooks.stream("write_async")(self, writer, packed=packed)
 
     @classmethod
-    def read(cls, file: Any, traversal_limit_in_words: int | None = None,
-             nesting_limit: int | None = None) -> Any:
+    def read(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+             nesting_limit: int | None = None) -> _S:
         """One message from a binary file or a socket (nothing after it is read)."""
         return _hooks.stream("read")(cls, file, traversal_limit_in_words=traversal_limit_in_words,
                                      nesting_limit=nesting_limit)
 
     @classmethod
-    def read_packed(cls, file: Any, traversal_limit_in_words: int | None = None,
-                    nesting_limit: int | None = None) -> Any:
+    def read_packed(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+                    nesting_limit: int | None = None) -> _S:
         return _hooks.stream("read")(cls, file, packed=True,
                                      traversal_limit_in_words=traversal_limit_in_words,
                                      nesting_limit=nesting_limit)
 
     @classmethod
-    def read_multiple(cls, file: Any, traversal_limit_in_words: int | None = None,
-                      nesting_limit: int | None = None, skip_copy: bool = False) -> Any:
+    def read_multiple(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+                      nesting_limit: int | None = None, skip_copy: bool = False
+                      ) -> Iterator[_S]:
         """An iterator over the messages of a binary file or a socket, to its end (each
         message checked against the limits on its own; ``skip_copy`` is accepted for pycapnp's
         sake and changes nothing)."""
@@ -717,39 +720,44 @@ class Struct(dict):
             nesting_limit=nesting_limit)
 
     @classmethod
-    def read_multiple_packed(cls, file: Any, traversal_limit_in_words: int | None = None,
+    def read_multiple_packed(cls: type[_S], file: Any,
+                             traversal_limit_in_words: int | None = None,
                              nesting_limit: int | None = None,
-                             skip_copy: bool = False) -> Any:
+                             skip_copy: bool = False) -> Iterator[_S]:
         return _hooks.stream("read_multiple")(
             cls, file, packed=True, traversal_limit_in_words=traversal_limit_in_words,
             nesting_limit=nesting_limit)
 
     @classmethod
-    def read_multiple_bytes(cls, buf: Any, traversal_limit_in_words: int | None = None,
-                            nesting_limit: int | None = None) -> Any:
+    def read_multiple_bytes(cls: type[_S], buf: Any, traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None) -> Iterator[_S]:
         """An iterator over the messages written one after another into ``buf``."""
         return _hooks.stream("read_multiple_bytes")(
             cls, buf, traversal_limit_in_words=traversal_limit_in_words,
             nesting_limit=nesting_limit)
 
     @classmethod
-    def read_multiple_bytes_packed(cls, buf: Any, traversal_limit_in_words: int | None = None,
-                                   nesting_limit: int | None = None) -> Any:
+    def read_multiple_bytes_packed(cls: type[_S], buf: Any,
+                                   traversal_limit_in_words: int | None = None,
+                                   nesting_limit: int | None = None) -> Iterator[_S]:
         return _hooks.stream("read_multiple_bytes")(
             cls, buf, packed=True, traversal_limit_in_words=traversal_limit_in_words,
             nesting_limit=nesting_limit)
 
     @classmethod
-    async def read_async(cls, reader: Any, traversal_limit_in_words: int | None = None,
-                         nesting_limit: int | None = None, *, packed: bool = False) -> Any:
+    async def read_async(cls: type[_S], reader: Any, traversal_limit_in_words: int | None = None,
+                         nesting_limit: int | None = None, *, packed: bool = False
+                         ) -> _S | None:
         """One message from an ``asyncio.StreamReader``; ``None`` at the end of the stream."""
         return await _hooks.stream("read_async")(
             cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
             nesting_limit=nesting_limit)
 
     @classmethod
-    def read_multiple_async(cls, reader: Any, traversal_limit_in_words: int | None = None,
-                            nesting_limit: int | None = None, *, packed: bool = False) -> Any:
+    def read_multiple_async(cls: type[_S], reader: Any,
+                            traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None, *, packed: bool = False
+                            ) -> AsyncIterator[_S]:
         """``async for s in S.read_multiple_async(reader)``: every message to the end."""
         return _hooks.stream("read_multiple_async")(
             cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
