@@ -259,3 +259,53 @@ def test_loading_an_edited_schema_again_in_one_process(project: Path) -> None:
         """)
     assert_ok(run(code, project / "app", project / "cache"),
               "MyStruct({extra: True}) MyStruct({field: 'x'})")
+
+
+_SHARED_OLD = """@0xe1b2c3d4e5f60711;
+struct Shared {
+  x @0 :Int32;
+  union { a @1 :Int32; b @2 :Text; }
+}
+"""
+_SHARED_NEW = """@0xe1b2c3d4e5f60711;
+struct Shared {
+  x @0 :Int32;
+  union { a @1 :Int32; b @2 :Text; c @3 :Text; }
+  y @4 :Text;
+}
+"""
+
+
+def test_two_files_with_one_id_are_kept_apart(tmp_path: Path) -> None:
+    """Two projects vendor two versions of one schema (same file id, different text): each
+    ``load`` gets the version its own import path leads to, in either order, also when the
+    shared file is loaded directly; a message with the newer fields keeps them (no silent
+    decode as empty, no other union member)."""
+    _require_compiler()
+    for project, shared, user_id in (("old", _SHARED_OLD, "0xe1b2c3d4e5f60712"),
+                                     ("new", _SHARED_NEW, "0xe1b2c3d4e5f60713")):
+        (tmp_path / project).mkdir()
+        (tmp_path / project / "shared.capnp").write_text(shared)
+        (tmp_path / project / "user.capnp").write_text(
+            f'@{user_id};\nusing import "shared.capnp".Shared;\nstruct User {{ s @0 :Shared; }}\n')
+    code = textwrap.dedent(f"""\
+        import cara
+        root = {str(tmp_path)!r}
+        def names(cls):
+            return sorted(cls.cara_schema.by_name)
+        for order in (("old", "new"), ("new", "old")):
+            users = {{p: cara.load(f"{{root}}/{{p}}/user.capnp") for p in order}}
+            shared = {{p: cara.load(f"{{root}}/{{p}}/shared.capnp") for p in order}}
+            for p in order:
+                inner = users[p].User.cara_schema.fields[0].type.cls
+                assert names(inner) == names(shared[p].Shared), (order, p)
+            assert names(shared["new"].Shared) == ["a", "b", "c", "x", "y"]
+            assert names(shared["old"].Shared) == ["a", "b", "x"]
+            msg = users["new"].User.Create(s={{"c": "new member", "y": "new field"}})
+            back = users["new"].User.from_bytes(msg.to_bytes())
+            assert back == msg and back.s.which() == "c" and back.s.y == "new field", back
+            old = users["old"].User.from_bytes(msg.to_bytes())  # the old reader: unknown member
+            assert old.s.which() != "c"
+        print("kept apart")
+        """)
+    assert_ok(run(code, tmp_path, tmp_path / "cache"), "kept apart")

@@ -25,7 +25,13 @@ strings, floats as numbers or the three special strings.
 
 A value may leave fields out (as ``Struct.to_dict()`` does for unset ones): a missing scalar
 field is written as its schema default and a union with no member given as its first member
-(discriminant 0), which is what libcapnp reads from the same message's binary form. Generic
+(discriminant 0) with that member's explicit default, which is what libcapnp reads from the same
+message's binary form (and what ``capnp convert`` writes). A union whose default member holds
+the same union again has no finite JSON: an :class:`EncodeError` (libcapnp does not terminate).
+A ``Json.Value`` given JSON ``null`` holds ``(null = void)``, and its numbers are written as
+KJ writes a double (``-0``, ``inf``, ``nan``); ``List(AnyPointer)`` is refused, even empty, as
+libcapnp refuses it. A ``$Json.flatten`` member chosen by a discriminator with nothing in it is
+left unset when it is the union's default member (libcapnp leaves its pointer null). Generic
 structs are written and read with the types their brand binds (``Box(Text)``'s ``T`` as Text).
 The same mapping serves ``Struct.to_json()``/``from_json()`` (see :mod:`cara.codecs.json_codec`).
 """
@@ -212,6 +218,24 @@ def _member(field: model.Field, value: Mapping[str, Any]) -> Any:
     return None
 
 
+def _pointer_default(field: model.Field) -> Any:
+    """The explicit default of a Text, Data, list or struct slot as a plain value (``None``
+    when it has none: the type's empty value is written then)."""
+    slot = field.slot
+    if slot is None:
+        return None
+    value = slot.defaultValue
+    which = slot.type.which
+    if value.which != which:
+        return None
+    if which in ("text", "data"):
+        return getattr(value, which)
+    if which in ("list", "struct"):
+        pointer = getattr(value, which)
+        return pointer.value if pointer is not None else None
+    return None
+
+
 class _Encoder(_Schema):
     def struct(self, struct_id: int, value: Mapping[str, Any] | None,
                via: model.Field | None = None, env: Bindings | None = None) -> _Json:
@@ -253,6 +277,8 @@ class _Encoder(_Schema):
         if style.tag is not None:
             out.append((prefix + style.tag, ("atom", _string(name))))
         member = _member(union_field, value)
+        if member is None:  # unset: what libcapnp's reader gives, the explicit default
+            member = _pointer_default(union_field)
         flat = self.flatten(union_field)
         target = self.target(union_field)
         if flat is not None and target is not None:
@@ -302,6 +328,8 @@ class _Encoder(_Schema):
         if which == "list":
             assert type_.list is not None
             element = type_.list.elementType
+            if element.which == "anyPointer":  # even empty, as libcapnp refuses it
+                raise EncodeError(f"{where}: don't know how to JSON-encode List(AnyPointer)")
             return ("array", [self.value(element, item, where) for item in (member or [])])
         if which == "enum":
             assert type_.enum is not None
@@ -330,7 +358,8 @@ class _Encoder(_Schema):
         if "boolean" in value:
             return ("atom", "true" if value["boolean"] else "false")
         if "number" in value:
-            return self.float(float(value["number"] or 0.0))
+            number = value["number"]
+            return ("atom", _kj_double(0.0 if number is None else float(number)))
         if "string" in value:
             return ("atom", _string(value["string"] or ""))
         if "array" in value:
@@ -343,6 +372,17 @@ class _Encoder(_Schema):
             return ("call", (call.get("function") or "",
                              [self.json_value(v or {}) for v in call.get("params") or []]))
         return ("atom", "null")
+
+
+def _kj_double(number: float) -> str:
+    """A ``Json.Value`` number as libcapnp writes it (KJ's rendering of a double): ``-0`` keeps
+    its sign, and the values JSON has no number for are ``inf``, ``-inf`` and ``nan`` (which
+    no JSON reader, libcapnp's included, reads back)."""
+    if math.isnan(number):
+        return "nan"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    return _number(number)
 
 
 def _nbytes(text: str) -> int:
@@ -428,15 +468,28 @@ def format_json(nodes: Mapping[int, model.Node], struct_id: int, value: Mapping[
     """``value`` (a struct of node ``struct_id``) as capnp's JSON, without a final newline:
     laid out as ``capnp convert`` does (``pretty``) or with ``--short`` (not ``pretty``), or,
     given ``indent``, one item per line as ``json.dumps(..., indent=indent)`` lays it out."""
-    tree = _Encoder(nodes).struct(struct_id, value)
+    tree = _encode(lambda encoder: encoder.struct(struct_id, value), nodes)
     return _lay_out(tree, pretty, indent)
 
 
 def format_json_value(nodes: Mapping[int, model.Node], type_: model.Type, value: Any,
                       *, pretty: bool = True, indent: int | None = None) -> str:
     """Like :func:`format_json` for a value of any type ``type_`` (a branded struct, a list)."""
-    tree = _Encoder(nodes).value(type_, value, "root")
+    tree = _encode(lambda encoder: encoder.value(type_, value, "root"), nodes)
     return _lay_out(tree, pretty, indent)
+
+
+def _encode(run: Any, nodes: Mapping[int, model.Node]) -> _Json:
+    """``run(encoder)``, with endless nesting a clear error: a union whose default member is
+    a struct holding that union again (``union { again @0 :R; ... }``) has no finite JSON form,
+    since an unset union is written as its default member (libcapnp does not terminate)."""
+    try:
+        tree: _Json = run(_Encoder(nodes))
+    except RecursionError:
+        raise EncodeError("the value nests too deeply to write as JSON (an unset union is "
+                          "written as its default member: one whose type holds the same union "
+                          "again never ends)") from None
+    return tree
 
 
 # ------------------------------------------------------------------------------------- reader
@@ -543,8 +596,14 @@ class _Decoder(_Schema):
         flat = self.flatten(member)
         target = self.target(member)
         if flat is not None and target is not None:
-            out[member.name] = self.members(target, obj, prefix + flat, path, member,
-                                            _Encoder.env_of(member, env))
+            inner = self.members(target, obj, prefix + flat, path, member,
+                                 _Encoder.env_of(member, env))
+            if inner or member.which == "group":
+                out[member.name] = inner
+            elif member.discriminantValue != 0:
+                out[member.name] = {}  # selected; (libcapnp leaves the pointer null)
+            # else: the default member with nothing in it is what an unset union reads as,
+            # and libcapnp leaves its pointer null
             return
         key = prefix + (style.value_name or _json_name(member))
         if key in obj:
@@ -616,6 +675,9 @@ class _Decoder(_Schema):
             if item is None:
                 return math.nan
             raise _mismatch(where, "expected a number")
+        if which == "struct" and type_.struct is not None and \
+                type_.struct.typeId == JSON_VALUE:
+            return self.json_value(item, where, 0)  # (JSON null too: ``(null = void)``)
         if item is None and which in _POINTER_TYPES:
             return None
         if which == "text":

@@ -85,7 +85,10 @@ def build(
                 for fid, target in imports.items()]
     file_node = next((n for n in decoded if n.id == file_id), None)
     with _LOCK:  # modules imported by two threads at once share the one builder
-        builder = shared_builder(decoded)
+        # The imported files' nodes too, as the imported modules hold them: another file with
+        # the same id (a second vendored version) may have been built since, and this module's
+        # types must be built from the version its own imports lead to.
+        builder = shared_builder([*decoded, *_imported_nodes(imported)])
         builder.module_names[file_id] = module_name
         maker = _DeclarationMaker(builder, decoded, docs)
         annotations = (builder.annotation_values(file_node.annotations, {})
@@ -105,6 +108,21 @@ def build(
         return maker.built
     _install_lazy_names(namespace, module_name, maker, file_node, declarations)
     return maker.built
+
+
+def _imported_nodes(imported: list[ModuleType | None]) -> list[model.Node]:
+    """The nodes of the schema files ``imported`` reach, directly or through their imports."""
+    out: list[model.Node] = []
+    seen: set[int] = set()
+    stack = [m for m in imported if m is not None]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        out.extend(getattr(module, "cara_nodes", {}).values())
+        stack.extend(getattr(module, "_cara_imported_", ()))
+    return out
 
 
 def _install_lazy_names(namespace: dict[str, Any], module_name: str, maker: _DeclarationMaker,
@@ -176,7 +194,7 @@ def shared_builder(nodes: list[model.Node]) -> Any:
     if builder is not None:
         known = builder.nodes
         # repr, not ==: a NaN default makes a node unequal to an identical copy of itself.
-        if any(n.id in known and repr(known[n.id]) != repr(n) for n in nodes):
+        if any(known.get(n.id, n) is not n and repr(known[n.id]) != repr(n) for n in nodes):
             merged = {**known, **{n.id: n for n in nodes}}
             builder = SchemaBuilder(list(merged.values()), module_names=builder.module_names)
         else:

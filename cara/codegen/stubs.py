@@ -3,9 +3,13 @@
 The stub mirrors what :mod:`cara.codegen.rebuild` builds at import time:
 
 * a struct is ``class S(cara.runtime.Struct)`` with one typed attribute per field (named as the
-  runtime names attributes, :func:`cara.runtime.struct.attribute_name`), nested declarations as
-  nested classes, a keyword-only typed ``Create`` and ``__init__``, and ``which()`` returning a
-  ``Literal`` of the union members;
+  runtime names attributes, :func:`cara.runtime.struct.attribute_name`; a property whose setter
+  takes what assignment converts where that differs from what is read: a dict for a struct or
+  group, a name or number for an enum, any iterable for a list), nested declarations as nested
+  classes, a typed ``Create`` (positional values in field order, or keywords), a keyword
+  ``__init__``, and ``which()`` returning a ``Literal`` of the union members; a list reads as
+  ``cara.runtime.List[T]`` (``Get`` included), and ``from_bytes``/``copy``/... return ``S``
+  (typed on :class:`~cara.runtime.struct.Struct` itself);
 * a group is a nested class ``_<field>_Group`` (groups have no name of their own in Cap'n
   Proto; the runtime puts the class under the same name, see
   :func:`cara.runtime.struct.group_attribute`); a method's implicit parameter and result
@@ -194,7 +198,7 @@ class _StubWriter:
         if t.which in _SCALARS:
             return self.builtin(_SCALARS[t.which])
         if t.which == "list" and t.list is not None:
-            return f"{self.builtin('list')}[{self.read_type(t.list.elementType)}]"
+            return f"_List[{self.read_type(t.list.elementType)}]"
         for kind in ("enum", "struct", "interface"):
             if t.which == kind:
                 branded = getattr(t, kind)
@@ -278,6 +282,7 @@ class _StubWriter:
         self.out(0, "from cara.runtime.build import AnnotationDecl as _AnnotationDecl")
         self.out(0, "from cara.runtime.build import AnnotationValue as _AnnotationValue")
         self.out(0, "from cara.runtime.enum import Enum as _Enum")
+        self.out(0, "from cara.runtime.list import List as _List")
         self.out(0, "from cara.runtime.struct import Struct as _Struct")
         self.out(0, "from cara.runtime.interface import Interface as _Interface")
         self.out(0, "from cara.schema.model import Node as _Node")
@@ -346,8 +351,19 @@ class _StubWriter:
         by_code_order = sorted(fields, key=lambda f: f.codeOrder)
         for f in by_code_order:
             attr = field_attribute(f.name)
-            self.out(body, f"{attr}: {self.field_read(node, f)}")
             index = fields.index(f)
+            read, write = self.field_read(node, f), self.field_write(f)
+            if read == write:
+                self.out(body, f"{attr}: {read}")
+            else:  # a property whose setter takes what assignment converts (a dict, a name)
+                self.out(body, "@_b.property")
+                self.out(body, f"def {attr}(_cara_self) -> {read}:")
+                if index < len(member_docs) and member_docs[index]:
+                    self.doc(body + 1, member_docs[index])
+                self.out(body + 1, "...")
+                self.out(body, f"@{attr}.setter")
+                self.out(body, f"def {attr}(_cara_self, _cara_value: {write}) -> None: ...")
+                continue
             if index < len(member_docs) and member_docs[index]:
                 self.doc(body, member_docs[index])
         params = self.keyword_params(node, by_code_order)
@@ -363,9 +379,11 @@ class _StubWriter:
         self.out(body, ") -> None: ...")
         self.out(body, "@classmethod")
         if params:
+            # Positional values go to the fields in their order in the node (the ordinal
+            # order), as ``S.Create(value_of_field_0, ...)`` takes them at run time.
             self.out(body, "def Create(")
-            self.out(body + 1, "_cara_cls, *,")
-            for p in params:
+            self.out(body + 1, "_cara_cls,")
+            for p in self.keyword_params(node, list(fields)):
                 self.out(body + 1, p + ",")
             self.out(body, f") -> {qual}: ...")
         else:

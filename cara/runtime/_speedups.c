@@ -33,7 +33,7 @@ enum {
     K_BOOL,      /* True or False */
     K_VOID,      /* None */
     K_INT,       /* exact int within [lo, hi] */
-    K_FLOAT32,   /* exact float within [-limit, limit] */
+    K_FLOAT32,   /* exact float within [-limit, limit], rounded to single precision */
     K_ENUM,      /* a member; an int (number keys) or a name (name keys) looked up */
     K_STRUCT,    /* an instance of cls; a plain dict built with cls's plan */
     K_LIST,      /* an instance of cls; a plain list of plain dicts for a list of structs */
@@ -220,8 +220,18 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
         keep = PyLong_CheckExact(v) && int_in_range(f, v);
         break;
     case K_FLOAT32:
-        keep = PyFloat_CheckExact(v) && -f->limit <= PyFloat_AS_DOUBLE(v)
-               && PyFloat_AS_DOUBLE(v) <= f->limit;
+        if (PyFloat_CheckExact(v) && -f->limit <= PyFloat_AS_DOUBLE(v)
+                && PyFloat_AS_DOUBLE(v) <= f->limit) {
+            /* Stored rounded to single precision, as types.round32 does (NaN, which fails
+             * the range test, goes to the Python converter). */
+            double x = PyFloat_AS_DOUBLE(v);
+            float single = (float)x;
+            if ((double)single == x) {
+                keep = 1;
+                break;
+            }
+            return PyFloat_FromDouble((double)single);
+        }
         break;
     case K_ENUM: {
         PyObject *member = NULL;

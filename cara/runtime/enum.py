@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from cara.errors import ValueTypeError
 from cara.runtime.types import ClassType, Invalid, describe_value
 
 __all__ = ["Enum", "make_enum"]
@@ -34,6 +35,35 @@ class Enum(enum.IntEnum):
 
     def __repr__(self) -> str:
         return f"{type(self).__qualname__}.{self._name_}"
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to its number, and to its enumerant's name (``phone.type == "home"``, as
+        pycapnp compares); a string that names no enumerant of this enum raises
+        :class:`~cara.errors.ValueTypeError` instead of being silently unequal."""
+        if isinstance(other, str):
+            return _named(self, other)
+        return int.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return not _named(self, other)
+        return int.__ne__(self, other)
+
+    # Defining __eq__ would drop the hash; members hash as their numbers (they equal them).
+    # (A name equals a member without hashing like it: look names up with ``E[name]``.)
+    __hash__ = int.__hash__
+
+
+def _named(member: Enum, name: str) -> bool:
+    """Whether ``name`` names ``member`` (its schema name or its attribute name)."""
+    cls = type(member)
+    found = cls._member_map_.get(name)
+    if found is None:
+        names = ", ".join(getattr(cls, "_cara_enumerant_names_", cls._member_map_))
+        raise ValueTypeError(getattr(cls, "_cara_name_", cls.__qualname__),
+                             f"{name!r} is not one of its enumerants ({names}); "
+                             "comparing with it would always be false")
+    return found is member
 
 
 

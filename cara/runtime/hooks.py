@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-__all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "to_bytes", "to_json",
-           "unpack_into"]
+__all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "stream", "to_bytes",
+           "to_json", "unpack_into"]
 
 #: Which module provides which hook.
 _PROVIDERS = {
@@ -22,6 +22,9 @@ _PROVIDERS = {
     "from_json": "cara.codecs.json_codec",
     "to_bytes": "cara.codecs.capnp.structs",
     "from_bytes": "cara.codecs.capnp.structs",
+    **{f"stream_{name}": "cara.codecs.capnp.stream" for name in (
+        "read", "read_multiple", "read_multiple_bytes", "write", "read_async",
+        "read_multiple_async", "write_async")},
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -131,5 +134,17 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
     return _get("to_bytes")(value, packed=packed)
 
 
-def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
-    return _get("from_bytes")(cls, data, packed=packed)
+def from_bytes(cls: Any, data: bytes | bytearray | memoryview, *, packed: bool = False,
+               traversal_limit_in_words: int | None = None,
+               nesting_limit: int | None = None) -> Any:
+    if traversal_limit_in_words is None and nesting_limit is None:
+        return _get("from_bytes")(cls, data, packed=packed)
+    return _get("from_bytes")(cls, data, packed=packed,
+                              traversal_limit_in_words=traversal_limit_in_words,
+                              nesting_limit=nesting_limit)
+
+
+def stream(name: str) -> Callable[..., Any]:
+    """The message-stream function ``name`` (``read``, ``read_multiple``, ``write``, ...; see
+    :mod:`cara.codecs.capnp.stream`)."""
+    return _get("stream_" + name)

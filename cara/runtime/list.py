@@ -15,7 +15,7 @@ import copy as _copy
 import enum
 import threading
 from collections.abc import Iterable
-from typing import Any, SupportsIndex, cast
+from typing import Any, Literal, SupportsIndex, TypeVar, cast, overload
 
 from cara.runtime.types import (
     BUILTINS,
@@ -33,12 +33,19 @@ _lock = threading.RLock()
 _classes: dict[Any, type[List]] = {}
 
 
-class List(list):
+#: The element type, for type checkers (``List[Person]`` in the stubs); at run time
+#: ``List[T]`` is the class of a Cap'n Proto element type (``__class_getitem__``).
+_T = TypeVar("_T")
+
+
+class List(list[_T]):
     """Base of every typed list class. ``List[T]`` gives the class for element type ``T``."""
 
     _cara_elem_: TypeDesc
     _cara_name_: str = "List"
     _p: Any = None
+    #: Where this list was last read from (``Person.phones``), for error messages.
+    _o: Any = None
     #: The fast converters have been generated (see :func:`_compile_items`; done on first use).
     _cara_ready_: bool = False
 
@@ -110,17 +117,32 @@ class List(list):
     def _cara_zero_(cls) -> Any:
         return list.__new__(cls)
 
+    def _where(self) -> str:
+        """The path errors start with: the field this list was read from (``Person.phones``),
+        else the list's type (``List[Int32]``)."""
+        if self._p is not None:  # a pending default, handed out by its parent
+            parent, num = self._p
+            return f"{parent._cara_name_}.{parent.cara_schema.fields[num].name}"
+        return self._o or self._cara_name_
+
     def _conv(self, value: Any, index: Any) -> Any:
         try:
             return _element(self._cara_elem_, self._cara_elem_.convert, value)
         except Invalid as e:
-            raise e.at(f"[{index}]").error(self._cara_name_) from None
+            raise e.at(f"[{index}]").error(self._where()) from None
 
-    def _many(self, values: Any) -> list[Any]:
+    def _many(self, values: Any, start: int = 0, step: int = 1) -> list[Any]:
+        """Converted ``values`` that will sit at ``start``, ``start + step``, ... in this list
+        (errors name that index, not the position in ``values``)."""
         try:
             return type(self)._cara_items_(values)
         except Invalid as e:
-            raise e.error(self._cara_name_) from None
+            # The outermost part is the element's position in ``values``: ``[i]``.
+            if e.parts and e.parts[-1].startswith("[") and (start or step != 1):
+                e.parts[-1] = f"[{start + int(e.parts[-1][1:-1]) * step}]"
+            raise e.error(self._where()) from None
+        except RecursionError:
+            raise Invalid("value nested too deeply").error(self._where()) from None
 
     def _touched(self) -> None:
         if self._p is not None:
@@ -135,18 +157,24 @@ class List(list):
         self._touched()
 
     def extend(self, values: Iterable[Any]) -> None:
-        list.extend(self, self._many(values))
+        list.extend(self, self._many(values, len(self)))
         self._touched()
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
-        list.insert(self, index, self._conv(value, index))
+        at = index.__index__()  # where list.insert puts it
+        at = min(max(at + len(self) if at < 0 else at, 0), len(self))
+        list.insert(self, index, self._conv(value, at))
         self._touched()
 
     def __setitem__(self, index: Any, value: Any) -> None:
         if isinstance(index, slice):
-            list.__setitem__(self, index, self._many(value))
+            start, _, step = index.indices(len(self))
+            list.__setitem__(self, index, self._many(value, start, step))
         else:
-            list.__setitem__(self, index, self._conv(value, index))
+            at = index.__index__() if hasattr(index, "__index__") else index
+            if isinstance(at, int) and at < 0:
+                at += len(self)
+            list.__setitem__(self, index, self._conv(value, at))
         self._touched()
 
     def __delitem__(self, index: Any) -> None:
@@ -203,6 +231,12 @@ class List(list):
         self._touched()
 
     # ------------------------------------------------------------------ queries and copies
+
+    @overload
+    def Get(self, _with_index: Literal[False] = False, **query: Any) -> _T: ...
+
+    @overload
+    def Get(self, _with_index: Literal[True], **query: Any) -> tuple[int, _T]: ...
 
     def Get(self, _with_index: bool = False, **query: Any) -> Any:
         """The first struct element whose fields match ``query``; ``a__b=v`` looks into nested

@@ -29,9 +29,10 @@ Reading a union member that is not the active one raises :class:`UnionMemberErro
 ``which()`` names the active member. ``s.get(key)`` returns what is *set* (or the given
 default), unlike ``s[key]``/``s.attr``, which return the schema default for unset fields.
 
-Equality is a dict's: two structs are equal when they hold equal values under equal numbers
-(``S() == {}``). Like dicts, structs are mutable and therefore unhashable (``hash(s)`` raises
-``TypeError``); use ``msgpack.packb(s)`` or ``tuple(sorted(s.items()))`` as a key if needed.
+Equality is by reading: two structs are equal when every field reads the same (a field set
+to its default equals an unset one, as on the wire; see :func:`_same_reading`). Like dicts,
+structs are mutable and therefore unhashable (``hash(s)`` raises ``TypeError``); use
+``msgpack.packb(s)`` or ``tuple(sorted(s.items()))``as a key if needed.
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ import copy as _copy
 import importlib
 import keyword
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
-from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
+from cara.runtime.list import List as _List
+from cara.runtime.types import (
+    ClassType,
+    Invalid,
+    TypeDesc,
+    describe_value,
+    mismatch,
+    round32,
+)
 
 
 def _load_speedups() -> Any:
@@ -71,6 +80,8 @@ __all__ = ["FieldSpec", "Struct", "StructSchema", "UnionMemberError", "group_att
            "make_struct_class"]
 
 _MISSING: Any = object()
+#: A struct class's own type, for the methods that return one (``S.from_bytes(b)`` is an ``S``).
+_S = TypeVar("_S", bound="Struct")
 _DEBUG = False
 _dget = dict.get
 _dset = dict.__setitem__
@@ -83,6 +94,9 @@ _setattr = object.__setattr__
 RESERVED_ATTRS = frozenset(dir(dict)) | {
     "which", "to_dict", "ToDict", "Create", "to_msgpack", "from_msgpack", "to_json", "from_json",
     "to_bytes", "from_bytes", "to_packed_bytes", "from_packed_bytes", "ReplaceTypes",
+    "write", "write_packed", "write_async", "read", "read_packed", "read_multiple",
+    "read_multiple_packed", "read_multiple_bytes", "read_multiple_bytes_packed", "read_async",
+    "read_multiple_async",
     "cara_schema", "mro",
 }
 
@@ -101,8 +115,8 @@ def attribute_name(name: str, reserved: frozenset[str] = RESERVED_ATTRS) -> str:
 class FieldSpec:
     """One field of a struct class, with everything the fast paths need precomputed."""
 
-    __slots__ = ("_default", "annotations", "attr", "default_plain", "discriminant", "has_default",
-                 "is_group", "label", "name", "number", "owner", "siblings", "type")
+    __slots__ = ("_compare", "_default", "annotations", "attr", "default_plain", "discriminant",
+                 "has_default", "is_group", "label", "name", "number", "owner", "siblings", "type")
 
     def __init__(self, number: int, name: str, type_: TypeDesc, *, is_group: bool = False,
                  discriminant: int | None = None, default_plain: Any = _MISSING,
@@ -117,6 +131,7 @@ class FieldSpec:
         self.default_plain = default_plain
         self.has_default = default_plain is not _MISSING
         self._default: Any = _MISSING
+        self._compare: Any = _MISSING
         #: Numbers of the other members of the same unnamed union (cleared when this one is set).
         self.siblings: tuple[int, ...] = ()
         self.label = "." + name
@@ -149,6 +164,15 @@ class FieldSpec:
             except Invalid:
                 pass
         return cls()
+
+    def compare_default(self) -> Any:
+        """What an unset field reads as, for comparisons only (a pointer-like default is made
+        once and never handed out, so nothing can change it)."""
+        if not self.is_pointer_like:
+            return self.scalar_default()
+        if self._compare is _MISSING:
+            self._compare = self.fresh_default()
+        return self._compare
 
     def __repr__(self) -> str:
         return f"<field {self.name} #{self.number} :{self.type.name}>"
@@ -260,6 +284,18 @@ class Struct(dict):
 
     __hash__ = None
 
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field reads the same (see :func:`_same_reading`)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if dict.__eq__(self, other) is True:  # the same items (C speed)
+            return True
+        return _same_reading(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        same = self.__eq__(other)
+        return same if same is NotImplemented else not same
+
     def __class_getitem__(cls, args: Any) -> Any:
         """``S[T, ...]``: generic struct ``S`` with its parameters bound."""
         from cara.runtime.generics import bind
@@ -370,6 +406,8 @@ class Struct(dict):
         if num != key or type(key) is not int:
             value = _dget(self, num, _MISSING)
             if value is not _MISSING:
+                if isinstance(value, _List):  # ``p["phones"]``: as the attribute does
+                    _setattr(value, "_o", f"{self._cara_name_}.{schema.fields[num].name}")
                 return value
         return self._cara_default_(schema.fields[num])
 
@@ -556,7 +594,7 @@ class Struct(dict):
 
     # ------------------------------------------------------------------ conversions
 
-    def copy(self) -> Any:
+    def copy(self: _S) -> _S:
         """A shallow copy of the same class (a ``dict.copy`` would lose the class)."""
         new = dict.__new__(type(self))
         dict.update(new, self)
@@ -608,7 +646,7 @@ class Struct(dict):
         return _hooks.packb(self)
 
     @classmethod
-    def from_msgpack(cls, data: bytes) -> Any:
+    def from_msgpack(cls: type[_S], data: bytes) -> _S:
         """Decode msgpack ``data`` (as ``msgpack.packb(s)`` wrote it) into this class."""
         return _hooks.unpack_into(cls, data)
 
@@ -618,7 +656,7 @@ class Struct(dict):
         return hooks.to_json(self, **options)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Any:
+    def from_json(cls: type[_S], text: str | bytes) -> _S:
         from cara.runtime import hooks
 
         return hooks.from_json(cls, text)
@@ -631,12 +669,99 @@ class Struct(dict):
         return self.to_bytes(packed=True)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, packed: bool = False) -> Any:
-        return _hooks.from_bytes(cls, data, packed=packed)
+    def from_bytes(cls: type[_S], data: bytes | bytearray | memoryview, *, packed: bool = False,
+                   traversal_limit_in_words: int | None = None,
+                   nesting_limit: int | None = None) -> _S:
+        """One Cap'n Proto message (limits as pycapnp names them; libcapnp's defaults)."""
+        return _hooks.from_bytes(cls, data, packed=packed,
+                                 traversal_limit_in_words=traversal_limit_in_words,
+                                 nesting_limit=nesting_limit)
 
     @classmethod
-    def from_packed_bytes(cls, data: bytes) -> Any:
+    def from_packed_bytes(cls: type[_S], data: bytes | bytearray | memoryview) -> _S:
         return cls.from_bytes(data, packed=True)
+
+    # Messages in files, sockets and streams, under pycapnp's names (cara.codecs.capnp.stream).
+
+    def write(self, file: Any) -> None:
+        """Write this struct as one framed message to a binary file or a socket."""
+        _hooks.stream("write")(self, file)
+
+    def write_packed(self, file: Any) -> None:
+        _hooks.stream("write")(self, file, packed=True)
+
+    async def write_async(self, writer: Any, *, packed: bool = False) -> None:
+        """Write one message to an ``asyncio.StreamWriter`` and drain it."""
+        await _hooks.stream("write_async")(self, writer, packed=packed)
+
+    @classmethod
+    def read(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+             nesting_limit: int | None = None) -> _S:
+        """One message from a binary file or a socket (nothing after it is read)."""
+        return _hooks.stream("read")(cls, file, traversal_limit_in_words=traversal_limit_in_words,
+                                     nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_packed(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+                    nesting_limit: int | None = None) -> _S:
+        return _hooks.stream("read")(cls, file, packed=True,
+                                     traversal_limit_in_words=traversal_limit_in_words,
+                                     nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple(cls: type[_S], file: Any, traversal_limit_in_words: int | None = None,
+                      nesting_limit: int | None = None, skip_copy: bool = False
+                      ) -> Iterator[_S]:
+        """An iterator over the messages of a binary file or a socket, to its end (each
+        message checked against the limits on its own; ``skip_copy`` is accepted for pycapnp's
+        sake and changes nothing)."""
+        return _hooks.stream("read_multiple")(
+            cls, file, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_packed(cls: type[_S], file: Any,
+                             traversal_limit_in_words: int | None = None,
+                             nesting_limit: int | None = None,
+                             skip_copy: bool = False) -> Iterator[_S]:
+        return _hooks.stream("read_multiple")(
+            cls, file, packed=True, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_bytes(cls: type[_S], buf: Any, traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None) -> Iterator[_S]:
+        """An iterator over the messages written one after another into ``buf``."""
+        return _hooks.stream("read_multiple_bytes")(
+            cls, buf, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_bytes_packed(cls: type[_S], buf: Any,
+                                   traversal_limit_in_words: int | None = None,
+                                   nesting_limit: int | None = None) -> Iterator[_S]:
+        return _hooks.stream("read_multiple_bytes")(
+            cls, buf, packed=True, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    async def read_async(cls: type[_S], reader: Any, traversal_limit_in_words: int | None = None,
+                         nesting_limit: int | None = None, *, packed: bool = False
+                         ) -> _S | None:
+        """One message from an ``asyncio.StreamReader``; ``None`` at the end of the stream."""
+        return await _hooks.stream("read_async")(
+            cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
+
+    @classmethod
+    def read_multiple_async(cls: type[_S], reader: Any,
+                            traversal_limit_in_words: int | None = None,
+                            nesting_limit: int | None = None, *, packed: bool = False
+                            ) -> AsyncIterator[_S]:
+        """``async for s in S.read_multiple_async(reader)``: every message to the end."""
+        return _hooks.stream("read_multiple_async")(
+            cls, reader, packed=packed, traversal_limit_in_words=traversal_limit_in_words,
+            nesting_limit=nesting_limit)
 
     @classmethod
     def ReplaceTypes(cls, replacements: Any) -> Any:
@@ -645,6 +770,54 @@ class Struct(dict):
         from cara.runtime.generics import replace_types
 
         return replace_types(cls, replacements)
+
+
+def _same_reading(a: Struct, other: Mapping[Any, Any]) -> bool:
+    """The equality rule: two structs are equal when every field *reads* the same, so a field
+    set to its default equals an unset one (Cap'n Proto's wire cannot tell them apart, and every
+    codec's round trip must compare equal), the same union member must be active, and a NaN
+    equals a NaN. A plain mapping is read as ``a``'s class (one that does not convert is
+    unequal); a struct of another schema is unequal."""
+    schema = a.cara_schema
+    if isinstance(other, Struct):
+        if other.cara_schema.id != schema.id:
+            return False
+        b: Any = other
+    else:
+        try:
+            b = type(a)._cara_convert_(other)
+        except (Invalid, CaraError, TypeError, ValueError, RecursionError):
+            return False
+        if dict.__eq__(a, b):
+            return True
+    if schema.union and a.which() != b.which():
+        return False
+    fields = schema.fields
+    count = len(fields)
+    for key in dict.keys(a) | dict.keys(b):
+        x = _dget(a, key, _MISSING)
+        y = _dget(b, key, _MISSING)
+        if type(key) is int and 0 <= key < count:
+            if x is _MISSING:
+                x = fields[key].compare_default()
+            elif y is _MISSING:
+                y = fields[key].compare_default()
+        elif x is _MISSING or y is _MISSING:  # a number from a newer schema, on one side
+            return False
+        if not _same_value(x, y):
+            return False
+    return True
+
+
+def _same_value(x: Any, y: Any) -> bool:
+    """``x == y``, where a NaN equals a NaN, also inside lists."""
+    if x == y:
+        return True
+    if type(x) is float and type(y) is float:
+        return x != x and y != y
+    if isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+        return all(map(_same_value, x, y))
+    return False
 
 
 def _plain(value: Any, names: bool) -> Any:
@@ -811,7 +984,8 @@ def _number_fill(cls: Any, env: dict[str, Any], d: str, s: str, depth: int,
         elif k == "float32":
             lim = t.limit  # type: ignore[attr-defined]
             out.append(f"{v} = {d}.get({i}, 0.0)")
-            out.append(f"if _type({v}) is not _float or not -{lim!r} <= {v} <= {lim!r}: {fix}")
+            out.append(f"if _type({v}) is not _float or not -{lim!r} <= {v} <= {lim!r}"
+                       f" or _round32({v}) != {v}: {fix}")
         elif k == "enum":
             env[f"{prefix}T{i}"] = t.cls  # type: ignore[attr-defined]
             env[f"{prefix}vm{i}"] = t.cls._value2member_map_  # type: ignore[attr-defined]
@@ -1037,7 +1211,8 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
                 "_dict": dict, "_list": list, "_lnew": list.__new__, "_lappend": list.append,
                 "_basecreate": vars(Struct)["Create"].__func__,
                 "_PARAMS": frozenset(f.name for f in params), "_type": type, "_int": int,
-                "_str": str, "_bytes": bytes, "_float": float, "_bool": bool})
+                "_str": str, "_bytes": bytes, "_float": float, "_bool": bool,
+                "_round32": round32})
 
     def keyword_stores() -> list[str]:
         """Parameters -> ``_d`` (a plain dict by number), converting what needs it."""
@@ -1248,6 +1423,36 @@ class _GroupClass:
         return self.type.cls
 
 
+class _ListField:
+    """A list field's attribute: reads like ``property(itemgetter(n))`` and tells the list it
+    hands out where it lives (``Person.phones``), so that the list's own mutators name that path
+    in their errors (``Person.phones[3].type``), as construction does."""
+
+    __slots__ = ("__dict__", "label", "number")  # (__doc__ per instance, as property has)
+
+    def __init__(self, number: int, label: str, doc: str) -> None:
+        self.number = number
+        self.label = label
+        self.__doc__ = doc
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj[self.number]
+        try:
+            if value._o is not self.label:
+                _setattr(value, "_o", self.label)
+        except AttributeError:  # (not a typed list: cannot happen through the field's checks)
+            pass
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._cara_set_(self.number, value)
+
+    def __delete__(self, obj: Any) -> None:
+        obj._cara_unset_(self.number)
+
+
 def make_struct_class(name: str, schema: StructSchema, *, module: str | None = None,
                       qualname: str | None = None, base: type = Struct) -> type[Struct]:
     """A new struct class: one ``property(itemgetter(n))`` per field attribute."""
@@ -1260,7 +1465,11 @@ def make_struct_class(name: str, schema: StructSchema, *, module: str | None = N
         "__doc__": f"Cap'n Proto struct {schema.name} (@0x{schema.id:016x}).",
     }
     for f in schema.fields:
-        ns[f.attr] = property(itemgetter(f.number), doc=f"field {f.name} :{f.type.name}")
+        doc = f"field {f.name} :{f.type.name}"
+        if f.type.kind == "list" and not f.is_group:
+            ns[f.attr] = _ListField(f.number, f"{schema.name}.{f.name}", doc)
+        else:
+            ns[f.attr] = property(itemgetter(f.number), doc=doc)
         if f.is_group and isinstance(f.type, ClassType):
             ns[group_attribute(f.name)] = _GroupClass(f.type)
     cls: Any = type(name, (base,), ns)

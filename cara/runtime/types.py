@@ -16,6 +16,7 @@ entry points turn it into :class:`cara.errors.ValueTypeError` with the full path
 from __future__ import annotations
 
 import math
+import struct as _struct
 from collections.abc import Callable
 from typing import Any
 
@@ -158,11 +159,24 @@ class _Int(TypeDesc):
 
 FLOAT32_MAX = 3.4028234663852886e38
 
+_F32 = _struct.Struct("<f")
+
+
+def round32(value: float) -> float:
+    """``value`` rounded to the nearest Float32 (to nearest even, as C's ``(float)x`` rounds),
+    as a Python float: what a Float32 field holds, so it reads back what the wire carries."""
+    single: float = _F32.unpack(_F32.pack(value))[0]
+    # An exact value (and NaN, which single precision cannot make "nearer") stays the same
+    # object, so a value read back compares equal to itself even when it is NaN.
+    return value if single == value or single != single else single
+
 
 class _Float(TypeDesc):
     def __init__(self, name: str, limit: float | None) -> None:
         self.kind = self.name = name
         self.limit = limit
+        #: Float32: values are rounded to single precision when stored.
+        self.single = limit is not None
 
     def convert(self, value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -170,15 +184,19 @@ class _Float(TypeDesc):
                 out = float(value)
             except OverflowError:
                 raise Invalid(f"{value} is out of range for {self.name}") from None
-            if self.limit is not None and math.isfinite(out) and abs(out) > self.limit:
-                raise Invalid(f"{value!r} is out of range for {self.name}")
+            if self.limit is not None:
+                if math.isfinite(out) and abs(out) > self.limit:
+                    raise Invalid(f"{value!r} is out of range for {self.name}")
+                return round32(out)
             return out
         raise mismatch(self.name, value)
 
     def fast_check(self, var: str, env: dict[str, Any]) -> str:
         if self.limit is None:
             return f"type({var}) is float"
-        return f"(type({var}) is float and -{self.limit!r} <= {var} <= {self.limit!r})"
+        env["_round32"] = round32
+        return (f"(type({var}) is float and -{self.limit!r} <= {var} <= {self.limit!r}"
+                f" and _round32({var}) == {var})")
 
     def default(self) -> Any:
         return 0.0

@@ -11,6 +11,7 @@ from collections.abc import Mapping as _Mapping
 from cara.runtime.build import AnnotationDecl as _AnnotationDecl
 from cara.runtime.build import AnnotationValue as _AnnotationValue
 from cara.runtime.enum import Enum as _Enum
+from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node

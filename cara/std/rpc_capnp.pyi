@@ -11,6 +11,7 @@ from collections.abc import Mapping as _Mapping
 from cara.runtime.build import AnnotationDecl as _AnnotationDecl
 from cara.runtime.build import AnnotationValue as _AnnotationValue
 from cara.runtime.enum import Enum as _Enum
+from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
@@ -22,30 +23,66 @@ cara_nodes: dict[int, _Node]
 
 class Message(_Struct):
     """An RPC connection is a bi-directional stream of Messages."""
-    unimplemented: Message
-    'The sender previously received this message from the peer but didn\'t understand it or doesn\'t\nyet implement the functionality that was requested.  So, the sender is echoing the message\nback.  In some cases, the receiver may be able to recover from this by pretending the sender\nhad taken some appropriate "null" action.\n\nFor example, say `resolve` is received by a level 0 implementation (because a previous call\nor return happened to contain a promise).  The level 0 implementation will echo it back as\n`unimplemented`.  The original sender can then simply release the cap to which the promise\nhad resolved, thus avoiding a leak.\n\nFor any message type that introduces a question, if the message comes back unimplemented,\nthe original sender may simply treat it as if the question failed with an exception.\n\nIn cases where there is no sensible way to react to an `unimplemented` message (without\nresource leaks or other serious problems), the connection may need to be aborted.  This is\na gray area; different implementations may take different approaches.'
-    abort: Exception
-    """Sent when a connection is being aborted due to an unrecoverable error.  This could be e.g.
+    @_b.property
+    def unimplemented(_cara_self) -> Message:
+        'The sender previously received this message from the peer but didn\'t understand it or doesn\'t\nyet implement the functionality that was requested.  So, the sender is echoing the message\nback.  In some cases, the receiver may be able to recover from this by pretending the sender\nhad taken some appropriate "null" action.\n\nFor example, say `resolve` is received by a level 0 implementation (because a previous call\nor return happened to contain a promise).  The level 0 implementation will echo it back as\n`unimplemented`.  The original sender can then simply release the cap to which the promise\nhad resolved, thus avoiding a leak.\n\nFor any message type that introduces a question, if the message comes back unimplemented,\nthe original sender may simply treat it as if the question failed with an exception.\n\nIn cases where there is no sensible way to react to an `unimplemented` message (without\nresource leaks or other serious problems), the connection may need to be aborted.  This is\na gray area; different implementations may take different approaches.'
+        ...
+    @unimplemented.setter
+    def unimplemented(_cara_self, _cara_value: Message | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def abort(_cara_self) -> Exception:
+        """Sent when a connection is being aborted due to an unrecoverable error.  This could be e.g.
 because the sender received an invalid or nonsensical message or because the sender had an
 internal error.  The sender will shut down the outgoing half of the connection after `abort`
 and will completely close the connection shortly thereafter (it's up to the sender how much
 of a time buffer they want to offer for the client to receive the `abort` before the
 connection is reset).
-    """
-    bootstrap: Bootstrap
-    """Request the peer's bootstrap interface."""
-    call: Call
-    """Begin a method call."""
-    return_: Return
-    """Complete a method call."""
-    finish: Finish
-    """Release a returned answer / cancel a call."""
-    resolve: Resolve
-    """Resolve a previously-sent promise."""
-    release: Release
-    """Release a capability so that the remote object can be deallocated."""
-    disembargo: Disembargo
-    """Lift an embargo used to enforce E-order over promise resolution."""
+        """
+        ...
+    @abort.setter
+    def abort(_cara_self, _cara_value: Exception | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def bootstrap(_cara_self) -> Bootstrap:
+        """Request the peer's bootstrap interface."""
+        ...
+    @bootstrap.setter
+    def bootstrap(_cara_self, _cara_value: Bootstrap | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def call(_cara_self) -> Call:
+        """Begin a method call."""
+        ...
+    @call.setter
+    def call(_cara_self, _cara_value: Call | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def return_(_cara_self) -> Return:
+        """Complete a method call."""
+        ...
+    @return_.setter
+    def return_(_cara_self, _cara_value: Return | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def finish(_cara_self) -> Finish:
+        """Release a returned answer / cancel a call."""
+        ...
+    @finish.setter
+    def finish(_cara_self, _cara_value: Finish | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def resolve(_cara_self) -> Resolve:
+        """Resolve a previously-sent promise."""
+        ...
+    @resolve.setter
+    def resolve(_cara_self, _cara_value: Resolve | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def release(_cara_self) -> Release:
+        """Release a capability so that the remote object can be deallocated."""
+        ...
+    @release.setter
+    def release(_cara_self, _cara_value: Release | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def disembargo(_cara_self) -> Disembargo:
+        """Lift an embargo used to enforce E-order over promise resolution."""
+        ...
+    @disembargo.setter
+    def disembargo(_cara_self, _cara_value: Disembargo | _Mapping[_t.Any, _t.Any]) -> None: ...
     obsoleteSave: _t.Any
     """Obsolete request to save a capability, resulting in a SturdyRef. This has been replaced
 by the `Persistent` interface defined in `persistent.capnp`. This operation was never
@@ -53,14 +90,30 @@ implemented.
     """
     obsoleteDelete: _t.Any
     """Obsolete way to delete a SturdyRef. This operation was never implemented."""
-    provide: Provide
-    """Provide a capability to a third party."""
-    accept: Accept
-    """Accept a capability provided by a third party."""
-    thirdPartyAnswer: ThirdPartyAnswer
-    """Call handed off from a third party."""
-    join: Join
-    """Directly connect to the common root of two or more proxied caps."""
+    @_b.property
+    def provide(_cara_self) -> Provide:
+        """Provide a capability to a third party."""
+        ...
+    @provide.setter
+    def provide(_cara_self, _cara_value: Provide | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def accept(_cara_self) -> Accept:
+        """Accept a capability provided by a third party."""
+        ...
+    @accept.setter
+    def accept(_cara_self, _cara_value: Accept | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def thirdPartyAnswer(_cara_self) -> ThirdPartyAnswer:
+        """Call handed off from a third party."""
+        ...
+    @thirdPartyAnswer.setter
+    def thirdPartyAnswer(_cara_self, _cara_value: ThirdPartyAnswer | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def join(_cara_self) -> Join:
+        """Directly connect to the common root of two or more proxied caps."""
+        ...
+    @join.setter
+    def join(_cara_self, _cara_value: Join | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -82,22 +135,22 @@ implemented.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         unimplemented: Message | _Mapping[_t.Any, _t.Any] = ...,
         abort: Exception | _Mapping[_t.Any, _t.Any] = ...,
-        bootstrap: Bootstrap | _Mapping[_t.Any, _t.Any] = ...,
         call: Call | _Mapping[_t.Any, _t.Any] = ...,
         return_: Return | _Mapping[_t.Any, _t.Any] = ...,
         finish: Finish | _Mapping[_t.Any, _t.Any] = ...,
         resolve: Resolve | _Mapping[_t.Any, _t.Any] = ...,
         release: Release | _Mapping[_t.Any, _t.Any] = ...,
-        disembargo: Disembargo | _Mapping[_t.Any, _t.Any] = ...,
         obsoleteSave: _t.Any = ...,
+        bootstrap: Bootstrap | _Mapping[_t.Any, _t.Any] = ...,
         obsoleteDelete: _t.Any = ...,
         provide: Provide | _Mapping[_t.Any, _t.Any] = ...,
         accept: Accept | _Mapping[_t.Any, _t.Any] = ...,
-        thirdPartyAnswer: ThirdPartyAnswer | _Mapping[_t.Any, _t.Any] = ...,
         join: Join | _Mapping[_t.Any, _t.Any] = ...,
+        disembargo: Disembargo | _Mapping[_t.Any, _t.Any] = ...,
+        thirdPartyAnswer: ThirdPartyAnswer | _Mapping[_t.Any, _t.Any] = ...,
     ) -> Message: ...
     def which(_cara_self) -> _t.Literal['unimplemented', 'abort', 'call', 'return', 'finish', 'resolve', 'release', 'obsoleteSave', 'bootstrap', 'obsoleteDelete', 'provide', 'accept', 'join', 'disembargo', 'thirdPartyAnswer']: ...
 
@@ -117,7 +170,7 @@ containing the restored capability.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         deprecatedObjectId: _t.Any = ...,
     ) -> Bootstrap: ...
@@ -191,7 +244,7 @@ Vat B -> Vat A that contains `awaitFromThirdParty` in place of results.  Vat C s
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             caller: None = ...,
             yourself: None = ...,
             thirdParty: _t.Any = ...,
@@ -207,8 +260,12 @@ A question ID can be reused once both:
 - A matching Return has been received from the callee.
 - A matching Finish has been sent from the caller.
     """
-    target: MessageTarget
-    """The object that should receive this call."""
+    @_b.property
+    def target(_cara_self) -> MessageTarget:
+        """The object that should receive this call."""
+        ...
+    @target.setter
+    def target(_cara_self, _cara_value: MessageTarget | _Mapping[_t.Any, _t.Any]) -> None: ...
     interfaceId: int
     """The type ID of the interface being called.  Each capability may implement multiple interfaces."""
     methodId: int
@@ -242,12 +299,20 @@ implementation assumes that the other end is in fact honoring the hint, and the 
 allowed to loop around. If a `Return` is ever seen when `onlyPromisePipeline` was set, then
 the implementation stops using this hint.
     """
-    params: Payload
-    """The call parameters.  `params.content` is a struct whose fields correspond to the parameters of
+    @_b.property
+    def params(_cara_self) -> Payload:
+        """The call parameters.  `params.content` is a struct whose fields correspond to the parameters of
 the method.
-    """
-    sendResultsTo: Call._sendResultsTo_Group
-    """Where should the return message be sent?"""
+        """
+        ...
+    @params.setter
+    def params(_cara_self, _cara_value: Payload | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def sendResultsTo(_cara_self) -> Call._sendResultsTo_Group:
+        """Where should the return message be sent?"""
+        ...
+    @sendResultsTo.setter
+    def sendResultsTo(_cara_self, _cara_value: Call._sendResultsTo_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -263,16 +328,16 @@ the method.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         target: MessageTarget | _Mapping[_t.Any, _t.Any] = ...,
         interfaceId: int = ...,
         methodId: int = ...,
+        params: Payload | _Mapping[_t.Any, _t.Any] = ...,
+        sendResultsTo: Call._sendResultsTo_Group | _Mapping[_t.Any, _t.Any] = ...,
         allowThirdPartyTailCall: bool = ...,
         noPromisePipelining: bool = ...,
         onlyPromisePipeline: bool = ...,
-        params: Payload | _Mapping[_t.Any, _t.Any] = ...,
-        sendResultsTo: Call._sendResultsTo_Group | _Mapping[_t.Any, _t.Any] = ...,
     ) -> Call: ...
 
 class Return(_Struct):
@@ -299,17 +364,25 @@ capabilities, since the `Finish` message would normally release those capabiliti
 promise pipelining responsibility. The caller may still send a `Finish` message if it wants,
 which will be silently ignored by the callee.
     """
-    results: Payload
-    """The result.
+    @_b.property
+    def results(_cara_self) -> Payload:
+        """The result.
 
 For regular method calls, `results.content` points to the result struct.
 
 For a `Return` in response to an `Accept` or `Bootstrap`, `results` contains a single
 capability (rather than a struct), and `results.content` is just a capability pointer with
 index 0.  A `Finish` is still required in this case.
-    """
-    exception: Exception
-    """Indicates that the call failed and explains why."""
+        """
+        ...
+    @results.setter
+    def results(_cara_self, _cara_value: Payload | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def exception(_cara_self) -> Exception:
+        """Indicates that the call failed and explains why."""
+        ...
+    @exception.setter
+    def exception(_cara_self, _cara_value: Exception | _Mapping[_t.Any, _t.Any]) -> None: ...
     canceled: None
     """Indicates that the call was canceled due to the caller sending a Finish message
 before the call had completed.
@@ -349,16 +422,16 @@ had `allowThirdPartyTailCall` set.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         answerId: int = ...,
         releaseParamCaps: bool = ...,
-        noFinishNeeded: bool = ...,
         results: Payload | _Mapping[_t.Any, _t.Any] = ...,
         exception: Exception | _Mapping[_t.Any, _t.Any] = ...,
         canceled: None = ...,
         resultsSentElsewhere: None = ...,
         takeFromOtherQuestion: int = ...,
         awaitFromThirdParty: _t.Any = ...,
+        noFinishNeeded: bool = ...,
     ) -> Return: ...
     def which(_cara_self) -> _t.Literal['results', 'exception', 'canceled', 'resultsSentElsewhere', 'takeFromOtherQuestion', 'awaitFromThirdParty']: ...
 
@@ -396,7 +469,7 @@ See also comments in handleFinish() in rpc.c++ for more details.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         releaseResultCaps: bool = ...,
         requireEarlyCancellationWorkaround: bool = ...,
@@ -442,8 +515,9 @@ any reason to send a `Resolve`).  Thus a `Resolve` may be received for a promise
 the receiver has no knowledge, because it already released it earlier.  In this case, the
 receiver should simply release the capability to which the promise resolved.
     """
-    cap: CapDescriptor
-    """The object to which the promise resolved.
+    @_b.property
+    def cap(_cara_self) -> CapDescriptor:
+        """The object to which the promise resolved.
 
 The sender promises that from this point forth, until `promiseId` is released, it shall
 simply forward all messages to the capability designated by `cap`.  This is true even if
@@ -453,9 +527,16 @@ This is important in the case that the receiver of the `Resolve` ends up sending
 `Disembargo` message towards `promiseId` in order to control message ordering -- that
 `Disembargo` really needs to reflect back to exactly the object designated by `cap` even
 if that object is itself a promise.
-    """
-    exception: Exception
-    """Indicates that the promise was broken."""
+        """
+        ...
+    @cap.setter
+    def cap(_cara_self, _cara_value: CapDescriptor | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def exception(_cara_self) -> Exception:
+        """Indicates that the promise was broken."""
+        ...
+    @exception.setter
+    def exception(_cara_self, _cara_value: Exception | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -465,7 +546,7 @@ if that object is itself a promise.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         promiseId: int = ...,
         cap: CapDescriptor | _Mapping[_t.Any, _t.Any] = ...,
         exception: Exception | _Mapping[_t.Any, _t.Any] = ...,
@@ -492,7 +573,7 @@ when the reference count reaches zero.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         id: int = ...,
         referenceCount: int = ...,
     ) -> Release: ...
@@ -515,8 +596,9 @@ vat.  Otherwise, the sender has committed a protocol error and should be disconn
         """The receiver previously sent a `senderLoopback` Disembargo towards a promise resolving to
 this capability, and that Disembargo is now being echoed back.
         """
-        accept: bytes
-        """**(level 3)**
+        @_b.property
+        def accept(_cara_self) -> bytes:
+            """**(level 3)**
 
 The sender is requesting a disembargo on a promise that is known to resolve to a third-party
 capability that the sender is currently in the process of accepting (using `Accept`).
@@ -534,7 +616,10 @@ necessary because forwarding allows the same provision to be accepted multiple t
 VatNetwork does not allow forwarding, the embargo ID can be omitted.
 
 See `Accept.embargo` for an example.
-        """
+            """
+            ...
+        @accept.setter
+        def accept(_cara_self, _cara_value: bytes | bytearray | memoryview) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -544,15 +629,23 @@ See `Accept.embargo` for an example.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             senderLoopback: int = ...,
             receiverLoopback: int = ...,
             accept: bytes | bytearray | memoryview = ...,
         ) -> Disembargo._context_Group: ...
         def which(_cara_self) -> _t.Literal['senderLoopback', 'receiverLoopback', 'accept']: ...
-    target: MessageTarget
-    """What is to be disembargoed."""
-    context: Disembargo._context_Group
+    @_b.property
+    def target(_cara_self) -> MessageTarget:
+        """What is to be disembargoed."""
+        ...
+    @target.setter
+    def target(_cara_self, _cara_value: MessageTarget | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def context(_cara_self) -> Disembargo._context_Group:
+        ...
+    @context.setter
+    def context(_cara_self, _cara_value: Disembargo._context_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -561,7 +654,7 @@ See `Accept.embargo` for an example.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         target: MessageTarget | _Mapping[_t.Any, _t.Any] = ...,
         context: Disembargo._context_Group | _Mapping[_t.Any, _t.Any] = ...,
     ) -> Disembargo: ...
@@ -578,8 +671,12 @@ every vat.  In Cap'n Proto, we bake this into the core protocol.)
     """
     questionId: int
     'Question ID to be held open until the recipient has received the capability.  No `Return`\nmessage will be sent, similarly to a `Call` that has `onlyPromisePipeline = true`.  The sender\nmust at some point send a `Finish` message as with any other call, which unregisters the\nprovision. Typically, the sender would send such a `Finish` message once it has received\nconfirmation from the third party that the capability has been successfully accepted, or that\nthe third party is no longer trying to accept it. Specifically, the sender learns this when the\nthird party drops the "vine" capability passed along with the ThirdPartyCapDescriptor -- the\nvine must be held until the `Accept` has completed.\n\nMore than one party can accept the provision. The recipient will offer the capability to\nanyone who sends a matching `Accept` message. This is particularly useful when the VatNetwork\nsupports forwarding, as a capability may be forwarded to many parties before any of them\nactually connects back to the host to accept it.'
-    target: MessageTarget
-    """What is to be provided to the third party."""
+    @_b.property
+    def target(_cara_self) -> MessageTarget:
+        """What is to be provided to the third party."""
+        ...
+    @target.setter
+    def target(_cara_self, _cara_value: MessageTarget | _Mapping[_t.Any, _t.Any]) -> None: ...
     recipient: _t.Any
     """Identity of the third party that is expected to pick up the capability."""
     def __init__(
@@ -591,7 +688,7 @@ every vat.  In Cap'n Proto, we bake this into the core protocol.)
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         target: MessageTarget | _Mapping[_t.Any, _t.Any] = ...,
         recipient: _t.Any = ...,
@@ -610,8 +707,9 @@ return).
     """
     provision: _t.Any
     """Identifies the provided object to be picked up."""
-    embargo: bytes
-    """If non-null, this accept shall be temporarily embargoed.  The resulting `Return` will not be
+    @_b.property
+    def embargo(_cara_self) -> bytes:
+        """If non-null, this accept shall be temporarily embargoed.  The resulting `Return` will not be
 sent, and any pipelined calls will not be delivered, until the embargo is released.  The
 receiver (the capability host) will expect the provider (the vat that sent the `Provide`
 message) to eventually send a `Disembargo` message with the field `context.accept` set to a
@@ -644,7 +742,10 @@ For example:
   before delivering bar().
 - Vat C receives `Disembargo` from Vat B.  It can now send a `Return` for the `Accept` from
   Vat A, as well as deliver bar().
-    """
+        """
+        ...
+    @embargo.setter
+    def embargo(_cara_self, _cara_value: bytes | bytearray | memoryview) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -654,7 +755,7 @@ For example:
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         provision: _t.Any = ...,
         embargo: bytes | bytearray | memoryview = ...,
@@ -705,7 +806,7 @@ been designated for use with `onlyPromisePipeline` (another hack).
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         completion: _t.Any = ...,
         answerId: int = ...,
     ) -> ThirdPartyAnswer: ...
@@ -766,8 +867,12 @@ joined object's host to detect when the Join operation is canceled before comple
 it receives a `Finish` for one of the join results before the joiner successfully
 connects.  It can then free any resources it had allocated as part of the join.
     """
-    target: MessageTarget
-    """The capability to join."""
+    @_b.property
+    def target(_cara_self) -> MessageTarget:
+        """The capability to join."""
+        ...
+    @target.setter
+    def target(_cara_self, _cara_value: MessageTarget | _Mapping[_t.Any, _t.Any]) -> None: ...
     keyPart: _t.Any
     """A part of the join key.  These combine to form the complete join key, which is used to establish
 a direct connection.
@@ -781,7 +886,7 @@ a direct connection.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         target: MessageTarget | _Mapping[_t.Any, _t.Any] = ...,
         keyPart: _t.Any = ...,
@@ -793,13 +898,17 @@ class MessageTarget(_Struct):
     """This message is to a capability or promise previously imported by the caller (exported by
 the receiver).
     """
-    promisedAnswer: PromisedAnswer
-    """This message is to a capability that is expected to be returned by another call that has not
+    @_b.property
+    def promisedAnswer(_cara_self) -> PromisedAnswer:
+        """This message is to a capability that is expected to be returned by another call that has not
 yet been completed.
 
 At level 0, this is supported only for addressing the result of a previous `Bootstrap`, so
 that initial startup doesn't require a round trip.
-    """
+        """
+        ...
+    @promisedAnswer.setter
+    def promisedAnswer(_cara_self, _cara_value: PromisedAnswer | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -808,7 +917,7 @@ that initial startup doesn't require a round trip.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         importedCap: int = ...,
         promisedAnswer: PromisedAnswer | _Mapping[_t.Any, _t.Any] = ...,
     ) -> MessageTarget: ...
@@ -820,8 +929,12 @@ class Payload(_Struct):
     """Some Cap'n Proto data structure.  Capability pointers embedded in this structure index into
 `capTable`.
     """
-    capTable: list[CapDescriptor]
-    """Descriptors corresponding to the cap pointers in `content`."""
+    @_b.property
+    def capTable(_cara_self) -> _List[CapDescriptor]:
+        """Descriptors corresponding to the cap pointers in `content`."""
+        ...
+    @capTable.setter
+    def capTable(_cara_self, _cara_value: _Iterable[CapDescriptor | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -830,7 +943,7 @@ class Payload(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         content: _t.Any = ...,
         capTable: _Iterable[CapDescriptor | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> Payload: ...
@@ -884,19 +997,27 @@ resolve promise A directly to C.
     """
     receiverHosted: int
     """A capability (or promise) previously exported by the receiver (imported by the sender)."""
-    receiverAnswer: PromisedAnswer
-    """A capability expected to be returned in the results of a currently-outstanding call posed
+    @_b.property
+    def receiverAnswer(_cara_self) -> PromisedAnswer:
+        """A capability expected to be returned in the results of a currently-outstanding call posed
 by the sender.
-    """
-    thirdPartyHosted: ThirdPartyCapDescriptor
-    """**(level 3)**
+        """
+        ...
+    @receiverAnswer.setter
+    def receiverAnswer(_cara_self, _cara_value: PromisedAnswer | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def thirdPartyHosted(_cara_self) -> ThirdPartyCapDescriptor:
+        """**(level 3)**
 
 A capability that lives in neither the sender's nor the receiver's vat.  The sender needs
 to form a direct connection to a third party to pick up the capability.
 
 Level 1 and 2 implementations that receive a `thirdPartyHosted` may simply send calls to its
 `vine` instead.
-    """
+        """
+        ...
+    @thirdPartyHosted.setter
+    def thirdPartyHosted(_cara_self, _cara_value: ThirdPartyCapDescriptor | _Mapping[_t.Any, _t.Any]) -> None: ...
     attachedFd: int
     """If the RPC message in which this CapDescriptor was delivered also had file descriptors
 attached, and `fd` is a valid index into the list of attached file descriptors, then
@@ -967,7 +1088,7 @@ cannot be sent at once, rather than relying on Linux to do so).
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         none: None = ...,
         senderHosted: int = ...,
         senderPromise: int = ...,
@@ -1007,7 +1128,7 @@ a field ordinal, so that the receiver does not need to understand the schema.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             noop: None = ...,
             getPointerField: int = ...,
         ) -> PromisedAnswer.Op: ...
@@ -1016,11 +1137,15 @@ a field ordinal, so that the receiver does not need to understand the schema.
     """ID of the question (in the sender's question table / receiver's answer table) whose answer is
 expected to contain the capability.
     """
-    transform: list[PromisedAnswer.Op]
-    """Operations / transformations to apply to the result in order to get the capability actually
+    @_b.property
+    def transform(_cara_self) -> _List[PromisedAnswer.Op]:
+        """Operations / transformations to apply to the result in order to get the capability actually
 being addressed.  E.g. if the result is a struct and you want to call a method on a capability
 pointed to by a field of the struct, you need a `getPointerField` op.
-    """
+        """
+        ...
+    @transform.setter
+    def transform(_cara_self, _cara_value: _Iterable[PromisedAnswer.Op | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -1029,7 +1154,7 @@ pointed to by a field of the struct, you need a `getPointerField` op.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         questionId: int = ...,
         transform: _Iterable[PromisedAnswer.Op | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> PromisedAnswer: ...
@@ -1051,7 +1176,7 @@ Identifies a capability in a third-party vat that the sender wants the receiver 
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         id: _t.Any = ...,
         vineId: int = ...,
     ) -> ThirdPartyCapDescriptor: ...
@@ -1112,8 +1237,12 @@ Otherwise, this should be treated like `failed`.
         """Every type of detail should have a unique ID, which is a 64-bit integer. It's suggested that
 you use `capnp id` to generate these.
         """
-        data: bytes
-        """The arbitrary extra information."""
+        @_b.property
+        def data(_cara_self) -> bytes:
+            """The arbitrary extra information."""
+            ...
+        @data.setter
+        def data(_cara_self, _cara_value: bytes | bytearray | memoryview) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -1122,16 +1251,20 @@ you use `capnp id` to generate these.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             detailId: int = ...,
             data: bytes | bytearray | memoryview = ...,
         ) -> Exception.Detail: ...
     reason: str
     """Human-readable failure description."""
-    type: Exception.Type
-    """The type of the error. The purpose of this enum is not to describe the error itself, but
+    @_b.property
+    def type(_cara_self) -> Exception.Type:
+        """The type of the error. The purpose of this enum is not to describe the error itself, but
 rather to describe how the client might want to respond to the error.
-    """
+        """
+        ...
+    @type.setter
+    def type(_cara_self, _cara_value: Exception.Type | int | str) -> None: ...
     obsoleteIsCallersFault: bool
     """OBSOLETE. Ignore."""
     obsoleteDurability: int
@@ -1141,14 +1274,18 @@ rather to describe how the client might want to respond to the error.
 implementations do not provide stack traces; the application must explicitly enable them
 when desired.
     """
-    details: list[Exception.Detail]
-    """Arbitrary extra information can be added to an exception. Applications can define any kind of
+    @_b.property
+    def details(_cara_self) -> _List[Exception.Detail]:
+        """Arbitrary extra information can be added to an exception. Applications can define any kind of
 detail they want. It is expected that exceptions will rarely have more than one or two details.
 
 The main use case for details is to be able to tunnel exceptions of a different type through
 KJ / Cap'n Proto. In particular, Cloudflare Workers commonly has to convert a JavaScript
 exception to KJ and back. The exception is serialized using V8 serialization.
-    """
+        """
+        ...
+    @details.setter
+    def details(_cara_self, _cara_value: _Iterable[Exception.Detail | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -1161,11 +1298,11 @@ exception to KJ and back. The exception is serialized using V8 serialization.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         reason: str = ...,
-        type: Exception.Type | int | str = ...,
         obsoleteIsCallersFault: bool = ...,
         obsoleteDurability: int = ...,
+        type: Exception.Type | int | str = ...,
         trace: str = ...,
         details: _Iterable[Exception.Detail | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> Exception: ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping as _Mapping
 from cara.runtime.build import AnnotationDecl as _AnnotationDecl
 from cara.runtime.build import AnnotationValue as _AnnotationValue
 from cara.runtime.enum import Enum as _Enum
+from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
@@ -27,7 +28,11 @@ class Side(_Enum):
     'The object lives on the "client" or "confined app" end of the connection. Only the client\nknows how to interpret the ref; to the server/supervisor, it is opaque. Most clients do not\nactually know how to persist capabilities at all, so use of this is unusual.'
 
 class VatId(_Struct):
-    side: Side
+    @_b.property
+    def side(_cara_self) -> Side:
+        ...
+    @side.setter
+    def side(_cara_self, _cara_value: Side | int | str) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -35,7 +40,7 @@ class VatId(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         side: Side | int | str = ...,
     ) -> VatId: ...
 
@@ -50,7 +55,7 @@ class ThirdPartyCompletion(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         joinId: int = ...,
     ) -> ThirdPartyCompletion: ...
 
@@ -119,7 +124,7 @@ sent corresponding to all of the `Join` messages.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         joinId: int = ...,
         partCount: int = ...,
         partNum: int = ...,
@@ -144,7 +149,7 @@ them, then going back and answering all the join requests afterwards.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         joinId: int = ...,
         succeeded: bool = ...,
         cap: _t.Any = ...,

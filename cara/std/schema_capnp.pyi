@@ -11,6 +11,7 @@ from collections.abc import Mapping as _Mapping
 from cara.runtime.build import AnnotationDecl as _AnnotationDecl
 from cara.runtime.build import AnnotationValue as _AnnotationValue
 from cara.runtime.enum import Enum as _Enum
+from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
@@ -31,7 +32,7 @@ class Node(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             name: str = ...,
         ) -> Node.Parameter: ...
     class NestedNode(_Struct):
@@ -52,7 +53,7 @@ robust code should avoid relying on this.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             name: str = ...,
             id: int = ...,
         ) -> Node.NestedNode: ...
@@ -76,7 +77,7 @@ doesn't accidentally get included in contexts where it is not needed. The
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 docComment: str = ...,
                 startByte: int = ...,
                 endByte: int = ...,
@@ -85,13 +86,17 @@ doesn't accidentally get included in contexts where it is not needed. The
         """ID of the Node which this info describes."""
         docComment: str
         """The top-level doc comment for the Node."""
-        members: list[Node.SourceInfo.Member]
-        """Information about each member -- i.e. fields (for structs), enumerants (for enums), or
+        @_b.property
+        def members(_cara_self) -> _List[Node.SourceInfo.Member]:
+            """Information about each member -- i.e. fields (for structs), enumerants (for enums), or
 methods (for interfaces).
 
 This list is the same length and order as the corresponding list in the Node, i.e.
 Node.struct.fields, Node.enum.enumerants, or Node.interface.methods.
-        """
+            """
+            ...
+        @members.setter
+        def members(_cara_self, _cara_value: _Iterable[Node.SourceInfo.Member | _Mapping[_t.Any, _t.Any]]) -> None: ...
         startByte: int
         endByte: int
         def __init__(
@@ -105,7 +110,7 @@ Node.struct.fields, Node.enum.enumerants, or Node.interface.methods.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             id: int = ...,
             docComment: str = ...,
             members: _Iterable[Node.SourceInfo.Member | _Mapping[_t.Any, _t.Any]] = ...,
@@ -117,11 +122,15 @@ Node.struct.fields, Node.enum.enumerants, or Node.interface.methods.
         """Size of the data section, in words."""
         pointerCount: int
         """Size of the pointer section, in pointers (which are one word each)."""
-        preferredListEncoding: ElementSize
-        """The preferred element size to use when encoding a list of this struct.  If this is anything
+        @_b.property
+        def preferredListEncoding(_cara_self) -> ElementSize:
+            """The preferred element size to use when encoding a list of this struct.  If this is anything
 other than `inlineComposite` then the struct is one word or less in size and is a candidate
 for list packing optimization.
-        """
+            """
+            ...
+        @preferredListEncoding.setter
+        def preferredListEncoding(_cara_self, _cara_value: ElementSize | int | str) -> None: ...
         isGroup: bool
         'If true, then this "struct" node is actually not an independent node, but merely represents\nsome named union or group within a particular parent struct.  This node\'s scopeId refers\nto the parent struct, which may itself be a union/group in yet another struct.\n\nAll group nodes share the same dataWordCount and pointerCount as the top-level\nstruct, and their fields live in the same ordinal and offset spaces as all other fields in\nthe struct.\n\nNote that a named union is considered a special kind of group -- in fact, a named union\nis exactly equivalent to a group that contains nothing but an unnamed union.'
         discriminantCount: int
@@ -140,8 +149,9 @@ containing unnamed unions.  So, a named union has its own independent schema nod
         """If `discriminantCount` is non-zero, this is the offset of the union discriminant, in
 multiples of 16 bits.
         """
-        fields: list[Field]
-        """Fields defined within this scope (either the struct's top-level fields, or the fields of
+        @_b.property
+        def fields(_cara_self) -> _List[Field]:
+            """Fields defined within this scope (either the struct's top-level fields, or the fields of
 a particular group; see `isGroup`).
 
 The fields are sorted by ordinal number, but note that because groups share the same
@@ -150,7 +160,10 @@ On the other hand, the field's position in this list does remain the same even a
 protocol evolves, since it is not possible to insert or remove an earlier ordinal.
 Therefore, for most use cases, if you want to identify a field by number, it may make the
 most sense to use the field's index in this list rather than its ordinal.
-        """
+            """
+            ...
+        @fields.setter
+        def fields(_cara_self, _cara_value: _Iterable[Field | _Mapping[_t.Any, _t.Any]]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -164,7 +177,7 @@ most sense to use the field's index in this list rather than its ordinal.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             dataWordCount: int = ...,
             pointerCount: int = ...,
             preferredListEncoding: ElementSize | int | str = ...,
@@ -174,8 +187,12 @@ most sense to use the field's index in this list rather than its ordinal.
             fields: _Iterable[Field | _Mapping[_t.Any, _t.Any]] = ...,
         ) -> Node._struct_Group: ...
     class _enum_Group(_Struct):
-        enumerants: list[Enumerant]
-        """Enumerants ordered by numeric value (ordinal)."""
+        @_b.property
+        def enumerants(_cara_self) -> _List[Enumerant]:
+            """Enumerants ordered by numeric value (ordinal)."""
+            ...
+        @enumerants.setter
+        def enumerants(_cara_self, _cara_value: _Iterable[Enumerant | _Mapping[_t.Any, _t.Any]]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -183,14 +200,22 @@ most sense to use the field's index in this list rather than its ordinal.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             enumerants: _Iterable[Enumerant | _Mapping[_t.Any, _t.Any]] = ...,
         ) -> Node._enum_Group: ...
     class _interface_Group(_Struct):
-        methods: list[Method]
-        """Methods ordered by ordinal."""
-        superclasses: list[Superclass]
-        """Superclasses of this interface."""
+        @_b.property
+        def methods(_cara_self) -> _List[Method]:
+            """Methods ordered by ordinal."""
+            ...
+        @methods.setter
+        def methods(_cara_self, _cara_value: _Iterable[Method | _Mapping[_t.Any, _t.Any]]) -> None: ...
+        @_b.property
+        def superclasses(_cara_self) -> _List[Superclass]:
+            """Superclasses of this interface."""
+            ...
+        @superclasses.setter
+        def superclasses(_cara_self, _cara_value: _Iterable[Superclass | _Mapping[_t.Any, _t.Any]]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -199,13 +224,21 @@ most sense to use the field's index in this list rather than its ordinal.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             methods: _Iterable[Method | _Mapping[_t.Any, _t.Any]] = ...,
             superclasses: _Iterable[Superclass | _Mapping[_t.Any, _t.Any]] = ...,
         ) -> Node._interface_Group: ...
     class _const_Group(_Struct):
-        type: Type
-        value: Value
+        @_b.property
+        def type(_cara_self) -> Type:
+            ...
+        @type.setter
+        def type(_cara_self, _cara_value: Type | _Mapping[_t.Any, _t.Any]) -> None: ...
+        @_b.property
+        def value(_cara_self) -> Value:
+            ...
+        @value.setter
+        def value(_cara_self, _cara_value: Value | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -214,12 +247,16 @@ most sense to use the field's index in this list rather than its ordinal.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             type: Type | _Mapping[_t.Any, _t.Any] = ...,
             value: Value | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Node._const_Group: ...
     class _annotation_Group(_Struct):
-        type: Type
+        @_b.property
+        def type(_cara_self) -> Type:
+            ...
+        @type.setter
+        def type(_cara_self, _cara_value: Type | _Mapping[_t.Any, _t.Any]) -> None: ...
         targetsFile: bool
         targetsConst: bool
         targetsEnum: bool
@@ -251,7 +288,7 @@ most sense to use the field's index in this list rather than its ordinal.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             type: Type | _Mapping[_t.Any, _t.Any] = ...,
             targetsFile: bool = ...,
             targetsConst: bool = ...,
@@ -284,22 +321,54 @@ listed in the outer struct's nestedNodes, since they are listed in the fields). 
 zero if the node has no parent, which is normally only the case with files, but should be
 allowed for any kind of node (in order to make runtime type generation easier).
     """
-    parameters: list[Node.Parameter]
-    """If this node is parameterized (generic), the list of parameters. Empty for non-generic types."""
+    @_b.property
+    def parameters(_cara_self) -> _List[Node.Parameter]:
+        """If this node is parameterized (generic), the list of parameters. Empty for non-generic types."""
+        ...
+    @parameters.setter
+    def parameters(_cara_self, _cara_value: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]]) -> None: ...
     isGeneric: bool
     """True if this node is generic, meaning that it or one of its parent scopes has a non-empty
 `parameters`.
     """
-    nestedNodes: list[Node.NestedNode]
-    """List of nodes nested within this node, along with the names under which they were declared."""
-    annotations: list[Annotation]
-    """Annotations applied to this node."""
+    @_b.property
+    def nestedNodes(_cara_self) -> _List[Node.NestedNode]:
+        """List of nodes nested within this node, along with the names under which they were declared."""
+        ...
+    @nestedNodes.setter
+    def nestedNodes(_cara_self, _cara_value: _Iterable[Node.NestedNode | _Mapping[_t.Any, _t.Any]]) -> None: ...
+    @_b.property
+    def annotations(_cara_self) -> _List[Annotation]:
+        """Annotations applied to this node."""
+        ...
+    @annotations.setter
+    def annotations(_cara_self, _cara_value: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]]) -> None: ...
     file: None
-    struct: Node._struct_Group
-    enum: Node._enum_Group
-    interface: Node._interface_Group
-    const: Node._const_Group
-    annotation: Node._annotation_Group
+    @_b.property
+    def struct(_cara_self) -> Node._struct_Group:
+        ...
+    @struct.setter
+    def struct(_cara_self, _cara_value: Node._struct_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def enum(_cara_self) -> Node._enum_Group:
+        ...
+    @enum.setter
+    def enum(_cara_self, _cara_value: Node._enum_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def interface(_cara_self) -> Node._interface_Group:
+        ...
+    @interface.setter
+    def interface(_cara_self, _cara_value: Node._interface_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def const(_cara_self) -> Node._const_Group:
+        ...
+    @const.setter
+    def const(_cara_self, _cara_value: Node._const_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def annotation(_cara_self) -> Node._annotation_Group:
+        ...
+    @annotation.setter
+    def annotation(_cara_self, _cara_value: Node._annotation_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
     startByte: int
     endByte: int
     def __init__(
@@ -324,13 +393,11 @@ allowed for any kind of node (in order to make runtime type generation easier).
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         id: int = ...,
         displayName: str = ...,
         displayNamePrefixLength: int = ...,
         scopeId: int = ...,
-        parameters: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]] = ...,
-        isGeneric: bool = ...,
         nestedNodes: _Iterable[Node.NestedNode | _Mapping[_t.Any, _t.Any]] = ...,
         annotations: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]] = ...,
         file: None = ...,
@@ -339,6 +406,8 @@ allowed for any kind of node (in order to make runtime type generation easier).
         interface: Node._interface_Group | _Mapping[_t.Any, _t.Any] = ...,
         const: Node._const_Group | _Mapping[_t.Any, _t.Any] = ...,
         annotation: Node._annotation_Group | _Mapping[_t.Any, _t.Any] = ...,
+        parameters: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]] = ...,
+        isGeneric: bool = ...,
         startByte: int = ...,
         endByte: int = ...,
     ) -> Node: ...
@@ -354,8 +423,16 @@ class Field(_Struct):
 resides.  E.g. for a UInt32 field, multiply this by 4 to get the byte offset from the
 beginning of the data section.
         """
-        type: Type
-        defaultValue: Value
+        @_b.property
+        def type(_cara_self) -> Type:
+            ...
+        @type.setter
+        def type(_cara_self, _cara_value: Type | _Mapping[_t.Any, _t.Any]) -> None: ...
+        @_b.property
+        def defaultValue(_cara_self) -> Value:
+            ...
+        @defaultValue.setter
+        def defaultValue(_cara_self, _cara_value: Value | _Mapping[_t.Any, _t.Any]) -> None: ...
         hadExplicitDefault: bool
         """Whether the default value was specified explicitly.  Non-explicit default values are always
 zero or empty values.  Usually, whether the default value was explicit shouldn't matter.
@@ -372,7 +449,7 @@ explicitly-defaulted parameters may be allowed to be omitted when calling the me
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             offset: int = ...,
             type: Type | _Mapping[_t.Any, _t.Any] = ...,
             defaultValue: Value | _Mapping[_t.Any, _t.Any] = ...,
@@ -389,7 +466,7 @@ explicitly-defaulted parameters may be allowed to be omitted when calling the me
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             typeId: int = ...,
         ) -> Field._group_Group: ...
     class _ordinal_Group(_Struct):
@@ -408,7 +485,7 @@ the compiled version -- i.e. so that `capnp compile -ocapnp` can do its job.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             implicit: None = ...,
             explicit: int = ...,
         ) -> Field._ordinal_Group: ...
@@ -422,16 +499,32 @@ otherwise irrelevant, like JSON.  The values of codeOrder are tightly-packed, so
 value is count(members) - 1.  Fields that are members of a union are only ordered relative to
 the other members of that union, so the maximum value there is count(union.members).
     """
-    annotations: list[Annotation]
+    @_b.property
+    def annotations(_cara_self) -> _List[Annotation]:
+        ...
+    @annotations.setter
+    def annotations(_cara_self, _cara_value: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]]) -> None: ...
     discriminantValue: int
     """If the field is in a union, this is the value which the union's discriminant should take when
 the field is active.  If the field is not in a union, this is 0xffff.
     """
-    slot: Field._slot_Group
-    """A regular, non-group, non-fixed-list field."""
-    group: Field._group_Group
-    """A group."""
-    ordinal: Field._ordinal_Group
+    @_b.property
+    def slot(_cara_self) -> Field._slot_Group:
+        """A regular, non-group, non-fixed-list field."""
+        ...
+    @slot.setter
+    def slot(_cara_self, _cara_value: Field._slot_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def group(_cara_self) -> Field._group_Group:
+        """A group."""
+        ...
+    @group.setter
+    def group(_cara_self, _cara_value: Field._group_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def ordinal(_cara_self) -> Field._ordinal_Group:
+        ...
+    @ordinal.setter
+    def ordinal(_cara_self, _cara_value: Field._ordinal_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -445,7 +538,7 @@ the field is active.  If the field is not in a union, this is 0xffff.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         name: str = ...,
         codeOrder: int = ...,
         annotations: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]] = ...,
@@ -463,7 +556,11 @@ class Enumerant(_Struct):
     """Specifies order in which the enumerants were declared in the code.
 Like Struct.Field.codeOrder.
     """
-    annotations: list[Annotation]
+    @_b.property
+    def annotations(_cara_self) -> _List[Annotation]:
+        ...
+    @annotations.setter
+    def annotations(_cara_self, _cara_value: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -473,7 +570,7 @@ Like Struct.Field.codeOrder.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         name: str = ...,
         codeOrder: int = ...,
         annotations: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]] = ...,
@@ -481,7 +578,11 @@ Like Struct.Field.codeOrder.
 
 class Superclass(_Struct):
     id: int
-    brand: Brand
+    @_b.property
+    def brand(_cara_self) -> Brand:
+        ...
+    @brand.setter
+    def brand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -490,7 +591,7 @@ class Superclass(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         id: int = ...,
         brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
     ) -> Superclass: ...
@@ -502,10 +603,14 @@ class Method(_Struct):
     """Specifies order in which the methods were declared in the code.
 Like Struct.Field.codeOrder.
     """
-    implicitParameters: list[Node.Parameter]
-    """The parameters listed in [] (typically, type / generic parameters), whose bindings are intended
+    @_b.property
+    def implicitParameters(_cara_self) -> _List[Node.Parameter]:
+        """The parameters listed in [] (typically, type / generic parameters), whose bindings are intended
 to be inferred rather than specified explicitly, although not all languages support this.
-    """
+        """
+        ...
+    @implicitParameters.setter
+    def implicitParameters(_cara_self, _cara_value: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]]) -> None: ...
     paramStructType: int
     """ID of the parameter struct type.  If a named parameter list was specified in the method
 declaration (rather than a single struct parameter type) then a corresponding struct type is
@@ -515,13 +620,25 @@ auto-generated.  Such an auto-generated type will not be listed in the interface
 this a situation where you can't just climb the scope chain to find where a particular
 generic parameter was introduced. Making the `scopeId` zero was a mistake.)
     """
-    paramBrand: Brand
-    """Brand of param struct type."""
+    @_b.property
+    def paramBrand(_cara_self) -> Brand:
+        """Brand of param struct type."""
+        ...
+    @paramBrand.setter
+    def paramBrand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
     resultStructType: int
     """ID of the return struct type; similar to `paramStructType`."""
-    resultBrand: Brand
-    """Brand of result struct type."""
-    annotations: list[Annotation]
+    @_b.property
+    def resultBrand(_cara_self) -> Brand:
+        """Brand of result struct type."""
+        ...
+    @resultBrand.setter
+    def resultBrand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def annotations(_cara_self) -> _List[Annotation]:
+        ...
+    @annotations.setter
+    def annotations(_cara_self, _cara_value: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -536,21 +653,25 @@ generic parameter was introduced. Making the `scopeId` zero was a mistake.)
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         name: str = ...,
         codeOrder: int = ...,
-        implicitParameters: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]] = ...,
         paramStructType: int = ...,
-        paramBrand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         resultStructType: int = ...,
-        resultBrand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         annotations: _Iterable[Annotation | _Mapping[_t.Any, _t.Any]] = ...,
+        paramBrand: Brand | _Mapping[_t.Any, _t.Any] = ...,
+        resultBrand: Brand | _Mapping[_t.Any, _t.Any] = ...,
+        implicitParameters: _Iterable[Node.Parameter | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> Method: ...
 
 class Type(_Struct):
     """Represents a type expression."""
     class _list_Group(_Struct):
-        elementType: Type
+        @_b.property
+        def elementType(_cara_self) -> Type:
+            ...
+        @elementType.setter
+        def elementType(_cara_self, _cara_value: Type | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -558,12 +679,16 @@ class Type(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             elementType: Type | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Type._list_Group: ...
     class _enum_Group(_Struct):
         typeId: int
-        brand: Brand
+        @_b.property
+        def brand(_cara_self) -> Brand:
+            ...
+        @brand.setter
+        def brand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -572,13 +697,17 @@ class Type(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             typeId: int = ...,
             brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Type._enum_Group: ...
     class _struct_Group(_Struct):
         typeId: int
-        brand: Brand
+        @_b.property
+        def brand(_cara_self) -> Brand:
+            ...
+        @brand.setter
+        def brand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -587,13 +716,17 @@ class Type(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             typeId: int = ...,
             brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Type._struct_Group: ...
     class _interface_Group(_Struct):
         typeId: int
-        brand: Brand
+        @_b.property
+        def brand(_cara_self) -> Brand:
+            ...
+        @brand.setter
+        def brand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -602,7 +735,7 @@ class Type(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             typeId: int = ...,
             brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Type._interface_Group: ...
@@ -627,7 +760,7 @@ class Type(_Struct):
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 anyKind: None = ...,
                 struct: None = ...,
                 list: None = ...,
@@ -650,7 +783,7 @@ current scope's type ID or one of its ancestors' IDs.
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 scopeId: int = ...,
                 parameterIndex: int = ...,
             ) -> Type._anyPointer_Group._parameter_Group: ...
@@ -666,17 +799,29 @@ legal context for this type to appear is inside Method.paramBrand or Method.resu
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 parameterIndex: int = ...,
             ) -> Type._anyPointer_Group._implicitMethodParameter_Group: ...
-        unconstrained: Type._anyPointer_Group._unconstrained_Group
-        'A regular AnyPointer.\n\nThe name "unconstrained" means as opposed to constraining it to match a type parameter.\nIn retrospect this name is probably a poor choice given that it may still be constrained\nto be a struct, list, or capability.'
-        parameter: Type._anyPointer_Group._parameter_Group
-        """This is actually a reference to a type parameter defined within this scope."""
-        implicitMethodParameter: Type._anyPointer_Group._implicitMethodParameter_Group
-        """This is actually a reference to an implicit (generic) parameter of a method. The only
+        @_b.property
+        def unconstrained(_cara_self) -> Type._anyPointer_Group._unconstrained_Group:
+            'A regular AnyPointer.\n\nThe name "unconstrained" means as opposed to constraining it to match a type parameter.\nIn retrospect this name is probably a poor choice given that it may still be constrained\nto be a struct, list, or capability.'
+            ...
+        @unconstrained.setter
+        def unconstrained(_cara_self, _cara_value: Type._anyPointer_Group._unconstrained_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+        @_b.property
+        def parameter(_cara_self) -> Type._anyPointer_Group._parameter_Group:
+            """This is actually a reference to a type parameter defined within this scope."""
+            ...
+        @parameter.setter
+        def parameter(_cara_self, _cara_value: Type._anyPointer_Group._parameter_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+        @_b.property
+        def implicitMethodParameter(_cara_self) -> Type._anyPointer_Group._implicitMethodParameter_Group:
+            """This is actually a reference to an implicit (generic) parameter of a method. The only
 legal context for this type to appear is inside Method.paramBrand or Method.resultBrand.
-        """
+            """
+            ...
+        @implicitMethodParameter.setter
+        def implicitMethodParameter(_cara_self, _cara_value: Type._anyPointer_Group._implicitMethodParameter_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -686,7 +831,7 @@ legal context for this type to appear is inside Method.paramBrand or Method.resu
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             unconstrained: Type._anyPointer_Group._unconstrained_Group | _Mapping[_t.Any, _t.Any] = ...,
             parameter: Type._anyPointer_Group._parameter_Group | _Mapping[_t.Any, _t.Any] = ...,
             implicitMethodParameter: Type._anyPointer_Group._implicitMethodParameter_Group | _Mapping[_t.Any, _t.Any] = ...,
@@ -706,11 +851,31 @@ legal context for this type to appear is inside Method.paramBrand or Method.resu
     float64: None
     text: None
     data: None
-    list: Type._list_Group
-    enum: Type._enum_Group
-    struct: Type._struct_Group
-    interface: Type._interface_Group
-    anyPointer: Type._anyPointer_Group
+    @_b.property
+    def list(_cara_self) -> Type._list_Group:
+        ...
+    @list.setter
+    def list(_cara_self, _cara_value: Type._list_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def enum(_cara_self) -> Type._enum_Group:
+        ...
+    @enum.setter
+    def enum(_cara_self, _cara_value: Type._enum_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def struct(_cara_self) -> Type._struct_Group:
+        ...
+    @struct.setter
+    def struct(_cara_self, _cara_value: Type._struct_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def interface(_cara_self) -> Type._interface_Group:
+        ...
+    @interface.setter
+    def interface(_cara_self, _cara_value: Type._interface_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def anyPointer(_cara_self) -> Type._anyPointer_Group:
+        ...
+    @anyPointer.setter
+    def anyPointer(_cara_self, _cara_value: Type._anyPointer_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -736,7 +901,7 @@ legal context for this type to appear is inside Method.paramBrand or Method.resu
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         void: None = ...,
         bool: None = ...,
         int8: None = ...,
@@ -764,8 +929,12 @@ class Brand(_Struct):
     class Scope(_Struct):
         scopeId: int
         """ID of the scope to which these params apply."""
-        bind: list[Brand.Binding]
-        """List of parameter bindings."""
+        @_b.property
+        def bind(_cara_self) -> _List[Brand.Binding]:
+            """List of parameter bindings."""
+            ...
+        @bind.setter
+        def bind(_cara_self, _cara_value: _Iterable[Brand.Binding | _Mapping[_t.Any, _t.Any]]) -> None: ...
         inherit: None
         """The place where the Brand appears is within this scope or a sub-scope, and bindings
 for this scope are deferred to later Brand applications. This is equivalent to a
@@ -792,7 +961,7 @@ styles.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             scopeId: int = ...,
             bind: _Iterable[Brand.Binding | _Mapping[_t.Any, _t.Any]] = ...,
             inherit: None = ...,
@@ -800,7 +969,11 @@ styles.
         def which(_cara_self) -> _t.Literal['bind', 'inherit']: ...
     class Binding(_Struct):
         unbound: None
-        type: Type
+        @_b.property
+        def type(_cara_self) -> Type:
+            ...
+        @type.setter
+        def type(_cara_self, _cara_value: Type | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -809,16 +982,20 @@ styles.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             unbound: None = ...,
             type: Type | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Brand.Binding: ...
         def which(_cara_self) -> _t.Literal['unbound', 'type']: ...
-    scopes: list[Brand.Scope]
-    """For each of the target type and each of its parent scopes, a parameterization may be included
+    @_b.property
+    def scopes(_cara_self) -> _List[Brand.Scope]:
+        """For each of the target type and each of its parent scopes, a parameterization may be included
 in this list. If no parameterization is included for a particular relevant scope, then either
 that scope has no parameters or all parameters should be considered to be `AnyPointer`.
-    """
+        """
+        ...
+    @scopes.setter
+    def scopes(_cara_self, _cara_value: _Iterable[Brand.Scope | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -826,7 +1003,7 @@ that scope has no parameters or all parameters should be considered to be `AnyPo
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         scopes: _Iterable[Brand.Scope | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> Brand: ...
 
@@ -845,7 +1022,11 @@ class Value(_Struct):
     float32: float
     float64: float
     text: str
-    data: bytes
+    @_b.property
+    def data(_cara_self) -> bytes:
+        ...
+    @data.setter
+    def data(_cara_self, _cara_value: bytes | bytearray | memoryview) -> None: ...
     list: _t.Any
     enum: int
     struct: _t.Any
@@ -877,7 +1058,7 @@ class Value(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         void: None = ...,
         bool: _b.bool = ...,
         int8: int = ...,
@@ -906,12 +1087,20 @@ annotation's declaration, while this describes a use of the annotation.
     """
     id: int
     """ID of the annotation node."""
-    brand: Brand
-    """Brand of the annotation.
+    @_b.property
+    def brand(_cara_self) -> Brand:
+        """Brand of the annotation.
 
 Note that the annotation itself is not allowed to be parameterized, but its scope might be.
-    """
-    value: Value
+        """
+        ...
+    @brand.setter
+    def brand(_cara_self, _cara_value: Brand | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def value(_cara_self) -> Value:
+        ...
+    @value.setter
+    def value(_cara_self, _cara_value: Value | _Mapping[_t.Any, _t.Any]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -921,10 +1110,10 @@ Note that the annotation itself is not allowed to be parameterized, but its scop
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         id: int = ...,
-        brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
         value: Value | _Mapping[_t.Any, _t.Any] = ...,
+        brand: Brand | _Mapping[_t.Any, _t.Any] = ...,
     ) -> Annotation: ...
 
 class ElementSize(_Enum):
@@ -954,7 +1143,7 @@ class CapnpVersion(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         major: int = ...,
         minor: int = ...,
         micro: int = ...,
@@ -981,7 +1170,7 @@ information is only meaningful at compile time anyway.
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 id: int = ...,
                 name: str = ...,
             ) -> CodeGeneratorRequest.RequestedFile.Import: ...
@@ -999,7 +1188,7 @@ information is only meaningful at compile time anyway.
                     ) -> None: ...
                     @classmethod
                     def Create(
-                        _cara_cls, *,
+                        _cara_cls,
                         parentTypeId: int = ...,
                         ordinal: int = ...,
                     ) -> CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier._member_Group: ...
@@ -1007,8 +1196,12 @@ information is only meaningful at compile time anyway.
                 endByte: int
                 typeId: int
                 """Identifier refers to a type. This is the type ID."""
-                member: CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier._member_Group
-                """Identifier refers to a member of a type."""
+                @_b.property
+                def member(_cara_self) -> CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier._member_Group:
+                    """Identifier refers to a member of a type."""
+                    ...
+                @member.setter
+                def member(_cara_self, _cara_value: CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier._member_Group | _Mapping[_t.Any, _t.Any]) -> None: ...
                 def __init__(
                     _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
                     *,
@@ -1019,14 +1212,18 @@ information is only meaningful at compile time anyway.
                 ) -> None: ...
                 @classmethod
                 def Create(
-                    _cara_cls, *,
+                    _cara_cls,
                     startByte: int = ...,
                     endByte: int = ...,
                     typeId: int = ...,
                     member: CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier._member_Group | _Mapping[_t.Any, _t.Any] = ...,
                 ) -> CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier: ...
                 def which(_cara_self) -> _t.Literal['typeId', 'member']: ...
-            identifiers: list[CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier]
+            @_b.property
+            def identifiers(_cara_self) -> _List[CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier]:
+                ...
+            @identifiers.setter
+            def identifiers(_cara_self, _cara_value: _Iterable[CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier | _Mapping[_t.Any, _t.Any]]) -> None: ...
             def __init__(
                 _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
                 *,
@@ -1034,7 +1231,7 @@ information is only meaningful at compile time anyway.
             ) -> None: ...
             @classmethod
             def Create(
-                _cara_cls, *,
+                _cara_cls,
                 identifiers: _Iterable[CodeGeneratorRequest.RequestedFile.FileSourceInfo.Identifier | _Mapping[_t.Any, _t.Any]] = ...,
             ) -> CodeGeneratorRequest.RequestedFile.FileSourceInfo: ...
         id: int
@@ -1043,9 +1240,17 @@ information is only meaningful at compile time anyway.
         """Name of the file as it appeared on the command-line (minus the src-prefix).  You may use
 this to decide where to write the output.
         """
-        imports: list[CodeGeneratorRequest.RequestedFile.Import]
-        """List of all imported paths seen in this file."""
-        fileSourceInfo: CodeGeneratorRequest.RequestedFile.FileSourceInfo
+        @_b.property
+        def imports(_cara_self) -> _List[CodeGeneratorRequest.RequestedFile.Import]:
+            """List of all imported paths seen in this file."""
+            ...
+        @imports.setter
+        def imports(_cara_self, _cara_value: _Iterable[CodeGeneratorRequest.RequestedFile.Import | _Mapping[_t.Any, _t.Any]]) -> None: ...
+        @_b.property
+        def fileSourceInfo(_cara_self) -> CodeGeneratorRequest.RequestedFile.FileSourceInfo:
+            ...
+        @fileSourceInfo.setter
+        def fileSourceInfo(_cara_self, _cara_value: CodeGeneratorRequest.RequestedFile.FileSourceInfo | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -1056,30 +1261,46 @@ this to decide where to write the output.
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             id: int = ...,
             filename: str = ...,
             imports: _Iterable[CodeGeneratorRequest.RequestedFile.Import | _Mapping[_t.Any, _t.Any]] = ...,
             fileSourceInfo: CodeGeneratorRequest.RequestedFile.FileSourceInfo | _Mapping[_t.Any, _t.Any] = ...,
         ) -> CodeGeneratorRequest.RequestedFile: ...
-    capnpVersion: CapnpVersion
-    """Version of the `capnp` executable. Generally, code generators should ignore this, but the code
+    @_b.property
+    def capnpVersion(_cara_self) -> CapnpVersion:
+        """Version of the `capnp` executable. Generally, code generators should ignore this, but the code
 generators that ship with `capnp` itself will print a warning if this mismatches since that
 probably indicates something is misconfigured.
 
 The first version of 'capnp' to set this was 0.6.0. So, if it's missing, the compiler version
 is older than that.
-    """
-    nodes: list[Node]
-    """All nodes parsed by the compiler, including for the files on the command line and their
+        """
+        ...
+    @capnpVersion.setter
+    def capnpVersion(_cara_self, _cara_value: CapnpVersion | _Mapping[_t.Any, _t.Any]) -> None: ...
+    @_b.property
+    def nodes(_cara_self) -> _List[Node]:
+        """All nodes parsed by the compiler, including for the files on the command line and their
 imports.
-    """
-    sourceInfo: list[Node.SourceInfo]
-    """Information about the original source code for each node, where available. This array may be
+        """
+        ...
+    @nodes.setter
+    def nodes(_cara_self, _cara_value: _Iterable[Node | _Mapping[_t.Any, _t.Any]]) -> None: ...
+    @_b.property
+    def sourceInfo(_cara_self) -> _List[Node.SourceInfo]:
+        """Information about the original source code for each node, where available. This array may be
 omitted or may be missing some nodes if no info is available for them.
-    """
-    requestedFiles: list[CodeGeneratorRequest.RequestedFile]
-    """Files which were listed on the command line."""
+        """
+        ...
+    @sourceInfo.setter
+    def sourceInfo(_cara_self, _cara_value: _Iterable[Node.SourceInfo | _Mapping[_t.Any, _t.Any]]) -> None: ...
+    @_b.property
+    def requestedFiles(_cara_self) -> _List[CodeGeneratorRequest.RequestedFile]:
+        """Files which were listed on the command line."""
+        ...
+    @requestedFiles.setter
+    def requestedFiles(_cara_self, _cara_value: _Iterable[CodeGeneratorRequest.RequestedFile | _Mapping[_t.Any, _t.Any]]) -> None: ...
     def __init__(
         _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
         *,
@@ -1090,11 +1311,11 @@ omitted or may be missing some nodes if no info is available for them.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
-        capnpVersion: CapnpVersion | _Mapping[_t.Any, _t.Any] = ...,
+        _cara_cls,
         nodes: _Iterable[Node | _Mapping[_t.Any, _t.Any]] = ...,
-        sourceInfo: _Iterable[Node.SourceInfo | _Mapping[_t.Any, _t.Any]] = ...,
         requestedFiles: _Iterable[CodeGeneratorRequest.RequestedFile | _Mapping[_t.Any, _t.Any]] = ...,
+        capnpVersion: CapnpVersion | _Mapping[_t.Any, _t.Any] = ...,
+        sourceInfo: _Iterable[Node.SourceInfo | _Mapping[_t.Any, _t.Any]] = ...,
     ) -> CodeGeneratorRequest: ...
 
 __all__ = ['Annotation', 'Brand', 'CapnpVersion', 'CodeGeneratorRequest', 'ElementSize', 'Enumerant', 'Field', 'Method', 'Node', 'Superclass', 'Type', 'Value']

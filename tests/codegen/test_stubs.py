@@ -87,6 +87,38 @@ class Server(i.Echo):
         return i.Echo.PairResults.Create(a=1, b="x")
 """
 
+#: What the docs recommend, as a user script (checked with ``mypy --strict``): structs from
+#: bytes, msgpack and JSON keep their own type, copies too; dicts for struct fields and enum
+#: names for enum fields in assignments; ``Create`` with positional values; ``List.Get``.
+USER_SCRIPT = """\
+import io
+import iface_capnp as i
+import my_structs_capnp as s
+
+m = s.MyStruct.Create("x", {"integer": 2})
+back: s.MyStruct = s.MyStruct.from_bytes(m.to_bytes())
+packed: s.MyStruct = s.MyStruct.from_bytes(m.to_bytes(packed=True), packed=True)
+also: s.MyStruct = s.MyStruct.from_msgpack(m.to_msgpack())
+json: s.MyStruct = s.MyStruct.from_json(m.to_json())
+copied: s.MyStruct = m.copy()
+limited: s.MyStruct = s.MyStruct.from_bytes(m.to_bytes(), traversal_limit_in_words=100)
+m.nested = {"integer": 3}
+m.nested = s.MyStruct.NestedStruct.Create(integer=4)
+shape = i.Shape.Create(circle=1.5, tags=["a"])
+shape.color = "green"
+shape.color = 1
+shape.tags = ("b", "c")
+first: str = shape.tags.Get()
+index, tag = shape.tags.Get(_with_index=True)
+position: int = index + 1
+holder = i.Holder.Create({"value": "boxed"})
+f = io.BytesIO()
+m.write(f)
+_ = f.seek(0)
+read: s.MyStruct = s.MyStruct.read(f)
+every: list[s.MyStruct] = list(s.MyStruct.read_multiple_bytes(f.getvalue()))
+"""
+
 BAD = {
     "misspelt field": ("print(s.MyStruct.Create(field='x').feild)", 'has no attribute "feild"'),
     "wrong type": ("s.MyStruct.Create(field=3)", 'incompatible type "int"; expected "str"'),
@@ -101,6 +133,11 @@ BAD = {
     "method result": ("async def f(e: i.Echo) -> int:\n    return await e.echo(text='x')",
                       "Incompatible return value type"),
     "generic binding": ("n: int = i.Holder().box.value", "Incompatible types"),
+    "struct field write": ("m = s.MyStruct()\nm.nested = 5", "Incompatible types in assignment"),
+    "enum field write": ("x = i.Shape()\nx.color = 1.5", "Incompatible types in assignment"),
+    "from_bytes type": ("x: i.Shape = s.MyStruct.from_bytes(b'')", "Incompatible types"),
+    "positional type": ("s.MyStruct.Create(3)", 'incompatible type "int"; expected "str"'),
+    "list get type": ("x: int = i.Shape().tags.Get()", "Incompatible types"),
     "implementation": ("class S(i.Echo):\n    async def echo(self, text: int) -> str: ...",
                        "incompatible with supertype"),
 }
@@ -110,6 +147,16 @@ def test_mypy_accepts_correct_use(seed_out: Path) -> None:
     (seed_out / "good.py").write_text(GOOD)
     proc = run_mypy(seed_out, "good.py")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_strict_accepts_what_the_docs_recommend(seed_out: Path) -> None:
+    (seed_out / "user.py").write_text(USER_SCRIPT)
+    proc = run_mypy(seed_out, "user.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and the script runs
+    run = subprocess.run([sys.executable, "user.py"], cwd=seed_out, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

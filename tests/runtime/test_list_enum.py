@@ -79,8 +79,27 @@ def test_get_matches_enum_fields_by_member_number_and_name(s) -> None:  # type: 
         assert p.phones.Get(type=wanted).number == "2"
     with pytest.raises(KeyError):
         p.phones.Get(type="mobile")
-    with pytest.raises(KeyError):
-        p.phones.Get(type="Home")
+    with pytest.raises(ValueTypeError, match="'Home' is not one of its enumerants"):
+        p.phones.Get(type="Home")  # names no enumerant: can never match, so it is an error
+
+
+def test_enum_compares_with_its_name(s) -> None:  # type: ignore[no-untyped-def]
+    """``phone.type == "home"`` as pycapnp users write it: true for the member's own name,
+    false for another enumerant's, an error for a string that names none (never silently
+    false); numbers and members compare as before, and hashing stays the number's."""
+    t = s.Person.PhoneNumber.Type
+    phone = s.Person.PhoneNumber.Create(type="home")
+    assert phone.type == "home" and "home" == phone.type
+    assert not phone.type != "home" and phone.type != "work" and not phone.type == "work"
+    assert phone.type in ("work", "home") and phone.type == 1 and phone.type == t.home
+    assert hash(phone.type) == hash(1) and {1: "x"}[phone.type] == "x"
+    for typo in ("hme", "Home", ""):
+        with pytest.raises(ValueTypeError, match=r"Person\.PhoneNumber\.Type: .* enumerants"):
+            phone.type == typo  # noqa: B015
+        with pytest.raises(ValueTypeError):
+            phone.type != typo  # noqa: B015
+    unknown = t(40)  # a number the schema does not name: no name equals it
+    assert unknown != "home" and unknown == 40
 
 
 def test_list_copy_pickle() -> None:
@@ -152,3 +171,36 @@ def test_null_list_elements_read_as_their_defaults(tmp_path) -> None:  # type: i
     assert built.lists == [[]]
     with pytest.raises(ValueTypeError, match=r"Nulls\.texts\[0\]"):
         mod.Nulls.Create(texts=[1])
+
+
+@pytest.mark.parametrize(("mutate", "path"), [
+    (lambda lst: lst.extend([{}, {"type": "fax"}]), "Person.phones[4].type"),
+    (lambda lst: lst.__iadd__([{"type": "fax"}]), "Person.phones[3].type"),
+    (lambda lst: lst.__setitem__(slice(1, 2), [{}, {"type": "fax"}]), "Person.phones[2].type"),
+    (lambda lst: lst.__setitem__(slice(None, None, 2), [{}, {"type": "fax"}]),
+     "Person.phones[2].type"),
+    (lambda lst: lst.__setitem__(slice(-1, None), [{"type": "fax"}]), "Person.phones[2].type"),
+    (lambda lst: lst.append({"type": "fax"}), "Person.phones[3].type"),
+    (lambda lst: lst.insert(-1, {"type": "fax"}), "Person.phones[2].type"),
+    (lambda lst: lst.insert(99, {"type": "fax"}), "Person.phones[3].type"),
+    (lambda lst: lst.__setitem__(-1, {"type": "fax"}), "Person.phones[2].type"),
+    (lambda lst: lst.extend(iter([{}, 5])), "Person.phones[4]"),
+])
+def test_list_mutator_errors_name_the_field_and_index(s, mutate, path) -> None:  # type: ignore[no-untyped-def]
+    """A list read from a struct names the field and the index the element would take, as
+    construction names ``Person.phones[1].type`` (the index in the list, not in the argument);
+    the list is unchanged."""
+    for read in (lambda p: p.phones, lambda p: p["phones"]):
+        p = s.Person.Create(phones=[{"number": "1"}, {"number": "2"}, {"number": "3"}])
+        lst = read(p)
+        with pytest.raises(ValueTypeError) as info:
+            mutate(lst)
+        assert info.value.path == path
+        assert [x.number for x in p.phones] == ["1", "2", "3"]
+    pending = s.Person().phones  # an unset field's list names the field too
+    with pytest.raises(ValueTypeError) as info:
+        pending.extend([{"type": "fax"}])
+    assert info.value.path == "Person.phones[0].type"
+    with pytest.raises(ValueTypeError) as info:  # a list of its own names its type
+        List[Int32]([1]).extend([2, "x"])
+    assert info.value.path == "List[Int32][2]"

@@ -13,6 +13,7 @@ process with ``CARA_PURE_PYTHON=1``), so neither mode goes untested.
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -71,7 +72,9 @@ def modules() -> tuple[Any, Any]:
     return _pair(SHADOW_CAPNP + SEED_CAPNP.split(";", 1)[1] + DEEP_CAPNP, "speedups.capnp")
 
 
-DEEP_CAPNP = "struct Deep { children @0 :List(Deep); }\n"
+DEEP_CAPNP = ("struct Deep { children @0 :List(Deep); }\n"
+              "struct Floats { f32 @0 :Float32; f64 @1 :Float64; l32 @2 :List(Float32);"
+              " inner @3 :Floats; }\n")
 
 
 def _shape(value: Any) -> Any:
@@ -80,6 +83,8 @@ def _shape(value: Any) -> Any:
         return (type(value).__qualname__, [(k, _shape(v)) for k, v in dict.items(value)])
     if isinstance(value, list):
         return (type(value).__qualname__, [_shape(v) for v in value])
+    if isinstance(value, float):  # bit for bit (NaN payloads may differ: any NaN is NaN)
+        return ("float", "nan" if value != value else struct.pack("<d", value))
     return (type(value).__qualname__, repr(value))
 
 
@@ -132,6 +137,33 @@ def test_accelerated_construction_equals_pure_python(modules: tuple[Any, Any],
     assert _outcome(fast._cara_convert_, data) == _outcome(pure._cara_convert_, data)
     by_name = {k: v for k, v in data.items() if isinstance(k, str)}
     assert _outcome(fast.Create, **by_name) == _outcome(pure.Create, **by_name)
+
+
+float_inputs = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(width=32),
+    st.sampled_from([0.1, -0.0, 3.4028234663852886e38, 3.4028235e38, 3.5e38, 1e-46, 2**-149,
+                     float("nan"), float("inf")]),
+    st.integers(min_value=-(2**130), max_value=2**130))
+
+
+@settings(max_examples=int(os.environ.get("CARA_SPEEDUPS_EXAMPLES", "300")), deadline=None)
+@given(f32=float_inputs, f64=float_inputs, items=st.lists(float_inputs, max_size=3))
+def test_float32_rounding_agrees(modules: tuple[Any, Any], f32: Any, f64: Any,
+                                 items: list[Any]) -> None:
+    """A Float32 field holds its value rounded to single precision (what the wire carries),
+    in both builds, by number, by name, nested, and in lists."""
+    fast, pure = modules
+    by_number = {0: f32, 1: f64, 2: items, 3: {0: f32, 2: items}}
+    by_name = {"f32": f32, "f64": f64, "l32": items, "inner": {"f32": f32}}
+    for fn in ("__call__", "_cara_convert_"):
+        a = _outcome(getattr(fast.Floats, fn), by_number)
+        assert a == _outcome(getattr(pure.Floats, fn), by_number)
+    a = _outcome(fast.Floats.Create, **by_name)
+    assert a == _outcome(pure.Floats.Create, **by_name)
+    if a[0] == "ok" and isinstance(f32, float) and f32 == f32:
+        value = fast.Floats.Create(**by_name)
+        assert value.f32 == struct.unpack("<f", struct.pack("<f", f32))[0]
+        assert value.inner.f32 == value.f32
 
 
 def test_msgpack_round_trips_agree(modules: tuple[Any, Any]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import struct
 
 import msgpack
 import pytest
@@ -368,3 +369,19 @@ def test_group_class_is_reachable_under_the_stub_name(s) -> None:  # type: ignor
     assert type(p.employment) is group
     assert group.Create(employer="y").which() == "employer"
     assert "_employment_Group" not in s.Person.cara_schema.by_key
+
+
+@pytest.mark.parametrize("value", [0.1, 1 / 3, 1e-40, -2.5, 16777217, 3.4028234663852886e38])
+def test_float32_holds_what_the_wire_holds(b, value) -> None:  # type: ignore[no-untyped-def]
+    """A Float32 field stores its value rounded to single precision (as the wire carries it),
+    so binary and msgpack round trips compare equal, by every way of storing it."""
+    single = struct.unpack("<f", struct.pack("<f", value))[0]
+    made = [b.AllScalars.Create(f32=value), b.AllScalars({10: value}),
+            b.AllScalars({"f32": value}), b.AllScalars()]
+    made[-1].f32 = value
+    for s in made:
+        assert s.f32 == single and type(s.f32) is float
+        assert b.AllScalars.from_bytes(s.to_bytes()) == s
+        assert b.AllScalars.from_bytes(s.to_bytes(packed=True), packed=True) == s
+        assert b.AllScalars.from_msgpack(s.to_msgpack()) == s
+    assert b.AllScalars.Create(f64=value).f64 == value  # Float64 keeps every bit

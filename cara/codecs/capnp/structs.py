@@ -67,8 +67,20 @@ def _fast_encoder(cls: Any) -> tuple[Any, ...]:
     return codec, type_id
 
 
-def from_bytes(cls: Any, data: bytes, *, packed: bool = False) -> Any:
-    """``S.from_bytes(data)``: a Cap'n Proto message as a runtime struct of class ``cls``."""
+def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
+               traversal_limit_in_words: int | None = None,
+               nesting_limit: int | None = None) -> Any:
+    """``S.from_bytes(data)``: a Cap'n Proto message as a runtime struct of class ``cls``
+    (with libcapnp's default limits unless given, as pycapnp names them)."""
+    if traversal_limit_in_words is not None or nesting_limit is not None:
+        from cara.codecs.capnp.reader import DEFAULT_NESTING_LIMIT, DEFAULT_TRAVERSAL_LIMIT
+
+        codec, type_id = _schema_codec(cls, decoding=True)
+        return _from_sparse(cls, codec.decode(
+            type_id, data, packed=packed,
+            traversal_limit_in_words=(DEFAULT_TRAVERSAL_LIMIT if traversal_limit_in_words
+                                      is None else traversal_limit_in_words),
+            nesting_limit=DEFAULT_NESTING_LIMIT if nesting_limit is None else nesting_limit))
     if not packed:
         # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
         # lookup is the cheapest per-call cost.

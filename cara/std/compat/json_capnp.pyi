@@ -11,6 +11,7 @@ from collections.abc import Mapping as _Mapping
 from cara.runtime.build import AnnotationDecl as _AnnotationDecl
 from cara.runtime.build import AnnotationValue as _AnnotationValue
 from cara.runtime.enum import Enum as _Enum
+from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
@@ -23,7 +24,11 @@ cara_nodes: dict[int, _Node]
 class Value(_Struct):
     class Field(_Struct):
         name: str
-        value: Value
+        @_b.property
+        def value(_cara_self) -> Value:
+            ...
+        @value.setter
+        def value(_cara_self, _cara_value: Value | _Mapping[_t.Any, _t.Any]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -32,13 +37,17 @@ class Value(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             name: str = ...,
             value: Value | _Mapping[_t.Any, _t.Any] = ...,
         ) -> Value.Field: ...
     class Call(_Struct):
         function: str
-        params: list[Value]
+        @_b.property
+        def params(_cara_self) -> _List[Value]:
+            ...
+        @params.setter
+        def params(_cara_self, _cara_value: _Iterable[Value | _Mapping[_t.Any, _t.Any]]) -> None: ...
         def __init__(
             _cara_self, _cara_data: _Mapping[_t.Any, _t.Any] | None = None, /,
             *,
@@ -47,7 +56,7 @@ class Value(_Struct):
         ) -> None: ...
         @classmethod
         def Create(
-            _cara_cls, *,
+            _cara_cls,
             function: str = ...,
             params: _Iterable[Value | _Mapping[_t.Any, _t.Any]] = ...,
         ) -> Value.Call: ...
@@ -55,11 +64,23 @@ class Value(_Struct):
     boolean: bool
     number: float
     string: str
-    array: list[Value]
-    object: list[Value.Field]
-    """Standard JSON values."""
-    call: Value.Call
-    'Non-standard: A "function call", applying a named function (named by a single identifier)\nto a parameter list. Examples:\n\n    BinData(0, "Zm9vCg==")\n    ISODate("2015-04-15T08:44:50.218Z")\n\nMongo DB users will recognize the above as exactly the syntax Mongo uses to represent BSON\n"binary" and "date" types in text, since JSON has no analog of these. This is basically the\nreason this extension exists. We do NOT recommend using `call` unless you specifically need\nto be compatible with some silly format that uses this syntax.'
+    @_b.property
+    def array(_cara_self) -> _List[Value]:
+        ...
+    @array.setter
+    def array(_cara_self, _cara_value: _Iterable[Value | _Mapping[_t.Any, _t.Any]]) -> None: ...
+    @_b.property
+    def object(_cara_self) -> _List[Value.Field]:
+        """Standard JSON values."""
+        ...
+    @object.setter
+    def object(_cara_self, _cara_value: _Iterable[Value.Field | _Mapping[_t.Any, _t.Any]]) -> None: ...
+    @_b.property
+    def call(_cara_self) -> Value.Call:
+        'Non-standard: A "function call", applying a named function (named by a single identifier)\nto a parameter list. Examples:\n\n    BinData(0, "Zm9vCg==")\n    ISODate("2015-04-15T08:44:50.218Z")\n\nMongo DB users will recognize the above as exactly the syntax Mongo uses to represent BSON\n"binary" and "date" types in text, since JSON has no analog of these. This is basically the\nreason this extension exists. We do NOT recommend using `call` unless you specifically need\nto be compatible with some silly format that uses this syntax.'
+        ...
+    @call.setter
+    def call(_cara_self, _cara_value: Value.Call | _Mapping[_t.Any, _t.Any]) -> None: ...
     raw: str
     """Used to indicate that the text should be written directly to the output without
 modifications. Use this if you have an already serialized JSON value and don't want
@@ -86,7 +107,7 @@ encoder.
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         null: None = ...,
         boolean: bool = ...,
         number: float = ...,
@@ -112,7 +133,7 @@ class FlattenOptions(_Struct):
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         prefix: str = ...,
     ) -> FlattenOptions: ...
 
@@ -136,7 +157,7 @@ It is an error to use `valueName` while also declaring some variants as $flatten
     ) -> None: ...
     @classmethod
     def Create(
-        _cara_cls, *,
+        _cara_cls,
         name: str = ...,
         valueName: str = ...,
     ) -> DiscriminatorOptions: ...
