@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
 from cara.runtime.types import (
     ClassType,
@@ -1485,3 +1486,6 @@ def iter_fields(s: Struct) -> Iterator[tuple[FieldSpec, Any]]:
     for k, v in dict.items(s):
         if type(k) is int and k < len(fields):
             yield fields[k], v
+
+
+_LIST_NEEDS.update(attach=_attach, plain=_plain, lazy_converter=lazy_converter)
