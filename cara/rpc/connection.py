@@ -258,6 +258,7 @@ class Connection:
         self._embargoes: dict[int, tuple[QueuedCap, Cap]] = {}
         self._next_embargo = 0
         self._releases: list[tuple[int, int]] = []
+        self._finishes: list[Question] = []
         self._release_scheduled = False
         self._sending_exports: list[int] | None = None
 
@@ -268,11 +269,13 @@ class Connection:
     # ------------------------------------------------------------------------------ public
 
     def stats(self) -> dict[str, int]:
-        """Live table sizes: what we export, import, await (questions) and run (answers)."""
+        """Live table sizes: what we export, import, await (questions: calls not answered)
+        and run (answers: calls received whose handler runs or waits for a slot). Answered
+        calls whose caller has not sent ``Finish`` yet are not counted."""
         return {
             "exports": len(self._exports), "imports": len(self._imports),
-            "questions": len(self._questions),
-            "answers": len(self._answers) + len(self._queued),
+            "questions": len(self._questions) - len(self._finishes),
+            "answers": self._running + len(self._queued),
         }
 
     @property
@@ -815,10 +818,21 @@ class Connection:
                                 q.set_exception(exc)
                         else:
                             q.set_result(results)
-        if not q.finished:
+        if q.finished:
+            self._drop_question(q)
+        else:  # sent with whatever goes out next (one write per call, not two)
             q.finished = True
+            self._finishes.append(q)
+            if len(self._finishes) == 1:
+                self.loop.call_soon(self._flush_finishes)
+
+    def _flush_finishes(self) -> None:
+        finishes, self._finishes = self._finishes, []
+        if self.closed:
+            return
+        for q in finishes:
             self._emit(M.Finish(q.qid, False))
-        self._drop_question(q)
+            self._drop_question(q)  # only now may its id be asked again
 
     def _resolve_pipes(self, q: Question, cap: Cap) -> None:
         for pipe in q.pipes.values():
