@@ -334,9 +334,12 @@ class Connection:
         try:
             msg = self.wire.decode(frame)
             handler = self._handlers.get(type(msg))
-            if handler is None:
+            if handler is not None:
+                handler(self, msg)
+            elif isinstance(msg, M.Unknown):  # a feature beyond level 1: say so, go on
+                self._emit(M.Unimplemented(msg))
+            else:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
-            handler(self, msg)
         except ProtocolError as exc:
             self.abort(str(exc))
             raise
@@ -915,7 +918,20 @@ class Connection:
         self.connection_lost(Disconnected(f"peer aborted: {msg.exception.reason}"))
 
     def _on_unimplemented(self, msg: M.Unimplemented) -> None:
-        pass  # we send only what level 1 defines; an old peer's refusal changes nothing here
+        """The peer could not handle something we sent. A call or bootstrap it refused fails
+        (its question gets no Return); a refused Resolve or Disembargo changes nothing we
+        rely on (level 0 peers never see our promises resolve)."""
+        echoed = msg.message
+        qid = getattr(echoed, "question_id", None)
+        if isinstance(echoed, (M.Call, M.Bootstrap)) and qid is not None:
+            q = self._questions.get(qid)
+            if q is not None and not q.returned:
+                q.returned = True
+                exc = Unimplemented(f"the peer does not implement {type(echoed).__name__}")
+                self._resolve_pipes(q, BrokenCap(exc))
+                if not q.done():
+                    q.set_exception(exc)
+                self._drop_question(q)
 
     _handlers: dict[type, Callable[[Connection, Any], None]] = {
         M.Call: _on_call, M.Return: _on_return, M.Finish: _on_finish,
