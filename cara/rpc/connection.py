@@ -31,13 +31,14 @@ and tasks: pass the loop, or construct the connection inside a running loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from cara.rpc import messages as M
-from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
+from cara.rpc.caps import BrokenCap, Cap, LocalCall, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
@@ -641,10 +642,25 @@ class Connection:
         try:
             if isinstance(target, BaseException):
                 raise target
-            method = self._method_for(msg, target)
-            answer.method = method
-            params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-            call = target.call(method, params, unbox=False)
+            local = target.resolved()
+            if isinstance(local, LocalCap):  # the common case: a handler of this process
+                handler = local.impl.handler(msg.interface_id, msg.method_id)
+                method = answer.method = handler.method
+                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+                result = handler.run(params)
+                if not inspect.isawaitable(result):  # answered now: no future, no task
+                    self._return_results(qid, answer, result)
+                    return
+                running = LocalCall(self.loop, method, False)
+                task = asyncio.ensure_future(result, loop=self.loop)
+                running._task = task
+                task.add_done_callback(running._task_done)
+                call: CallPromise = running
+            else:
+                method = self._method_for(msg, target)
+                answer.method = method
+                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+                call = target.call(method, params, unbox=False)
         except Exception as exc:  # malformed params fail the call, not the connection
             self._return_error(qid, answer, exc)
             return
