@@ -266,7 +266,16 @@ class SourceLoader:
     def _read(self, real: Path, display_name: str) -> bytes:
         try:
             with open(real, "rb") as stream:
-                data = stream.read(self.max_file_size + 1)
+                # in pieces: one read of the limit would allocate the whole limit up front
+                chunks: list[bytes] = []
+                left = self.max_file_size + 1
+                while left > 0:
+                    chunk = stream.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             raise SourceError(f"{display_name}: cannot read file: {exc.strerror or exc}") from None
         if len(data) > self.max_file_size:

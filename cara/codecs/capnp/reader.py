@@ -10,7 +10,8 @@ Safety, as the encoding spec asks (its "Security Considerations"):
 * far pointers must name an existing segment and land on a struct/list pointer (single far) or
   on a far pointer plus a tag (double far);
 * every dereference is charged against a *traversal limit* in words (default 8 Mi words, as
-  libcapnp), and a list of zero-size elements is charged one word per element, so pointer
+  libcapnp); a list is charged at least a word per eight elements and an element with no
+  bytes on the wire (Void, zero-size structs) ``ZERO_SIZE_ELEMENT_WORDS``, so pointer
   cycles, overlapping pointers and amplification all end in a ``DecodeError``;
 * nesting is limited (default 64 levels), so deep or cyclic structures never recurse without
   bound.
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_NESTING_LIMIT",
     "DEFAULT_TRAVERSAL_LIMIT",
     "ELEMENT_BITS",
+    "ZERO_SIZE_ELEMENT_WORDS",
     "AnyPointerReader",
     "ListLoc",
     "ListReader",
@@ -51,6 +53,12 @@ __all__ = [
 
 DEFAULT_TRAVERSAL_LIMIT = 8 * 1024 * 1024
 DEFAULT_NESTING_LIMIT = 64
+#: What one list element with no bytes on the wire (a Void, or a struct of zero words) is
+#: charged against the traversal limit, in words. libcapnp charges one word, but decoding
+#: makes a Python object per element (about 14 words for an empty struct; some 30 words more
+#: on its way to JSON in ``cara convert``); at 64 words, the 8 Mi-word default budget buys at
+#: most 128 Ki such elements, so a 32-byte message cannot decode into millions of objects.
+ZERO_SIZE_ELEMENT_WORDS = 64
 
 _PTR = struct.Struct("<iI")
 _unpack_ptr = _PTR.unpack_from
@@ -162,7 +170,8 @@ def charge_elements(msg: Message, count: int, step: int, words_each: int, pos: i
     the wire, so a list of small or zero-size elements must not buy more objects per word of
     traversal budget than a list of full-size ones (the amplification guard, per object).
     """
-    extra = count * max(words_each, 1) - max((count * step) >> 3, count)
+    already = (count * step + 7) >> 3 if step else count * ZERO_SIZE_ELEMENT_WORDS
+    extra = count * max(words_each, 1) - already
     if extra > 0:
         _charge(msg, extra, pos)
 
@@ -236,7 +245,8 @@ def list_at(msg: Message, seg: int, pos: int, nesting: int) -> ListLoc | None:
         if step * count > words * 8:
             raise DecodeError(f"inline-composite list of {count} elements of "
                               f"{step // 8} words does not fit its {words} words", target)
-        left = msg.traversal_left - (max(words, count) or 1)
+        left = msg.traversal_left - ((max(words, count) if step else
+                                      count * ZERO_SIZE_ELEMENT_WORDS) or 1)
         msg.traversal_left = left
         if left < 0:
             _charge(msg, 0, pos)
@@ -258,9 +268,16 @@ def list_at(msg: Message, seg: int, pos: int, nesting: int) -> ListLoc | None:
         ptrs = 0
     if target < start or target + nbytes > end:
         raise DecodeError("list pointer points outside its segment", pos)
-    words = (nbytes + 7) >> 3
-    # A list of zero-size elements costs one word per element (amplification guard).
-    left = msg.traversal_left - (words if size else count)
+    # Decoding makes a Python list slot per element, so the charge is at least a word per
+    # eight elements (a bit list's bytes, not its words), and an element with nothing on the
+    # wire (Void) costs ZERO_SIZE_ELEMENT_WORDS: the amplification guard.
+    if size > 1:
+        words = (nbytes + 7) >> 3
+    elif size:
+        words = (count + 7) >> 3
+    else:
+        words = count * ZERO_SIZE_ELEMENT_WORDS
+    left = msg.traversal_left - words
     msg.traversal_left = left
     if left < 0:
         _charge(msg, 0, pos)

@@ -37,6 +37,7 @@ from typing import Any
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.schema import model
 
+from .bits import pack_bits, unpack_bits
 from .builder import MessageBuilder, copy_pointer
 from .reader import (
     DEFAULT_NESTING_LIMIT,
@@ -1171,18 +1172,13 @@ def _bool_list_decoder(msg: Message, seg: int, pos: int, nest: int) -> list[bool
     if size != 1:
         raise DecodeError("expected a list of Bool (bit list), found another element size",
                           pos)
-    bits = int.from_bytes(msg.buf[start:start + ((count + 7) >> 3)], "little")
-    return [bits >> i & 1 == 1 for i in range(count)]
+    return unpack_bits(msg.buf, start, count)
 
 
 def _bool_list_encoder(buf: bytearray, ptr_pos: int, value: list[bool]) -> None:
     count = len(value)
-    bits = 0
-    for i, b in enumerate(value):
-        if b:
-            bits |= 1 << i
     pos = len(buf)
-    buf += bits.to_bytes(((count + 63) >> 6) * 8, "little")
+    buf += pack_bits(value, ((count + 63) >> 6) * 8)
     _PTR.pack_into(buf, ptr_pos, (pos - ptr_pos - 8) >> 1 | 1, count << 3 | 1)
 
 
