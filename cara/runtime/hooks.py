@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from cara.runtime.nesting import check_nesting
+
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "to_bytes", "to_json",
            "unpack_into"]
 
@@ -100,7 +102,9 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
             raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
     except Exception as e:
         _decode_error(e, data)
-    return cls(raw)
+    value = cls(raw)
+    check_nesting(value)
+    return value
 
 
 def _decode_error(e: Exception, data: bytes | bytearray | memoryview) -> NoReturn:

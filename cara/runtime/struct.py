@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
 from cara.runtime.types import ClassType, Invalid, TypeDesc, describe_value, mismatch
 
 
@@ -689,6 +690,9 @@ def _fill_slow(self: Any, data: Any, merge: bool = False, slow: bool = False) ->
         if num is None:
             if key in seen:
                 raise Invalid(f"field {key} given twice")
+            if plain_depth_exceeds(value):
+                raise Invalid(f"field {key} (unknown to this schema) nests deeper than "
+                              f"{DEFAULT_NESTING_LIMIT} levels")
             seen.add(key)
             _dset(self, key, value)
             continue
