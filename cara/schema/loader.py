@@ -226,6 +226,8 @@ class SourceLoader:
         return Path("/"), tuple(parts)
 
     def _candidates(self, from_file: SourceFile, name: str) -> list[tuple[Path, tuple[str, ...]]]:
+        if "\0" in name:  # no file has such a name (the OS would refuse to look it up)
+            return []
         if name.startswith("/"):
             rel = _fold(name[1:].split("/"))
             if not rel:
@@ -244,7 +246,7 @@ class SourceLoader:
         real = root.joinpath(*rel)
         try:
             st = real.stat()
-        except OSError:
+        except (OSError, ValueError):  # (ValueError: a NUL in the name)
             return None
         if not real.is_file():
             return None
