@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from cara.errors import DecodeError, EncodeError, ValueTypeError
@@ -39,6 +38,7 @@ from cara.schema import model
 
 from .bits import pack_bits, unpack_bits
 from .builder import MessageBuilder, copy_pointer
+from .plans import FieldPlan, PlanKey, StructPlan
 from .reader import (
     DEFAULT_NESTING_LIMIT,
     DEFAULT_TRAVERSAL_LIMIT,
@@ -52,20 +52,10 @@ from .reader import (
     struct_at,
     text_at,
 )
-from .views import (
-    StructView,
-    ViewLayout,
-    build_layout,
-    fill_layout_cell,
-    view_list,
-    view_struct,
-)
+from .views import StructView, ViewLayout, view_list, view_struct
 
 __all__ = ["FieldPlan", "PlanKey", "SchemaCodec", "StructPlan"]
 
-#: A plan is per struct node, and per brand for generic structs: ``node_id`` for an unbranded
-#: struct, ``(node_id, brand)`` (the brand's repr) for a generic one with bound parameters.
-PlanKey = int | tuple[int, str]
 
 # type name -> (struct format char, byte size, list element size code)
 _SCALAR = {
@@ -84,50 +74,6 @@ _INT_RANGES = {
     "uint8": (0, 1 << 8), "uint16": (0, 1 << 16), "uint32": (0, 1 << 32),
     "uint64": (0, 1 << 64), "enum": (0, 1 << 16),
 }
-
-
-@dataclass
-class FieldPlan:
-    """One field as the codec sees it: where it lives and how it is encoded.
-
-    ``offset`` is a byte offset in the data section (a bit offset for Bool), ``pointer`` the
-    index in the pointer section; ``default`` is the Python default value (the XOR mask for
-    scalars); ``discriminant`` is 0xffff for a field outside any union.
-    """
-
-    name: str
-    kind: str  # a Type.which, or "group"
-    offset: int = 0
-    pointer: int = 0
-    default: Any = None
-    discriminant: int = model.NO_DISCRIMINANT
-    type: model.Type | None = None
-    group_id: PlanKey = 0
-    explicit_default: bool = False
-    #: the field's ``@N`` (None for groups and named unions, which have none)
-    ordinal: int | None = None
-    #: the key of this field in plain values: its name, or its ordinal (see SchemaCodec)
-    key: str | int = ""
-
-
-@dataclass
-class StructPlan:
-    """A struct (or group) node compiled for the codec."""
-
-    node_id: int
-    name: str
-    data_words: int
-    pointer_count: int
-    fields: list[FieldPlan] = field(default_factory=list)
-    #: byte offset of the union discriminant, or -1 when the node has no unnamed union
-    discriminant_offset: int = -1
-    #: a group shares its parent's sections (its code must not write outside its fields)
-    is_group: bool = False
-    encode: Callable[[bytearray, int, int, Mapping[str, Any]], None] | None = None
-    decode: Callable[..., dict[str, Any]] | None = None
-    #: the plan's key in SchemaCodec.plans, and the suffix of its generated functions' names
-    key: PlanKey = 0
-    tag: str = ""
 
 
 Bindings = dict[tuple[int, int], "model.Type | None"]
@@ -423,9 +369,58 @@ class SchemaCodec:
         """The lazy-view getters of a struct (compiled on first use)."""
         layout = self.layouts.get(struct_id)
         if layout is None:
-            layout = build_layout(self, self.plan(struct_id))
+            layout = self._build_layout(self.plan(struct_id))
             self.layouts[struct_id] = layout
         return layout
+
+    def _build_layout(self, plan: StructPlan) -> ViewLayout:
+        """Compile the getters of ``plan`` (fields of struct kind become view constructors;
+        a struct field's layout is found through a cell filled on first use, as layouts of
+        recursive structs cannot all be built up front)."""
+        layout = ViewLayout(plan)
+        props: dict[str, property] = {}
+        for fp in plan.fields:
+            if fp.kind == "group":
+                lc = self._const([], "LC")
+                gk = self._const(fp.group_id, "GK")
+                expr = (f"SVIEW(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {gk})), msg, seg, "
+                        f"dpos, dbytes, ppos, nptrs, nest)")
+            elif fp.kind == "struct" or _is_struct_list(fp.type):
+                assert fp.type is not None
+                helper = "VIEW_STRUCT" if fp.kind == "struct" else "VIEW_LIST"
+                factory = "None"
+                if fp.default is not None:
+                    factory = self._const(self._default_factory(fp), "DF")
+                sid = self._const(self._key_of(_element_type(fp.type)), "SK")
+                lc = self._const([], "LC")
+                expr = (f"{helper}(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {sid})), msg, seg, "
+                        f"ppos, nptrs, {fp.pointer}, nest, {factory})")
+            else:
+                expr = self._field_expr(fp, True)
+            name = self._name("G")
+            src = (f"def {name}(msg, seg, dpos, dbytes, ppos, nptrs, nest):\n"
+                   f"    buf = msg.buf\n"
+                   f"    return {expr}\n")
+            prop = self._name("V")
+            psrc = (f"def {prop}(self):\n"
+                    f"    msg = self._msg\n"
+                    f"    seg, dpos, dbytes, ppos, nptrs, nest = self._loc\n"
+                    + ("    buf = msg.buf\n" if "buf" in expr else "")
+                    + f"    return {expr}\n")
+            code = compile(src + psrc, f"<cara capnp view {plan.name}.{fp.name}>", "exec")
+            exec(code, self._ns)
+            layout.getters[fp.name] = self._ns[name]
+            props[fp.name] = property(self._ns[prop])
+        reserved = set(dir(StructView))
+        layout.cls = type(f"{plan.name}View", (StructView,),
+                          {"__slots__": (), **{k: v for k, v in props.items()
+                                               if k not in reserved}})
+        return layout
+
+    def _fill_layout_cell(self, cell: list[ViewLayout], sid: PlanKey) -> ViewLayout:
+        if not cell:
+            cell.append(self.layout(sid))
+        return cell[0]
 
     def decode_struct(self, struct_id: int, msg: Message, seg: int, pos: int,
                       nesting: int) -> dict[str, Any] | None:
@@ -479,7 +474,7 @@ class SchemaCodec:
             "spack": struct.pack, "DNEW": dict.__new__, "DU": dict.update,
             "DGET": dict.get.__get__, "DHAS": dict.__contains__.__get__,
             "SVIEW": _group_view, "VIEW_STRUCT": view_struct, "VIEW_LIST": view_list,
-            "LAYOUT_FILL": fill_layout_cell(self),
+            "LAYOUT_FILL": self._fill_layout_cell,
         }
         return ns
 
@@ -1078,6 +1073,18 @@ class SchemaCodec:
 
 
 # ------------------------------------------------------------------------- pointer helpers
+
+
+def _is_struct_list(t: model.Type | None) -> bool:
+    return (t is not None and t.which == "list" and t.list is not None
+            and t.list.elementType.which == "struct")
+
+
+def _element_type(t: model.Type) -> model.Type:
+    if t.which == "list":
+        assert t.list is not None
+        t = t.list.elementType
+    return t
 
 
 def _group_view(layout: ViewLayout, msg: Message, seg: int, dpos: int, dbytes: int, ppos: int,
