@@ -24,6 +24,8 @@ _PROVIDERS = {
     "from_json": "cara.codecs.json_codec",
     "to_bytes": "cara.codecs.capnp.structs",
     "from_bytes": "cara.codecs.capnp.structs",
+    "msgpack_default": "cara.codecs.capnp.reader",
+    "msgpack_ext": "cara.codecs.capnp.reader",
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -74,9 +76,29 @@ def packb(value: Any) -> bytes:
     except AttributeError:
         import msgpack
 
-        packer = _packers.packer = msgpack.Packer()
+        packer = _packers.packer = msgpack.Packer(default=msgpack_default)
     result: bytes = packer.pack(value)
     return result
+
+
+def msgpack_default(value: Any) -> Any:
+    """msgpack's ``default``: objects a codec module knows how to put in msgpack (an
+    ``AnyPointer`` value read from a binary message, registered by the capnp reader)."""
+    func = _hooks.get("msgpack_default")
+    if func is None:
+        raise TypeError(f"cannot encode {type(value).__name__} in msgpack")
+    return func(value)
+
+
+#: msgpack ext codes a codec module turns back into objects (the capnp reader's
+#: EXT_CAPNP_MESSAGE); any other ext value stays a ``msgpack.ExtType``.
+_EXT_PROVIDED = frozenset({0x43})
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code in _EXT_PROVIDED:
+        return _get("msgpack_ext")(code, data)
+    return _msgpack.ExtType(code, data)
 
 
 def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
@@ -97,7 +119,7 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
     try:
         if ext_hook is None:
-            raw = msgpack.unpackb(data, strict_map_key=False)  # (raw=False is the default)
+            raw = msgpack.unpackb(data, strict_map_key=False, ext_hook=_ext_hook)
         else:
             raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
     except Exception as e:

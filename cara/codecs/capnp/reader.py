@@ -28,6 +28,7 @@ import struct
 from typing import Any
 
 from cara.errors import DecodeError
+from cara.runtime import hooks
 
 from .framing import Segments, read_flat, read_framed
 from .packing import unpack
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_NESTING_LIMIT",
     "DEFAULT_TRAVERSAL_LIMIT",
     "ELEMENT_BITS",
+    "EXT_CAPNP_MESSAGE",
     "ZERO_SIZE_ELEMENT_WORDS",
     "AnyPointerReader",
     "ListLoc",
@@ -46,6 +48,7 @@ __all__ = [
     "charge_elements",
     "data_at",
     "list_at",
+    "pointer_from_ext",
     "read_message",
     "struct_at",
     "text_at",
@@ -473,6 +476,19 @@ class AnyPointerReader:
     def __repr__(self) -> str:
         return f"<AnyPointerReader {self.which()} at byte {self.pos}>"
 
+    def to_flat(self) -> bytes:
+        """A flat single-segment message whose root pointer is a copy of this one (how the
+        object travels in msgpack: :data:`EXT_CAPNP_MESSAGE`)."""
+        from .builder import MessageBuilder, copy_pointer
+
+        out = MessageBuilder()
+        if self.pos >= 0:
+            copy_pointer(out, 0, self.msg, self.seg, self.pos, self.nesting)
+        return out.segment()
+
+    def __reduce__(self) -> Any:
+        return (_pointer_from_flat, (self.to_flat(),))
+
     def which(self) -> str:
         """``"null"``, ``"struct"``, ``"list"`` or ``"capability"``."""
         if self.pos < 0:
@@ -510,3 +526,41 @@ class AnyPointerReader:
         if kind != 3:
             raise DecodeError("expected a capability pointer", self.pos)
         return hi
+
+
+def _pointer_from_flat(data: bytes) -> AnyPointerReader:
+    msg = Message(read_flat(data))
+    return AnyPointerReader(msg, 0, 0, msg.nesting_limit)
+
+
+#: The msgpack ext type code of a Cap'n Proto object without a schema (an ``AnyPointer``
+#: value read from a binary message): its data is a flat single-segment message whose root
+#: pointer is the object. The binary encoder copies it back verbatim.
+EXT_CAPNP_MESSAGE = 0x43
+
+
+def pointer_from_ext(data: bytes) -> AnyPointerReader:
+    """The object an :data:`EXT_CAPNP_MESSAGE` ext value holds (bounds-checked on use)."""
+    return _pointer_from_flat(data)
+
+
+def _msgpack_default(value: Any) -> Any:
+    """msgpack's ``default`` for the objects this module makes (see hooks.packb)."""
+    if isinstance(value, AnyPointerReader):
+        import msgpack
+
+        return msgpack.ExtType(EXT_CAPNP_MESSAGE, value.to_flat())
+    raise TypeError(f"cannot encode {type(value).__name__} in msgpack")
+
+
+def _msgpack_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook`` for :data:`EXT_CAPNP_MESSAGE` (see hooks.unpack_into)."""
+    if code != EXT_CAPNP_MESSAGE:
+        import msgpack
+
+        return msgpack.ExtType(code, data)
+    return pointer_from_ext(data)
+
+
+hooks.register("msgpack_default", _msgpack_default)
+hooks.register("msgpack_ext", _msgpack_ext)

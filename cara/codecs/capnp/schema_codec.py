@@ -42,11 +42,13 @@ from .plans import FieldPlan, PlanKey, StructPlan
 from .reader import (
     DEFAULT_NESTING_LIMIT,
     DEFAULT_TRAVERSAL_LIMIT,
+    EXT_CAPNP_MESSAGE,
     AnyPointerReader,
     Message,
     charge_elements,
     data_at,
     list_at,
+    pointer_from_ext,
     read_message,
     resolve,
     struct_at,
@@ -1068,11 +1070,23 @@ class SchemaCodec:
             if value.value is not None:
                 self.encode_pointer(value.type, buf, ptr_pos, value.value)
             return
-        raise ValueTypeError("", f"an AnyPointer value must be an AnyPointerReader or a "
-                                 f"PointerValue, not {type(value).__name__}")
+        if _is_capnp_ext(value):  # an AnyPointerReader that went through msgpack
+            self._encode_any(buf, ptr_pos, pointer_from_ext(value.data))
+            return
+        raise ValueTypeError("", _ANY_POINTER_VALUES + type(value).__name__)
 
 
 # ------------------------------------------------------------------------- pointer helpers
+
+_ANY_POINTER_VALUES = ("the binary form can write an AnyPointer value only as an "
+                       "AnyPointerReader (as decoded from a message, also after msgpack), a "
+                       "PointerValue or None, not ")
+
+
+def _is_capnp_ext(value: Any) -> bool:
+    """Whether ``value`` is msgpack's ``ExtType`` of an AnyPointerReader."""
+    return type(value).__name__ == "ExtType" and getattr(value, "code", None) == \
+        EXT_CAPNP_MESSAGE
 
 
 def _is_struct_list(t: model.Type | None) -> bool:
@@ -1357,7 +1371,7 @@ def _find_bad_value(codec: SchemaCodec, t: model.Type, value: Any,
     elif w == "struct":
         assert t.struct is not None
         return _find_bad_struct(codec, codec.plan_for_type(t), value, path)
-    elif w == "anyPointer" and not isinstance(value, (AnyPointerReader, model.PointerValue)):
-        return path, (f"an AnyPointer value must be an AnyPointerReader or a PointerValue, "
-                      f"not {type(value).__name__}")
+    elif w == "anyPointer" and not isinstance(value, (AnyPointerReader, model.PointerValue)) \
+            and not _is_capnp_ext(value):
+        return path, _ANY_POINTER_VALUES + type(value).__name__
     return path, ""
