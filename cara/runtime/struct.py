@@ -720,7 +720,9 @@ def _compile(cls: Any, accelerate: bool = True) -> None:
     ``dict.update`` and each field then costs a ``get`` and an inlined type check; only values
     that need converting are converted and stored again. Anything unusual (names in a
     number-keyed dict, unknown numbers, two union members) falls back to the general path, which
-    also produces the error messages."""
+    also produces the error messages. Once the fast path has failed, the wording pass converts
+    nested values without their own fast paths (``_fill_slow(..., slow=True)``): retrying the
+    fast path at every level would double the work per level, exponential in the nesting."""
     while "cara_schema" not in cls.__dict__:
         cls = cls.__mro__[1]
     if "__init__" in cls.__dict__ or cls in _compiling:
@@ -1078,7 +1080,7 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["        " + line for line in keyword_stores()],
         "    except _Invalid:",
         "        _s = _dnew(_C)",
-        f"        _slow(_s, {{_k: _v for _k, _v in {given}.items() if _v is not _M}})",
+        f"        _slow(_s, {{_k: _v for _k, _v in {given}.items() if _v is not _M}}, False, True)",
         "        return _s",  # (not reached: the slow path raises with the field path)
         "    _s = _dnew(_C)",
         "    _du(_s, _d)",
@@ -1117,7 +1119,10 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["        " + line for line in number_fill()],
         "    except Invalid:",
         "        dclear(self)",
-        "        general(self, d, None)",  # raises with the field path
+        "        try:",
+        "            slow(self, d, False, True)",  # raises with the field path
+        "        except Invalid as e:",
+        "            raise e.error(NAME) from None",
         "    except RecursionError:",
         "        raise deep.error(NAME) from None",
         "",
@@ -1134,7 +1139,7 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["            " + line for line in number_fill()],
         "        except Invalid:",
         "            dclear(self)",
-        "            slow(self, d)",  # raises with the field path
+        "            slow(self, d, False, True)",  # raises with the field path
         "        return self",
         "    if _PARAMS.issuperset(d):",  # keyed by name, as by hand
         "        return _kwconvert(**d)",

@@ -128,3 +128,13 @@ def test_bit_lists_are_linear(amp: Any) -> None:
     assert time.perf_counter() - start < 1.0
     # pycapnp splits the message into two segments; the canonical forms must be equal
     assert canonicalize(read_message(again)) == canonicalize(read_message(data))
+
+
+def test_convert_refuses_an_unhashable_msgpack_key(amp: Any) -> None:
+    """The fuzz's finding: a msgpack map keyed by an array escaped ``cara convert`` as a
+    TypeError."""
+    err = io.StringIO()
+    status = convert_stream({"quiet": True}, "msgpack", "binary", [str(amp.path), "Holder"],
+                            stdin=io.BytesIO(b"\x81\x91\x00\x00"), stdout=io.BytesIO(),
+                            stderr=err)
+    assert status == 1 and "malformed msgpack" in err.getvalue()
