@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from cara.runtime.nesting import check_nesting
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, check_nesting
 
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "to_bytes", "to_json",
            "unpack_into"]
@@ -125,7 +125,11 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
     except Exception as e:
         _decode_error(e, data)
     value = cls(raw)
-    check_nesting(value)
+    # Most types cannot nest deeply (their greatest depth is known), and input shorter than
+    # the limit cannot either (each level takes a byte): no walk for those.
+    depth = cls.__dict__.get("_cara_static_depth_")
+    if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
+        check_nesting(value)
     return value
 
 

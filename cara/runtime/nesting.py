@@ -81,23 +81,54 @@ def plain_depth_exceeds(value: Any, limit: int = DEFAULT_NESTING_LIMIT) -> bool:
                if isinstance(v, (list, dict)))
 
 
-def _deeper(value: Any, left: int, group: bool = False) -> bool:
-    """Whether struct or list ``value`` needs more than ``left`` levels (a group none)."""
-    if not group:
-        if left <= 0:
-            return True
-        left -= 1
-    schema = getattr(value, "cara_schema", None)
-    if schema is None:  # a list
-        return any(_deeper(v, left) for v in value if isinstance(v, (list, dict)))
-    fields = schema.fields
-    n = len(fields)
-    for k, v in dict.items(value):
-        if type(k) is int and k < n:
-            f = fields[k]
-            if f.is_group:
-                if _deeper(v, left, group=True):
-                    return True
-            elif f.type.kind in ("struct", "list") and _deeper(v, left):
+def _deeper(value: Any, left: int) -> bool:
+    """Whether struct or list ``value`` needs more than ``left`` levels."""
+    if left <= 0:
+        return True
+    left -= 1
+    cls = type(value)
+    plan = cls.__dict__.get("_cara_nesting_plan_")
+    if plan is None:
+        plan = _walk_plan(cls)
+    if plan is _LIST_PLAN:
+        return any(_deeper(v, left) for v in value)
+    return _struct_deeper(value, plan, left)
+
+
+def _struct_deeper(value: Any, plan: tuple[tuple[int, int, bool], ...], left: int) -> bool:
+    for num, depth, group in plan:
+        if depth <= left:
+            continue  # this field's type cannot nest deeper than what is left
+        v = dict.get(value, num)
+        if v is None:
+            continue
+        if group:
+            sub = type(v).__dict__.get("_cara_nesting_plan_") or _walk_plan(type(v))
+            if _struct_deeper(v, sub, left):
                 return True
+        elif _deeper(v, left):
+            return True
     return False
+
+
+#: The walk plan of a list class whose elements may nest (they are walked one by one).
+_LIST_PLAN: tuple[tuple[int, int, bool], ...] = ((-1, -1, False),)
+
+
+def _walk_plan(cls: Any) -> tuple[tuple[int, int, bool], ...]:
+    """For a struct class: ``(field number, greatest depth of its value, is a group)`` of each
+    struct, list or group field (cached on the class); for a list class :data:`_LIST_PLAN`
+    if its elements are structs or lists, else an empty plan."""
+    elem = getattr(cls, "_cara_elem_", None)
+    if elem is not None:
+        plan = _LIST_PLAN if elem.kind in ("struct", "list") else ()
+    else:
+        entries = []
+        for f in cls.cara_schema.fields:
+            if f.is_group:
+                entries.append((f.number, static_depth(f.type.cls) - 1, True))
+            elif f.type.kind in ("struct", "list"):
+                entries.append((f.number, static_depth(f.type.cls), False))
+        plan = tuple(entries)
+    type.__setattr__(cls, "_cara_nesting_plan_", plan)
+    return plan
