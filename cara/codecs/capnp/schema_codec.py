@@ -762,6 +762,20 @@ class SchemaCodec:
             return f"unpack_from('<{f}', spack('<{i}', {raw}{bits}))[0]"
         return f"({raw} ^ {fp.default!r})" if fp.default else raw
 
+    def _empty_member(self, f: FieldPlan, tag: str) -> str | None:
+        """The expression for a union member's value when its pointer is null (no default)."""
+        if f.kind == "text":
+            return "''"
+        if f.kind == "data":
+            return "b''"
+        if f.kind == "list":
+            return f"LM_{tag}_{f.key}([])" if self.instances else "[]"
+        if f.kind == "struct" and f.type is not None:
+            if not self.instances:
+                return "{}"
+            return f"DNEW(C_{self.plan(self._key_of(f.type)).tag})"
+        return None  # a capability or AnyPointer: null is its value
+
     def _sparse_decoder_source(self, plan: StructPlan) -> str:
         """The ``sparse=True`` decoder (see ``__init__``): fields are stored only when their
         bits are not zero; same key order as the full decoder's dict."""
@@ -791,8 +805,14 @@ class SchemaCodec:
                 return [f"{ind}_g = {expr}", f"{ind}if _g:", f"{ind}    d[{k!r}] = _g"]
             if f.kind in _POINTER_KINDS:
                 stored = f"LM_{tag}_{k}(_v)" if inst and f.kind == "list" else "_v"
-                return [f"{ind}_v = {self._pointer_expr(f, checked)}",
-                        f"{ind}if _v is not None:", f"{ind}    d[{k!r}] = {stored}"]
+                out = [f"{ind}_v = {self._pointer_expr(f, checked)}",
+                       f"{ind}if _v is not None:", f"{ind}    d[{k!r}] = {stored}"]
+                empty = self._empty_member(f, tag) if keep else None
+                if empty is not None:
+                    # a union member chosen with a null pointer (libcapnp writes these):
+                    # stored as its empty value, so which() still names it
+                    out += [f"{ind}else:", f"{ind}    d[{k!r}] = {empty}"]
+                return out
             raw = self._raw_scalar(f, checked)
             if keep:
                 if f.kind == "bool":
