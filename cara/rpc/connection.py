@@ -380,6 +380,7 @@ class Connection:
                 q.set_exception(Disconnected(f"{q._method.name}(): {reason}"))
         answers, self._answers = self._answers, {}
         self._queued.clear()
+        self._running = 0
         for a in answers.values():
             if a.call is not None and not a.call.done():
                 a.call.cancel()
@@ -705,6 +706,8 @@ class Connection:
         return method_of(m)
 
     def _call_finished(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+        if self.closed:
+            return  # connection_lost has forgotten every running call
         self._running -= 1
         if self._queued and not self.closed:
             self._run_queued()
