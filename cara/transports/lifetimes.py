@@ -168,8 +168,8 @@ class Client(_AsyncioClient):
             return f"not connected to {self._url()}: gave up reconnecting ({self._gave_up})"
         if self._redial is not None and not self._redial.done():
             last = f", last error: {self._last_error}" if self._last_error else ""
-            return (f"not connected to {self._url()}: reconnecting (attempt {self._attempt}"
-                    f"{last})")
+            return (f"not connected to {self._url()}: reconnecting (attempt "
+                    f"{max(1, self._attempt)}{last})")
         return f"not connected to {self._url()}"
 
     @property
@@ -242,12 +242,12 @@ class Client(_AsyncioClient):
             except Exception:
                 _log.exception("on_disconnect hook of the client of %s failed", self._url())
         if self._policy is not None and (self._redial is None or self._redial.done()):
+            self._attempt, self._last_error = 0, None
             self._redial = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
         policy = self._policy
         assert policy is not None
-        self._attempt = 0
         while not self._stopping:
             self._attempt += 1
             delay = policy(self._attempt)
