@@ -288,6 +288,9 @@ def _name(promise: Any) -> str:
 def _wait(reply: concurrent.futures.Future[T], cancel: Callable[[], Any] | None,
           owner: SyncClient, timeout: float | None = None) -> T:
     """The value of ``reply``; an interrupt (Ctrl-C) or a timeout cancels the call."""
+    if not reply.done() and owner._runner.on_loop_thread():
+        raise RuntimeError("waiting for a blocking client's promise on its own event-loop thread "
+                           "(in a callback) would wait forever: await the call instead")
     try:
         return reply.result(timeout)
     except concurrent.futures.TimeoutError:
