@@ -15,6 +15,8 @@
   after it succeeds. Capabilities obtained from calls on an old connection stay broken
   (``Disconnected: capability lost: ...``): get them again through a bootstrap proxy.
   ``await client.wait_connected(timeout)`` waits for the next connection.
+* Under trio, ``start()`` runs the connection on an asyncio loop in a thread of its own
+  (:class:`cara.transports.threads.Bridge`) and proxies give promises that trio awaits.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cara.rpc.description import describe
 from cara.rpc.errors import Disconnected
 from cara.rpc.proxies import CallPromise, Method, check_loop, core_cap_of
 from cara.transports.asyncio_transport import Client as _AsyncioClient
+from cara.transports.threads import Bridge, await_future, current_trio
 
 __all__ = ["Backoff", "Client"]
 
@@ -142,6 +145,8 @@ class Client(_AsyncioClient):
                  on_disconnect: Callable[[BaseException], Any] | None = None,
                  **options: Any) -> None:
         super().__init__(**options)
+        self._options = dict(options, reconnect=reconnect, on_disconnect=on_disconnect)
+        self._bridge: Bridge | None = None  # under trio: the client on a loop thread
         self.on_disconnect = on_disconnect
         self._policy = _policy(reconnect)
         self._stopping = False
@@ -157,6 +162,11 @@ class Client(_AsyncioClient):
 
     def _url(self) -> str:
         return self._endpoint.url() if self._endpoint is not None else "(no endpoint)"
+
+    def stats(self) -> dict[str, int]:
+        if self._bridge is not None:
+            return self._bridge.stats()
+        return super().stats()
 
     def _live_connection(self) -> Connection | None:
         proto = self._proto
@@ -204,10 +214,27 @@ class Client(_AsyncioClient):
     # ------------------------------------------------------------------ connecting
 
     async def start(self) -> None:
+        if current_trio() is not None:
+            await self._start_bridge()
+            return
         self._stopping = False
         self._gave_up = None
         await super().start()
         self._watch()
+
+    async def _start_bridge(self) -> None:
+        """Under trio: run the connection on an asyncio loop in a thread of its own; proxies
+        give promises that trio awaits (see :mod:`cara.transports.threads`)."""
+        if self._endpoint is None:
+            raise ValueError("connect() to an endpoint before start()")
+        options = self._options
+        bridge = Bridge(self._endpoint.url(), lambda: Client(**options), deferred=True)
+        try:
+            await await_future(bridge.begin())
+        except BaseException:
+            await bridge.ashutdown()
+            raise
+        self._bridge = bridge
 
     def _watch(self) -> None:
         proto = self._proto
@@ -272,6 +299,10 @@ class Client(_AsyncioClient):
             return
 
     async def stop(self) -> None:
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            await bridge.ashutdown()
+            return
         self._stopping = True
         redial, self._redial = self._redial, None
         if redial is not None and not redial.done():
@@ -287,6 +318,8 @@ class Client(_AsyncioClient):
     # ------------------------------------------------------------------ capabilities
 
     def bootstrap(self, iface: Any = None) -> Any:
+        if self._bridge is not None:
+            return self._bridge.bootstrap(iface)
         check_loop(self)
         if self._policy is None:
             return super().bootstrap(iface)

@@ -393,3 +393,50 @@ def test_blocking_example_runs() -> None:
     assert "client: echo returned 'test'" in proc.stdout
     assert "server: the client's callback answered \"thanks for 'internal callback'\"" \
         in proc.stdout
+
+
+# ------------------------------------------------------------------------------ trio
+
+
+def test_client_under_trio() -> None:
+    """cara.Client started under trio runs its connection on an asyncio loop in a thread of
+    its own; proxies give promises that trio awaits, with pipelining, callbacks, errors,
+    concurrency in a nursery and cancellation."""
+    trio = pytest.importorskip("trio")
+    m = mod()
+    impl = CalcImpl()
+    server = ServerThread((m.Calc, impl))
+
+    async def main() -> None:
+        client = cara.Client()
+        client.connect(server.url)
+        async with client:
+            calc = m.Calc(client)
+            assert isinstance(calc, m.Calc)
+            assert await calc.add(2, 3) == 5
+            assert await calc.makeCallback(5).cb.call(1) == 6  # pipelined
+            assert await calc.callBack(lambda v: v * 2, 21) == 42  # a callback
+            with pytest.raises(ValueError, match="bad"):
+                await calc.fail("ValueError", "bad")
+            results: list[int] = []
+
+            async def add(i: int) -> None:
+                results.append(await calc.add(i, i))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(add, i)
+            assert sorted(results) == [2 * i for i in range(100)]
+            with trio.move_on_after(0.2):
+                await calc.sleep(10)
+            for _ in range(500):  # the cancellation crossed the wire
+                if impl.cancelled.is_set():
+                    break
+                await trio.sleep(0.01)
+            assert impl.cancelled.is_set()
+            assert client.stats()["connections"] == 1
+
+    try:
+        trio.run(main)
+    finally:
+        server.stop()
