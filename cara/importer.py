@@ -374,21 +374,39 @@ def _load(path: str, import_path: list[str], name: str | None,
     src_root = os.path.dirname(path)
     header, code = _compiled(path, import_path, src_root)
     loading.add(path)
+    module = types.ModuleType(name or _module_name(os.path.basename(path)))
+    module.__file__ = path
+    # Known before its imports are loaded: in an import cycle (Cap'n Proto allows them) they
+    # find this module, whose declarations are built only when first used.
+    key = (path, header["files"][0][1])
+    _LOADED[key] = module
+    try:
+        imported = _load_imports(header["imports"], src_root, import_path, loading)
+        _exec_with_imports(code, module, imported, header["file_id"])
+    except BaseException:
+        if _LOADED.get(key) is module:
+            del _LOADED[key]
+        raise
+    return module
+
+
+def _load_imports(imports: Sequence[tuple[int, str]], directory: str, import_path: list[str],
+                  loading: set[str]) -> dict[int, types.ModuleType]:
+    """The modules of the schema files ``imports`` (``(file id, import name)`` pairs, as
+    written in a schema in ``directory``), loaded where needed: file id -> module."""
     imported: dict[int, types.ModuleType] = {}
-    for file_id, import_name in header["imports"]:
-        dep = _resolve_import(import_name, src_root, import_path)
-        if dep is None or dep in loading:
+    for file_id, import_name in imports:
+        dep = _resolve_import(import_name, directory, import_path)
+        if dep is None:
             # Not found on the import path: a standard schema (the generated module imports
             # cara.std), or a file the generated module will report as missing.
             continue
         known = _LOADED.get((dep, _sha256(dep)))
-        imported[file_id] = known if known is not None else _load(dep, import_path, None,
-                                                                  loading)
-    module = types.ModuleType(name or _module_name(os.path.basename(path)))
-    module.__file__ = path
-    _exec_with_imports(code, module, imported, header["file_id"])
-    _LOADED[(path, header["files"][0][1])] = module
-    return module
+        if known is not None:
+            imported[file_id] = known
+        elif dep not in loading:
+            imported[file_id] = _load(dep, import_path, None, loading)
+    return imported
 
 
 def _exec_with_imports(code: types.CodeType, module: types.ModuleType,
@@ -415,8 +433,9 @@ def loads(text: str, name: str = "schema.capnp",
           imports: Sequence[str | os.PathLike[str]] = ()) -> types.ModuleType:
     """Compile schema source ``text`` (as if it were a file called ``name``) and return its
     module. ``imports`` is the import path, as for :func:`load`; relative imports in ``text``
-    resolve against the current directory. The schema files it imports are loaded (and cached)
-    as :func:`load` loads them; ``text`` itself is not cached."""
+    resolve against ``name``'s directory (relative to the current one). The schema files it
+    imports are loaded (and cached) as :func:`load` loads them; ``text`` itself is not
+    cached."""
     from cara.codegen.module import module_source
     from cara.codegen.rebuild import MODULES
     from cara.codegen.schemafile import SchemaFile
@@ -425,14 +444,10 @@ def loads(text: str, name: str = "schema.capnp",
     import_path = [os.path.abspath(os.fspath(p)) for p in imports]
     request = compile_string(text, name=name, import_path=import_path)
     requested = request.requestedFiles[0]
-    src_root = os.getcwd()
-    imported: dict[int, types.ModuleType] = {}
-    for dependency in requested.imports:
-        path = _resolve_import(dependency.name, src_root, import_path)
-        if path is not None:
-            known = _LOADED.get((path, _sha256(path)))
-            imported[dependency.id] = known if known is not None else _load(
-                path, import_path, None, set())
+    # relative imports resolve where the compiler found them: beside ``name``
+    directory = os.path.dirname(os.path.abspath(name))
+    imported = _load_imports([(d.id, d.name) for d in requested.imports], directory,
+                             import_path, set())
     source = module_source(SchemaFile.of(request, requested.id))
     module = types.ModuleType(_module_name(os.path.basename(name)))
     module.__file__ = name

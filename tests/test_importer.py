@@ -309,3 +309,45 @@ def test_two_files_with_one_id_are_kept_apart(tmp_path: Path) -> None:
         print("kept apart")
         """)
     assert_ok(run(code, tmp_path, tmp_path / "cache"), "kept apart")
+
+
+def test_load_handles_import_cycles(project: Path) -> None:
+    """Cap'n Proto allows files to import each other (capnp compiles them, the import hook
+    loads them); ``load`` from a directory not on sys.path used to raise ImportError."""
+    schemas = project / "cycle"  # not on sys.path
+    schemas.mkdir()
+    (schemas / "a.capnp").write_text('@0xe3a8a8f4c2b1e051;\nusing B = import "b.capnp";\n'
+                                     "struct A { b @0 :B.B; n @1 :UInt32; }\n")
+    (schemas / "b.capnp").write_text('@0xe3a8a8f4c2b1e052;\nusing A = import "a.capnp";\n'
+                                     "struct B { a @0 :A.A; m @1 :UInt32; }\n")
+    code = textwrap.dedent(f"""\
+        import cara.importer
+        from cara.codegen.rebuild import MODULES
+        a = cara.importer.load({str(schemas / "a.capnp")!r})
+        v = a.A.Create(b={{"a": {{"n": 3}}, "m": 2}})
+        assert a.A.from_bytes(v.to_bytes()) == v
+        assert type(v.b) is MODULES[0xe3a8a8f4c2b1e052].B
+        assert type(v.b.a) is a.A
+        print("cycle ok", v.b.a.n)
+        """)
+    assert_ok(run(code, project / "app", project / "cache"), "cycle ok 3")
+
+
+def test_loads_resolves_relative_imports_beside_its_name(project: Path) -> None:
+    """``loads(text, name="sub/a.capnp")``: the compiler reads ``import "b.capnp"`` as
+    sub/b.capnp, and the module of that file must be the one loaded (not ./b.capnp)."""
+    (project / "app" / "sub").mkdir()
+    (project / "app" / "sub" / "b.capnp").write_text(
+        "@0xe3a8a8f4c2b1e054;\nstruct B { m @0 :UInt32; }\n")
+    text = '@0xe3a8a8f4c2b1e053;\nusing import "b.capnp".B;\nstruct A { b @0 :B; }\n'
+    code = textwrap.dedent(f"""\
+        import cara.importer
+        from cara.codegen.rebuild import MODULES
+        m = cara.importer.loads({text!r}, name="sub/a.capnp")
+        b = MODULES[0xe3a8a8f4c2b1e054]
+        assert b.__file__.endswith("sub/b.capnp"), b.__file__
+        assert m.A.cara_schema.fields[0].type.cls is b.B
+        v = m.A.Create(b={{"m": 2}})
+        print("loads sub ok", m.A.from_bytes(v.to_bytes()).b.m)
+        """)
+    assert_ok(run(code, project / "app", project / "cache"), "loads sub ok 2")

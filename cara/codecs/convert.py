@@ -665,7 +665,8 @@ class Converter:
                 if offset < len(data):
                     raise DecodeError("msgpack input ends inside an object", offset) from None
                 return
-            except (msgpack.UnpackException, ValueError) as exc:
+            except (msgpack.UnpackException, ValueError, TypeError) as exc:
+                # (TypeError: a map key msgpack cannot hash, such as an array)
                 raise DecodeError(f"malformed msgpack: {exc}", offset) from None
             try:
                 value = from_msgpack_form(self.nodes, self.root_id, form)

@@ -27,6 +27,10 @@ MAX_MESSAGE_BYTES = hooks.MAX_MESSAGE_BYTES
 
 
 def _no_default(value: Any) -> Any:
+    try:
+        return hooks.msgpack_default(value)
+    except TypeError:
+        pass
     raise TypeError(
         f"cannot encode {type(value).__name__} in msgpack"
         + (" (capabilities travel only over RPC)" if hasattr(value, "cara_schema") else ""))

@@ -38,7 +38,19 @@ def generate(request: CodeGeneratorRequest) -> dict[str, str]:
         origin[str(path)] = requested.filename
         out[str(path)] = module_source(schema)
         out[str(path.with_suffix(".pyi"))] = stub_source(schema)
+    for relative, text in out.items():
+        _check_compiles(relative, text)
     return out
+
+
+def _check_compiles(relative: str, text: str) -> None:
+    """Refuse to hand out a generated file that Python cannot compile (a writer's bug must
+    fail the run that made it, not the later import)."""
+    try:
+        compile(text, relative, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        raise ValueError(f"internal error: the generated {relative} does not compile "
+                         f"({exc}); please report this schema") from None
 
 
 def write_modules(request: CodeGeneratorRequest, directory: str | Path) -> list[Path]:

@@ -27,6 +27,7 @@ that file's module exposes: all generated modules share one runtime builder.
 from __future__ import annotations
 
 from cara.codegen.literal import render, to_literal
+from cara.codegen.naming import CONTROL
 from cara.codegen.schemafile import SchemaFile
 
 __all__ = ["FORMAT", "module_source"]
@@ -91,5 +92,7 @@ def module_source(schema: SchemaFile) -> str:
 
 
 def _doc_text(text: str) -> str:
-    """``text`` made safe inside a triple-quoted docstring."""
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    """``text`` made safe inside a triple-quoted docstring (control characters, NUL among
+    them, written as escapes: Python source cannot hold a NUL byte)."""
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -19,7 +19,13 @@ import keyword
 import re
 from pathlib import PurePosixPath
 
+#: Characters a doc comment may hold (capnp accepts any but newline in a comment) that a
+#: generated file must write as escapes: Python source cannot hold a NUL, and a raw carriage
+#: return or form feed would change or break the text.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
 __all__ = [
+    "CONTROL",
     "STANDARD_PACKAGE",
     "import_target",
     "method_struct_name",

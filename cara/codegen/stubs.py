@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cara.codegen.naming import method_struct_name, python_name
+from cara.codegen.naming import CONTROL, method_struct_name, python_name
 from cara.codegen.rebuild import nested_attribute
 from cara.codegen.schemafile import SchemaFile
 from cara.runtime.struct import group_attribute
@@ -260,7 +260,7 @@ class _StubWriter:
         text = text.strip()
         if not text:
             return
-        if '"' in text or "\\" in text:
+        if '"' in text or "\\" in text or CONTROL.search(text):
             self.out(depth, repr(text))  # always a valid literal, if less pretty
         elif "\n" in text:
             self.out(depth, f'"""{text}\n' + _INDENT * depth + '"""')

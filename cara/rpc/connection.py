@@ -31,13 +31,14 @@ and tasks: pass the loop, or construct the connection inside a running loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from cara.rpc import messages as M
-from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
+from cara.rpc.caps import BrokenCap, Cap, LocalCall, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
@@ -258,6 +259,7 @@ class Connection:
         self._embargoes: dict[int, tuple[QueuedCap, Cap]] = {}
         self._next_embargo = 0
         self._releases: list[tuple[int, int]] = []
+        self._finishes: list[Question] = []
         self._release_scheduled = False
         self._sending_exports: list[int] | None = None
 
@@ -268,11 +270,13 @@ class Connection:
     # ------------------------------------------------------------------------------ public
 
     def stats(self) -> dict[str, int]:
-        """Live table sizes: what we export, import, await (questions) and run (answers)."""
+        """Live table sizes: what we export, import, await (questions: calls not answered)
+        and run (answers: calls received whose handler runs or waits for a slot). Answered
+        calls whose caller has not sent ``Finish`` yet are not counted."""
         return {
             "exports": len(self._exports), "imports": len(self._imports),
-            "questions": len(self._questions),
-            "answers": len(self._answers) + len(self._queued),
+            "questions": len(self._questions) - len(self._finishes),
+            "answers": self._running + len(self._queued),
         }
 
     @property
@@ -331,9 +335,12 @@ class Connection:
         try:
             msg = self.wire.decode(frame)
             handler = self._handlers.get(type(msg))
-            if handler is None:
+            if handler is not None:
+                handler(self, msg)
+            elif isinstance(msg, M.Unknown):  # a feature beyond level 1: say so, go on
+                self._emit(M.Unimplemented(msg))
+            else:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
-            handler(self, msg)
         except ProtocolError as exc:
             self.abort(str(exc))
             raise
@@ -635,10 +642,25 @@ class Connection:
         try:
             if isinstance(target, BaseException):
                 raise target
-            method = self._method_for(msg, target)
-            answer.method = method
-            params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-            call = target.call(method, params, unbox=False)
+            local = target.resolved()
+            if isinstance(local, LocalCap):  # the common case: a handler of this process
+                handler = local.impl.handler(msg.interface_id, msg.method_id)
+                method = answer.method = handler.method
+                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+                result = handler.run(params)
+                if not inspect.isawaitable(result):  # answered now: no future, no task
+                    self._return_results(qid, answer, result)
+                    return
+                running = LocalCall(self.loop, method, False)
+                task = asyncio.ensure_future(result, loop=self.loop)
+                running._task = task
+                task.add_done_callback(running._task_done)
+                call: CallPromise = running
+            else:
+                method = self._method_for(msg, target)
+                answer.method = method
+                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+                call = target.call(method, params, unbox=False)
         except Exception as exc:  # malformed params fail the call, not the connection
             self._return_error(qid, answer, exc)
             return
@@ -815,10 +837,21 @@ class Connection:
                                 q.set_exception(exc)
                         else:
                             q.set_result(results)
-        if not q.finished:
+        if q.finished:
+            self._drop_question(q)
+        else:  # sent with whatever goes out next (one write per call, not two)
             q.finished = True
+            self._finishes.append(q)
+            if len(self._finishes) == 1:
+                self.loop.call_soon(self._flush_finishes)
+
+    def _flush_finishes(self) -> None:
+        finishes, self._finishes = self._finishes, []
+        if self.closed:
+            return
+        for q in finishes:
             self._emit(M.Finish(q.qid, False))
-        self._drop_question(q)
+            self._drop_question(q)  # only now may its id be asked again
 
     def _resolve_pipes(self, q: Question, cap: Cap) -> None:
         for pipe in q.pipes.values():
@@ -901,7 +934,20 @@ class Connection:
         self.connection_lost(Disconnected(f"peer aborted: {msg.exception.reason}"))
 
     def _on_unimplemented(self, msg: M.Unimplemented) -> None:
-        pass  # we send only what level 1 defines; an old peer's refusal changes nothing here
+        """The peer could not handle something we sent. A call or bootstrap it refused fails
+        (its question gets no Return); a refused Resolve or Disembargo changes nothing we
+        rely on (level 0 peers never see our promises resolve)."""
+        echoed = msg.message
+        qid = getattr(echoed, "question_id", None)
+        if isinstance(echoed, (M.Call, M.Bootstrap)) and qid is not None:
+            q = self._questions.get(qid)
+            if q is not None and not q.returned:
+                q.returned = True
+                exc = Unimplemented(f"the peer does not implement {type(echoed).__name__}")
+                self._resolve_pipes(q, BrokenCap(exc))
+                if not q.done():
+                    q.set_exception(exc)
+                self._drop_question(q)
 
     _handlers: dict[type, Callable[[Connection, Any], None]] = {
         M.Call: _on_call, M.Return: _on_return, M.Finish: _on_finish,

@@ -58,6 +58,7 @@ __all__ = [
     "Resolve",
     "Return",
     "Unimplemented",
+    "Unknown",
     "Wire",
 ]
 
@@ -292,6 +293,21 @@ class _Capability:
 #: ``struct_cls`` of a payload whose content is one capability, not a struct (the answer to a
 #: ``Bootstrap``): the content's root pointer is the capability itself.
 CAPABILITY: Any = _Capability()
+
+class Unknown(Message):
+    """A received message that level 1 does not model (``provide``, ``accept``, a call whose
+    results go elsewhere...): ``what`` names it, ``raw`` is the encoding's own view of it. The
+    core answers it with :class:`Unimplemented`, which echoes it back as it came."""
+
+    __slots__ = ("raw", "what")
+
+    def __init__(self, what: str, raw: Any) -> None:
+        self.what = what
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Unknown({self.what!r})"
+
 
 #: Called by an encoding for each capability in outgoing content; returns its descriptor.
 DescribeCap = Callable[[Any], CapDescriptor]

@@ -87,6 +87,7 @@ from cara.rpc.messages import (
     Resolve,
     Return,
     Unimplemented,
+    Unknown,
 )
 from cara.schema.model import PointerValue
 
@@ -138,21 +139,6 @@ LAYOUT = {
     "Payload": (0, 2), "CapDescriptor": (1, 1), "PromisedAnswer": (1, 1),
     "PromisedAnswer.Op": (1, 0), "Exception": (1, 3),
 }
-
-
-class Unknown(Message):
-    """A received message that level 1 does not model (see the module docstring): ``what``
-    names it (``"provide"``, ``"call.sendResultsTo.yourself"``, ...), ``raw`` is the reader of
-    the whole ``Message`` struct. Encoding it, or ``Unimplemented(it)``, copies it verbatim."""
-
-    __slots__ = ("raw", "what")
-
-    def __init__(self, what: str, raw: AnyPointerReader) -> None:
-        self.what = what
-        self.raw = raw
-
-    def __repr__(self) -> str:
-        return f"Unknown({self.what!r})"
 
 
 def _error(text: str, offset: int | None) -> ProtocolError:

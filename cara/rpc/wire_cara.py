@@ -23,7 +23,8 @@ ends the frame. The shapes (ids are non-negative ints)::
 ``[0]`` (none), ``[1, id]`` (senderHosted), ``[2, id]`` (senderPromise), ``[3, id]``
 (receiverHosted) or ``[4, question_id, step, ...]`` (receiverAnswer). Exception kinds are
 numbers: 0 failed, 1 overloaded, 2 disconnected, 3 unimplemented. An empty cap table costs one
-byte, and a call with a short text argument about twenty bytes around it.
+byte, and a call with a short text argument about twenty bytes around it. An ``AnyPointer``
+value read from a Cap'n Proto message travels as the codecs' ext type 0x43 (a flat message).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import msgpack
 
+from cara.codecs.capnp.reader import EXT_CAPNP_MESSAGE, AnyPointerReader, pointer_from_ext
 from cara.rpc import messages as M
 from cara.rpc.errors import ProtocolError
 
@@ -128,6 +130,8 @@ class CaraWire:
     # ------------------------------------------------------------------ encoding
 
     def _pack_cap(self, obj: Any) -> msgpack.ExtType:
+        if isinstance(obj, AnyPointerReader):  # an AnyPointer value read from binary
+            return msgpack.ExtType(EXT_CAPNP_MESSAGE, obj.to_flat())
         describe = self._describe
         if describe is None:
             raise TypeError(f"cannot send a {type(obj).__name__} here (not a capability)")
@@ -216,6 +220,11 @@ class CaraWire:
     # ------------------------------------------------------------------ decoding
 
     def _unpack_cap(self, code: int, data: bytes) -> Any:
+        if code == EXT_CAPNP_MESSAGE:
+            try:
+                return pointer_from_ext(data)
+            except Exception as exc:
+                raise ProtocolError(f"bad AnyPointer value: {exc}") from None
         if code != EXT_CAP:
             raise ProtocolError(f"unknown ext type {code} in a payload")
         self._frame_caps = True

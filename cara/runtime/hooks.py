@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, check_nesting
+
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "stream", "to_bytes",
            "to_json", "unpack_into"]
 
@@ -25,6 +27,8 @@ _PROVIDERS = {
     **{f"stream_{name}": "cara.codecs.capnp.stream" for name in (
         "read", "read_multiple", "read_multiple_bytes", "write", "read_async",
         "read_multiple_async", "write_async")},
+    "msgpack_default": "cara.codecs.capnp.reader",
+    "msgpack_ext": "cara.codecs.capnp.reader",
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -75,9 +79,29 @@ def packb(value: Any) -> bytes:
     except AttributeError:
         import msgpack
 
-        packer = _packers.packer = msgpack.Packer()
+        packer = _packers.packer = msgpack.Packer(default=msgpack_default)
     result: bytes = packer.pack(value)
     return result
+
+
+def msgpack_default(value: Any) -> Any:
+    """msgpack's ``default``: objects a codec module knows how to put in msgpack (an
+    ``AnyPointer`` value read from a binary message, registered by the capnp reader)."""
+    func = _hooks.get("msgpack_default")
+    if func is None:
+        raise TypeError(f"cannot encode {type(value).__name__} in msgpack")
+    return func(value)
+
+
+#: msgpack ext codes a codec module turns back into objects (the capnp reader's
+#: EXT_CAPNP_MESSAGE); any other ext value stays a ``msgpack.ExtType``.
+_EXT_PROVIDED = frozenset({0x43})
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code in _EXT_PROVIDED:
+        return _get("msgpack_ext")(code, data)
+    return _msgpack.ExtType(code, data)
 
 
 def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
@@ -98,12 +122,18 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
     try:
         if ext_hook is None:
-            raw = msgpack.unpackb(data, strict_map_key=False)  # (raw=False is the default)
+            raw = msgpack.unpackb(data, strict_map_key=False, ext_hook=_ext_hook)
         else:
             raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
     except Exception as e:
         _decode_error(e, data)
-    return cls(raw)
+    value = cls(raw)
+    # Most types cannot nest deeply (their greatest depth is known), and input shorter than
+    # the limit cannot either (each level takes a byte): no walk for those.
+    depth = cls.__dict__.get("_cara_static_depth_")
+    if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
+        check_nesting(value)
+    return value
 
 
 def _decode_error(e: Exception, data: bytes | bytearray | memoryview) -> NoReturn:

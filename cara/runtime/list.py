@@ -27,6 +27,11 @@ from cara.runtime.types import (
     type_key,
 )
 
+#: What lists need of :mod:`cara.runtime.struct` (attaching a detached child to its parent,
+#: plain values, lazy element converters). ``struct`` imports this module, so it hands these
+#: over when it is imported instead of this module importing it back.
+STRUCT_API: dict[str, Any] = {}
+
 __all__ = ["List", "list_class"]
 
 _lock = threading.RLock()
@@ -146,9 +151,7 @@ class List(list[_T]):
 
     def _touched(self) -> None:
         if self._p is not None:
-            from cara.runtime.struct import _attach
-
-            _attach(self)
+            STRUCT_API["attach"](self)
 
     # ------------------------------------------------------------------ mutators
 
@@ -251,9 +254,8 @@ class List(list[_T]):
 
     def ToList(self) -> list[Any]:
         """Plain nested values (structs as name-keyed dicts)."""
-        from cara.runtime.struct import _plain
-
-        return [_plain(v, True) for v in self]
+        plain = STRUCT_API["plain"]
+        return [plain(v, True) for v in self]
 
     to_list = ToList
 
@@ -387,9 +389,7 @@ def _compile_items(cls: Any) -> None:
                            "lnew": list.__new__, "lextend": list.extend}
     if isinstance(elem, ClassType):
         env["T"] = elem.cls
-        from cara.runtime.struct import lazy_converter
-
-        env["conv"] = lazy_converter(env, "conv", elem.cls)
+        env["conv"] = STRUCT_API["lazy_converter"](env, "conv", elem.cls)
         check: str | None = "type(x) is T"
     else:
         check = elem.fast_check("x", env)

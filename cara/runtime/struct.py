@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
 from cara.runtime.types import (
     ClassType,
     Invalid,
@@ -862,6 +864,9 @@ def _fill_slow(self: Any, data: Any, merge: bool = False, slow: bool = False) ->
         if num is None:
             if key in seen:
                 raise Invalid(f"field {key} given twice")
+            if plain_depth_exceeds(value):
+                raise Invalid(f"field {key} (unknown to this schema) nests deeper than "
+                              f"{DEFAULT_NESTING_LIMIT} levels")
             seen.add(key)
             _dset(self, key, value)
             continue
@@ -889,7 +894,9 @@ def _compile(cls: Any, accelerate: bool = True) -> None:
     ``dict.update`` and each field then costs a ``get`` and an inlined type check; only values
     that need converting are converted and stored again. Anything unusual (names in a
     number-keyed dict, unknown numbers, two union members) falls back to the general path, which
-    also produces the error messages."""
+    also produces the error messages. Once the fast path has failed, the wording pass converts
+    nested values without their own fast paths (``_fill_slow(..., slow=True)``): retrying the
+    fast path at every level would double the work per level, exponential in the nesting."""
     while "cara_schema" not in cls.__dict__:
         cls = cls.__mro__[1]
     if "__init__" in cls.__dict__ or cls in _compiling:
@@ -1249,7 +1256,7 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["        " + line for line in keyword_stores()],
         "    except _Invalid:",
         "        _s = _dnew(_C)",
-        f"        _slow(_s, {{_k: _v for _k, _v in {given}.items() if _v is not _M}})",
+        f"        _slow(_s, {{_k: _v for _k, _v in {given}.items() if _v is not _M}}, False, True)",
         "        return _s",  # (not reached: the slow path raises with the field path)
         "    _s = _dnew(_C)",
         "    _du(_s, _d)",
@@ -1288,7 +1295,10 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["        " + line for line in number_fill()],
         "    except Invalid:",
         "        dclear(self)",
-        "        general(self, d, None)",  # raises with the field path
+        "        try:",
+        "            slow(self, d, False, True)",  # raises with the field path
+        "        except Invalid as e:",
+        "            raise e.error(NAME) from None",
         "    except RecursionError:",
         "        raise deep.error(NAME) from None",
         "",
@@ -1305,7 +1315,7 @@ def _compile_now(cls: Any, accelerate: bool = True) -> None:
         *["            " + line for line in number_fill()],
         "        except Invalid:",
         "            dclear(self)",
-        "            slow(self, d)",  # raises with the field path
+        "            slow(self, d, False, True)",  # raises with the field path
         "        return self",
         "    if _PARAMS.issuperset(d):",  # keyed by name, as by hand
         "        return _kwconvert(**d)",
@@ -1485,3 +1495,6 @@ def iter_fields(s: Struct) -> Iterator[tuple[FieldSpec, Any]]:
     for k, v in dict.items(s):
         if type(k) is int and k < len(fields):
             yield fields[k], v
+
+
+_LIST_NEEDS.update(attach=_attach, plain=_plain, lazy_converter=lazy_converter)

@@ -251,6 +251,8 @@ class SourceLoader:
         return Path("/"), tuple(parts)
 
     def _candidates(self, from_file: SourceFile, name: str) -> list[tuple[Path, tuple[str, ...]]]:
+        if "\0" in name:  # no file has such a name (the OS would refuse to look it up)
+            return []
         if name.startswith("/"):
             rel = _fold(name[1:].split("/"))
             if not rel:
@@ -269,7 +271,7 @@ class SourceLoader:
         real = root.joinpath(*rel)
         try:
             st = real.stat()
-        except OSError:
+        except (OSError, ValueError):  # (ValueError: a NUL in the name)
             return None
         if not real.is_file():
             return None
@@ -292,7 +294,16 @@ class SourceLoader:
     def _read(self, real: Path, display_name: str) -> bytes:
         try:
             with open(real, "rb") as stream:
-                data = stream.read(self.max_file_size + 1)
+                # in pieces: one read of the limit would allocate the whole limit up front
+                chunks: list[bytes] = []
+                left = self.max_file_size + 1
+                while left > 0:
+                    chunk = stream.read(min(left, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             raise SourceError(f"{display_name}: cannot read file: {exc.strerror or exc}") from None
         if len(data) > self.max_file_size:

@@ -173,6 +173,10 @@ def _peek(frame: bytes) -> tuple[int, int]:
 #: Frames that ask (their answer rides the pseud reply) and frames that answer.
 _QUESTIONS = frozenset({M.CALL, M.BOOTSTRAP})
 _ANSWERS = frozenset({M.RETURN, M.ERROR, M.CANCELED})
+_DEFERRABLE = frozenset({M.FINISH, M.RELEASE})
+
+#: How long a FINISH or RELEASE waits for a call to ride with (seconds).
+DEFER_SECONDS = 0.02
 
 
 def _error_frame(qid: int, kind: int, name: str, message: str) -> bytes:
@@ -187,11 +191,15 @@ class _Link:
     """The cara connection with one peer, and the bookkeeping that pairs frames with pseud's
     requests and replies."""
 
-    __slots__ = ("capture", "captured", "conn", "owner", "peer", "waiting")
+    __slots__ = ("capture", "captured", "conn", "deferred", "flush_timer", "owner", "peer",
+                 "waiting")
 
     def __init__(self, owner: PseudRPC, peer: bytes) -> None:
         self.owner = owner
         self.peer = peer
+        #: FINISH and RELEASE frames waiting to ride with the next call (see :meth:`_send`).
+        self.deferred: list[bytes] = []
+        self.flush_timer: asyncio.TimerHandle | None = None
         self.conn = Connection(self._send, services=owner.services, loop=owner.loop,
                                send_tracebacks=owner.send_tracebacks, timeout=owner.timeout,
                                name=f"pseud:{peer.hex()}")
@@ -212,9 +220,34 @@ class _Link:
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
             return
+        if kind in _DEFERRABLE:
+            # A FINISH follows every answered call: sent alone it would cost a ZeroMQ round trip
+            # per call. It rides with the next call instead (in order), or goes after a moment.
+            self.deferred.append(frame)
+            if self.flush_timer is None:
+                self.flush_timer = self.owner.loop.call_later(DEFER_SECONDS, self.flush)
+            return
+        if kind in _QUESTIONS and self.deferred:
+            batch, self.deferred = [*self.deferred, frame], []
+            self._cancel_timer()
+            self.post(batch, qid)
+            return
+        self.flush()
         self.post(frame, qid if kind in _QUESTIONS else -1)
 
-    def post(self, frame: bytes, qid: int = -1,
+    def flush(self) -> None:
+        """Send the deferred frames now (one pseud call)."""
+        self._cancel_timer()
+        if self.deferred and not self.conn.closed:
+            batch, self.deferred = self.deferred, []
+            self.post(batch)
+
+    def _cancel_timer(self) -> None:
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+
+    def post(self, frame: bytes | list[bytes], qid: int = -1,
              ack: asyncio.Future[None] | None = None) -> None:
         """Send ``frame`` as a pseud call of ``cara.rpc``, addressed as ``rpc.send_to(peer)``
         addresses (pseud's ``_prepare_work``: the security plugin maps a user id to its routing
@@ -268,6 +301,8 @@ class _Link:
             self.owner._drop(self)
 
     def close(self) -> None:
+        self._cancel_timer()
+        self.deferred.clear()
         for waiter in self.waiting.values():
             if not waiter.done():
                 waiter.set_result(None)
@@ -568,16 +603,22 @@ class PseudRPC:
         caller = _CALLER.get()
         if caller is None:
             raise RuntimeError(f"{CARA_RPC} was called outside a pseud work task")
+        link = self.link(caller[1] or caller[0])
+        if isinstance(frame, (list, tuple)) and frame and \
+                all(isinstance(f, bytes) for f in frame):
+            # deferred frames (FINISH, RELEASE) followed by a call, or alone
+            *leading, frame = frame
+            for earlier in leading:
+                if _peek(earlier)[0] in _QUESTIONS:
+                    raise TypeError(f"{CARA_RPC}: only the last frame of a batch may ask")
+                _deliver(link, earlier)
+                if link.conn.closed:
+                    return None
         if not isinstance(frame, bytes):
             raise TypeError(f"{CARA_RPC} takes one bytes frame, got {type(frame).__name__}")
-        link = self.link(caller[1] or caller[0])
         kind, qid = _peek(frame)
         if kind not in _QUESTIONS or qid < 0:
-            link.receive(frame)
-            if kind == M.FINISH:  # the answer was cancelled: release its pseud request
-                cancelled = link.waiting.pop(qid, None)
-                if cancelled is not None and not cancelled.done():
-                    cancelled.set_result(None)
+            _deliver(link, frame)
             return None
         link.capture, link.captured = qid, None
         try:
@@ -590,6 +631,16 @@ class PseudRPC:
         waiter: asyncio.Future[bytes | None] = self.loop.create_future()
         link.waiting[qid] = waiter
         return _reply_when_done(waiter)
+
+
+def _deliver(link: _Link, frame: bytes) -> None:
+    """Hand a frame that asks nothing (FINISH, RELEASE, ...) to the link's connection."""
+    kind, qid = _peek(frame)
+    link.receive(frame)
+    if kind == M.FINISH:  # the answer was cancelled: release its pseud request
+        cancelled = link.waiting.pop(qid, None)
+        if cancelled is not None and not cancelled.done():
+            cancelled.set_result(None)
 
 
 async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from cara.errors import ValueTypeError
 from cara.schema import model
 
+from .bits import pack_bits
 from .copying import Ref, copy_object, list_words
 from .framing import frame_segments
 from .reader import AnyPointerReader, Message
@@ -288,8 +289,7 @@ class ArenaWriter:
         if code == 0:
             raw = b""
         elif code == 1:
-            bits = sum(1 << i for i, b in enumerate(items) if b)
-            raw = bits.to_bytes((count + 7) >> 3, "little")
+            raw = pack_bits(items)
         else:
             raw = struct.pack(f"<{count}{_SCALAR_FORMATS[w][1]}", *items)
         self._write_bytes(ref, code, count, raw)

@@ -10,7 +10,8 @@ Safety, as the encoding spec asks (its "Security Considerations"):
 * far pointers must name an existing segment and land on a struct/list pointer (single far) or
   on a far pointer plus a tag (double far);
 * every dereference is charged against a *traversal limit* in words (default 8 Mi words, as
-  libcapnp), and a list of zero-size elements is charged one word per element, so pointer
+  libcapnp); a list is charged at least a word per eight elements and an element with no
+  bytes on the wire (Void, zero-size structs) ``ZERO_SIZE_ELEMENT_WORDS``, so pointer
   cycles, overlapping pointers and amplification all end in a ``DecodeError``;
 * nesting is limited (default 64 levels), so deep or cyclic structures never recurse without
   bound.
@@ -27,6 +28,7 @@ import struct
 from typing import Any
 
 from cara.errors import DecodeError
+from cara.runtime import hooks
 
 from .framing import Segments, read_flat, read_framed
 from .packing import unpack
@@ -35,6 +37,8 @@ __all__ = [
     "DEFAULT_NESTING_LIMIT",
     "DEFAULT_TRAVERSAL_LIMIT",
     "ELEMENT_BITS",
+    "EXT_CAPNP_MESSAGE",
+    "ZERO_SIZE_ELEMENT_WORDS",
     "AnyPointerReader",
     "ListLoc",
     "ListReader",
@@ -44,6 +48,7 @@ __all__ = [
     "charge_elements",
     "data_at",
     "list_at",
+    "pointer_from_ext",
     "read_message",
     "struct_at",
     "text_at",
@@ -51,6 +56,12 @@ __all__ = [
 
 DEFAULT_TRAVERSAL_LIMIT = 8 * 1024 * 1024
 DEFAULT_NESTING_LIMIT = 64
+#: What one list element with no bytes on the wire (a Void, or a struct of zero words) is
+#: charged against the traversal limit, in words. libcapnp charges one word, but decoding
+#: makes a Python object per element (about 14 words for an empty struct; some 30 words more
+#: on its way to JSON in ``cara convert``); at 64 words, the 8 Mi-word default budget buys at
+#: most 128 Ki such elements, so a 32-byte message cannot decode into millions of objects.
+ZERO_SIZE_ELEMENT_WORDS = 64
 
 _PTR = struct.Struct("<iI")
 _unpack_ptr = _PTR.unpack_from
@@ -162,7 +173,8 @@ def charge_elements(msg: Message, count: int, step: int, words_each: int, pos: i
     the wire, so a list of small or zero-size elements must not buy more objects per word of
     traversal budget than a list of full-size ones (the amplification guard, per object).
     """
-    extra = count * max(words_each, 1) - max((count * step) >> 3, count)
+    already = (count * step + 7) >> 3 if step else count * ZERO_SIZE_ELEMENT_WORDS
+    extra = count * max(words_each, 1) - already
     if extra > 0:
         _charge(msg, extra, pos)
 
@@ -236,7 +248,8 @@ def list_at(msg: Message, seg: int, pos: int, nesting: int) -> ListLoc | None:
         if step * count > words * 8:
             raise DecodeError(f"inline-composite list of {count} elements of "
                               f"{step // 8} words does not fit its {words} words", target)
-        left = msg.traversal_left - (max(words, count) or 1)
+        left = msg.traversal_left - ((max(words, count) if step else
+                                      count * ZERO_SIZE_ELEMENT_WORDS) or 1)
         msg.traversal_left = left
         if left < 0:
             _charge(msg, 0, pos)
@@ -258,9 +271,16 @@ def list_at(msg: Message, seg: int, pos: int, nesting: int) -> ListLoc | None:
         ptrs = 0
     if target < start or target + nbytes > end:
         raise DecodeError("list pointer points outside its segment", pos)
-    words = (nbytes + 7) >> 3
-    # A list of zero-size elements costs one word per element (amplification guard).
-    left = msg.traversal_left - (words if size else count)
+    # Decoding makes a Python list slot per element, so the charge is at least a word per
+    # eight elements (a bit list's bytes, not its words), and an element with nothing on the
+    # wire (Void) costs ZERO_SIZE_ELEMENT_WORDS: the amplification guard.
+    if size > 1:
+        words = (nbytes + 7) >> 3
+    elif size:
+        words = (count + 7) >> 3
+    else:
+        words = count * ZERO_SIZE_ELEMENT_WORDS
+    left = msg.traversal_left - words
     msg.traversal_left = left
     if left < 0:
         _charge(msg, 0, pos)
@@ -456,6 +476,19 @@ class AnyPointerReader:
     def __repr__(self) -> str:
         return f"<AnyPointerReader {self.which()} at byte {self.pos}>"
 
+    def to_flat(self) -> bytes:
+        """A flat single-segment message whose root pointer is a copy of this one (how the
+        object travels in msgpack: :data:`EXT_CAPNP_MESSAGE`)."""
+        from .builder import MessageBuilder, copy_pointer
+
+        out = MessageBuilder()
+        if self.pos >= 0:
+            copy_pointer(out, 0, self.msg, self.seg, self.pos, self.nesting)
+        return out.segment()
+
+    def __reduce__(self) -> Any:
+        return (_pointer_from_flat, (self.to_flat(),))
+
     def which(self) -> str:
         """``"null"``, ``"struct"``, ``"list"`` or ``"capability"``."""
         if self.pos < 0:
@@ -493,3 +526,41 @@ class AnyPointerReader:
         if kind != 3:
             raise DecodeError("expected a capability pointer", self.pos)
         return hi
+
+
+def _pointer_from_flat(data: bytes) -> AnyPointerReader:
+    msg = Message(read_flat(data))
+    return AnyPointerReader(msg, 0, 0, msg.nesting_limit)
+
+
+#: The msgpack ext type code of a Cap'n Proto object without a schema (an ``AnyPointer``
+#: value read from a binary message): its data is a flat single-segment message whose root
+#: pointer is the object. The binary encoder copies it back verbatim.
+EXT_CAPNP_MESSAGE = 0x43
+
+
+def pointer_from_ext(data: bytes) -> AnyPointerReader:
+    """The object an :data:`EXT_CAPNP_MESSAGE` ext value holds (bounds-checked on use)."""
+    return _pointer_from_flat(data)
+
+
+def _msgpack_default(value: Any) -> Any:
+    """msgpack's ``default`` for the objects this module makes (see hooks.packb)."""
+    if isinstance(value, AnyPointerReader):
+        import msgpack
+
+        return msgpack.ExtType(EXT_CAPNP_MESSAGE, value.to_flat())
+    raise TypeError(f"cannot encode {type(value).__name__} in msgpack")
+
+
+def _msgpack_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook`` for :data:`EXT_CAPNP_MESSAGE` (see hooks.unpack_into)."""
+    if code != EXT_CAPNP_MESSAGE:
+        import msgpack
+
+        return msgpack.ExtType(code, data)
+    return pointer_from_ext(data)
+
+
+hooks.register("msgpack_default", _msgpack_default)
+hooks.register("msgpack_ext", _msgpack_ext)

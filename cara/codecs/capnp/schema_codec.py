@@ -31,40 +31,33 @@ from __future__ import annotations
 import copy
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.schema import model
 
+from .bits import pack_bits, unpack_bits
 from .builder import MessageBuilder, copy_pointer
+from .plans import FieldPlan, PlanKey, StructPlan
 from .reader import (
     DEFAULT_NESTING_LIMIT,
     DEFAULT_TRAVERSAL_LIMIT,
+    EXT_CAPNP_MESSAGE,
     AnyPointerReader,
     Message,
     charge_elements,
     data_at,
     list_at,
+    pointer_from_ext,
     read_message,
     resolve,
     struct_at,
     text_at,
 )
-from .views import (
-    StructView,
-    ViewLayout,
-    build_layout,
-    fill_layout_cell,
-    view_list,
-    view_struct,
-)
+from .views import StructView, ViewLayout, view_list, view_struct
 
 __all__ = ["FieldPlan", "PlanKey", "SchemaCodec", "StructPlan"]
 
-#: A plan is per struct node, and per brand for generic structs: ``node_id`` for an unbranded
-#: struct, ``(node_id, brand)`` (the brand's repr) for a generic one with bound parameters.
-PlanKey = int | tuple[int, str]
 
 # type name -> (struct format char, byte size, list element size code)
 _SCALAR = {
@@ -83,50 +76,6 @@ _INT_RANGES = {
     "uint8": (0, 1 << 8), "uint16": (0, 1 << 16), "uint32": (0, 1 << 32),
     "uint64": (0, 1 << 64), "enum": (0, 1 << 16),
 }
-
-
-@dataclass
-class FieldPlan:
-    """One field as the codec sees it: where it lives and how it is encoded.
-
-    ``offset`` is a byte offset in the data section (a bit offset for Bool), ``pointer`` the
-    index in the pointer section; ``default`` is the Python default value (the XOR mask for
-    scalars); ``discriminant`` is 0xffff for a field outside any union.
-    """
-
-    name: str
-    kind: str  # a Type.which, or "group"
-    offset: int = 0
-    pointer: int = 0
-    default: Any = None
-    discriminant: int = model.NO_DISCRIMINANT
-    type: model.Type | None = None
-    group_id: PlanKey = 0
-    explicit_default: bool = False
-    #: the field's ``@N`` (None for groups and named unions, which have none)
-    ordinal: int | None = None
-    #: the key of this field in plain values: its name, or its ordinal (see SchemaCodec)
-    key: str | int = ""
-
-
-@dataclass
-class StructPlan:
-    """A struct (or group) node compiled for the codec."""
-
-    node_id: int
-    name: str
-    data_words: int
-    pointer_count: int
-    fields: list[FieldPlan] = field(default_factory=list)
-    #: byte offset of the union discriminant, or -1 when the node has no unnamed union
-    discriminant_offset: int = -1
-    #: a group shares its parent's sections (its code must not write outside its fields)
-    is_group: bool = False
-    encode: Callable[[bytearray, int, int, Mapping[str, Any]], None] | None = None
-    decode: Callable[..., dict[str, Any]] | None = None
-    #: the plan's key in SchemaCodec.plans, and the suffix of its generated functions' names
-    key: PlanKey = 0
-    tag: str = ""
 
 
 Bindings = dict[tuple[int, int], "model.Type | None"]
@@ -426,9 +375,58 @@ class SchemaCodec:
         """The lazy-view getters of a struct (compiled on first use)."""
         layout = self.layouts.get(struct_id)
         if layout is None:
-            layout = build_layout(self, self.plan(struct_id))
+            layout = self._build_layout(self.plan(struct_id))
             self.layouts[struct_id] = layout
         return layout
+
+    def _build_layout(self, plan: StructPlan) -> ViewLayout:
+        """Compile the getters of ``plan`` (fields of struct kind become view constructors;
+        a struct field's layout is found through a cell filled on first use, as layouts of
+        recursive structs cannot all be built up front)."""
+        layout = ViewLayout(plan)
+        props: dict[str, property] = {}
+        for fp in plan.fields:
+            if fp.kind == "group":
+                lc = self._const([], "LC")
+                gk = self._const(fp.group_id, "GK")
+                expr = (f"SVIEW(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {gk})), msg, seg, "
+                        f"dpos, dbytes, ppos, nptrs, nest)")
+            elif fp.kind == "struct" or _is_struct_list(fp.type):
+                assert fp.type is not None
+                helper = "VIEW_STRUCT" if fp.kind == "struct" else "VIEW_LIST"
+                factory = "None"
+                if fp.default is not None:
+                    factory = self._const(self._default_factory(fp), "DF")
+                sid = self._const(self._key_of(_element_type(fp.type)), "SK")
+                lc = self._const([], "LC")
+                expr = (f"{helper}(({lc}[0] if {lc} else LAYOUT_FILL({lc}, {sid})), msg, seg, "
+                        f"ppos, nptrs, {fp.pointer}, nest, {factory})")
+            else:
+                expr = self._field_expr(fp, True)
+            name = self._name("G")
+            src = (f"def {name}(msg, seg, dpos, dbytes, ppos, nptrs, nest):\n"
+                   f"    buf = msg.buf\n"
+                   f"    return {expr}\n")
+            prop = self._name("V")
+            psrc = (f"def {prop}(self):\n"
+                    f"    msg = self._msg\n"
+                    f"    seg, dpos, dbytes, ppos, nptrs, nest = self._loc\n"
+                    + ("    buf = msg.buf\n" if "buf" in expr else "")
+                    + f"    return {expr}\n")
+            code = compile(src + psrc, f"<cara capnp view {plan.name}.{fp.name}>", "exec")
+            exec(code, self._ns)
+            layout.getters[fp.name] = self._ns[name]
+            props[fp.name] = property(self._ns[prop])
+        reserved = set(dir(StructView))
+        layout.cls = type(f"{plan.name}View", (StructView,),
+                          {"__slots__": (), **{k: v for k, v in props.items()
+                                               if k not in reserved}})
+        return layout
+
+    def _fill_layout_cell(self, cell: list[ViewLayout], sid: PlanKey) -> ViewLayout:
+        if not cell:
+            cell.append(self.layout(sid))
+        return cell[0]
 
     def decode_struct(self, struct_id: int, msg: Message, seg: int, pos: int,
                       nesting: int) -> dict[str, Any] | None:
@@ -482,7 +480,7 @@ class SchemaCodec:
             "spack": struct.pack, "DNEW": dict.__new__, "DU": dict.update,
             "DGET": dict.get.__get__, "DHAS": dict.__contains__.__get__,
             "SVIEW": _group_view, "VIEW_STRUCT": view_struct, "VIEW_LIST": view_list,
-            "LAYOUT_FILL": fill_layout_cell(self),
+            "LAYOUT_FILL": self._fill_layout_cell,
         }
         return ns
 
@@ -764,6 +762,20 @@ class SchemaCodec:
             return f"unpack_from('<{f}', spack('<{i}', {raw}{bits}))[0]"
         return f"({raw} ^ {fp.default!r})" if fp.default else raw
 
+    def _empty_member(self, f: FieldPlan, tag: str) -> str | None:
+        """The expression for a union member's value when its pointer is null (no default)."""
+        if f.kind == "text":
+            return "''"
+        if f.kind == "data":
+            return "b''"
+        if f.kind == "list":
+            return f"LM_{tag}_{f.key}([])" if self.instances else "[]"
+        if f.kind == "struct" and f.type is not None:
+            if not self.instances:
+                return "{}"
+            return f"DNEW(C_{self.plan(self._key_of(f.type)).tag})"
+        return None  # a capability or AnyPointer: null is its value
+
     def _sparse_decoder_source(self, plan: StructPlan) -> str:
         """The ``sparse=True`` decoder (see ``__init__``): fields are stored only when their
         bits are not zero; same key order as the full decoder's dict."""
@@ -793,8 +805,14 @@ class SchemaCodec:
                 return [f"{ind}_g = {expr}", f"{ind}if _g:", f"{ind}    d[{k!r}] = _g"]
             if f.kind in _POINTER_KINDS:
                 stored = f"LM_{tag}_{k}(_v)" if inst and f.kind == "list" else "_v"
-                return [f"{ind}_v = {self._pointer_expr(f, checked)}",
-                        f"{ind}if _v is not None:", f"{ind}    d[{k!r}] = {stored}"]
+                out = [f"{ind}_v = {self._pointer_expr(f, checked)}",
+                       f"{ind}if _v is not None:", f"{ind}    d[{k!r}] = {stored}"]
+                empty = self._empty_member(f, tag) if keep else None
+                if empty is not None:
+                    # a union member chosen with a null pointer (libcapnp writes these):
+                    # stored as its empty value, so which() still names it
+                    out += [f"{ind}else:", f"{ind}    d[{k!r}] = {empty}"]
+                return out
             raw = self._raw_scalar(f, checked)
             if keep:
                 if f.kind == "bool":
@@ -1078,11 +1096,35 @@ class SchemaCodec:
             if value.value is not None:
                 self.encode_pointer(value.type, buf, ptr_pos, value.value)
             return
-        raise ValueTypeError("", f"an AnyPointer value must be an AnyPointerReader or a "
-                                 f"PointerValue, not {type(value).__name__}")
+        if _is_capnp_ext(value):  # an AnyPointerReader that went through msgpack
+            self._encode_any(buf, ptr_pos, pointer_from_ext(value.data))
+            return
+        raise ValueTypeError("", _ANY_POINTER_VALUES + type(value).__name__)
 
 
 # ------------------------------------------------------------------------- pointer helpers
+
+_ANY_POINTER_VALUES = ("the binary form can write an AnyPointer value only as an "
+                       "AnyPointerReader (as decoded from a message, also after msgpack), a "
+                       "PointerValue or None, not ")
+
+
+def _is_capnp_ext(value: Any) -> bool:
+    """Whether ``value`` is msgpack's ``ExtType`` of an AnyPointerReader."""
+    return type(value).__name__ == "ExtType" and getattr(value, "code", None) == \
+        EXT_CAPNP_MESSAGE
+
+
+def _is_struct_list(t: model.Type | None) -> bool:
+    return (t is not None and t.which == "list" and t.list is not None
+            and t.list.elementType.which == "struct")
+
+
+def _element_type(t: model.Type) -> model.Type:
+    if t.which == "list":
+        assert t.list is not None
+        t = t.list.elementType
+    return t
 
 
 def _group_view(layout: ViewLayout, msg: Message, seg: int, dpos: int, dbytes: int, ppos: int,
@@ -1177,18 +1219,13 @@ def _bool_list_decoder(msg: Message, seg: int, pos: int, nest: int) -> list[bool
     if size != 1:
         raise DecodeError("expected a list of Bool (bit list), found another element size",
                           pos)
-    bits = int.from_bytes(msg.buf[start:start + ((count + 7) >> 3)], "little")
-    return [bits >> i & 1 == 1 for i in range(count)]
+    return unpack_bits(msg.buf, start, count)
 
 
 def _bool_list_encoder(buf: bytearray, ptr_pos: int, value: list[bool]) -> None:
     count = len(value)
-    bits = 0
-    for i, b in enumerate(value):
-        if b:
-            bits |= 1 << i
     pos = len(buf)
-    buf += bits.to_bytes(((count + 63) >> 6) * 8, "little")
+    buf += pack_bits(value, ((count + 63) >> 6) * 8)
     _PTR.pack_into(buf, ptr_pos, (pos - ptr_pos - 8) >> 1 | 1, count << 3 | 1)
 
 
@@ -1360,7 +1397,7 @@ def _find_bad_value(codec: SchemaCodec, t: model.Type, value: Any,
     elif w == "struct":
         assert t.struct is not None
         return _find_bad_struct(codec, codec.plan_for_type(t), value, path)
-    elif w == "anyPointer" and not isinstance(value, (AnyPointerReader, model.PointerValue)):
-        return path, (f"an AnyPointer value must be an AnyPointerReader or a PointerValue, "
-                      f"not {type(value).__name__}")
+    elif w == "anyPointer" and not isinstance(value, (AnyPointerReader, model.PointerValue)) \
+            and not _is_capnp_ext(value):
+        return path, _ANY_POINTER_VALUES + type(value).__name__
     return path, ""
