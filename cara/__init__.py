@@ -21,6 +21,7 @@ install_import_hook()
 _LAZY = {
     "Server": "cara.transports",
     "Client": "cara.transports",
+    "connect_sync": "cara.transports",
     "register_interface": "cara.rpc",
 }
 
@@ -44,6 +45,7 @@ __all__ = [
     "Server",
     "ValueTypeError",
     "__version__",
+    "connect_sync",
     "install_import_hook",
     "load",
     "loads",
