@@ -896,8 +896,14 @@ class Connection:
         """``target`` for a promise that resolved to it, behind an embargo when calls already
         went along ``path`` and ``target`` does not live at the other end of this connection."""
         resolved = target.resolved()
-        if not called or self.closed or (
-                isinstance(resolved, (ImportCap, PipelineCap)) and _conn_of(resolved) is self):
+        if isinstance(resolved, (ImportCap, PipelineCap)) and _conn_of(resolved) is self:
+            # Still at the peer: no embargo now. But the calls made along ``path`` count as
+            # made on it, should it resolve into this process later (a promise the peer
+            # exported and will Resolve): they must arrive before calls made after that.
+            if called and resolved.is_promise:
+                resolved.called = True
+            return target
+        if not called or self.closed:
             return target
         eid = self._next_embargo
         self._next_embargo = eid + 1
