@@ -136,7 +136,9 @@ class CaraWire:
         self._objects = 0
         self._describe: Any = None
         self._table: list[Any] = []
-        self._packer = msgpack.Packer(default=self._pack_cap)
+        # A small first buffer (it grows as needed): msgpack's default 256 KiB would be
+        # allocated for every connection, 256 MB for a thousand idle ones.
+        self._packer = msgpack.Packer(default=self._pack_cap, buf_size=4096)
         self._frame_caps = False
 
     # ------------------------------------------------------------------ encoding

@@ -107,12 +107,32 @@ _TAU = 1.0
 #: A connection that used more than this share of the loop within the last _ACTIVE_WINDOW
 #: seconds is busy: the busy connections share the loop.
 _HEAVY = 0.05
+#: Connections younger than this (seconds) share one account of loop time: a peer opening
+#: connection after connection competes as one, not as many.
+_YOUNG = 1.0
 _ACTIVE_WINDOW = 0.5
 _MIN_SHARE = 0.02
 _MAX_PAUSE = 2.0
 #: While others are busy too, a connection gets at most this long (seconds) per loop turn.
 _SLICE = 0.005
 _now = time.monotonic
+
+
+class _Usage:
+    """Loop seconds used, decaying with time constant _TAU (so ``value / _TAU`` is the recent
+    share of the loop)."""
+
+    __slots__ = ("at", "throttled", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.at = 0.0
+        self.throttled = False
+
+    def now(self, now: float) -> float:
+        self.value *= math.exp((self.at - now) / _TAU)
+        self.at = now
+        return self.value
 
 
 class _Governor:
@@ -129,8 +149,10 @@ class _Governor:
         self.idle_timeout = idle_timeout
         self.buffered = 0
         self.starving: collections.deque[_FrameProtocol] = collections.deque()
-        #: when each connection last used more than _HEAVY of the loop (those compete for it)
-        self.heavy: dict[_FrameProtocol, float] = {}
+        #: when each account last used more than _HEAVY of the loop (those compete for it)
+        self.heavy: dict[_Usage, float] = {}
+        #: the account of all young connections (see _YOUNG)
+        self.young = _Usage()
         self._active = 1
         self._active_at = -1.0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -159,7 +181,7 @@ class _Governor:
         return True
 
     def forget(self, proto: _FrameProtocol) -> None:
-        self.heavy.pop(proto, None)
+        self.heavy.pop(proto.usage, None)
         self.settle(proto, 0)
 
     # ------------------------------------------------------------------ buffered bytes
@@ -260,8 +282,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.starved = False        # not read: the server's buffered total is spent
         self.throttled = False      # not read: over our share of the loop
         self._throttle_timer: asyncio.Handle | None = None
-        self._usage = 0.0           # loop seconds used, decaying with _TAU
-        self._usage_at = 0.0
+        self.usage = _Usage()       # our account of loop time (once no longer young)
+        self.born = _now()
         self.last_active = _now()   # when the last frame was completed (or we connected)
         self.frame_started = 0.0    # when the partial frame we buffer began (0: none)
 
@@ -428,11 +450,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             return
         now = _now()
         share = gov.share(now)
-        self._usage *= math.exp((self._usage_at - now) / _TAU)
-        self._usage_at = now
+        usage = gov.young if now - self.born < _YOUNG else self.usage
+        used = usage.now(now)
         deadline = math.inf
         if share < math.inf:
-            deadline = min(now + share * _TAU - self._usage, now + _SLICE)
+            deadline = min(now + share * _TAU - used, now + _SLICE)
         if self._framer is not None:
             progress = self._process_pending(deadline)
             if progress < 0:
@@ -454,9 +476,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             size = len(self._buf)
             more = size >= 4 and size >= 4 + _unpack_header(self._buf, 0)[0]
         end = _now()
-        self._usage += end - now
-        if self._usage > _HEAVY * _TAU:
-            gov.heavy[self] = end
+        usage.value += end - now
+        if usage.value > _HEAVY * _TAU:
+            gov.heavy[usage] = end
         if progress:
             self.last_active = end
         if not size:
@@ -464,20 +486,20 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         elif progress or not self.frame_started:
             self.frame_started = end
         if more and end > deadline:
-            if self._usage > share * _TAU:
-                self._throttle(share)
+            if usage.value > share * _TAU:
+                self._throttle(share, usage)
             else:  # our turn is over: the others' go first, then we continue
                 self.throttled = True
                 self.update_reading()
                 self._throttle_timer = self._loop.call_soon(self._unthrottle)
         gov.settle(self, size)
 
-    def _throttle(self, share: float) -> None:
+    def _throttle(self, share: float, usage: _Usage) -> None:
         """Stop reading (and processing) until our loop usage has decayed below our share."""
         assert self.gov is not None
         target = 0.8 * share * _TAU
-        pause = _TAU * math.log(self._usage / target) if self._usage > target else 0.0
-        self.throttled = True
+        pause = _TAU * math.log(usage.value / target) if usage.value > target else 0.0
+        self.throttled = usage.throttled = True
         self.gov.counts["throttled"] += 1
         self.update_reading()
         self._throttle_timer = self._loop.call_later(min(max(pause, 0.001), _MAX_PAUSE),
@@ -485,7 +507,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def _unthrottle(self) -> None:
         self._throttle_timer = None
-        self.throttled = False
+        self.throttled = self.usage.throttled = False
+        if self.gov is not None:
+            self.gov.young.throttled = False
         if self.conn is not None and not self.conn.closed:
             self._drain()
             self.update_reading()
@@ -672,7 +696,7 @@ class Server(_Options):
       completed within ``frame_timeout`` seconds of its first byte (30), and a connection that
       holds nothing closed after ``idle_timeout`` seconds without a message (60).
 
-    ``stats()`` adds the server-wide counts: bytes ``buffered`` now, connections ``refused``,
+    ``limit_stats()`` shows them at work: bytes ``buffered`` now, connections ``refused``,
     ``evicted``, ``timed_out`` and ``idle_closed``, and how often one was ``throttled``."""
 
     def __init__(self, *, ssl: _ssl.SSLContext | None = None,
@@ -751,13 +775,14 @@ class Server(_Options):
         return [p.conn for p in self._protocols if p.conn is not None]
 
     def stats(self) -> dict[str, int]:
-        """Live totals over open connections: connections, exports, imports, questions, answers;
-        and the server's: bytes ``buffered``, connections ``refused``, ``evicted``,
-        ``timed_out``, ``idle_closed``, times ``throttled`` (see the class docstring)."""
-        total = _sum_stats(self.connections)
-        total["buffered"] = self._governor.buffered
-        total.update(self._governor.counts)
-        return total
+        """Live totals over open connections: connections, exports, imports, questions, answers."""
+        return _sum_stats(self.connections)
+
+    def limit_stats(self) -> dict[str, int]:
+        """The server-wide limits at work: bytes ``buffered`` now, connections ``refused``,
+        ``evicted``, ``timed_out`` and ``idle_closed`` so far, and how often one was
+        ``throttled`` (see the class docstring)."""
+        return {"buffered": self._governor.buffered, **self._governor.counts}
 
     async def stop(self) -> None:
         """Stop listening and close every connection (their pending calls fail)."""
