@@ -65,8 +65,13 @@ def _is_capability(value: Any) -> bool:
 def incoming(f: FieldInfo, value: Any) -> Any:
     """An arriving param or result value as the field's description types it."""
     if f.kind == INTERFACE:
-        if value is None or getattr(type(value), "_cara_core_cap_", False) is not True:
+        if value is None:
             return value
+        if getattr(type(value), "_cara_core_cap_", False) is not True:
+            if _is_capability(value):
+                return value
+            raise TypeError(f"{f.name}: expected a capability, got {type(value).__name__} "
+                            "(received data cannot implement an interface)")
         if f.convert is None:
             info = known_interface(f.interface_id)
             return value.cast(info) if info is not None else value

@@ -36,12 +36,14 @@ import msgpack
 from cara.codecs.capnp.reader import EXT_CAPNP_MESSAGE, AnyPointerReader, pointer_from_ext
 from cara.rpc import messages as M
 from cara.rpc.errors import ProtocolError
+from cara.runtime.interface import received_values
 
 __all__ = [
     "ABORT",
     "BOOTSTRAP",
     "CALL",
     "CANCELED",
+    "DEFAULT_MAX_OBJECTS",
     "DISEMBARGO",
     "ERROR",
     "EXT_CAP",
@@ -79,6 +81,8 @@ _DESC_KINDS = (M.CapDescriptor.NONE, M.CapDescriptor.SENDER_HOSTED,
                M.CapDescriptor.RECEIVER_ANSWER)
 _DESC_NUMBER = {k: i for i, k in enumerate(_DESC_KINDS)}
 _MAX_DEPTH = 64
+#: Maps and arrays one frame may decode into (the work and memory a message can cost).
+DEFAULT_MAX_OBJECTS = 100_000
 
 
 class _CapIndex:
@@ -117,14 +121,24 @@ def _exception_items(e: M.RemoteException) -> list[Any]:
 
 
 class CaraWire:
-    """The cara-frames encoding (see the module docstring); one per connection."""
+    """The cara-frames encoding (see the module docstring); one per connection.
+
+    A received frame decodes into at most ``max_objects`` maps and arrays: each becomes Python
+    objects (and the struct conversion more), so a small frame of tiny maps would otherwise cost
+    far more memory and time than its size. Frames longer than ``max_objects`` bytes are
+    counted as they decode (shorter ones cannot hold more); over the limit is a
+    :class:`~cara.rpc.errors.ProtocolError` before more is allocated."""
 
     name = "cara"
 
-    def __init__(self) -> None:
+    def __init__(self, max_objects: int = DEFAULT_MAX_OBJECTS) -> None:
+        self.max_objects = max_objects
+        self._objects = 0
         self._describe: Any = None
         self._table: list[Any] = []
-        self._packer = msgpack.Packer(default=self._pack_cap)
+        # A small first buffer (it grows as needed): msgpack's default 256 KiB would be
+        # allocated for every connection, 256 MB for a thousand idle ones.
+        self._packer = msgpack.Packer(default=self._pack_cap, buf_size=4096)
         self._frame_caps = False
 
     # ------------------------------------------------------------------ encoding
@@ -230,6 +244,13 @@ class CaraWire:
         self._frame_caps = True
         return _CapIndex(_uint(msgpack.unpackb(data), "capability index"))
 
+    def _count(self, obj: Any) -> Any:
+        self._objects += 1
+        if self._objects > self.max_objects:
+            raise ProtocolError(f"the frame decodes into more than {self.max_objects} maps and "
+                                "arrays (max_objects)")
+        return obj
+
     def _payload(self, content: Any, table: Any) -> M.Payload:
         caps = [self._read_descriptor(d) for d in table] if table else []
         if self._frame_caps and not caps:
@@ -262,11 +283,16 @@ class CaraWire:
 
     def decode(self, frame: bytes | bytearray | memoryview) -> M.Message:
         self._frame_caps = False
+        size = len(frame)
+        count: Any = None
+        if size > self.max_objects:
+            self._objects = 0
+            count = self._count
         try:
             msg = msgpack.unpackb(frame, ext_hook=self._unpack_cap, strict_map_key=False,
-                                  max_bin_len=len(frame), max_str_len=len(frame),
-                                  max_array_len=len(frame), max_map_len=len(frame) // 2,
-                                  max_ext_len=len(frame))
+                                  max_bin_len=size, max_str_len=size, max_array_len=size,
+                                  max_map_len=size // 2, max_ext_len=size,
+                                  object_hook=count, list_hook=count)
         except ProtocolError:
             raise
         except Exception as exc:
@@ -337,7 +363,8 @@ class CaraWire:
         if type(content) is not dict:
             raise TypeError(f"a {getattr(struct_cls, '_cara_name_', 'struct')} payload "
                             "must be a map")
-        return struct_cls(content)
+        with received_values():  # a map where a capability belongs is refused, not wrapped
+            return struct_cls(content)
 
     # ------------------------------------------------------------------ pipelining
 

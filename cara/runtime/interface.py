@@ -30,6 +30,7 @@ replaced by what that method returns (the typed proxy).
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "MethodSpec",
     "build_interface_class",
     "find_capabilities",
+    "received_values",
 ]
 
 _NOTHING: Any = object()
@@ -288,6 +290,29 @@ class InterfaceSchema:
         return f"<interface {self.name} @0x{self.id:016x}>"
 
 
+class _Receiving(threading.local):
+    depth = 0
+
+
+_RECEIVING = _Receiving()
+
+
+class received_values:
+    """While active (in this thread), values converted into interface-typed fields came from a
+    peer: only capabilities are accepted there, never a mapping, callable or object that a local
+    caller could pass as an implementation (a msgpack map must not become a server-side object
+    whose "methods" are the peer's data). The RPC encodings convert received params and results
+    inside it."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _RECEIVING.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _RECEIVING.depth -= 1
+
+
 class Interface:
     """Base of every generated interface class (see the module docstring)."""
 
@@ -350,6 +375,9 @@ class Interface:
             return typed(cls)
         if isinstance(value, Interface):
             raise Invalid(f"expected {cls._cara_name_}, got a {type(value)._cara_name_}")
+        if _RECEIVING.depth:
+            raise Invalid(f"expected a capability ({cls._cara_name_}), got "
+                          f"{describe_value(value)}: received data cannot implement an interface")
         if isinstance(value, Mapping) or callable(value) or _has_methods(cls, value):
             if not isinstance(value, Mapping) and not _has_methods(cls, value) and \
                     len(cls.cara_schema.all_methods) != 1 and len(cls.cara_schema.methods) != 1:

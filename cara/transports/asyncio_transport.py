@@ -12,6 +12,23 @@ both wait for the other). At most ``max_answers`` handlers run per connection; a
 wait in order, and calls beyond that are refused with :class:`~cara.rpc.Overloaded` (reading
 never stops for this, so a handler awaiting a call back to its caller still gets the answer).
 
+A server also bounds what all its connections together can cost (a :class:`_Governor`):
+
+* **connections**: at most ``max_connections`` are open; one more evicts the connection that
+  has been idle longest (holding nothing), or is refused with an ``Abort``;
+* **memory**: the partial frames of all connections together hold at most ``max_buffered``
+  bytes (each connection may always buffer :data:`RESERVE` bytes); a connection whose partial
+  frame needs more stops being read until others' frames complete or close;
+* **time**: a frame must be completed within ``frame_timeout`` seconds of its first byte, and a
+  connection with no frame for ``idle_timeout`` seconds that holds nothing (no call in flight
+  either way, no capability either way) is closed;
+* **the event loop**: when several connections compete, one that used more than its fair share
+  of the loop over the last second (``1/n`` of the loop for ``n`` busy connections, at least
+  2%) is not read until its share has decayed -- so a peer sending expensive frames slows
+  itself, not the other peers; a connection alone is never held back. Every frame's cost is
+  bounded: at most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and
+  arrays (:class:`~cara.rpc.wire_cara.CaraWire`).
+
 The API has pseud's shape::
 
     server = Server(); server.bind("tcp://127.0.0.1:0"); await server.start()
@@ -25,12 +42,16 @@ The API has pseud's shape::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
+import math
 import os
+import socket
 import ssl as _ssl
 import stat
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +59,44 @@ from cara.rpc.connection import Connection
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
+from cara.rpc.wire_cara import DEFAULT_MAX_OBJECTS, CaraWire
 from cara.transports.url import Endpoint, parse_url
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Client", "Server"]
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_ANSWERS",
+    "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_EXPORTS",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_IMPORTS",
+    "DEFAULT_MAX_OBJECTS",
+    "Client",
+    "Server",
+]
 
-DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+#: Largest frame (message) accepted or sent, in bytes.
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
+#: Handlers running at once per connection (as many more calls wait; beyond: Overloaded).
 DEFAULT_MAX_ANSWERS = 10_000
+#: Capabilities of ours one peer may hold at once (beyond: the sending call fails, Overloaded).
+DEFAULT_MAX_EXPORTS = 100_000
+#: Capabilities one peer may hand us at once (beyond: the connection is aborted).
+DEFAULT_MAX_IMPORTS = 100_000
+#: Open connections per server.
+DEFAULT_MAX_CONNECTIONS = 1000
+#: Bytes of partial frames buffered across all of a server's connections.
+DEFAULT_MAX_BUFFERED = 64 * 1024 * 1024
+#: Seconds from a frame's first byte to its last.
+DEFAULT_FRAME_TIMEOUT = 30.0
+#: Seconds without a frame after which a connection holding nothing is closed.
+DEFAULT_IDLE_TIMEOUT = 60.0
+#: Bytes of a partial frame any connection may buffer whatever the server-wide total.
+RESERVE = 16 * 1024
+#: Bytes read from a socket at once, into a scratch buffer shared by a server's connections:
+#: complete frames are decoded straight from it, only a partial frame is copied and kept.
+READ_SIZE = 64 * 1024
 
 #: Loop turns an outgoing write may wait for running handlers' answers to join it.
 _COALESCE_TURNS = 4
@@ -52,14 +105,154 @@ _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
 
+#: Loop-time accounting: a connection's usage decays with this time constant (seconds).
+_TAU = 1.0
+#: A connection that used more than this share of the loop within the last _ACTIVE_WINDOW
+#: seconds is busy: the busy connections share the loop.
+_HEAVY = 0.05
+#: Connections younger than this (seconds) share one account of loop time: a peer opening
+#: connection after connection competes as one, not as many.
+_YOUNG = 1.0
+_ACTIVE_WINDOW = 0.5
+_MIN_SHARE = 0.02
+_MAX_PAUSE = 2.0
+#: While others are busy too, a connection gets at most this long (seconds) per loop turn.
+_SLICE = 0.005
+_now = time.monotonic
 
-class _FrameProtocol(asyncio.Protocol):
+
+class _Usage:
+    """Loop seconds used, decaying with time constant _TAU (so ``value / _TAU`` is the recent
+    share of the loop)."""
+
+    __slots__ = ("at", "throttled", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.at = 0.0
+        self.throttled = False
+
+    def now(self, now: float) -> float:
+        self.value *= math.exp((self.at - now) / _TAU)
+        self.at = now
+        return self.value
+
+
+class _Governor:
+    """What a server's connections share: the connection count, the buffered bytes, the
+    deadlines (checked by a periodic sweep) and the event loop's time (see the module
+    docstring)."""
+
+    def __init__(self, live: set[_FrameProtocol], *, max_connections: int, max_buffered: int,
+                 frame_timeout: float, idle_timeout: float) -> None:
+        self.live = live
+        self.max_connections = max_connections
+        self.max_buffered = max_buffered
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.buffered = 0
+        self.starving: collections.deque[_FrameProtocol] = collections.deque()
+        #: when each account last used more than _HEAVY of the loop (those compete for it)
+        self.heavy: dict[_Usage, float] = {}
+        #: the account of all young connections (see _YOUNG)
+        self.young = _Usage()
+        self._active = 1
+        self._active_at = -1.0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.counts = {"refused": 0, "evicted": 0, "timed_out": 0, "idle_closed": 0,
+                       "throttled": 0}
+        self.scratch = memoryview(bytearray(READ_SIZE))
+
+    # ------------------------------------------------------------------ connections
+
+    def admit(self) -> bool:
+        """Room for one more connection? At the limit, the connection idle longest is closed
+        to make room, else the one whose partial frame has waited longest for buffer room."""
+        if len(self.live) < self.max_connections:
+            return True
+        victim = min((p for p in self.live if p.idle()), key=lambda p: p.last_active,
+                     default=None)
+        if victim is None:
+            victim = min((p for p in self.live if p.starved), key=lambda p: p.frame_started,
+                         default=None)
+        if victim is None:
+            self.counts["refused"] += 1
+            return False
+        self.counts["evicted"] += 1
+        victim.abort("closed to make room: the server is at max_connections and this "
+                     "connection was idle or stalled")
+        return True
+
+    def forget(self, proto: _FrameProtocol) -> None:
+        self.heavy.pop(proto.usage, None)
+        self.settle(proto, 0)
+
+    # ------------------------------------------------------------------ buffered bytes
+
+    def settle(self, proto: _FrameProtocol, size: int) -> None:
+        """``proto`` now buffers ``size`` bytes: account for them; stop reading it while it is
+        over its reserve and the server over its total, and wake the waiting when room frees."""
+        grew = size - proto.counted
+        proto.counted = size
+        self.buffered += grew
+        if grew > 0 and size > RESERVE and self.buffered > self.max_buffered:
+            if not proto.starved:
+                proto.starved = True
+                self.starving.append(proto)
+                proto.update_reading()
+        elif grew < 0:
+            starving = self.starving
+            while starving and self.buffered < self.max_buffered:
+                waiting = starving.popleft()
+                waiting.starved = False
+                waiting.update_reading()
+
+    # ------------------------------------------------------------------ loop time
+
+    def share(self, now: float) -> float:
+        """The share of the loop one connection may use now: ``1/n`` when ``n`` connections
+        are busy, ``inf`` (no limit) when at most one is."""
+        if now - self._active_at > 0.05:
+            cutoff = now - _ACTIVE_WINDOW
+            stale = [p for p, t in self.heavy.items() if t < cutoff and not p.throttled]
+            for p in stale:
+                del self.heavy[p]
+            self._active = len(self.heavy)
+            self._active_at = now
+        if self._active < 2:
+            return math.inf
+        return max(_MIN_SHARE, 1.0 / self._active)
+
+    # ------------------------------------------------------------------ deadlines
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._schedule()
+
+    def _schedule(self) -> None:
+        period = min(self.frame_timeout, self.idle_timeout) / 4
+        self._sweeper = self._loop.call_later(min(max(period, 0.02), 1.0), self.sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def sweep(self) -> None:
+        now = _now()
+        for proto in list(self.live):
+            proto.check_deadlines(now)
+        self._schedule()
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
     """Frames bytes for one :class:`Connection` and applies backpressure."""
 
     def __init__(self, services: Services, *, max_frame_size: int, max_answers: int,
                  send_tracebacks: bool, timeout: float | None,
                  live: set[_FrameProtocol] | None = None,
-                 pause_reading_on_write: bool = True, wire: str = "cara") -> None:
+                 pause_reading_on_write: bool = True, wire: str = "cara",
+                 limits: dict[str, int] | None = None, governor: _Governor | None = None) -> None:
         self.services = services
         #: "cara": 4-byte length-prefixed cara frames; "capnp": rpc.capnp messages, each with
         #: its own segment table (the framing *is* the message's).
@@ -69,54 +262,109 @@ class _FrameProtocol(asyncio.Protocol):
         self.max_answers = max_answers
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
+        self.limits = limits or {}
         self.live = live  # the server's set of open connections (joined once connected)
+        self.gov = governor
         #: Servers stop reading a peer whose answers pile up unsent; clients never do: they
         #: always read, so two sides can never both wait for the other to read (deadlock).
         self.pause_reading_on_write = pause_reading_on_write
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         self._buf = bytearray()
+        self._scratch = governor.scratch if governor is not None else \
+            memoryview(bytearray(READ_SIZE))
+        self._pending: collections.deque[bytes] = collections.deque()  # capnp, when throttled
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._flush_waits = 0
         self._write_paused = False
         self._read_paused = False
+        # The governor's bookkeeping (servers only).
+        self.counted = 0            # bytes of ours in the governor's total
+        self.starved = False        # not read: the server's buffered total is spent
+        self.throttled = False      # not read: over our share of the loop
+        self._throttle_timer: asyncio.Handle | None = None
+        self.usage = _Usage()       # our account of loop time (once no longer young)
+        self.born = _now()
+        self.last_active = _now()   # when the last frame was completed (or we connected)
+        self.frame_started = 0.0    # when the partial frame we buffer began (0: none)
 
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        if self.live is not None:
+        admitted = self.gov is None or self.gov.admit()
+        if self.live is not None and admitted:
             self.live.add(self)
         peer = transport.get_extra_info("peername")
         wire: Any = None
         send: Callable[[bytes], None] = self._send
+        limits = self.limits
         if self.wire_name == "capnp":
             from cara.rpc.wire_capnp import CapnpFramer, CapnpWire
 
             wire = CapnpWire()
             self._framer = CapnpFramer(self.max_frame_size)
             send = self._send_raw
+        else:
+            wire = CaraWire(max_objects=limits.get("max_objects", DEFAULT_MAX_OBJECTS))
         self.conn = Connection(
-            send, services=self.services, loop=asyncio.get_running_loop(), wire=wire,
+            send, services=self.services, loop=self._loop, wire=wire,
             send_tracebacks=self.send_tracebacks, timeout=self.timeout, name=str(peer or ""),
             max_answers=self.max_answers,
+            max_queued_calls=limits.get("max_queued_calls", self.max_answers),
+            max_exports=limits.get("max_exports", DEFAULT_MAX_EXPORTS),
+            max_imports=limits.get("max_imports", DEFAULT_MAX_IMPORTS),
         )
+        if not admitted:
+            self.abort("the server has too many connections")
+            return
+        if self.gov is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                with contextlib.suppress(OSError):  # find peers that vanished without a word
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes: the scratch buffer, as much of it as the server's
+        buffered total still allows us (see :meth:`_Governor.settle`)."""
+        gov = self.gov
+        if gov is None:
+            return self._scratch
+        room = max(gov.max_buffered - gov.buffered, RESERVE - self.counted, 4096)
+        return self._scratch[:room] if room < READ_SIZE else self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._scratch[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Process ``data`` (for a buffered read, a view of the scratch buffer: everything
+        that must outlive this call is copied)."""
+        if self.gov is not None:
+            self._receive_governed(data)
+            return
         if self._framer is not None:
             self._process_capnp(data)
             return
-        if self._buf:
-            self._buf += data
-            self._process(self._buf)
+        buf = self._buf
+        if buf:
+            buf += data
+            pos = self._process(buf, math.inf)
+            if pos == len(buf):
+                self._buf = bytearray()  # not ``del``: let a large buffer's memory go
+            elif pos > 0:
+                del buf[:pos]
         else:
-            self._process(data)
+            pos = self._process(data, math.inf)
+            if 0 <= pos < len(data):
+                buf += data[pos:]
 
-    def _process(self, view: bytes | bytearray) -> None:
-        """Hand every complete frame in ``view`` to the connection; keep the rest buffered."""
+    def _process(self, view: bytes | bytearray | memoryview, deadline: float) -> int:
+        """Hand the complete frames in ``view`` to the connection, until ``deadline`` (monotonic
+        time) has passed; return how many bytes were used, or -1 once the connection closed."""
         conn = self.conn
         assert conn is not None
         pos, end_of_data = 0, len(view)
@@ -125,9 +373,8 @@ class _FrameProtocol(asyncio.Protocol):
             while end_of_data - pos >= 4:
                 size = _unpack_header(view, pos)[0]
                 if size > limit:
-                    conn.abort(f"frame of {size} bytes exceeds the limit of {limit} bytes")
-                    self._close_transport()
-                    return
+                    self.abort(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+                    return -1
                 end = pos + 4 + size
                 if end > end_of_data:
                     break
@@ -135,33 +382,177 @@ class _FrameProtocol(asyncio.Protocol):
                 pos = end
                 if conn.closed:  # the peer sent ABORT
                     self._close_transport()
-                    return
+                    return -1
+                if deadline < math.inf and _now() > deadline:
+                    break
         except ProtocolError:
             self._close_transport()
-            return
+            return -1
         finally:
             self._end_of_burst()
-        buf = self._buf
-        if view is buf:
-            del buf[:pos]
-        elif pos < end_of_data:
-            buf += view[pos:]
+        return pos
 
-    def _process_capnp(self, data: bytes) -> None:
-        conn = self.conn
-        assert conn is not None and self._framer is not None
+    def _process_capnp(self, data: bytes | memoryview) -> None:
+        assert self._framer is not None
         try:
-            for frame in self._framer.feed(data):
-                conn.receive(frame)
+            frames = self._framer.feed(data)
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
+        self._pending.extend(frames)
+        self._process_pending(math.inf)
+
+    def _process_pending(self, deadline: float) -> int:
+        """Hand the complete capnp messages waiting to the connection (as :meth:`_process`);
+        return how many, or -1 once the connection closed."""
+        conn = self.conn
+        assert conn is not None
+        pending = self._pending
+        done = 0
+        try:
+            while pending:
+                conn.receive(pending.popleft())
+                done += 1
                 if conn.closed:
                     self._close_transport()
-                    return
-        except ProtocolError as exc:
-            if not conn.closed:
-                conn.abort(str(exc))
+                    return -1
+                if deadline < math.inf and _now() > deadline:
+                    break
+        except ProtocolError:
             self._close_transport()
+            return -1
         finally:
             self._end_of_burst()
+        return done
+
+    # ------------------------------------------------------------------ a server's limits
+
+    def _receive_governed(self, data: bytes | memoryview) -> None:
+        assert self.gov is not None
+        if self.conn is None or self.conn.closed:
+            return
+        if self._framer is not None:
+            try:
+                self._pending.extend(self._framer.feed(data))
+            except ProtocolError as exc:
+                self.abort(str(exc))
+                return
+            self._drain()
+        elif self._buf or self.throttled:
+            self._buf += data
+            self._drain()
+        else:
+            self._drain(data)
+
+    def _drain(self, data: bytes | memoryview | None = None) -> None:
+        """Process what is buffered (or ``data`` when nothing is) within our share of the loop;
+        throttle ourselves once it is used up, and account for what stays buffered."""
+        gov = self.gov
+        conn = self.conn
+        assert gov is not None and conn is not None
+        if self.throttled or conn.closed:
+            return
+        now = _now()
+        share = gov.share(now)
+        usage = gov.young if now - self.born < _YOUNG else self.usage
+        used = usage.now(now)
+        deadline = math.inf
+        if share < math.inf:
+            deadline = min(now + share * _TAU - used, now + _SLICE)
+        if self._framer is not None:
+            progress = self._process_pending(deadline)
+            if progress < 0:
+                return
+            more = bool(self._pending)
+            size = len(self._framer._buf) + sum(map(len, self._pending))
+        else:
+            view = data if data is not None else self._buf
+            progress = self._process(view, deadline)
+            if progress < 0:
+                return
+            if data is not None:
+                if progress < len(data):
+                    self._buf += data[progress:]
+            elif progress == len(view):
+                self._buf = bytearray()
+            elif progress:
+                del self._buf[:progress]
+            size = len(self._buf)
+            more = size >= 4 and size >= 4 + _unpack_header(self._buf, 0)[0]
+        end = _now()
+        usage.value += end - now
+        if usage.value > _HEAVY * _TAU:
+            gov.heavy[usage] = end
+        if progress:
+            self.last_active = end
+        if not size:
+            self.frame_started = 0.0
+        elif progress or not self.frame_started:
+            self.frame_started = end
+        if more and end > deadline:
+            if usage.value > share * _TAU:
+                self._throttle(share, usage)
+            else:  # our turn is over: the others' go first, then we continue
+                self.throttled = True
+                self.update_reading()
+                self._throttle_timer = self._loop.call_soon(self._unthrottle)
+        gov.settle(self, size)
+
+    def _throttle(self, share: float, usage: _Usage) -> None:
+        """Stop reading (and processing) until our loop usage has decayed below our share."""
+        assert self.gov is not None
+        target = 0.8 * share * _TAU
+        pause = _TAU * math.log(usage.value / target) if usage.value > target else 0.0
+        self.throttled = usage.throttled = True
+        self.gov.counts["throttled"] += 1
+        self.update_reading()
+        self._throttle_timer = self._loop.call_later(min(max(pause, 0.001), _MAX_PAUSE),
+                                                     self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        self._throttle_timer = None
+        self.throttled = self.usage.throttled = False
+        if self.gov is not None:
+            self.gov.young.throttled = False
+        if self.conn is not None and not self.conn.closed:
+            self._drain()
+            self.update_reading()
+
+    def check_deadlines(self, now: float) -> None:
+        """Close the connection if its partial frame or its silence lasted too long."""
+        gov = self.gov
+        assert gov is not None
+        if self.conn is None or self.conn.closed:
+            return
+        if self.frame_started and not self.throttled and \
+                now - self.frame_started > gov.frame_timeout:
+            gov.counts["timed_out"] += 1
+            self.abort(f"a frame was not completed within {gov.frame_timeout:g} seconds")
+        elif now - self.last_active > gov.idle_timeout and self.idle():
+            gov.counts["idle_closed"] += 1
+            self.abort(f"no message for {gov.idle_timeout:g} seconds")
+
+    def idle(self) -> bool:
+        """Nothing buffered, no call in flight either way, no capability held either way."""
+        conn = self.conn
+        if conn is None or conn.closed or self.counted or self._pending:
+            return False
+        return not any(conn.stats().values())
+
+    def update_reading(self) -> None:
+        """Read while nothing says not to: unsent answers piling up (servers), our share of the
+        loop used up, or the server's buffered total spent."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = (self._write_paused and self.pause_reading_on_write) or self.throttled or \
+            self.starved
+        if pause and not self._read_paused:
+            self._read_paused = True
+            transport.pause_reading()
+        elif not pause and self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -171,19 +562,25 @@ class _FrameProtocol(asyncio.Protocol):
             reason = Disconnected(f"connection lost: {exc}" if exc else "connection closed by peer")
             self.conn.connection_lost(reason)
         self._out.clear()
+        self._buf = bytearray()
+        self._pending.clear()
+        if self._throttle_timer is not None:
+            self._throttle_timer.cancel()
+            self._throttle_timer = None
         if not self.closed.done():
             self.closed.set_result(None)
         if self.live is not None:
             self.live.discard(self)
+        if self.gov is not None:
+            self.gov.forget(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        if self.pause_reading_on_write:
-            self._pause_reading()
+        self.update_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._maybe_resume_reading()
+        self.update_reading()
 
     # ---------------------------------------------------------------------- sending frames
 
@@ -194,9 +591,7 @@ class _FrameProtocol(asyncio.Protocol):
                              f"{self.max_frame_size} bytes")
         self._out.append(_pack_header(size))
         self._out.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule_flush()
 
     def _send_raw(self, message: bytes) -> None:
         """Send one already framed message (the capnp encoding frames its own)."""
@@ -205,9 +600,18 @@ class _FrameProtocol(asyncio.Protocol):
             raise ValueError(f"message of {size} bytes exceeds the frame limit of "
                              f"{self.max_frame_size} bytes")
         self._out.append(message)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        # Not get_running_loop(): a frame may be sent while the loop is not running, e.g. the
+        # Finish of a call whose awaiting task asyncio.run() cancels while shutting down.
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            try:
+                self._loop.call_soon(self._flush)
+            except RuntimeError:  # the loop is closed: nobody is left to send to
+                self._flush_scheduled = False
+                self._out.clear()
 
     def _end_of_burst(self) -> None:
         """After the frames of one read: write the answers now, unless handlers started by
@@ -215,9 +619,7 @@ class _FrameProtocol(asyncio.Protocol):
         chain's answers leave together instead of one latency apart)."""
         conn = self.conn
         if self._out and conn is not None and conn.answers_in_flight:
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            self._schedule_flush()
         else:
             self._flush()
 
@@ -228,8 +630,7 @@ class _FrameProtocol(asyncio.Protocol):
         if out and conn is not None and not conn.closed and conn.answers_in_flight and \
                 self._flush_waits < _COALESCE_TURNS:
             self._flush_waits += 1
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._schedule_flush()
             return
         self._flush_waits = 0
         if out:
@@ -238,21 +639,16 @@ class _FrameProtocol(asyncio.Protocol):
             if transport is not None and not transport.is_closing():
                 transport.write(b"".join(out))
 
-    def _pause_reading(self) -> None:
-        if not self._read_paused and self.transport is not None and not self.transport.is_closing():
-            self._read_paused = True
-            self.transport.pause_reading()
-
-    def _maybe_resume_reading(self) -> None:
-        if self._read_paused and not self._write_paused:
-            self._read_paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
-
     def _close_transport(self) -> None:
         self._flush()  # let an ABORT out before closing
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        """Tell the peer why (an ``Abort``) and close; pending calls fail with ``Disconnected``."""
+        if self.conn is not None and not self.conn.closed:
+            self.conn.abort(reason)
+        self._close_transport()
 
     def close(self, reason: str) -> None:
         """Close from our side: every pending call fails with :class:`Disconnected`."""
@@ -264,14 +660,23 @@ class _FrameProtocol(asyncio.Protocol):
 
 class _Options:
     def __init__(self, *, ssl: _ssl.SSLContext | None, max_frame_size: int, max_answers: int,
-                 send_tracebacks: bool, timeout: float | None) -> None:
+                 send_tracebacks: bool, timeout: float | None, max_queued_calls: int | None,
+                 max_exports: int, max_imports: int, max_objects: int) -> None:
         if max_frame_size < 16:
             raise ValueError("max_frame_size must be at least 16 bytes")
+        for name, value in (("max_answers", max_answers), ("max_exports", max_exports),
+                            ("max_imports", max_imports), ("max_objects", max_objects)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1")
         self.ssl = ssl
         self.max_frame_size = max_frame_size
         self.max_answers = max_answers
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
+        self.limits = {
+            "max_queued_calls": max_answers if max_queued_calls is None else max_queued_calls,
+            "max_exports": max_exports, "max_imports": max_imports, "max_objects": max_objects,
+        }
         self.services = Services()
 
 
@@ -295,19 +700,56 @@ class Server(_Options):
     implementation. ``ssl``: a server-side :class:`ssl.SSLContext` for TLS.
     ``send_tracebacks=True`` sends handler tracebacks to callers (for development; off by
     default: they show file paths). ``timeout``: default timeout (seconds) for calls the server
-    makes on capabilities its clients passed it."""
+    makes on capabilities its clients passed it.
+
+    Limits (see the module docstring; every one has a default meant for a server open to
+    untrusted peers):
+
+    * per message: ``max_frame_size`` bytes (4 MiB), decoding into at most ``max_objects`` maps
+      and arrays (100,000; cara frames) -- over either, the connection is aborted;
+    * per connection: ``max_answers`` handlers running (10,000) and ``max_queued_calls`` more
+      waiting (as many; beyond: :class:`~cara.rpc.Overloaded`), ``max_exports`` of our
+      capabilities held by the peer (100,000; beyond: the call sending one more fails with
+      ``Overloaded``), ``max_imports`` capabilities the peer hands us (100,000; beyond: abort);
+    * per server: ``max_connections`` open (1,000; then the longest-idle connection holding
+      nothing is closed, else the new one is refused), ``max_buffered`` bytes of partial frames
+      over all connections (64 MiB, plus 16 KiB any one connection may always buffer), a frame
+      completed within ``frame_timeout`` seconds of its first byte (30), and a connection that
+      holds nothing closed after ``idle_timeout`` seconds without a message (60).
+
+    ``limit_stats()`` shows them at work: bytes ``buffered`` now, connections ``refused``,
+    ``evicted``, ``timed_out`` and ``idle_closed``, and how often one was ``throttled``."""
 
     def __init__(self, *, ssl: _ssl.SSLContext | None = None,
                  max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                  max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = False,
-                 timeout: float | None = None, bootstrap: object = None) -> None:
+                 timeout: float | None = None, bootstrap: object = None,
+                 max_queued_calls: int | None = None,
+                 max_exports: int = DEFAULT_MAX_EXPORTS,
+                 max_imports: int = DEFAULT_MAX_IMPORTS,
+                 max_objects: int = DEFAULT_MAX_OBJECTS,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_buffered: int = DEFAULT_MAX_BUFFERED,
+                 frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
         super().__init__(ssl=ssl, max_frame_size=max_frame_size, max_answers=max_answers,
-                         send_tracebacks=send_tracebacks, timeout=timeout)
+                         send_tracebacks=send_tracebacks, timeout=timeout,
+                         max_queued_calls=max_queued_calls, max_exports=max_exports,
+                         max_imports=max_imports, max_objects=max_objects)
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if max_buffered < max_frame_size:
+            raise ValueError("max_buffered must hold at least one frame of max_frame_size")
+        if frame_timeout <= 0 or idle_timeout <= 0:
+            raise ValueError("frame_timeout and idle_timeout must be positive")
         if bootstrap is not None:
             self.services.set_bootstrap(bootstrap)
         self._binds: list[Endpoint] = []
         self._servers: list[tuple[Endpoint, asyncio.Server]] = []
         self._protocols: set[_FrameProtocol] = set()
+        self._governor = _Governor(self._protocols, max_connections=max_connections,
+                                   max_buffered=max_buffered, frame_timeout=frame_timeout,
+                                   idle_timeout=idle_timeout)
 
     def bind(self, url: str) -> None:
         """Add an endpoint to listen on (``tcp://host:port``, port 0 allowed; ``unix:///path``)."""
@@ -317,12 +759,13 @@ class Server(_Options):
         return _FrameProtocol(
             self.services, max_frame_size=self.max_frame_size, max_answers=self.max_answers,
             send_tracebacks=self.send_tracebacks, timeout=self.timeout, live=self._protocols,
-            wire=wire)
+            wire=wire, limits=self.limits, governor=self._governor)
 
     async def start(self) -> None:
         if not self._binds:
             raise ValueError("bind() at least one endpoint before start()")
         loop = asyncio.get_running_loop()
+        self._governor.start(loop)
         for ep in self._binds:
             server: asyncio.Server
             factory = functools.partial(self._protocol, ep.wire)
@@ -356,9 +799,16 @@ class Server(_Options):
         """Live totals over open connections: connections, exports, imports, questions, answers."""
         return _sum_stats(self.connections)
 
+    def limit_stats(self) -> dict[str, int]:
+        """The server-wide limits at work: bytes ``buffered`` now, connections ``refused``,
+        ``evicted``, ``timed_out`` and ``idle_closed`` so far, and how often one was
+        ``throttled`` (see the class docstring)."""
+        return {"buffered": self._governor.buffered, **self._governor.counts}
+
     async def stop(self) -> None:
         """Stop listening and close every connection (their pending calls fail)."""
         servers, self._servers = self._servers, []
+        self._governor.stop()
         for _, server in servers:
             server.close()
         protocols = list(self._protocols)
@@ -387,14 +837,20 @@ class Client(_Options):
 
     ``ssl``: a client :class:`ssl.SSLContext` (``server_hostname`` for certificate checking);
     ``timeout``: default per-call timeout in seconds. A client can register interfaces too
-    (``services``), reachable from the server by interface id."""
+    (``services``), reachable from the server by interface id. The per-message and
+    per-connection limits are :class:`Server`'s, with the same defaults."""
 
     def __init__(self, *, ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
                  max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
                  max_answers: int = DEFAULT_MAX_ANSWERS, send_tracebacks: bool = False,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, max_queued_calls: int | None = None,
+                 max_exports: int = DEFAULT_MAX_EXPORTS,
+                 max_imports: int = DEFAULT_MAX_IMPORTS,
+                 max_objects: int = DEFAULT_MAX_OBJECTS) -> None:
         super().__init__(ssl=ssl, max_frame_size=max_frame_size, max_answers=max_answers,
-                         send_tracebacks=send_tracebacks, timeout=timeout)
+                         send_tracebacks=send_tracebacks, timeout=timeout,
+                         max_queued_calls=max_queued_calls, max_exports=max_exports,
+                         max_imports=max_imports, max_objects=max_objects)
         self.server_hostname = server_hostname
         self._endpoint: Endpoint | None = None
         self._proto: _FrameProtocol | None = None
@@ -412,7 +868,7 @@ class Client(_Options):
             return _FrameProtocol(
                 self.services, max_frame_size=self.max_frame_size, max_answers=self.max_answers,
                 send_tracebacks=self.send_tracebacks, timeout=self.timeout,
-                pause_reading_on_write=False, wire=ep.wire)
+                pause_reading_on_write=False, wire=ep.wire, limits=self.limits)
 
         if ep.scheme == "unix":
             _, proto = await loop.create_unix_connection(

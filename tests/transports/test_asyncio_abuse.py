@@ -12,11 +12,13 @@ import asyncio
 import os
 import random
 import struct
+import tracemalloc
 from typing import Any
 
 import msgpack
 import pytest
 
+from cara.rpc import register_interface
 from cara.rpc import wire_cara as M
 from cara.rpc.errors import KIND_UNIMPLEMENTED
 from cara.transports import Server
@@ -340,3 +342,77 @@ def test_peer_abort_closes_the_connection() -> None:
             await eventually(lambda: server.stats()["connections"] == 0, what="closed")
 
     run(main())
+
+
+def test_a_good_client_keeps_half_its_rate_under_four_attackers() -> None:
+    """Issue 16's acceptance: partial frames (8 connections, each a maximum-size frame minus a
+    byte), huge frames (one after another, each just under the object budget: 90,000 tiny
+    structs), idle connections (200) and a flood of pipelined calls, all at once, from another
+    process; the well-behaved client, in a third process, keeps at least half the calls per
+    second it makes on the idle server, with no failure, and the server's memory stays under
+    the documented bound (SECURITY-RPC.md).
+
+    The machine running the suite is shared, so rates are noisy: a round measures the client
+    alone, then under attack, and the best of two rounds (three with CARA_LONG=1) counts. The
+    attackers' own process needs CPU too: on a machine whose cores are already all busy (load
+    average above the core count) the ratio measures the operating system's scheduler rather
+    than the server, so it is then reported (skip) instead of asserted; failures and memory are
+    asserted always.
+    CARA_LONG=1 measures for longer, with twice the attackers' connections."""
+    from cara.rpc.wire_cara import DEFAULT_MAX_OBJECTS
+    from cara.transports.asyncio_transport import DEFAULT_MAX_BUFFERED, RESERVE
+    from tests.transports import abuse_support as A
+
+    alone, attacked, rounds = (3.0, 6.0, 3) if LONG else (0.6, 1.2, 2)
+    partial, idle = (16, 400) if LONG else (8, 200)
+    mod = A.schema()
+    # The documented bound: the buffered budget, what a connection may hold beyond it (its
+    # reserve, one read, its objects), and one frame's decoding (500 bytes per object).
+    connections = partial + idle + 10
+    bound = DEFAULT_MAX_BUFFERED + connections * (RESERVE + 4096 + 16_384) + \
+        DEFAULT_MAX_OBJECTS * 500
+
+    async def main() -> None:
+        server = Server()
+        server.bind("tcp://127.0.0.1:0")
+        await server.start()
+        register_interface(server, mod.Echo, lambda text: text)
+        register_interface(server, mod.Sink, lambda items: len(items))
+        url = server.endpoints[0]
+        good = A.GoodClientProcess(url)
+        ratios: list[float] = []
+        try:
+            for _ in range(rounds):
+                calls, failures = await good.measure(alone)
+                assert failures == [] and calls > 0
+                attackers = A.AttackersProcess(url, partial=partial, partial_size=1 << 22,
+                                               idle=idle, items=90_000)
+                await attackers.start()
+                try:
+                    await asyncio.sleep(0.3)
+                    under, failures = await good.measure(attacked)
+                    assert failures == [], failures
+                    ratios.append((under / attacked) / (calls / alone))
+                    if ratios[-1] >= 0.5 and len(ratios) > 1:
+                        break
+                    tracemalloc.start()
+                    await asyncio.sleep(0.5)
+                    peak = tracemalloc.get_traced_memory()[1]
+                    tracemalloc.stop()
+                    assert peak < bound, (peak, bound)
+                    if ratios[-1] >= 0.5:
+                        break
+                finally:
+                    report = await attackers.stop()
+                    attackers.close()
+                assert report["flood_calls"] > 0 and report["huge_frames"] > 0, report
+            busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+            if busy and max(ratios) < 0.5:
+                pytest.skip(f"the machine is overloaded (load {os.getloadavg()}): the good "
+                            f"client kept {max(ratios):.2f} of its rate, not asserted")
+            assert max(ratios) >= 0.5, ratios
+        finally:
+            good.close()
+            await server.stop()
+
+    run(main(), timeout=120)
