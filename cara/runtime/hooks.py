@@ -67,9 +67,21 @@ _msgpack: Any = None
 _packers = threading.local()
 
 
+#: The C accelerator's packer (``cara.runtime._speedups.packb``, installed by
+#: :mod:`cara.runtime.struct` when it is built and not switched off): msgpack's bytes for plain
+#: values, structs and typed lists, ``None`` for anything else.
+fast_packb: Callable[[Any], bytes | None] | None = None
+
+
 def packb(value: Any) -> bytes:
-    """``msgpack.packb(value)`` with one reused ``Packer`` per thread (a new one per call, as
-    ``msgpack.packb`` makes, costs as much as packing a small struct)."""
+    """``msgpack.packb(value)``: the accelerator's packer when it takes the value, else one
+    reused ``Packer`` per thread (a new one per call, as ``msgpack.packb`` makes, costs as much
+    as packing a small struct)."""
+    fast = fast_packb
+    if fast is not None:
+        data = fast(value)
+        if data is not None:
+            return data
     try:
         packer = _packers.packer
     except AttributeError:
@@ -96,6 +108,14 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         from cara.errors import DecodeError
 
         raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
+    if ext_hook is None:
+        # The C accelerator reads the common shape straight into instances (see
+        # ``Plan.unpackb`` in cara/runtime/_speedups.c); None: anything else, taken below.
+        plan = getattr(cls, "_cara_plan_", None)
+        if plan is not None:
+            value = plan.unpackb(cls, data)
+            if value is not None:
+                return value
     try:
         if ext_hook is None:
             raw = msgpack.unpackb(data, strict_map_key=False)  # (raw=False is the default)

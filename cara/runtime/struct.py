@@ -73,6 +73,8 @@ def _load_speedups() -> Any:
 
 
 _speedups: Any = _load_speedups()
+if _speedups is not None:
+    _hooks.fast_packb = _speedups.packb
 
 #: Whether struct construction runs through the C accelerator (see docs/structs.md).
 SPEEDUPS = _speedups is not None
@@ -1398,6 +1400,14 @@ def _accelerate(cls: Any, env: dict[str, Any], by_name: set[int]) -> None:
     cls._cara_convert_ = plan.convert
     cls.Create = plan.create
     cls._cara_type_.convert = plan.convert
+    # Field reads in C: the same as the Python attributes make_struct_class puts there
+    # (property(itemgetter(n)), _ListField), without a Python call per read.
+    for f in cls.cara_schema.fields:
+        attr = cls.__dict__.get(f.attr)
+        if isinstance(attr, _ListField):
+            setattr(cls, f.attr, _speedups.Field(f.number, attr.label, attr.__doc__))
+        elif isinstance(attr, property):
+            setattr(cls, f.attr, _speedups.Field(f.number, None, attr.__doc__))
 
 
 # ---------------------------------------------------------------------- class creation
