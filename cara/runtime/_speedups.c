@@ -1,4 +1,4 @@
-/* Optional accelerator for struct construction (cara.runtime.struct).
+/* Optional accelerator for structs (cara.runtime.struct): construction, field reads, msgpack.
  *
  * cara is pure Python; this module only makes the common case faster and is never required.
  * For each struct class, cara.runtime.struct builds a Plan: the class, one entry per field
@@ -16,6 +16,13 @@
  *     instead. It accepts and rejects exactly what the general path does and words the error
  *     with the field path, so this module never decides what is valid on its own: it only
  *     decides faster in the cases where the answer is "kept as is".
+ *
+ * The same rule (decide faster, never differently; defer to Python for anything else) covers
+ * the rest of the module: field attributes (Field: a read is a dict lookup, as
+ * property(itemgetter(n)) does), to_msgpack (packb: msgpack's exact bytes for plain values,
+ * structs and typed lists, else msgpack packs) and from_msgpack (Plan.unpackb: msgpack read
+ * straight into struct instances, checked as fill_by_number checks what msgpack would have
+ * built; any other input goes to msgpack and the generated code).
  *
  * Nothing here is reachable when the module is not built (CARA_PURE_PYTHON=1 at install time,
  * or no C compiler) or when CARA_PURE_PYTHON=1 is set at run time.
@@ -622,8 +629,14 @@ field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
     if (value != NULL && self->label != NULL) {
         PyObject *where = PyObject_GetAttr(value, o_attr);
         int rc = 0;
-        if (where == NULL)
-            rc = -1;
+        if (where == NULL) {  /* not read from a field yet: an unset slot */
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear();
+                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+            }
+            else
+                rc = -1;
+        }
         else {
             if (where != self->label)
                 rc = PyObject_GenericSetAttr(value, o_attr, self->label);
@@ -1352,6 +1365,143 @@ plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* ------------------------------------------------------------------ to_msgpack / from_msgpack */
+
+/* The struct methods to_msgpack() and from_msgpack(data) with the accelerator in front: a
+ * method (binds like a function, called without a bound-method object) that packs with
+ * speedups_packb, or reads with the plan, and calls `fallback` (the Python implementation) with
+ * the same arguments for anything those do not take. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *plan;      /* from_msgpack: the class's plan; to_msgpack: None */
+    PyObject *fallback;  /* the Python function: fallback(self) / fallback(cls, data) */
+    Py_ssize_t max_bytes;
+} EntryObject;
+
+static PyObject *
+to_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+        PyObject *r = speedups_packb(NULL, args[0]);
+        if (r != Py_None)
+            return r;
+        Py_DECREF(r);
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *
+from_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+        Py_ssize_t size = PyObject_Size(args[1]);
+        if (size < 0)
+            PyErr_Clear();
+        else if (size <= e->max_bytes) {
+            PyObject *r = plan_unpackb((PlanObject *)e->plan, args, 2);
+            if (r != Py_None)
+                return r;
+            Py_DECREF(r);
+        }
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+/* from_msgpack is a classmethod: bound to the class it is read from. */
+static PyObject *
+classmethod_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (type == NULL || type == Py_None)
+        type = (PyObject *)Py_TYPE(obj);
+    return PyMethod_New(self, type);
+}
+
+static PyObject *
+entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *plan = Py_None, *fallback;
+    Py_ssize_t max_bytes = 0;
+    EntryObject *e;
+    int reading = type->tp_descr_get == classmethod_descr_get;
+    if (reading) {
+        if (!PyArg_ParseTuple(args, "O!On:FromMsgpack", &PlanType, &plan, &fallback, &max_bytes))
+            return NULL;
+    }
+    else if (!PyArg_ParseTuple(args, "O:ToMsgpack", &fallback))
+        return NULL;
+    e = (EntryObject *)type->tp_alloc(type, 0);
+    if (e == NULL)
+        return NULL;
+    e->vectorcall = reading ? (vectorcallfunc)from_msgpack_vectorcall
+                            : (vectorcallfunc)to_msgpack_vectorcall;
+    Py_INCREF(plan);
+    e->plan = plan;
+    Py_INCREF(fallback);
+    e->fallback = fallback;
+    e->max_bytes = max_bytes;
+    return (PyObject *)e;
+}
+
+static int
+entry_traverse(EntryObject *e, visitproc visit, void *arg)
+{
+    Py_VISIT(e->plan);
+    Py_VISIT(e->fallback);
+    return 0;
+}
+
+static int
+entry_clear(EntryObject *e)
+{
+    Py_CLEAR(e->plan);
+    Py_CLEAR(e->fallback);
+    return 0;
+}
+
+static void
+entry_dealloc(EntryObject *e)
+{
+    PyObject_GC_UnTrack(e);
+    entry_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyTypeObject ToMsgpackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.ToMsgpack",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR
+                | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "to_msgpack(): msgpack.packb(self) (the struct is a dict keyed by field number).",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = plan_descr_get,
+    .tp_new = entry_new,
+};
+
+static PyTypeObject FromMsgpackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.FromMsgpack",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "from_msgpack(data): decode msgpack data (as msgpack.packb(s) wrote it) into "
+              "this class.",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = classmethod_descr_get,
+    .tp_new = entry_new,
+};
+
 /* ------------------------------------------------------------------ which() */
 
 /* which(self): the name of the active member of a struct's unnamed union; the member with
@@ -1625,12 +1775,24 @@ static struct PyModuleDef speedups_module = {
     module_methods
 };
 
+static int
+add_type(PyObject *m, const char *name, PyTypeObject *type)
+{
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m;
     if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&WhichType) < 0
-            || PyType_Ready(&FieldType) < 0)
+            || PyType_Ready(&FieldType) < 0 || PyType_Ready(&ToMsgpackType) < 0
+            || PyType_Ready(&FromMsgpackType) < 0)
         return NULL;
     plan_attr = PyUnicode_InternFromString("_cara_plan_");
     o_attr = PyUnicode_InternFromString("_o");
@@ -1654,21 +1816,9 @@ PyInit__speedups(void)
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&PlanType);
-    if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) {
-        Py_DECREF(&PlanType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&WhichType);
-    if (PyModule_AddObject(m, "Which", (PyObject *)&WhichType) < 0) {
-        Py_DECREF(&WhichType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&FieldType);
-    if (PyModule_AddObject(m, "Field", (PyObject *)&FieldType) < 0) {
-        Py_DECREF(&FieldType);
+    if (add_type(m, "Plan", &PlanType) < 0 || add_type(m, "Which", &WhichType) < 0
+            || add_type(m, "Field", &FieldType) < 0 || add_type(m, "ToMsgpack", &ToMsgpackType) < 0
+            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -73,8 +73,6 @@ def _load_speedups() -> Any:
 
 
 _speedups: Any = _load_speedups()
-if _speedups is not None:
-    _hooks.fast_packb = _speedups.packb
 
 #: Whether struct construction runs through the C accelerator (see docs/structs.md).
 SPEEDUPS = _speedups is not None
@@ -1400,6 +1398,9 @@ def _accelerate(cls: Any, env: dict[str, Any], by_name: set[int]) -> None:
     cls._cara_convert_ = plan.convert
     cls.Create = plan.create
     cls._cara_type_.convert = plan.convert
+    # to_msgpack() and from_msgpack(data) straight into C (msgpack itself for anything else)
+    cls.to_msgpack = _speedups.ToMsgpack(_hooks.packb)
+    cls.from_msgpack = _speedups.FromMsgpack(plan, _hooks.unpack_plain, _hooks.MAX_MESSAGE_BYTES)
     # Field reads in C: the same as the Python attributes make_struct_class puts there
     # (property(itemgetter(n)), _ListField), without a Python call per read.
     for f in cls.cara_schema.fields:
@@ -1451,8 +1452,12 @@ class _ListField:
             return self
         value = obj[self.number]
         try:
-            if value._o is not self.label:
-                _setattr(value, "_o", self.label)
+            if value._o is self.label:
+                return value
+        except AttributeError:  # not read from a field yet (or not a typed list)
+            pass
+        try:
+            _setattr(value, "_o", self.label)
         except AttributeError:  # (not a typed list: cannot happen through the field's checks)
             pass
         return value
