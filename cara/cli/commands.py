@@ -35,6 +35,8 @@ def feature(module: str, name: str, what: str) -> Any:
 
 @dataclass
 class CommandSpec:
+    """A subcommand: its one-line summary and how to build its parser."""
+
     summary: str
     build: Callable[[], Command]
 

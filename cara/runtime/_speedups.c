@@ -1,4 +1,4 @@
-/* Optional accelerator for struct construction (cara.runtime.struct).
+/* Optional accelerator for structs (cara.runtime.struct): construction, field reads, msgpack.
  *
  * cara is pure Python; this module only makes the common case faster and is never required.
  * For each struct class, cara.runtime.struct builds a Plan: the class, one entry per field
@@ -17,6 +17,13 @@
  *     with the field path, so this module never decides what is valid on its own: it only
  *     decides faster in the cases where the answer is "kept as is".
  *
+ * The same rule (decide faster, never differently; defer to Python for anything else) covers
+ * the rest of the module: field attributes (Field: a read is a dict lookup, as
+ * property(itemgetter(n)) does), to_msgpack (packb: msgpack's exact bytes for plain values,
+ * structs and typed lists, else msgpack packs) and from_msgpack (Plan.unpackb: msgpack read
+ * straight into struct instances, checked as fill_by_number checks what msgpack would have
+ * built; any other input goes to msgpack and the generated code).
+ *
  * Nothing here is reachable when the module is not built (CARA_PURE_PYTHON=1 at install time,
  * or no C compiler) or when CARA_PURE_PYTHON=1 is set at run time.
  */
@@ -24,6 +31,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <structmember.h>
 
 enum {
     K_ANY = 0,   /* AnyPointer: stored as given */
@@ -73,6 +82,7 @@ typedef struct {
     PyObject *py_create;    /* generated Create(*args, **kw) */
     Py_ssize_t nfields;
     Py_ssize_t nunion;
+    int dense;              /* fields[i] is field number i (what plan.unpackb relies on) */
     Field *fields;
 } PlanObject;
 
@@ -578,6 +588,920 @@ plan_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
+/* ------------------------------------------------------------------ field attributes */
+
+/* A field's attribute on its struct class: reads like property(itemgetter(number)) (a set
+ * field's value, else the struct's __missing__, which gives the default), and for a list field
+ * tells the list it hands out where it lives (list._o = "Person.phones", for the paths in the
+ * list mutators' errors), as cara.runtime.struct._ListField does in Python. Writes go to the
+ * struct's _cara_set_/_cara_unset_ (Struct.__setattr__ normally gets there first). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *key;    /* the field number */
+    PyObject *label;  /* list fields: where the list lives ("Person.phones"); else NULL */
+    PyObject *doc;
+} FieldObject;
+
+static PyObject *o_attr = NULL;            /* "_o" */
+static PyObject *set_name = NULL;          /* "_cara_set_" */
+static PyObject *unset_name = NULL;        /* "_cara_unset_" */
+static binaryfunc dict_subscript = NULL;   /* dict's own d[key] (calls __missing__) */
+
+static PyObject *
+field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
+{
+    PyObject *value;
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return (PyObject *)self;
+    }
+    if (PyDict_Check(obj) && Py_TYPE(obj)->tp_as_mapping->mp_subscript == dict_subscript) {
+        value = PyDict_GetItemWithError(obj, self->key);
+        if (value != NULL)
+            Py_INCREF(value);
+        else if (PyErr_Occurred())
+            return NULL;
+        else
+            value = PyObject_GetItem(obj, self->key);  /* __missing__: the default */
+    }
+    else
+        value = PyObject_GetItem(obj, self->key);
+    if (value != NULL && self->label != NULL) {
+        PyObject *where = PyObject_GetAttr(value, o_attr);
+        int rc = 0;
+        if (where == NULL) {  /* not read from a field yet: an unset slot */
+            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                PyErr_Clear();
+                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+            }
+            else
+                rc = -1;
+        }
+        else {
+            if (where != self->label)
+                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+            Py_DECREF(where);
+        }
+        if (rc < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                Py_DECREF(value);
+                return NULL;
+            }
+            PyErr_Clear();  /* not a typed list: cannot happen through the field's checks */
+        }
+    }
+    return value;
+}
+
+static int
+field_descr_set(FieldObject *self, PyObject *obj, PyObject *value)
+{
+    PyObject *r = value == NULL
+        ? PyObject_CallMethodObjArgs(obj, unset_name, self->key, NULL)
+        : PyObject_CallMethodObjArgs(obj, set_name, self->key, value, NULL);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+field_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *key, *label, *doc;
+    FieldObject *self;
+    static char *names[] = {"number", "label", "doc", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OO:Field", names, &PyLong_Type, &key,
+                                     &label, &doc))
+        return NULL;
+    if (label != Py_None && !PyUnicode_Check(label)) {
+        PyErr_SetString(PyExc_TypeError, "Field: label must be a str or None");
+        return NULL;
+    }
+    self = (FieldObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    Py_INCREF(key);
+    self->key = key;
+    if (label != Py_None) {
+        Py_INCREF(label);
+        self->label = label;
+    }
+    Py_INCREF(doc);
+    self->doc = doc;
+    return (PyObject *)self;
+}
+
+static void
+field_dealloc(FieldObject *self)
+{
+    Py_XDECREF(self->key);
+    Py_XDECREF(self->label);
+    Py_XDECREF(self->doc);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef field_members[] = {
+    {"number", T_OBJECT, offsetof(FieldObject, key), READONLY, "the field number"},
+    {"label", T_OBJECT, offsetof(FieldObject, label), READONLY,
+     "list fields: where the list lives (for error paths); else None"},
+    {"__doc__", T_OBJECT, offsetof(FieldObject, doc), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyTypeObject FieldType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.Field",
+    .tp_basicsize = sizeof(FieldObject),
+    .tp_dealloc = (destructor)field_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_members = field_members,
+    .tp_descr_get = (descrgetfunc)field_descr_get,
+    .tp_descr_set = (descrsetfunc)field_descr_set,
+    .tp_new = field_new,
+};
+
+/* ------------------------------------------------------------------ msgpack: packing */
+
+/* packb(value): the bytes msgpack.Packer().pack(value) gives (msgpack's defaults:
+ * use_bin_type, no single floats, no default hook), for values made of None, bools, ints, floats,
+ * str, bytes, dicts (structs: dict subclasses that keep dict's items and len) and lists (typed
+ * lists: list subclasses that keep list's iteration) and tuples; None for anything else (then
+ * the caller packs with msgpack itself, which also raises msgpack's errors). Every encoding
+ * choice is msgpack's (the smallest header and integer form, in msgpack's order of type checks),
+ * and the differential tests compare the bytes with msgpack's. */
+
+#define PACK_DEPTH 100
+
+typedef struct {
+    char *buf;
+    Py_ssize_t len, cap;
+    char small[512];
+} PackBuffer;
+
+static PyObject *dict_items_descr = NULL;  /* dict.items, to spot subclasses overriding it */
+static PyObject *items_name = NULL;        /* "items" */
+static PyObject *long_gt_descr = NULL;     /* int.__gt__ (enums keep it) */
+static PyObject *gt_name = NULL;           /* "__gt__" */
+
+static int
+pack_reserve(PackBuffer *b, Py_ssize_t extra)
+{
+    Py_ssize_t cap;
+    char *p;
+    if (extra <= b->cap - b->len)
+        return 0;
+    if (extra > PY_SSIZE_T_MAX / 2 - b->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    cap = b->cap * 2 > b->len + extra ? b->cap * 2 : b->len + extra;
+    if (b->buf == b->small) {
+        p = PyMem_Malloc(cap);
+        if (p != NULL)
+            memcpy(p, b->small, b->len);
+    }
+    else
+        p = PyMem_Realloc(b->buf, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->buf = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* tag, then value in `width` big-endian bytes (0 to 8). */
+static int
+pack_head(PackBuffer *b, unsigned char tag, unsigned long long value, int width)
+{
+    int i;
+    if (pack_reserve(b, 1 + width) < 0)
+        return -1;
+    b->buf[b->len++] = (char)tag;
+    for (i = width - 1; i >= 0; i--)
+        b->buf[b->len++] = (char)((value >> (8 * i)) & 0xff);
+    return 0;
+}
+
+static int
+pack_bytes(PackBuffer *b, const char *data, Py_ssize_t n)
+{
+    if (pack_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->buf + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+/* msgpack_pack_unsigned_long_long */
+static int
+pack_uint(PackBuffer *b, unsigned long long u)
+{
+    if (u < 128)
+        return pack_head(b, (unsigned char)u, 0, 0);
+    if (u < 256)
+        return pack_head(b, 0xcc, u, 1);
+    if (u < 65536)
+        return pack_head(b, 0xcd, u, 2);
+    if (u < 4294967296ULL)
+        return pack_head(b, 0xce, u, 4);
+    return pack_head(b, 0xcf, u, 8);
+}
+
+/* msgpack_pack_long_long, for x < 0 */
+static int
+pack_negative(PackBuffer *b, long long x)
+{
+    if (x >= -32)
+        return pack_head(b, (unsigned char)(x & 0xff), 0, 0);
+    if (x >= -128)
+        return pack_head(b, 0xd0, (unsigned long long)x, 1);
+    if (x >= -32768)
+        return pack_head(b, 0xd1, (unsigned long long)x, 2);
+    if (x >= -2147483648LL)
+        return pack_head(b, 0xd2, (unsigned long long)x, 4);
+    return pack_head(b, 0xd3, (unsigned long long)x, 8);
+}
+
+/* A container header: fix form below `fix` items, else 16 or 32 bits; 1 when too large. */
+static int
+pack_container(PackBuffer *b, Py_ssize_t n, unsigned char fixtag, unsigned char tag16)
+{
+    if (n < 16)
+        return pack_head(b, (unsigned char)(fixtag | n), 0, 0);
+    if (n < 65536)
+        return pack_head(b, tag16, (unsigned long long)n, 2);
+    if ((unsigned long long)n <= 0xffffffffULL)
+        return pack_head(b, (unsigned char)(tag16 + 1), (unsigned long long)n, 4);
+    return 1;
+}
+
+/* 0: packed; 1: not a value handled here (nothing useful written); -1: an exception. */
+static int
+pack_value(PackBuffer *b, PyObject *o, int depth)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (depth > PACK_DEPTH)
+        return 1;
+    if (o == Py_None)
+        return pack_head(b, 0xc0, 0, 0);
+    if (o == Py_True)
+        return pack_head(b, 0xc3, 0, 0);
+    if (o == Py_False)
+        return pack_head(b, 0xc2, 0, 0);
+    if (PyLong_Check(o)) {
+        int overflow = 0;
+        long long x;
+        if (t != &PyLong_Type && t->tp_richcompare != PyLong_Type.tp_richcompare
+                && _PyType_Lookup(t, gt_name) != long_gt_descr)
+            return 1;  /* msgpack asks o > 0: an int subclass with its own > */
+        x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow > 0) {
+            unsigned long long u = PyLong_AsUnsignedLongLong(o);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 1;
+            }
+            return pack_uint(b, u);
+        }
+        if (overflow < 0 || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 1;
+        }
+        return x >= 0 ? pack_uint(b, (unsigned long long)x) : pack_negative(b, x);
+    }
+    if (PyFloat_Check(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        unsigned long long bits;
+        memcpy(&bits, &d, 8);
+        return pack_head(b, 0xcb, bits, 8);
+    }
+    if (PyBytes_Check(o) || PyByteArray_Check(o)) {
+        Py_ssize_t n = Py_SIZE(o);
+        const char *data = PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
+        int rc;
+        if ((unsigned long long)n > 0xffffffffULL)
+            return 1;
+        rc = n < 256 ? pack_head(b, 0xc4, n, 1)
+                     : n < 65536 ? pack_head(b, 0xc5, n, 2) : pack_head(b, 0xc6, n, 4);
+        return rc < 0 ? -1 : pack_bytes(b, data, n);
+    }
+    if (PyUnicode_Check(o)) {
+        Py_ssize_t n;
+        const char *data = PyUnicode_AsUTF8AndSize(o, &n);
+        int rc;
+        if (data == NULL) {  /* e.g. lone surrogates: msgpack words the error */
+            PyErr_Clear();
+            return 1;
+        }
+        if ((unsigned long long)n > 0xffffffffULL)
+            return 1;
+        rc = n < 32 ? pack_head(b, (unsigned char)(0xa0 | n), 0, 0)
+                    : n < 256 ? pack_head(b, 0xd9, n, 1)
+                              : n < 65536 ? pack_head(b, 0xda, n, 2) : pack_head(b, 0xdb, n, 4);
+        return rc < 0 ? -1 : pack_bytes(b, data, n);
+    }
+    if (PyDict_Check(o)) {
+        Py_ssize_t pos = 0, n;
+        PyObject *k, *v;
+        int rc;
+        if (t != &PyDict_Type && (t->tp_as_mapping->mp_length
+                                  != PyDict_Type.tp_as_mapping->mp_length
+                                  || _PyType_Lookup(t, items_name) != dict_items_descr))
+            return 1;  /* msgpack packs len(o) and o.items(): overridden here */
+        n = PyDict_GET_SIZE(o);
+        rc = pack_container(b, n, 0x80, 0xde);
+        if (rc != 0)
+            return rc;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            Py_INCREF(k);
+            Py_INCREF(v);
+            rc = pack_value(b, k, depth + 1);
+            if (rc == 0)
+                rc = pack_value(b, v, depth + 1);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (rc != 0)
+                return rc;
+            if (PyDict_GET_SIZE(o) != n)
+                return 1;  /* changed while packing (by a str subclass?): let msgpack say */
+        }
+        return 0;
+    }
+    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)
+            || (PyList_Check(o) && t->tp_iter == PyList_Type.tp_iter)) {
+        Py_ssize_t i, n = Py_SIZE(o);
+        int rc = pack_container(b, n, 0x90, 0xdc);
+        if (rc != 0)
+            return rc;
+        for (i = 0; i < n; i++) {
+            PyObject *v;
+            if (Py_SIZE(o) != n)
+                return 1;
+            v = PyList_Check(o) ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+            Py_INCREF(v);
+            rc = pack_value(b, v, depth + 1);
+            Py_DECREF(v);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+speedups_packb(PyObject *module, PyObject *value)
+{
+    PackBuffer b;
+    PyObject *result = NULL;
+    int rc;
+    b.buf = b.small;
+    b.len = 0;
+    b.cap = (Py_ssize_t)sizeof(b.small);
+    rc = pack_value(&b, value, 0);
+    if (rc == 0)
+        result = PyBytes_FromStringAndSize(b.buf, b.len);
+    else if (rc == 1) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    if (b.buf != b.small)
+        PyMem_Free(b.buf);
+    return result;
+}
+
+/* ------------------------------------------------------------------ msgpack: reading structs */
+
+/* plan.unpackb(cls, data): what cls(msgpack.unpackb(data, strict_map_key=False)) gives, read
+ * straight into struct instances (no intermediate plain dicts) for the common shape: a map keyed
+ * by this struct's field numbers, nested structs and lists of structs keyed the same way, values
+ * of msgpack's basic types. Each struct is checked exactly as fill_by_number checks the dict
+ * msgpack would have built (values of the right type kept, enums looked up, the rest through
+ * the field's converter). None when cls is not the plan's class or the input is anything else:
+ * not msgpack, extra or missing bytes, ext types, names or unknown numbers as keys, two union
+ * members, too deep, a value some converter rejects. The caller then runs the Python path, which
+ * gives the value or words the error, so this never decides what is valid on its own. */
+
+typedef struct {
+    const unsigned char *p, *end;
+} Reader;
+
+static PyObject *read_value(Reader *r, int depth);
+static PyObject *read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth);
+
+/* Read `width` big-endian bytes; 0 when they are not there. */
+static int
+read_uint(Reader *r, int width, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    int i;
+    if (r->end - r->p < width)
+        return 0;
+    for (i = 0; i < width; i++)
+        v = (v << 8) | r->p[i];
+    r->p += width;
+    *out = v;
+    return 1;
+}
+
+/* The header of a map (kind 'm'), array ('a'), str ('s') or bin ('b') at r (consumed), with
+ * its length; 0 (r unchanged) for anything else or a truncated header. */
+static int
+read_header(Reader *r, char *kind, Py_ssize_t *n)
+{
+    const unsigned char *start = r->p;
+    unsigned long long len = 0;
+    int width = 0;
+    unsigned char tag;
+    if (r->p >= r->end)
+        return 0;
+    tag = *r->p++;
+    if (tag >= 0x80 && tag <= 0x8f) {
+        *kind = 'm'; *n = tag & 0x0f; return 1;
+    }
+    if (tag >= 0x90 && tag <= 0x9f) {
+        *kind = 'a'; *n = tag & 0x0f; return 1;
+    }
+    if (tag >= 0xa0 && tag <= 0xbf) {
+        *kind = 's'; *n = tag & 0x1f; return 1;
+    }
+    switch (tag) {
+    case 0xc4: *kind = 'b'; width = 1; break;
+    case 0xc5: *kind = 'b'; width = 2; break;
+    case 0xc6: *kind = 'b'; width = 4; break;
+    case 0xd9: *kind = 's'; width = 1; break;
+    case 0xda: *kind = 's'; width = 2; break;
+    case 0xdb: *kind = 's'; width = 4; break;
+    case 0xdc: *kind = 'a'; width = 2; break;
+    case 0xdd: *kind = 'a'; width = 4; break;
+    case 0xde: *kind = 'm'; width = 2; break;
+    case 0xdf: *kind = 'm'; width = 4; break;
+    default:
+        r->p = start;
+        return 0;
+    }
+    if (!read_uint(r, width, &len)) {
+        r->p = start;
+        return 0;
+    }
+    *n = (Py_ssize_t)len;
+    return 1;
+}
+
+/* Room for n items of at least `each` bytes: a header cannot make this allocate more than the
+ * input could fill (msgpack refuses such headers too). */
+static int
+room_for(Reader *r, Py_ssize_t n, Py_ssize_t each)
+{
+    return n >= 0 && n <= (r->end - r->p) / each;
+}
+
+/* A plain value, as msgpack.unpackb(raw=False, strict_map_key=False) builds it; NOT_FAST for
+ * what is not handled here (ext types, keys other than str and int, bad or truncated input). */
+static PyObject *
+read_value(Reader *r, int depth)
+{
+    unsigned char tag;
+    unsigned long long u;
+    char kind;
+    Py_ssize_t n, i;
+    if (depth > MAX_DEPTH || r->p >= r->end)
+        return NOT_FAST;
+    tag = *r->p;
+    if (tag <= 0x7f) {
+        r->p++;
+        return PyLong_FromLong(tag);
+    }
+    if (tag >= 0xe0) {
+        r->p++;
+        return PyLong_FromLong((long)tag - 256);
+    }
+    if (read_header(r, &kind, &n)) {
+        PyObject *out;
+        if (kind == 's' || kind == 'b') {
+            if (!room_for(r, n, 1))
+                return NOT_FAST;
+            out = kind == 's' ? PyUnicode_DecodeUTF8((const char *)r->p, n, NULL)
+                              : PyBytes_FromStringAndSize((const char *)r->p, n);
+            if (out == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                    return NULL;
+                PyErr_Clear();  /* msgpack words it */
+                return NOT_FAST;
+            }
+            r->p += n;
+            return out;
+        }
+        if (kind == 'a') {
+            if (!room_for(r, n, 1))
+                return NOT_FAST;
+            out = PyList_New(n);
+            if (out == NULL)
+                return NULL;
+            for (i = 0; i < n; i++) {
+                PyObject *item = read_value(r, depth + 1);
+                if (item == NULL || item == NOT_FAST) {
+                    Py_DECREF(out);
+                    return item;
+                }
+                PyList_SET_ITEM(out, i, item);
+            }
+            return out;
+        }
+        /* a map */
+        if (!room_for(r, n, 2))
+            return NOT_FAST;
+        out = PyDict_New();
+        if (out == NULL)
+            return NULL;
+        for (i = 0; i < n; i++) {
+            PyObject *k = read_value(r, depth + 1), *v;
+            int rc;
+            if (k == NULL || k == NOT_FAST) {
+                Py_DECREF(out);
+                return k;
+            }
+            if (!PyLong_CheckExact(k) && !PyUnicode_CheckExact(k)) {
+                Py_DECREF(k);
+                Py_DECREF(out);
+                return NOT_FAST;
+            }
+            if (PyUnicode_CheckExact(k))
+                PyUnicode_InternInPlace(&k);  /* as msgpack does */
+            v = read_value(r, depth + 1);
+            if (v == NULL || v == NOT_FAST) {
+                Py_DECREF(k);
+                Py_DECREF(out);
+                return v;
+            }
+            rc = PyDict_SetItem(out, k, v);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (rc < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        return out;
+    }
+    r->p++;
+    switch (tag) {
+    case 0xc0: Py_RETURN_NONE;
+    case 0xc2: Py_RETURN_FALSE;
+    case 0xc3: Py_RETURN_TRUE;
+    case 0xca: {
+        float f;
+        uint32_t bits;
+        if (!read_uint(r, 4, &u))
+            return NOT_FAST;
+        bits = (uint32_t)u;
+        memcpy(&f, &bits, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        double d;
+        if (!read_uint(r, 8, &u))
+            return NOT_FAST;
+        memcpy(&d, &u, 8);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        if (!read_uint(r, 1 << (tag - 0xcc), &u))
+            return NOT_FAST;
+        return PyLong_FromUnsignedLongLong(u);
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+        int width = 1 << (tag - 0xd0);
+        long long x;
+        if (!read_uint(r, width, &u))
+            return NOT_FAST;
+        if (width < 8 && (u >> (8 * width - 1)))  /* sign-extend */
+            u |= ~0ULL << (8 * width);
+        memcpy(&x, &u, 8);
+        return PyLong_FromLongLong(x);
+    }
+    default:  /* 0xc1 (never used), ext and fixext types */
+        return NOT_FAST;
+    }
+}
+
+/* The value of field f at r, converted as convert_value(f, ., BY_NUMBER) converts what msgpack
+ * builds: a nested struct (or list of structs) given as a map is read straight into instances. */
+static PyObject *
+read_field(Reader *r, Field *f, int depth)
+{
+    char kind;
+    Py_ssize_t n, i;
+    const unsigned char *start = r->p;
+    PyObject *v, *out;
+    if (f->kind == K_STRUCT && read_header(r, &kind, &n)) {
+        PlanObject *child = kind == 'm' ? plan_of(f->cls, &f->child) : NULL;
+        if (child != NULL)
+            return read_struct(r, child, n, depth + 1);
+        r->p = start;
+    }
+    else if (f->kind == K_LIST && f->elem_cls != Py_None && read_header(r, &kind, &n)) {
+        PlanObject *child = kind == 'a' ? plan_of(f->elem_cls, &f->child) : NULL;
+        if (child != NULL) {
+            if (!room_for(r, n, 1))
+                return NOT_FAST;
+            out = PyList_Type.tp_new((PyTypeObject *)f->cls, empty_tuple, NULL);
+            if (out == NULL)
+                return NULL;
+            for (i = 0; i < n; i++) {
+                const unsigned char *at = r->p;
+                PyObject *item;
+                Py_ssize_t m;
+                int rc;
+                if (read_header(r, &kind, &m) && kind == 'm')
+                    item = read_struct(r, child, m, depth + 1);
+                else {
+                    r->p = at;
+                    v = read_value(r, depth + 1);
+                    if (v == NULL || v == NOT_FAST) {
+                        Py_DECREF(out);
+                        return v;
+                    }
+                    item = convert_struct(f->elem_cls, f->elem_conv, &f->child, v, BY_NUMBER,
+                                          depth);
+                    Py_DECREF(v);
+                }
+                if (item == NULL || item == NOT_FAST) {
+                    Py_DECREF(out);
+                    return item;
+                }
+                rc = PyList_Append(out, item);
+                Py_DECREF(item);
+                if (rc < 0) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+            return out;
+        }
+        r->p = start;
+    }
+    v = read_value(r, depth + 1);
+    if (v == NULL || v == NOT_FAST || f->kind == K_ANY)
+        return v;
+    out = convert_value(f, v, BY_NUMBER, depth);
+    Py_DECREF(v);
+    return out;
+}
+
+/* A struct of `plan` from the n entries of the map at r (its header read). */
+static PyObject *
+read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
+{
+    PyObject *self;
+    Py_ssize_t i, members = 0;
+    if (!plan->dense || !room_for(r, n, 2))
+        return NOT_FAST;
+    if (enter_level(depth))
+        return NULL;
+    self = new_instance(plan->cls);
+    if (self == NULL)
+        goto error;
+    for (i = 0; i < n; i++) {
+        unsigned long long number;
+        unsigned char tag = r->p < r->end ? *r->p : 0xc1;
+        Field *f;
+        PyObject *v;
+        int rc;
+        /* keys: field numbers as msgpack writes them (fixint, uint8, uint16) */
+        if (tag <= 0x7f) {
+            number = tag;
+            r->p++;
+        }
+        else if (tag == 0xcc || tag == 0xcd) {
+            r->p++;
+            if (!read_uint(r, tag == 0xcc ? 1 : 2, &number))
+                goto not_fast;
+        }
+        else
+            goto not_fast;
+        if (number >= (unsigned long long)plan->nfields)
+            goto not_fast;  /* a number from a newer schema: the Python path keeps it */
+        f = &plan->fields[number];
+        v = read_field(r, f, depth);
+        if (v == NULL)
+            goto error;
+        if (v == NOT_FAST)
+            goto not_fast;
+        rc = PyDict_SetItem(self, f->key, v);
+        Py_DECREF(v);
+        if (rc < 0)
+            goto error;
+    }
+    if (plan->nunion > 1 && PyDict_GET_SIZE(self) > 1) {
+        for (i = 0; i < plan->nfields; i++) {
+            Field *f = &plan->fields[i];
+            if (f->in_union) {
+                int has = PyDict_Contains(self, f->key);
+                if (has < 0)
+                    goto error;
+                members += has;
+            }
+        }
+        if (members > 1)
+            goto not_fast;  /* two members: the Python path words the error */
+    }
+    Py_LeaveRecursiveCall();
+    return self;
+not_fast:
+    Py_LeaveRecursiveCall();
+    Py_DECREF(self);
+    return NOT_FAST;
+error:
+    Py_LeaveRecursiveCall();
+    Py_XDECREF(self);
+    return NULL;
+}
+
+/* plan.unpackb(cls, data) */
+static PyObject *
+plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Reader r;
+    char kind;
+    Py_ssize_t n;
+    PyObject *result = NOT_FAST;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "unpackb(cls, data)");
+        return NULL;
+    }
+    if (args[0] != plan->cls)
+        Py_RETURN_NONE;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();  /* not bytes-like: msgpack words it */
+        Py_RETURN_NONE;
+    }
+    r.p = (const unsigned char *)view.buf;
+    r.end = r.p + view.len;
+    if (read_header(&r, &kind, &n) && kind == 'm') {
+        if (Py_EnterRecursiveCall(" while reading a message") == 0) {
+            result = read_struct(&r, plan, n, 0);
+            Py_LeaveRecursiveCall();
+        }
+        else
+            result = NULL;
+    }
+    PyBuffer_Release(&view);
+    if (result != NULL && result != NOT_FAST && r.p != r.end) {
+        Py_DECREF(result);  /* extra bytes: msgpack says how many */
+        result = NOT_FAST;
+    }
+    if (result == NULL) {
+        if (!is_fallback_error())
+            return NULL;
+        PyErr_Clear();
+        result = NOT_FAST;
+    }
+    if (result == NOT_FAST)
+        Py_RETURN_NONE;
+    return result;
+}
+
+/* ------------------------------------------------------------------ to_msgpack / from_msgpack */
+
+/* The struct methods to_msgpack() and from_msgpack(data) with the accelerator in front: a
+ * method (binds like a function, called without a bound-method object) that packs with
+ * speedups_packb, or reads with the plan, and calls `fallback` (the Python implementation) with
+ * the same arguments for anything those do not take. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *plan;      /* from_msgpack: the class's plan; to_msgpack: None */
+    PyObject *fallback;  /* the Python function: fallback(self) / fallback(cls, data) */
+    Py_ssize_t max_bytes;
+} EntryObject;
+
+static PyObject *
+to_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+        PyObject *r = speedups_packb(NULL, args[0]);
+        if (r != Py_None)
+            return r;
+        Py_DECREF(r);
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *
+from_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
+                        PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)) {
+        Py_ssize_t size = PyObject_Size(args[1]);
+        if (size < 0)
+            PyErr_Clear();
+        else if (size <= e->max_bytes) {
+            PyObject *r = plan_unpackb((PlanObject *)e->plan, args, 2);
+            if (r != Py_None)
+                return r;
+            Py_DECREF(r);
+        }
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+/* from_msgpack is a classmethod: bound to the class it is read from. */
+static PyObject *
+classmethod_descr_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (type == NULL || type == Py_None)
+        type = (PyObject *)Py_TYPE(obj);
+    return PyMethod_New(self, type);
+}
+
+static PyObject *
+entry_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *plan = Py_None, *fallback;
+    Py_ssize_t max_bytes = 0;
+    EntryObject *e;
+    int reading = type->tp_descr_get == classmethod_descr_get;
+    if (reading) {
+        if (!PyArg_ParseTuple(args, "O!On:FromMsgpack", &PlanType, &plan, &fallback, &max_bytes))
+            return NULL;
+    }
+    else if (!PyArg_ParseTuple(args, "O:ToMsgpack", &fallback))
+        return NULL;
+    e = (EntryObject *)type->tp_alloc(type, 0);
+    if (e == NULL)
+        return NULL;
+    e->vectorcall = reading ? (vectorcallfunc)from_msgpack_vectorcall
+                            : (vectorcallfunc)to_msgpack_vectorcall;
+    Py_INCREF(plan);
+    e->plan = plan;
+    Py_INCREF(fallback);
+    e->fallback = fallback;
+    e->max_bytes = max_bytes;
+    return (PyObject *)e;
+}
+
+static int
+entry_traverse(EntryObject *e, visitproc visit, void *arg)
+{
+    Py_VISIT(e->plan);
+    Py_VISIT(e->fallback);
+    return 0;
+}
+
+static int
+entry_clear(EntryObject *e)
+{
+    Py_CLEAR(e->plan);
+    Py_CLEAR(e->fallback);
+    return 0;
+}
+
+static void
+entry_dealloc(EntryObject *e)
+{
+    PyObject_GC_UnTrack(e);
+    entry_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyTypeObject ToMsgpackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.ToMsgpack",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR
+                | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "to_msgpack(): msgpack.packb(self) (the struct is a dict keyed by field number).",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = plan_descr_get,
+    .tp_new = entry_new,
+};
+
+static PyTypeObject FromMsgpackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.FromMsgpack",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "from_msgpack(data): decode msgpack data (as msgpack.packb(s) wrote it) into "
+              "this class.",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = classmethod_descr_get,
+    .tp_new = entry_new,
+};
+
 /* ------------------------------------------------------------------ which() */
 
 /* which(self): the name of the active member of a struct's unnamed union; the member with
@@ -781,6 +1705,13 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         if (f->in_union)
             plan->nunion++;
     }
+    plan->dense = 1;
+    for (i = 0; i < n; i++) {
+        if (PyLong_AsSsize_t(plan->fields[i].key) != i) {
+            PyErr_Clear();
+            plan->dense = 0;
+        }
+    }
     return (PyObject *)plan;
 }
 
@@ -791,6 +1722,10 @@ static PyMethodDef plan_methods[] = {
     {"create", (PyCFunction)(void (*)(void))plan_create, METH_FASTCALL | METH_KEYWORDS,
      "create($self, /, *values, **fields)\n--\n\n"
      "A new instance: values in field order, or fields by name (the class's Create)."},
+    {"unpackb", (PyCFunction)(void (*)(void))plan_unpackb, METH_FASTCALL,
+     "unpackb($self, cls, data, /)\n--\n\n"
+     "cls(msgpack.unpackb(data, strict_map_key=False)) read straight into instances, or None\n"
+     "(then the caller takes that Python path: other shapes, errors)."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -827,6 +1762,10 @@ set_invalid(PyObject *module, PyObject *cls)
 static PyMethodDef module_methods[] = {
     {"set_invalid", set_invalid, METH_O,
      "set_invalid(cls): the exception that makes the accelerator defer to Python."},
+    {"packb", speedups_packb, METH_O,
+     "packb(value, /)\n--\n\n"
+     "msgpack.Packer().pack(value) for plain values, structs and typed lists; None for\n"
+     "anything else (then the caller packs with msgpack)."},
     {NULL, NULL, 0, NULL}
 };
 
@@ -836,30 +1775,50 @@ static struct PyModuleDef speedups_module = {
     module_methods
 };
 
+static int
+add_type(PyObject *m, const char *name, PyTypeObject *type)
+{
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m;
-    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&WhichType) < 0)
+    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&WhichType) < 0
+            || PyType_Ready(&FieldType) < 0 || PyType_Ready(&ToMsgpackType) < 0
+            || PyType_Ready(&FromMsgpackType) < 0)
         return NULL;
     plan_attr = PyUnicode_InternFromString("_cara_plan_");
+    o_attr = PyUnicode_InternFromString("_o");
+    set_name = PyUnicode_InternFromString("_cara_set_");
+    unset_name = PyUnicode_InternFromString("_cara_unset_");
+    items_name = PyUnicode_InternFromString("items");
+    gt_name = PyUnicode_InternFromString("__gt__");
     empty_tuple = PyTuple_New(0);
-    if (plan_attr == NULL || empty_tuple == NULL)
+    if (plan_attr == NULL || o_attr == NULL || set_name == NULL || unset_name == NULL
+            || items_name == NULL || gt_name == NULL || empty_tuple == NULL)
         return NULL;
+    dict_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
+    dict_items_descr = _PyType_Lookup(&PyDict_Type, items_name);  /* borrowed; dict keeps it */
+    long_gt_descr = _PyType_Lookup(&PyLong_Type, gt_name);  /* borrowed; int keeps it */
+    if (dict_items_descr == NULL || long_gt_descr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "dict.items not found");
+        return NULL;
+    }
     Invalid = PyExc_ValueError;  /* replaced by set_invalid before any plan is used */
     Py_INCREF(Invalid);
     m = PyModule_Create(&speedups_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&PlanType);
-    if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) {
-        Py_DECREF(&PlanType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&WhichType);
-    if (PyModule_AddObject(m, "Which", (PyObject *)&WhichType) < 0) {
-        Py_DECREF(&WhichType);
+    if (add_type(m, "Plan", &PlanType) < 0 || add_type(m, "Which", &WhichType) < 0
+            || add_type(m, "Field", &FieldType) < 0 || add_type(m, "ToMsgpack", &ToMsgpackType) < 0
+            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, check_nesting
 
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "stream", "to_bytes",
-           "to_json", "unpack_into"]
+           "to_json", "unpack_into", "unpack_plain"]
 
 #: Which module provides which hook.
 _PROVIDERS = {
@@ -73,7 +73,8 @@ _packers = threading.local()
 
 def packb(value: Any) -> bytes:
     """``msgpack.packb(value)`` with one reused ``Packer`` per thread (a new one per call, as
-    ``msgpack.packb`` makes, costs as much as packing a small struct)."""
+    ``msgpack.packb`` makes, costs as much as packing a small struct). (With the C accelerator,
+    a struct's ``to_msgpack`` packs in C first and comes here only for what that does not take.)"""
     try:
         packer = _packers.packer
     except AttributeError:
@@ -111,7 +112,22 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
     ``DecodeError``, wrong-typed values ``ValueTypeError`` (naming the field path).
 
     msgpack's own C decoder builds plain dicts and lists (no hooks called back into Python),
-    and the class's generated constructor then checks and converts them in one pass."""
+    and the class's generated constructor then checks and converts them in one pass. With the
+    C accelerator, the common shape is read straight into instances instead (``Plan.unpackb``
+    in cara/runtime/_speedups.c), and anything else takes that path."""
+    if ext_hook is None and len(data) <= max_bytes:
+        plan = getattr(cls, "_cara_plan_", None)
+        if plan is not None:
+            value = plan.unpackb(cls, data)
+            if value is not None:
+                return value
+    return unpack_plain(cls, data, max_bytes=max_bytes, ext_hook=ext_hook)
+
+
+def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
+                 max_bytes: int = MAX_MESSAGE_BYTES,
+                 ext_hook: Callable[[int, bytes], Any] | None = None) -> Any:
+    """:func:`unpack_into` without the accelerator's reader: ``cls(msgpack.unpackb(data))``."""
     global _msgpack
     msgpack = _msgpack
     if msgpack is None:  # imported on first use: the runtime itself does not need it

@@ -28,6 +28,8 @@ class RecursiveDependency(Exception):
 
 @dataclass(eq=False)
 class ParsedFile:
+    """A parsed source file with its declarations."""
+
     source: SourceFile
     text: SourceText
     root: Declaration
@@ -36,6 +38,8 @@ class ParsedFile:
 
 @dataclass(eq=False)
 class Alias:
+    """A ``using`` alias being resolved: its declaration, scope and what it names."""
+
     decl: Declaration
     scope: DeclNode
     state: str = "new"  # new, busy, done
@@ -44,6 +48,8 @@ class Alias:
 
 @dataclass(eq=False)
 class ImplicitParams:
+    """The implicit generic parameters of a method."""
+
     scope_id: int = 0
     names: list[str] = field(default_factory=list)
 

@@ -222,6 +222,8 @@ class LayoutProblem:
 
 @dataclass(eq=False)
 class StructLayout:
+    """The layout of one struct: its scopes, sizes and the problems found."""
+
     root: ScopeLayout
     data_word_count: int = 0
     pointer_count: int = 0

@@ -72,6 +72,8 @@ class LexError(Exception):
 
 @dataclass(slots=True)
 class _Block:
+    """A ``{ ... }`` block of statements."""
+
     statements: list[Statement] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     # For a nested block: the tokens and start of the statement that owns it, its doc comment.
@@ -83,6 +85,8 @@ class _Block:
 
 @dataclass(slots=True)
 class _List:
+    """A bracketed, comma-separated list of token sequences."""
+
     kind: str
     start: int
     items: list[list[Token]] = field(default_factory=list)

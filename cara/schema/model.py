@@ -108,6 +108,8 @@ class BrandScope:
 
 @dataclass
 class Brand:
+    """``Brand``: the generic bindings of a type, scope by scope."""
+
     scopes: list[BrandScope] = field(default_factory=list)
 
 
@@ -230,6 +232,8 @@ class Value:
 
 @dataclass
 class Annotation:
+    """``Annotation``: an annotation applied to a declaration."""
+
     id: Id = 0
     brand: Brand = field(default_factory=Brand)
     value: Value = field(default_factory=Value)
@@ -265,6 +269,8 @@ class FieldOrdinal:
 
 @dataclass
 class Field:
+    """``Field``: a member of a struct (a slot or a group)."""
+
     name: str = ""
     codeOrder: int = 0
     annotations: list[Annotation] = field(default_factory=list)
@@ -277,6 +283,8 @@ class Field:
 
 @dataclass
 class Enumerant:
+    """``Enumerant``: one value of an enum."""
+
     name: str = ""
     codeOrder: int = 0
     annotations: list[Annotation] = field(default_factory=list)
@@ -284,6 +292,8 @@ class Enumerant:
 
 @dataclass
 class Superclass:
+    """``Superclass``: an interface this interface extends."""
+
     id: Id = 0
     brand: Brand = field(default_factory=Brand)
 
@@ -297,6 +307,8 @@ class Parameter:
 
 @dataclass
 class Method:
+    """``Method``: one method of an interface."""
+
     name: str = ""
     codeOrder: int = 0
     implicitParameters: list[Parameter] = field(default_factory=list)
@@ -312,12 +324,16 @@ class Method:
 
 @dataclass
 class NestedNode:
+    """``Node.NestedNode``: a declaration nested in a scope."""
+
     name: str = ""
     id: Id = 0
 
 
 @dataclass
 class NodeStruct:
+    """``Node.struct``: a struct's layout and fields."""
+
     dataWordCount: int = 0
     pointerCount: int = 0
     preferredListEncoding: int = ElementSize.empty
@@ -329,23 +345,31 @@ class NodeStruct:
 
 @dataclass
 class NodeEnum:
+    """``Node.enum``: an enum's enumerants."""
+
     enumerants: list[Enumerant] = field(default_factory=list)
 
 
 @dataclass
 class NodeInterface:
+    """``Node.interface``: an interface's methods and superclasses."""
+
     methods: list[Method] = field(default_factory=list)
     superclasses: list[Superclass] = field(default_factory=list)
 
 
 @dataclass
 class NodeConst:
+    """``Node.const``: a constant's type and value."""
+
     type: Type = field(default_factory=Type)
     value: Value = field(default_factory=Value)
 
 
 @dataclass
 class NodeAnnotation:
+    """``Node.annotation``: an annotation's type and targets."""
+
     type: Type = field(default_factory=Type)
     targetsFile: bool = False
     targetsConst: bool = False
@@ -366,6 +390,8 @@ NodeWhich = Literal["file", "struct", "enum", "interface", "const", "annotation"
 
 @dataclass
 class Node:
+    """``Node``: one declaration (file, struct, enum, interface, const, annotation)."""
+
     id: Id = 0
     displayName: str = ""
     displayNamePrefixLength: int = 0
@@ -389,6 +415,8 @@ class Node:
 
 @dataclass
 class SourceInfoMember:
+    """``Node.SourceInfo.Member``: a member's doc comment."""
+
     docComment: str = ""
 
 
@@ -404,12 +432,16 @@ class SourceInfo:
 
 @dataclass
 class RequestedFileImport:
+    """``CodeGeneratorRequest.RequestedFile.Import``."""
+
     id: Id = 0
     name: str = ""
 
 
 @dataclass
 class RequestedFile:
+    """``CodeGeneratorRequest.RequestedFile``: a file to generate code for."""
+
     id: Id = 0
     filename: str = ""
     imports: list[RequestedFileImport] = field(default_factory=list)
@@ -417,6 +449,8 @@ class RequestedFile:
 
 @dataclass
 class CapnpVersion:
+    """``CapnpVersion``: the compiler version a request comes from."""
+
     major: int = 0
     minor: int = 0
     micro: int = 0

@@ -45,6 +45,8 @@ class FieldShape:
 
 @dataclass
 class StructShape:
+    """The shape of a struct value: its type and fields."""
+
     type_id: int
     short_name: str
     fields: dict[str, FieldShape]

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cara.errors import ValueTypeError
+from cara.errors import CaraError, ValueTypeError
 from cara.runtime import struct as struct_module
 from cara.runtime.struct import Struct
 from cara.runtime.types import Invalid
@@ -268,3 +268,181 @@ def test_pure_python_mode_passes_the_struct_tests() -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------- msgpack and field reads
+#
+# The accelerator also packs structs (``to_msgpack``), reads msgpack straight into instances
+# (``from_msgpack``) and serves field attributes. The same rule holds: the bytes are msgpack's,
+# and every value read or error raised is the one pure Python gives.
+
+
+def _read_outcome(fn: Any, *args: Any) -> Any:
+    try:
+        result = fn(*args)
+    except (CaraError, AttributeError, TypeError, ValueError) as e:
+        return (type(e).__name__, str(e))
+    return ("ok", _shape(result))
+
+
+packable = st.recursive(
+    st.one_of(scalars, st.integers(min_value=-(2**64), max_value=2**64 + 1),
+              st.sampled_from([-33, -32, -129, -128, -32769, -32768, -(2**31) - 1, -(2**31),
+                               -(2**63) - 1, -(2**63), 65535, 65536, 2**64, 1.5, -0.0]),
+              st.text(min_size=30, max_size=40), st.text(alphabet="ab\udc80", max_size=3),
+              st.binary(min_size=250, max_size=300), st.builds(bytearray, st.binary(max_size=3))),
+    lambda children: st.one_of(
+        st.dictionaries(st.one_of(st.integers(), st.text(max_size=3)), children, max_size=18),
+        st.lists(children, max_size=18), st.lists(children, max_size=3).map(tuple)),
+    max_leaves=40)
+
+
+@settings(max_examples=int(os.environ.get("CARA_SPEEDUPS_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(value=packable)
+def test_packing_gives_msgpacks_bytes(value: Any) -> None:
+    """``_speedups.packb`` gives exactly ``msgpack.packb``'s bytes, or None (then msgpack packs,
+    and raises what it raises)."""
+    packed = struct_module._speedups.packb(value)
+    try:
+        expected = msgpack.packb(value)
+    except (ValueError, TypeError, OverflowError, UnicodeEncodeError):
+        assert packed is None
+        return
+    assert packed is None or packed == expected
+
+
+def _pack_or_nothing(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value)  # type: ignore[no-any-return]
+    except (ValueError, TypeError, OverflowError, UnicodeEncodeError):
+        return b""
+
+
+def _messages(fast: Any) -> Any:
+    """msgpack messages: what valid and invalid inputs pack to, then cut, extended or with a
+    byte changed (so that every decoder branch sees bad input too)."""
+    packed = inputs.map(_pack_or_nothing)
+    person = st.builds(lambda d: fast.Person.Create(**d).to_msgpack(), st.fixed_dictionaries(
+        {}, optional={"id": st.integers(0, 2**32 - 1), "name": st.text(max_size=3),
+                      "phones": st.lists(st.fixed_dictionaries(
+                          {}, optional={"number": st.text(max_size=3),
+                                        "type": st.sampled_from(["mobile", "home", "work"])}),
+                          max_size=3),
+                      "employment": st.sampled_from([{"school": "s"}, {"unemployed": None},
+                                                     {"employer": "e" * 40}])}))
+    base = st.one_of(packed, person, st.binary(max_size=12))
+
+    def damage(data: bytes, how: int, at: int, byte: int) -> bytes:
+        if not data or how == 0:
+            return data
+        at %= len(data)
+        if how == 1:
+            return data[:at]
+        if how == 2:
+            return data + bytes([byte])
+        return data[:at] + bytes([byte]) + data[at + 1:]
+
+    return st.builds(damage, base, st.integers(0, 3), st.integers(0, 2**16),
+                     st.integers(0, 255))
+
+
+@settings(max_examples=int(os.environ.get("CARA_SPEEDUPS_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), which=st.integers(min_value=0, max_value=3))
+def test_from_msgpack_equals_pure_python(modules: tuple[Any, Any], data: Any,
+                                         which: int) -> None:
+    """``from_msgpack`` (read straight into instances in C) gives the value or the error pure
+    Python gives, for valid, invalid and damaged messages."""
+    fast, pure = _classes(*modules)[which]
+    message = data.draw(_messages(modules[0]))
+    a = _read_outcome(fast.from_msgpack, message)
+    assert a == _read_outcome(pure.from_msgpack, message)
+    assert a == _read_outcome(fast, msgpack.unpackb(message, strict_map_key=False)) \
+        if a[0] == "ok" else True
+    if a[0] == "ok":
+        assert _read_outcome(fast.to_msgpack, fast.from_msgpack(message)) == \
+            _read_outcome(msgpack.packb, pure.from_msgpack(message))
+
+
+def test_from_msgpack_reads_in_c(modules: tuple[Any, Any]) -> None:
+    """The common shape is read by the accelerator (not handed back to Python), also from a
+    bytearray or memoryview, and not for a subclass (which gets its own class, in Python)."""
+    fast, _ = modules
+    person = fast.Person.Create(id=7, name="n", phones=[{"number": "1", "type": "work"}, {}],
+                                employment={"school": "s"})
+    data = person.to_msgpack()
+    plan = fast.Person._cara_plan_
+    expected = _shape(fast.Person(msgpack.unpackb(data, strict_map_key=False)))
+    for form in (data, bytearray(data), memoryview(data)):
+        read = plan.unpackb(fast.Person, form)
+        assert read == person and _shape(read) == expected
+    assert plan.unpackb(fast.Person.PhoneNumber, data) is None
+
+    class Mine(fast.Person):  # type: ignore[misc, name-defined]
+        pass
+
+    assert type(Mine.from_msgpack(data)) is Mine
+    assert type(fast.Person.from_msgpack(data)) is fast.Person
+    assert fast.Person.from_msgpack(data).phones[0].type is fast.Person.PhoneNumber.Type.work
+
+
+@pytest.mark.parametrize("depth", [1, 50, 99, 100, 101, 102, 150, 250])
+def test_from_msgpack_deep(modules: tuple[Any, Any], depth: int) -> None:
+    fast, pure = modules
+    data: dict[Any, Any] = {}
+    for _ in range(depth):
+        data = {0: [data]}
+    message = msgpack.packb(data)
+    a, b = _depth_outcome(fast.Deep.from_msgpack, message), \
+        _depth_outcome(pure.Deep.from_msgpack, message)
+    for outcome in (a, b):  # as for construction (test_deep_nesting)
+        assert outcome == ("ok", outcome[1]) or outcome == (
+            "error", "Deep: value nested too deeply"), outcome[:1]
+    if depth <= 100 or a[0] == b[0] == "ok":
+        assert a == b
+
+
+@settings(max_examples=int(os.environ.get("CARA_SPEEDUPS_EXAMPLES", "300")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(data=inputs, which=st.integers(min_value=0, max_value=3))
+def test_field_reads_equal_pure_python(modules: tuple[Any, Any], data: dict[Any, Any],
+                                       which: int) -> None:
+    """Every field attribute reads the same value (or raises the same error) in both builds,
+    and a list read from a field knows where it lives (for the paths in its errors)."""
+    fast, pure = _classes(*modules)[which]
+    try:
+        a, b = fast(data), pure(data)
+    except ValueTypeError:
+        return
+    assert type(vars(fast)[fast.cara_schema.fields[0].attr]).__name__ == "Field"
+    for f in fast.cara_schema.fields:
+        x = _read_outcome(getattr, a, f.attr)
+        assert x == _read_outcome(getattr, b, f.attr), f.name
+        if x[0] == "ok" and f.type.kind == "list" and not f.is_group:
+            assert getattr(a, f.attr)._o == getattr(b, f.attr)._o == f"{fast._cara_name_}.{f.name}"
+            assert getattr(a, f.attr)._o is getattr(a, f.attr)._o  # set once, then kept
+
+
+_EVERY_FORM = [
+    0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1, -1, -32, -33, -128,
+    -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63), 1.5, -0.0, float("inf"), None, True,
+    False, "", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "é" * 40000, b"", b"x" * 255,
+    b"x" * 256, b"x" * 65536, [], [1] * 15, [1] * 16, [None] * 65536, {}, {"a": 1, 2: [3]},
+    {i: i for i in range(16)}, {str(i): i for i in range(70000)}, [[[{"deep": [1.25]}]]],
+]
+
+
+@pytest.mark.parametrize("value", _EVERY_FORM, ids=lambda v: repr(v)[:30])
+@pytest.mark.parametrize("single_float", [False, True])
+def test_every_msgpack_form_is_read_as_msgpack_reads_it(modules: tuple[Any, Any], value: Any,
+                                                        single_float: bool) -> None:
+    """Every msgpack form (each int width and sign, float32/64, str/bin/array/map sizes) in an
+    AnyPointer field, where it is kept as msgpack decodes it: read in C, same as Python."""
+    fast, pure = modules
+    message = msgpack.packb({10: value, 5: -2}, use_single_float=single_float)
+    read = fast.Shadow._cara_plan_.unpackb(fast.Shadow, message)
+    assert read is not None
+    assert _shape(read) == _shape(pure.Shadow.from_msgpack(message))
+    assert read.to_msgpack() == msgpack.packb(read) == msgpack.packb(
+        pure.Shadow.from_msgpack(message))
