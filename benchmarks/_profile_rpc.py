@@ -7,7 +7,8 @@ Usage::
 
 A cara server and a cara client on one event loop (loopback TCP, ``tcp://`` for cara frames or
 ``capnp://`` for rpc.capnp) run ``SimpleEcho.echo('hello')`` (tests/peers/echo.capnp): awaited
-one by one, or all at once in one ``asyncio.gather``. First the wall time per call without the
+one by one, or all at once in one ``asyncio.gather``; or (``--mode chain``) bench_rpc.py's
+pipelined calculator chain, per chain. First the wall time per call without the
 profiler, then the profile: the functions with the largest own time, as microseconds *per echo
 call* (client and server sides together; the profiler itself inflates small functions, so read
 the ranking and the ratios rather than the absolute figures). Not a benchmark (``run.py`` runs
@@ -35,6 +36,8 @@ ECHO_CAPNP = REPO / "tests" / "peers" / "echo.capnp"
 
 async def run(wire: str, mode: str, calls: int, profiler: cProfile.Profile | None) -> float:
     """Seconds per call; ``profiler`` (if given) is on only while the calls run."""
+    if mode == "chain":
+        return await run_chain(wire, calls, profiler)
     import cara
     from cara.rpc import register_interface
     from cara.transports import Client, Server
@@ -71,6 +74,44 @@ async def run(wire: str, mode: str, calls: int, profiler: cProfile.Profile | Non
     return seconds / calls
 
 
+async def run_chain(wire: str, chains: int, profiler: cProfile.Profile | None) -> float:
+    """Seconds per pipelined getOperator -> evaluate -> read chain (bench_rpc.py's) against
+    _rpc_peer.py's calculator server, both in this process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _rpc_peer
+    import bench_rpc
+
+    from cara.rpc import register_interface
+    from cara.transports import Client, Server
+
+    server = Server()
+    server.bind(f"{wire}://127.0.0.1:0")
+    register_interface(server)(_rpc_peer.calculator_impl(str(bench_rpc.CALC_CAPNP)))
+    await server.start()
+    client = Client()
+    client.connect(server.endpoints[0])
+    await client.start()
+    calc = bench_rpc.calculator_class()(client)
+
+    async def chain() -> None:
+        add = calc.getOperator("add")
+        assert await calc.evaluate(bench_rpc._chain_expression(add)).value.read() == 5
+
+    for _ in range(100):
+        await chain()
+    if profiler is not None:
+        profiler.enable()
+    start = time.perf_counter()
+    for _ in range(chains):
+        await chain()
+    seconds = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    await client.stop()
+    await server.stop()
+    return seconds / chains
+
+
 def report(profiler: cProfile.Profile, calls: int, top: int, callers: str | None) -> str:
     stats = pstats.Stats(profiler)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
@@ -95,7 +136,8 @@ def report(profiler: cProfile.Profile, calls: int, top: int, callers: str | None
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--wire", choices=("tcp", "capnp"), default="tcp")
-    parser.add_argument("--mode", choices=("sequential", "concurrent"), default="sequential")
+    parser.add_argument("--mode", choices=("sequential", "concurrent", "chain"),
+                        default="sequential")
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--callers", default=None)

@@ -219,9 +219,21 @@ class CapnpFramer:
 
     def _size(self, data: bytes | bytearray | memoryview, pos: int, n: int) -> int:
         """The framed size of the message at ``pos``, 0 while its table is incomplete."""
-        if n - pos < 4:
-            return 0
-        count = _U32(data, pos)[0] + 1
+        if n - pos < 8:
+            if n - pos < 4 or _U32(data, pos)[0] == 0:
+                return 0
+            count, first = _U32(data, pos)[0], 0  # the count is checked at once
+        else:
+            count, first = _U32x2(data, pos)
+        if count == 0:  # one segment, the common case
+            size = 8 + 8 * first
+            if size > self.max_message_size:
+                raise _error(f"message of {size} bytes is larger than the limit "
+                             f"{self.max_message_size}", self.offset + pos)
+            if first == 0:
+                raise _error("the first segment is empty (no root pointer)", self.offset + pos)
+            return size
+        count += 1
         if count > self.max_segments:
             raise _error(f"message has {count} segments, more than the limit "
                          f"{self.max_segments}", self.offset + pos)
