@@ -24,6 +24,7 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +59,31 @@ async def run(wire: str, mode: str, calls: int, profiler: cProfile.Profile | Non
     echo = iface(client)
     for _ in range(200):
         await echo.echo("hello")
-    if profiler is not None:
-        profiler.enable()
-    start = time.perf_counter()
-    if mode == "sequential":
-        for _ in range(calls):
-            await echo.echo("hello")
-    else:
-        await asyncio.gather(*[echo.echo("hello") for _ in range(calls)])
-    seconds = time.perf_counter() - start
-    if profiler is not None:
-        profiler.disable()
+
+    async def body() -> None:
+        if mode == "sequential":
+            for _ in range(calls):
+                await echo.echo("hello")
+        else:
+            await asyncio.gather(*[echo.echo("hello") for _ in range(calls)])
+
+    seconds = await timed(profiler, body)
     await client.stop()
     await server.stop()
     return seconds / calls
+
+
+async def timed(profiler: cProfile.Profile | None,
+                body: Callable[[], Coroutine[Any, Any, None]]) -> float:
+    """Seconds ``body()`` takes, profiled when ``profiler`` is given."""
+    if profiler is not None:
+        profiler.enable()
+    start = time.perf_counter()
+    await body()
+    seconds = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+    return seconds
 
 
 async def run_chain(wire: str, chains: int, profiler: cProfile.Profile | None) -> float:
@@ -99,14 +111,12 @@ async def run_chain(wire: str, chains: int, profiler: cProfile.Profile | None) -
 
     for _ in range(100):
         await chain()
-    if profiler is not None:
-        profiler.enable()
-    start = time.perf_counter()
-    for _ in range(chains):
-        await chain()
-    seconds = time.perf_counter() - start
-    if profiler is not None:
-        profiler.disable()
+
+    async def body() -> None:
+        for _ in range(chains):
+            await chain()
+
+    seconds = await timed(profiler, body)
     await client.stop()
     await server.stop()
     return seconds / chains
