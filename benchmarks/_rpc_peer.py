@@ -129,20 +129,21 @@ async def serve_cara(url: str, impl: Any) -> None:
         await server.stop()
 
 
-async def serve_raw() -> None:
+async def raw_echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Echo ``[id, value]`` msgpack arrays back as they come, on asyncio streams."""
     import msgpack
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        unpacker = msgpack.Unpacker()
-        pack = msgpack.Packer().pack
-        while data := await reader.read(65536):
-            unpacker.feed(data)
-            for call_id, value in unpacker:
-                writer.write(pack([call_id, value]))
-        writer.close()
+    unpacker = msgpack.Unpacker()
+    pack = msgpack.Packer().pack
+    while data := await reader.read(65536):
+        unpacker.feed(data)
+        for call_id, value in unpacker:
+            writer.write(pack([call_id, value]))
+    writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+
+async def serve_raw() -> None:
+    server = await asyncio.start_server(raw_echo_handler, "127.0.0.1", 0)
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await until_stdin_closes()

@@ -21,7 +21,9 @@ interop directions; then the same chains through tests/peers/proxy.py adding a o
 in round trips (and, for cara, with each call awaited before the next: 3 round trips).
 
 The cara and raw clients run in this process; each server (and each pycapnp client) in its own
-process, started once and kept for all rounds. Rounds alternate the contestants so machine noise
+process, started once and kept for all rounds. The echo is also timed with both ends on one
+event loop in one process (cara frames, cara capnp://, raw; pycapnp by
+../shared/anchors/rpc_pycapnp.py), the layout of the anchors and of earlier figures. Rounds alternate the contestants so machine noise
 hits everyone alike; medians of the rounds are reported with the ratios the goals are stated in
 (issue 11: cara capnp:// >= 1.5x pycapnp; cara frames >= 1.0x raw sequential, >= 1.2x concurrent;
 pipelined chain >= 2x pycapnp).
@@ -36,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,13 +50,15 @@ from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, HERE):  # cara and tests; _rpc_peer
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 PEERS = REPO / "tests" / "peers"
 ECHO_CAPNP = PEERS / "echo.capnp"
 CORPUS = Path(os.environ.get("CARA_CORPUS", REPO.parent / "shared" / "corpus"))
 CALC_CAPNP = CORPUS / "capnproto-0.9.2" / "c++" / "samples" / "calculator.capnp"
+ANCHORS = Path(os.environ.get("CARA_ANCHORS", REPO.parent / "shared" / "anchors"))
 TEXT = "hello"
 WARM_UP = 100
 
@@ -221,6 +226,39 @@ async def raw_echo(port: int, calls: int, concurrent: int) -> tuple[float, float
     return sequential, parallel
 
 
+async def in_one_process(kind: str, calls: int, concurrent: int) -> tuple[float, float]:
+    """The echo with its server on this process's event loop too (as the anchors run)."""
+    from _rpc_peer import echo_impl, raw_echo_handler
+
+    from cara.rpc import register_interface
+    from cara.transports import Server
+
+    if kind == "raw":
+        raw = await asyncio.start_server(raw_echo_handler, "127.0.0.1", 0)
+        async with raw:
+            return await raw_echo(raw.sockets[0].getsockname()[1], calls, concurrent)
+    server = Server()
+    server.bind(f"{kind}://127.0.0.1:0")
+    register_interface(server)(echo_impl())
+    await server.start()
+    try:
+        return await cara_echo(server.endpoints[0], calls, concurrent)
+    finally:
+        await server.stop()
+
+
+async def pycapnp_in_one_process() -> tuple[float, float]:
+    """../shared/anchors/rpc_pycapnp.py: pycapnp's client and server in one process."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ANCHORS / "rpc_pycapnp.py"), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 300)
+    rates = re.findall(r"echo: ([0-9]+) calls/s", out.decode())
+    if proc.returncode or len(rates) != 2:
+        raise PeerFailed(f"rpc_pycapnp.py: {err.decode()[-1500:]!r}")
+    return float(rates[0]), float(rates[1])
+
+
 async def pycapnp_echo(port: int, calls: int, concurrent: int) -> tuple[float, float]:
     found = await run_pycapnp_client("pycapnp_echo_client.py", str(ECHO_CAPNP), "127.0.0.1",
                                      str(port), str(calls), str(concurrent))
@@ -296,6 +334,7 @@ async def through_proxy(port: int, delay: float, measure: Callable[[int], Awaita
 
 
 Measure = Callable[[], Coroutine[Any, Any, Any]]
+IN_ONE = "in one process:"
 
 
 def _rounds(contestants: dict[str, Measure], rounds: int,
@@ -352,6 +391,14 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
                                                             n, c),
                 "pycapnp client -> cara": lambda: pycapnp_echo(_port(capnp), n, c),
             })
+        local: dict[str, Measure] = {
+            "cara frames": lambda: in_one_process("tcp", n, c),
+            "cara capnp://": lambda: in_one_process("capnp", n, c),
+            "raw asyncio+msgpack": lambda: in_one_process("raw", n, c),
+        }
+        if missing is None and n == c == 5000 and (ANCHORS / "rpc_pycapnp.py").is_file():
+            local["pycapnp (anchors/rpc_pycapnp.py)"] = pycapnp_in_one_process
+        contestants.update({f"{IN_ONE} {name}": m for name, m in local.items()})
         _rounds(contestants, args.rounds, runs, "rpc echo")
     med = {name: (_med(v, 0), _med(v, 1)) for name, v in runs.items()}
     lines = [
@@ -364,9 +411,16 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
         "`[id, text]` arrays with a future per call and no schema: the floor.", "",
         "| client -> server | sequential | concurrent |", "|---|---:|---:|"]
     for name, (seq, conc) in med.items():
-        lines.append(f"| {name} | {seq:,.0f} | {conc:,.0f} |")
+        if not name.startswith(IN_ONE):
+            lines.append(f"| {name} | {seq:,.0f} | {conc:,.0f} |")
     if missing:
         lines.append(f"| pycapnp | missing: {missing} | |")
+    lines += ["", "The same with both ends on one event loop in one process (as "
+              "../shared/anchors/ runs them; pycapnp: its rpc_pycapnp.py, 5,000 calls each):", "",
+              "| both ends in one process | sequential | concurrent |", "|---|---:|---:|"]
+    for name, (seq, conc) in med.items():
+        if name.startswith(IN_ONE):
+            lines.append(f"| {name[len(IN_ONE) + 1:]} | {seq:,.0f} | {conc:,.0f} |")
     lines.append("")
 
     def ratio(a: str, b: str, goals: tuple[float | None, float | None]) -> None:
@@ -383,6 +437,8 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
 
     ratio("cara capnp://", "pycapnp", (1.5, 1.5))
     ratio("cara frames", "raw asyncio+msgpack", (1.0, 1.2))
+    ratio(f"{IN_ONE} cara capnp://", f"{IN_ONE} pycapnp (anchors/rpc_pycapnp.py)", (1.5, 1.5))
+    ratio(f"{IN_ONE} cara frames", f"{IN_ONE} raw asyncio+msgpack", (1.0, 1.2))
     ratio("cara frames", "pycapnp", (None, None))
     ratio("cara capnp://", "cara frames", (None, None))
     ratio("cara -> pycapnp server", "pycapnp", (None, None))
