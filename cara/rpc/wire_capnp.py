@@ -5,7 +5,10 @@ stream framing (the two-party vat network of rpc-twoparty.capnp), as libcapnp an
 stream into framed messages. The envelope (``Message``, ``Call``, ``Return``, ``Payload``,
 ``CapDescriptor``, ...) is read and written here directly with the binary codec's bounds-checked
 primitives, at the offsets rpc.capnp's layout gives them (wire-stable since 0.5; the tests check
-each against the bundled schema's nodes), because it is on the hot path of every call. Params and
+each against the bundled schema's nodes), because it is on the hot path of every call; the
+commonest envelopes (a Call to an imported capability and a Return of results, without cap
+tables, and Finish) are recognized whole by their fixed words and read without following
+pointers, anything else takes the general, pointer-following path. Params and
 results are real Cap'n Proto structs written and read by the schema codec
 (:mod:`cara.codecs.capnp.schema_codec`), one per schema builder, whose capability and
 AnyPointer hooks are replaced here:
@@ -216,9 +219,21 @@ class CapnpFramer:
 
     def _size(self, data: bytes | bytearray | memoryview, pos: int, n: int) -> int:
         """The framed size of the message at ``pos``, 0 while its table is incomplete."""
-        if n - pos < 4:
-            return 0
-        count = _U32(data, pos)[0] + 1
+        if n - pos < 8:
+            if n - pos < 4 or _U32(data, pos)[0] == 0:
+                return 0
+            count, first = _U32(data, pos)[0], 0  # the count is checked at once
+        else:
+            count, first = _U32x2(data, pos)
+        if count == 0:  # one segment, the common case
+            size = 8 + 8 * first
+            if size > self.max_message_size:
+                raise _error(f"message of {size} bytes is larger than the limit "
+                             f"{self.max_message_size}", self.offset + pos)
+            if first == 0:
+                raise _error("the first segment is empty (no root pointer)", self.offset + pos)
+            return size
+        count += 1
         if count > self.max_segments:
             raise _error(f"message has {count} segments, more than the limit "
                          f"{self.max_segments}", self.offset + pos)
@@ -628,6 +643,23 @@ _RETURN_SIZE = 56
 _RETURN_HEAD = struct.Struct("<QH6xQIBxH").pack_into
 _RETURN_WORD = _word(0, 2 | 1 << 16)
 
+# Finish, whole: segment table, root -> Message (@16: kind; @24: pointer) -> Finish (@32:
+# questionId, @36: flags), 40 bytes.
+_FINISH_FRAME = struct.Struct("<IIQH6xQIB3x").pack
+_FINISH_WORD = _word(0, 1)
+
+# The envelopes above, as decode() recognizes them without walking pointers (see _fast_decode).
+_ROOT_BYTES = _ROOT_WORD.to_bytes(8, "little")
+_CALL_BYTES = _CALL_WORD.to_bytes(8, "little")
+_TARGET_PARAMS_BYTES = _TARGET_WORD.to_bytes(8, "little") + _PARAMS_WORD.to_bytes(8, "little")
+_RETURN_BYTES = _RETURN_WORD.to_bytes(8, "little")
+_RESULTS_BYTES = _word(0, 2 << 16).to_bytes(8, "little")
+_FINISH_BYTES = _FINISH_WORD.to_bytes(8, "little")
+#: The traversal budget the general path charges for the envelope before a payload's content
+#: (Message 2 words, Call 6, MessageTarget 2, Payload 2; Return 3).
+_CALL_ENVELOPE_WORDS = 12
+_RETURN_ENVELOPE_WORDS = 7
+
 
 def _alloc(buf: bytearray, ptr_pos: int, dw: int, pc: int) -> int:
     pos = len(buf)
@@ -862,6 +894,11 @@ class CapnpWire:
         self.traversal_limit_in_words = traversal_limit_in_words
         self.nesting_limit = nesting_limit
         self.max_segments = max_segments
+        # the fast path (see _fast_decode) stands for the general one only where the limits
+        # cannot stop the general one inside the envelope
+        self._fast = nesting_limit > 3 and traversal_limit_in_words > _CALL_ENVELOPE_WORDS
+        self._content_budget_c = traversal_limit_in_words - _CALL_ENVELOPE_WORDS
+        self._content_budget_r = traversal_limit_in_words - _RETURN_ENVELOPE_WORDS
 
     # ------------------------------------------------------------------------------ encode
 
@@ -896,6 +933,10 @@ class CapnpWire:
             else:
                 _RETURN_HEAD(buf, 8, _ROOT_WORD, _RETURN, _RETURN_WORD, msg.answer_id, flags, 0)
                 _write_payload(buf, 48, msg.results or Payload(), describe_cap)
+        elif t is Finish:
+            assert isinstance(msg, Finish)
+            return _FINISH_FRAME(0, 4, _ROOT_WORD, _FINISH, _FINISH_WORD, msg.question_id,
+                                 (0 if msg.release_result_caps else 1) | 2)
         else:
             buf = bytearray(16)
             _write_message(buf, 8, msg, describe_cap)
@@ -907,6 +948,51 @@ class CapnpWire:
     def decode(self, frame: bytes | bytearray | memoryview) -> Message:
         buf = frame if type(frame) is bytes else bytes(frame)
         n = len(buf)
+        if n >= 40 and buf[:4] == b"\0\0\0\0" and buf[8:16] == _ROOT_BYTES and \
+                _U32(buf, 4)[0] * 8 + 8 == n and self._fast:
+            found = self._fast_decode(buf, n)
+            if found is not None:
+                return found
+        return self._decode(buf, n)
+
+    def _fast_decode(self, buf: bytes, n: int) -> Message | None:
+        """The message in single-segment frame ``buf`` when its envelope is laid out exactly
+        as :meth:`encode` writes it (libcapnp writes Finish, and most Returns, alike): a Call
+        to an imported capability, a Return of results, each without a cap table, or a
+        Finish; else ``None`` (the general path decodes it). Every word read here lies in the
+        first 112 bytes, which ``n`` covers; the content is read later through its pointer,
+        bounds-checked, with the traversal budget the general path would leave."""
+        which = _U16(buf, 16)[0]
+        if which == _RETURN:
+            if n < 72 or buf[24:32] != _RETURN_BYTES or buf[48:56] != _RESULTS_BYTES or \
+                    buf[64:72] != _NULL:
+                return None
+            aid, flags, kind = _RETURN_FIELDS(buf, 32)
+            if kind:
+                return None
+            msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=self._content_budget_r,
+                            nesting_limit=self.nesting_limit)
+            return Return(aid, Payload(raw=AnyPointerReader(msg, 0, 56, self.nesting_limit - 3),
+                                       cap_table=[]), release_param_caps=not flags & 1)
+        if which == _CALL:
+            if n < 112 or buf[24:32] != _CALL_BYTES or buf[56:72] != _TARGET_PARAMS_BYTES or \
+                    buf[104:112] != _NULL:
+                return None
+            qid, method, send_to, iface = _CALL_FIELDS(buf, 32)
+            if send_to or _U16(buf, 84)[0]:  # sendResultsTo other than caller, a promise
+                return None
+            msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=self._content_budget_c,
+                            nesting_limit=self.nesting_limit)
+            return Call(qid, ImportedCap(_U32(buf, 80)[0]), iface, method,
+                        Payload(raw=AnyPointerReader(msg, 0, 96, self.nesting_limit - 3),
+                                cap_table=[]))
+        if which == _FINISH and n == 40 and buf[24:32] == _FINISH_BYTES:
+            qid, flags = _U32x2(buf, 32)
+            return Finish(qid, release_result_caps=not flags & 1)
+        return None
+
+    def _decode(self, buf: bytes, n: int) -> Message:
+        """The general path: any framing, every pointer followed and checked."""
         try:
             if n >= 16 and buf[:4] == b"\0\0\0\0" and _U32(buf, 4)[0] * 8 + 8 == n:
                 segments = (buf, [(8, n)])

@@ -140,6 +140,7 @@ class CaraWire:
         # allocated for every connection, 256 MB for a thousand idle ones.
         self._packer = msgpack.Packer(default=self._pack_cap, buf_size=4096)
         self._frame_caps = False
+        self._ext_hook = self._unpack_cap
 
     # ------------------------------------------------------------------ encoding
 
@@ -252,10 +253,13 @@ class CaraWire:
         return obj
 
     def _payload(self, content: Any, table: Any) -> M.Payload:
-        caps = [self._read_descriptor(d) for d in table] if table else []
-        if self._frame_caps and not caps:
+        if table:
+            caps = [self._read_descriptor(d) for d in table]
+        elif self._frame_caps:
             raise ProtocolError("a capability in a payload without a cap table")
-        return M.Payload(raw=(content, self._frame_caps), cap_table=caps)
+        else:
+            caps = []
+        return M.Payload(None, None, raw=(content, self._frame_caps), cap_table=caps)
 
     @staticmethod
     def _read_descriptor(d: Any) -> M.CapDescriptor:
@@ -289,10 +293,13 @@ class CaraWire:
             self._objects = 0
             count = self._count
         try:
-            msg = msgpack.unpackb(frame, ext_hook=self._unpack_cap, strict_map_key=False,
-                                  max_bin_len=size, max_str_len=size, max_array_len=size,
-                                  max_map_len=size // 2, max_ext_len=size,
-                                  object_hook=count, list_hook=count)
+            # (unpackb bounds every str, bin, ext, array and map by the frame's length, half
+            # of it for maps, so a frame cannot make it allocate more than it could hold)
+            if count is None:
+                msg = msgpack.unpackb(frame, ext_hook=self._ext_hook, strict_map_key=False)
+            else:
+                msg = msgpack.unpackb(frame, ext_hook=self._ext_hook, strict_map_key=False,
+                                      object_hook=count, list_hook=count)
         except ProtocolError:
             raise
         except Exception as exc:
@@ -314,18 +321,22 @@ class CaraWire:
             _, qid, target, iid, mid, params, table = msg
             if type(iid) is not int or not 0 <= iid < 1 << 64:
                 raise ProtocolError(f"bad interface id {iid!r}")
-            return M.Call(_uint(qid, "question id"), self._read_target(target), iid,
-                          _uint(mid, "method id"), self._payload(params, table))
+            if type(target) is int and 0 <= target <= 0xFFFFFFFF:  # the common target
+                target = M.ImportedCap(target)
+            else:
+                target = self._read_target(target)
+            return M.Call(_uint(qid, "question id"), target, iid, _uint(mid, "method id"),
+                          self._payload(params, table))
         if kind == RETURN and n in (4, 5):
             release = n == 5 and msg[4] is True
             return M.Return(_uint(msg[1], "answer id"), self._payload(msg[2], msg[3]),
                             release_param_caps=release)
+        if kind == FINISH and n in (2, 3):
+            return M.Finish(_uint(msg[1], "question id"), n == 3 and msg[2] == 1)
         if kind == ERROR and n == 6:
             return M.Return(_uint(msg[1], "answer id"), exception=_exception(*msg[2:6]))
         if kind == CANCELED and n == 2:
             return M.Return(_uint(msg[1], "answer id"), canceled=True)
-        if kind == FINISH and n in (2, 3):
-            return M.Finish(_uint(msg[1], "question id"), n == 3 and msg[2] == 1)
         if kind == RELEASE and n == 3:
             return M.Release(_uint(msg[1], "export id"), _uint(msg[2], "reference count"))
         if kind == BOOTSTRAP and n == 3:
