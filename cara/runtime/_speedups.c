@@ -131,6 +131,11 @@ new_instance(PyObject *cls)
  * "nested too deeply" is set by Python's recursion limit, as without the accelerator. */
 #define MAX_DEPTH 100
 
+/* How deep the msgpack reader (from_msgpack) goes before it hands the input to the Python path:
+ * 32 struct levels are at most 64 levels of structs and lists, the nesting limit of every
+ * codec (cara/runtime/nesting.py), which the Python path enforces with its own error. */
+#define MAX_READ_DEPTH 32
+
 /* Enter one more level of nesting: 0, or -1 with RecursionError set (which makes the entry
  * point defer to the generated Python code). */
 static int
@@ -1068,7 +1073,7 @@ read_value(Reader *r, int depth)
     unsigned long long u;
     char kind;
     Py_ssize_t n, i;
-    if (depth > MAX_DEPTH || r->p >= r->end)
+    if (depth > MAX_READ_DEPTH || r->p >= r->end)
         return NOT_FAST;
     tag = *r->p;
     if (tag <= 0x7f) {
@@ -1257,7 +1262,7 @@ read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
 {
     PyObject *self;
     Py_ssize_t i, members = 0;
-    if (!plan->dense || !room_for(r, n, 2))
+    if (!plan->dense || !room_for(r, n, 2) || depth > MAX_READ_DEPTH)
         return NOT_FAST;
     if (enter_level(depth))
         return NULL;

@@ -120,8 +120,18 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         if plan is not None:
             value = plan.unpackb(cls, data)
             if value is not None:
+                _check_depth(cls, value, data)
                 return value
     return unpack_plain(cls, data, max_bytes=max_bytes, ext_hook=ext_hook)
+
+
+def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview) -> None:
+    """The nesting limit, for every msgpack path. Most types cannot nest deeply (their greatest
+    depth is known), and input shorter than the limit cannot either (each level takes a byte):
+    no walk for those."""
+    depth = cls.__dict__.get("_cara_static_depth_")
+    if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
+        check_nesting(value)
 
 
 def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
@@ -144,11 +154,7 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
     except Exception as e:
         _decode_error(e, data)
     value = cls(raw)
-    # Most types cannot nest deeply (their greatest depth is known), and input shorter than
-    # the limit cannot either (each level takes a byte): no walk for those.
-    depth = cls.__dict__.get("_cara_static_depth_")
-    if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
-        check_nesting(value)
+    _check_depth(cls, value, data)
     return value
 
 
