@@ -132,9 +132,10 @@ new_instance(PyObject *cls)
 #define MAX_DEPTH 100
 
 /* How deep the msgpack reader (from_msgpack) goes before it hands the input to the Python path:
- * 32 struct levels are at most 64 levels of structs and lists, the nesting limit of every
- * codec (cara/runtime/nesting.py), which the Python path enforces with its own error. */
-#define MAX_READ_DEPTH 32
+ * 32 structs (depths 0 to 31) and the lists between them are 63 levels, within the nesting
+ * limit of every codec (cara/runtime/nesting.py), which the Python path enforces with its own
+ * error for anything deeper. */
+#define MAX_READ_DEPTH 31
 
 /* Enter one more level of nesting: 0, or -1 with RecursionError set (which makes the entry
  * point defer to the generated Python code). */
