@@ -269,6 +269,15 @@ class _Encoder(_Schema):
             else:
                 out.append((prefix + _json_name(field), self.field(field, member, env)))
         if union_field is None:
+            unknown = getattr(value, "_cara_unknown_", None)
+            if unknown is not None and unknown.disc is not None:
+                # (a binary message from a newer schema: writing the default member would
+                # change the value, and JSON has no form for a member without a name)
+                node = self.nodes.get(struct_id)
+                name = node.displayName.rpartition(":")[2] if node is not None else "struct"
+                raise EncodeError(
+                    f"{name}: the union holds member number {unknown.disc}, which this schema "
+                    f"does not have (a newer schema wrote the message); JSON cannot carry it")
             union_field = first_member  # none given: the member whose bits are all zero
             if union_field is None:
                 return
