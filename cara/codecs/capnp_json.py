@@ -242,7 +242,8 @@ class _Encoder(_Schema):
         if struct_id == JSON_VALUE:
             return self.json_value(value or {})
         members: list[tuple[str, _Json]] = []
-        self.gather(struct_id, value or {}, "", members, via, env or {})
+        # (an empty struct may still be marked as holding an unknown union member)
+        self.gather(struct_id, {} if value is None else value, "", members, via, env or {})
         return ("object", members)
 
     def gather(self, struct_id: int, value: Mapping[str, Any], prefix: str,
@@ -264,7 +265,8 @@ class _Encoder(_Schema):
             flat = self.flatten(field)
             target = self.target(field)
             if flat is not None and target is not None:
-                self.gather(target, member or {}, prefix + flat, out, field,
+                self.gather(target, {} if member is None else member, prefix + flat, out,
+                            field,
                             env if field.which == "group" else self.env_of(field, env))
             else:
                 out.append((prefix + _json_name(field), self.field(field, member, env)))
@@ -291,7 +293,8 @@ class _Encoder(_Schema):
         flat = self.flatten(union_field)
         target = self.target(union_field)
         if flat is not None and target is not None:
-            self.gather(target, member or {}, prefix + flat, out, union_field,
+            self.gather(target, {} if member is None else member, prefix + flat, out,
+                        union_field,
                         env if union_field.which == "group" else self.env_of(union_field, env))
         elif not (style.tag is not None and union_field.slot is not None
                   and union_field.slot.type.which == "void"):

@@ -14,9 +14,10 @@ members (where a field added to the active member's group may live). Only then i
 key, so it is not a field): where the original struct lies in its message.
 
 Encoding such a value allocates the struct at the larger of the two sizes, writes the known
-fields as usual, then adds back every original bit and pointer that the value's *current*
-fields do not own (so a mutated or deleted known field wins, and setting a known union member
-replaces an unknown one). Pointers are deep-copied from the original message, with a fresh
+fields as usual, then adds back every original bit and pointer that neither the decoded fields
+owned nor the value's *current* fields own (so a mutated or deleted known field wins, setting
+a known union member replaces an unknown one, and a known member replaced by another leaves
+nothing behind). Pointers are deep-copied from the original message, with a fresh
 traversal budget of the message's own size per copy.
 
 The code here runs only for values that carry unknown data; the decoder's checks that decide
@@ -234,6 +235,33 @@ class Regions:
                 ptrs |= p
         return data, ptrs
 
+    def owned_in(self, data: int) -> tuple[int, int]:
+        """What the fields of the message's own struct owned when it was decoded: as
+        :meth:`owned`, with each union's member chosen by the discriminant in ``data`` (the
+        original data section as an integer). Bits of inactive members are not owned: a
+        newer schema may have put a field of the active member's group there."""
+        owned_data, owned_ptrs = 0, 0
+        for f in self.plain:
+            if f.kind == "group":
+                d, p = regions(self.codec, self.codec.plan(f.group_id)).owned_in(data)
+            else:
+                d, p = self.member(f)
+            owned_data |= d
+            owned_ptrs |= p
+        if self.members:
+            disc = data >> (self.plan.discriminant_offset * 8) & 0xFFFF
+            active = next((f for f in self.members if f.discriminant == disc), None)
+            if active is None:
+                return owned_data, owned_ptrs
+            owned_data |= self.disc
+            if active.kind == "group":
+                d, p = regions(self.codec, self.codec.plan(active.group_id)).owned_in(data)
+            else:
+                d, p = self.member(active)
+            owned_data |= d
+            owned_ptrs |= p
+        return owned_data, owned_ptrs
+
     def _owned_by(self, fp: FieldPlan, item: Any) -> tuple[int, int]:
         """What field ``fp`` holding ``item`` owns (a group: what its fields own)."""
         if fp.kind == "group":
@@ -319,9 +347,16 @@ def restore(codec: SchemaCodec, plan: StructPlan, buf: bytearray, dpos: int, ppo
     if u.loc is None:
         return
     msg, seg, odpos, odbytes, oppos, onptrs, nest = u.loc
-    data, ptrs = regions(codec, plan).owned(value)
+    layout = regions(codec, plan)
     src = msg.buf
-    original = int.from_bytes(src[odpos:odpos + odbytes], "little") & ~data
+    original = int.from_bytes(src[odpos:odpos + odbytes], "little")
+    # kept: what neither the decoded fields owned (a known member's bits are its value's,
+    # not data to bring back after another member replaced it) nor the current fields own
+    data, ptrs = layout.owned(value)
+    then_data, then_ptrs = layout.owned_in(original)
+    data |= then_data
+    ptrs |= then_ptrs
+    original &= ~data
     if original:
         current = int.from_bytes(buf[dpos:dpos + odbytes], "little")
         buf[dpos:dpos + odbytes] = (current | original).to_bytes(odbytes, "little")
