@@ -242,7 +242,8 @@ class _Encoder(_Schema):
         if struct_id == JSON_VALUE:
             return self.json_value(value or {})
         members: list[tuple[str, _Json]] = []
-        self.gather(struct_id, value or {}, "", members, via, env or {})
+        # (an empty struct may still be marked as holding an unknown union member)
+        self.gather(struct_id, {} if value is None else value, "", members, via, env or {})
         return ("object", members)
 
     def gather(self, struct_id: int, value: Mapping[str, Any], prefix: str,
@@ -264,11 +265,21 @@ class _Encoder(_Schema):
             flat = self.flatten(field)
             target = self.target(field)
             if flat is not None and target is not None:
-                self.gather(target, member or {}, prefix + flat, out, field,
+                self.gather(target, {} if member is None else member, prefix + flat, out,
+                            field,
                             env if field.which == "group" else self.env_of(field, env))
             else:
                 out.append((prefix + _json_name(field), self.field(field, member, env)))
         if union_field is None:
+            unknown = getattr(value, "_cara_unknown_", None)
+            if unknown is not None and unknown.disc is not None:
+                # (a binary message from a newer schema: writing the default member would
+                # change the value, and JSON has no form for a member without a name)
+                node = self.nodes.get(struct_id)
+                name = node.displayName.rpartition(":")[2] if node is not None else "struct"
+                raise EncodeError(
+                    f"{name}: the union holds member number {unknown.disc}, which this schema "
+                    f"does not have (a newer schema wrote the message); JSON cannot carry it")
             union_field = first_member  # none given: the member whose bits are all zero
             if union_field is None:
                 return
@@ -282,7 +293,8 @@ class _Encoder(_Schema):
         flat = self.flatten(union_field)
         target = self.target(union_field)
         if flat is not None and target is not None:
-            self.gather(target, member or {}, prefix + flat, out, union_field,
+            self.gather(target, {} if member is None else member, prefix + flat, out,
+                        union_field,
                         env if union_field.which == "group" else self.env_of(union_field, env))
         elif not (style.tag is not None and union_field.slot is not None
                   and union_field.slot.type.which == "void"):

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from cara.codecs.capnp import unknown
 from cara.codecs.capnp.structs import model_type, replaced_nodes
 from cara.errors import DecodeError, ValueTypeError
 from cara.runtime import hooks
@@ -66,9 +67,30 @@ def loads(cls: Any, text: str | bytes) -> Any:
 def _plain(value: Any) -> Any:
     """``value`` as the plain name-keyed values the mapping works on."""
     if isinstance(value, Struct):
-        return value.to_dict()
+        if not unknown.SEEN[0]:
+            return value.to_dict()
+        return _plain_keeping(value)
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    return value
+
+
+def _plain_keeping(value: Any) -> Any:
+    """``to_dict()``'s value, where a struct that holds a union member unknown to its schema
+    (from a newer schema's binary message) stays marked, so that the mapping refuses to
+    write it as another member."""
+    if isinstance(value, Struct):
+        fields = value.cara_schema.fields
+        out: dict[Any, Any] = {}
+        for k, v in dict.items(value):
+            out[fields[k].name if type(k) is int and k < len(fields) else k] = \
+                _plain_keeping(v)
+        record = value._cara_unknown_
+        if record is not None and record.disc is not None:
+            return unknown.attach(out, record)
+        return out
+    if isinstance(value, list):
+        return [_plain_keeping(v) for v in value]
     return value
 
 

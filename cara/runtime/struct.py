@@ -283,6 +283,10 @@ class Struct(dict):
     _cara_ready_: bool = False
     #: The C accelerator's plan for this class (see :func:`_accelerate`), when it is built.
     _cara_plan_: Any = None
+    #: What a binary message from a newer schema held beyond this one, kept for encoding it
+    #: again (set by the Cap'n Proto decoder on the few instances that have any: see
+    #: cara.codecs.capnp.unknown); it has ``disc``, an unknown discriminant or None.
+    _cara_unknown_: Any = None
 
     __hash__ = None
 
@@ -455,7 +459,9 @@ class Struct(dict):
 
     def which(self) -> str:
         """Name of the active member of this struct's unnamed union (the member with
-        discriminant 0 when none was set, as Cap'n Proto reads it)."""
+        discriminant 0 when none was set, as Cap'n Proto reads it), or ``None`` when a
+        binary message from a newer schema chose a member this schema does not have (until a
+        known member is set)."""
         union = self.cara_schema.union
         if not union:
             raise TypeError(f"{self._cara_name_} has no unnamed union")
@@ -467,6 +473,9 @@ class Struct(dict):
         for f in union:
             if _dcontains(self, f.number):
                 return f.name
+        unknown = self._cara_unknown_
+        if unknown is not None and unknown.disc is not None:
+            return None  # type: ignore[return-value]
         return union[0].name
 
     # ------------------------------------------------------------------ writes
@@ -600,6 +609,8 @@ class Struct(dict):
         """A shallow copy of the same class (a ``dict.copy`` would lose the class)."""
         new = dict.__new__(type(self))
         dict.update(new, self)
+        if self._cara_unknown_ is not None:
+            _setattr(new, "_cara_unknown_", self._cara_unknown_)
         return new
 
     __copy__ = copy
@@ -609,10 +620,14 @@ class Struct(dict):
         memo[id(self)] = new
         for k, v in dict.items(self):
             _dset(new, k, _copy.deepcopy(v, memo))
+        if self._cara_unknown_ is not None:  # (immutable: shared)
+            _setattr(new, "_cara_unknown_", self._cara_unknown_)
         return new
 
     def __reduce__(self) -> Any:
         locator = self._cara_locator_
+        if self._cara_unknown_ is not None:
+            return (_rebuild_struct, (locator or type(self), dict(self), self._cara_unknown_))
         return (_rebuild_struct, (locator or type(self), dict(self)))
 
     def to_dict(self) -> dict[str, Any]:
@@ -831,9 +846,43 @@ def _plain(value: Any, names: bool) -> Any:
     return value
 
 
-def _rebuild_struct(locator: Any, data: dict[Any, Any]) -> Any:
+def _rebuild_struct(locator: Any, data: dict[Any, Any], unknown: Any = None) -> Any:
     cls = locator if isinstance(locator, type) else locator[0](*locator[1])
-    return cls(data)
+    obj = cls(data)
+    if unknown is not None:
+        _setattr(obj, "_cara_unknown_", unknown)
+        if unknown.disc is not None:
+            note_unknown_member(cls)
+    return obj
+
+
+def note_unknown_member(cls: Any) -> None:
+    """An instance of ``cls`` holds an unknown union member (``_cara_unknown_.disc``): from
+    now on the class's ``which()`` looks for one when no known member is set (the faster
+    ``which()`` every class starts with does not)."""
+    owner = cls
+    while "cara_schema" not in owner.__dict__:
+        owner = owner.__mro__[1]
+    if getattr(owner.__dict__.get("which"), "_cara_unknown_aware_", False):
+        return
+    union = owner.cara_schema.union
+    if not union:
+        return
+    members = tuple((f.number, f.name) for f in union)
+    first = union[0].name
+
+    def which(self: Any) -> str | None:
+        for number, name in members:
+            if _dcontains(self, number):
+                return name
+        unknown = self._cara_unknown_
+        if unknown is not None and unknown.disc is not None:
+            return None
+        return first
+
+    which.__doc__ = Struct.which.__doc__
+    which._cara_unknown_aware_ = True  # type: ignore[attr-defined]
+    type.__setattr__(owner, "which", which)
 
 
 def _detach(pending: dict[int, Any], num: int) -> None:

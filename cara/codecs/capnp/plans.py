@@ -61,3 +61,5 @@ class StructPlan:
     #: the plan's key in SchemaCodec.plans, and the suffix of its generated functions' names
     key: PlanKey = 0
     tag: str = ""
+    #: the fields' layout as :mod:`.unknown` analyses it (made on first use)
+    regions: Any = None

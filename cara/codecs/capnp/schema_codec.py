@@ -29,6 +29,7 @@ path (``TestAllTypes.structList[1].textField``), found by a slow walk run only o
 from __future__ import annotations
 
 import copy
+import functools
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.schema import model
 
+from . import unknown
 from .bits import pack_bits, unpack_bits
 from .builder import MessageBuilder, copy_pointer
 from .plans import FieldPlan, PlanKey, StructPlan
@@ -54,6 +56,7 @@ from .reader import (
     struct_at,
     text_at,
 )
+from .unknown import SEEN, regions
 from .views import StructView, ViewLayout, view_list, view_struct
 
 __all__ = ["FieldPlan", "PlanKey", "SchemaCodec", "StructPlan"]
@@ -265,6 +268,14 @@ class SchemaCodec:
         plan = self.plan(struct_id)
         builder = MessageBuilder()
         buf = builder.buf
+        if SEEN[0] and self.keys == "index" and type(value) is not dict:
+            u = getattr(value, "_cara_unknown_", None)
+            if u is not None and u.loc is not None:
+                try:
+                    unknown.encode_struct(self, plan, buf, 0, value, u)
+                except _ENCODE_FAILURES as exc:
+                    raise self._diagnose(plan, value, exc) from None
+                return builder
         dw, pc = plan.data_words, plan.pointer_count
         if dw + pc == 0:
             _PTR.pack_into(buf, 0, -4, 0)
@@ -481,6 +492,9 @@ class SchemaCodec:
             "DGET": dict.get.__get__, "DHAS": dict.__contains__.__get__,
             "SVIEW": _group_view, "VIEW_STRUCT": view_struct, "VIEW_LIST": view_list,
             "LAYOUT_FILL": self._fill_layout_cell,
+            "WORD": unknown.word, "POINTER": unknown.pointer, "KEEP": unknown.keep,
+            "KEEP_GROUP": unknown.keep_group, "SEEN": SEEN,
+            "KEEP_STRUCT": functools.partial(unknown.encode_struct, self),
         }
         return ns
 
@@ -730,6 +744,9 @@ class SchemaCodec:
                     kw = "if" if i == 0 else "elif"
                     out.append(f"{indent}{kw} disc == {f.discriminant}:")
                     out.append(f"{indent}    d[{f.key!r}] = {self._field_expr(f, checked)}")
+                # a member of a newer schema: marked, so that no writer takes the union for
+                # its default member (see .unknown)
+                out += [f"{indent}else:", f"{indent}    d = KEEP_GROUP(d, disc)"]
             return out
 
         lines.append(f"    if dbytes >= {plan.data_words * 8} and nptrs >= {plan.pointer_count}:")
@@ -792,6 +809,27 @@ class SchemaCodec:
         plain = [f for f in plan.fields if f.discriminant == model.NO_DISCRIMINANT]
         members = [f for f in plan.fields if f.discriminant != model.NO_DISCRIMINANT]
         lines = [f"def {name}(msg, seg, dpos, dbytes, ppos, nptrs, nest):", "    buf = msg.buf"]
+        # Unknown data (see .unknown): ``u`` becomes -1 when bits or pointers turn up where
+        # this schema has none, or the discriminant when it names no member.
+        reg = regions(self, plan)
+        pad_data, pad_ptrs = (0, 0) if plan.is_group else reg.padding()
+        marked = "_g._cara_unknown_ is not None" if inst else "type(_g) is not dict"
+        lines.append("    u = None")
+
+        def unknown_bits(data: int, ptrs: int, checked: bool) -> str:
+            """A condition true when any of ``data``'s bits or ``ptrs``'s pointers is set."""
+            parts = []
+            for i in range(plan.data_words):
+                mask = data >> (64 * i) & 0xFFFFFFFFFFFFFFFF
+                if mask:
+                    read = f"WORD(buf, dpos, dbytes, {i})" if checked else \
+                        f"unpack_from('<Q', buf, dpos + {8 * i})[0]"
+                    parts.append(f"{read} & {mask:#x}")
+            for j in range(plan.pointer_count):
+                if ptrs >> j & 1:
+                    parts.append(f"POINTER(buf, ppos, nptrs, {j})" if checked else
+                                 f"unpack_from('<Q', buf, ppos + {8 * j})[0]")
+            return " or ".join(parts)
 
         def member(f: FieldPlan, checked: bool, ind: str, keep: bool) -> list[str]:
             """Store ``f`` if it is not at its zero bits (or always, if ``keep``)."""
@@ -800,9 +838,19 @@ class SchemaCodec:
                 return [f"{ind}d[{k!r}] = None"] if keep else []
             if f.kind == "group":
                 expr = self._field_expr(f, checked)
+                if not regions(self, self.plan(f.group_id)).may_signal():
+                    if keep:
+                        return [f"{ind}d[{k!r}] = {expr}"]
+                    return [f"{ind}_g = {expr}", f"{ind}if _g:", f"{ind}    d[{k!r}] = _g"]
+                # the group tells its struct about unknown data it found by a mark (kept
+                # with the group when it is an unknown discriminant: see unknown.keep_group)
                 if keep:
-                    return [f"{ind}d[{k!r}] = {expr}"]
-                return [f"{ind}_g = {expr}", f"{ind}if _g:", f"{ind}    d[{k!r}] = _g"]
+                    return [f"{ind}_g = {expr}", f"{ind}d[{k!r}] = _g",
+                            f"{ind}if {marked}:", f"{ind}    u = -1"]
+                return [f"{ind}_g = {expr}", f"{ind}if {marked}:", f"{ind}    u = -1",
+                        f"{ind}    if _g or _g._cara_unknown_.disc is not None:",
+                        f"{ind}        d[{k!r}] = _g",
+                        f"{ind}elif _g:", f"{ind}    d[{k!r}] = _g"]
             if f.kind in _POINTER_KINDS:
                 stored = f"LM_{tag}_{k}(_v)" if inst and f.kind == "list" else "_v"
                 out = [f"{ind}_v = {self._pointer_expr(f, checked)}",
@@ -828,27 +876,62 @@ class SchemaCodec:
                 f for f in plain if f.kind in _SCALAR and not
                 (f.kind in _FLOAT_BITS and f.default)]
             combined.sort(key=lambda f: f.offset)
+            pad_left = pad_data
             if combined:
+                # Bytes that are all padding are read with the scalars (when the section is
+                # as large as the schema's), so checking them for unknown data costs no call
+                # of its own.
                 fmt = "<"
                 at = 0
-                for f in combined:
+                names = [f"_s{i}" for i in range(len(combined))]
+                targets: list[str] = []
+                pads: list[str] = []
+
+                def gap(start: int, end: int) -> str:
+                    nonlocal pad_left
+                    chars = ""
+                    i = start
+                    while i < end:
+                        n = 0
+                        while i + n < end and pad_data >> (8 * (i + n)) & 0xFF == 0xFF:
+                            n += 1
+                        if not n:
+                            chars += "x"
+                            i += 1
+                            continue
+                        for size, ch in ((8, "Q"), (4, "I"), (2, "H"), (1, "B")):
+                            while n >= size:
+                                chars += ch
+                                pads.append(f"_z{len(pads)}")
+                                targets.append(pads[-1])
+                                pad_left &= ~(((1 << (8 * size)) - 1) << (8 * i))
+                                i += size
+                                n -= size
+                    return chars
+                for f, n in zip(combined, names, strict=True):
                     ch, size, _ = _SCALAR[f.kind]
                     if f.kind in _FLOAT_BITS:
                         ch = _FLOAT_BITS[f.kind][1]
                     if f.offset > at:
-                        fmt += f"{f.offset - at}x"
+                        fmt += gap(at, f.offset)
                     fmt += ch
+                    targets.append(n)
                     at = f.offset + size
-                sname = self._const(struct.Struct(fmt).unpack_from, "S")
-                names = [f"_s{i}" for i in range(len(combined))]
-                out.append(f"{indent}{', '.join(names)}, = {sname}(buf, dpos)")
+                fmt += gap(at, plan.data_words * 8)
+                sname = self._const(struct.Struct(fmt.rstrip("x")).unpack_from, "S")
+                out.append(f"{indent}{', '.join(targets)}, = {sname}(buf, dpos)")
                 for f, n in zip(combined, names, strict=False):
                     out.append(f"{indent}if {n}:")
                     out.append(f"{indent}    d[{f.key!r}] = {value(f, n)}")
+                if pads:
+                    out += [f"{indent}if {' or '.join(pads)}:", f"{indent}    u = -1"]
             done = {f.name for f in combined}
             for f in plain:
                 if f.name not in done:
                     out += member(f, checked, indent, False)
+            padding = unknown_bits(pad_left, pad_ptrs, checked)
+            if padding:
+                out += [f"{indent}if {padding}:", f"{indent}    u = -1"]
             if members:
                 off = plan.discriminant_offset
                 disc = f"unpack_from('<H', buf, dpos + {off})[0]"
@@ -860,6 +943,10 @@ class SchemaCodec:
                     out.append(f"{indent}{kw} disc == {f.discriminant}:")
                     out += member(f, checked, indent + "    ", f.discriminant != 0) or \
                         [f"{indent}    pass"]
+                    inactive = unknown_bits(*reg.inactive(f), checked)
+                    if inactive:
+                        out += [f"{indent}    if {inactive}:", f"{indent}        u = -1"]
+                out += [f"{indent}else:", f"{indent}    u = disc"]
             return out
 
         lines.append(f"    if dbytes >= {plan.data_words * 8} and nptrs >= {plan.pointer_count}:")
@@ -867,9 +954,17 @@ class SchemaCodec:
         lines.append("    else:")
         lines += body(True, "        ")
         if inst:
-            lines += [f"    s = DNEW(C_{tag})", "    DU(s, d)", "    return s"]
+            lines += [f"    s = DNEW(C_{tag})", "    DU(s, d)"]
         else:
-            lines.append("    return d")
+            lines.append("    s = d")
+        if not plan.is_group:
+            lines += [f"    if u is not None or dbytes > {plan.data_words * 8} or "
+                      f"nptrs > {plan.pointer_count}:",
+                      f"        s = KEEP(s, u, msg, seg, dpos, dbytes, ppos, nptrs, nest, "
+                      f"{plan.data_words * 8}, {plan.pointer_count})"]
+        else:
+            lines += ["    if u is not None:", "        s = KEEP_GROUP(s, u)"]
+        lines.append("    return s")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------------------ encoding
@@ -917,13 +1012,22 @@ class SchemaCodec:
             sub = self.plans[self._key_of(fp.type)]
             dw, pc = sub.data_words, sub.pointer_count
             if dw + pc == 0:
-                return [f"{indent}PP(buf, {pos}, -4, 0)",
-                        f"{indent}E_{sub.tag}(buf, len(buf), len(buf), {value})"]
-            zeros = self._const(bytes((dw + pc) * 8), "Z")
-            return [f"{indent}_p = len(buf)",
-                    f"{indent}buf += {zeros}",
-                    f"{indent}PP(buf, {pos}, (_p - {pos} - 8) >> 1, {dw | pc << 16})",
-                    f"{indent}E_{sub.tag}(buf, _p, _p + {dw * 8}, {value})"]
+                out = [f"{indent}PP(buf, {pos}, -4, 0)",
+                       f"{indent}E_{sub.tag}(buf, len(buf), len(buf), {value})"]
+            else:
+                zeros = self._const(bytes((dw + pc) * 8), "Z")
+                out = [f"{indent}_p = len(buf)",
+                       f"{indent}buf += {zeros}",
+                       f"{indent}PP(buf, {pos}, (_p - {pos} - 8) >> 1, {dw | pc << 16})",
+                       f"{indent}E_{sub.tag}(buf, _p, _p + {dw * 8}, {value})"]
+            if self.keys != "index":
+                return out
+            # a runtime struct decoded with data its schema does not know (see .unknown)
+            kept = self._const(sub, "PL")
+            return [f"{indent}if SEEN[0] and type({value}) is not dict and (_u := getattr("
+                    f"{value}, '_cara_unknown_', None)) is not None and _u.loc is not None:",
+                    f"{indent}    KEEP_STRUCT({kept}, buf, {pos}, {value}, _u)",
+                    f"{indent}else:", *("    " + line for line in out)]
         return [f"{indent}{self._pointer_encoder(fp.type)}(buf, {pos}, {value})"]
 
     def _field_store(self, fp: FieldPlan, value: str, indent: str) -> list[str]:
@@ -1043,7 +1147,7 @@ class SchemaCodec:
             skey = self._key_of(t)
             self.plan(skey)
             ns[dname] = _struct_decoder(self, skey)
-            ns[ename] = _struct_encoder(self, skey)
+            ns[ename] = _struct_encoder(self, skey, self.keys == "index")
         elif w == "text":
             ns[dname] = text_at_nest
             ns[ename] = _encode_text
@@ -1079,7 +1183,8 @@ class SchemaCodec:
             return _scalar_list_decoder(ch, size, code), _scalar_list_encoder(ch, size, code)
         if w == "struct":
             plan = self.plan_for_type(et)
-            return _struct_list_decoder(plan), _struct_list_encoder(plan)
+            return (_struct_list_decoder(plan),
+                    _struct_list_encoder(plan, self if self.keys == "index" else None))
         dname, ename = self._pointer_codecs(et)
         return (_pointer_list_decoder(self._ns, dname), _pointer_list_encoder(self._ns, ename))
 
@@ -1185,17 +1290,11 @@ def _struct_decoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., Any]:
     return decode
 
 
-def _struct_encoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., None]:
+def _struct_encoder(codec: SchemaCodec, sid: PlanKey, index: bool) -> Callable[..., None]:
     def encode(buf: bytearray, ptr_pos: int, value: Mapping[str, Any]) -> None:
-        plan = codec.plans[sid]
-        dw, pc = plan.data_words, plan.pointer_count
-        pos = len(buf)
-        if dw + pc == 0:
-            _PTR.pack_into(buf, ptr_pos, -4, 0)
-        else:
-            buf += bytes((dw + pc) * 8)
-            _PTR.pack_into(buf, ptr_pos, (pos - ptr_pos - 8) >> 1, dw | pc << 16)
-        plan.encode(buf, pos, pos + dw * 8, value)  # type: ignore[misc]
+        u = getattr(value, "_cara_unknown_", None) if index and SEEN[0] and \
+            type(value) is not dict else None
+        unknown.encode_struct(codec, codec.plans[sid], buf, ptr_pos, value, u)
     return encode
 
 
@@ -1277,23 +1376,35 @@ def _struct_list_decoder(plan: StructPlan) -> Callable[..., Any]:
     return decode
 
 
-def _struct_list_encoder(plan: StructPlan) -> Callable[..., None]:
+def _struct_list_encoder(plan: StructPlan, codec: SchemaCodec | None) -> Callable[..., None]:
+    """(``codec``: the index-keyed codec whose runtime structs may carry unknown data.)"""
     dw, pc = plan.data_words, plan.pointer_count
     step = (dw + pc) * 8
 
     def encode(buf: bytearray, ptr_pos: int, value: list[Mapping[str, Any]]) -> None:
+        kept = unknown.list_sizes(plan, value) if codec is not None and SEEN[0] else None
+        edw, epc, estep = (dw, pc, step) if kept is None else \
+            (kept[0], kept[1], (kept[0] + kept[1]) * 8)
         count = len(value)
         pos = len(buf)
-        words = count * (dw + pc)
+        words = count * (edw + epc)
         buf += bytes(8 + words * 8)
         _PTR.pack_into(buf, ptr_pos, (pos - ptr_pos - 8) >> 1 | 1, words << 3 | 7)
-        _PTR.pack_into(buf, pos, count << 2, dw | pc << 16)
+        _PTR.pack_into(buf, pos, count << 2, edw | epc << 16)
         enc = plan.encode
         assert enc is not None
         base = pos + 8
-        for item in value:
-            enc(buf, base, base + dw * 8, item)
-            base += step
+        if kept is None:
+            for item in value:
+                enc(buf, base, base + dw * 8, item)
+                base += step
+            return
+        assert codec is not None
+        for item, record in zip(value, kept[2], strict=True):
+            enc(buf, base, base + edw * 8, item)
+            if record is not None:
+                unknown.restore(codec, plan, buf, base, base + edw * 8, item, record)
+            base += estep
     return encode
 
 

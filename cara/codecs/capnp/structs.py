@@ -246,8 +246,9 @@ def _from_decoded(cls: Any) -> Callable[[dict[int, Any]], Any]:
     if not cls._cara_ready_:
         cls._cara_prepare_()
     env: dict[str, Any] = {"_dnew": dict.__new__, "_du": dict.update, "_dset": _dict_set,
-                           "_C": cls, "_M": _MISSING}
-    lines = ["def build(d):", "    s = _dnew(_C)", "    _du(s, d)"]
+                           "_C": cls, "_M": _MISSING, "_carry": _carry_unknown}
+    lines = ["def build(d):", "    s = _dnew(_C)", "    _du(s, d)",
+             "    if type(d) is not dict:", "        _carry(s, d)"]
     for f in cls.cara_schema.fields:
         i, t, kind = f.number, f.type, f.type.kind
         if kind in _TRUSTED_KINDS or kind == "anyPointer":
@@ -277,6 +278,15 @@ def _from_decoded(cls: Any) -> Callable[[dict[int, Any]], Any]:
     build: Callable[[dict[int, Any]], Any] = env["build"]
     type.__setattr__(cls, "_cara_from_decoded_", build)
     return build
+
+
+def _carry_unknown(s: Any, d: Any) -> None:
+    """Give instance ``s`` the unknown data (see :mod:`.unknown`) its decoded value carried."""
+    record = getattr(d, "_cara_unknown_", None)
+    if record is not None:
+        from .unknown import attach
+
+        attach(s, record)
 
 
 _TRUSTED_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
