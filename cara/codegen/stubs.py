@@ -16,15 +16,27 @@ The stub mirrors what :mod:`cara.codegen.rebuild` builds at import time:
   structs are ``<Method>Params`` and ``<Method>Results`` inside their interface (real
   attributes, attached at import time);
 * an enum is a ``cara.runtime.Enum`` (an ``IntEnum``) with its members;
-* an interface is a class whose methods take the typed parameters (without defaults, so an
-  implementation may declare them either way; a method taking a declared struct takes it whole)
-  and return an awaitable of the result: nothing for ``-> ()``, the value for a single result,
-  else the results struct (an ``async def`` implementation matches);
+* an interface class is what an implementation sees: its methods take the parameters as they
+  arrive (without defaults, so an implementation may declare them either way; a capability as
+  its proxy; a method taking a declared struct takes it whole) and return what
+  ``MethodSpec.box_results`` accepts, or an awaitable of it, so plain and ``async def``
+  overrides both check. ``Iface(x)`` is overloaded: on anything with ``__cara_cast__`` (a client,
+  a proxy, a promise, a pipelined field) it gives the stub-only nested class ``Iface.Proxy``
+  (deriving from ``Iface`` and from its superclasses' proxies), the type of every capability
+  read from a struct or received as a parameter. Its methods (own and inherited) take what a
+  call accepts, all optional, plus ``_timeout``, and return a stub-only promise class deriving
+  from ``cara.rpc.CallPromise[value]`` with one property per result field (a capability: that
+  interface's proxy; a struct or group: a stub-only pipeline class, awaitable, with a property
+  per field; anything else: an awaitable of it) and, when the single result is a capability,
+  that capability's methods (names of Future methods excepted, as at run time). Generic
+  parameters are ``Any`` in proxies and promises;
 * constants are typed module (or class) attributes.
 
-Types read back are precise (``Text`` -> ``str``, ``List(Int32)`` -> ``list[int]``); types
-accepted on writes are as loose as the runtime's conversion (a struct also takes a mapping, an
-enum an ``int`` or a name). Generic parameters and ``AnyPointer`` are ``Any``.
+Types read back are precise (``Text`` -> ``str``, ``List(Int32)`` -> ``List[int]``, a capability
+-> its ``Proxy``); types accepted on writes are as loose as the runtime's conversion (a struct
+also takes a mapping, an enum an ``int`` or a name, a capability an implementation, a dict of
+callables, a promise, ``None``, and a plain callable for a one-method interface). Generic
+parameters and ``AnyPointer`` are ``Any``.
 
 Imports of other schema files are absolute imports of their modules (``import y_capnp``,
 ``import cara.std.cxx_capnp``), aliased ``_dep_<n>``.
