@@ -19,14 +19,15 @@ from cara.importer import install_import_hook, load, loads, remove_import_hook
 # Installing the hook imports only the standard library; the compiler loads on first use.
 install_import_hook()
 
-if TYPE_CHECKING:  # what the lazy names below are, for type checkers (one line per module)
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from cara.rpc.register import register_interface
-    from cara.transports.asyncio_transport import Client, Server
+    from cara.transports import Client, Server, connect_sync
 
 #: Names served lazily from the layers above, so that ``import cara`` stays light.
 _LAZY = {
     "Server": "cara.transports",
     "Client": "cara.transports",
+    "connect_sync": "cara.transports",
     "register_interface": "cara.rpc",
 }
 
@@ -50,6 +51,7 @@ __all__ = [
     "Server",
     "ValueTypeError",
     "__version__",
+    "connect_sync",
     "install_import_hook",
     "load",
     "loads",

@@ -29,7 +29,8 @@ The stub mirrors what :mod:`cara.codegen.rebuild` builds at import time:
   interface's proxy; a struct or group: a stub-only pipeline class, awaitable, with a property
   per field; anything else: an awaitable of it) and, when the single result is a capability,
   that capability's methods (names of Future methods excepted, as at run time). Generic
-  parameters are ``Any`` in proxies and promises;
+  parameters are ``Any`` in proxies and promises; ``Iface(blocking client)`` is ``Any`` (its
+  calls return values, not promises);
 * constants are typed module (or class) attributes.
 
 Types read back are precise (``Text`` -> ``str``, ``List(Int32)`` -> ``List[int]``, a capability
@@ -325,6 +326,7 @@ class _StubWriter:
         self.out(0, "from cara.schema.model import Node as _Node")
         if self.rpc:
             self.out(0, "from cara.rpc.proxies import CallPromise as _CallPromise")
+            self.out(0, "from cara.transports.sync_client import SyncClient as _SyncClient")
             self.out(0, "import typing_extensions as _te")
         for file_id, target in self.deps.items():
             self.out(0, f"import {target} as {self.dep_alias[file_id]}")
@@ -498,6 +500,9 @@ class _StubWriter:
                 if s is not None and sid in self.method_structs:
                     self.struct(body, s, method_struct_name(m.name, is_results))
         proxy = self.proxy_ref(node.id)
+        # The blocking client's proxies return values, not promises: untyped for now.
+        self.out(body, "@_t.overload")
+        self.out(body, "def __new__(_cara_cls, _cara_impl: _SyncClient, /) -> _t.Any: ...")
         self.out(body, "@_t.overload")
         self.out(body, f"def __new__(_cara_cls, _cara_impl: _CaraCastable, /) -> {proxy}: ...")
         self.out(body, "@_t.overload")

@@ -24,7 +24,7 @@ from typing import Any
 from cara.rpc.description import InterfaceInfo, describe
 from cara.rpc.dispatch import Implementation
 from cara.rpc.plain import Exported
-from cara.rpc.proxies import CallPromise, Method, cast, core_cap_of
+from cara.rpc.proxies import NO_RUNNING_LOOP, CallPromise, Method, cast, core_cap_of
 from cara.rpc.wire_cara import field_steps, follow_steps
 
 __all__ = [
@@ -44,9 +44,7 @@ def running_loop() -> asyncio.AbstractEventLoop:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise RuntimeError(
-            "cara RPC calls need a running asyncio event loop: make them from async code "
-            "(asyncio.run(main())), or use a blocking client from plain threads") from None
+        raise RuntimeError(NO_RUNNING_LOOP) from None
 
 
 class Cap:

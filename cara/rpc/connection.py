@@ -250,7 +250,9 @@ class Connection:
         self._next_question = 0
         self._answers: dict[int, _Answer] = {}
         self._running = 0
-        self._queued: dict[int, tuple[M.Call, Cap | BaseException, list[Any]]] = {}
+        #: Calls waiting for a handler slot, in arrival order, by question id; a Disembargo
+        #: reflection that arrived behind them waits in line too (under a key of its own).
+        self._queued: dict[Any, tuple[M.Call, Cap | BaseException, list[Any]] | M.Disembargo] = {}
         self._exports: dict[int, _Export] = {}
         self._export_by_key: dict[int, int] = {}
         self._free_exports: list[int] = []
@@ -378,6 +380,7 @@ class Connection:
                 q.set_exception(Disconnected(f"{q._method.name}(): {reason}"))
         answers, self._answers = self._answers, {}
         self._queued.clear()
+        self._running = 0
         for a in answers.values():
             if a.call is not None and not a.call.done():
                 a.call.cancel()
@@ -703,6 +706,8 @@ class Connection:
         return method_of(m)
 
     def _call_finished(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+        if self.closed:
+            return  # connection_lost has forgotten every running call
         self._running -= 1
         if self._queued and not self.closed:
             self._run_queued()
@@ -712,9 +717,17 @@ class Connection:
     def _run_queued(self) -> None:
         """Start waiting calls, in arrival order, while handler slots are free."""
         queued = self._queued
-        while queued and self._running < self.max_answers and not self.closed:
-            qid = next(iter(queued))
-            self._dispatch(*queued.pop(qid))
+        while queued and not self.closed:
+            key = next(iter(queued))
+            item = queued[key]
+            if isinstance(item, M.Disembargo):  # every call that arrived before it has gone
+                del queued[key]
+                self._emit(item)
+                continue
+            if self._running >= self.max_answers:
+                break
+            del queued[key]
+            self._dispatch(*item)
 
     def _call_done(self, qid: int, answer: _Answer, call: CallPromise) -> None:
         if call.cancelled():
@@ -927,8 +940,12 @@ class Connection:
         target = self._call_target(msg.target).resolved()
         if not isinstance(target, ImportCap) or target.conn is not self:
             raise ProtocolError("disembargo target does not point back to the sender")
-        self._emit(M.Disembargo(M.ImportedCap(target.id), M.Disembargo.RECEIVER_LOOPBACK,
-                                msg.embargo_id))
+        reply = M.Disembargo(M.ImportedCap(target.id), M.Disembargo.RECEIVER_LOOPBACK,
+                             msg.embargo_id)
+        if self._queued:  # calls that arrived first still wait for a handler: they go first
+            self._queued[object()] = reply
+        else:
+            self._emit(reply)
 
     def _on_abort(self, msg: M.Abort) -> None:
         self.connection_lost(Disconnected(f"peer aborted: {msg.exception.reason}"))

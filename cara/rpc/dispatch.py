@@ -101,13 +101,22 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
     box = spec.box_results
     cls = spec.param_class
 
+    is_async = inspect.iscoroutinefunction(fn)
+
     async def boxed(pending: Any) -> Any:
         return box(await pending)
+
+    async def run_async(args: Any, kwargs: Any) -> Any:
+        # fn's coroutine is made when the task starts: a call cancelled before then leaves
+        # no coroutine unawaited (a RuntimeWarning)
+        return box(await fn(*args, **kwargs))
 
     def handle(params: Any) -> Any:
         if type(params) is not cls:
             params = cls({} if params is None else params)
         args, kwargs = call_args(params, capacity)
+        if is_async:
+            return run_async(args, kwargs)
         result = fn(*args, **kwargs)
         if inspect.isawaitable(result):
             return boxed(result)
@@ -119,13 +128,21 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:
     """Calls a plain implementation with the params the caller gave, by description."""
 
+    is_async = inspect.iscoroutinefunction(fn)
+
     async def encoded(pending: Any) -> Any:
         return encode_plain_results(m, await pending)
+
+    async def run_async(args: Any, kwargs: Any) -> Any:  # see _runtime_handler
+        return encode_plain_results(m, await fn(*args, **kwargs))
 
     def finish(result: Any) -> Any:
         if inspect.isawaitable(result):
             return encoded(result)
         return encode_plain_results(m, result)
+
+    def invoke(*args: Any, **kwargs: Any) -> Any:
+        return run_async(args, kwargs) if is_async else finish(fn(*args, **kwargs))
 
     if m.params_named:
         def handle_struct(payload: Any) -> Any:
@@ -133,17 +150,17 @@ def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any
                 payload = {}
             elif not isinstance(payload, dict):
                 raise TypeError(f"params of {m.name}() must be a map")
-            return finish(fn(m.param_type(payload) if m.param_type is not None else payload))
+            return invoke(m.param_type(payload) if m.param_type is not None else payload)
 
         return handle_struct
 
     def handle(payload: Any) -> Any:
         if payload is None:
-            return finish(fn())
+            return invoke()
         if not isinstance(payload, dict):
             raise TypeError(f"params of {m.name}() must be a map")
         args, kwargs = _call_args(m, payload)
-        return finish(fn(*args, **kwargs))
+        return invoke(*args, **kwargs)
 
     return handle
 

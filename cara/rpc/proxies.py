@@ -21,6 +21,7 @@ This module knows capabilities only by what they do (``call``, ``cast``); the co
 from __future__ import annotations
 
 import asyncio
+from asyncio import _get_running_loop
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,10 +29,12 @@ from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe,
 from cara.rpc.plain import decode_plain_results, encode_plain_params
 
 __all__ = [
+    "NO_RUNNING_LOOP",
     "CallPromise",
     "Method",
     "PipelinedField",
     "Proxy",
+    "check_loop",
     "method_of",
     "proxy_class",
     "runtime_proxy_class",
@@ -281,7 +284,22 @@ class Proxy:
         self._cap.close()
 
 
+#: Why a call cannot be made here: no event loop runs in this thread.
+NO_RUNNING_LOOP = (
+    "cara RPC calls need the connection's running asyncio event loop in this thread: make them "
+    "from async code (asyncio.run(main())), or use the blocking client, whose calls work from "
+    "any thread: `with cara.connect_sync(url) as client: Iface(client).method(...)`")
+
+
+def check_loop(cap: Any) -> None:
+    """Raise a clear error when a call on ``cap`` is made from a thread with no running event
+    loop (unless ``cap`` works from any thread, as the blocking client's capabilities do)."""
+    if _get_running_loop() is None and not getattr(type(cap), "_cara_any_thread_", False):
+        raise RuntimeError(NO_RUNNING_LOOP)
+
+
 def call_plain(cap: Any, m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    check_loop(cap)
     timeout = kwargs.pop("_timeout", None) if kwargs else None
     return cap.call(method_of(m), encode_plain_params(m, args, kwargs), timeout)
 
@@ -323,6 +341,7 @@ _runtime_proxy_classes: dict[type, type] = {}
 
 def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call runtime method ``spec`` on core capability ``cap``: the runtime boxes the params."""
+    check_loop(cap)
     timeout = kwargs.pop("_timeout", None) if kwargs and "_timeout" in kwargs else None
     return cap.call(method_of(spec), spec.box_params(args, kwargs), timeout)
 

@@ -16,6 +16,7 @@ from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
 from cara.rpc.proxies import CallPromise as _CallPromise
+from cara.transports.sync_client import SyncClient as _SyncClient
 import typing_extensions as _te
 import cara.std.cxx_capnp as _dep_0
 
@@ -63,6 +64,8 @@ ref.
             _cara_cls,
             sturdyRef: _t.Any = ...,
         ) -> Persistent.SaveResults: ...
+    @_t.overload
+    def __new__(_cara_cls, _cara_impl: _SyncClient, /) -> _t.Any: ...
     @_t.overload
     def __new__(_cara_cls, _cara_impl: _CaraCastable, /) -> Persistent.Proxy: ...
     @_t.overload

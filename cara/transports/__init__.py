@@ -1,12 +1,17 @@
 """cara.transports: moving RPC frames. The built-in one runs on asyncio sockets.
 
-``Server`` and ``Client`` are the asyncio transport's; ``register_interface`` is re-exported from
-:mod:`cara.rpc` so that one import serves a whole program.
+``Server`` and ``Client`` are the asyncio transport's (``Client`` with the lifetimes of
+:mod:`cara.transports.lifetimes`: ``disconnected``, ``on_disconnect``, ``reconnect``);
+``connect_sync`` is the blocking client (:mod:`cara.transports.sync_client`);
+``register_interface`` is re-exported from :mod:`cara.rpc` so that one import serves a whole
+program.
 """
 
 from cara.rpc.register import register_interface
-from cara.transports.asyncio_transport import DEFAULT_MAX_FRAME_SIZE, Client, Server
+from cara.transports.asyncio_transport import DEFAULT_MAX_FRAME_SIZE, Server
+from cara.transports.lifetimes import Backoff, Client
+from cara.transports.sync_client import SyncClient, connect_sync
 from cara.transports.url import Endpoint, parse_url
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Client", "Endpoint", "Server", "parse_url",
-           "register_interface"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Backoff", "Client", "Endpoint", "Server", "SyncClient",
+           "connect_sync", "parse_url", "register_interface"]

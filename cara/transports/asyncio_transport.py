@@ -45,6 +45,9 @@ __all__ = ["DEFAULT_MAX_FRAME_SIZE", "Client", "Server"]
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_ANSWERS = 10_000
 
+#: Loop turns an outgoing write may wait for running handlers' answers to join it.
+_COALESCE_TURNS = 4
+
 _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
@@ -76,6 +79,7 @@ class _FrameProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._flush_waits = 0
         self._write_paused = False
         self._read_paused = False
 
@@ -136,7 +140,7 @@ class _FrameProtocol(asyncio.Protocol):
             self._close_transport()
             return
         finally:
-            self._flush()
+            self._end_of_burst()
         buf = self._buf
         if view is buf:
             del buf[:pos]
@@ -157,7 +161,7 @@ class _FrameProtocol(asyncio.Protocol):
                 conn.abort(str(exc))
             self._close_transport()
         finally:
-            self._flush()
+            self._end_of_burst()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -205,9 +209,29 @@ class _FrameProtocol(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def _end_of_burst(self) -> None:
+        """After the frames of one read: write the answers now, unless handlers started by
+        them still run; then give those a few loop turns to join the same write (a pipelined
+        chain's answers leave together instead of one latency apart)."""
+        conn = self.conn
+        if self._out and conn is not None and conn.answers_in_flight:
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self._out
+        conn = self.conn
+        if out and conn is not None and not conn.closed and conn.answers_in_flight and \
+                self._flush_waits < _COALESCE_TURNS:
+            self._flush_waits += 1
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self._flush_waits = 0
         if out:
             self._out = []
             transport = self.transport

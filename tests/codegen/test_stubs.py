@@ -67,6 +67,7 @@ def seed_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 GOOD = """\
 import asyncio
+import cara
 import my_structs_capnp as s
 import iface_capnp as i
 
@@ -86,6 +87,11 @@ async def call(echo: i.Echo.Proxy) -> str:
 
 held: str = i.Holder().box.value
 bound = i.Box[str]
+
+def blocking(url: str) -> str:  # the blocking client's proxies: untyped (values, not promises)
+    with cara.connect_sync(url) as client:
+        value: str = i.Echo(client).echo("x")
+        return value
 
 class Server(i.Echo):
     async def echo(self, text: str = "") -> str:

@@ -8,6 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
+import pytest
+
 from cara.rpc import InterfaceInfo, register_interface
 from cara.transports import Client, Server
 from tests.rpc.schemas import load
@@ -100,6 +102,56 @@ class CalcImpl:
         callback = ifaces()["Callback"]
         results = await asyncio.gather(*[cap.cast(callback).call(value) for cap in cbs])
         return sum(results)
+
+
+class PeakSleep:
+    """A ``sleep`` handler that records the most handlers running at once (``peak``)."""
+
+    def __init__(self) -> None:
+        self.running = self.peak = 0
+
+    async def sleep(self, seconds: float) -> bool:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await asyncio.sleep(seconds)
+        self.running -= 1
+        return True
+
+
+async def check_handlers_capped_at_20(calc: Any, impl: PeakSleep) -> None:
+    """On a server with max_answers=20 serving ``impl``: 20 handlers run, 20 calls wait, the
+    rest are refused as Overloaded, and the connection keeps working."""
+    from cara.rpc import Overloaded
+
+    assert await asyncio.gather(*[calc.sleep(0.02) for _ in range(40)]) == [True] * 40
+    assert impl.peak == 20
+    results = await asyncio.gather(*[calc.sleep(0.3) for _ in range(100)],
+                                   return_exceptions=True)
+    assert results[:40] == [True] * 40
+    assert all(isinstance(r, Overloaded) for r in results[40:]), results[40:]
+    assert impl.peak == 20
+    assert await calc.sleep(0) is True
+
+
+async def check_remote_errors(calc: Any) -> None:
+    """``calc.fail`` on a server sending tracebacks: builtins rebuilt by name with the remote
+    traceback as their cause, anything else as Failed naming its type."""
+    from cara.rpc import Failed, RemoteTraceback
+
+    with pytest.raises(ValueError, match=r"^bad value$") as info:
+        await calc.fail("ValueError", "bad value")
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "def fail" in cause.text or "raise errors[kind](message)" in cause.text
+    with pytest.raises(KeyError) as kinfo:
+        await calc.fail("KeyError", "k")
+    assert kinfo.value.args == ("k",)
+    with pytest.raises(ZeroDivisionError, match="zero"):
+        await calc.fail("ZeroDivisionError", "zero")
+    with pytest.raises(Failed, match="Custom: mine") as finfo:
+        await calc.fail("Custom", "mine")
+    assert finfo.value.remote_type == "Custom"
+    assert await calc.add(1, 1) == 2  # the connection is still usable after errors
 
 
 class HolderImpl:

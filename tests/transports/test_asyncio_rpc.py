@@ -18,11 +18,14 @@ from typing import Any
 
 import pytest
 
-from cara.rpc import Disconnected, Failed, Overloaded, RemoteTraceback, Results, Unimplemented
+from cara.rpc import Disconnected, Results, Unimplemented
 from cara.transports import Client, Server
 from tests.transports.support import (
     CalcImpl,
     HolderImpl,
+    PeakSleep,
+    check_handlers_capped_at_20,
+    check_remote_errors,
     connected,
     eventually,
     ifaces,
@@ -123,22 +126,7 @@ def test_remote_errors_are_rebuilt_safely() -> None:
     async def main() -> None:
         async with serving((I["Calc"], CalcImpl()), send_tracebacks=True) as server, \
                 connected(server) as client:
-            calc = client.bootstrap(I["Calc"])
-            with pytest.raises(ValueError, match=r"^bad value$") as info:
-                await calc.fail("ValueError", "bad value")
-            cause = info.value.__cause__
-            assert isinstance(cause, RemoteTraceback)
-            assert "def fail" in cause.text or "raise errors[kind](message)" in cause.text
-            with pytest.raises(KeyError) as kinfo:
-                await calc.fail("KeyError", "k")
-            assert kinfo.value.args == ("k",)
-            with pytest.raises(ZeroDivisionError, match="zero"):
-                await calc.fail("ZeroDivisionError", "zero")
-            with pytest.raises(Failed, match="Custom: mine") as finfo:
-                await calc.fail("Custom", "mine")
-            assert finfo.value.remote_type == "Custom"
-            # the connection is still usable after errors
-            assert await calc.add(1, 1) == 2
+            await check_remote_errors(client.bootstrap(I["Calc"]))
 
         async with serving((I["Calc"], CalcImpl()), send_tracebacks=False) as server, \
                 connected(server) as client:
@@ -440,27 +428,10 @@ def test_running_handlers_per_connection_are_capped() -> None:
     I = ifaces()
 
     async def main() -> None:
-        running = peak = 0
-
-        async def sleep(seconds: float) -> bool:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await asyncio.sleep(seconds)
-            running -= 1
-            return True
-
-        async with serving((I["Calc"], {"sleep": sleep}), max_answers=20) as server, \
+        impl = PeakSleep()
+        async with serving((I["Calc"], {"sleep": impl.sleep}), max_answers=20) as server, \
                 connected(server) as client:
-            calc = client.bootstrap(I["Calc"])
-            assert await asyncio.gather(*[calc.sleep(0.02) for _ in range(40)]) == [True] * 40
-            assert peak == 20
-            results = await asyncio.gather(*[calc.sleep(0.3) for _ in range(100)],
-                                           return_exceptions=True)
-            assert results[:40] == [True] * 40
-            assert all(isinstance(r, Overloaded) for r in results[40:]), results[40:]
-            assert peak == 20
-            assert await calc.sleep(0) is True
+            await check_handlers_capped_at_20(client.bootstrap(I["Calc"]), impl)
 
     run(main())
 

@@ -1,12 +1,18 @@
 """RPC with the runtime's interface classes (cara.runtime built from the reference compiler's
 nodes): proxies are instances of the interface class, structs and capabilities inside them are
-converted by the runtime, implementations are subclasses, dicts, objects or functions."""
+converted by the runtime, implementations are subclasses, dicts, objects or functions.
+
+Every test runs on both encodings: cara frames (``tcp://``) and Cap'n Proto's own messages
+(``capnp://``). A Cap'n Proto peer sees one bootstrap capability per server, so an interface
+that needs its own bootstrap gets a server of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -55,26 +61,50 @@ class CalcImpl(SleepImpl):  # a plain object implementing Calc by attribute name
         return sum([await r if inspect.isawaitable(r) else r for r in results])
 
 
-async def start(*impls: tuple[Any, Any]) -> Server:
+@pytest.fixture(params=["tcp", "capnp"])
+def url(request: pytest.FixtureRequest) -> str:
+    """The endpoint to serve on, once per encoding."""
+    return f"{request.param}://127.0.0.1:0"
+
+
+async def start(*impls: tuple[Any, Any], url: str = "tcp://127.0.0.1:0") -> Server:
     server = Server()
-    server.bind("tcp://127.0.0.1:0")
+    server.bind(url)
     await server.start()
     for iface, impl in impls:
         register_interface(server, iface, impl)
     return server
 
 
-def test_proxies_are_instances_and_values_are_converted() -> None:
+def one_bootstrap_each(url: str) -> bool:
+    """Whether each interface needs a server of its own (capnp://: one bootstrap per server)."""
+    return url.startswith("capnp")
+
+
+@contextlib.asynccontextmanager
+async def bootstraps(url: str, *impls: tuple[Any, Any]) -> AsyncIterator[list[Any]]:
+    """A proxy per ``(interface, implementation)``: all served by one server on cara frames,
+    each by its own server on capnp://."""
+    groups = [[impl] for impl in impls] if one_bootstrap_each(url) else [list(impls)]
+    async with contextlib.AsyncExitStack() as stack:
+        proxies = []
+        for group in groups:
+            server = await start(*group, url=url)
+            stack.push_async_callback(server.stop)
+            client = await stack.enter_async_context(connected(server))
+            proxies += [client.bootstrap(iface) for iface, _ in group]
+        yield proxies
+
+
+def test_proxies_are_instances_and_values_are_converted(url: str) -> None:
     m = mod()
 
     async def main() -> None:
-        server = await start((m.Calc, CalcImpl()), (m.Echo, lambda text: text.upper()))
-        async with connected(server) as client:
-            calc = client.bootstrap(m.Calc)
+        async with bootstraps(url, (m.Calc, CalcImpl()),
+                              (m.Echo, lambda text: text.upper())) as (calc, echo):
             assert isinstance(calc, m.Calc)
             assert await calc.add(2, 3) == 5
             assert await calc.add(a=2, b=-3) == -1
-            echo = client.bootstrap(m.Echo)
             assert await echo("x") == "X"  # one-method proxy is callable
             pair = await calc.pair()
             assert (pair.x, pair.y) == (3, "three")
@@ -86,20 +116,21 @@ def test_proxies_are_instances_and_values_are_converted() -> None:
                 calc.add(1, 2, 3)
             with pytest.raises(TypeError):
                 calc.add(1, "not an int")  # checked by the runtime before sending
-        await server.stop()
 
     run(main())
 
 
-def test_subclass_registration_infers_the_interface() -> None:
+def test_subclass_registration_infers_the_interface(url: str) -> None:
     m = mod()
 
     async def main() -> None:
-        server = Server()
-        server.bind("tcp://127.0.0.1:0")
-        await server.start()
+        servers = [Server() for _ in range(3 if one_bootstrap_each(url) else 1)]
+        for server in servers:
+            server.bind(url)
+            await server.start()
+        for_both, for_left, for_right = servers * (3 // len(servers))
 
-        @register_interface(server)
+        @register_interface(for_both)
         class Both(m.Both):
             def own(self) -> str:
                 return "own"
@@ -107,31 +138,33 @@ def test_subclass_registration_infers_the_interface() -> None:
             def name(self) -> str:
                 return "both"
 
-        @register_interface(server, m.Left)
+        @register_interface(for_left, m.Left)
         def left_name() -> str:
             return "left"
 
-        register_interface(server, m.Right, {"name": lambda: "right"})
+        register_interface(for_right, m.Right, {"name": lambda: "right"})
 
         assert isinstance(Both(), m.Both)  # the decorator returns the class
-        async with connected(server) as client:
-            both = client.bootstrap(m.Both)
+        async with connected(for_both) as c_both, connected(for_left) as c_left, \
+                connected(for_right) as c_right:
+            both = c_both.bootstrap(m.Both)
             assert await both.own() == "own"
             assert await both.name() == "both"
             assert await both[(m.Right.cara_schema.id, 0)]() == "both"
-            assert await client.bootstrap(m.Left).name() == "left"
-            assert await client.bootstrap(m.Right).name() == "right"
-        await server.stop()
+            assert await c_left.bootstrap(m.Left).name() == "left"
+            assert await c_right.bootstrap(m.Right).name() == "right"
+        for server in servers:
+            await server.stop()
 
     run(main())
 
 
-def test_callbacks_released_and_errors() -> None:
+def test_callbacks_released_and_errors(url: str) -> None:
     m = mod()
     n = 1000
 
     async def main() -> None:
-        server = await start((m.Calc, CalcImpl()))
+        server = await start((m.Calc, CalcImpl()), url=url)
         async with connected(server) as client:
             calc = client.bootstrap(m.Calc)
             results = await asyncio.gather(*[calc.callBack(lambda v, i=i: v + i, 1)
@@ -165,12 +198,12 @@ def test_callbacks_released_and_errors() -> None:
     run(main())
 
 
-def test_missing_method_is_unimplemented() -> None:
+def test_missing_method_is_unimplemented(url: str) -> None:
     m = mod()
 
     async def main() -> None:
         server = Server()
-        server.bind("tcp://127.0.0.1:0")
+        server.bind(url)
         await server.start()
 
         @register_interface(server)
@@ -190,12 +223,12 @@ def test_missing_method_is_unimplemented() -> None:
     run(main())
 
 
-def test_cancel_and_timeout_reach_the_handler() -> None:
+def test_cancel_and_timeout_reach_the_handler(url: str) -> None:
     m = mod()
 
     async def main() -> None:
         impl = CalcImpl()
-        server = await start((m.Calc, impl))
+        server = await start((m.Calc, impl), url=url)
         async with connected(server) as client:
             calc = client.bootstrap(m.Calc)
             with pytest.raises(asyncio.TimeoutError):
@@ -217,15 +250,15 @@ def test_cancel_and_timeout_reach_the_handler() -> None:
     run(main())
 
 
-def test_three_parties_with_runtime_classes() -> None:
+def test_three_parties_with_runtime_classes(url: str) -> None:
     m = mod()
 
     async def main() -> None:
         class Holder(HolderImpl, m.Holder):
             pass
 
-        server_b = await start((m.Calc, CalcImpl()))
-        server_c = await start((m.Holder, Holder()))
+        server_b = await start((m.Calc, CalcImpl()), url=url)
+        server_c = await start((m.Holder, Holder()), url=url)
         async with connected(server_b) as a_to_b, connected(server_c) as a_to_c:
             cap = await a_to_b.bootstrap(m.Calc).makeCallback(100)
             holder = a_to_c.bootstrap(m.Holder)
@@ -244,7 +277,7 @@ def test_three_parties_with_runtime_classes() -> None:
     run(main())
 
 
-def test_remote_custom_exception_is_failed() -> None:
+def test_remote_custom_exception_is_failed(url: str) -> None:
     m = mod()
 
     class Mine(Exception):
@@ -254,7 +287,7 @@ def test_remote_custom_exception_is_failed() -> None:
         raise Mine(text)
 
     async def main() -> None:
-        server = await start((m.Echo, boom))
+        server = await start((m.Echo, boom), url=url)
         async with connected(server) as client:
             with pytest.raises(Failed, match="Mine: x"):
                 await client.bootstrap(m.Echo).echo("x")
@@ -263,11 +296,11 @@ def test_remote_custom_exception_is_failed() -> None:
     run(main())
 
 
-def test_interface_of_client_is_a_bootstrap_proxy() -> None:
+def test_interface_of_client_is_a_bootstrap_proxy(url: str) -> None:
     m = mod()
 
     async def main() -> None:
-        server = await start((m.Echo, lambda text: text))
+        server = await start((m.Echo, lambda text: text), url=url)
         try:
             client = Client()
             client.connect(server.endpoints[0])
@@ -280,7 +313,7 @@ def test_interface_of_client_is_a_bootstrap_proxy() -> None:
     run(main())
 
 
-def test_params_left_out_by_the_caller_arrive_as_defaults() -> None:
+def test_params_left_out_by_the_caller_arrive_as_defaults(url: str) -> None:
     """Cap'n Proto passes every param; one the caller did not set reads as its default. An
     implementation taking fewer params than the method has (the seed's zero-argument lambda
     for a one-param Callback) still gets only what it accepts."""
@@ -293,7 +326,7 @@ def test_params_left_out_by_the_caller_arrive_as_defaults() -> None:
             got.append((text,))
             return f"<{text}>"
 
-        server = await start((m.Echo, echo))
+        server = await start((m.Echo, echo), url=url)
         try:
             client = Client()
             client.connect(server.endpoints[0])
