@@ -9,6 +9,8 @@ pycapnp) are imported lazily by the modules that need them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from cara._version import __version__
 from cara.errors import CaraError, DecodeError, EncodeError, SchemaError, ValueTypeError
 from cara.importer import install_import_hook, load, loads, remove_import_hook
@@ -16,6 +18,10 @@ from cara.importer import install_import_hook, load, loads, remove_import_hook
 # `import x_capnp` finds x.capnp on sys.path from now on (cara.remove_import_hook() undoes it).
 # Installing the hook imports only the standard library; the compiler loads on first use.
 install_import_hook()
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers
+    from cara.rpc.register import register_interface
+    from cara.transports import Client, Server, connect_sync
 
 #: Names served lazily from the layers above, so that ``import cara`` stays light.
 _LAZY = {

@@ -16,15 +16,28 @@ The stub mirrors what :mod:`cara.codegen.rebuild` builds at import time:
   structs are ``<Method>Params`` and ``<Method>Results`` inside their interface (real
   attributes, attached at import time);
 * an enum is a ``cara.runtime.Enum`` (an ``IntEnum``) with its members;
-* an interface is a class whose methods take the typed parameters (without defaults, so an
-  implementation may declare them either way; a method taking a declared struct takes it whole)
-  and return an awaitable of the result: nothing for ``-> ()``, the value for a single result,
-  else the results struct (an ``async def`` implementation matches);
+* an interface class is what an implementation sees: its methods take the parameters as they
+  arrive (without defaults, so an implementation may declare them either way; a capability as
+  its proxy; a method taking a declared struct takes it whole) and return what
+  ``MethodSpec.box_results`` accepts, or an awaitable of it, so plain and ``async def``
+  overrides both check. ``Iface(x)`` is overloaded: on anything with ``__cara_cast__`` (a client,
+  a proxy, a promise, a pipelined field) it gives the stub-only nested class ``Iface.Proxy``
+  (deriving from ``Iface`` and from its superclasses' proxies), the type of every capability
+  read from a struct or received as a parameter. Its methods (own and inherited) take what a
+  call accepts, all optional, plus ``_timeout``, and return a stub-only promise class deriving
+  from ``cara.rpc.CallPromise[value]`` with one property per result field (a capability: that
+  interface's proxy; a struct or group: a stub-only pipeline class, awaitable, with a property
+  per field; anything else: an awaitable of it) and, when the single result is a capability,
+  that capability's methods (names of Future methods excepted, as at run time). Generic
+  parameters are ``Any`` in proxies and promises; ``Iface(blocking client)`` is ``Any`` (its
+  calls return values, not promises);
 * constants are typed module (or class) attributes.
 
-Types read back are precise (``Text`` -> ``str``, ``List(Int32)`` -> ``list[int]``); types
-accepted on writes are as loose as the runtime's conversion (a struct also takes a mapping, an
-enum an ``int`` or a name). Generic parameters and ``AnyPointer`` are ``Any``.
+Types read back are precise (``Text`` -> ``str``, ``List(Int32)`` -> ``List[int]``, a capability
+-> its ``Proxy``); types accepted on writes are as loose as the runtime's conversion (a struct
+also takes a mapping, an enum an ``int`` or a name, a capability an implementation, a dict of
+callables, a promise, ``None``, and a plain callable for a one-method interface). Generic
+parameters and ``AnyPointer`` are ``Any``.
 
 Imports of other schema files are absolute imports of their modules (``import y_capnp``,
 ``import cara.std.cxx_capnp``), aliased ``_dep_<n>``.
@@ -114,6 +127,15 @@ class _StubWriter:
                         s = self.by_id.get(sid)
                         if s is not None and s.scopeId == 0:
                             self.method_structs[sid] = (node.id, m.name, res)
+        #: Methods whose promise classes are written at the end, and struct pipelines.
+        self.promises: list[tuple[model.Node, model.Method]] = []
+        self.pipelines: dict[int, str] = {}
+        self.pipelines_pending: list[int] = []
+        #: Whether the file declares or uses an interface (the stub then needs the RPC names).
+        self.rpc = any(
+            n.which == "interface" or any(f.slot is not None and _mentions_interface(f.slot.type)
+                                          for f in (n.struct.fields if n.struct else ()))
+            for n in self.request.nodes if self.file_of(n.id) == schema.file.id)
         self.group_fields: dict[int, tuple[int, str]] = {}
         for node in self.request.nodes:
             if node.which == "struct" and node.struct is not None:
@@ -150,9 +172,9 @@ class _StubWriter:
             return None
         return self.files.get(node.displayName.split(":", 1)[0])
 
-    def ref(self, node_id: int, args: list[str] | None = None) -> str:
+    def ref(self, node_id: int, args: list[str] | None = None, *, bare: bool = False) -> str:
         """How the stub names node ``node_id`` (``Any`` if it cannot be named); a generic class
-        gets its type arguments, ``Any`` for each one not given."""
+        gets its type arguments, ``Any`` for each one not given (none when ``bare``)."""
         path = self.path_of(node_id)
         file_id = self.file_of(node_id)
         if path is None or file_id is None:
@@ -166,7 +188,7 @@ class _StubWriter:
             name = ".".join([alias, *path])
         node = self.by_id[node_id]
         # Method parameter structs carry the method's implicit parameters: not a generic class.
-        if node.parameters and node_id not in self.method_structs:
+        if node.parameters and node_id not in self.method_structs and not bare:
             if args is None or len(args) != len(node.parameters):
                 args = ["_t.Any"] * len(node.parameters)
             name += f"[{', '.join(args)}]"
@@ -199,10 +221,12 @@ class _StubWriter:
             return self.builtin(_SCALARS[t.which])
         if t.which == "list" and t.list is not None:
             return f"_List[{self.read_type(t.list.elementType)}]"
-        for kind in ("enum", "struct", "interface"):
+        for kind in ("enum", "struct"):
             if t.which == kind:
                 branded = getattr(t, kind)
                 return self.branded_ref(branded) if branded is not None else "_t.Any"
+        if t.which == "interface" and t.interface is not None:
+            return self.proxy_ref(t.interface.typeId)  # a capability read is its proxy
         return self.parameter(t)
 
     def write_type(self, t: model.Type) -> str:
@@ -216,9 +240,23 @@ class _StubWriter:
             return f"{self.ref(t.enum.typeId)} | int | str"
         if t.which == "struct" and t.struct is not None:
             return f"{self.branded_ref(t.struct)} | _Mapping[_t.Any, _t.Any]"
-        if t.which == "interface":
-            return "_t.Any"
+        if t.which == "interface" and t.interface is not None:
+            return self.capability_write(t.interface)
         return self.parameter(t)
+
+    def capability_write(self, branded: model.TypeBranded) -> str:
+        """What a capability field or parameter accepts: an implementation (an instance of the
+        interface or a subclass, a proxy), a dict of callables, a promise or a client (anything
+        with ``__cara_cast__``), a plain callable for a one-method interface, or ``None``."""
+        iface = self.branded_ref(branded)
+        if iface == "_t.Any":
+            return iface
+        kinds = [iface, "_Mapping[_b.str, _t.Any]", "_CaraCastable"]
+        node = self.by_id.get(branded.typeId)
+        if node is not None and node.interface is not None and (
+                len(node.interface.methods) == 1 or len(self.all_methods(node)) == 1):
+            kinds.append("_t.Callable[..., _t.Any]")
+        return " | ".join([*kinds, "None"])
 
     # ------------------------------------------------------------------ generics
 
@@ -286,6 +324,10 @@ class _StubWriter:
         self.out(0, "from cara.runtime.struct import Struct as _Struct")
         self.out(0, "from cara.runtime.interface import Interface as _Interface")
         self.out(0, "from cara.schema.model import Node as _Node")
+        if self.rpc:
+            self.out(0, "from cara.rpc.proxies import CallPromise as _CallPromise")
+            self.out(0, "from cara.transports.sync_client import SyncClient as _SyncClient")
+            self.out(0, "import typing_extensions as _te")
         for file_id, target in self.deps.items():
             self.out(0, f"import {target} as {self.dep_alias[file_id]}")
         self.out(0)
@@ -296,12 +338,19 @@ class _StubWriter:
             self.out(0)
         for name in self.typevars.values():
             self.out(0, f'{name} = _t.TypeVar("{name}")')
+        if self.rpc:
+            self.out(0)
+            self.out(0, "class _CaraCastable(_t.Protocol):")
+            self.out(1, '"""What becomes a capability when cast to an interface: a client, a '
+                        'promise, a pipelined field."""')
+            self.out(1, "def __cara_cast__(self, iface: _t.Any, /) -> _t.Any: ...")
         top = [self.by_id[n.id] for n in schema.file.nestedNodes if n.id in self.by_id]
         names = []
         for node in top:
             self.out(0)
             self.declaration(0, node, python_name(node.shortName))
             names.append(python_name(node.shortName))
+        self.write_promises()
         self.out(0)
         self.out(0, f"__all__ = {sorted(names)!r}")
         text = "\n".join(self.lines)
@@ -352,7 +401,7 @@ class _StubWriter:
         for f in by_code_order:
             attr = field_attribute(f.name)
             index = fields.index(f)
-            read, write = self.field_read(node, f), self.field_write(f)
+            read, write = self.field_read(f), self.field_write(f)
             if read == write:
                 self.out(body, f"{attr}: {read}")
             else:  # a property whose setter takes what assignment converts (a dict, a name)
@@ -395,7 +444,7 @@ class _StubWriter:
             self.out(body, f"def which(_cara_self) -> _t.Literal[{members}]: ...")
         self.shadowed, self.generic_scope = saved
 
-    def field_read(self, owner: model.Node, f: model.Field) -> str:
+    def field_read(self, f: model.Field) -> str:
         if f.which == "group" and f.group is not None:
             return self.ref(f.group.typeId)
         assert f.slot is not None
@@ -424,7 +473,12 @@ class _StubWriter:
             if i < len(member_docs) and member_docs[i]:
                 self.doc(depth + 1, member_docs[i])
 
+    # ------------------------------------------------------------------ interfaces
+
     def interface(self, depth: int, node: model.Node, name: str) -> None:
+        """The interface class as implementations see it (what a method receives, and that it
+        may return the value or an awaitable of it), its ``__new__`` (``Iface(client)`` gives
+        the proxy type), and the nested stub-only ``Proxy`` class as callers see it."""
         assert node.interface is not None
         bases = [self.branded_ref(model.TypeBranded(s.id, s.brand))
                  for s in node.interface.superclasses]
@@ -434,37 +488,249 @@ class _StubWriter:
         body = depth + 1
         if doc:
             self.doc(body, doc[0])
-        wrote = False
         saved = self.shadowed, self.generic_scope
         self.shadowed = self.members(node)
         self.generic_scope = node.id
         for _ in self.nested(body, node):
-            wrote = True
+            pass
         member_docs = doc[1] if doc else ()
-        for index, m in enumerate(node.interface.methods):
+        for m in node.interface.methods:
             for sid, is_results in ((m.paramStructType, False), (m.resultStructType, True)):
                 s = self.by_id.get(sid)
                 if s is not None and sid in self.method_structs:
                     self.struct(body, s, method_struct_name(m.name, is_results))
-            params = self.by_id.get(m.paramStructType)
-            results = self.by_id.get(m.resultStructType)
-            args = ["_cara_self"]
-            if params is not None and params.scopeId != 0:
-                # ``m @0 SomeStruct``: the implementation receives the struct whole.
-                args += [f"_cara_params: {self.ref(params.id)} | _Mapping[_t.Any, _t.Any]", "/"]
-            elif params is not None and params.struct is not None:
-                # No defaults: an implementation overriding this may or may not give them.
-                for f in sorted(params.struct.fields, key=lambda f: f.codeOrder):
-                    args.append(f"{field_attribute(f.name)}: {self.field_write(f)}")
-            result = self.method_result(results)
+        proxy = self.proxy_ref(node.id)
+        # The blocking client's proxies return values, not promises: untyped for now.
+        self.out(body, "@_t.overload")
+        self.out(body, "def __new__(_cara_cls, _cara_impl: _SyncClient, /) -> _t.Any: ...")
+        self.out(body, "@_t.overload")
+        self.out(body, f"def __new__(_cara_cls, _cara_impl: _CaraCastable, /) -> {proxy}: ...")
+        self.out(body, "@_t.overload")
+        self.out(body, "def __new__(_cara_cls, _cara_impl: _b.object, /) -> _te.Self: ...")
+        self.out(body, "@_t.overload")
+        self.out(body, "def __new__(_cara_cls) -> _te.Self: ...")
+        for index, m in enumerate(node.interface.methods):
+            args = ["_cara_self", *self.implementation_params(m)]
+            result = self.implementation_result(m)
             self.out(body, f"def {method_attribute(m.name)}({', '.join(args)}) -> "
-                           f"_Awaitable[{result}]: ...")
+                           f"{result} | _Awaitable[{result}]: ...")
             if index < len(member_docs) and member_docs[index]:
                 self.doc(body, member_docs[index])
-            wrote = True
         self.shadowed, self.generic_scope = saved
-        if not wrote and not doc:
-            self.out(body, "pass")
+        self.proxy(body, node, name)
+
+    def proxy(self, depth: int, node: model.Node, name: str) -> None:
+        """``Iface.Proxy``: what ``Iface(client)`` returns and what a capability read from a
+        struct or received as a parameter is; every method (own and inherited) sends a call
+        and returns its promise at once."""
+        assert node.interface is not None
+        methods = self.all_methods(node)
+        saved = self.shadowed, self.generic_scope
+        # Generic parameters are Any here (a nested class cannot use the outer TypeVars).
+        self.shadowed, self.generic_scope = {*methods, "close"}, None
+        own = self.ref(node.id)  # generic parameters as Any
+        supers = [self.proxy_ref(s.id) for s in node.interface.superclasses]
+        supers = [s for s in supers if s != "_t.Any"]
+        self.out(depth, f"class {self.proxy_attr(node)}({', '.join([own, *supers])}):")
+        body = depth + 1
+        self.doc(body, f"A capability of {name} as its callers hold it (exists only for "
+                       "type checkers).")
+        for owner, m in methods.values():
+            self.out(body, f"def {method_attribute(m.name)}({self.caller_params(m)}) -> "
+                           f"{self.promise_ref(owner, m)}: ...")
+        if len(methods) == 1:
+            ((owner, m),) = methods.values()
+            self.out(body, f"def __call__({self.caller_params(m)}) -> "
+                           f"{self.promise_ref(owner, m)}: ...")
+        if "close" not in methods:
+            self.out(body, "def close(_cara_self) -> None: ...")
+        self.out(body, "async def __aenter__(_cara_self) -> _te.Self: ...")
+        self.out(body, "async def __aexit__(_cara_self, *_cara_exc: _b.object) -> None: ...")
+        for m in node.interface.methods:
+            self.promises.append((node, m))
+        self.shadowed, self.generic_scope = saved
+
+    def all_methods(self, node: model.Node) -> dict[str, tuple[model.Node, model.Method]]:
+        """Every method callable on ``node`` by attribute, own first, then the superclasses'
+        breadth first (as :class:`cara.runtime.interface.InterfaceSchema` orders them)."""
+        found: dict[str, tuple[model.Node, model.Method]] = {}
+        queue, seen = [node], set()
+        while queue:
+            n = queue.pop(0)
+            if n.id in seen or n.interface is None:
+                continue
+            seen.add(n.id)
+            for m in n.interface.methods:
+                found.setdefault(method_attribute(m.name), (n, m))
+            queue.extend(self.by_id[s.id] for s in n.interface.superclasses if s.id in self.by_id)
+        return found
+
+    def proxy_attr(self, node: model.Node) -> str:
+        return "Proxy_" if "Proxy" in self.members(node) else "Proxy"
+
+    def proxy_ref(self, node_id: int) -> str:
+        """How the stub names the proxy class of interface ``node_id``."""
+        base = self.ref(node_id, bare=True)
+        node = self.by_id.get(node_id)
+        if base == "_t.Any" or node is None or node.which != "interface":
+            return "_t.Any"
+        return f"{base}.{self.proxy_attr(node)}"
+
+    def promise_ref(self, owner: model.Node, m: model.Method) -> str:
+        """The module-level stub class of what calling ``m`` (of ``owner``) returns."""
+        name = "__".join(["_Promise", *(self.path_of(owner.id) or ["?"]),
+                          method_attribute(m.name)])
+        file_id = self.file_of(owner.id)
+        if file_id is None or file_id == self.schema.file.id:
+            return name
+        alias = self.dep_alias.get(file_id)
+        return "_t.Any" if alias is None else f"{alias}.{name}"
+
+    def params_of(self, m: model.Method) -> tuple[model.Node | None, list[model.Field]]:
+        """The declared struct a method takes whole (or None), and its implicit parameters."""
+        params = self.by_id.get(m.paramStructType)
+        if params is None or params.struct is None:
+            return None, []
+        if params.scopeId != 0:
+            return params, []
+        return None, sorted(params.struct.fields, key=lambda f: f.codeOrder)
+
+    def implementation_params(self, m: model.Method) -> list[str]:
+        """What an implementation receives: the values as read (a capability as its proxy),
+        without defaults, so an implementation may declare them either way."""
+        struct, fields = self.params_of(m)
+        if struct is not None:  # ``m @0 SomeStruct``: the implementation receives it whole
+            return [f"_cara_params: {self.ref(struct.id)}", "/"]
+        return [f"{field_attribute(f.name)}: {self.field_read(f)}" for f in fields]
+
+    def caller_params(self, m: model.Method) -> str:
+        """What a caller passes: any value assignment converts, every one optional (an unset
+        parameter is its default), and ``_timeout``."""
+        struct, fields = self.params_of(m)
+        args = ["_cara_self"]
+        if struct is not None:  # the struct, or its fields as keywords
+            args += [f"_cara_params: {self.ref(struct.id)} | _Mapping[_t.Any, _t.Any] = ...",
+                     "/", "*"]
+            assert struct.struct is not None
+            fields = sorted(struct.struct.fields, key=lambda f: f.codeOrder)
+        args += [f"{field_attribute(f.name)}: {self.field_write(f)} = ..." for f in fields]
+        if struct is None:
+            args.append("*")
+        args.append("_timeout: _b.float | None = ...")
+        return ", ".join(args)
+
+    def implementation_result(self, m: model.Method) -> str:
+        """What an implementation may return (see ``MethodSpec.box_results``): nothing, the
+        single value, or for several results a tuple in field order, a mapping or the results
+        struct; a declared results struct or a mapping."""
+        results = self.by_id.get(m.resultStructType)
+        if results is None or results.struct is None:
+            return "_t.Any"
+        if results.scopeId != 0:
+            return f"{self.ref(results.id)} | _Mapping[_t.Any, _t.Any]"
+        fields = results.struct.fields
+        if not fields:
+            return "None"
+        if len(fields) == 1:
+            return self.field_write(fields[0])
+        values = ", ".join(self.field_write(f) for f in fields)
+        return (f"{self.ref(results.id)} | _Mapping[_t.Any, _t.Any] | "
+                f"{self.builtin('tuple')}[{values}]")
+
+    def single_capability(self, results: model.Node) -> model.Field | None:
+        """The only result when it is a capability (the promise then takes its methods)."""
+        if results.scopeId != 0 or results.struct is None or len(results.struct.fields) != 1:
+            return None
+        f = results.struct.fields[0]
+        if f.slot is not None and f.slot.type.which == "interface":
+            return f
+        return None
+
+    # ------------------------------------------------------------------ promises
+
+    def write_promises(self) -> None:
+        """The module-level classes of call promises and pipelined struct fields."""
+        saved = self.shadowed, self.generic_scope
+        self.shadowed, self.generic_scope = set(), None
+        for node, m in self.promises:
+            self.out(0)
+            self.promise(node, m)
+        while self.pipelines_pending:
+            node_id = self.pipelines_pending.pop(0)
+            self.out(0)
+            self.pipeline(node_id)
+        self.shadowed, self.generic_scope = saved
+
+    def promise(self, node: model.Node, m: model.Method) -> None:
+        results = self.by_id.get(m.resultStructType)
+        value = self.method_result(results)
+        self.out(0, f"class {self.promise_ref(node, m)}(_CallPromise[{value}]):")
+        self.doc(1, f"What calling {'.'.join(self.path_of(node.id) or [])}.{m.name}() "
+                    "returns (exists only for type checkers).")
+        if results is None or results.struct is None:
+            return
+        names = set(_future_names())
+        fields = sorted(results.struct.fields, key=lambda f: f.codeOrder)
+        single = self.single_capability(results)
+        target = None
+        if single is not None:
+            assert single.slot is not None and single.slot.type.interface is not None
+            target = self.by_id.get(single.slot.type.interface.typeId)
+        methods = self.all_methods(target) if target is not None else {}
+        self.shadowed = {field_attribute(f.name) for f in fields} | set(methods)
+        for f in fields:
+            attr = field_attribute(f.name)
+            if attr in names:  # a Future method wins: promise["name"] reaches the field
+                continue
+            names.add(attr)
+            self.out(1, "@_b.property")
+            self.out(1, f"def {attr}(_cara_self) -> {self.pipelined(f)}: ...")
+        if target is None or self.proxy_ref(target.id) == "_t.Any":
+            return
+        for attr, (owner, method) in methods.items():
+            if attr not in names:
+                self.out(1, f"def {attr}({self.caller_params(method)}) -> "
+                            f"{self.promise_ref(owner, method)}: ...")
+
+    def pipelined(self, f: model.Field) -> str:
+        """A result field before the answer: a capability takes calls (its proxy), a struct
+        or group goes deeper, anything else is awaited."""
+        if f.which == "group" and f.group is not None:
+            return self.pipeline_ref(f.group.typeId)
+        assert f.slot is not None
+        t = f.slot.type
+        if t.which == "interface" and t.interface is not None:
+            return self.proxy_ref(t.interface.typeId)
+        if t.which == "struct" and t.struct is not None:
+            return self.pipeline_ref(t.struct.typeId)
+        return f"_Awaitable[{self.read_type(t)}]"
+
+    def pipeline_ref(self, struct_id: int) -> str:
+        name = self.pipelines.get(struct_id)
+        if name is None:
+            path = self.path_of(struct_id)
+            file_id = self.file_of(struct_id)
+            if path is None or file_id is None or self.by_id[struct_id].struct is None:
+                return "_Awaitable[_t.Any]"
+            prefix = [] if file_id == self.schema.file.id else [self.dep_alias.get(file_id, "?")]
+            name = "__".join(["_Pipeline", *prefix, *path])
+            self.pipelines[struct_id] = name
+            self.pipelines_pending.append(struct_id)
+        return name
+
+    def pipeline(self, struct_id: int) -> None:
+        node = self.by_id[struct_id]
+        assert node.struct is not None
+        value = self.ref(struct_id)
+        self.out(0, f"class {self.pipelines[struct_id]}(_Awaitable[{value}]):")
+        self.doc(1, f"A {'.'.join(self.path_of(struct_id) or [])} in an answer that has not "
+                    "arrived (exists only for type checkers).")
+        self.out(1, f"def __await__(_cara_self) -> _t.Generator[_t.Any, None, {value}]: ...")
+        fields = sorted(node.struct.fields, key=lambda f: f.codeOrder)
+        self.shadowed = {field_attribute(f.name) for f in fields}
+        for f in fields:
+            self.out(1, "@_b.property")
+            self.out(1, f"def {field_attribute(f.name)}(_cara_self) -> {self.pipelined(f)}: ...")
 
     def method_result(self, results: model.Node | None) -> str:
         """What a call returns: the named result struct, nothing, the single result, or the
@@ -477,8 +743,22 @@ class _StubWriter:
         if not fields:
             return "None"
         if len(fields) == 1:
-            return self.field_read(results, fields[0])
+            return self.field_read(fields[0])
         return self.ref(results.id)
+
+
+def _mentions_interface(t: model.Type) -> bool:
+    while t.which == "list" and t.list is not None:
+        t = t.list.elementType
+    return t.which == "interface"
+
+
+def _future_names() -> list[str]:
+    """Attributes of every promise (a Future's methods): a result field of such a name is
+    reached with ``promise["name"]``."""
+    import asyncio
+
+    return [n for n in dir(asyncio.Future) if not n.startswith("_")]
 
 
 def stub_source(schema: SchemaFile) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from asyncio import _get_running_loop
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
 from cara.rpc.plain import decode_plain_results, encode_plain_params
@@ -120,22 +120,29 @@ def method_of(m: Any) -> Method:
 # ------------------------------------------------------------------------------ promises
 
 
-class CallPromise(asyncio.Future[Any]):
+_T = TypeVar("_T")
+
+
+class CallPromise(asyncio.Future[_T]):
     """The value of a call, usable before it arrives (see the module docstring).
 
     Subclasses say where the capabilities of the answer come from (:meth:`_pipeline`) and what
-    cancelling does. ``_results`` holds the results struct once it is known."""
+    cancelling does. ``_results`` holds the results struct once it is known. Generic in the
+    value for type checkers: a generated stub types each method's promise as a subclass of
+    ``CallPromise[value]`` with one property per result field."""
 
     _method: Method
+    _results: Any
 
     def _pipeline(self, path: tuple[str, ...]) -> Any:
         """The core capability at result field ``path`` (names), usable now."""
         raise NotImplementedError
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name.startswith("_cara") or name == "_method":
-            raise AttributeError(name)
-        return _field_or_method(self, self._method, (), name)
+    if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt result field is flagged
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__") or name.startswith("_cara") or name == "_method":
+                raise AttributeError(name)
+            return _field_or_method(self, self._method, (), name)
 
     def __getitem__(self, name: str) -> PipelinedField:
         if self._method.result_field(name) is None:

@@ -15,6 +15,9 @@ from cara.runtime.list import List as _List
 from cara.runtime.struct import Struct as _Struct
 from cara.runtime.interface import Interface as _Interface
 from cara.schema.model import Node as _Node
+from cara.rpc.proxies import CallPromise as _CallPromise
+from cara.transports.sync_client import SyncClient as _SyncClient
+import typing_extensions as _te
 import cara.std.cxx_capnp as _dep_0
 
 cara_file_id: int
@@ -23,6 +26,10 @@ cara_nodes: dict[int, _Node]
 
 _Persistent_SturdyRef = _t.TypeVar("_Persistent_SturdyRef")
 _Persistent_Owner = _t.TypeVar("_Persistent_Owner")
+
+class _CaraCastable(_t.Protocol):
+    """What becomes a capability when cast to an interface: a client, a promise, a pipelined field."""
+    def __cara_cast__(self, iface: _t.Any, /) -> _t.Any: ...
 
 class Persistent(_Interface, _t.Generic[_Persistent_SturdyRef, _Persistent_Owner]):
     'Interface implemented by capabilities that outlive a single connection. A client may save()\nthe capability, producing a SturdyRef. The SturdyRef can be stored to disk, then later used to\nobtain a new reference to the capability on a future connection.\n\nThe exact format of SturdyRef depends on the "realm" in which the SturdyRef appears. A "realm"\nis an abstract space in which all SturdyRefs have the same format and refer to the same set of\nresources. Every vat is in exactly one realm. All capability clients within that vat must\nproduce SturdyRefs of the format appropriate for the realm.\n\nSimilarly, every VatNetwork also resides in a particular realm. Usually, a vat\'s "realm"\ncorresponds to the realm of its main VatNetwork. However, a Vat can in fact communicate over\na VatNetwork in a different realm -- in this case, all SturdyRefs need to be transformed when\ncoming or going through said VatNetwork. The RPC system has hooks for registering\ntransformation callbacks for this purpose.\n\nSince the format of SturdyRef is realm-dependent, it is not defined here. An application should\nchoose an appropriate realm for itself as part of its design. Note that under Sandstorm, every\napplication exists in its own realm and is therefore free to define its own SturdyRef format;\nthe Sandstorm platform handles translating between realms.\n\nNote that whether a capability is persistent is often orthogonal to its type. In these cases,\nthe capability\'s interface should NOT inherit `Persistent`; instead, just perform a cast at\nruntime. It\'s not type-safe, but trying to be type-safe in these cases will likely lead to\ntears. In cases where a particular interface only makes sense on persistent capabilities, it\nstill should not explicitly inherit Persistent because the `SturdyRef` and `Owner` types will\nvary between realms (they may even be different at the call site than they are on the\nimplementation). Instead, mark persistent interfaces with the $persistent annotation (defined\nbelow).\n\nSealing\n-------\n\nAs an added security measure, SturdyRefs may be "sealed" to a particular owner, such that\nif the SturdyRef itself leaks to a third party, that party cannot actually restore it because\nthey are not the owner. To restore a sealed capability, you must first prove to its host that\nyou are the rightful owner. The precise mechanism for this authentication is defined by the\nrealm.\n\nSealing is a defense-in-depth mechanism meant to mitigate damage in the case of catastrophic\nattacks. For example, say an attacker temporarily gains read access to a database full of\nSturdyRefs: it would be unfortunate if it were then necessary to revoke every single reference\nin the database to prevent the attacker from using them.\n\nIn general, an "owner" is a course-grained identity. Because capability-based security is still\nthe primary mechanism of security, it is not necessary nor desirable to have a separate "owner"\nidentity for every single process or object; that is exactly what capabilities are supposed to\navoid! Instead, it makes sense for an "owner" to literally identify the owner of the machines\nwhere the capability is stored. If untrusted third parties are able to run arbitrary code on\nsaid machines, then the sandbox for that code should be designed using Distributed Confinement\nsuch that the third-party code never sees the bits of the SturdyRefs and cannot directly\nexercise the owner\'s power to restore refs. See:\n\n    http://www.erights.org/elib/capability/dist-confine.html\n\nResist the urge to represent an Owner as a simple public key. The whole point of sealing is to\ndefend against leaked-storage attacks. Such attacks can easily result in the owner\'s private\nkey being stolen as well. A better solution is for `Owner` to contain a simple globally unique\nidentifier for the owner, and for everyone to separately maintain a mapping of owner IDs to\npublic keys. If an owner\'s private key is compromised, then humans will need to communicate\nand agree on a replacement public key, then update the mapping.\n\nAs a concrete example, an `Owner` could simply contain a domain name, and restoring a SturdyRef\nwould require signing a request using the domain\'s private key. Authenticating this key could\nbe accomplished through certificate authorities or web-of-trust techniques.'
@@ -57,12 +64,32 @@ ref.
             _cara_cls,
             sturdyRef: _t.Any = ...,
         ) -> Persistent.SaveResults: ...
-    def save(_cara_self, _cara_params: Persistent.SaveParams | _Mapping[_t.Any, _t.Any], /) -> _Awaitable[Persistent.SaveResults]: ...
+    @_t.overload
+    def __new__(_cara_cls, _cara_impl: _SyncClient, /) -> _t.Any: ...
+    @_t.overload
+    def __new__(_cara_cls, _cara_impl: _CaraCastable, /) -> Persistent.Proxy: ...
+    @_t.overload
+    def __new__(_cara_cls, _cara_impl: _b.object, /) -> _te.Self: ...
+    @_t.overload
+    def __new__(_cara_cls) -> _te.Self: ...
+    def save(_cara_self, _cara_params: Persistent.SaveParams, /) -> Persistent.SaveResults | _Mapping[_t.Any, _t.Any] | _Awaitable[Persistent.SaveResults | _Mapping[_t.Any, _t.Any]]: ...
     """Save a capability persistently so that it can be restored by a future connection.  Not all
 capabilities can be saved -- application interfaces should define which capabilities support
 this and which do not.
     """
+    class Proxy(Persistent[_t.Any, _t.Any]):
+        """A capability of Persistent as its callers hold it (exists only for type checkers)."""
+        def save(_cara_self, _cara_params: Persistent.SaveParams | _Mapping[_t.Any, _t.Any] = ..., /, *, sealFor: _t.Any = ..., _timeout: _b.float | None = ...) -> _Promise__Persistent__save: ...
+        def __call__(_cara_self, _cara_params: Persistent.SaveParams | _Mapping[_t.Any, _t.Any] = ..., /, *, sealFor: _t.Any = ..., _timeout: _b.float | None = ...) -> _Promise__Persistent__save: ...
+        def close(_cara_self) -> None: ...
+        async def __aenter__(_cara_self) -> _te.Self: ...
+        async def __aexit__(_cara_self, *_cara_exc: _b.object) -> None: ...
 
 persistent: _AnnotationDecl
+
+class _Promise__Persistent__save(_CallPromise[Persistent.SaveResults]):
+    """What calling Persistent.save() returns (exists only for type checkers)."""
+    @_b.property
+    def sturdyRef(_cara_self) -> _Awaitable[_t.Any]: ...
 
 __all__ = ['Persistent', 'persistent']
