@@ -73,6 +73,7 @@ from cara.rpc.connection import Connection
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
+from cara.rpc.wire_cara import FINISH
 from cara.transports.url import Endpoint, parse_url
 
 __all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "NatsClient", "NatsServer",
@@ -92,6 +93,8 @@ _SILENT_SWEEPS = 3
 
 DATA, MORE, GONE = 0, 1, 2
 _DATA, _MORE, _GONE = b"\x00", b"\x01", b"\x02"
+#: A cara ``FINISH`` frame's second byte (a fixarray whose first item is the kind).
+_FINISH = FINISH
 _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
@@ -205,11 +208,19 @@ class _Session:
         if size > limit:
             raise ValueError(f"message of {size} bytes exceeds the frame limit of {limit} bytes "
                              "(max_frame_size)")
-        self.out.append(_pack_header(size))
-        self.out.append(frame)
         if not self.dirty:
             self.dirty = True
             self.node.mark_dirty(self)
+            if self.peer is not None and frame[1] != _FINISH and \
+                    size < self.node.max_payload - 5:
+                # The first frame of an event-loop turn leaves at once; those that follow in
+                # the same turn are batched. A ``Finish`` waits for the turn's end, so that it
+                # travels with the caller's next call.
+                self.node.publish(self.peer, b"".join((_DATA, _pack_header(size), frame)),
+                                  self.local)
+                return
+        self.out.append(_pack_header(size))
+        self.out.append(frame)
 
     # ------------------------------------------------------------------------ outgoing
 
@@ -311,6 +322,11 @@ class _Session:
                 conn.abort(str(exc))
         if conn.closed:
             self.node.forget(self)
+        elif self.dirty and self.peer is not None and \
+                any(f[1] != _FINISH for f in self.out[1::2]):
+            # Answers leave now rather than at the end of the event-loop turn; a lone
+            # ``Finish`` waits for the turn's end, so it travels with the caller's next call.
+            self.flush()
 
     def abort(self, reason: str) -> None:
         """Tell the peer (an ``Abort``) and drop the session."""
@@ -378,6 +394,10 @@ class _Node:
         options.update(self.opts.nats_options)
         options.update(error_cb=self._on_error, disconnected_cb=self._on_disconnected)
         try:
+            # nats-py retries a first connection for minutes (as it reconnects): look first.
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port),
+                                               options["connect_timeout"])
+            writer.close()
             self.nc = await nats.connect(f"nats://{host}:{ep.port}", **options)
         except Exception as exc:
             raise ConnectionError(f"cannot reach the NATS server of {ep.url()}: "
