@@ -196,8 +196,9 @@ class _Session:
         self.rx: bytearray | None = None
         opts = node.opts
         self.conn = Connection(
-            self._send, services=node.services, loop=node.loop, send_tracebacks=opts.send_tracebacks,
-            timeout=opts.timeout, name=f"nats:{local}", max_answers=opts.max_answers)
+            self._send, services=node.services, loop=node.loop,
+            send_tracebacks=opts.send_tracebacks, timeout=opts.timeout, name=f"nats:{local}",
+            max_answers=opts.max_answers)
 
     def __repr__(self) -> str:
         return f"<session {self.local} <-> {self.peer or self.service + ' (opening)'}>"
@@ -519,7 +520,7 @@ class _Node:
 
     def publish(self, subject: str, payload: bytes, reply: str) -> None:
         nc = self.nc
-        if nc is None or self.stopped and not nc.is_connected:
+        if nc is None or (self.stopped and not nc.is_connected):
             return
         try:
             _start(nc.publish(subject, payload, reply=reply))

@@ -3,8 +3,8 @@ and ``unix:///absolute/path`` speak cara frames; ``capnp://host:port`` and
 ``capnp+unix:///absolute/path`` speak Cap'n Proto's own RPC messages (rpc.capnp in standard
 stream framing, the two-party network of libcapnp, pycapnp and the Rust and Go implementations).
 ``nats://host:port/service`` speaks cara frames through a NATS server (port 4222 when left out;
-see :mod:`cara.transports.nats_transport`). Parsed once, so a typo fails at ``bind``/``connect`` time with the URL in the message rather
-than deep inside asyncio."""
+see :mod:`cara.transports.nats_transport`). Parsed once, so a typo fails at ``bind``/``connect``
+time with the URL in the message rather than deep inside asyncio."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ class NatsServer:
         self._dir = tempfile.TemporaryDirectory(prefix="cara-nats-")
         conf = Path(self._dir.name) / "nats.conf"
         conf.write_text(f"listen: 127.0.0.1:{self.port}\n{config}\n")
-        self._log = open(Path(self._dir.name) / "log", "w+")  # noqa: SIM115 -- closed in stop
+        self._log = open(Path(self._dir.name) / "log", "w+")  # closed in stop()
         self.process = subprocess.Popen(["nats-server", "-c", str(conf)], stdout=self._log,
                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,7 +173,7 @@ def test_no_server_for_the_service_fails_at_once(nats: NatsServer) -> None:
         client.connect(f"{nats.url}/{service_name('nobody')}")
         async with client:
             start = time.monotonic()
-            with pytest.raises(Disconnected, match="no server of service .*no responders"):
+            with pytest.raises(Disconnected, match=r"no server of service .*no responders"):
                 await client.bootstrap(I["Echo"]).echo("anyone?")
             assert time.monotonic() - start < 2  # NATS said so: no waiting for the lease
 
@@ -438,32 +439,57 @@ async def _throughput(url: str, seconds: float, rounds: int, lanes: int,
             await client.stop()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def test_scaling_with_worker_processes(nats: NatsServer) -> None:
-    """A CPU-bound method served by 1, then 2 worker processes behind one service. Throughput
-    with 2 must reach 1.6x one worker's (CARA_LONG=1: longer runs; the short run asks 1.3x,
-    as the machine running the suite may be busy; the measured ratio is printed)."""
+    """A CPU-bound method served by 1, then 2 worker processes behind one service.
+
+    With two free cores, two workers give 1.6x one worker's throughput or more: asserted with
+    CARA_LONG=1 (longer runs, on a machine that is otherwise idle). The default run may share a
+    busy machine, where fair sharing caps the ratio whatever the transport does (one other
+    CPU-bound process on two cores: 1.33x at most), so it asserts what the transport decides:
+    both workers serve in parallel, and the calls served per worker CPU-second do not drop
+    with two (nothing serializes them). The figures are printed (``-s``)."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("scaling needs two CPUs")
-    seconds = 6.0 if LONG else 2.0
+    seconds = 8.0 if LONG else 2.0
     rounds = 60_000  # a few milliseconds of CPU per call
     url = f"{nats.url}/{service_name('scale')}"
-    figures = []
+    rates, per_cpu = [], []
     for n in (1, 2):
         with workers(url, n, lease=10) as started:
+            before = [_cpu_seconds(w.pid) for w in started]
             rate, pids = run(_throughput(url, seconds, rounds, lanes=4, want_pids=n))
+            cpu = [_cpu_seconds(w.pid) - b for w, b in zip(started, before, strict=True)]
             assert pids == {w.pid for w in started}
-            figures.append(rate)
-    ratio = figures[1] / figures[0]
-    print(f"\nburn({rounds}) calls/s: 1 worker {figures[0]:.0f}, 2 workers {figures[1]:.0f}: "
-          f"{ratio:.2f}x")
-    assert ratio >= (1.6 if LONG else 1.3), figures
+            rates.append(rate)
+            per_cpu.append(rate * seconds / sum(cpu) if sum(cpu) else 0.0)
+            print(f"\n{n} worker(s): {rate:.0f} burn({rounds}) calls/s; worker CPU seconds "
+                  f"{', '.join(f'{c:.2f}' for c in cpu)} in {seconds:g} s "
+                  f"({per_cpu[-1]:.0f} calls per CPU-second)")
+            if n == 2 and sum(cpu):
+                assert min(cpu) > 0.3 * max(cpu), f"one worker idled: {cpu}"
+    ratio = rates[1] / rates[0]
+    print(f"2 workers / 1 worker: {ratio:.2f}x throughput, "
+          f"{per_cpu[1] / per_cpu[0] if per_cpu[0] else 0:.2f}x per CPU-second")
+    if per_cpu[0]:
+        assert per_cpu[1] >= 0.8 * per_cpu[0], per_cpu
+    if LONG:
+        assert ratio >= 1.6, rates
 
 
 def test_failover_when_a_worker_is_killed_under_load(nats: NatsServer) -> None:
-    """Eight (or more) clients call the service in a loop, re-bootstrapping after Disconnected; one of two
-    workers is SIGKILLed. Calls at most once: those in flight on the dead worker fail with
-    Disconnected (nothing is retried behind the caller's back), capabilities pinned to it fail
-    within the lease, and bootstrap calls keep succeeding on the survivor."""
+    """Eight (or more) clients call the service in a loop, re-bootstrapping after Disconnected;
+    one of two workers is SIGKILLed. Calls are at-most-once: those in flight on the dead worker
+    fail with Disconnected (nothing is retried behind the caller's back), capabilities pinned to
+    it fail within the lease, and bootstrap calls keep succeeding on the survivor."""
     work = work_interfaces()
     url = f"{nats.url}/{service_name('failover')}"
     lease = 2.0
@@ -519,3 +545,12 @@ def test_failover_when_a_worker_is_killed_under_load(nats: NatsServer) -> None:
 
     with workers(url, 2, lease=lease) as (a, b):
         run(main(a, b))
+
+
+def test_importing_cara_transports_imports_no_nats() -> None:
+    code = ("import sys, cara.transports; from cara.transports import Server, Client; "
+            "Server().bind('tcp://127.0.0.1:0'); "
+            "print(sorted(m for m in sys.modules if m == 'nats' or m.startswith('nats.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
+    assert out.stdout.strip() == "[]"
