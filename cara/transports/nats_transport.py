@@ -180,8 +180,8 @@ class _Peer:
 class _Session:
     """One cara connection between this node and a peer node (see the module docstring)."""
 
-    __slots__ = ("conn", "dirty", "local", "node", "opened", "out", "peer", "peer_state", "rx",
-                 "service", "sweeps")
+    __slots__ = ("conn", "dirty", "eager", "local", "node", "opened", "out", "out_size", "peer",
+                 "peer_state", "rx", "service", "sweeps")
 
     def __init__(self, node: _Node, local: str, peer: str | None, service: str = "") -> None:
         self.node = node
@@ -192,7 +192,9 @@ class _Session:
         self.opened = False
         self.sweeps = 0
         self.out: list[bytes] = []  # header, frame, header, frame, ...
+        self.out_size = 0
         self.dirty = False
+        self.eager = True  # no frame but ``Finish`` sent or queued yet in this turn
         self.rx: bytearray | None = None
         opts = node.opts
         self.conn = Connection(
@@ -212,21 +214,29 @@ class _Session:
         if not self.dirty:
             self.dirty = True
             self.node.mark_dirty(self)
-            if self.peer is not None and frame[1] != _FINISH and \
-                    size < self.node.max_payload - 5:
-                # The first frame of an event-loop turn leaves at once; those that follow in
-                # the same turn are batched. A ``Finish`` waits for the turn's end, so that it
-                # travels with the caller's next call.
-                self.node.publish(self.peer, b"".join((_DATA, _pack_header(size), frame)),
-                                  self.local)
-                return
+        if self.eager and frame[1] != _FINISH and self.peer is not None and \
+                self.out_size + size < self.node.max_payload - 5:
+            # The first frame of an event-loop turn leaves at once, with the ``Finish``es
+            # waiting (a ``Finish`` alone waits, so that it travels with the caller's next
+            # call); the frames that follow in the same turn are batched.
+            self.eager = False
+            out = self.out
+            if out:
+                self.out, self.out_size = [], 0
+                payload = b"".join([_DATA, *out, _pack_header(size), frame])
+            else:
+                payload = b"".join((_DATA, _pack_header(size), frame))
+            self.node.publish(self.peer, payload, self.local)
+            return
         self.out.append(_pack_header(size))
         self.out.append(frame)
+        self.out_size += size + 4
 
     # ------------------------------------------------------------------------ outgoing
 
     def flush(self) -> None:
         self.dirty = False
+        self.eager = True
         out = self.out
         if not out:
             return
@@ -235,7 +245,7 @@ class _Session:
             if not self.opened:
                 self._open()
             return  # the rest waits for the worker's answer
-        self.out = []
+        self.out, self.out_size = [], 0
         limit = node.opts.max_frame_size + 4
         if len(out) == 2 or sum(map(len, out)) <= limit:
             node.send_batch(self.peer, self.local, out)
@@ -261,6 +271,7 @@ class _Session:
             take += 2
         self.opened = True
         self.out = out[take:]
+        self.out_size = sum(map(len, self.out))
         self.node.publish(self.service, b"".join([_DATA, *out[:take]]), self.local)
 
     # ------------------------------------------------------------------------ incoming
@@ -471,7 +482,7 @@ class _Node:
     def drop(self, session: _Session, exc: BaseException) -> None:
         """The peer is gone (or forgot the session): fail and release everything at once."""
         self.forget(session)
-        session.out = []
+        session.out, session.out_size = [], 0
         session.conn.connection_lost(exc)
 
     def drop_peer(self, peer: _Peer, why: str) -> None:
