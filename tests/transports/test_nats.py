@@ -553,3 +553,20 @@ def test_importing_cara_transports_imports_no_nats() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=str(REPO)), check=True)
     assert out.stdout.strip() == "[]"
+
+
+NO_CHECK = "```python no-check (needs nats-server; tests/transports/test_nats.py runs it)"
+
+
+def test_the_examples_of_docs_nats_md(nats: NatsServer, tmp_path: Path) -> None:
+    """docs/nats.md's examples need a nats-server, so the docs test skips them: run them here,
+    against this test's server, with the docs runner."""
+    page = (REPO / "docs" / "nats.md").read_text()
+    assert page.count(NO_CHECK) >= 3
+    page = page.replace(NO_CHECK, "```python").replace("nats://127.0.0.1:4222", nats.url)
+    copy = tmp_path / "nats.md"
+    copy.write_text(page)
+    env = dict(os.environ, CARA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "support" / "docs_runner.py"),
+                           str(copy)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
