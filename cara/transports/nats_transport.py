@@ -88,6 +88,8 @@ DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_ANSWERS = 10_000
 #: Sessions one node keeps at most (openings beyond it are refused with ``GONE``).
 DEFAULT_MAX_SESSIONS = 100_000
+#: How long ``Finish`` frames with nothing else to go wait for a frame to ride with (seconds).
+FINISH_DELAY = 0.02
 #: Quarters of a lease without a word from a peer before it is dropped.
 _SILENT_SWEEPS = 3
 
@@ -181,7 +183,7 @@ class _Session:
     """One cara connection between this node and a peer node (see the module docstring)."""
 
     __slots__ = ("conn", "dirty", "eager", "local", "node", "opened", "out", "out_size", "peer",
-                 "peer_state", "rx", "service", "sweeps")
+                 "peer_state", "rx", "service", "sweeps", "timer")
 
     def __init__(self, node: _Node, local: str, peer: str | None, service: str = "") -> None:
         self.node = node
@@ -193,6 +195,7 @@ class _Session:
         self.sweeps = 0
         self.out: list[bytes] = []  # header, frame, header, frame, ...
         self.out_size = 0
+        self.timer: asyncio.TimerHandle | None = None
         self.dirty = False
         self.eager = True  # no frame but ``Finish`` sent or queued yet in this turn
         self.rx: bytearray | None = None
@@ -234,7 +237,7 @@ class _Session:
 
     # ------------------------------------------------------------------------ outgoing
 
-    def flush(self) -> None:
+    def flush(self, hold_finishes: bool = True) -> None:
         self.dirty = False
         self.eager = True
         out = self.out
@@ -245,9 +248,16 @@ class _Session:
             if not self.opened:
                 self._open()
             return  # the rest waits for the worker's answer
+        if hold_finishes and all(f[1] == _FINISH for f in out[1::2]):
+            # Only ``Finish``es: they ride with the next frame that leaves, or go after
+            # FINISH_DELAY, rather than cost a NATS message each.
+            if self.timer is None:
+                self.timer = node.loop.call_later(FINISH_DELAY, self._flush_held)
+            return
+        size = self.out_size
         self.out, self.out_size = [], 0
         limit = node.opts.max_frame_size + 4
-        if len(out) == 2 or sum(map(len, out)) <= limit:
+        if size <= limit:
             node.send_batch(self.peer, self.local, out)
             return
         group: list[bytes] = []
@@ -260,6 +270,11 @@ class _Session:
             group += out[i:i + 2]
             size += n
         node.send_batch(self.peer, self.local, group)
+
+    def _flush_held(self) -> None:
+        self.timer = None
+        if self.out and not self.conn.closed:
+            self.flush(hold_finishes=False)
 
     def _open(self) -> None:
         """Send the opening: as many whole frames as fit in one NATS message, to the group."""
@@ -286,7 +301,7 @@ class _Session:
             self.peer = reply
             node.attach(self)
             if self.out:
-                self.flush()
+                self.flush(hold_finishes=False)
         elif reply != self.peer:
             return  # someone else: only the peer's frames belong here
         assert self.peer_state is not None
@@ -334,17 +349,14 @@ class _Session:
                 conn.abort(str(exc))
         if conn.closed:
             self.node.forget(self)
-        elif self.dirty and self.peer is not None and \
-                any(f[1] != _FINISH for f in self.out[1::2]):
-            # Answers leave now rather than at the end of the event-loop turn; a lone
-            # ``Finish`` waits for the turn's end, so it travels with the caller's next call.
-            self.flush()
+        elif self.dirty and self.peer is not None:
+            self.flush()  # answers leave now rather than at the end of the event-loop turn
 
     def abort(self, reason: str) -> None:
         """Tell the peer (an ``Abort``) and drop the session."""
         if not self.conn.closed:
             self.conn.abort(reason)
-        self.flush()
+        self.flush(hold_finishes=False)
         self.node.forget(self)
 
 
