@@ -570,3 +570,80 @@ def test_the_examples_of_docs_nats_md(nats: NatsServer, tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "support" / "docs_runner.py"),
                            str(copy)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+
+
+@contextlib.contextmanager
+def _nats_cluster(n: int = 3) -> Iterator[list[NatsServer]]:
+    """``n`` nats-servers routed into one cluster on loopback."""
+    from tests.transports.nats_support import free_port, require_nats
+
+    require_nats()
+    routes = [free_port() for _ in range(n)]
+    urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes)
+    nodes: list[NatsServer] = []
+    try:
+        for i, route in enumerate(routes):
+            nodes.append(NatsServer(
+                f"server_name: n{i}\ncluster {{ name: c\n listen: 127.0.0.1:{route}\n"
+                f" routes: [{urls}] }}"))
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_killing_a_node_of_a_nats_cluster_under_load() -> None:
+    """Three routed nats-servers; two workers on node 1 and 2, clients on node 0 calling in a
+    loop. Node 1 is killed: its worker reconnects to another node (nats-py learned them from
+    the cluster) and joins the queue group again; the calls that were in flight through it fail
+    with Disconnected, and the clients' next bootstraps keep succeeding. (CARA_LONG=1: 5 s.)"""
+    if not LONG:
+        pytest.skip("CARA_LONG=1 runs it: kills a node of a 3-node NATS cluster under load")
+    work = work_interfaces()
+    lease = 2.0
+    with _nats_cluster() as nodes:
+        service = service_name("cluster")
+        with workers(f"{nodes[1].url}/{service}", 1, lease=lease) as (w1,), \
+                workers(f"{nodes[2].url}/{service}", 1, lease=lease) as (w2,):
+
+            async def main() -> None:
+                url = f"{nodes[0].url}/{service}"
+                clients = []
+                for _ in range(6):
+                    client = Client(lease=lease)
+                    client.connect(url)
+                    await client.start()
+                    clients.append(client)
+                served: dict[str, set[int]] = {"before": set(), "after": set()}
+                errors: list[BaseException] = []
+                killed_at = 0.0
+
+                async def load(client: Client) -> None:
+                    while not killed_at or time.monotonic() < killed_at + 3:
+                        try:
+                            pid = await client.bootstrap(work["Work"]).burn(1000)
+                        except Disconnected as exc:
+                            errors.append(exc)
+                            await asyncio.sleep(0.05)
+                            continue
+                        if not killed_at:
+                            served["before"].add(pid)
+                        elif time.monotonic() > killed_at + 1.5:
+                            served["after"].add(pid)
+
+                async def kill() -> None:
+                    nonlocal killed_at
+                    await eventually(lambda: len(served["before"]) == 2, timeout=10,
+                                     what="both workers serving")
+                    nodes[1].process.kill()
+                    killed_at = time.monotonic()
+
+                await asyncio.gather(kill(), *[load(c) for c in clients])
+                assert served["before"] == {w1.pid, w2.pid}
+                assert served["after"], "calls succeed after the node died"
+                assert all(isinstance(e, Disconnected) for e in errors)
+                for client in clients:
+                    await client.stop()
+
+            run(main(), timeout=60)
+            assert w1.process.poll() is None and w2.process.poll() is None
