@@ -64,7 +64,8 @@ import re
 import secrets
 import string
 import struct
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -129,7 +130,7 @@ def _peer_inbox(address: str) -> str:
 
 # -------------------------------------------------------------------------- publishing
 
-def _start(coro: Coroutine[Any, Any, None]) -> None:
+def _start(coro: Coroutine[Any, Any, None], failed: Callable[[str], None]) -> None:
     """Run a nats-py ``publish`` coroutine now, without a task when it does not suspend (it
     only appends to the connection's buffer, nearly always); the rest of one that does suspend
     (a full buffer) runs as a task. Keeps the order of publishes and saves a task per message."""
@@ -138,7 +139,7 @@ def _start(coro: Coroutine[Any, Any, None]) -> None:
     except StopIteration:
         return
     task = asyncio.ensure_future(_resume(coro, yielded))
-    task.add_done_callback(_log_failure)
+    task.add_done_callback(partial(_check, failed))
 
 
 async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
@@ -160,9 +161,10 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             return
 
 
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.warning("a NATS publish failed: %s", task.exception())
+def _check(failed: Callable[[str], None], task: asyncio.Future[None]) -> None:
+    exc = task.exception() if not task.cancelled() else None
+    if exc is not None:
+        failed(f"a NATS publish failed: {type(exc).__name__}: {exc}")
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -546,9 +548,13 @@ class _Node:
         if nc is None or (self.stopped and not nc.is_connected):
             return
         try:
-            _start(nc.publish(subject, payload, reply=reply))
+            _start(nc.publish(subject, payload, reply=reply), self._publish_failed)
         except Exception as exc:  # closed, or reconnecting with a full buffer: messages lost
-            self.loop.call_soon(self._lost, f"a NATS publish failed: {type(exc).__name__}: {exc}")
+            self._publish_failed(f"a NATS publish failed: {type(exc).__name__}: {exc}")
+
+    def _publish_failed(self, why: str) -> None:
+        logger.warning("%r: %s", self, why)
+        self.loop.call_soon(self._lost, why)
 
     def _lost(self, why: str) -> None:
         """Messages may have been lost: every session is unreliable now; abort them all."""
@@ -658,9 +664,10 @@ class _Node:
                 if peer.silent >= _SILENT_SWEEPS:
                     self.drop_peer(peer, f"no word from it within the lease ({lease:g} s)")
                     continue
-            addresses = [s.local for s in peer.sessions.values()]
-            self.publish(peer.inbox + "._hb", msgpack.packb(addresses),
-                         f"{self.inbox}._hb.{peer.inbox[6:]}")
+            payload = msgpack.packb([s.local for s in peer.sessions.values()])
+            if len(payload) > self.max_payload:
+                payload = msgpack.packb([])  # too many sessions to list: say we are alive
+            self.publish(peer.inbox + "._hb", payload, f"{self.inbox}._hb.{peer.inbox[6:]}")
         for session in list(self.opening.values()):
             session.sweeps += 1
             if session.sweeps >= _SILENT_SWEEPS:

@@ -647,3 +647,72 @@ def test_killing_a_node_of_a_nats_cluster_under_load() -> None:
 
             run(main(), timeout=60)
             assert w1.process.poll() is None and w2.process.poll() is None
+
+
+def test_publishes_run_at_once_and_a_waiting_one_is_resumed() -> None:
+    """nats-py's ``publish`` is a coroutine that nearly never waits: the transport runs it at
+    once, and hands the rest of one that does wait (a full buffer) to a task."""
+    from cara.transports.nats_transport import _start
+
+    async def main() -> None:
+        events: list[tuple[str, int]] = []
+        failures: list[str] = []
+        gate = asyncio.get_running_loop().create_future()
+
+        async def publish(i: int, wait: bool) -> None:
+            events.append(("start", i))
+            if wait:
+                await gate
+            events.append(("end", i))
+
+        _start(publish(1, True), failures.append)
+        _start(publish(2, False), failures.append)
+        assert events == [("start", 1), ("start", 2), ("end", 2)]
+        gate.set_result(None)
+        await eventually(lambda: len(events) == 4, what="the waiting publish to finish")
+        assert events[3] == ("end", 1) and not failures
+
+        async def broken() -> None:
+            await asyncio.sleep(0)
+            raise OSError("gone")
+
+        _start(broken(), failures.append)
+        await eventually(lambda: bool(failures), what="the failure reported")
+        assert failures == ["a NATS publish failed: OSError: gone"]
+        with pytest.raises(OSError, match="at once"):
+            _start(_raises_now(), failures.append)
+
+    run(main())
+
+
+async def _raises_now() -> None:
+    raise OSError("at once")
+
+
+def test_a_session_one_side_forgot_is_dropped_on_the_other(nats: NatsServer) -> None:
+    """When a worker no longer knows a session (its lease ran out there while the client was
+    cut off, say), the client learns it: from its next call, or from its next heartbeat."""
+    I = ifaces()
+
+    async def main() -> None:
+        async with serving((I["Calc"], CalcImpl()), url=f"{nats.url}/{service_name()}",
+                           lease=1.0) as server:
+            for via_heartbeat in (False, True):
+                client = Client(lease=1.0)
+                client.connect(server.endpoints[0])
+                async with client:
+                    calc = client.bootstrap(I["Calc"])
+                    assert await calc.add(1, 2) == 3
+                    (node,) = server._nats._nodes  # forget it, as an expired lease does
+                    (session,) = node.sessions.values()
+                    node.forget(session)
+                    start = time.monotonic()
+                    if via_heartbeat:
+                        await eventually(lambda c=client: c.stats()["connections"] == 0,
+                                         what="the client told by the heartbeat's answer")
+                        assert time.monotonic() - start < 1.0
+                    with pytest.raises(Disconnected, match="does not know this connection"):
+                        await calc.add(1, 2)
+                    assert await client.bootstrap(I["Calc"]).add(2, 2) == 4  # a new session
+
+    run(main())
