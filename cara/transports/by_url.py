@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from cara.rpc.connection import Connection
-from cara.transports import asyncio_transport
+from cara.rpc.errors import Disconnected
+from cara.transports import asyncio_transport, lifetimes
 from cara.transports.url import parse_url
 
 __all__ = ["Client", "Server"]
@@ -41,7 +42,7 @@ class Server(asyncio_transport.Server):
                  nats_options: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(**options)
         self._nats_settings = {"lease": lease, "nats_options": nats_options}
-        self._options = options
+        self._nats_common = options
         self._nats: Any = None
         self._socket_binds = 0
 
@@ -53,7 +54,7 @@ class Server(asyncio_transport.Server):
         if self._nats is None:
             nats = _nats_module()
             settings = {k: v for k, v in self._nats_settings.items() if v is not None}
-            mine = {k: v for k, v in self._options.items() if k in (
+            mine = {k: v for k, v in self._nats_common.items() if k in (
                 "max_frame_size", "max_answers", "send_tracebacks", "timeout")}
             self._nats = nats.NatsServer(services=self.services, **mine, **settings)
         self._nats.bind(url)
@@ -89,14 +90,18 @@ class Server(asyncio_transport.Server):
         return self
 
 
-class Client(asyncio_transport.Client):
-    __doc__ = asyncio_transport.Client.__doc__
+class Client(lifetimes.Client):
+    """One connection to a server (see :class:`cara.transports.lifetimes.Client`), or, for a
+    ``nats://`` URL, a client of a NATS service (see
+    :class:`cara.transports.nats_transport.NatsClient`). On NATS, ``reconnect`` makes bootstrap
+    proxies follow the client to each new session (a new worker when the old one is gone);
+    ``disconnected`` and ``on_disconnect`` concern socket connections only."""
 
     def __init__(self, *, lease: float | None = None,
                  nats_options: dict[str, Any] | None = None, **options: Any) -> None:
         super().__init__(**options)
         self._nats_settings = {"lease": lease, "nats_options": nats_options}
-        self._options = options
+        self._nats_common = options
         self._nats: Any = None
 
     def connect(self, url: str) -> None:
@@ -106,7 +111,7 @@ class Client(asyncio_transport.Client):
             return
         nats = _nats_module()
         settings = {k: v for k, v in self._nats_settings.items() if v is not None}
-        mine = {k: v for k, v in self._options.items() if k in (
+        mine = {k: v for k, v in self._nats_common.items() if k in (
             "max_frame_size", "max_answers", "send_tracebacks", "timeout")}
         self._nats = nats.NatsClient(services=self.services, **mine, **settings)
         self._nats.connect(url)
@@ -123,6 +128,14 @@ class Client(asyncio_transport.Client):
             conn: Connection = self._nats.connection
             return conn
         return super().connection
+
+    def _live_connection(self) -> Connection | None:
+        if self._nats is not None:
+            try:
+                return self.connection  # the current session, or a new one
+            except Disconnected:
+                return None
+        return super()._live_connection()
 
     def stats(self) -> dict[str, int]:
         if self._nats is not None:

@@ -68,6 +68,8 @@ RPC_TESTS = [
 ]
 RUNTIME_TESTS = [
     "test_proxies_are_instances_and_values_are_converted",
+    "test_subclass_registration_infers_the_interface",
+    "test_missing_method_is_unimplemented",
     "test_callbacks_released_and_errors",
     "test_cancel_and_timeout_reach_the_handler",
     "test_three_parties_with_runtime_classes",
@@ -99,8 +101,8 @@ def test_built_in_transport_behaviour_on_nats(name: str, nats: NatsServer,
 @pytest.mark.parametrize("name", RUNTIME_TESTS)
 def test_runtime_classes_behaviour_on_nats(name: str, nats: NatsServer,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    async def start(*impls: tuple[Any, Any]) -> Server:
-        server = Server(lease=LEASE)
+    async def start(*impls: tuple[Any, Any], url: str = "") -> Server:
+        server = Server(lease=LEASE)  # a service of its own each (three parties: two)
         server.bind(f"{nats.url}/{service_name()}")
         await server.start()
         for iface, impl in impls:
@@ -108,7 +110,7 @@ def test_runtime_classes_behaviour_on_nats(name: str, nats: NatsServer,
         return server
 
     monkeypatch.setattr(runtime_tests, "start", start)
-    getattr(runtime_tests, name)()
+    getattr(runtime_tests, name)(url=f"{nats.url}/{service_name()}")
 
 
 def test_cancelling_the_caller_cancels_the_handler(nats: NatsServer) -> None:
@@ -210,6 +212,11 @@ def test_stopped_server_fails_pending_calls_and_the_next_bootstrap_finds_another
         client = Client(lease=LEASE)
         client.connect(service)
         await client.start()
+        following = Client(lease=LEASE, reconnect=True)  # its bootstrap proxies follow it
+        following.connect(service)
+        await following.start()
+        follower = following.bootstrap(I["Calc"])
+        assert await follower.add(1, 1) == 2
         calc = client.bootstrap(I["Calc"])
         pending = calc.sleep(30)
         await eventually(lambda: first.started == 1, what="the handler to start")
@@ -226,6 +233,9 @@ def test_stopped_server_fails_pending_calls_and_the_next_bootstrap_finds_another
         # A new bootstrap opens a new session: the queue group sends it to the other server.
         assert await client.bootstrap(I["Calc"]).sleep(0) is True
         assert second.started == 1
+        assert await follower.sleep(0) is True  # the same proxy, on the other server now
+        assert second.started == 2
+        await following.stop()
         await client.stop()
         await other.stop()
 
@@ -716,3 +726,31 @@ def test_a_session_one_side_forgot_is_dropped_on_the_other(nats: NatsServer) -> 
                     assert await client.bootstrap(I["Calc"]).add(2, 2) == 4  # a new session
 
     run(main())
+
+
+def test_the_blocking_client_on_nats(nats: NatsServer) -> None:
+    import threading
+
+    import cara
+
+    I = ifaces()
+    url = f"{nats.url}/{service_name('sync')}"
+    ready, done = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        async with serving((I["Calc"], CalcImpl()), url=url, lease=LEASE):
+            ready.set()
+            while not done.is_set():
+                await asyncio.sleep(0.02)
+
+    thread = threading.Thread(target=lambda: run(serve()))
+    thread.start()
+    try:
+        assert ready.wait(30)
+        with cara.connect_sync(url, lease=LEASE) as client:
+            calc = client.bootstrap(I["Calc"])
+            assert calc.add(2, 3) == 5
+            assert calc.callBack(lambda v: v * 10, 4) == 40
+    finally:
+        done.set()
+        thread.join(30)
