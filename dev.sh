@@ -18,7 +18,7 @@ setup() {
   if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] \
       || [ cara/runtime/_speedups.c -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[test,pseud]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[test,pseud,nats]"
     touch "$STAMP"
   fi
 }

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from cara.transports.lifetimes import Client
+from cara.transports.by_url import Client
 from cara.transports.threads import (
     Bridge,
     SyncField,

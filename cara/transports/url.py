@@ -2,11 +2,13 @@
 and ``unix:///absolute/path`` speak cara frames; ``capnp://host:port`` and
 ``capnp+unix:///absolute/path`` speak Cap'n Proto's own RPC messages (rpc.capnp in standard
 stream framing, the two-party network of libcapnp, pycapnp and the Rust and Go implementations).
-Parsed once, so a typo fails at ``bind``/``connect`` time with the URL in the message rather
-than deep inside asyncio."""
+``nats://host:port/service`` speaks cara frames through a NATS server (port 4222 when left out;
+see :mod:`cara.transports.nats_transport`). Parsed once, so a typo fails at ``bind``/``connect``
+time with the URL in the message rather than deep inside asyncio."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,12 +17,14 @@ __all__ = ["SCHEMES", "Endpoint", "parse_url"]
 
 #: The encoding each URL scheme speaks, and its socket kind.
 SCHEMES = {"tcp": ("cara", "tcp"), "unix": ("cara", "unix"), "capnp": ("capnp", "tcp"),
-           "capnp+tcp": ("capnp", "tcp"), "capnp+unix": ("capnp", "unix")}
+           "capnp+tcp": ("capnp", "tcp"), "capnp+unix": ("capnp", "unix"), "nats": ("cara", "nats")}
+#: A NATS service name: subject tokens (no wildcards, no spaces), not starting with ``_``.
+_SERVICE = re.compile(r"[A-Za-z0-9-][\w-]*(\.[\w-]+)*\Z")
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    scheme: str  # "tcp" or "unix": the socket kind
+    scheme: str  # "tcp" or "unix": the socket kind; "nats": a NATS server (path: the service)
     host: str = ""
     port: int = 0
     path: str = ""
@@ -28,6 +32,9 @@ class Endpoint:
 
     def url(self) -> str:
         prefix = "capnp+" if self.wire == "capnp" else ""
+        if self.scheme == "nats":
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"nats://{host}:{self.port}/{self.path}"
         if self.scheme == "unix":
             return f"{prefix}unix://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -55,5 +62,21 @@ def parse_url(url: str) -> Endpoint:
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError(f"{url!r}: a tcp URL has no path, query or fragment")
         return Endpoint("tcp", host=parts.hostname, port=port, wire=wire)
+    if kind == "nats":
+        return _parse_nats(url)
     raise ValueError(f"{url!r}: unsupported scheme {parts.scheme!r} (use tcp://, unix://, "
-                     "capnp:// or capnp+unix://)")
+                     "capnp://, capnp+unix:// or nats://)")
+
+
+def _parse_nats(url: str) -> Endpoint:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: bad port ({exc})") from None
+    service = parts.path[1:]
+    if not parts.hostname or not _SERVICE.match(service) or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: a nats URL is nats://host[:port]/service, the service a NATS "
+                         "subject without wildcards (nats://127.0.0.1:4222/calculator)")
+    return Endpoint("nats", host=parts.hostname, port=4222 if port is None else port,
+                    path=service)
