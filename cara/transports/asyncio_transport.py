@@ -22,10 +22,11 @@ A server also bounds what all its connections together can cost (a :class:`_Gove
 * **time**: a frame must be completed within ``frame_timeout`` seconds of its first byte, and a
   connection with no frame for ``idle_timeout`` seconds that holds nothing (no call in flight
   either way, no capability either way) is closed;
-* **the event loop**: when several connections compete, one that used more than its fair share
-  of the loop over the last second (``1/n`` of the loop for ``n`` busy connections, at least
-  2%) is not read until its share has decayed -- so a peer sending expensive frames slows
-  itself, not the other peers; a connection alone is never held back. Every frame's cost is
+* **the event loop**: a connection's frames are processed for at most ``_SLICE`` per loop turn
+  before the others' turn; when several connections compete, one that used more than its fair
+  share of the loop over the last second (``1/n`` of the loop for ``n`` busy connections, at
+  least 2%) is not read until its share has decayed -- so a peer sending expensive frames
+  slows itself, not the other peers. Every frame's cost is
   bounded: at most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and
   arrays (:class:`~cara.rpc.wire_cara.CaraWire`).
 
@@ -116,8 +117,8 @@ _YOUNG = 1.0
 _ACTIVE_WINDOW = 0.5
 _MIN_SHARE = 0.02
 _MAX_PAUSE = 2.0
-#: While others are busy too, a connection gets at most this long (seconds) per loop turn.
-_SLICE = 0.005
+#: A connection gets at most this long (seconds) per loop turn; then the others' turn comes.
+_SLICE = 0.0002
 _now = time.monotonic
 
 
@@ -456,9 +457,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         share = gov.share(now)
         usage = gov.young if now - self.born < _YOUNG else self.usage
         used = usage.now(now)
-        deadline = math.inf
+        # Every connection yields the loop after a slice, busy or not: a light, latency-bound
+        # client (one call at a time) is served between the slices of a flood.
+        deadline = now + _SLICE
         if share < math.inf:
-            deadline = min(now + share * _TAU - used, now + _SLICE)
+            deadline = min(now + share * _TAU - used, deadline)
         if self._framer is not None:
             progress = self._process_pending(deadline)
             if progress < 0:
