@@ -348,14 +348,14 @@ def test_peer_abort_closes_the_connection() -> None:
 
 
 def test_a_good_client_keeps_a_share_of_its_rate_under_four_attackers() -> None:
-    """Issue 16's scenario (its goal, >= 50% of the unloaded rate, is not met yet: about 0.14
-    to 0.28 measured on a quiet 2-core machine, where the attackers' process, the server and
-    the good client share the cores; see SECURITY.md): partial frames (8 connections, each a maximum-size frame minus a
+    """Issue 16's scenario: partial frames (8 connections, each a maximum-size frame minus a
     byte), huge frames (one after another, each just under the object budget: 90,000 tiny
     structs), idle connections (200) and a flood of pipelined calls, all at once, from another
-    process; the well-behaved client, in a third process, keeps at least half the calls per
-    second it makes on the idle server, with no failure, and the server's memory stays under
-    the documented bound (SECURITY-RPC.md).
+    process; the well-behaved client, in a third process, has no failure, keeps MIN_SHARE of
+    the calls per second it makes on the idle server, and the server's memory stays under the
+    documented bound (SECURITY.md). The issue's goal, half the rate, is not met yet: 0.14 to
+    0.28 measured on a quiet 2-core machine, where the attackers' process, the server and the
+    good client share the cores.
 
     The machine running the suite is shared, so rates are noisy: a round measures the client
     alone, then under attack, and the best of two rounds (three with CARA_LONG=1) counts. The
