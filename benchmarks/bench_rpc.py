@@ -23,8 +23,9 @@ in round trips (and, for cara, with each call awaited before the next: 3 round t
 The cara and raw clients run in this process; each server (and each pycapnp client) in its own
 process, started once and kept for all rounds. The echo is also timed with both ends on one
 event loop in one process (cara frames, cara capnp://, raw; pycapnp by
-../shared/anchors/rpc_pycapnp.py), the layout of the anchors and of earlier figures. Rounds alternate the contestants so machine noise
-hits everyone alike; medians of the rounds are reported with the ratios the goals are stated in
+../shared/anchors/rpc_pycapnp.py), the layout of the anchors and of earlier figures. Rounds
+alternate the contestants so machine noise hits everyone alike; medians of the rounds are
+reported with the ratios the goals are stated in
 (issue 11: cara capnp:// >= 1.5x pycapnp; cara frames >= 1.0x raw sequential, >= 1.2x concurrent;
 pipelined chain >= 2x pycapnp).
 
