@@ -412,7 +412,7 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
     lines = [
         "## rpc: echo, cara beside pycapnp and the raw floor (loopback TCP)", "",
         f"calls/s, median of {args.rounds} alternating rounds (ratios: the median of the "
-        "per-round ratios); *sequential* = {n:,} calls "
+        f"per-round ratios); *sequential* = {n:,} calls "
         f"awaited one by one, *concurrent* = {c:,} calls in one `asyncio.gather`, after "
         f"{WARM_UP} warm-up calls. Every server runs in a process of its own; the cara and raw "
         "clients run in the benchmark's process, the pycapnp client in its own "
