@@ -23,12 +23,13 @@ in round trips (and, for cara, with each call awaited before the next: 3 round t
 The cara and raw clients run in this process; each server (and each pycapnp client) in its own
 process, started once and kept for all rounds. The echo is also timed with both ends on one
 event loop in one process (cara frames, cara capnp://, raw; pycapnp by
-../shared/anchors/rpc_pycapnp.py), the layout of the anchors and of earlier figures. Rounds alternate the contestants so machine noise
-hits everyone alike; medians of the rounds are reported with the ratios the goals are stated in
+../shared/anchors/rpc_pycapnp.py), the layout of the anchors and of earlier figures. Rounds
+alternate the contestants so machine noise hits everyone alike; medians of the rounds are
+reported with the ratios the goals are stated in
 (issue 11: cara capnp:// >= 1.5x pycapnp; cara frames >= 1.0x raw sequential, >= 1.2x concurrent;
 pipelined chain >= 2x pycapnp).
 
-    python benchmarks/bench_rpc.py [--rounds 5] [--calls 5000] [--concurrent 5000]
+    python benchmarks/bench_rpc.py [--rounds 7] [--calls 5000] [--concurrent 5000]
                                    [--chains 1000] [--delay-ms 20]
 """
 
@@ -352,11 +353,18 @@ def _med(values: list[Any], i: int | None = None) -> float:
     return statistics.median(v if i is None else v[i] for v in values)
 
 
+def _ratio(a: list[Any], b: list[Any], i: int | None = None) -> float:
+    """The median of the per-round ratios a / b (each round times both back to back, so a
+    drift in the machine's load cancels out of the ratio)."""
+    return statistics.median((x if i is None else x[i]) / (y if i is None else y[i])
+                             for x, y in zip(a, b, strict=True))
+
+
 def main(argv: list[str] | None = None) -> str:
     """Run the rounds and return the markdown section (``benchmarks/run.py`` calls this with
     no arguments)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrent", type=int, default=5000)
     parser.add_argument("--chains", type=int, default=1000)
@@ -403,7 +411,8 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
     med = {name: (_med(v, 0), _med(v, 1)) for name, v in runs.items()}
     lines = [
         "## rpc: echo, cara beside pycapnp and the raw floor (loopback TCP)", "",
-        f"calls/s, median of {args.rounds} alternating rounds; *sequential* = {n:,} calls "
+        f"calls/s, median of {args.rounds} alternating rounds (ratios: the median of the "
+        f"per-round ratios); *sequential* = {n:,} calls "
         f"awaited one by one, *concurrent* = {c:,} calls in one `asyncio.gather`, after "
         f"{WARM_UP} warm-up calls. Every server runs in a process of its own; the cara and raw "
         "clients run in the benchmark's process, the pycapnp client in its own "
@@ -428,7 +437,7 @@ def _echo_section(args: argparse.Namespace, missing: str | None) -> str:
             return
         parts = []
         for i, kind in enumerate(("sequential", "concurrent")):
-            value = med[a][i] / med[b][i]
+            value = _ratio(runs[a], runs[b], i)
             goal = goals[i]
             mark = "" if goal is None else \
                 f" (goal >= {goal}x: {'met' if value >= goal else 'not met'})"
@@ -480,7 +489,8 @@ def _chain_section(args: argparse.Namespace, missing: str | None) -> str:
         "## rpc: a pipelined chain of three dependent calls (the calculator sample)", "",
         "`getOperator(add)` -> `evaluate(call(that operator, 2, 3))` -> `.value.read()`, sent "
         "pipelined and awaited once (one round trip), one chain at a time: chains/s, median of "
-        f"{args.rounds} alternating rounds of {n:,} chains after {min(n, WARM_UP)} warm-up "
+        f"{args.rounds} alternating rounds (ratios: median of the per-round ratios) of "
+        f"{n:,} chains after {min(n, WARM_UP)} warm-up "
         "chains, on loopback with no added latency. Servers: benchmarks/_rpc_peer.py (cara) and "
         "tests/peers/pycapnp_calculator_server.py, each in its own process; the pycapnp client "
         "is tests/peers/pycapnp_calculator_client.py `--bench-chain`.", "",
@@ -492,7 +502,7 @@ def _chain_section(args: argparse.Namespace, missing: str | None) -> str:
     lines.append("")
     if "pycapnp" in med:
         for name in ("cara frames", "cara capnp://"):
-            value = med["pycapnp"] / med[name]
+            value = _ratio(runs["pycapnp"], runs[name])  # times: theirs / ours
             lines.append(f"- {name} / pycapnp: {value:.2f}x "
                          f"(goal >= 2x: {'met' if value >= 2 else 'not met'})")
     if latency:
