@@ -588,21 +588,21 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     # ---------------------------------------------------------------------- sending frames
 
     def _send(self, frame: bytes) -> None:
-        size = len(frame)
-        if size > self.max_frame_size:
-            raise ValueError(f"message of {size} bytes exceeds the frame limit of "
-                             f"{self.max_frame_size} bytes")
-        self._out.append(_pack_header(size))
-        self._out.append(frame)
-        self._schedule_flush()
+        """Send one cara frame (behind its 4-byte length)."""
+        self._queue(frame, True)
 
     def _send_raw(self, message: bytes) -> None:
         """Send one already framed message (the capnp encoding frames its own)."""
-        size = len(message)
+        self._queue(message, False)
+
+    def _queue(self, data: bytes, length_prefix: bool) -> None:
+        size = len(data)
         if size > self.max_frame_size:
             raise ValueError(f"message of {size} bytes exceeds the frame limit of "
                              f"{self.max_frame_size} bytes")
-        self._out.append(message)
+        if length_prefix:
+            self._out.append(_pack_header(size))
+        self._out.append(data)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
