@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any
 
 from cara.rpc import messages as M
-from cara.rpc.caps import BrokenCap, Cap, LocalCall, LocalCap, QueuedCap, name_steps, to_cap
+from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import (
@@ -197,7 +197,7 @@ class _Answer:
                  "returned")
 
     def __init__(self) -> None:
-        self.call: CallPromise | None = None
+        self.call: asyncio.Future[Any] | None = None
         self.method: Method | None = None
         self.results: Any = None
         self.returned = False
@@ -654,11 +654,9 @@ class Connection:
                 if not inspect.isawaitable(result):  # answered now: no future, no task
                     self._return_results(qid, answer, result)
                     return
-                running = LocalCall(self.loop, method, False)
-                task = asyncio.ensure_future(result, loop=self.loop)
-                running._task = task
-                task.add_done_callback(running._task_done)
-                call: CallPromise = running
+                # The task is the answer's call: its result is the results struct, and
+                # cancelling it (a Finish) cancels the handler.
+                call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
             else:
                 method = self._method_for(msg, target)
                 answer.method = method
@@ -705,7 +703,7 @@ class Connection:
                 f"method @{index} of interface 0x{interface_id:016x} is not known here")
         return method_of(m)
 
-    def _call_finished(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+    def _call_finished(self, qid: int, answer: _Answer, call: asyncio.Future[Any]) -> None:
         if self.closed:
             return  # connection_lost has forgotten every running call
         self._running -= 1
@@ -729,7 +727,7 @@ class Connection:
             del queued[key]
             self._dispatch(*item)
 
-    def _call_done(self, qid: int, answer: _Answer, call: CallPromise) -> None:
+    def _call_done(self, qid: int, answer: _Answer, call: asyncio.Future[Any]) -> None:
         if call.cancelled():
             self._return_canceled(qid, answer)
             return
