@@ -100,7 +100,7 @@ RESERVE = 16 * 1024
 READ_SIZE = 64 * 1024
 
 #: Loop turns an outgoing write may wait for running handlers' answers to join it.
-_COALESCE_TURNS = 4
+_COALESCE_TURNS = 16
 
 _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
@@ -117,7 +117,8 @@ _YOUNG = 1.0
 _ACTIVE_WINDOW = 0.5
 _MIN_SHARE = 0.02
 _MAX_PAUSE = 2.0
-#: A connection gets at most this long (seconds) per loop turn; then the others' turn comes.
+#: With other connections open, a connection gets at most this long (seconds) per loop turn;
+#: then the others' turn comes.
 _SLICE = 0.0002
 _now = time.monotonic
 
@@ -457,9 +458,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         share = gov.share(now)
         usage = gov.young if now - self.born < _YOUNG else self.usage
         used = usage.now(now)
-        # Every connection yields the loop after a slice, busy or not: a light, latency-bound
-        # client (one call at a time) is served between the slices of a flood.
-        deadline = now + _SLICE
+        # With others connected, every connection yields the loop after a slice, busy or not:
+        # a light, latency-bound client (one call at a time) is served between the slices of
+        # a flood. Alone, it keeps the loop (a burst of pipelined calls stays one burst).
+        deadline = now + _SLICE if len(gov.live) > 1 else math.inf
         if share < math.inf:
             deadline = min(now + share * _TAU - used, deadline)
         if self._framer is not None:
@@ -621,8 +623,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         them still run; then give those a few loop turns to join the same write (a pipelined
         chain's answers leave together instead of one latency apart)."""
         conn = self.conn
-        if self._out and conn is not None and conn.answers_in_flight:
-            self._schedule_flush()
+        if self._out and conn is not None and (conn.answers_in_flight or self.throttled):
+            self._schedule_flush()  # (or frames of this read wait for our next slice)
         else:
             self._flush()
 
@@ -630,8 +632,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         out = self._out
         conn = self.conn
-        if out and conn is not None and not conn.closed and conn.answers_in_flight and \
-                self._flush_waits < _COALESCE_TURNS:
+        if out and conn is not None and not conn.closed and self._flush_waits < _COALESCE_TURNS \
+                and (conn.answers_in_flight or self.throttled):
             self._flush_waits += 1
             self._schedule_flush()
             return
