@@ -236,6 +236,8 @@ class Connection:
         self.services = services
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.wire = wire if wire is not None else CaraWire()
+        #: The encoding lets a return that holds no capability end its question (no Finish).
+        self._implicit_finish = bool(getattr(self.wire, "implicit_finish", False))
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name
@@ -580,6 +582,10 @@ class Connection:
         """The capability at ``steps`` in the answer to the peer's question ``qid``."""
         answer = self._answers.get(qid)
         if answer is None:
+            if self._implicit_finish:
+                # An answer that held no capability is forgotten when it returns (no Finish
+                # follows): a call pipelined on it before its return arrived lands here.
+                return BrokenCap(Failed(f"answer {qid} held no capability to call"))
             raise ProtocolError(f"no answer {qid} to pipeline on")
         if answer.returned:
             if answer.results is _FAILED:
@@ -746,10 +752,10 @@ class Connection:
         method = answer.method
         exports: list[int] = []
         self._sending_exports = exports
+        ret = M.Return(qid, M.Payload(results, method.result_cls if method is not None else None),
+                       release_param_caps=False, no_finish=self._implicit_finish)
         try:
-            self._emit(M.Return(qid, M.Payload(
-                results, method.result_cls if method is not None else None),
-                release_param_caps=False))
+            self._emit(ret)
         except Exception as exc:  # unencodable results, or too big for the transport
             self._undo_exports(exports)
             self._sending_exports = None
@@ -759,7 +765,7 @@ class Connection:
         finally:
             self._sending_exports = None
         answer.result_exports = exports or None
-        if answer.finished:
+        if answer.finished or ret.no_finish:  # (no Finish will come for a final return)
             self._answers.pop(qid, None)
 
     def _return_error(self, qid: int, answer: _Answer, exc: BaseException) -> None:
@@ -848,7 +854,8 @@ class Connection:
                                 q.set_exception(exc)
                         else:
                             q.set_result(results)
-        if q.finished:
+        if q.finished or msg.no_finish:  # (a final return: the callee forgot the answer)
+            q.finished = True
             self._drop_question(q)
         else:  # sent with whatever goes out next (one write per call, not two)
             q.finished = True

@@ -213,16 +213,22 @@ class Call(Message):
 class Return(Message):
     """Exactly one of ``results``, ``exception``, ``canceled`` is set."""
 
-    __slots__ = ("answer_id", "canceled", "exception", "release_param_caps", "results")
+    __slots__ = ("answer_id", "canceled", "exception", "no_finish", "release_param_caps",
+                 "results")
 
     def __init__(self, answer_id: int, results: Payload | None = None, *,
                  exception: RemoteException | None = None, canceled: bool = False,
-                 release_param_caps: bool = True) -> None:
+                 release_param_caps: bool = True, no_finish: bool = False) -> None:
         self.answer_id = answer_id
         self.results = results
         self.exception = exception
         self.canceled = canceled
         self.release_param_caps = release_param_caps
+        #: cara frames only (an encoding with ``implicit_finish``): results that hold no
+        #: capability need no ``Finish`` -- nothing can be pipelined on them. On the way out the
+        #: core sets it to *allow* that and the encoding leaves it set only if the cap table it
+        #: wrote is empty; on the way in it says the callee has already forgotten the answer.
+        self.no_finish = no_finish
 
 
 class Finish(Message):

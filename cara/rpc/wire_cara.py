@@ -7,6 +7,8 @@ ends the frame. The shapes (ids are non-negative ints)::
 
     [CALL,        question_id, target, interface_id, method_id, params, cap_table]
     [RETURN,      answer_id, results, cap_table]             (+ release_param_caps when true)
+    [RETURN_FINAL, answer_id, results, []]     the same, holding no capability: the callee has
+                                               forgotten the answer, the caller sends no Finish
     [ERROR,       answer_id, kind, type_name, reason, trace_or_None]    a Return of an exception
     [CANCELED,    answer_id]                                  a Return for a canceled call
     [FINISH,      question_id]                                (+ 1: release_result_caps)
@@ -52,6 +54,7 @@ __all__ = [
     "RELEASE",
     "RESOLVE",
     "RETURN",
+    "RETURN_FINAL",
     "UNIMPLEMENTED",
     "CaraWire",
     "field_steps",
@@ -69,6 +72,7 @@ RESOLVE = 7
 DISEMBARGO = 8
 CANCELED = 9
 UNIMPLEMENTED = 10
+RETURN_FINAL = 11
 
 EXT_CAP = 1
 
@@ -130,6 +134,8 @@ class CaraWire:
     :class:`~cara.rpc.errors.ProtocolError` before more is allocated."""
 
     name = "cara"
+    #: A return holding no capability can tell the caller that no Finish is needed.
+    implicit_finish = True
 
     def __init__(self, max_objects: int = DEFAULT_MAX_OBJECTS) -> None:
         self.max_objects = max_objects
@@ -198,8 +204,15 @@ class CaraWire:
                 return pack([CANCELED, msg.answer_id])
             items = [RETURN, msg.answer_id, msg.results.content]
             if msg.release_param_caps:
-                return self._with_caps(items, describe_cap, True)
-            return self._with_caps(items, describe_cap)
+                frame = self._with_caps(items, describe_cap, True)
+            else:
+                frame = self._with_caps(items, describe_cap)
+            if msg.no_finish:
+                if items[3]:  # it holds capabilities: a Finish must follow
+                    msg.no_finish = False
+                else:  # [RETURN, ...] -> [RETURN_FINAL, ...]: the kind is the second byte
+                    return b"%c%c%s" % (frame[0], RETURN_FINAL, frame[2:])
+            return frame
         if t is M.Finish:
             assert isinstance(msg, M.Finish)
             if msg.release_result_caps:
@@ -327,10 +340,13 @@ class CaraWire:
                 target = self._read_target(target)
             return M.Call(_uint(qid, "question id"), target, iid, _uint(mid, "method id"),
                           self._payload(params, table))
-        if kind == RETURN and n in (4, 5):
+        if (kind == RETURN or kind == RETURN_FINAL) and n in (4, 5):
             release = n == 5 and msg[4] is True
+            final = kind == RETURN_FINAL
+            if final and msg[3]:
+                raise ProtocolError("a final return holds capabilities")
             return M.Return(_uint(msg[1], "answer id"), self._payload(msg[2], msg[3]),
-                            release_param_caps=release)
+                            release_param_caps=release, no_finish=final)
         if kind == FINISH and n in (2, 3):
             return M.Finish(_uint(msg[1], "question id"), n == 3 and msg[2] == 1)
         if kind == ERROR and n == 6:

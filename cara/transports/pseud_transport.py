@@ -172,7 +172,7 @@ def _peek(frame: bytes) -> tuple[int, int]:
 
 #: Frames that ask (their answer rides the pseud reply) and frames that answer.
 _QUESTIONS = frozenset({M.CALL, M.BOOTSTRAP})
-_ANSWERS = frozenset({M.RETURN, M.ERROR, M.CANCELED})
+_ANSWERS = frozenset({M.RETURN, M.RETURN_FINAL, M.ERROR, M.CANCELED})
 _DEFERRABLE = frozenset({M.FINISH, M.RELEASE})
 
 #: How long a FINISH or RELEASE waits for a call to ride with (seconds).

@@ -60,12 +60,13 @@ def test_call_and_return_frames_have_the_documented_shape() -> None:
         assert await calc.add(2, 3) == 5
         calc_id = I["Calc"].id
         # The call is pipelined on the bootstrap's answer: no round trip before it.
+        # The results hold no capability: a final return, which needs no Finish.
         assert wire.sent["client"] == [[M.BOOTSTRAP, 0, calc_id],
                                        [M.CALL, 1, [0], calc_id, 0, {0: 2, 1: 3}, []],
-                                       [M.FINISH, 0], [M.FINISH, 1]]
+                                       [M.FINISH, 0]]
         boot = msgpack.ExtType(M.EXT_CAP, msgpack.packb(0))
         assert wire.sent["server"] == [[M.RETURN, 0, boot, [[1, 0]]],
-                                       [M.RETURN, 1, {0: 5}, []]]
+                                       [M.RETURN_FINAL, 1, {0: 5}, []]]
 
     run(main())
 
@@ -128,7 +129,7 @@ def test_capability_sent_home_is_the_original_object() -> None:
         cap = core_cap_of(back)
         assert isinstance(cap, LocalCap) and cap.obj is mine
         # the server returned the client's own capability: it travels as receiver-hosted
-        server_frames = [f for f in wire.sent["server"] if f[0] == M.RETURN]
+        server_frames = [f for f in wire.sent["server"] if f[0] in (M.RETURN, M.RETURN_FINAL)]
         assert server_frames[-1][3] == [[3, 0]]
 
     run(main())
@@ -244,7 +245,8 @@ def test_a_flood_of_capabilities_is_refused() -> None:
         caps = [msgpack.ExtType(M.EXT_CAP, msgpack.packb(i)) for i in range(10)]
         table = [[1, i] for i in range(10)]
         conn.receive(msgpack.packb([M.CALL, 0, [100], calc_id, 8, {0: caps, 1: 1}, table]))
-        assert msgpack.unpackb(frames[-1], strict_map_key=False) == [M.RETURN, 0, {0: 10}, []]
+        assert msgpack.unpackb(frames[-1], strict_map_key=False) == [
+            M.RETURN_FINAL, 0, {0: 10}, []]
         more = [msgpack.ExtType(M.EXT_CAP, msgpack.packb(i)) for i in range(11)]
         table = [[1, i] for i in range(10, 21)]
         with pytest.raises(ProtocolError, match="more than 10"):
@@ -285,10 +287,38 @@ def test_waiting_calls_run_in_order_and_can_be_finished_before_they_start() -> N
         await settle()
         assert started == [0.0, 2.0]  # qid 1 never ran; qid 2 ran after qid 0
         returns = [msgpack.unpackb(f, strict_map_key=False) for f in frames]
-        assert [r[1] for r in returns if r[0] == M.RETURN] == [100, 0, 2]
+        assert [r[1] for r in returns if r[0] in (M.RETURN, M.RETURN_FINAL)] == [100, 0, 2]
         assert conn.stats()["answers"] == 0
         for qid in (100, 0, 2, 3):
             conn.receive(msgpack.packb([M.FINISH, qid]))
         assert not conn._answers  # every answer forgotten once its caller finished it
+
+    run(main())
+
+
+def test_a_final_return_needs_no_finish_and_late_pipelined_calls_fail_softly() -> None:
+    """A return holding no capability is final on cara frames: the callee forgets the answer
+    at once (no Finish follows), and a call the caller pipelined on it before the return
+    arrived gets an error, not an abort."""
+    I = load()
+
+    async def main() -> None:
+        services = Services()
+        services.register(I["Echo"], lambda text: text)
+        frames: list[bytes] = []
+        conn = Connection(frames.append, services=services)
+        echo_id = I["Echo"].id
+        conn.receive(msgpack.packb([M.BOOTSTRAP, 100, echo_id]))
+        conn.receive(msgpack.packb([M.CALL, 1, [100], echo_id, 0, {0: "x"}, []]))
+        assert msgpack.unpackb(frames[-1], strict_map_key=False) == [
+            M.RETURN_FINAL, 1, {0: "x"}, []]
+        assert 1 not in conn._answers and 100 in conn._answers  # the bootstrap holds a cap
+        conn.receive(msgpack.packb([M.CALL, 2, [1, 0], echo_id, 0, {0: "y"}, []]))
+        reply = msgpack.unpackb(frames[-1], strict_map_key=False)
+        assert reply[:2] == [M.ERROR, 2] and "no capability" in reply[4]
+        assert not conn.closed
+        conn.receive(msgpack.packb([M.CALL, 1, [100], echo_id, 0, {0: "again"}, []]))  # id reused
+        assert msgpack.unpackb(frames[-1], strict_map_key=False)[:3] == [
+            M.RETURN_FINAL, 1, {0: "again"}]
 
     run(main())

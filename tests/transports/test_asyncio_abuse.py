@@ -102,7 +102,8 @@ def _garbage_frames(rng: random.Random) -> list[bytes]:
         b"", b"\xc1", b"\x91", b"\xdd\xff\xff\xff\xff", os.urandom(50),
         packb("not an array"), packb([]), packb([99]), packb([M.CALL]),
         packb([M.CALL, "q", [1], 1, 0, None, []]), packb([M.CALL, 1, "target", 1, 0, None, []]),
-        packb([M.CALL, 1, [1, 2], 1, 0, None, []]), packb([M.RETURN]), packb([M.RELEASE, 5]),
+        packb([M.CALL, 1, [1, 2], 1, "i", None, []]), packb([M.RETURN]), packb([M.RELEASE, 5]),
+        packb([M.RETURN_FINAL, 3, None, [[1, 0]]]),  # a final return cannot hold capabilities
         packb([M.RETURN, 3, None, []]),  # a return for a question never asked
         packb([M.CALL, 1, 0, 1, 0, msgpack.ExtType(M.EXT_CAP, packb(0)), [[3, 4242]]]),
         packb([M.CALL, 1, [1], 1, 0, msgpack.ExtType(M.EXT_CAP, packb("x")), []]),
@@ -158,7 +159,7 @@ def test_garbage_oversized_unknown_and_vanishing_peers_do_not_disturb_a_good_cli
             replies = {}
             for _ in range(9):
                 msg = await peer.recv()
-                assert msg is not None and msg[0] in (M.ERROR, M.RETURN), msg
+                assert msg is not None and msg[0] in (M.ERROR, M.RETURN), msg  # bootstraps
                 replies[msg[1]] = msg
             assert replies[100][0] == replies[101][0] == M.RETURN
             for qid in (102, 1, 2, 3):
@@ -168,7 +169,7 @@ def test_garbage_oversized_unknown_and_vanishing_peers_do_not_disturb_a_good_cli
             peer.send([M.RELEASE, 777, 1])  # releasing what was never exported: ignored
             peer.send([M.FINISH, 999])      # finishing an unknown question: ignored
             peer.send([M.CALL, 7, E, echo_id, 0, {0: "still here"}, []])
-            assert await peer.recv() == [M.RETURN, 7, {0: "still here"}, []]
+            assert await peer.recv() == [M.RETURN_FINAL, 7, {0: "still here"}, []]
             # A duplicate question id while the first is running is a protocol violation.
             peer.send([M.CALL, 8, C, calc.id, 2, {0: 30.0}, []])
             peer.send([M.CALL, 8, C, calc.id, 2, {0: 30.0}, []])
@@ -326,7 +327,7 @@ def test_a_caller_that_never_reads_its_answers_is_slowed_not_buffered() -> None:
             # Reading the answers lets everything through, in order, none lost.
             assert (await peer.recv(10))[:2] == [M.RETURN, 1_000_000]  # the bootstrap
             for qid in range(sent):
-                assert await peer.recv(10) == [M.RETURN, qid, {0: text}, []]
+                assert await peer.recv(10) == [M.RETURN_FINAL, qid, {0: text}, []]
             assert handled == sent
             peer.close()
 

@@ -193,7 +193,7 @@ def test_a_frame_decoding_into_too_many_objects_is_refused() -> None:
                     sock, A.frame([M.BOOTSTRAP, 0, sink_id]) + A.frame(call))
                 replies = await _read_frames(sock, 2)
                 if accepted:
-                    assert replies[1] == [M.RETURN, 1, {0: items}, []]
+                    assert replies[1] == [M.RETURN_FINAL, 1, {0: items}, []]
                 else:
                     assert replies[-1][0] == M.ABORT and "max_objects" in replies[-1][1]
                 sock.close()
