@@ -25,14 +25,12 @@ def _nats_module() -> Any:
     return nats_transport
 
 
-def _sum_stats(conns: list[Connection]) -> dict[str, int]:
-    total = {"connections": 0, "exports": 0, "imports": 0, "questions": 0, "answers": 0}
-    for conn in conns:
-        if not conn.closed:
-            total["connections"] += 1
-            for key, value in conn.stats().items():
-                total[key] += value
-    return total
+def _nats_options(settings: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of a NATS server or client: its own settings that were given, and
+    the options it shares with the socket transport."""
+    mine = {k: v for k, v in common.items()
+            if k in ("max_frame_size", "max_answers", "send_tracebacks", "timeout")}
+    return {**mine, **{k: v for k, v in settings.items() if v is not None}}
 
 
 class Server(asyncio_transport.Server):
@@ -52,11 +50,8 @@ class Server(asyncio_transport.Server):
             self._socket_binds += 1
             return
         if self._nats is None:
-            nats = _nats_module()
-            settings = {k: v for k, v in self._nats_settings.items() if v is not None}
-            mine = {k: v for k, v in self._nats_common.items() if k in (
-                "max_frame_size", "max_answers", "send_tracebacks", "timeout")}
-            self._nats = nats.NatsServer(services=self.services, **mine, **settings)
+            self._nats = _nats_module().NatsServer(
+                services=self.services, **_nats_options(self._nats_settings, self._nats_common))
         self._nats.bind(url)
 
     async def start(self) -> None:
@@ -74,11 +69,6 @@ class Server(asyncio_transport.Server):
     def connections(self) -> list[Connection]:
         nats = self._nats.connections if self._nats is not None else []
         return [*super().connections, *nats]
-
-    def stats(self) -> dict[str, int]:
-        """Live totals over open connections (sockets and NATS sessions): connections,
-        exports, imports, questions, answers."""
-        return _sum_stats(self.connections)
 
     async def stop(self) -> None:
         await super().stop()
@@ -109,11 +99,8 @@ class Client(lifetimes.Client):
             self._nats = None
             super().connect(url)
             return
-        nats = _nats_module()
-        settings = {k: v for k, v in self._nats_settings.items() if v is not None}
-        mine = {k: v for k, v in self._nats_common.items() if k in (
-            "max_frame_size", "max_answers", "send_tracebacks", "timeout")}
-        self._nats = nats.NatsClient(services=self.services, **mine, **settings)
+        self._nats = _nats_module().NatsClient(
+            services=self.services, **_nats_options(self._nats_settings, self._nats_common))
         self._nats.connect(url)
 
     async def start(self) -> None:
