@@ -380,19 +380,28 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 end = pos + 4 + size
                 if end > end_of_data:
                     break
-                conn.receive(view[pos + 4:end])
-                pos = end
-                if conn.closed:  # the peer sent ABORT
-                    self._close_transport()
+                if not self._deliver(view[pos + 4:end]):
                     return -1
+                pos = end
                 if deadline < math.inf and _now() > deadline:
                     break
-        except ProtocolError:
-            self._close_transport()
-            return -1
         finally:
             self._end_of_burst()
         return pos
+
+    def _deliver(self, frame: bytes | bytearray | memoryview) -> bool:
+        """One frame to the connection; False (the transport closing) once it is closed: the
+        peer sent Abort, or the frame was not a valid message."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.receive(frame)
+        except ProtocolError:
+            pass  # the connection has sent Abort and closed itself
+        if conn.closed:
+            self._close_transport()
+            return False
+        return True
 
     def _process_capnp(self, data: bytes | memoryview) -> None:
         assert self._framer is not None
@@ -407,22 +416,15 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def _process_pending(self, deadline: float) -> int:
         """Hand the complete capnp messages waiting to the connection (as :meth:`_process`);
         return how many, or -1 once the connection closed."""
-        conn = self.conn
-        assert conn is not None
         pending = self._pending
         done = 0
         try:
             while pending:
-                conn.receive(pending.popleft())
-                done += 1
-                if conn.closed:
-                    self._close_transport()
+                if not self._deliver(pending.popleft()):
                     return -1
+                done += 1
                 if deadline < math.inf and _now() > deadline:
                     break
-        except ProtocolError:
-            self._close_transport()
-            return -1
         finally:
             self._end_of_burst()
         return done
