@@ -597,17 +597,25 @@ class Connection:
         return queued
 
     def _cap_at(self, answer: _Answer, steps: tuple[int, ...]) -> Cap:
+        return self._cap_in(answer.method, answer.results, steps)
+
+    def _cap_in(self, method: Method | None, results: Any, steps: tuple[int, ...]) -> Cap:
+        """The capability at ``steps`` in the results of a call of ``method`` (a broken one
+        where there is none: pipelined calls on it fail, the connection goes on)."""
         try:
-            if answer.method is not None and answer.method.result_cls is M.CAPABILITY:
+            if method is not None and method.result_cls is M.CAPABILITY:
                 if steps:
                     raise ProtocolError("a bootstrap answer has no fields")
-                value = answer.results
+                value = results
             else:
-                value = self.wire.follow(answer.results, steps)
+                value = self.wire.follow(results, steps)
             cap = to_cap(value)
         except Exception as exc:
             return BrokenCap(exc)
-        return cap if cap is not None else BrokenCap(Failed("the capability is null"))
+        if cap is None:
+            name = method.name if method is not None else "the call"
+            return BrokenCap(Failed(f"{name}(): the pipelined capability is null"))
+        return cap
 
     def _on_bootstrap(self, msg: M.Bootstrap) -> None:
         qid = msg.question_id
@@ -880,19 +888,9 @@ class Connection:
         """Point ``pipe`` at what the answer holds, with an embargo where E-order needs one."""
         if pipe.resolution is not None:
             return
-        if q._results is None and q._method.result_cls is not M.CAPABILITY:
-            target: Cap | None = None
-        elif q._method.result_cls is M.CAPABILITY:
-            target = to_cap(q._results)
-        else:
-            try:
-                target = to_cap(_follow_value(self.wire, q._results, pipe.steps))
-            except Exception as exc:
-                _settle(pipe, BrokenCap(exc))
-                return
-        if target is None:
-            _settle(pipe, BrokenCap(Failed(
-                f"{q._method.name}(): the pipelined capability is null")))
+        target = self._cap_in(q._method, q._results, pipe.steps)
+        if isinstance(target, BrokenCap):
+            _settle(pipe, target)
             return
         _settle(pipe, self._maybe_embargo(pipe.called, target,
                                           M.PromisedAnswer(q.qid, pipe.steps)))
@@ -1025,10 +1023,6 @@ def _conn_of(cap: Cap) -> Connection | None:
     if isinstance(cap, PipelineCap):
         return cap.question.conn
     return None
-
-
-def _follow_value(wire: Any, results: Any, steps: tuple[int, ...]) -> Any:
-    return wire.follow(results, steps)
 
 
 def _settle(cap: ImportCap | PipelineCap, target: Cap) -> None:
