@@ -43,10 +43,13 @@ __all__ = [
     "MethodSpec",
     "build_interface_class",
     "find_capabilities",
+    "may_hold_interfaces",
     "received_values",
 ]
 
 _NOTHING: Any = object()
+#: Shared by every call: handlers never change the keyword arguments they are given.
+_NO_KWARGS: dict[str, Any] = {}
 #: Method names that would hide the Interface API get a trailing underscore as attribute.
 INTERFACE_RESERVED = frozenset({"cara_schema", "cara_remote", "ReplaceTypes", "mro"}
                                | set(dir(object)))
@@ -72,6 +75,8 @@ class MethodSpec:
         self.interface_name = interface_name
         self.implicit_params = implicit_params
         self.annotations = annotations
+        self._param_numbers: tuple[int, ...] | None = None  # (box_params, on first use)
+        self._result_where = f"{interface_name}.{name}() result"
 
     @property
     def param_class(self) -> Any:
@@ -97,7 +102,19 @@ class MethodSpec:
 
     def box_params(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The ``$Params`` struct for a call with ``args`` and ``kwargs`` (checked)."""
-        cls = self.param_class
+        cls = self._params.cls
+        if not kwargs and not self.params_named:
+            # The common call, positional values only: converted from a number-keyed dict
+            # (the accelerated constructor); anything it refuses goes the long way below, so
+            # errors are worded by one path.
+            numbers = self._param_numbers
+            if numbers is None:
+                numbers = self._param_numbers = tuple(f.number for f in cls.cara_schema.fields)
+            if len(args) <= len(numbers):
+                try:
+                    return cls._cara_convert_(dict(zip(numbers, args, strict=False)))
+                except Exception:
+                    pass
         if self.params_named:
             if len(args) == 1 and not kwargs:
                 return _convert(cls, args[0], f"{self.interface_name}.{self.name}()")
@@ -133,19 +150,21 @@ class MethodSpec:
         if self.params_named:
             return [params], {}
         fields = params.cara_schema.fields
+        if len(fields) == 1 and capacity >= 1:  # the common one-argument method
+            return [params[fields[0].number]], _NO_KWARGS
         last = -1
         for f in fields:
             if dict.__contains__(params, f.number):
                 last = f.number
         count = max(last + 1, min(len(fields), capacity))
-        return [params[f.number] for f in fields[:count]], {}
+        return [params[f.number] for f in fields[:count]], _NO_KWARGS
 
     # ------------------------------------------------------------------ results
 
     def box_results(self, value: Any) -> Any:
         """The ``$Results`` struct for what an implementation returned (checked)."""
-        cls = self.result_class
-        where = f"{self.interface_name}.{self.name}() result"
+        cls = self._results.cls
+        where = self._result_where
         if self.results_named:
             return _convert(cls, {} if value is None else value, where)
         if isinstance(value, cls):
@@ -311,6 +330,44 @@ class received_values:
 
     def __exit__(self, *exc: object) -> None:
         _RECEIVING.depth -= 1
+
+
+_PLAIN_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                          "uint32", "uint64", "float32", "float64", "text", "data", "enum"})
+_holds_interfaces: dict[Any, bool] = {}
+
+
+def may_hold_interfaces(struct_cls: Any) -> bool:
+    """Whether a value of ``struct_cls`` can hold an interface anywhere inside (a field, a
+    list element, a nested struct or an AnyPointer): received data of a class that cannot
+    needs no :class:`received_values` guard. Conservative: unsure is True. Cached per class."""
+    found = _holds_interfaces.get(struct_cls)
+    if found is None:
+        found = _holds_interfaces[struct_cls] = _scan_for_interfaces(struct_cls, set())
+    return found
+
+
+def _scan_for_interfaces(cls: Any, seen: set[int]) -> bool:
+    if id(cls) in seen:
+        return False  # (already being scanned: its other fields decide)
+    seen.add(id(cls))
+    schema = getattr(cls, "cara_schema", None)
+    fields = getattr(schema, "fields", None)
+    if fields is None:
+        return True
+    for f in fields:
+        t = f.type
+        while True:
+            kind = getattr(t, "kind", None)
+            if kind in _PLAIN_KINDS:
+                break
+            if kind == "list":
+                t = getattr(t.cls, "_cara_elem_", None)
+                continue
+            if kind in ("struct", "group") and _scan_for_interfaces(t.cls, seen) is False:
+                break
+            return True
+    return False
 
 
 class Interface:
