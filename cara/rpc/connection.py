@@ -69,12 +69,11 @@ class Question(CallPromise):
     pipes: dict[tuple[int, ...], PipelineCap] = {}  # (read-only: replaced, never filled)
     param_exports: list[int] | None = None
 
-    def __init__(self, conn: Connection, qid: int, method: Method, unbox: bool) -> None:
-        super().__init__(loop=conn.loop)
-        self.conn = conn
-        self.qid = qid
-        self._method = method
-        self._unbox = unbox
+    conn: Connection
+    qid: int
+    _unbox: bool
+    # (no __init__: Connection._new_question sets conn, qid, _method and _unbox; a Python
+    # __init__ calling the Future's costs a frame and a super() per call)
 
     def _pipeline(self, path: tuple[str, ...]) -> Cap:
         wire = self.conn.wire
@@ -434,7 +433,11 @@ class Connection:
         else:
             qid = self._next_question
             self._next_question = qid + 1
-        q = Question(self, qid, method, unbox)
+        q = Question(loop=self.loop)
+        q.conn = self
+        q.qid = qid
+        q._method = method
+        q._unbox = unbox
         self._questions[qid] = q
         return q
 
@@ -663,12 +666,18 @@ class Connection:
         caps = msg.params.cap_table
         if caps:
             caps = self._caps(caps)  # a capability we never exported: abort
-        try:  # the target as it is now: a promised answer may be finished by the time we run
-            target: Cap | BaseException = self._call_target(msg.target)
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            target = exc
+        # the target as it is now: a promised answer may be finished by the time we run
+        export = self._exports.get(msg.target.id) if type(msg.target) is M.ImportedCap else None
+        target: Cap | BaseException
+        if export is not None:  # (the common case of _call_target, inline)
+            target = export.cap
+        else:
+            try:
+                target = self._call_target(msg.target)
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                target = exc
         if self._running >= self.max_answers or self._queued:
             if len(self._queued) >= self.max_queued_calls:
                 answer = self._answers[qid] = _Answer()

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 _NOTHING: Any = object()
+_SCALARS = frozenset({str, bytes, int, float, bool})
 #: Shared by every call: handlers never change the keyword arguments they are given.
 _NO_KWARGS: dict[str, Any] = {}
 #: Method names that would hide the Interface API get a trailing underscore as attribute.
@@ -77,6 +78,7 @@ class MethodSpec:
         self.annotations = annotations
         self._param_numbers: tuple[int, ...] | None = None  # (box_params, on first use)
         self._result_where = f"{interface_name}.{name}() result"
+        self._single_result: int | None = None  # its field number, or -1 (box_results)
 
     @property
     def param_class(self) -> Any:
@@ -164,6 +166,14 @@ class MethodSpec:
     def box_results(self, value: Any) -> Any:
         """The ``$Results`` struct for what an implementation returned (checked)."""
         cls = self._results.cls
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        if single >= 0 and type(value) in _SCALARS:  # the common case: one plain result
+            try:
+                return cls._cara_convert_({single: value})
+            except Exception:
+                pass  # worded below
         where = self._result_where
         if self.results_named:
             return _convert(cls, {} if value is None else value, where)
@@ -192,12 +202,21 @@ class MethodSpec:
         """What a caller gets back: None, the single value, or the result struct."""
         if self.results_named:
             return results
-        fields = results.cara_schema.fields
-        if not fields:
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        if single >= 0:
+            return results[single]
+        if not results.cara_schema.fields:
             return None
-        if len(fields) == 1:
-            return results[0]
         return results
+
+    def _find_single_result(self) -> int:
+        """The field number of the one result an unnamed result struct has, else -1."""
+        fields = self._results.cls.cara_schema.fields
+        single = fields[0].number if len(fields) == 1 and not self.results_named else -1
+        self._single_result = single
+        return single
 
     # ------------------------------------------------------------------ invocation
 
@@ -334,16 +353,17 @@ class received_values:
 
 _PLAIN_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
                           "uint32", "uint64", "float32", "float64", "text", "data", "enum"})
-_holds_interfaces: dict[Any, bool] = {}
+#: may_hold_interfaces' answers by class (read by the RPC encodings on their hot path).
+HOLDS_INTERFACES: dict[Any, bool] = {}
 
 
 def may_hold_interfaces(struct_cls: Any) -> bool:
     """Whether a value of ``struct_cls`` can hold an interface anywhere inside (a field, a
     list element, a nested struct or an AnyPointer): received data of a class that cannot
     needs no :class:`received_values` guard. Conservative: unsure is True. Cached per class."""
-    found = _holds_interfaces.get(struct_cls)
+    found = HOLDS_INTERFACES.get(struct_cls)
     if found is None:
-        found = _holds_interfaces[struct_cls] = _scan_for_interfaces(struct_cls, set())
+        found = HOLDS_INTERFACES[struct_cls] = _scan_for_interfaces(struct_cls, set())
     return found
 
 

@@ -383,7 +383,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 end = pos + 4 + size
                 if end > end_of_data:
                     break
-                if not self._deliver(view[pos + 4:end]):
+                try:  # (_deliver, inline: once per frame)
+                    conn.receive(view[pos + 4:end])
+                except ProtocolError:
+                    pass  # the connection has sent Abort and closed itself
+                if conn.closed:
+                    self._close_transport()
                     return -1
                 pos = end
                 if deadline < math.inf and _now() > deadline:
