@@ -13,7 +13,7 @@ where it stops making sense; nothing else of that file is compiled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from cara.schema._record import field, record
 
 __all__ = ["MAX_NESTING", "LexError", "Statement", "Token", "tokenize"]
 
@@ -36,7 +36,7 @@ _SIMPLE_ESCAPES = {
 }
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Token:
     """One token. ``kind`` is ``identifier``, ``string``, ``binary``, ``integer``, ``float``,
     ``operator``, ``parenList`` or ``bracketList``; the two list kinds hold their comma-separated
@@ -50,7 +50,7 @@ class Token:
     items: list[list[Token]] | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Statement:
     """Tokens ended by ``;`` (``block`` is None) or by a ``{...}`` block."""
 
@@ -70,7 +70,7 @@ class LexError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Block:
     """A ``{ ... }`` block of statements."""
 
@@ -83,7 +83,7 @@ class _Block:
     open_pos: int = 0
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _List:
     """A bracketed, comma-separated list of token sequences."""
 
