@@ -41,6 +41,8 @@ PER_INPUT_SECONDS = 10.0
 CROSS_CHECK_BYTES = 256 * 1024
 #: Peak memory one input may allocate (the bound SECURITY.md states).
 PEAK_BYTES = 64 * 2**20
+#: The long run goes on after a failure, up to this many per target.
+MAX_FAILURES = 50
 
 SCHEMA = """@0xd3a8a8f4c2b1e0f1;
 struct Empty {}
@@ -143,9 +145,15 @@ def _every_other_codec(m: Any, value: Any) -> None:
 
 def _run(inputs: Callable[[random.Random], bytes], target: Callable[[bytes], Any],
          label: str) -> None:
+    """Feed ``INPUTS`` inputs to ``target``. The default run stops at the first broken rule;
+    the long run goes on (up to ``MAX_FAILURES`` per target), so that one run finds them all,
+    and reports what it measured (``CARA_FUZZ_REPORT=file`` appends it there too)."""
     rng = random.Random(16)
     if LONG:
         rng.seed()  # a different run each time in long mode; the failure prints the input
+    failures: list[str] = []
+    worst_time = worst_peak = 0.0
+    began = time.perf_counter()
     tracemalloc.start()
     try:
         for _ in range(INPUTS):
@@ -153,19 +161,36 @@ def _run(inputs: Callable[[random.Random], bytes], target: Callable[[bytes], Any
             tracemalloc.reset_peak()
             base = tracemalloc.get_traced_memory()[0]
             start = time.perf_counter()
+            problem = ""
             try:
                 target(data)
             except CaraError:
                 pass
             except Exception as exc:  # pragma: no cover - the failure is the report
-                raise AssertionError(f"{label}: {type(exc).__name__}: {exc} for input "
-                                     f"{_show(data)}") from exc
+                problem = f"{label}: {type(exc).__name__}: {exc} for input {_show(data)}"
+                if not LONG:
+                    raise AssertionError(problem) from exc
             took = time.perf_counter() - start
             peak = tracemalloc.get_traced_memory()[1] - base
-            assert took < PER_INPUT_SECONDS, f"{label}: {took:.1f} s for input {_show(data)}"
-            assert peak < PEAK_BYTES, f"{label}: {peak / 2**20:.0f} MiB for {_show(data)}"
+            worst_time, worst_peak = max(worst_time, took), max(worst_peak, peak)
+            if not problem and took >= PER_INPUT_SECONDS:
+                problem = f"{label}: {took:.1f} s for input {_show(data)}"
+            if not problem and peak >= PEAK_BYTES:
+                problem = f"{label}: {peak / 2**20:.0f} MiB for {_show(data)}"
+            if problem:
+                failures.append(problem)
+                assert LONG and len(failures) < MAX_FAILURES, "\n".join(failures)
     finally:
         tracemalloc.stop()
+    summary = (f"{label}: {INPUTS} inputs in {time.perf_counter() - began:.0f} s, "
+               f"{len(failures)} failures, slowest input {worst_time:.2f} s, "
+               f"largest peak {worst_peak / 2**20:.1f} MiB")
+    print(summary)
+    report = os.environ.get("CARA_FUZZ_REPORT")
+    if report:
+        with open(report, "a") as out:
+            out.write(summary + "\n" + "".join(f"  {f}\n" for f in failures))
+    assert not failures, "\n".join(failures)
 
 
 def _show(data: bytes) -> str:
