@@ -29,6 +29,7 @@ _PROVIDERS = {
         "read_multiple_async", "write_async")},
     "msgpack_default": "cara.codecs.capnp.reader",
     "msgpack_ext": "cara.codecs.capnp.reader",
+    "kept_data": "cara.codecs.capnp.kept",
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -97,6 +98,20 @@ def msgpack_default(value: Any) -> Any:
 #: msgpack ext codes a codec module turns back into objects (the capnp reader's
 #: EXT_CAPNP_MESSAGE); any other ext value stays a ``msgpack.ExtType``.
 _EXT_PROVIDED = frozenset({0x43})
+
+
+def msgpack_ext(code: int, data: bytes) -> Any:
+    """The object msgpack ext value ``code`` holds (a codec module reads it), for the codes
+    in ``_EXT_PROVIDED``."""
+    return _get("msgpack_ext")(code, data)
+
+
+def kept_data(cls: Any, value: Any) -> tuple[Any, Any]:
+    """What a struct of class ``cls`` stores under the reserved key for unknown data, and the
+    record it keeps, from the value a mapping gave for that key (see
+    cara.codecs.capnp.kept; raises ``Invalid``)."""
+    result: tuple[Any, Any] = _get("kept_data")(cls, value)
+    return result
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
