@@ -73,7 +73,7 @@ class KeptData(msgpack.ExtType):
         return hash((EXT_CAPNP_MESSAGE, self.data))
 
     def __repr__(self) -> str:
-        return f"KeptData({self.record!r})"
+        return repr(self.record)
 
     def __copy__(self) -> KeptData:
         return self  # immutable
