@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, check_nesting
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, KEPT_READ, check_nesting
 
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "stream", "to_bytes",
            "to_json", "unpack_into", "unpack_plain"]
@@ -135,15 +135,20 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         if plan is not None:
             value = plan.unpackb(cls, data)
             if value is not None:
-                _check_depth(cls, value, data)
+                _check_depth(cls, value, data, KEPT_READ[0])
                 return value
     return unpack_plain(cls, data, max_bytes=max_bytes, ext_hook=ext_hook)
 
 
-def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview) -> None:
+def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview,
+                 kept_before: int) -> None:
     """The nesting limit, for every msgpack path. Most types cannot nest deeply (their greatest
     depth is known), and input shorter than the limit cannot either (each level takes a byte):
-    no walk for those."""
+    no walk for those, unless the value holds unknown binary data read from the input
+    (``KEPT_READ`` moved past ``kept_before``), which nests below its struct."""
+    if KEPT_READ[0] != kept_before:
+        check_nesting(value, kept=True)
+        return
     depth = cls.__dict__.get("_cara_static_depth_")
     if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
         check_nesting(value)
@@ -168,8 +173,9 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
             raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
     except Exception as e:
         _decode_error(e, data)
+    kept_before = KEPT_READ[0]
     value = cls(raw)
-    _check_depth(cls, value, data)
+    _check_depth(cls, value, data, kept_before)
     return value
 
 

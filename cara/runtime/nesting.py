@@ -62,11 +62,53 @@ def _depth_of_desc(desc: Any, busy: set[int]) -> int:
     return 0
 
 
-def check_nesting(value: Any, limit: int = DEFAULT_NESTING_LIMIT) -> None:
+#: How many times unknown binary data was read from msgpack (cara.codecs.capnp.kept counts):
+#: a decode that read some walks its value whatever its type's static depth, since what is
+#: kept nests below the struct holding it.
+KEPT_READ = [0]
+#: The key under which a struct holds unknown binary data (see cara.runtime.struct.KEPT_KEY).
+KEPT_KEY = -1
+
+
+def check_nesting(value: Any, limit: int = DEFAULT_NESTING_LIMIT, *, kept: bool = False) -> None:
     """Raise ``DecodeError`` when ``value`` (a struct or typed list instance) nests deeper than
-    ``limit`` structs and lists through its schema's fields."""
-    if static_depth(type(value)) > limit and _deeper(value, limit):
+    ``limit`` structs and lists through its schema's fields (``kept``: and the unknown binary
+    data its structs hold, as the binary form would nest it)."""
+    if kept:
+        too_deep = _kept_deeper(value, limit)
+    else:
+        too_deep = static_depth(type(value)) > limit and _deeper(value, limit)
+    if too_deep:
         raise DecodeError(f"message nests deeper than the nesting limit ({limit} levels)")
+
+
+def _kept_deeper(value: Any, left: int) -> bool:
+    """:func:`_deeper` through every struct and list, where a struct's kept data (its
+    ``fits(levels)``) must fit in the levels the struct itself may use."""
+    if left <= 0:
+        return True
+    left -= 1
+    cls = type(value)
+    if getattr(cls, "_cara_elem_", None) is not None:
+        return any(_kept_deeper(v, left) for v in value if isinstance(v, (list, dict)))
+    return _kept_struct_deeper(value, left)
+
+
+def _kept_struct_deeper(value: Any, left: int) -> bool:
+    fits = getattr(dict.get(value, KEPT_KEY), "fits", None)
+    if fits is not None and not fits(left + 1):
+        return True
+    plan = type(value).__dict__.get("_cara_nesting_plan_") or _walk_plan(type(value))
+    for num, _depth, group in plan:
+        v = dict.get(value, num)
+        if v is None:
+            continue
+        if group:
+            if _kept_struct_deeper(v, left):
+                return True
+        elif _kept_deeper(v, left):
+            return True
+    return False
 
 
 def plain_depth_exceeds(value: Any, limit: int = DEFAULT_NESTING_LIMIT) -> bool:

@@ -50,6 +50,7 @@ from cara.runtime import hooks as _hooks
 from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
 from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
+from cara.runtime.nesting import KEPT_KEY as _KEPT_KEY
 from cara.runtime.types import (
     ClassType,
     Invalid,
@@ -253,7 +254,7 @@ class StructSchema:
 
 #: The key under which a struct holds what a newer schema's binary message had beyond its own
 #: schema (no field number is negative): kept through msgpack (see cara.codecs.capnp.kept).
-KEPT_KEY = -1
+KEPT_KEY = _KEPT_KEY
 
 
 def _known_key(schema: StructSchema, key: Any) -> int | None:

@@ -206,3 +206,31 @@ def test_capnp_convert_reads_what_msgpack_kept(schemas: Schemas) -> None:
                               check=True).stdout
     assert text(ours) == text(data)
 
+
+
+def test_kept_data_counts_in_the_nesting_limit(schemas: Schemas) -> None:
+    """Unknown data nests below the struct that keeps it: a msgpack message that puts a deep
+    one deep down is refused by ``from_msgpack`` (the limit of every codec), rather than
+    accepted and then written as a binary message that ``from_bytes`` refuses."""
+    sub: dict[str, Any] = {"t": "leaf"}
+    for _ in range(20):
+        sub = {"subs": [sub]}  # 21 levels (a struct list and its elements are one level)
+    data = schemas.newer({"id": 1, "more": [sub]})
+    raw = msgpack.unpackb(schemas.old.Item.from_bytes(data).to_msgpack(), strict_map_key=False)
+    shallow = schemas.old.Item.from_msgpack(msgpack.packb({7: raw}))
+    assert schemas.old.Item.from_bytes(shallow.to_bytes()).child.id == 1
+    deep = raw
+    for _ in range(43):  # over 64 levels as binary (the newer schema's reader refuses it below)
+        deep = {7: deep}
+    packed = msgpack.packb(deep)
+    with pytest.raises(DecodeError, match="nests deeper than the nesting limit"):
+        schemas.old.Item.from_msgpack(packed)
+    # (what was refused: a binary message the newer schema's reader refuses, as libcapnp's)
+    written = schemas.old.Item(msgpack.unpackb(packed, strict_map_key=False)).to_bytes()
+    with pytest.raises(DecodeError, match="nest"):
+        schemas.new.Item.from_bytes(written)
+    capnp_reader = schemas.pyc_new.Item.from_bytes(written)
+    with pytest.raises(Exception, match=r"(?i)nest"):
+        with capnp_reader as r:
+            r.to_dict()
+    assert schemas.old.Item.from_msgpack(msgpack.packb(deep[7][7][7]))  # 3 levels less: fine

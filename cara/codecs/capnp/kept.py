@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 
 from cara.errors import CaraError
-from cara.runtime import hooks
+from cara.runtime import hooks, nesting
 from cara.runtime.types import Invalid
 
 from .framing import read_flat
@@ -71,6 +71,17 @@ class KeptData(msgpack.ExtType):
 
     def __hash__(self) -> int:
         return hash((EXT_CAPNP_MESSAGE, self.data))
+
+    def fits(self, levels: int) -> bool:
+        """Whether the kept struct and what its pointers reach nest at most ``levels`` structs
+        and lists deep (the struct itself is one): what the binary form would then hold at
+        the place of the struct that keeps it."""
+        try:
+            msg = Message(read_flat(self.data), nesting_limit=levels)
+            Unknown(None, _root_struct(msg)).to_flat()
+        except CaraError:
+            return False
+        return True
 
     def __repr__(self) -> str:
         return repr(self.record)
@@ -147,6 +158,7 @@ def record_from_kept(cls: Any, value: Any) -> tuple[Any, Unknown]:
                       f"0x43) or, for a group, a discriminant, not {type(value).__name__}")
     if schema.is_group:
         raise Invalid("unknown data (key -1) of a group is its union's discriminant, an integer")
+    nesting.KEPT_READ[0] += 1  # (the decode checks the nesting limit through it)
     try:
         # checked whole now: the struct and every pointer kept in it, copied once into a
         # message of its own (bounded by the input's size and the nesting limit)
@@ -170,8 +182,8 @@ def record_from_kept(cls: Any, value: Any) -> tuple[Any, Unknown]:
     return KeptData(cls, record, flat), record
 
 
-def _root_struct(flat: bytes) -> tuple[Message, int, int, int, int, int, int]:
-    msg = Message(read_flat(flat))
+def _root_struct(flat: bytes | Message) -> tuple[Message, int, int, int, int, int, int]:
+    msg = flat if isinstance(flat, Message) else Message(read_flat(flat))
     loc = struct_at(msg, 0, msg.bounds[0][0], msg.nesting_limit)
     if loc is None:
         return msg, 0, 0, 0, 0, 0, msg.nesting_limit
