@@ -30,6 +30,8 @@ _PROVIDERS = {
     "msgpack_default": "cara.codecs.capnp.reader",
     "msgpack_ext": "cara.codecs.capnp.reader",
     "kept_data": "cara.codecs.capnp.kept",
+    "checked_pointer": "cara.codecs.capnp.kept",
+    "pointer_fits": "cara.codecs.capnp.kept",
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -100,10 +102,10 @@ def msgpack_default(value: Any) -> Any:
 _EXT_PROVIDED = frozenset({0x43})
 
 
-def msgpack_ext(code: int, data: bytes) -> Any:
-    """The object msgpack ext value ``code`` holds (a codec module reads it), for the codes
-    in ``_EXT_PROVIDED``."""
-    return _get("msgpack_ext")(code, data)
+def checked_pointer(data: bytes) -> Any:
+    """The Cap'n Proto object msgpack's ext value 0x43 holds, checked whole (a codec module
+    reads it; a broken one raises ``DecodeError``)."""
+    return _get("checked_pointer")(data)
 
 
 def kept_data(cls: Any, value: Any) -> tuple[Any, Any]:
@@ -115,8 +117,9 @@ def kept_data(cls: Any, value: Any) -> tuple[Any, Any]:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code in _EXT_PROVIDED:
-        return _get("msgpack_ext")(code, data)
+    if code in _EXT_PROVIDED:  # (a Cap'n Proto object: checked whole now, and it nests)
+        KEPT_READ[0] += 1
+        return _get("checked_pointer")(data)
     return _msgpack.ExtType(code, data)
 
 
@@ -147,7 +150,7 @@ def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview,
     no walk for those, unless the value holds unknown binary data read from the input
     (``KEPT_READ`` moved past ``kept_before``), which nests below its struct."""
     if KEPT_READ[0] != kept_before:
-        check_nesting(value, kept=True)
+        check_nesting(value, kept=True, fits=_get("pointer_fits"))
         return
     depth = cls.__dict__.get("_cara_static_depth_")
     if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
@@ -166,6 +169,7 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
         from cara.errors import DecodeError
 
         raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
+    kept_before = KEPT_READ[0]
     try:
         if ext_hook is None:
             raw = msgpack.unpackb(data, strict_map_key=False, ext_hook=_ext_hook)
@@ -173,7 +177,6 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
             raw = msgpack.unpackb(data, strict_map_key=False, raw=False, ext_hook=ext_hook)
     except Exception as e:
         _decode_error(e, data)
-    kept_before = KEPT_READ[0]
     value = cls(raw)
     _check_depth(cls, value, data, kept_before)
     return value

@@ -323,8 +323,7 @@ def _any_value(value: Any, left: int) -> Any:
             from cara.runtime import hooks
 
             try:  # read, and copied whole once, so that every pointer in it is checked now
-                reader = hooks.msgpack_ext(value.code, value.data)
-                return hooks.msgpack_ext(value.code, reader.to_flat())
+                return hooks.checked_pointer(value.data)
             except Exception as e:  # DecodeError, or no codec to read it
                 raise Invalid(f"not a valid Cap'n Proto object (ext type 0x43): {e}") \
                     from None

@@ -15,7 +15,7 @@ import pytest
 import cara
 from cara.codecs import msgpack_codec
 from cara.codecs.capnp.reader import EXT_CAPNP_MESSAGE, AnyPointerReader
-from cara.errors import ValueTypeError
+from cara.errors import DecodeError, ValueTypeError
 from tests.support.reference import require_pycapnp
 
 SCHEMA = """@0xd3a8a8f4c2b1e0c1;
@@ -160,3 +160,43 @@ def test_binary_struct_with_anypointer_writes_as_msgpack(m: Any, written: bytes)
     assert msgpack_codec.packb(v) == expected
     assert msgpack.packb(v, default=cara.runtime.hooks.msgpack_default) == expected
     assert m.Holder.from_msgpack(expected).to_bytes() == written
+
+
+def test_a_broken_capnp_object_fails_in_from_msgpack(m: Any, written: bytes) -> None:
+    """Read from msgpack, ext 0x43 is checked whole while decoding (it was read lazily and
+    failed only at ``to_bytes()``)."""
+    broken = msgpack.ExtType(EXT_CAPNP_MESSAGE,
+                             bytes.fromhex("0000000000000100") + bytes.fromhex("fc0000000100ff00"))
+    with pytest.raises(DecodeError, match="outside"):
+        m.Holder.from_msgpack(msgpack.packb({0: broken, 1: 2}))
+    assert m.Holder.from_msgpack(m.Holder.from_bytes(written).to_msgpack()).to_bytes() == written
+
+
+def test_anypointer_objects_count_in_the_nesting_limit(m: Any) -> None:
+    """A Cap'n Proto object in an AnyPointer nests below its field: from_msgpack refuses a
+    value whose binary form would nest deeper than 64 levels (which the binary reader, when
+    it follows the pointer, refuses), and takes the same object higher up."""
+    nodes = cara.loads("""@0xd3a8a8f4c2b1e0c2;
+struct Node { child @0 :Node; any @1 :AnyPointer; }
+""", name="anynest.capnp")
+    inner = m.Inner.Create(a=1)
+    level = inner
+    for _ in range(30):  # 31 levels: the Inner, and 30 lists (an element is its list's level)
+        child = m.Inner.Create(a=2)
+        level.l = [child]
+        level = level.l[0]
+    flat = m.Holder.from_bytes(m.Holder(any=msgpack.ExtType(
+        EXT_CAPNP_MESSAGE, inner.to_bytes()[8:])).to_bytes())["any"].to_flat()
+
+    def chain(n: int) -> bytes:
+        raw: Any = {1: msgpack.ExtType(EXT_CAPNP_MESSAGE, flat)}
+        for _ in range(n - 1):
+            raw = {0: raw}
+        return msgpack.packb(raw)
+
+    assert nodes.Node.from_msgpack(chain(30)).to_bytes()  # 30 + 31 levels
+    with pytest.raises(DecodeError, match="nests deeper"):
+        nodes.Node.from_msgpack(chain(40))  # 40 + 31
+    too_deep = nodes.Node(msgpack.unpackb(chain(40), strict_map_key=False)).to_bytes()
+    with pytest.raises((DecodeError, ValueTypeError), match="nest"):  # (what it wrote)
+        nodes.Node.from_bytes(too_deep).to_bytes()

@@ -32,7 +32,7 @@ from cara.runtime import hooks, nesting
 from cara.runtime.types import Invalid
 
 from .framing import read_flat
-from .reader import EXT_CAPNP_MESSAGE, AnyPointerReader, Message, struct_at
+from .reader import EXT_CAPNP_MESSAGE, AnyPointerReader, Message, pointer_from_ext, struct_at
 from .unknown import Unknown, regions
 
 __all__ = ["KeptData", "kept_value", "record_from_kept"]
@@ -191,6 +191,25 @@ def _root_struct(flat: bytes | Message) -> tuple[Message, int, int, int, int, in
     return msg, seg, dpos, dbytes, ppos, nptrs, nest
 
 
+def checked_pointer(flat: bytes) -> AnyPointerReader:
+    """The object msgpack's ext value 0x43 holds, checked whole now (copied once, bounded by
+    its own size and the nesting limit): a broken one is a ``DecodeError`` while decoding."""
+    copied = pointer_from_ext(flat).to_flat()
+    return pointer_from_ext(copied)
+
+
+def pointer_fits(reader: AnyPointerReader, levels: int) -> bool:
+    """Whether the object ``reader`` points to nests at most ``levels`` structs and lists."""
+    if levels <= 0:
+        return reader.is_null()
+    try:
+        msg = Message(read_flat(reader.to_flat()), nesting_limit=levels)
+        AnyPointerReader(msg, 0, 0, levels).to_flat()
+    except CaraError:
+        return False
+    return True
+
+
 def _check_member(schema: Any, disc: int) -> None:
     if not schema.union:
         raise Invalid("unknown data (key -1): a discriminant, but this group has no union")
@@ -202,3 +221,5 @@ def _check_member(schema: Any, disc: int) -> None:
                           "which this schema has")
 
 hooks.register("kept_data", record_from_kept)
+hooks.register("checked_pointer", checked_pointer)
+hooks.register("pointer_fits", pointer_fits)
