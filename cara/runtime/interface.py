@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cara.runtime.struct import Struct, attribute_name
-from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value
+from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value, hold_in_any_pointer
 
 __all__ = [
     "Interface",
@@ -664,3 +664,6 @@ def build_interface_class(builder: Any, node: Any, ctx: dict[int, Any], short: s
     cls._cara_type_ = ClassType("interface", lambda: cls, qual,
                                 ("interface", node.id, ctx_key(ctx)))
     return cls
+
+
+hold_in_any_pointer(Interface)  # (an AnyPointer field holds a capability as it is)
