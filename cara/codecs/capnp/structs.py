@@ -35,7 +35,11 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
         fast = _fast_encoder(cls)
         type.__setattr__(cls, "_cara_capnp_encoder_", fast)
     if fast:
-        codec, type_id = fast
+        codec, type_id, cplan = fast
+        if cplan is not None and not packed:
+            out = _c_encode(cplan, value)
+            if out is not _BAIL:
+                return out  # type: ignore[no-any-return]
         try:
             return codec.encode(type_id, value, packed=packed)
         except Exception:
@@ -64,7 +68,9 @@ def _fast_encoder(cls: Any) -> tuple[Any, ...]:
     codec, type_id = _schema_codec(cls, decoding=True)
     if codec.reaches(type_id, _NOT_DIRECT):
         return ()
-    return codec, type_id
+    if "_cara_capnp_read_" not in cls.__dict__:
+        _reader(cls)  # (binds the classes the C plan makes: see _c_plan)
+    return codec, type_id, cls.__dict__.get("_cara_capnp_cplan_")
 
 
 def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
@@ -118,8 +124,47 @@ def _reader(cls: Any) -> Callable[[Any], Any]:
                 return direct(data)
             except Exception:  # (an error, or a value only the general path may judge)
                 return read_plain(data)
+    cplan = _c_plan(cls)
+    type.__setattr__(cls, "_cara_capnp_cplan_", cplan)
+    if cplan is not None:
+        # the C fast path (accel.py); anything it does not take, the Python code reads
+        python_read = read
+
+        def read(data: Any) -> Any:
+            out = _c_decode(cplan, data)
+            if out is _BAIL:
+                return python_read(data)
+            return out
     type.__setattr__(cls, "_cara_capnp_read_", read)
     return read
+
+
+def _c_plan(cls: Any) -> Any:
+    """The C plan (see accel.py) of an accelerated class whose instance decoder is bound (by
+    its own ``_direct_decoder`` or by an enclosing struct's), or None."""
+    from . import accel
+
+    if accel.binary is None or cls.__dict__.get("_cara_plan_") is None:
+        return None
+    schema = cls.cara_schema
+    builder = schema.builder
+    if builder is None or schema.bindings or builder.replacements:
+        return None
+    codec = getattr(builder, "_capnp_instances", None)
+    if codec is None or codec.ns.get(f"C_{codec.plan(schema.id).tag}") is not cls:
+        return None
+    return accel.make_plans(codec, schema.id)
+
+
+def _load_c() -> tuple[Any, Any, Any]:
+    from . import accel
+
+    if accel.binary is None:
+        return None, None, object()
+    return accel.binary.encode, accel.binary.decode, accel.binary.BAIL
+
+
+_c_encode, _c_decode, _BAIL = _load_c()
 
 
 def _direct_decoder(cls: Any) -> Callable[[Any], Any] | None:
