@@ -226,7 +226,7 @@ def _bind(codec: Any, key: Any, cls: Any, names: dict[str, Any], seen: set[Any])
         elif fp.kind == "list":
             if desc.kind != "list":
                 return False
-            names[f"LM_{tag}_{index}"] = _list_maker(desc)
+            names[f"LM_{tag}_{index}"] = _shared_list_maker(desc)
             t, elem = fp.type, desc.cls._cara_elem_
             while t.list.elementType.which == "list" and elem.kind == "list":
                 t, elem = t.list.elementType, elem.cls._cara_elem_
@@ -236,6 +236,17 @@ def _bind(codec: Any, key: Any, cls: Any, names: dict[str, Any], seen: set[Any])
                         not _bind(codec, codec.plan_for_type(et).key, elem.cls, names, seen):
                     return False
     return True
+
+
+def _shared_list_maker(desc: Any) -> Callable[[list[Any]], Any]:
+    """:func:`_list_maker` of list type ``desc``, made once per list class: every struct
+    whose decoder reaches a list type binds the same function (see _direct_decoder)."""
+    lcls = desc.cls
+    found = lcls.__dict__.get("_cara_capnp_list_maker_")
+    if found is None:
+        found = _list_maker(desc)
+        type.__setattr__(lcls, "_cara_capnp_list_maker_", found)
+    return found  # type: ignore[no-any-return]
 
 
 def _list_maker(desc: Any) -> Callable[[list[Any]], Any]:
