@@ -39,7 +39,7 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
         if cplan is not None and not packed:
             out = _c_encode(cplan, value)
             if out is not _BAIL:
-                return out  # type: ignore[no-any-return]
+                return out
         try:
             return codec.encode(type_id, value, packed=packed)
         except Exception:
@@ -246,7 +246,7 @@ def _shared_list_maker(desc: Any) -> Callable[[list[Any]], Any]:
     if found is None:
         found = _list_maker(desc)
         type.__setattr__(lcls, "_cara_capnp_list_maker_", found)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _list_maker(desc: Any) -> Callable[[list[Any]], Any]:
