@@ -256,3 +256,38 @@ def test_unknown_data_is_kept_in_both_builds(pair: tuple[Any, Any]) -> None:
 
 #: a TestNewVersion whose new fields an older reader does not know
 _NEWER = {0: 1, 1: "o", 2: {0: 2, 4: "inner"}, 3: 7, 4: "new"}
+
+
+def test_entry_points_take_every_call(pair: tuple[Any, Any], corpus_092: Path) -> None:
+    """``to_bytes``/``from_bytes`` of a class with a C plan are C entry points; calls with
+    keywords (packing, limits) and calls on subclasses go to the Python methods, and give what
+    the pure build gives."""
+    fast, pure = pair
+    data = _corpus_messages(corpus_092)[0][1]
+    fast_cls, pure_cls = fast.TestAllTypes, pure.TestAllTypes
+    _plan(fast_cls)
+    assert type(fast_cls.__dict__["from_bytes"]).__name__ == "FromBytes"
+    assert type(fast_cls.__dict__["to_bytes"]).__name__ == "ToBytes"
+    assert "to_bytes" not in pure_cls.__dict__
+    a, b = fast_cls.from_bytes(data), pure_cls.from_bytes(data)
+    assert _shape(a) == _shape(b)
+    assert a.to_bytes(packed=True) == b.to_bytes(packed=True)
+    packed = b.to_bytes(packed=True)
+    assert _shape(fast_cls.from_bytes(packed, packed=True)) == \
+        _shape(pure_cls.from_bytes(packed, packed=True))
+    for limits in ({"traversal_limit_in_words": 10}, {"nesting_limit": 1}):
+        with pytest.raises(CaraError) as fast_error:
+            fast_cls.from_bytes(data, **limits)
+        with pytest.raises(CaraError) as pure_error:
+            pure_cls.from_bytes(data, **limits)
+        assert str(fast_error.value) == str(pure_error.value)
+
+    class FastSub(fast_cls):  # type: ignore[misc, valid-type]
+        pass
+
+    class PureSub(pure_cls):  # type: ignore[misc, valid-type]
+        pass
+
+    c, d = FastSub.from_bytes(data), PureSub.from_bytes(data)
+    assert type(c) is FastSub and type(d) is PureSub
+    assert c.to_bytes() == d.to_bytes() == a.to_bytes()

@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -916,6 +917,127 @@ static PyTypeObject PlanType = {
     .tp_methods = plan_methods,
 };
 
+/* ----------------------------------------------------------- entry points on a class */
+
+/* ToBytes(plan, fallback): a struct class's to_bytes(); FromBytes(plan, fallback): its
+ * from_bytes(data) classmethod. The plain call on an instance of exactly the plan's class
+ * (no keywords) runs encode()/decode(); every other call, and whatever those decline, goes to
+ * fallback (the Python method) with the original arguments. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PlanObject *plan;
+    PyObject *fallback;
+} EntryObject;
+
+static PyObject *to_bytes_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
+                                     PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 1 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
+            && (PyObject *)Py_TYPE(args[0]) == e->plan->cls) {
+        PyObject *pair[2] = {(PyObject *)e->plan, args[0]};
+        PyObject *r = binary_encode(NULL, pair, 2);
+        if (r != BAIL) return r;
+        Py_DECREF(r);
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *from_bytes_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
+                                       PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 2 && (kwnames == NULL || PyTuple_GET_SIZE(kwnames) == 0)
+            && args[0] == e->plan->cls) {
+        PyObject *pair[2] = {(PyObject *)e->plan, args[1]};
+        PyObject *r = binary_decode(NULL, pair, 2);
+        if (r != BAIL) return r;
+        Py_DECREF(r);
+    }
+    return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *method_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) { Py_INCREF(self); return self; }
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *classmethod_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (type == NULL || type == Py_None) type = (PyObject *)Py_TYPE(obj);
+    return PyMethod_New(self, type);
+}
+
+static PyObject *entry_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    PyObject *plan, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O", &PlanType, &plan, &fallback)) return NULL;
+    EntryObject *e = (EntryObject *)type->tp_alloc(type, 0);
+    if (!e) return NULL;
+    e->vectorcall = type->tp_descr_get == classmethod_descr_get
+        ? (vectorcallfunc)from_bytes_vectorcall : (vectorcallfunc)to_bytes_vectorcall;
+    Py_INCREF(plan); e->plan = (PlanObject *)plan;
+    Py_INCREF(fallback); e->fallback = fallback;
+    return (PyObject *)e;
+}
+
+static int entry_traverse(EntryObject *e, visitproc visit, void *arg) {
+    Py_VISIT(e->plan); Py_VISIT(e->fallback);
+    return 0;
+}
+
+static int entry_clear(EntryObject *e) {
+    Py_CLEAR(e->plan); Py_CLEAR(e->fallback);
+    return 0;
+}
+
+static void entry_dealloc(EntryObject *e) {
+    PyObject_GC_UnTrack(e);
+    entry_clear(e);
+    Py_TYPE(e)->tp_free((PyObject *)e);
+}
+
+static PyObject *entry_get_fallback(EntryObject *e, void *closure) {
+    Py_INCREF(e->fallback);
+    return e->fallback;
+}
+
+static PyGetSetDef entry_getset[] = {
+    {"fallback", (getter)entry_get_fallback, NULL, "the Python method", NULL},
+    {NULL}
+};
+
+static PyTypeObject ToBytesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.codecs.capnp._binary.ToBytes",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR
+                | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "to_bytes(*, packed=False): the struct as a Cap'n Proto message.",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = method_descr_get,
+    .tp_getset = entry_getset,
+    .tp_new = entry_new,
+};
+
+static PyTypeObject FromBytesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.codecs.capnp._binary.FromBytes",
+    .tp_basicsize = sizeof(EntryObject),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "from_bytes(data, *, packed=False, traversal_limit_in_words=None, "
+              "nesting_limit=None): a Cap'n Proto message as an instance of this class.",
+    .tp_traverse = (traverseproc)entry_traverse,
+    .tp_clear = (inquiry)entry_clear,
+    .tp_descr_get = classmethod_descr_get,
+    .tp_getset = entry_getset,
+    .tp_new = entry_new,
+};
+
 static PyObject *binary_set_seen(PyObject *self, PyObject *seen) {
     if (!PyList_Check(seen)) {
         PyErr_SetString(PyExc_TypeError, "set_seen(list)");
@@ -946,7 +1068,9 @@ PyMODINIT_FUNC PyInit__binary(void) {
         PyErr_SetString(PyExc_ImportError, "the binary fast path needs a little-endian host");
         return NULL;
     }
-    if (PyType_Ready(&PlanType) < 0) return NULL;
+    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&ToBytesType) < 0
+            || PyType_Ready(&FromBytesType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&binary_module);
     if (!m) return NULL;
     empty_tuple = PyTuple_New(0);
@@ -958,6 +1082,9 @@ PyMODINIT_FUNC PyInit__binary(void) {
     if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) return NULL;
     Py_INCREF(BAIL);
     if (PyModule_AddObject(m, "BAIL", BAIL) < 0) return NULL;
-    PyModule_AddIntConstant(m, "K_VOID", K_VOID);
+    Py_INCREF(&ToBytesType);
+    if (PyModule_AddObject(m, "ToBytes", (PyObject *)&ToBytesType) < 0) return NULL;
+    Py_INCREF(&FromBytesType);
+    if (PyModule_AddObject(m, "FromBytes", (PyObject *)&FromBytesType) < 0) return NULL;
     return m;
 }

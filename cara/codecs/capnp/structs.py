@@ -135,8 +135,31 @@ def _reader(cls: Any) -> Callable[[Any], Any]:
             if out is _BAIL:
                 return python_read(data)
             return out
+        _install(cls, cplan)
     type.__setattr__(cls, "_cara_capnp_read_", read)
     return read
+
+
+def _install(cls: Any, cplan: Any) -> None:
+    """Put the C fast path in front of ``cls.to_bytes`` and ``cls.from_bytes`` themselves (no
+    Python call on the plain path; the inherited methods take every other call), unless the
+    class defines either method itself."""
+    from . import accel
+
+    if "to_bytes" in cls.__dict__ or "from_bytes" in cls.__dict__:
+        return
+    to, frm = _inherited(cls, "to_bytes"), _inherited(cls, "from_bytes")
+    if not callable(to) or not isinstance(frm, classmethod):
+        return
+    type.__setattr__(cls, "to_bytes", accel.binary.ToBytes(cplan, to))
+    type.__setattr__(cls, "from_bytes", accel.binary.FromBytes(cplan, frm.__func__))
+
+
+def _inherited(cls: Any, name: str) -> Any:
+    for base in cls.__mro__[1:]:
+        if name in base.__dict__:
+            return base.__dict__[name]
+    return None
 
 
 def _c_plan(cls: Any) -> Any:
