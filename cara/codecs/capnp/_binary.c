@@ -461,6 +461,7 @@ typedef struct {
 /* Append n zero bytes; their position, or -1 (no memory). */
 static Py_ssize_t alloc(Enc *e, Py_ssize_t n) {
     Py_ssize_t pos = e->len;
+    if (e->len + n >= ((Py_ssize_t)1 << 31)) return -1;  /* (offsets must fit a pointer) */
     if (e->len + n > e->cap) {
         Py_ssize_t cap = e->cap * 2;
         while (cap < e->len + n) cap *= 2;
@@ -552,6 +553,7 @@ static int encode_blob(Enc *e, Py_ssize_t at, PyObject *v, int text) {
         s = PyBytes_AS_STRING(v);
         n = PyBytes_GET_SIZE(v);
     }
+    if ((text ? n + 1 : n) >= ((Py_ssize_t)1 << 29)) return -1;  /* (its size must fit) */
     Py_ssize_t total = text ? n + 8 - (n & 7) : n + (-n & 7);
     Py_ssize_t pos = alloc(e, total);
     if (pos < 0) return -1;
