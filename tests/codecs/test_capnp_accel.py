@@ -84,15 +84,15 @@ def _shape(value: Any) -> Any:
     return (type(value).__qualname__, repr(value))
 
 
-def _read(cls: Any, data: bytes) -> Any:
+def _read(cls: Any, data: bytes, packed: bool = False) -> Any:
     """What ``cls.from_bytes(data)`` gives: the value's shape and its bytes written again, or
     the error."""
     try:
-        value = cls.from_bytes(data)
+        value = cls.from_bytes(data, packed=packed)
     except CaraError as e:
         return ("error", type(e).__name__, str(e))
     try:
-        again = value.to_bytes()
+        again = value.to_bytes(packed=packed)
     except CaraError as e:
         again = ("error", type(e).__name__, str(e))
     return ("ok", _shape(value), again)
@@ -233,6 +233,22 @@ def test_mutated_messages_agree(pair: tuple[Any, Any], corpus_092: Path) -> None
         taken += accel.binary.decode(_plan(fast_cls), bad) is not accel.binary.BAIL \
             if _plan(fast_cls) is not None else 0
     assert taken > FUZZ_INPUTS // 20, taken  # (C took a good share of them itself)
+
+
+def test_mutated_packed_messages_agree(pair: tuple[Any, Any], corpus_092: Path) -> None:
+    """Packed input: the packing mutated, and mutated messages packed."""
+    from cara.codecs.capnp import pack
+
+    fast, pure = pair
+    seeds = [pack(data) for _name, data in _corpus_messages(corpus_092)[:1]]
+    seeds.append((corpus_092 / "c++/src/capnp/testdata/packed").read_bytes())
+    rng = random.Random(16)
+    for i in range(FUZZ_INPUTS // 3):
+        data = seeds[i % len(seeds)]
+        bad = _mutate(rng, data) if i & 1 else pack(_corrupt(rng, _corpus_messages(
+            corpus_092)[0][1]))
+        out = _read(fast.TestAllTypes, bad, packed=True)
+        assert out == _read(pure.TestAllTypes, bad, packed=True), bad.hex()
 
 
 def test_unknown_data_is_kept_in_both_builds(pair: tuple[Any, Any]) -> None:

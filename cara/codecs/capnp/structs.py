@@ -36,9 +36,13 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
         type.__setattr__(cls, "_cara_capnp_encoder_", fast)
     if fast:
         codec, type_id, cplan = fast
-        if cplan is not None and not packed:
+        if cplan is not None:
             out = _c_encode(cplan, value)
             if out is not _BAIL:
+                if packed:  # (the same single-segment framing, packed)
+                    from .packing import pack
+
+                    return pack(out)
                 return out
         try:
             return codec.encode(type_id, value, packed=packed)
@@ -87,15 +91,20 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
             traversal_limit_in_words=(DEFAULT_TRAVERSAL_LIMIT if traversal_limit_in_words
                                       is None else traversal_limit_in_words),
             nesting_limit=DEFAULT_NESTING_LIMIT if nesting_limit is None else nesting_limit))
-    if not packed:
-        # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
-        # lookup is the cheapest per-call cost.
-        read = cls.__dict__.get("_cara_capnp_read_")
-        if read is None:
-            read = _reader(cls)
-        return read(data)
-    codec, type_id = _schema_codec(cls, decoding=True)
-    return _from_sparse(cls, codec.decode(type_id, data, packed=True))
+    if packed:
+        # unpacked as read_message(data, packed=True) would (the same bound on the output, the
+        # same errors), then read as unpacked input: offsets in errors are in the unpacked bytes
+        # either way
+        from .packing import unpack
+        from .reader import DEFAULT_TRAVERSAL_LIMIT
+
+        data = unpack(data, max_bytes=max(8 * DEFAULT_TRAVERSAL_LIMIT, 4096) + 4096)
+    # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
+    # lookup is the cheapest per-call cost.
+    read = cls.__dict__.get("_cara_capnp_read_")
+    if read is None:
+        read = _reader(cls)
+    return read(data)
 
 
 def _reader(cls: Any) -> Callable[[Any], Any]:
