@@ -425,13 +425,19 @@ bail:
     return BAILED;
 }
 
-/* decode(plan, data) -> instance, or BAIL */
-static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* The plan of a call (plan, x), or NULL with a TypeError. */
+static PlanObject *plan_arg(PyObject *const *args, Py_ssize_t nargs, const char *usage) {
     if (nargs != 2 || !PyObject_TypeCheck(args[0], &PlanType)) {
-        PyErr_SetString(PyExc_TypeError, "decode(plan, data)");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
-    PlanObject *p = (PlanObject *)args[0];
+    return (PlanObject *)args[0];
+}
+
+/* decode(plan, data) -> instance, or BAIL */
+static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PlanObject *p = plan_arg(args, nargs, "decode(plan, data)");
+    if (!p) return NULL;
     PyObject *data = args[1];
     if (!p->ready || !PyBytes_CheckExact(data)) goto bail;
     Py_ssize_t n = PyBytes_GET_SIZE(data);
@@ -721,11 +727,8 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
 
 /* encode(plan, value) -> the framed message's bytes, or BAIL */
 static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PlanType)) {
-        PyErr_SetString(PyExc_TypeError, "encode(plan, value)");
-        return NULL;
-    }
-    PlanObject *p = (PlanObject *)args[0];
+    PlanObject *p = plan_arg(args, nargs, "encode(plan, value)");
+    if (!p) return NULL;
     PyObject *v = args[1];
     if (!p->ready || !PyDict_Check(v) || carries_unknown(v)) goto bail;
     Enc e = {PyMem_Malloc(256), 0, 256};
@@ -1006,39 +1009,33 @@ static PyGetSetDef entry_getset[] = {
     {NULL}
 };
 
-static PyTypeObject ToBytesType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cara.codecs.capnp._binary.ToBytes",
-    .tp_basicsize = sizeof(EntryObject),
-    .tp_dealloc = (destructor)entry_dealloc,
-    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_METHOD_DESCRIPTOR
-                | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "to_bytes(*, packed=False): the struct as a Cap'n Proto message.",
-    .tp_traverse = (traverseproc)entry_traverse,
-    .tp_clear = (inquiry)entry_clear,
-    .tp_descr_get = method_descr_get,
-    .tp_getset = entry_getset,
-    .tp_new = entry_new,
-};
+/* (the two entry types differ in their binding, and only ToBytes is a method descriptor:
+ * an instance's obj.to_bytes() calls it without a bound method) */
+#define ENTRY_TYPE(NAME, FLAGS, DOC, DESCR_GET) {                                     \
+    PyVarObject_HEAD_INIT(NULL, 0)                                                   \
+    .tp_name = NAME,                                                                 \
+    .tp_basicsize = sizeof(EntryObject),                                             \
+    .tp_dealloc = (destructor)entry_dealloc,                                         \
+    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),                       \
+    .tp_call = PyVectorcall_Call,                                                    \
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL  \
+                | (FLAGS),                                                           \
+    .tp_doc = DOC,                                                                   \
+    .tp_traverse = (traverseproc)entry_traverse,                                     \
+    .tp_clear = (inquiry)entry_clear,                                                \
+    .tp_descr_get = DESCR_GET,                                                       \
+    .tp_getset = entry_getset,                                                       \
+    .tp_new = entry_new,                                                             \
+}
 
-static PyTypeObject FromBytesType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cara.codecs.capnp._binary.FromBytes",
-    .tp_basicsize = sizeof(EntryObject),
-    .tp_dealloc = (destructor)entry_dealloc,
-    .tp_vectorcall_offset = offsetof(EntryObject, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_doc = "from_bytes(data, *, packed=False, traversal_limit_in_words=None, "
-              "nesting_limit=None): a Cap'n Proto message as an instance of this class.",
-    .tp_traverse = (traverseproc)entry_traverse,
-    .tp_clear = (inquiry)entry_clear,
-    .tp_descr_get = classmethod_descr_get,
-    .tp_getset = entry_getset,
-    .tp_new = entry_new,
-};
+static PyTypeObject ToBytesType = ENTRY_TYPE(
+    "cara.codecs.capnp._binary.ToBytes", Py_TPFLAGS_METHOD_DESCRIPTOR,
+    "to_bytes(*, packed=False): the struct as a Cap'n Proto message.", method_descr_get);
+
+static PyTypeObject FromBytesType = ENTRY_TYPE(
+    "cara.codecs.capnp._binary.FromBytes", 0,
+    "from_bytes(data, *, packed=False, traversal_limit_in_words=None, nesting_limit=None): a "
+    "Cap'n Proto message as an instance of this class.", classmethod_descr_get);
 
 static PyObject *binary_set_seen(PyObject *self, PyObject *seen) {
     if (!PyList_Check(seen)) {
