@@ -550,22 +550,34 @@ static int carries_unknown(PyObject *v) {
 static int encode_blob(Enc *e, Py_ssize_t at, PyObject *v, int text) {
     const char *s;
     Py_ssize_t n;
+    PyObject *utf8 = NULL;  /* (non-ASCII text: encoded into a temporary, as str.encode() does,
+                             * rather than cached in the str by PyUnicode_AsUTF8AndSize) */
     if (text) {
         if (!PyUnicode_Check(v)) return -1;
-        s = PyUnicode_AsUTF8AndSize(v, &n);
-        if (!s) return -1;
+        if (PyUnicode_IS_ASCII(v)) {
+            s = (const char *)PyUnicode_DATA(v);
+            n = PyUnicode_GET_LENGTH(v);
+        } else {
+            utf8 = PyUnicode_AsUTF8String(v);
+            if (!utf8) return -1;
+            s = PyBytes_AS_STRING(utf8);
+            n = PyBytes_GET_SIZE(utf8);
+        }
     } else {
         if (!PyBytes_Check(v)) return -1;
         s = PyBytes_AS_STRING(v);
         n = PyBytes_GET_SIZE(v);
     }
-    if ((text ? n + 1 : n) >= ((Py_ssize_t)1 << 29)) return -1;  /* (its size must fit) */
-    Py_ssize_t total = text ? n + 8 - (n & 7) : n + (-n & 7);
-    Py_ssize_t pos = alloc(e, total);
-    if (pos < 0) return -1;
-    memcpy(e->buf + pos, s, (size_t)n);
-    put_ptr(e, at, near(pos, at, 1), (uint32_t)((text ? n + 1 : n) << 3 | 2));
-    return 0;
+    Py_ssize_t pos = -1;
+    if ((text ? n + 1 : n) < ((Py_ssize_t)1 << 29)) {  /* (its size must fit a pointer) */
+        pos = alloc(e, text ? n + 8 - (n & 7) : n + (-n & 7));
+        if (pos >= 0) {
+            memcpy(e->buf + pos, s, (size_t)n);
+            put_ptr(e, at, near(pos, at, 1), (uint32_t)((text ? n + 1 : n) << 3 | 2));
+        }
+    }
+    Py_XDECREF(utf8);
+    return pos < 0 ? -1 : 0;
 }
 
 static int encode_sub_struct(Enc *e, PlanObject *sp, Py_ssize_t at, PyObject *v) {
