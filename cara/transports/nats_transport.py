@@ -27,6 +27,19 @@ answers it: calls on it (and calls pipelined on them) go there and nowhere else.
 one session at a time; when it is gone (its worker stopped, died or forgot it),
 ``client.bootstrap()`` opens a new one through the group, which lands on a live worker.
 
+**Capabilities of third processes.** When A passes C a capability that it imported from B,
+C calls B directly, not through A. A sends C a third-party descriptor: B's address of the
+session A-B and B's export id there, plus a *vine* (A's own export of the capability to C,
+which keeps A's reference to B alive until C holds one of its own). C asks B, on a session
+C-B (one it has, or a new one that the ``ADOPT`` itself opens: ``<B inbox>.<C id>.<n>``), for a
+reference of its own (``ADOPT``); B exports the capability on that session (``ADOPTED``: the
+descriptor; B now holds it for C under C's lease) and C drops the vine (A's export goes back
+to zero with the usual ``Release``). C's calls wait for the answer, in order, and then go to B;
+if B no longer has it, or is gone, they go through the vine instead (and fail as calls through
+A would). Calls that C had already pipelined through A keep that path (E-order). Any process
+on the NATS account can name any session's exports by subject: the NATS account is the trust
+boundary, as for every other message.
+
 **Leases instead of connections.** NATS says nothing when a process vanishes. Every node sends
 each peer it has sessions with one heartbeat per quarter lease (all sessions in one message:
 their addresses, so the peer answers ``GONE`` for any it no longer knows); a peer that has sent
@@ -51,7 +64,9 @@ default) is refused with a :class:`ValueError` naming the limit, and a peer send
 aborted; nothing is dropped silently.
 
 Payload of every message: one kind byte (``DATA``, ``MORE``, ``GONE``), then frames, each with a
-4-byte big-endian length. Heartbeats go to ``<inbox>._hb`` (a msgpack list of the sender's
+4-byte big-endian length; or ``ADOPT`` (msgpack ``[request, B's address of the session with A,
+export id, first message of the session]``) or ``ADOPTED`` (``[request, cap descriptor]`` or
+``[request, None, why]``). Heartbeats go to ``<inbox>._hb`` (a msgpack list of the sender's
 session addresses) with reply subject ``<sender inbox>._hb.<receiver id>``.
 """
 
@@ -70,11 +85,13 @@ from typing import Any
 
 import msgpack
 
-from cara.rpc.connection import Connection
+from cara.rpc import messages as M
+from cara.rpc.caps import Cap, QueuedCap, to_cap
+from cara.rpc.connection import Connection, ImportCap
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
-from cara.rpc.wire_cara import FINISH
+from cara.rpc.wire_cara import FINISH, CaraWire
 from cara.transports.url import Endpoint, parse_url
 
 __all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "NatsClient", "NatsServer",
@@ -94,8 +111,8 @@ FINISH_DELAY = 0.02
 #: Quarters of a lease without a word from a peer before it is dropped.
 _SILENT_SWEEPS = 3
 
-DATA, MORE, GONE = 0, 1, 2
-_DATA, _MORE, _GONE = b"\x00", b"\x01", b"\x02"
+DATA, MORE, GONE, ADOPT, ADOPTED = 0, 1, 2, 3, 4
+_DATA, _MORE, _GONE, _ADOPT, _ADOPTED = b"\x00", b"\x01", b"\x02", b"\x03", b"\x04"
 #: A cara ``FINISH`` frame's second byte (a fixarray whose first item is the kind).
 _FINISH = FINISH
 _HEADER = struct.Struct(">I")
@@ -167,6 +184,116 @@ def _check(failed: Callable[[str], None], task: asyncio.Future[None]) -> None:
         failed(f"a NATS publish failed: {type(exc).__name__}: {exc}")
 
 
+# ------------------------------------------------------------------- three-party handoff
+
+#: The cap descriptor kind of a capability that lives in a third process (see ``_Handoff``).
+THIRD_PARTY = "thirdPartyHosted"
+
+
+class _ThirdParty(M.CapDescriptor):
+    """``[5, host, id, vine]``: export ``id`` of the session whose address at its host is
+    ``host`` (``_cara.<host id>...``), and the sender's own export ``vine`` of the same
+    capability, which keeps it alive until the receiver holds it directly."""
+
+    __slots__ = ("host", "vine")
+
+    def __init__(self, host: str, export_id: int, vine: int) -> None:
+        super().__init__(THIRD_PARTY, export_id)
+        self.host = host
+        self.vine = vine
+
+    def __repr__(self) -> str:
+        return f"CapDescriptor(thirdPartyHosted, {self.host}, {self.id}, vine {self.vine})"
+
+
+def _session_address(value: Any) -> bool:
+    return type(value) is str and bool(_OPENER_ADDRESS.match(value) or
+                                       _ACCEPTOR_ADDRESS.match(value))
+
+
+class _NatsWire(CaraWire):
+    """cara frames with one more cap descriptor, ``[5, host, id, vine]`` (:class:`_ThirdParty`)."""
+
+    @staticmethod
+    def _descriptor(d: M.CapDescriptor) -> list[Any]:
+        if isinstance(d, _ThirdParty):
+            return [5, d.host, d.id, d.vine]
+        return CaraWire._descriptor(d)
+
+    @staticmethod
+    def _read_descriptor(d: Any) -> M.CapDescriptor:
+        if type(d) is list and d and d[0] == 5:
+            if len(d) != 4 or not _session_address(d[1]) or \
+                    not all(type(n) is int and 0 <= n < 1 << 32 for n in d[2:]):
+                raise ProtocolError(f"bad third-party capability descriptor {d!r}")
+            return _ThirdParty(d[1], d[2], d[3])
+        return CaraWire._read_descriptor(d)
+
+
+class _Adoption(QueuedCap):
+    """A capability handed to us by one process that lives in another: calls wait until the
+    host answers our ``ADOPT`` with a reference of our own (then they go to the host
+    directly), or, should that fail, go through the sender's ``vine``."""
+
+    __slots__ = ("dropped", "vine")
+
+    def __init__(self, vine: ImportCap) -> None:
+        super().__init__()
+        self.vine: ImportCap | None = vine
+        self.dropped = False
+
+    def settle(self, cap: Cap) -> None:
+        self.vine = None  # the sender's reference goes (a Release) once nobody needs it
+        if self.dropped:
+            cap.close()
+        self.resolve(cap)
+
+    def close(self) -> None:
+        self.dropped = True
+        if self.target is not None:
+            self.target.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.dropped or (self.target is not None and self.target.closed)
+
+
+class _SessionConnection(Connection):
+    """The core's connection, with capabilities of third processes handed over directly."""
+
+    session: _Session
+
+    def _describe(self, obj: Any) -> M.CapDescriptor:
+        cap = to_cap(obj)
+        found = cap.resolved() if cap is not None else None
+        if isinstance(found, ImportCap) and found.conn is not self and found.entry is not None \
+                and not found.is_promise and isinstance(found.conn, _SessionConnection):
+            home = found.conn.session
+            if home.peer is not None and not found.conn.closed and \
+                    home.node.reaches(self.session.node):
+                # It lives in the process at the other end of ``home``: tell the receiver
+                # where (the host's address of that session and its export id), and export it
+                # ourselves too (the vine) so that it stays alive until the receiver holds
+                # it directly.
+                vine, _ = self._export(found)
+                if self._sending_exports is not None:
+                    self._sending_exports.append(vine)
+                return _ThirdParty(home.peer, found.id, vine)
+        return super()._describe(obj)
+
+    def _receive_cap(self, d: M.CapDescriptor) -> Cap | None:
+        if isinstance(d, _ThirdParty):
+            return self.session.node.adopt(self, d)
+        return super()._receive_cap(d)
+
+    def _maybe_embargo(self, called: bool, target: Cap, path: M.Target) -> Cap:
+        if called and isinstance(target, _Adoption) and target.vine is not None:
+            # Calls were pipelined through the sender already: later ones follow them there
+            # (E-order), through the vine, rather than overtake them on the direct path.
+            return target.vine
+        return super()._maybe_embargo(called, target, path)
+
+
 # ----------------------------------------------------------------------------- sessions
 
 class _Peer:
@@ -184,8 +311,8 @@ class _Peer:
 class _Session:
     """One cara connection between this node and a peer node (see the module docstring)."""
 
-    __slots__ = ("conn", "dirty", "eager", "local", "node", "opened", "out", "out_size", "peer",
-                 "peer_state", "rx", "service", "sweeps", "timer")
+    __slots__ = ("adoptions", "conn", "dirty", "eager", "local", "node", "opened", "out",
+                 "out_size", "peer", "peer_state", "rx", "service", "sweeps", "timer")
 
     def __init__(self, node: _Node, local: str, peer: str | None, service: str = "") -> None:
         self.node = node
@@ -201,11 +328,13 @@ class _Session:
         self.dirty = False
         self.eager = True  # no frame but ``Finish`` sent or queued yet in this turn
         self.rx: bytearray | None = None
+        self.adoptions: dict[int, _Adoption] = {}  # ADOPTs we sent, by request id
         opts = node.opts
-        self.conn = Connection(
-            self._send, services=node.services, loop=node.loop,
+        self.conn = _SessionConnection(
+            self._send, services=node.services, loop=node.loop, wire=_NatsWire(),
             send_tracebacks=opts.send_tracebacks, timeout=opts.timeout, name=f"nats:{local}",
             max_answers=opts.max_answers)
+        self.conn.session = self
 
     def __repr__(self) -> str:
         return f"<session {self.local} <-> {self.peer or self.service + ' (opening)'}>"
@@ -327,6 +456,10 @@ class _Session:
         elif kind == GONE:
             node.drop(self, Disconnected(f"{_peer_inbox(self.peer)} does not know this "
                                          "connection (it expired there, or was refused)"))
+        elif kind == ADOPT:
+            node.on_adopt(self, data)
+        elif kind == ADOPTED:
+            self._on_adopted(data)
         else:
             self.abort(f"unknown message kind {kind}")
 
@@ -353,6 +486,33 @@ class _Session:
             self.node.forget(self)
         elif self.dirty and self.peer is not None:
             self.flush()  # answers leave now rather than at the end of the event-loop turn
+
+    def _on_adopted(self, data: bytes) -> None:
+        """The host's answer to our ``ADOPT``: ``[request, descriptor]`` or ``[request, None,
+        why]``."""
+        try:
+            reply = msgpack.unpackb(data[1:])
+            request, desc = reply[0], reply[1]
+        except Exception:
+            self.abort("a malformed ADOPTED message")
+            return
+        adoption = self.adoptions.pop(request, None) if type(request) is int else None
+        if adoption is None:
+            return
+        vine = adoption.vine
+        assert vine is not None
+        if desc is None:  # it is gone there: what the sender holds says why
+            logger.debug("%r: adoption refused (%s): through the sender", self, reply[2:])
+            adoption.settle(vine)
+            return
+        conn = self.conn
+        try:
+            cap = conn._receive_cap(conn.wire._read_descriptor(desc))
+        except Exception as exc:
+            adoption.settle(vine)
+            self.abort(f"a bad ADOPTED message: {type(exc).__name__}: {exc}")
+            return
+        adoption.settle(cap if cap is not None else vine)
 
     def abort(self, reason: str) -> None:
         """Tell the peer (an ``Abort``) and drop the session."""
@@ -399,6 +559,9 @@ class _Node:
         self.peers: dict[str, _Peer] = {}
         self.opening: dict[str, _Session] = {}
         self._next_session = 0
+        self._next_adoption = 0
+        #: Messages received on sessions' addresses (heartbeats and openings not counted).
+        self.session_messages = 0
         self._dirty: list[_Session] = []
         self._flush_scheduled = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -486,12 +649,116 @@ class _Node:
     def forget(self, session: _Session) -> None:
         if self.sessions.get(session.local) is session:
             del self.sessions[session.local]
+        adoptions, session.adoptions = session.adoptions, {}
+        for adoption in adoptions.values():  # the host is gone: through the senders
+            if adoption.vine is not None:
+                adoption.settle(adoption.vine)
         self.opening.pop(session.local, None)
         peer = session.peer_state
         if peer is not None:
             peer.sessions.pop(session.local, None)
             if not peer.sessions and self.peers.get(peer.inbox) is peer:
                 del self.peers[peer.inbox]
+
+    # ------------------------------------------------------------- three-party handoff
+
+    def reaches(self, other: _Node) -> bool:
+        """Whether ``other``'s peers can reach ours by subject: the same NATS server or
+        cluster (a process may hold nodes on unrelated NATS systems)."""
+        if other is self:
+            return True
+        mine, theirs = self.endpoint, other.endpoint
+        if (mine.host, mine.port) == (theirs.host, theirs.port):
+            return True
+        cluster = self.cluster()
+        return cluster is not None and cluster == other.cluster()
+
+    def cluster(self) -> str | None:
+        info = getattr(self.nc, "_server_info", None)
+        name = info.get("cluster") if isinstance(info, dict) else None
+        return name if isinstance(name, str) and name else None
+
+    def adopt(self, conn: _SessionConnection, d: _ThirdParty) -> Cap:
+        """The capability a peer handed us that lives in a third process (``d.host``): ask
+        the host for a reference of our own (``ADOPT``); calls wait for its answer."""
+        vine = conn._import(d.vine, False)
+        host = _peer_inbox(d.host)
+        if host == self.inbox:  # it lives here: it comes home
+            home = self.sessions.get(d.host)
+            export = home.conn._exports.get(d.id) if home is not None else None
+            return export.cap if export is not None else vine
+        session = self.session_with(host)
+        adoption = _Adoption(vine)
+        request = self._next_adoption
+        self._next_adoption = request + 1
+        session.adoptions[request] = adoption
+        first = not session.opened
+        session.opened = True
+        assert session.peer is not None
+        self.publish(session.peer, _ADOPT + msgpack.packb([request, d.host, d.id, first]),
+                     session.local)
+        return adoption
+
+    def session_with(self, inbox: str) -> _Session:
+        """A live session with the node ``inbox``: one we have, or a new one we open directly
+        (its first message is an ``ADOPT``, which the peer accepts as an opening)."""
+        peer = self.peers.get(inbox)
+        if peer is not None:
+            for session in peer.sessions.values():
+                if not session.conn.closed:
+                    return session
+        if self.stopped or self.nc is None:
+            raise Disconnected(f"{self!r} is stopped")
+        n = self._next_session
+        self._next_session = n + 1
+        session = _Session(self, f"{self.inbox}.{n}", f"{inbox}.{self.id}.{n}")
+        self.sessions[session.local] = session
+        self.attach(session)
+        return session
+
+    def on_adopt(self, session: _Session, data: bytes) -> None:
+        """A peer asks for its own reference to a capability that another peer holds here:
+        ``[request, address of that peer's session here, export id, first]``."""
+        try:
+            request, home_address, eid, _first = msgpack.unpackb(data[1:])
+            if type(request) is not int or type(eid) is not int:
+                raise ValueError("not integers")
+        except Exception:
+            session.abort("a malformed ADOPT message")
+            return
+        home = self.sessions.get(home_address) if type(home_address) is str else None
+        export = home.conn._exports.get(eid) if home is not None else None
+        reply: list[Any]
+        if export is None:
+            reply = [request, None, f"no capability {eid} is exported to {home_address} (it "
+                     "was released, or its holder is gone)"]
+        else:
+            conn = session.conn
+            try:
+                reply = [request, conn.wire._descriptor(conn._describe(export.cap))]
+            except Exception as exc:
+                reply = [request, None, f"{type(exc).__name__}: {exc}"]
+        session.flush(hold_finishes=False)  # frames that were waiting go first
+        assert session.peer is not None
+        self.publish(session.peer, _ADOPTED + msgpack.packb(reply), session.local)
+
+    def _accept_direct(self, subject: str, msg: Any) -> bool:
+        """A peer opens a session with this node directly, with an ``ADOPT``."""
+        reply = msg.reply or ""
+        m = _OPENER_ADDRESS.match(reply)
+        if m is None or subject != f"{self.inbox}.{m[1]}.{m[2]}" or self.stopped:
+            return False
+        try:
+            first = msgpack.unpackb(msg.data[1:])[3] is True
+        except Exception:
+            return False
+        if not first or len(self.sessions) >= self.opts.max_sessions:
+            return False
+        session = _Session(self, subject, reply)
+        self.sessions[subject] = session
+        self.attach(session)
+        session.received(msg.data, reply)
+        return True
 
     def drop(self, session: _Session, exc: BaseException) -> None:
         """The peer is gone (or forgot the session): fail and release everything at once."""
@@ -567,6 +834,7 @@ class _Node:
         subject: str = msg.subject
         session = self.sessions.get(subject)
         if session is not None:
+            self.session_messages += 1
             if msg.headers and msg.headers.get("Status") == "503":
                 self._no_responders(session)
                 return
@@ -580,6 +848,8 @@ class _Node:
                 peer = self.peers.get("_cara." + tail[4:])
                 if peer is not None:
                     self.drop_peer(peer, "no responders (its NATS connection is closed)")
+        elif msg.data[:1] == _ADOPT and not msg.headers and self._accept_direct(subject, msg):
+            return
         elif msg.data[:1] != _GONE and not msg.headers and (
                 _OPENER_ADDRESS.match(msg.reply or "") or _ACCEPTOR_ADDRESS.match(msg.reply or "")):
             self.publish(msg.reply, _GONE, subject)  # a session we do not know (any more)

@@ -1,5 +1,6 @@
 """A worker process for the NATS tests: serves ``Work`` (WORK_SCHEMA) on the nats:// URL given,
-prints READY, and serves until its stdin closes (or it is killed).
+prints READY, and serves until its stdin closes (or it is killed). A line ``stats`` on its stdin
+makes it print its server's ``stats()`` as one JSON line.
 
     python nats_worker.py nats://127.0.0.1:4222/service LEASE
 """
@@ -7,6 +8,7 @@ prints READY, and serves until its stdin closes (or it is killed).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from typing import Any
@@ -18,10 +20,22 @@ interface Pinned {
     pid @0 () -> (pid :UInt32);
 }
 
+interface Callback {
+    call @0 (n :UInt32) -> (n :UInt32);
+}
+
 interface Work {
     burn @0 (rounds :UInt32) -> (pid :UInt32);
     pid @1 () -> (pid :UInt32);
     pin @2 () -> (cap :Pinned);
+    callBack @3 (cb :Callback, n :UInt32) -> (n :UInt32);
+    callPinned @4 (cap :Pinned) -> (pid :UInt32);
+    count @5 () -> (n :UInt32);
+}
+
+interface Broker {
+    put @0 (cap :Pinned) -> ();
+    get @1 () -> (cap :Pinned);
 }
 """
 
@@ -46,8 +60,22 @@ class PinnedImpl:
 
 
 class WorkImpl:
+    def __init__(self) -> None:
+        self.calls = 0
+
     def burn(self, rounds: int) -> int:
+        self.calls += 1
         return burn(rounds)
+
+    def count(self) -> int:
+        """Calls of ``burn`` this worker ran."""
+        return self.calls
+
+    async def callBack(self, cb: Any, n: int) -> int:
+        return await cb.call(n) + 1
+
+    async def callPinned(self, cap: Any) -> int:
+        return await cap.pid()
 
     def pid(self) -> int:
         return os.getpid()
@@ -66,7 +94,12 @@ async def main(url: str, lease: float) -> None:
     await server.start()
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)  # until stdin closes
+    while True:  # until stdin closes
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        if line.strip() == "stats":
+            print(json.dumps(server.stats()), flush=True)
     await server.stop()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from cara.rpc import Disconnected, register_interface
+from cara.rpc import Disconnected, core_cap_of, register_interface
 from cara.transports import Client, Server
 from tests.conftest import LONG
 from tests.transports import test_asyncio_rpc as rpc_tests
@@ -732,3 +733,87 @@ def test_the_blocking_client_on_nats(nats: NatsServer) -> None:
     finally:
         done.set()
         thread.join(30)
+
+
+# ------------------------------------------------------------------- three-party handoff
+
+def _session_messages(*parts: Any) -> int:
+    """Messages received on session addresses by the NATS nodes of servers and clients."""
+    total = 0
+    for part in parts:
+        nats_part = part._nats
+        nodes = nats_part._nodes if hasattr(nats_part, "_nodes") else [nats_part._node]
+        total += sum(node.session_messages for node in nodes)
+    return total
+
+
+def test_a_capability_passed_on_is_called_where_it_lives(nats: NatsServer) -> None:
+    """Three processes' worth of nodes: B (a worker process) makes a ``Pinned``; A (a broker:
+    a client of B's service and a server of its own) hands it to C. C's calls go to B
+    directly: A receives nothing while C calls, B answers them; when C and A let go, B's
+    export tables are back to zero."""
+    from cara.transports.nats_transport import _Adoption
+
+    work = work_interfaces()
+    b_url = f"{nats.url}/{service_name('b')}"
+    a_url = f"{nats.url}/{service_name('a')}"
+
+    async def main(b: Any) -> None:
+        a_client = Client(lease=LEASE)  # A, as a client of B's service
+        a_client.connect(b_url)
+        await a_client.start()
+        held: list[Any] = []
+
+        class Broker:
+            def put(self, cap: Any) -> None:
+                held.append(cap)
+
+            def get(self) -> Any:
+                return held[-1]
+
+        at_b = a_client.bootstrap(work["Work"])  # held: a bootstrap export at B
+        pinned = await at_b.pin()
+        held.append(pinned)
+        del pinned
+        async with serving((work["Broker"], Broker()), url=a_url, lease=LEASE) as a_server:
+            c = Client(lease=LEASE)
+            c.connect(a_url)
+            async with c:
+                broker = c.bootstrap(work["Broker"])
+                cap = await broker.get()
+                assert isinstance(core_cap_of(cap), _Adoption)  # not an import from A
+                assert await cap.pid() == b.pid  # (the first call waits for the adoption)
+                await asyncio.sleep(0.1)  # the vine's Release reaches A
+                before = _session_messages(a_server, a_client)
+                pids = await asyncio.gather(*[cap.pid() for _ in range(200)])
+                for _ in range(50):
+                    assert await cap.pid() == b.pid
+                assert set(pids) == {b.pid}
+                assert _session_messages(a_server, a_client) == before, \
+                    "C's calls went through A"
+                assert b.stats()["exports"] == 3  # A's bootstrap and Pinned, C's Pinned
+                # Pipelined through A (E-order keeps those calls on that path), handed back
+                # to B through another session (it comes home), back and forth between A and
+                # C: all of it reaches B's Pinned.
+                assert await broker.get().cap.__cara_cast__(work["Pinned"]).pid() == b.pid
+                c_to_b = Client(lease=LEASE)
+                c_to_b.connect(b_url)
+                async with c_to_b:
+                    assert await c_to_b.bootstrap(work["Work"]).callPinned(cap) == b.pid
+                await broker.put(cap)
+                assert await held[-1].pid() == b.pid
+                del cap
+                held.clear()
+                gc.collect()
+                await eventually(lambda: a_server.stats()["exports"] == 1 and
+                                 a_client.stats()["imports"] == 1 and
+                                 c.stats()["imports"] == 1,
+                                 what="A and C released it (bootstraps remain)")
+                await eventually(lambda: b.stats()["exports"] == 1,
+                                 what="B's export tables back to its bootstrap")
+        await a_client.stop()
+        await eventually(lambda: b.stats() == {**b.stats(), "exports": 0, "imports": 0},
+                         what="B's tables empty")
+
+    with workers(b_url, 1, lease=LEASE) as (b,):
+        run(main(b))
