@@ -86,16 +86,17 @@ from typing import Any
 import msgpack
 
 from cara.rpc import messages as M
-from cara.rpc.caps import Cap, QueuedCap, to_cap
+from cara.rpc.caps import Cap, LocalCall, QueuedCap, running_loop, to_cap
 from cara.rpc.connection import Connection, ImportCap
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
+from cara.rpc.proxies import CallPromise, Method, core_cap_of
 from cara.rpc.wire_cara import FINISH, CaraWire
 from cara.transports.url import Endpoint, parse_url
 
-__all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "NatsClient", "NatsServer",
-           "nats_problem"]
+__all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "IDEMPOTENT_ID", "RETRIES", "NatsClient",
+           "NatsServer", "idempotent", "is_idempotent", "nats_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ DEFAULT_MAX_ANSWERS = 10_000
 DEFAULT_MAX_SESSIONS = 100_000
 #: How long ``Finish`` frames with nothing else to go wait for a frame to ride with (seconds).
 FINISH_DELAY = 0.02
+#: ``annotation idempotent @0x911365c837a1b943 (method) :Void;`` of ``/capnp/cara.capnp``.
+IDEMPOTENT_ID = 0x911365C837A1B943
+#: How many times a call of an idempotent method is made again after losing its worker.
+RETRIES = 3
 #: Quarters of a lease without a word from a peer before it is dropped.
 _SILENT_SWEEPS = 3
 
@@ -281,6 +286,17 @@ class _SessionConnection(Connection):
                 return _ThirdParty(home.peer, found.id, vine)
         return super()._describe(obj)
 
+    def bootstrap(self, iface: Any = None) -> Any:
+        proxy = super().bootstrap(iface)
+        reopen = self.session.node.reopen
+        if reopen is None or self.closed:
+            return proxy
+        first = core_cap_of(proxy)
+        assert isinstance(first, Cap)
+        cap = _ServiceCap(first, iface, reopen)
+        info = describe(iface) if iface is not None else None
+        return cap.cast(info) if info is not None else cap
+
     def _receive_cap(self, d: M.CapDescriptor) -> Cap | None:
         if isinstance(d, _ThirdParty):
             return self.session.node.adopt(self, d)
@@ -292,6 +308,116 @@ class _SessionConnection(Connection):
             # (E-order), through the vine, rather than overtake them on the direct path.
             return target.vine
         return super()._maybe_embargo(called, target, path)
+
+
+# ------------------------------------------------------------------- idempotent methods
+
+_marked: set[tuple[int, int]] = set()
+
+
+def idempotent(iface: Any, *names: str) -> None:
+    """Mark methods of ``iface`` idempotent from Python, as ``$Cara.idempotent`` does in the
+    schema (for interfaces described without the annotation). See :func:`is_idempotent`."""
+    info = describe(iface)
+    if info is None:
+        raise TypeError(f"{iface!r} does not describe an interface")
+    by_name = {m.name: key for key, m in info.methods.items()}
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"{info.name} has no method {name!r}")
+        _marked.add(by_name[name])
+
+
+def is_idempotent(method: Method) -> bool:
+    """Whether a call of ``method`` may run again after its worker was lost: the method is
+    annotated ``$Cara.idempotent`` in its schema, or was marked by :func:`idempotent`."""
+    if (method.interface_id, method.index) in _marked:
+        return True
+    annotations = getattr(method.spec, "annotations", None) or ()
+    return any(getattr(a, "id", None) == IDEMPOTENT_ID for a in annotations)
+
+
+class _ServiceCap(Cap):
+    """A client's bootstrap capability of a service. Calls go to the worker of the session it
+    was made on; a call of an idempotent method that loses that worker (``Disconnected``) is
+    made again, on the client's current session (a new one through the queue group: another
+    worker), up to :data:`RETRIES` times."""
+
+    __slots__ = ("first", "iface", "reopen")
+
+    def __init__(self, first: Cap, iface: Any, reopen: Callable[[Any], Cap]) -> None:
+        self.first = first
+        self.iface = iface
+        self.reopen = reopen
+
+    def call(self, method: Method, params: Any, timeout: float | None = None, *,
+             unbox: bool = True) -> CallPromise:
+        if not is_idempotent(method):
+            return self.first.call(method, params, timeout, unbox=unbox)
+        return _Retried(self, method, params, timeout, unbox)
+
+    def resolved(self) -> Cap:
+        return self.first.resolved()
+
+    @property
+    def is_promise(self) -> bool:
+        return self.first.is_promise
+
+    def close(self) -> None:
+        self.first.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.first.closed
+
+    def __repr__(self) -> str:
+        return f"service bootstrap {self.first!r}"
+
+
+class _Retried(LocalCall):
+    """The promise of an idempotent call on a service (see :class:`_ServiceCap`)."""
+
+    def __init__(self, service: _ServiceCap, method: Method, params: Any,
+                 timeout: float | None, unbox: bool) -> None:
+        super().__init__(running_loop(), method, unbox)
+        self._service = service
+        self._params = params
+        self._timeout = timeout
+        self._left = RETRIES
+        self._inner: CallPromise | None = None
+        self._attempt(service.first)
+
+    def _attempt(self, cap: Cap) -> None:
+        inner = self._inner = cap.call(self._method, self._params, self._timeout, unbox=False)
+        inner.add_done_callback(self._inner_done)
+
+    def _inner_done(self, inner: asyncio.Future[Any]) -> None:
+        if self.done() or inner is not self._inner:
+            return
+        if inner.cancelled():
+            self._fail(asyncio.CancelledError())
+            return
+        exc = inner.exception()
+        if exc is None:
+            self._params = None
+            self._settle(inner.result())
+            return
+        if isinstance(exc, Disconnected) and self._left > 0:
+            self._left -= 1
+            try:
+                cap = self._service.reopen(self._service.iface)
+            except Disconnected as again:  # the client is stopped
+                self._fail(again)
+                return
+            logger.debug("%s() lost its worker (%s): made again", self._method.name, exc)
+            self._attempt(cap)
+            return
+        self._fail(exc)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._inner is not None:
+            self._inner.cancel(msg)
+        return super().cancel(msg)
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -560,6 +686,8 @@ class _Node:
         self.opening: dict[str, _Session] = {}
         self._next_session = 0
         self._next_adoption = 0
+        #: A client's: the bootstrap capability of its current session (idempotent retries).
+        self.reopen: Callable[[Any], Cap] | None = None
         #: Messages received on sessions' addresses (heartbeats and openings not counted).
         self.session_messages = 0
         self._dirty: list[_Session] = []
@@ -1055,7 +1183,13 @@ class NatsClient(_Options):
             raise ValueError("connect() to an endpoint before start()")
         node = _Node(self._endpoint, self, queue_group=False)
         await node.start()
+        node.reopen = self._current_bootstrap
         self._node = node
+
+    def _current_bootstrap(self, iface: Any) -> Cap:
+        cap = core_cap_of(Connection.bootstrap(self.connection, iface))
+        assert isinstance(cap, Cap)
+        return cap
 
     @property
     def connection(self) -> Connection:

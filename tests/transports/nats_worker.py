@@ -16,6 +16,10 @@ from typing import Any
 WORK_SCHEMA = """
 @0xd4f1a2b3c4d5e6f7;
 
+# As /capnp/cara.capnp declares it (declared here: the reference compiler runs without cara's
+# import path).
+annotation idempotent @0x911365c837a1b943 (method) :Void;
+
 interface Pinned {
     pid @0 () -> (pid :UInt32);
 }
@@ -31,6 +35,9 @@ interface Work {
     callBack @3 (cb :Callback, n :UInt32) -> (n :UInt32);
     callPinned @4 (cap :Pinned) -> (pid :UInt32);
     count @5 () -> (n :UInt32);
+    idle @6 (seconds :Float64) -> (pid :UInt32) $idempotent;
+    idleOnce @7 (seconds :Float64) -> (pid :UInt32);
+    burnAgain @8 (rounds :UInt32) -> (pid :UInt32) $idempotent;
 }
 
 interface Broker {
@@ -66,6 +73,15 @@ class WorkImpl:
     def burn(self, rounds: int) -> int:
         self.calls += 1
         return burn(rounds)
+
+    def burnAgain(self, rounds: int) -> int:
+        return self.burn(rounds)
+
+    async def idle(self, seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        return os.getpid()
+
+    idleOnce = idle
 
     def count(self) -> int:
         """Calls of ``burn`` this worker ran."""

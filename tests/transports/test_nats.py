@@ -817,3 +817,77 @@ def test_a_capability_passed_on_is_called_where_it_lives(nats: NatsServer) -> No
 
     with workers(b_url, 1, lease=LEASE) as (b,):
         run(main(b))
+
+
+# ------------------------------------------------------------------ idempotent methods
+
+def test_methods_are_marked_idempotent_in_the_schema_or_from_python() -> None:
+    from cara.rpc.proxies import method_of
+    from cara.transports.nats_transport import _marked, idempotent, is_idempotent
+    from tests.rpc.schemas import runtime_module
+    from tests.transports.nats_worker import WORK_SCHEMA
+
+    runtime = runtime_module(WORK_SCHEMA).Work.cara_schema.by_name
+    assert is_idempotent(method_of(runtime["idle"]))  # $idempotent
+    assert not is_idempotent(method_of(runtime["idleOnce"]))
+    info = work_interfaces()["Work"]
+    methods = {m.name: method_of(m) for m in info.methods.values()}
+    assert not is_idempotent(methods["pid"])
+    idempotent(info, "pid")
+    try:
+        assert is_idempotent(methods["pid"]) and not is_idempotent(methods["burn"])
+    finally:
+        _marked.discard((info.id, methods["pid"].index))
+    with pytest.raises(ValueError, match="no method 'nope'"):
+        idempotent(info, "nope")
+
+
+def test_idempotent_calls_are_retried_on_another_worker_the_others_fail(
+        nats: NatsServer) -> None:
+    """SIGKILL one of two workers under load. Calls of methods marked ``$Cara.idempotent`` on
+    the service's bootstrap capability are made again on the other worker: none fails, even
+    those in flight on the dead one (they may have run there too). Other calls in flight on
+    it fail with Disconnected (at most once)."""
+    from tests.rpc.schemas import runtime_module
+    from tests.transports.nats_worker import WORK_SCHEMA
+
+    Work = runtime_module(WORK_SCHEMA).Work
+    url = f"{nats.url}/{service_name('idem')}"
+    lease = 2.0
+
+    async def main(victim: Any, survivor: Any) -> None:
+        on: dict[int, list[Client]] = {victim.pid: [], survivor.pid: []}
+        while min(len(v) for v in on.values()) < 2:  # the queue group picks at random
+            assert sum(len(v) for v in on.values()) < 40, "the queue group used one worker"
+            client = Client(lease=lease)
+            client.connect(url)
+            await client.start()
+            on[await Work(client).pid()].append(client)
+        clients = [c for v in on.values() for c in v]
+        # In flight on the victim when it dies: idempotent calls and plain ones.
+        retried = [Work(c).idle(1.0) for c in on[victim.pid]]
+        lost = [Work(c).idleOnce(1.0) for c in on[victim.pid]]
+        served: list[int] = []
+        killed_at = 0.0
+
+        async def load(client: Client) -> None:
+            while not killed_at or time.monotonic() < killed_at + 1.0:
+                served.append(await Work(client).burnAgain(2000))  # never fails
+
+        async def kill() -> None:
+            nonlocal killed_at
+            await asyncio.sleep(0.5)
+            victim.kill()
+            killed_at = time.monotonic()
+
+        await asyncio.gather(kill(), *[load(c) for c in clients])
+        assert await asyncio.gather(*retried) == [survivor.pid] * len(retried)
+        for call in lost:
+            with pytest.raises(Disconnected):
+                await call
+        assert served.count(victim.pid) > 0 and served[-1] == survivor.pid
+        for client in clients:
+            await client.stop()
+
+    with workers(url, 2, lease=lease) as (a, b):
+        run(main(a, b))
