@@ -891,3 +891,63 @@ def test_idempotent_calls_are_retried_on_another_worker_the_others_fail(
 
     with workers(url, 2, lease=lease) as (a, b):
         run(main(a, b))
+
+
+# ---------------------------------------------------------------------------- leaks
+
+def test_many_callbacks_across_three_processes_then_every_table_empty(nats: NatsServer) -> None:
+    """This process and two worker processes of one service: callbacks made here, called back
+    by either worker, and capabilities of one worker handed by this process to the other
+    (which calls them directly). 2,000 callbacks; CARA_LONG=1: 100,000. Then every export and
+    import table of the three processes is back to zero."""
+    work = work_interfaces()
+    url = f"{nats.url}/{service_name('leak')}"
+    total = 100_000 if LONG else 2_000
+    batch = 200
+
+    class Callback:
+        def call(self, n: int) -> int:
+            return n * 2
+
+    async def main(w1: Any, w2: Any) -> None:
+        by_pid: dict[int, Client] = {}
+        spare: list[Client] = []
+        while len(by_pid) < 2:
+            assert len(spare) < 40, "the queue group used one worker"
+            client = Client(lease=LEASE)
+            client.connect(url)
+            await client.start()
+            pid = await client.bootstrap(work["Work"]).pid()
+            if pid in by_pid:
+                spare.append(client)
+            else:
+                by_pid[pid] = client
+        at = {pid: client.bootstrap(work["Work"]) for pid, client in by_pid.items()}
+
+        async def one(i: int) -> None:
+            first, second = at[w1.pid], at[w2.pid]
+            there = first if i % 2 else second
+            assert await there.callBack(Callback(), i) == 2 * i + 1
+            if i % 4 == 0:  # W1's capability, handed by us to W2: called W2 -> W1
+                pinned = await first.pin()
+                assert await second.callPinned(pinned) == w1.pid
+
+        for start in range(0, total, batch):
+            await asyncio.gather(*[one(i) for i in range(start, min(start + batch, total))])
+        at.clear()
+        gc.collect()
+        clients = [*by_pid.values(), *spare]
+        await eventually(lambda: all(c.stats()["exports"] == 0 and c.stats()["imports"] == 0
+                                     for c in clients), timeout=30,
+                         what="this process's tables empty")
+        for w in (w1, w2):
+            await eventually(lambda w=w: (s := w.stats())["exports"] == 0 and
+                             s["imports"] == 0 and s["answers"] == 0, timeout=30,
+                             what=f"worker {w.pid}'s tables empty")
+        for client in clients:
+            await client.stop()
+
+    with workers(url, 2, lease=LEASE) as (a, b):
+        start = time.monotonic()
+        run(main(a, b), timeout=3600)
+        print(f"\n{total} callbacks in {time.monotonic() - start:.1f} s")
