@@ -911,3 +911,28 @@ def test_many_callbacks_across_three_processes_then_every_table_empty(nats: Nats
         start = time.monotonic()
         run(main(a, b), timeout=3600)
         print(f"\n{total} callbacks in {time.monotonic() - start:.1f} s")
+
+
+def test_messages_are_handled_as_nats_py_reads_them(nats: NatsServer) -> None:
+    """With the nats-py we know, a node's subscriptions hand their messages to the node at once
+    (no queue, no task switch per message): a newer nats-py that changed its internals shows
+    up here (the transport then keeps nats-py's own callbacks, and works, a little slower)."""
+    from cara.transports.nats_transport import _AtOnce
+
+    I = ifaces()
+
+    async def main() -> None:
+        async with serving((I["Echo"], lambda text: text), url=f"{nats.url}/{service_name()}",
+                           lease=LEASE) as server:
+            (node,) = server._nats._nodes
+            subs = list(node.nc._subs.values())
+            assert len(subs) == 2 and all(isinstance(s._pending_queue, _AtOnce) for s in subs)
+            client = Client(lease=LEASE)
+            client.connect(server.endpoints[0])
+            async with client:
+                echo = client.bootstrap(I["Echo"])
+                assert await asyncio.gather(*[echo.echo(str(i)) for i in range(100)]) == \
+                    [str(i) for i in range(100)]
+                assert all(s.pending_msgs == 0 for s in subs)
+
+    run(main())
