@@ -55,7 +55,11 @@ handlers short, or run them in an executor.
 connection drops (the server restarts, or closes it as a slow consumer) may have lost messages:
 it aborts all its sessions (calls in flight fail with ``Disconnected``; nothing is retried) and
 opens new ones after reconnecting. Calls are at-most-once: a call whose worker dies before
-answering fails; retrying it (on a new ``bootstrap()``) is the caller's decision.
+answering fails; retrying it (on a new ``bootstrap()``) is the caller's decision. Except for
+methods annotated ``$Cara.idempotent`` (or marked by :func:`idempotent`): a call of one on a
+client's bootstrap capability that fails with ``Disconnected`` is made again, up to
+:data:`RETRIES` times, on the client's current session (a new one, through the queue group,
+when the old one is gone). Messages are handled as nats-py reads them (:class:`_AtOnce`).
 
 **Large messages.** Frames to one peer in one event-loop turn travel in one NATS message; a batch
 larger than the server's ``max_payload`` (1 MB by default) is split into pieces that the receiver
