@@ -412,7 +412,7 @@ def test_scaling_with_worker_processes() -> None:
     require_nats()
     if (os.cpu_count() or 1) < 2:
         pytest.skip("scaling needs two CPUs")
-    seconds = "8" if LONG else "1.5"
+    seconds = "8" if LONG else "1"
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_nats.py"), "--scaling", "--json",
          "--rounds", "1", "--seconds", seconds], capture_output=True, text=True, timeout=600,
@@ -936,3 +936,36 @@ def test_messages_are_handled_as_nats_py_reads_them(nats: NatsServer) -> None:
                 assert all(s.pending_msgs == 0 for s in subs)
 
     run(main())
+
+
+def test_a_capability_passed_on_outlives_the_process_that_passed_it(nats: NatsServer) -> None:
+    """C holds a reference of its own at B: when A (which handed it over) goes, C's calls
+    still reach B; when B goes, they fail with Disconnected (the capability lived there)."""
+    work = work_interfaces()
+    b_url = f"{nats.url}/{service_name('b')}"
+    a_url = f"{nats.url}/{service_name('a')}"
+
+    async def main(b: Any) -> None:
+        a_client = Client(lease=LEASE)
+        a_client.connect(b_url)
+        await a_client.start()
+        pinned = await a_client.bootstrap(work["Work"]).pin()
+
+        async with serving((work["Broker"], {"get": lambda: pinned}), url=a_url,
+                           lease=LEASE) as a_server:
+            c = Client(lease=LEASE)
+            c.connect(a_url)
+            async with c:
+                cap = await c.bootstrap(work["Broker"]).get()
+                assert await cap.pid() == b.pid
+                await a_client.stop()  # A's sessions with B go, and A's references there
+                await a_server.stop()
+                assert await cap.pid() == b.pid
+                await eventually(lambda: b.stats()["exports"] == 1,
+                                 what="B holds it for C alone")
+                b.kill()
+                with pytest.raises(Disconnected):
+                    await cap.pid()
+
+    with workers(b_url, 1, lease=LEASE) as (b,):
+        run(main(b))
