@@ -866,7 +866,10 @@ class _Node:
             home = self.sessions.get(d.host)
             export = home.conn._exports.get(d.id) if home is not None else None
             return export.cap if export is not None else vine
-        session = self.session_with(host)
+        try:
+            session = self.session_with(host)
+        except Disconnected:  # we are stopping: the sender's reference will do
+            return vine
         adoption = _Adoption(vine)
         request = self._next_adoption
         self._next_adoption = request + 1

@@ -969,3 +969,19 @@ def test_a_capability_passed_on_outlives_the_process_that_passed_it(nats: NatsSe
 
     with workers(b_url, 1, lease=LEASE) as (b,):
         run(main(b))
+
+
+def test_third_party_descriptors_round_trip_and_bad_ones_are_refused() -> None:
+    from cara.rpc.errors import ProtocolError
+    from cara.transports.nats_transport import _NatsWire, _ThirdParty
+
+    host = "_cara." + "a" * 22 + "." + "b" * 22 + ".7"
+    packed = _NatsWire._descriptor(_ThirdParty(host, 3, 9))
+    assert packed == [5, host, 3, 9]
+    back = _NatsWire._read_descriptor(packed)
+    assert isinstance(back, _ThirdParty) and (back.host, back.id, back.vine) == (host, 3, 9)
+    assert _NatsWire._read_descriptor([1, 4]).kind == "senderHosted"  # the others as before
+    for bad in ([5, host, 3], [5, "_cara.x.1", 3, 9], [5, host, -1, 9], [5, host, 3, "9"],
+                [5, host + ".8", 3, 9], [6, 1]):
+        with pytest.raises(ProtocolError, match="descriptor"):
+            _NatsWire._read_descriptor(bad)
