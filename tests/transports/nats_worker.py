@@ -33,7 +33,7 @@ interface Work {
     pid @1 () -> (pid :UInt32);
     pin @2 () -> (cap :Pinned);
     callBack @3 (cb :Callback, n :UInt32) -> (n :UInt32);
-    callPinned @4 (cap :Pinned) -> (pid :UInt32);
+    callPinned @4 (cap :Pinned, times :UInt32) -> (pid :UInt32);
     count @5 () -> (n :UInt32);
     idle @6 (seconds :Float64) -> (pid :UInt32) $idempotent;
     idleOnce @7 (seconds :Float64) -> (pid :UInt32);
@@ -90,8 +90,14 @@ class WorkImpl:
     async def callBack(self, cb: Any, n: int) -> int:
         return await cb.call(n) + 1
 
-    async def callPinned(self, cap: Any) -> int:
-        return await cap.pid()
+    async def callPinned(self, cap: Any, times: int) -> int:
+        """Calls ``cap.pid()`` ``times`` times (at least once), 100 at a time."""
+        pid = 0
+        for start in range(0, max(times, 1), 100):
+            pids = await asyncio.gather(*[cap.pid() for _ in range(min(100, times - start))]
+                                        or [cap.pid()])
+            pid = pids[-1]
+        return pid
 
     def pid(self) -> int:
         return os.getpid()

@@ -759,7 +759,7 @@ def test_a_capability_passed_on_is_called_where_it_lives(nats: NatsServer) -> No
                 c_to_b = Client(lease=LEASE)
                 c_to_b.connect(b_url)
                 async with c_to_b:
-                    assert await c_to_b.bootstrap(work["Work"]).callPinned(cap) == b.pid
+                    assert await c_to_b.bootstrap(work["Work"]).callPinned(cap, 1) == b.pid
                 await broker.put(cap)
                 assert await held[-1].pid() == b.pid
                 del cap
@@ -890,7 +890,7 @@ def test_many_callbacks_across_three_processes_then_every_table_empty(nats: Nats
             assert await there.callBack(Callback(), i) == 2 * i + 1
             if i % 4 == 0:  # W1's capability, handed by us to W2: called W2 -> W1
                 pinned = await first.pin()
-                assert await second.callPinned(pinned) == w1.pid
+                assert await second.callPinned(pinned, 1) == w1.pid
 
         for start in range(0, total, batch):
             await asyncio.gather(*[one(i) for i in range(start, min(start + batch, total))])
@@ -936,6 +936,51 @@ def test_messages_are_handled_as_nats_py_reads_them(nats: NatsServer) -> None:
                 assert all(s.pending_msgs == 0 for s in subs)
 
     run(main())
+
+
+def test_three_processes_the_one_that_passed_it_on_hears_nothing_of_the_calls(
+        nats: NatsServer) -> None:
+    """Three processes: this one (A) takes a ``Pinned`` from worker B and hands it to worker C,
+    which calls it once, then 2,000 times: the messages A receives are the same in number
+    (the call to C and its return, C's release of A's reference), C's calls go to B."""
+    work = work_interfaces()["Work"]
+    url = f"{nats.url}/{service_name('three')}"
+
+    async def main(b: Any, c: Any) -> None:
+        by_pid: dict[int, Client] = {}
+        spare: list[Client] = []
+        while len(by_pid) < 2:
+            assert len(spare) < 40, "the queue group used one worker"
+            client = Client(lease=LEASE)
+            client.connect(url)
+            await client.start()
+            pid = await client.bootstrap(work).pid()
+            if pid in by_pid:
+                spare.append(client)
+            else:
+                by_pid[pid] = client
+        at_b, at_c = by_pid[b.pid].bootstrap(work), by_pid[c.pid].bootstrap(work)
+        heard = []
+        for times in (1, 2000, 1, 2000):
+            pinned = await at_b.pin()
+            await asyncio.sleep(0.2)
+            before = _session_messages(*by_pid.values())
+            assert await at_c.callPinned(pinned, times) == b.pid
+            del pinned
+            gc.collect()
+            await asyncio.sleep(0.3)  # the releases land
+            heard.append(_session_messages(*by_pid.values()) - before)
+        assert heard[0] == heard[1] == heard[2] == heard[3], heard
+        del at_b, at_c
+        gc.collect()
+        for w in (b, c):
+            await eventually(lambda w=w: (s := w.stats())["exports"] == 0 and
+                             s["imports"] == 0, what=f"worker {w.pid}'s tables empty")
+        for client in [*by_pid.values(), *spare]:
+            await client.stop()
+
+    with workers(url, 2, lease=LEASE) as (b, c):
+        run(main(b, c))
 
 
 def test_a_capability_passed_on_outlives_the_process_that_passed_it(nats: NatsServer) -> None:
