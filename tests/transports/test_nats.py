@@ -855,6 +855,25 @@ def test_idempotent_calls_are_retried_on_another_worker_the_others_fail(
 
 # ---------------------------------------------------------------------------- leaks
 
+async def _a_client_on_each(url: str, n: int) -> tuple[dict[int, Client], list[Client]]:
+    """Clients of ``url`` until ``n`` workers have one each (the queue group picks at random):
+    those by worker pid, and the spare ones."""
+    work = work_interfaces()["Work"]
+    by_pid: dict[int, Client] = {}
+    spare: list[Client] = []
+    while len(by_pid) < n:
+        assert len(spare) < 40, f"the queue group used only {set(by_pid)}"
+        client = Client(lease=LEASE)
+        client.connect(url)
+        await client.start()
+        pid = await client.bootstrap(work).pid()
+        if pid in by_pid:
+            spare.append(client)
+        else:
+            by_pid[pid] = client
+    return by_pid, spare
+
+
 def test_many_callbacks_across_three_processes_then_every_table_empty(nats: NatsServer) -> None:
     """This process and two worker processes of one service: callbacks made here, called back
     by either worker, and capabilities of one worker handed by this process to the other
@@ -870,18 +889,7 @@ def test_many_callbacks_across_three_processes_then_every_table_empty(nats: Nats
             return n * 2
 
     async def main(w1: Any, w2: Any) -> None:
-        by_pid: dict[int, Client] = {}
-        spare: list[Client] = []
-        while len(by_pid) < 2:
-            assert len(spare) < 40, "the queue group used one worker"
-            client = Client(lease=LEASE)
-            client.connect(url)
-            await client.start()
-            pid = await client.bootstrap(work["Work"]).pid()
-            if pid in by_pid:
-                spare.append(client)
-            else:
-                by_pid[pid] = client
+        by_pid, spare = await _a_client_on_each(url, 2)
         at = {pid: client.bootstrap(work["Work"]) for pid, client in by_pid.items()}
 
         async def one(i: int) -> None:
@@ -947,18 +955,7 @@ def test_three_processes_the_one_that_passed_it_on_hears_nothing_of_the_calls(
     url = f"{nats.url}/{service_name('three')}"
 
     async def main(b: Any, c: Any) -> None:
-        by_pid: dict[int, Client] = {}
-        spare: list[Client] = []
-        while len(by_pid) < 2:
-            assert len(spare) < 40, "the queue group used one worker"
-            client = Client(lease=LEASE)
-            client.connect(url)
-            await client.start()
-            pid = await client.bootstrap(work).pid()
-            if pid in by_pid:
-                spare.append(client)
-            else:
-                by_pid[pid] = client
+        by_pid, spare = await _a_client_on_each(url, 2)
         at_b, at_c = by_pid[b.pid].bootstrap(work), by_pid[c.pid].bootstrap(work)
         heard = []
         for times in (1, 2000, 1, 2000):
