@@ -399,7 +399,8 @@ def test_scaling_with_worker_processes() -> None:
     benchmark (benchmarks/bench_nats.py --scaling, which docs/nats.md quotes) run here.
 
     With two free cores, two workers give 1.6x one worker's throughput or more: asserted with
-    CARA_LONG=1 (longer runs, on a machine that is otherwise idle). The default run may share a
+    CARA_LONG=1 (longer runs) when the machine is otherwise idle (a load average below the
+    number of CPUs before the run; otherwise the figures are printed). The default run may share a
     busy machine, where fair sharing caps the ratio whatever the transport does (one other
     CPU-bound process on two cores: 1.33x at most), so it asserts what the transport decides:
     both workers serve, the calls served per worker CPU-second do not drop with two (nothing
@@ -413,6 +414,7 @@ def test_scaling_with_worker_processes() -> None:
     if (os.cpu_count() or 1) < 2:
         pytest.skip("scaling needs two CPUs")
     seconds = "8" if LONG else "1"
+    idle = os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_nats.py"), "--scaling", "--json",
          "--rounds", "1", "--seconds", seconds], capture_output=True, text=True, timeout=600,
@@ -430,8 +432,11 @@ def test_scaling_with_worker_processes() -> None:
     assert two["idlest"] > 0.3 * two["busiest"], f"one worker idled: {two}"
     assert figures["per_cpu_ratio"] >= 0.8, figures
     assert figures["overhead_share"] < 0.25, figures
-    if LONG:
+    if LONG and idle:
         assert figures["ratio"] >= 1.6, figures
+    elif LONG:
+        print("2 workers >= 1.6x one: not asserted, the machine is busy (load average "
+              f"{os.getloadavg()[0]:.1f} for {os.cpu_count()} CPUs)")
 
 
 def test_failover_when_a_worker_is_killed_under_load(nats: NatsServer) -> None:
