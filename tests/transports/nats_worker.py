@@ -38,6 +38,7 @@ interface Work {
     idle @6 (seconds :Float64) -> (pid :UInt32) $idempotent;
     idleOnce @7 (seconds :Float64) -> (pid :UInt32);
     burnAgain @8 (rounds :UInt32) -> (pid :UInt32) $idempotent;
+    keep @9 (cap :Pinned) -> (pid :UInt32);
 }
 
 interface Broker {
@@ -69,6 +70,12 @@ class PinnedImpl:
 class WorkImpl:
     def __init__(self) -> None:
         self.calls = 0
+        self.kept: list[Any] = []
+
+    async def keep(self, cap: Any) -> int:
+        """Holds ``cap`` for good; its ``pid()``."""
+        self.kept.append(cap)
+        return await cap.pid()
 
     def burn(self, rounds: int) -> int:
         self.calls += 1

@@ -985,6 +985,34 @@ def test_three_processes_the_one_that_passed_it_on_hears_nothing_of_the_calls(
         run(main(b, c))
 
 
+def test_a_holder_that_dies_releases_what_it_adopted(nats: NatsServer) -> None:
+    """Worker C adopts a capability of worker B (handed by this process) and keeps it; C is
+    SIGKILLed: B drops its session with C and releases what C held."""
+    work = work_interfaces()["Work"]
+    url = f"{nats.url}/{service_name('holder')}"
+
+    async def main(b: Any, c: Any) -> None:
+        by_pid, spare = await _a_client_on_each(url, 2)
+        at_b, at_c = by_pid[b.pid].bootstrap(work), by_pid[c.pid].bootstrap(work)
+        pinned = await at_b.pin()
+        assert await at_c.keep(pinned) == b.pid
+        del pinned
+        gc.collect()
+        await eventually(lambda: b.stats()["exports"] == 2 and b.stats()["connections"] == 2,
+                         what="B: our bootstrap, and C's Pinned on C's own session")
+        c.kill()
+        start = time.monotonic()
+        await eventually(lambda: b.stats()["exports"] == 1 and b.stats()["connections"] == 1,
+                         timeout=LEASE + 2, what="B released what C held")
+        assert time.monotonic() - start <= LEASE + 0.5
+        del at_b, at_c
+        for client in [*by_pid.values(), *spare]:
+            await client.stop()
+
+    with workers(url, 2, lease=LEASE) as (b, c):
+        run(main(b, c))
+
+
 def test_a_capability_passed_on_outlives_the_process_that_passed_it(nats: NatsServer) -> None:
     """C holds a reference of its own at B: when A (which handed it over) goes, C's calls
     still reach B; when B goes, they fail with Disconnected (the capability lived there)."""
