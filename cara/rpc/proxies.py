@@ -25,7 +25,14 @@ from asyncio import _get_running_loop
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.description import (
+    INTERFACE,
+    FieldInfo,
+    InterfaceInfo,
+    MethodInfo,
+    describe,
+    known_interface,
+)
 from cara.rpc.plain import decode_plain_results, encode_plain_params
 
 __all__ = [
@@ -202,6 +209,10 @@ class PipelinedField:
 
     def _interface(self) -> Any:
         t = self._type()
+        if isinstance(t, FieldInfo):  # described without runtime classes
+            if t.kind == INTERFACE:
+                return known_interface(t.interface_id)
+            return None
         if getattr(t, "kind", None) == "interface":
             return t.cls
         if getattr(t, "kind", None) == INTERFACE:

@@ -760,7 +760,7 @@ def test_a_capability_passed_on_is_called_where_it_lives(nats: NatsServer) -> No
                 # Pipelined through A (E-order keeps those calls on that path), handed back
                 # to B through another session (it comes home), back and forth between A and
                 # C: all of it reaches B's Pinned.
-                assert await broker.get().cap.__cara_cast__(work["Pinned"]).pid() == b.pid
+                assert await broker.get().cap.pid() == b.pid
                 c_to_b = Client(lease=LEASE)
                 c_to_b.connect(b_url)
                 async with c_to_b:
@@ -998,11 +998,16 @@ def test_a_holder_that_dies_releases_what_it_adopted(nats: NatsServer) -> None:
         assert await at_c.keep(pinned) == b.pid
         del pinned
         gc.collect()
-        await eventually(lambda: b.stats()["exports"] == 2 and b.stats()["connections"] == 2,
+        # (a session an earlier test left on B may still be waiting for its lease: count
+        # B's sessions relative to now)
+        await eventually(lambda: b.stats()["exports"] == 2,
                          what="B: our bootstrap, and C's Pinned on C's own session")
+        sessions = b.stats()["connections"]
+        assert sessions >= 2
         c.kill()
         start = time.monotonic()
-        await eventually(lambda: b.stats()["exports"] == 1 and b.stats()["connections"] == 1,
+        await eventually(lambda: b.stats()["exports"] == 1 and
+                         b.stats()["connections"] <= sessions - 1,
                          timeout=LEASE + 2, what="B released what C held")
         assert time.monotonic() - start <= LEASE + 0.5
         del at_b, at_c
