@@ -77,6 +77,14 @@ def _fast_encoder(cls: Any) -> tuple[Any, ...]:
     return codec, type_id, cls.__dict__.get("_cara_capnp_cplan_")
 
 
+def c_plan(cls: Any) -> Any:
+    """The C plan of runtime struct class ``cls`` (see accel.py), or None: what the RPC
+    encoding reads and writes payloads of ``cls`` with (its reader is built on first use)."""
+    if "_cara_capnp_read_" not in cls.__dict__:
+        _reader(cls)
+    return cls.__dict__.get("_cara_capnp_cplan_")
+
+
 def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
                traversal_limit_in_words: int | None = None,
                nesting_limit: int | None = None) -> Any:
