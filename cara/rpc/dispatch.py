@@ -49,7 +49,7 @@ class Implementation:
         self.cache: dict[tuple[int, int], Handler] = {}
         #: Orders the calls of an object with streaming methods (cara.rpc.gate); made on the
         #: first call (False: the object has none).
-        self.gate: StreamGate | None | bool = None
+        self.gate: StreamGate | bool | None = None
 
     def handler(self, interface_id: int, index: int) -> Handler:
         key = (interface_id, index)
@@ -58,7 +58,7 @@ class Implementation:
             found = self._find(interface_id, index)
             if self.gate is None:
                 self.gate = stream_gate(self.obj, self.info) or False
-            if self.gate:
+            if isinstance(self.gate, StreamGate):
                 found = Handler(found.method, self.gate.wrap(found.run, found.method.stream))
             self.cache[key] = found
         return found

@@ -25,8 +25,14 @@ flight (``max_calls``), since every call costs the receiver bookkeeping however 
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_INITIAL", "DEFAULT_MAX_CALLS", "DEFAULT_MAXIMUM", "DEFAULT_MINIMUM", "Sent",
-           "Window"]
+__all__ = [
+    "DEFAULT_INITIAL",
+    "DEFAULT_MAXIMUM",
+    "DEFAULT_MAX_CALLS",
+    "DEFAULT_MINIMUM",
+    "Sent",
+    "Window",
+]
 
 #: Window sizes in bytes: where a stream starts, and the bounds it adapts within.
 DEFAULT_INITIAL = 256 * 1024

@@ -50,6 +50,7 @@ __all__ = [
     "method_of",
     "proxy_class",
     "runtime_proxy_class",
+    "stream_window",
 ]
 
 
@@ -634,7 +635,7 @@ class AfterStreams(CallPromise[_T]):
         inner.add_done_callback(self._settle)
 
     @property
-    def _results(self) -> Any:  # type: ignore[override]
+    def _results(self) -> Any:
         return self._cara_inner._results
 
     def _pipeline(self, path: tuple[str, ...]) -> Any:
@@ -676,6 +677,19 @@ def stream_state(cap: Any, create: bool = True) -> StreamState | None:
     except TypeError:  # a capability that takes no weak reference: no flow control
         return None
     return state
+
+
+def stream_window(proxy: Any, window: Window | None = None) -> Window:
+    """The flow-control :class:`~cara.rpc.flow.Window` of the streaming calls made through
+    ``proxy`` (its ``window``, ``in_flight``, ``calls``...); ``window`` replaces it, e.g.
+    ``stream_window(sink, Window(maximum=1 << 20))`` before streaming (from async code)."""
+    cap = core_cap_of(proxy)
+    state = stream_state(cap) if cap is not None else None
+    if state is None:
+        raise TypeError(f"{proxy!r} is not a capability that can stream")
+    if window is not None:
+        state.window = window
+    return state.window
 
 
 def send_stream(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
