@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
 from cara.rpc.flow import Sent, Window
 from cara.rpc.plain import decode_plain_results, encode_plain_params
+from cara.schema.ids import STREAM_RESULT_ID
 
 __all__ = [
     "NO_RUNNING_LOOP",
@@ -110,10 +111,6 @@ class Method:
                 len(self.info.results) == 1 and self.info.results[0].kind == INTERFACE:
             return self.info.results[0].name
         return None
-
-
-#: The id of ``StreamResult`` (/capnp/stream.capnp), the result type of every ``-> stream``.
-STREAM_RESULT_ID = 0x995F9A3377C0B16E
 
 
 def is_stream_method(m: Any) -> bool:
