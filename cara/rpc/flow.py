@@ -18,7 +18,8 @@ The caller tells it what happens, with the time (any monotonic clock, in seconds
     w.ready                         # may the next one go now?
     w.returned(ticket, now)         # its return arrived (success or error alike)
 
-``ready`` also allows one message beyond the window (the largest seen), so a message larger than
+``resume`` tells a sender that waited for ``ready`` when to go on (at half of what ``ready``
+allows, so that it sends in bursts). ``ready`` also allows one message beyond the window (the largest seen), so a message larger than
 the window does not leave the path idle for a round trip, and bounds the number of calls in
 flight (``max_calls``), since every call costs the receiver bookkeeping however small it is.
 """
@@ -105,6 +106,14 @@ class Window:
     def ready(self) -> bool:
         """Whether another call may be sent now."""
         return self.in_flight < self.window + self.max_message and self.calls < self.max_calls
+
+    @property
+    def resume(self) -> bool:
+        """Whether a sender that waited for room should go on now: once at most half of what
+        :attr:`ready` allows is in flight, so that it sends a burst rather than one call per
+        return (fewer wake-ups of both sides)."""
+        return self.in_flight <= (self.window + self.max_message) // 2 and \
+            self.calls < self.max_calls
 
     @property
     def idle(self) -> bool:

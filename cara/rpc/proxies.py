@@ -544,7 +544,7 @@ class StreamState:
         while in_order and in_order[0].returned:
             in_order.popleft()
             self.returned += 1
-        if self._room and (self.error is not None or self.window.ready):
+        if self._room and (self.error is not None or self.window.resume):
             room, self._room = self._room, []
             for waiter in room:
                 if not waiter.done():

@@ -148,3 +148,12 @@ async def serve_bootstrap(make: Callable[[], Any], host: str, port: int) -> None
     async with server:
         say(f"READY {server.sockets[0].getsockname()[1]}")
         await Commands().serve()
+
+
+def load_streaming(schema: str) -> Any:
+    """``capnp.load`` a schema with ``-> stream`` methods: they import /capnp/stream.capnp,
+    which pycapnp ships inside its package (and libcapnp-dev in /usr/include)."""
+    import capnp
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capnp.__file__)))
+    return capnp.load(schema, imports=[package_parent, "/usr/include"])

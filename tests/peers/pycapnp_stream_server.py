@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sys
 from typing import Any
 
 import capnp
-from peerlib import parse_endpoint, serve_bootstrap
+from peerlib import load_streaming, parse_endpoint, serve_bootstrap
 
 USAGE = "pycapnp_stream_server.py STREAM_CAPNP HOST PORT"
 
 
 async def serve(schema: str, host: str, port: int) -> None:
-    # `-> stream` imports /capnp/stream.capnp: pycapnp ships it inside its package
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capnp.__file__)))
-    module: Any = capnp.load(schema, imports=[package_parent, "/usr/include"])
+    module: Any = load_streaming(schema)
 
     class Sink(module.Sink.Server):
         def __init__(self, delay: float, fail_at: int) -> None:

@@ -50,6 +50,18 @@ def test_ready_allows_the_window_plus_the_largest_message() -> None:
     assert w.in_flight == 100 * KB and w.calls == 1
 
 
+def test_a_waiting_sender_resumes_at_half_of_what_ready_allows() -> None:
+    w = Window(256 * KB, adaptive=False)
+    tickets = [w.sent(CHUNK, 0.0) for _ in range(5)]  # 320 KB = window + largest message
+    assert not w.ready and not w.resume
+    w.returned(tickets[0], 0.1)
+    assert w.ready and not w.resume  # room for one: a waiting sender sleeps on
+    w.returned(tickets[1], 0.1)
+    assert not w.resume  # 192 KB in flight
+    w.returned(tickets[2], 0.1)
+    assert w.ready and w.resume  # 128 KB: under half of 320 KB
+
+
 def test_calls_in_flight_are_bounded_however_small() -> None:
     w = Window(max_calls=3)
     for _ in range(3):
