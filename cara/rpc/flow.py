@@ -18,10 +18,11 @@ The caller tells it what happens, with the time (any monotonic clock, in seconds
     w.ready                         # may the next one go now?
     w.returned(ticket, now)         # its return arrived (success or error alike)
 
-``resume`` tells a sender that waited for ``ready`` when to go on (at half of what ``ready``
-allows, so that it sends in bursts). ``ready`` also allows one message beyond the window (the largest seen), so a message larger than
-the window does not leave the path idle for a round trip, and bounds the number of calls in
-flight (``max_calls``), since every call costs the receiver bookkeeping however small it is.
+``ready`` also allows one message beyond the window (the largest seen), so a message larger
+than the window does not leave the path idle for a round trip, and bounds the number of calls
+in flight (``max_calls``), since every call costs the receiver bookkeeping however small it is.
+``resume`` tells a sender that waited for ``ready`` when to go on: at half of what ``ready``
+allows, so that it sends in bursts rather than one call per return.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ Usage::
 
     python tests/peers/pycapnp_stream_client.py STREAM_CAPNP HOST PORT [MB [CHUNK_KB [IN_FLIGHT]]]
 
-Opens a sink (``open(0, 0)``) and writes MB (default 64) megabytes in chunks of CHUNK_KB
-(default 64) kilobytes, then calls ``done()`` and checks the total. pycapnp has no flow control
-for ``-> stream`` calls (a call's promise settles on its return), so a producer keeps at most
-IN_FLIGHT (default 256: 16 MB of 64 KB chunks, cara's largest window) calls in flight, awaiting
+Opens a sink (``open(0, 0, false)``: it only counts) and writes MB (default 64) megabytes in
+chunks of CHUNK_KB (default 64) kilobytes, then calls ``done()`` and checks the total. pycapnp
+has no flow control for ``-> stream`` calls (a call's promise settles on its return), so a
+producer keeps at most IN_FLIGHT (default 256: 16 MB of 64 KB chunks, cara's largest window) calls in flight, awaiting
 the oldest before sending more -- the best a pycapnp program can do. Prints on stdout::
 
     stream mb=<MB> seconds=<s> mb_per_s=<rate>
@@ -34,7 +34,7 @@ async def run(schema: str, host: str, port: int, mb: int, chunk_kb: int, in_flig
     module: Any = load_streaming(schema)
     client = await connect(host, port)
     source = client.bootstrap().cast_as(module.Source)
-    sink = (await source.open(0.0, 0)).sink
+    sink = (await source.open(0.0, 0, False)).sink
     chunk = b"x" * (chunk_kb * 1024)
     n = mb * 1024 * 1024 // len(chunk)
     pending: collections.deque[Any] = collections.deque()

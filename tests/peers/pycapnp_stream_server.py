@@ -5,9 +5,10 @@ Usage::
 
     python tests/peers/pycapnp_stream_server.py STREAM_CAPNP HOST PORT
 
-PORT may be 0. Each connection's bootstrap capability is a ``Source``; ``open(delay, failAt)``
+PORT may be 0. Each connection's bootstrap capability is a ``Source``; ``open(delay, failAt, hash)``
 gives a new ``Sink`` whose ``write(chunk)`` (``-> stream``: libcapnp delivers the calls of one
-sink one at a time, in order) counts the chunk, adds it to a SHA-256 of everything received,
+sink one at a time, in order) counts the chunk, adds it to a SHA-256 of everything received
+(unless ``hash`` is false),
 sleeps ``delay`` seconds, and raises on chunk number ``failAt`` (from 1; 0: never);
 ``done()`` returns ``(total, count, digest)``. Prints ``READY <port>`` once listening; ends on
 ``quit`` or end of file on stdin (see peerlib.py).
@@ -30,19 +31,20 @@ async def serve(schema: str, host: str, port: int) -> None:
     module: Any = load_streaming(schema)
 
     class Sink(module.Sink.Server):
-        def __init__(self, delay: float, fail_at: int) -> None:
+        def __init__(self, delay: float, fail_at: int, hash: bool) -> None:
             self.delay = delay
             self.fail_at = fail_at
             self.total = 0
             self.count = 0
-            self.hash = hashlib.sha256()
+            self.hash = hashlib.sha256() if hash else None
 
         async def write(self, chunk: bytes, **kwargs: Any) -> None:
             self.count += 1
             if self.count == self.fail_at:
                 raise ValueError(f"chunk {self.count} refused")
             self.total += len(chunk)
-            self.hash.update(chunk)
+            if self.hash is not None:
+                self.hash.update(chunk)
             if self.delay:
                 await asyncio.sleep(self.delay)
 
@@ -50,11 +52,12 @@ async def serve(schema: str, host: str, port: int) -> None:
             results = _context.results
             results.total = self.total
             results.count = self.count
-            results.digest = self.hash.digest()
+            results.digest = self.hash.digest() if self.hash is not None else b""
 
     class Source(module.Source.Server):
-        async def open(self, delay: float, failAt: int, **kwargs: Any) -> Any:
-            return Sink(delay, failAt)
+        async def open(self, delay: float, failAt: int, hash: bool,
+                       **kwargs: Any) -> Any:
+            return Sink(delay, failAt, hash)
 
     await serve_bootstrap(Source, host, port)
 

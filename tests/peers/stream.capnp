@@ -9,6 +9,7 @@ interface Sink {
 }
 
 interface Source {
-  open @0 (delay :Float64, failAt :UInt64) -> (sink :Sink);
-  # A new sink that sleeps `delay` seconds per chunk (0: none).
+  open @0 (delay :Float64, failAt :UInt64, hash :Bool = true) -> (sink :Sink);
+  # A new sink that sleeps `delay` seconds per chunk (0: none); with `hash` false it only
+  # counts (done() gives an empty digest): the benchmark's consumer, as light as a raw one.
 }

@@ -23,15 +23,15 @@ stream_capnp: Any = cara.load(str(STREAM_CAPNP))
 
 
 class Sink(stream_capnp.Sink):  # type: ignore[misc]
-    """Counts and hashes every chunk; sleeps ``delay`` per chunk; refuses chunk ``fail_at``.
+    """Counts (and hashes) every chunk; sleeps ``delay`` per chunk; refuses chunk ``fail_at``.
     ``running``/``most_running`` watch that the calls come one at a time."""
 
-    def __init__(self, delay: float = 0.0, fail_at: int = 0) -> None:
+    def __init__(self, delay: float = 0.0, fail_at: int = 0, hash: bool = True) -> None:
         self.delay = delay
         self.fail_at = fail_at
         self.total = 0
         self.count = 0
-        self.hash = hashlib.sha256()
+        self.hash = hashlib.sha256() if hash else None
         self.running = 0
         self.most_running = 0
 
@@ -43,22 +43,23 @@ class Sink(stream_capnp.Sink):  # type: ignore[misc]
             if self.count == self.fail_at:
                 raise ValueError(f"chunk {self.count} refused")
             self.total += len(chunk)
-            self.hash.update(chunk)
+            if self.hash is not None:
+                self.hash.update(chunk)
             if self.delay:
                 await asyncio.sleep(self.delay)
         finally:
             self.running -= 1
 
     def done(self) -> tuple[int, int, bytes]:
-        return self.total, self.count, self.hash.digest()
+        return self.total, self.count, self.hash.digest() if self.hash is not None else b""
 
 
 class Source(stream_capnp.Source):  # type: ignore[misc]
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
 
-    def open(self, delay: float, fail_at: int) -> Sink:
-        sink = Sink(delay, fail_at)
+    def open(self, delay: float, fail_at: int, hash: bool) -> Sink:
+        sink = Sink(delay, fail_at, hash)
         self.sinks.append(sink)
         return sink
 
