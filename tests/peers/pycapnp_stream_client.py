@@ -8,8 +8,9 @@ Usage::
 Opens a sink (``open(0, 0, false)``: it only counts) and writes MB (default 64) megabytes in
 chunks of CHUNK_KB (default 64) kilobytes, then calls ``done()`` and checks the total. pycapnp
 has no flow control for ``-> stream`` calls (a call's promise settles on its return), so a
-producer keeps at most IN_FLIGHT (default 256: 16 MB of 64 KB chunks, cara's largest window) calls in flight, awaiting
-the oldest before sending more -- the best a pycapnp program can do. Prints on stdout::
+producer keeps at most IN_FLIGHT (default 256: 16 MB of 64 KB chunks, cara's largest window)
+calls in flight, awaiting the oldest before sending more -- the best a pycapnp program can do.
+Prints on stdout::
 
     stream mb=<MB> seconds=<s> mb_per_s=<rate>
 
