@@ -60,9 +60,10 @@ class StreamGate:
             if self.broken is not None:
                 raise fresh_error(self.broken)
             if self.running or self.waiting:
+                # the caller awaits (and a Finish cancels) this future: no task until its turn
                 turn: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 self.waiting.append((run, params, stream, turn))
-                return _wait(turn)
+                return turn
             return self._start(run, params, stream)
 
         return gated
@@ -102,10 +103,6 @@ class StreamGate:
                 _chain(asyncio.ensure_future(result), turn)
             else:
                 turn.set_result(result)
-
-
-async def _wait(turn: asyncio.Future[Any]) -> Any:
-    return await turn
 
 
 def _chain(task: asyncio.Future[Any], turn: asyncio.Future[Any]) -> None:
