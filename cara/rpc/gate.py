@@ -39,70 +39,117 @@ def stream_gate(obj: object, info: InterfaceInfo | None) -> StreamGate | None:
 
 
 class StreamGate:
-    """The calls to one object: ``wrap(run, stream)`` gives the ``run`` that goes through it."""
+    """The calls to one object: ``wrap(run, stream)`` gives the ``run`` that goes through it.
 
-    __slots__ = ("broken", "running", "waiting")
+    While the object streams, one task (the *drainer*) runs its waiting calls in order: a
+    streaming call is awaited inline, so calls that do not suspend run one after the other in
+    a single turn of the loop, with no task of their own; an ordinary call is started (as a
+    task of its own when it is a coroutine) and the next goes on. Each call's caller awaits the
+    future it was handed (its *turn*); cancelling that future cancels the call."""
+
+    __slots__ = ("broken", "current", "drainer", "waiting")
 
     def __init__(self) -> None:
-        #: A streaming call is running: later calls wait.
-        self.running = False
-        self.waiting: deque[tuple[Callable[[Any], Any], Any, bool, asyncio.Future[Any]]] = \
-            deque()
+        #: Calls waiting, in arrival order: (run, params, stream, turn); ``run`` is None for a
+        #: streaming call already made (``params`` is then its awaitable).
+        self.waiting: deque[tuple[Callable[[Any], Any] | None, Any, bool,
+                                  asyncio.Future[Any]]] = deque()
+        #: The task running the waiting calls, and the turn of the streaming call it awaits.
+        self.drainer: asyncio.Task[None] | None = None
+        self.current: asyncio.Future[Any] | None = None
         #: The error of the streaming call that failed: every later call raises it.
         self.broken: BaseException | None = None
 
     def __repr__(self) -> str:
-        state = "broken" if self.broken else "streaming" if self.running else "idle"
+        state = "broken" if self.broken else "streaming" if self.drainer else "idle"
         return f"<StreamGate {state}, {len(self.waiting)} waiting>"
 
     def wrap(self, run: Callable[[Any], Any], stream: bool) -> Callable[[Any], Any]:
         def gated(params: Any) -> Any:
             if self.broken is not None:
                 raise fresh_error(self.broken)
-            if self.running or self.waiting:
-                # the caller awaits (and a Finish cancels) this future: no task until its turn
-                turn: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                self.waiting.append((run, params, stream, turn))
-                return turn
-            return self._start(run, params, stream)
+            if self.drainer is None and not self.waiting:  # idle
+                if not stream:
+                    return run(params)
+                try:
+                    result = run(params)
+                except Exception as exc:
+                    self.broken = exc
+                    raise
+                if not inspect.isawaitable(result):
+                    return result
+                return self._wait(None, result, True)
+            return self._wait(run, params, stream)
 
         return gated
 
-    def _start(self, run: Callable[[Any], Any], params: Any, stream: bool) -> Any:
-        try:
-            result = run(params)
-        except Exception as exc:
-            if stream:
-                self.broken = exc
-            raise
-        if not stream or not inspect.isawaitable(result):
-            return result
-        self.running = True
-        task = asyncio.ensure_future(result)
-        task.add_done_callback(self._stream_done)
-        return task
+    def _wait(self, run: Callable[[Any], Any] | None, params: Any,
+              stream: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((run, params, stream, turn))
+        if self.drainer is None:
+            self.drainer = loop.create_task(self._drain())
+        return turn
 
-    def _stream_done(self, task: asyncio.Future[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None and self.broken is None:
-            self.broken = task.exception()
-        self.running = False
+    def _cancel_current(self, turn: asyncio.Future[Any]) -> None:
+        if turn.cancelled() and turn is self.current and self.drainer is not None:
+            self.drainer.cancel()
+
+    async def _drain(self) -> None:
         waiting = self.waiting
-        while waiting and not self.running:
-            run, params, stream, turn = waiting.popleft()
-            if turn.done():  # canceled while it waited
-                continue
-            if self.broken is not None:
-                turn.set_exception(fresh_error(self.broken))
-                continue
-            try:
-                result = self._start(run, params, stream)
-            except Exception as exc:
-                turn.set_exception(exc)
-                continue
-            if inspect.isawaitable(result):
-                _chain(asyncio.ensure_future(result), turn)
-            else:
-                turn.set_result(result)
+        try:
+            while waiting:
+                run, params, stream, turn = waiting.popleft()
+                if turn.done() or self.broken is not None:
+                    if run is None and inspect.iscoroutine(params):
+                        params.close()  # never to run: no "never awaited" warning
+                    if not turn.done():
+                        turn.set_exception(fresh_error(self.broken))  # type: ignore[arg-type]
+                    continue
+                try:
+                    result = params if run is None else run(params)
+                    if not inspect.isawaitable(result):
+                        value = result
+                    elif not stream:  # an ordinary call does not hold the others up
+                        _chain(asyncio.ensure_future(result), turn)
+                        continue
+                    else:
+                        self.current = turn
+                        turn.add_done_callback(self._cancel_current)
+                        try:
+                            value = await result
+                        finally:
+                            self.current = None
+                except asyncio.CancelledError:
+                    if not turn.cancelled():
+                        raise  # the drainer itself was cancelled
+                    _uncancel()  # only this call was: go on with the next
+                    continue
+                except Exception as exc:
+                    if stream and self.broken is None:
+                        self.broken = exc
+                    if not turn.done():
+                        turn.set_exception(exc)
+                    continue
+                if not turn.done():
+                    turn.set_result(value)
+        finally:
+            self.drainer = None
+            if waiting:  # cancelled from outside (the loop is closing): nobody will run them
+                for run, params, _stream, turn in waiting:
+                    if run is None and inspect.iscoroutine(params):
+                        params.close()
+                    turn.cancel()
+                waiting.clear()
+
+
+def _uncancel() -> None:
+    """Forget one cancellation request of the current task (Python 3.11+ counts them)."""
+    task = asyncio.current_task()
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 def _chain(task: asyncio.Future[Any], turn: asyncio.Future[Any]) -> None:
