@@ -222,6 +222,13 @@ def main(argv: list[str] | None = None) -> str:
                          "(goal >= 2x)")
     else:
         lines.append(f"- pycapnp: missing ({missing})")
+    # CPU time moves much less than wall time with the load of a shared machine
+    others = ["raw socket copy", *(["pycapnp"] if "pycapnp" in runs else [])]
+    for name in ("cara frames", "cara capnp://"):
+        shares = ", ".join(f"{_ratio(runs[o], runs[name], 1):.2f}x {o}'s" for o in others)
+        lines.append(f"- MB per CPU second, {name}: {shares}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines.append(f"- load average during the run: {load:.1f}")
     if args.delay_ms > 0:
         delay = args.delay_ms / 1000
         seconds, peak = asyncio.run(through_latency(delay, args.latency_mb))

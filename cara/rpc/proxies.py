@@ -526,9 +526,7 @@ class StreamState:
     def send(self, cap: Any, method: Method, params: Any, timeout: float | None) -> StreamCall:
         if self.error is None:  # after an error nothing more is sent: the call raises it
             promise = cap.call(method, params, timeout)
-            size = getattr(promise, "sent_size", None)
-            ticket = self.window.sent(size if size is not None else params_size(params),
-                                      self.loop.time())
+            ticket = self.window.sent(params_size(params), self.loop.time())
             self.sent += 1
             self._in_order.append(ticket)
             promise.add_done_callback(partial(self._returned, ticket))
@@ -710,16 +708,28 @@ def send_after_streams(cap: Any, method: Method, params: Any, timeout: float | N
 
 def params_size(value: Any, depth: int = 0) -> int:
     """About how many bytes ``value`` (params) takes on the wire: what a stream call counts
-    against the window when the capability cannot tell the size of the frame it sent."""
-    if isinstance(value, (bytes, bytearray, str, memoryview)):
+    against the window (a bytes or text value counts its length; anything else a word)."""
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bytearray or kind is memoryview:
         return len(value) + 8
     if depth > 16:
         return 8
     if isinstance(value, dict):
-        return 16 + sum(params_size(v, depth + 1) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return 16 + sum(params_size(v, depth + 1) for v in value)
-    return 8
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return 8
+    size = 16
+    for item in items:
+        kind = type(item)
+        if kind is bytes or kind is str:
+            size += len(item) + 8
+        elif kind is int or kind is float or kind is bool or item is None:
+            size += 8
+        else:
+            size += params_size(item, depth + 1)
+    return size
 
 
 async def feed(send: Callable[[Any], Any], items: Iterable[Any] | AsyncIterable[Any]) -> int:

@@ -402,3 +402,15 @@ async def test_a_pycapnp_consumer_gets_the_same_stream() -> None:
         total, peak, bound = await stream_measured(url, 1024 if LONG else 24, 0.001,
                                                    Window(maximum=4 * MB))
         assert peak < bound + 2 * MB, f"peak {peak / MB:.1f} MB"
+
+
+def test_params_are_counted_by_their_bytes_and_text() -> None:
+    from cara.rpc.proxies import params_size
+
+    assert params_size({0: b"x" * 1000}) == 16 + 1008
+    assert params_size({0: [b"ab", "cd"], 1: 5, 2: None}) == 16 + (16 + 10 + 10) + 8 + 8
+    assert params_size([[[[b"x"]]]]) == 16 * 4 + 9
+    deep: Any = b"y"
+    for _ in range(40):  # bounded, however deep
+        deep = [deep]
+    assert params_size(deep) < 40 * 16
