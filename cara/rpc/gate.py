@@ -121,9 +121,12 @@ class StreamGate:
                             value = await result
                         finally:
                             self.current = None
+                            if not turn.done():  # (no callback left to schedule)
+                                turn.remove_done_callback(self._cancel_current)
                 except asyncio.CancelledError:
-                    if not turn.cancelled():
-                        raise  # the drainer itself was cancelled
+                    if not turn.cancelled():  # the drainer itself was cancelled
+                        turn.cancel()
+                        raise
                     _uncancel()  # only this call was: go on with the next
                     continue
                 except Exception as exc:

@@ -414,3 +414,70 @@ def test_params_are_counted_by_their_bytes_and_text() -> None:
     for _ in range(40):  # bounded, however deep
         deep = [deep]
     assert params_size(deep) < 40 * 16
+
+
+# ------------------------------------------------------------------------------ the gate
+
+
+@on_loop
+async def test_the_gate_runs_calls_in_order_a_stream_call_alone() -> None:
+    from cara.rpc.gate import StreamGate
+
+    gate = StreamGate()
+    log: list[str] = []
+    release = asyncio.Event()
+
+    async def write(name: str) -> str:
+        log.append(f"start {name}")
+        if name == "w1":
+            await release.wait()
+        elif name == "slow":
+            await asyncio.sleep(10)
+        log.append(f"end {name}")
+        return name
+
+    def status(name: str) -> str:
+        log.append(f"status {name}")
+        return name
+
+    stream = gate.wrap(write, True)
+    plain = gate.wrap(status, False)
+    first = asyncio.ensure_future(stream("w1"))
+    second = stream("w2")
+    middle = plain("s")
+    skipped = stream("skipped")
+    slow = stream("slow")
+    last = stream("w3")
+    skipped.cancel()  # a call cancelled while it waits never runs
+    await asyncio.sleep(0.01)
+    assert log == ["start w1"]  # everything else waits behind the running stream call
+    release.set()
+    assert await first == "w1" and await second == "w2" and await middle == "s"
+    await asyncio.sleep(0.01)
+    assert log[-1] == "start slow"
+    slow.cancel()  # the running call: its handler is cancelled, the next one runs
+    assert await last == "w3"
+    assert log == ["start w1", "end w1", "start w2", "end w2", "status s", "start slow",
+                   "start w3", "end w3"]
+    assert gate.drainer is None  # nothing left: the drainer has gone
+
+
+@on_loop
+async def test_a_failed_stream_call_breaks_the_object() -> None:
+    from cara.rpc.gate import StreamGate
+
+    gate = StreamGate()
+
+    async def write(n: int) -> None:
+        await asyncio.sleep(0)
+        if n == 2:
+            raise ValueError("broken at 2")
+
+    stream = gate.wrap(write, True)
+    plain = gate.wrap(lambda _: "ok", False)
+    calls = [asyncio.ensure_future(stream(1)), stream(2), stream(3), plain(None)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0] is None
+    assert all(isinstance(r, ValueError) and "broken at 2" in str(r) for r in results[1:])
+    with pytest.raises(ValueError, match="broken at 2"):
+        plain(None)  # every later call fails at once
