@@ -484,3 +484,24 @@ async def test_a_failed_stream_call_breaks_the_object() -> None:
     assert all(isinstance(r, ValueError) and "broken at 2" in str(r) for r in results[1:])
     with pytest.raises(ValueError, match="broken at 2"):
         plain(None)  # every later call fails at once
+
+
+@on_loop
+async def test_a_pycapnp_producer_streams_to_a_cara_consumer() -> None:
+    """pycapnp sends up to 256 writes at once (it has no flow control): the cara consumer still
+    runs them one at a time, in order, and answers done() after the last."""
+    impl = Source()
+    server = cara.Server()
+    server.bind(f"capnp://{HOST}:0")
+    server.services.register(stream_capnp.Source, impl)
+    await server.start()
+    port = server.endpoints[0].rsplit(":", 1)[1]
+    try:
+        async with apeer("pycapnp_stream_client.py", str(STREAM_CAPNP), HOST, port,
+                         "8") as peer:
+            code, lines = await peer.afinish(60)
+        assert code == 0 and lines[0].startswith("stream mb=8 "), lines
+        (sink,) = impl.sinks
+        assert (sink.count, sink.total, sink.most_running) == (128, 8 * MB, 1)
+    finally:
+        await server.stop()
