@@ -505,3 +505,36 @@ async def test_a_pycapnp_producer_streams_to_a_cara_consumer() -> None:
         assert (sink.count, sink.total, sink.most_running) == (128, 8 * MB, 1)
     finally:
         await server.stop()
+
+
+@on_loop
+async def test_interfaces_described_without_runtime_classes_stream_too(tmp_path: Path) -> None:
+    """Plain proxies and implementations (interfaces_from_nodes, the reference compiler's
+    nodes): the same StreamCall, order and error on done()."""
+    from cara.rpc import Services, interfaces_from_nodes
+    from tests.rpc.test_connection import Wire
+    from tests.support.reference import reference_request
+
+    (tmp_path / "stream.capnp").write_bytes(STREAM_CAPNP.read_bytes())
+    request = reference_request(["stream.capnp"], cwd=tmp_path,
+                                import_path=[str(ROOT / "cara" / "schema" / "standard")])
+    infos = {i.name: i for i in interfaces_from_nodes(request.nodes).values()}
+    received: list[bytes] = []
+
+    async def write(chunk: bytes) -> None:
+        if chunk == b"bad":
+            raise ValueError("bad chunk")
+        received.append(chunk)
+        await asyncio.sleep(0)
+
+    services = Services()
+    services.register(infos["Sink"], {"write": write, "done": lambda: (len(received), 0, b"")})
+    sink = Wire(services).client.bootstrap(infos["Sink"])
+    calls = [sink.write(c) for c in chunks(20, KB)]
+    assert all(isinstance(c, StreamCall) for c in calls)
+    assert (await sink.done())["total"] == 20
+    assert received == list(chunks(20, KB))
+    with pytest.raises(ValueError, match="bad chunk"):
+        await feed(sink.write, [b"bad", b"more"])
+    with pytest.raises(ValueError, match="bad chunk"):
+        await sink.done()
