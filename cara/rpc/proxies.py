@@ -29,7 +29,14 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.description import (
+    INTERFACE,
+    FieldInfo,
+    InterfaceInfo,
+    MethodInfo,
+    describe,
+    known_interface,
+)
 from cara.rpc.flow import Sent, Window
 from cara.rpc.plain import decode_plain_results, encode_plain_params
 from cara.schema.ids import STREAM_RESULT_ID
@@ -231,6 +238,10 @@ class PipelinedField:
 
     def _interface(self) -> Any:
         t = self._type()
+        if isinstance(t, FieldInfo):  # described without runtime classes
+            if t.kind == INTERFACE:
+                return known_interface(t.interface_id)
+            return None
         if getattr(t, "kind", None) == "interface":
             return t.cls
         if getattr(t, "kind", None) == INTERFACE:
