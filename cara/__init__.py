@@ -20,6 +20,7 @@ from cara.importer import install_import_hook, load, loads, remove_import_hook
 install_import_hook()
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers
+    from cara.rpc.proxies import feed
     from cara.rpc.register import register_interface
     from cara.transports import Client, Server, connect_sync
 
@@ -29,6 +30,7 @@ _LAZY = {
     "Client": "cara.transports",
     "connect_sync": "cara.transports",
     "register_interface": "cara.rpc",
+    "feed": "cara.rpc",
 }
 
 
@@ -52,6 +54,7 @@ __all__ = [
     "ValueTypeError",
     "__version__",
     "connect_sync",
+    "feed",
     "install_import_hook",
     "load",
     "loads",
