@@ -208,13 +208,8 @@ class PointerValue:
     value: object = None
 
 
-if TYPE_CHECKING:
-    ValueWhich = Literal[
-        "void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-        "float32", "float64", "text", "data", "list", "enum", "struct", "interface", "anyPointer",
-    ]
-else:  # typing is not imported at run time: the names are plain strings
-    ValueWhich = str
+#: ``Value``'s union members: the same names as ``Type``'s.
+ValueWhich = TypeWhich
 
 
 @record
