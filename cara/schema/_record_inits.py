@@ -66,18 +66,32 @@ def _8(self, enumerants):
     self.enumerants = _f_enumerants() if enumerants is MISSING else enumerants
 
 
-def _9(self, id, brand):
+def _9(self, id, index):
+    self.id = id
+    self.index = index
+
+
+def _10(self, id, param_count, scope_id, kind, target, brand):
+    self.id = id
+    self.param_count = param_count
+    self.scope_id = scope_id
+    self.kind = kind
+    self.target = target
+    self.brand = brand
+
+
+def _11(self, id, brand):
     self.id = id
     self.brand = _f_brand() if brand is MISSING else brand
 
 
-def _10(self, id, brand, value):
+def _12(self, id, brand, value):
     self.id = id
     self.brand = _f_brand() if brand is MISSING else brand
     self.value = _f_value() if value is MISSING else value
 
 
-def _11(self, id, displayName, displayNamePrefixLength, scopeId, parameters, isGeneric, nestedNodes, annotations, which, struct, enum, interface, const, annotation):
+def _13(self, id, displayName, displayNamePrefixLength, scopeId, parameters, isGeneric, nestedNodes, annotations, which, struct, enum, interface, const, annotation):
     self.id = id
     self.displayName = displayName
     self.displayNamePrefixLength = displayNamePrefixLength
@@ -94,35 +108,21 @@ def _11(self, id, displayName, displayNamePrefixLength, scopeId, parameters, isG
     self.annotation = annotation
 
 
-def _12(self, id, docComment, members):
+def _14(self, id, docComment, members):
     self.id = id
     self.docComment = docComment
     self.members = _f_members() if members is MISSING else members
 
 
-def _13(self, id, filename, imports):
+def _15(self, id, filename, imports):
     self.id = id
     self.filename = filename
     self.imports = _f_imports() if imports is MISSING else imports
 
 
-def _14(self, id, index):
-    self.id = id
-    self.index = index
-
-
-def _15(self, id, name):
+def _16(self, id, name):
     self.id = id
     self.name = name
-
-
-def _16(self, id, param_count, scope_id, kind, target, brand):
-    self.id = id
-    self.param_count = param_count
-    self.scope_id = scope_id
-    self.kind = kind
-    self.target = target
-    self.brand = brand
 
 
 def _17(self, items):
@@ -234,17 +234,61 @@ def _29(self, methods, superclasses):
     self.superclasses = _f_superclasses() if superclasses is MISSING else superclasses
 
 
-def _30(self, name):
+def _30(self, name, members, ordinal, source):
+    self.name = name
+    self.members = _f_members() if members is MISSING else members
+    self.ordinal = ordinal
+    self.source = source
+
+
+def _31(self, name, members, source):
+    self.name = name
+    self.members = _f_members() if members is MISSING else members
+    self.source = source
+
+
+def _32(self, name, ordinal, size, source):
+    self.name = name
+    self.ordinal = ordinal
+    self.size = size
+    self.source = source
+
+
+def _33(self, name, type, default, annotations, start, end):
+    self.name = name
+    self.type = type
+    self.default = default
+    self.annotations = annotations
+    self.start = start
+    self.end = end
+
+
+def _34(self, name, type, group, discriminant, code_order):
+    self.name = name
+    self.type = type
+    self.group = group
+    self.discriminant = discriminant
+    self.code_order = code_order
+
+
+def _35(self, name, value, start, end):
+    self.name = name
+    self.value = value
+    self.start = start
+    self.end = end
+
+
+def _36(self, name):
     self.name = name
 
 
-def _31(self, name, codeOrder, annotations):
+def _37(self, name, codeOrder, annotations):
     self.name = name
     self.codeOrder = codeOrder
     self.annotations = _f_annotations() if annotations is MISSING else annotations
 
 
-def _32(self, name, codeOrder, annotations, discriminantValue, which, slot, group, ordinal):
+def _38(self, name, codeOrder, annotations, discriminantValue, which, slot, group, ordinal):
     self.name = name
     self.codeOrder = codeOrder
     self.annotations = _f_annotations() if annotations is MISSING else annotations
@@ -255,7 +299,7 @@ def _32(self, name, codeOrder, annotations, discriminantValue, which, slot, grou
     self.ordinal = _f_ordinal() if ordinal is MISSING else ordinal
 
 
-def _33(self, name, codeOrder, implicitParameters, paramStructType, paramBrand, resultStructType, resultBrand, annotations):
+def _39(self, name, codeOrder, implicitParameters, paramStructType, paramBrand, resultStructType, resultBrand, annotations):
     self.name = name
     self.codeOrder = codeOrder
     self.implicitParameters = _f_implicitParameters() if implicitParameters is MISSING else implicitParameters
@@ -266,53 +310,9 @@ def _33(self, name, codeOrder, implicitParameters, paramStructType, paramBrand, 
     self.annotations = _f_annotations() if annotations is MISSING else annotations
 
 
-def _34(self, name, id):
+def _40(self, name, id):
     self.name = name
     self.id = id
-
-
-def _35(self, name, members, ordinal, source):
-    self.name = name
-    self.members = _f_members() if members is MISSING else members
-    self.ordinal = ordinal
-    self.source = source
-
-
-def _36(self, name, members, source):
-    self.name = name
-    self.members = _f_members() if members is MISSING else members
-    self.source = source
-
-
-def _37(self, name, ordinal, size, source):
-    self.name = name
-    self.ordinal = ordinal
-    self.size = size
-    self.source = source
-
-
-def _38(self, name, type, default, annotations, start, end):
-    self.name = name
-    self.type = type
-    self.default = default
-    self.annotations = annotations
-    self.start = start
-    self.end = end
-
-
-def _39(self, name, type, group, discriminant, code_order):
-    self.name = name
-    self.type = type
-    self.group = group
-    self.discriminant = discriminant
-    self.code_order = code_order
-
-
-def _40(self, name, value, start, end):
-    self.name = name
-    self.value = value
-    self.start = start
-    self.end = end
 
 
 def _41(self, offset, type, defaultValue, hadExplicitDefault):
@@ -410,7 +410,12 @@ def _54(self, tokens, start, end, block, doc):
     self.doc = doc
 
 
-def _55(self, type, targetsFile, targetsConst, targetsEnum, targetsEnumerant, targetsStruct, targetsField, targetsUnion, targetsGroup, targetsInterface, targetsMethod, targetsParam, targetsAnnotation):
+def _55(self, type, value):
+    self.type = type
+    self.value = value
+
+
+def _56(self, type, targetsFile, targetsConst, targetsEnum, targetsEnumerant, targetsStruct, targetsField, targetsUnion, targetsGroup, targetsInterface, targetsMethod, targetsParam, targetsAnnotation):
     self.type = _f_type() if type is MISSING else type
     self.targetsFile = targetsFile
     self.targetsConst = targetsConst
@@ -426,14 +431,9 @@ def _55(self, type, targetsFile, targetsConst, targetsEnum, targetsEnumerant, ta
     self.targetsAnnotation = targetsAnnotation
 
 
-def _56(self, type, value):
+def _57(self, type, value):
     self.type = _f_type() if type is MISSING else type
     self.value = _f_value() if value is MISSING else value
-
-
-def _57(self, type, value):
-    self.type = type
-    self.value = value
 
 
 def _58(self, typeId):
@@ -513,75 +513,74 @@ def _68(self, which, unconstrained, parameter, implicitMethodParameter):
     self.parameter = parameter
     self.implicitMethodParameter = implicitMethodParameter
 
-
 INITS = {
-    'def __init__(self, body, brand, source):\n    self.body = body\n    self.brand = brand\n    self.source = source': _0,
-    'def __init__(self, capnpVersion, nodes, sourceInfo, requestedFiles):\n    self.capnpVersion = _f_capnpVersion() if capnpVersion is MISSING else capnpVersion\n    self.nodes = _f_nodes() if nodes is MISSING else nodes\n    self.sourceInfo = _f_sourceInfo() if sourceInfo is MISSING else sourceInfo\n    self.requestedFiles = _f_requestedFiles() if requestedFiles is MISSING else requestedFiles': _1,
-    'def __init__(self, dataWordCount, pointerCount, preferredListEncoding, isGroup, discriminantCount, discriminantOffset, fields):\n    self.dataWordCount = dataWordCount\n    self.pointerCount = pointerCount\n    self.preferredListEncoding = preferredListEncoding\n    self.isGroup = isGroup\n    self.discriminantCount = discriminantCount\n    self.discriminantOffset = discriminantOffset\n    self.fields = _f_fields() if fields is MISSING else fields': _2,
-    'def __init__(self, decl, member, ordinal, type, scope_node):\n    self.decl = decl\n    self.member = member\n    self.ordinal = ordinal\n    self.type = type\n    self.scope_node = scope_node': _3,
-    'def __init__(self, decl, scope, state, result):\n    self.decl = decl\n    self.scope = scope\n    self.state = state\n    self.result = result': _4,
-    'def __init__(self, display_name, path, root, data, text, shown_name):\n    self.display_name = display_name\n    self.path = path\n    self.root = root\n    self.data = data\n    self.text = text\n    self.shown_name = shown_name\n    self.__post_init__()': _5,
-    'def __init__(self, docComment):\n    self.docComment = docComment': _6,
-    'def __init__(self, elementType):\n    self.elementType = _f_elementType() if elementType is MISSING else elementType': _7,
-    'def __init__(self, enumerants):\n    self.enumerants = _f_enumerants() if enumerants is MISSING else enumerants': _8,
-    'def __init__(self, id, brand):\n    self.id = id\n    self.brand = _f_brand() if brand is MISSING else brand': _9,
-    'def __init__(self, id, brand, value):\n    self.id = id\n    self.brand = _f_brand() if brand is MISSING else brand\n    self.value = _f_value() if value is MISSING else value': _10,
-    'def __init__(self, id, displayName, displayNamePrefixLength, scopeId, parameters, isGeneric, nestedNodes, annotations, which, struct, enum, interface, const, annotation):\n    self.id = id\n    self.displayName = displayName\n    self.displayNamePrefixLength = displayNamePrefixLength\n    self.scopeId = scopeId\n    self.parameters = _f_parameters() if parameters is MISSING else parameters\n    self.isGeneric = isGeneric\n    self.nestedNodes = _f_nestedNodes() if nestedNodes is MISSING else nestedNodes\n    self.annotations = _f_annotations() if annotations is MISSING else annotations\n    self.which = which\n    self.struct = struct\n    self.enum = enum\n    self.interface = interface\n    self.const = const\n    self.annotation = annotation': _11,
-    'def __init__(self, id, docComment, members):\n    self.id = id\n    self.docComment = docComment\n    self.members = _f_members() if members is MISSING else members': _12,
-    'def __init__(self, id, filename, imports):\n    self.id = id\n    self.filename = filename\n    self.imports = _f_imports() if imports is MISSING else imports': _13,
-    'def __init__(self, id, index):\n    self.id = id\n    self.index = index': _14,
-    'def __init__(self, id, name):\n    self.id = id\n    self.name = name': _15,
-    'def __init__(self, id, param_count, scope_id, kind, target, brand):\n    self.id = id\n    self.param_count = param_count\n    self.scope_id = scope_id\n    self.kind = kind\n    self.target = target\n    self.brand = brand': _16,
-    'def __init__(self, items):\n    self.items = _f_items() if items is MISSING else items': _17,
-    'def __init__(self, kind, name, start, end, id_kind, id, parameters, nested, annotations, doc, type, value, superclasses, params, results, targets, annotation, keyword, misplaced):\n    self.kind = kind\n    self.name = name\n    self.start = start\n    self.end = end\n    self.id_kind = id_kind\n    self.id = id\n    self.parameters = _f_parameters() if parameters is MISSING else parameters\n    self.nested = _f_nested() if nested is MISSING else nested\n    self.annotations = _f_annotations() if annotations is MISSING else annotations\n    self.doc = doc\n    self.type = type\n    self.value = value\n    self.superclasses = _f_superclasses() if superclasses is MISSING else superclasses\n    self.params = params\n    self.results = results\n    self.targets = _f_targets() if targets is MISSING else targets\n    self.annotation = annotation\n    self.keyword = keyword\n    self.misplaced = misplaced': _18,
-    'def __init__(self, kind, start, end, named, type):\n    self.kind = kind\n    self.start = start\n    self.end = end\n    self.named = _f_named() if named is MISSING else named\n    self.type = type': _19,
-    'def __init__(self, kind, start, end, value, elements, params, function, parent, name):\n    self.kind = kind\n    self.start = start\n    self.end = end\n    self.value = value\n    self.elements = _f_elements() if elements is MISSING else elements\n    self.params = _f_params() if params is MISSING else params\n    self.function = function\n    self.parent = parent\n    self.name = name': _20,
-    'def __init__(self, kind, start, end, value, items):\n    self.kind = kind\n    self.start = start\n    self.end = end\n    self.value = value\n    self.items = items': _21,
-    'def __init__(self, kind, start, items, tokens):\n    self.kind = kind\n    self.start = start\n    self.items = _f_items() if items is MISSING else items\n    self.tokens = _f_tokens() if tokens is MISSING else tokens': _22,
-    'def __init__(self, kind, value, type):\n    self.kind = kind\n    self.value = value\n    self.type = type': _23,
-    'def __init__(self, leaf_id, leaf_param_count, inherited, params, parent):\n    self.leaf_id = leaf_id\n    self.leaf_param_count = leaf_param_count\n    self.inherited = inherited\n    self.params = _f_params() if params is MISSING else params\n    self.parent = parent': _24,
-    'def __init__(self, major, minor, micro):\n    self.major = major\n    self.minor = minor\n    self.micro = micro': _25,
-    'def __init__(self, member, fields, discriminant_count, discriminant_offset):\n    self.member = member\n    self.fields = _f_fields() if fields is MISSING else fields\n    self.discriminant_count = discriminant_count\n    self.discriminant_offset = discriminant_offset': _26,
-    'def __init__(self, member, index, code_order, discriminant_value, ordinal, offset, group):\n    self.member = member\n    self.index = index\n    self.code_order = code_order\n    self.discriminant_value = discriminant_value\n    self.ordinal = ordinal\n    self.offset = offset\n    self.group = group': _27,
-    'def __init__(self, message, member, at):\n    self.message = message\n    self.member = member\n    self.at = at': _28,
-    'def __init__(self, methods, superclasses):\n    self.methods = _f_methods() if methods is MISSING else methods\n    self.superclasses = _f_superclasses() if superclasses is MISSING else superclasses': _29,
-    'def __init__(self, name):\n    self.name = name': _30,
-    'def __init__(self, name, codeOrder, annotations):\n    self.name = name\n    self.codeOrder = codeOrder\n    self.annotations = _f_annotations() if annotations is MISSING else annotations': _31,
-    'def __init__(self, name, codeOrder, annotations, discriminantValue, which, slot, group, ordinal):\n    self.name = name\n    self.codeOrder = codeOrder\n    self.annotations = _f_annotations() if annotations is MISSING else annotations\n    self.discriminantValue = discriminantValue\n    self.which = which\n    self.slot = slot\n    self.group = group\n    self.ordinal = _f_ordinal() if ordinal is MISSING else ordinal': _32,
-    'def __init__(self, name, codeOrder, implicitParameters, paramStructType, paramBrand, resultStructType, resultBrand, annotations):\n    self.name = name\n    self.codeOrder = codeOrder\n    self.implicitParameters = _f_implicitParameters() if implicitParameters is MISSING else implicitParameters\n    self.paramStructType = paramStructType\n    self.paramBrand = _f_paramBrand() if paramBrand is MISSING else paramBrand\n    self.resultStructType = resultStructType\n    self.resultBrand = _f_resultBrand() if resultBrand is MISSING else resultBrand\n    self.annotations = _f_annotations() if annotations is MISSING else annotations': _33,
-    'def __init__(self, name, id):\n    self.name = name\n    self.id = id': _34,
-    'def __init__(self, name, members, ordinal, source):\n    self.name = name\n    self.members = _f_members() if members is MISSING else members\n    self.ordinal = ordinal\n    self.source = source': _35,
-    'def __init__(self, name, members, source):\n    self.name = name\n    self.members = _f_members() if members is MISSING else members\n    self.source = source': _36,
-    'def __init__(self, name, ordinal, size, source):\n    self.name = name\n    self.ordinal = ordinal\n    self.size = size\n    self.source = source': _37,
-    'def __init__(self, name, type, default, annotations, start, end):\n    self.name = name\n    self.type = type\n    self.default = default\n    self.annotations = annotations\n    self.start = start\n    self.end = end': _38,
-    'def __init__(self, name, type, group, discriminant, code_order):\n    self.name = name\n    self.type = type\n    self.group = group\n    self.discriminant = discriminant\n    self.code_order = code_order': _39,
-    'def __init__(self, name, value, start, end):\n    self.name = name\n    self.value = value\n    self.start = start\n    self.end = end': _40,
-    'def __init__(self, offset, type, defaultValue, hadExplicitDefault):\n    self.offset = offset\n    self.type = _f_type() if type is MISSING else type\n    self.defaultValue = _f_defaultValue() if defaultValue is MISSING else defaultValue\n    self.hadExplicitDefault = hadExplicitDefault': _41,
-    'def __init__(self, parameterIndex):\n    self.parameterIndex = parameterIndex': _42,
-    'def __init__(self, prog, usage, description, options, run, epilog):\n    self.prog = prog\n    self.usage = usage\n    self.description = description\n    self.options = _f_options() if options is MISSING else options\n    self.run = run\n    self.epilog = epilog': _43,
-    'def __init__(self, root, data_word_count, pointer_count, problems, issue_344):\n    self.root = root\n    self.data_word_count = data_word_count\n    self.pointer_count = pointer_count\n    self.problems = _f_problems() if problems is MISSING else problems\n    self.issue_344 = issue_344': _44,
-    'def __init__(self, scopeId, parameterIndex):\n    self.scopeId = scopeId\n    self.parameterIndex = parameterIndex': _45,
-    'def __init__(self, scopeId, which, bind):\n    self.scopeId = scopeId\n    self.which = which\n    self.bind = bind': _46,
-    'def __init__(self, scope_id, names):\n    self.scope_id = scope_id\n    self.names = _f_names() if names is MISSING else names': _47,
-    'def __init__(self, scopes):\n    self.scopes = _f_scopes() if scopes is MISSING else scopes': _48,
-    'def __init__(self, short, long, help, metavar, dest, repeat, check):\n    self.short = short\n    self.long = long\n    self.help = help\n    self.metavar = metavar\n    self.dest = dest\n    self.repeat = repeat\n    self.check = check\n    self.__post_init__()': _49,
-    'def __init__(self, source, start, end, message):\n    self.source = source\n    self.start = start\n    self.end = end\n    self.message = message': _50,
-    'def __init__(self, source, text, root, node):\n    self.source = source\n    self.text = text\n    self.root = root\n    self.node = node': _51,
-    'def __init__(self, statements, tokens, owner_tokens, owner_start, owner_doc, open_pos):\n    self.statements = _f_statements() if statements is MISSING else statements\n    self.tokens = _f_tokens() if tokens is MISSING else tokens\n    self.owner_tokens = owner_tokens\n    self.owner_start = owner_start\n    self.owner_doc = owner_doc\n    self.open_pos = open_pos': _52,
-    'def __init__(self, summary, build):\n    self.summary = summary\n    self.build = build': _53,
-    'def __init__(self, tokens, start, end, block, doc):\n    self.tokens = tokens\n    self.start = start\n    self.end = end\n    self.block = block\n    self.doc = doc': _54,
-    'def __init__(self, type, targetsFile, targetsConst, targetsEnum, targetsEnumerant, targetsStruct, targetsField, targetsUnion, targetsGroup, targetsInterface, targetsMethod, targetsParam, targetsAnnotation):\n    self.type = _f_type() if type is MISSING else type\n    self.targetsFile = targetsFile\n    self.targetsConst = targetsConst\n    self.targetsEnum = targetsEnum\n    self.targetsEnumerant = targetsEnumerant\n    self.targetsStruct = targetsStruct\n    self.targetsField = targetsField\n    self.targetsUnion = targetsUnion\n    self.targetsGroup = targetsGroup\n    self.targetsInterface = targetsInterface\n    self.targetsMethod = targetsMethod\n    self.targetsParam = targetsParam\n    self.targetsAnnotation = targetsAnnotation': _55,
-    'def __init__(self, type, value):\n    self.type = _f_type() if type is MISSING else type\n    self.value = _f_value() if value is MISSING else value': _56,
-    'def __init__(self, type, value):\n    self.type = type\n    self.value = value': _57,
-    'def __init__(self, typeId):\n    self.typeId = typeId': _58,
-    'def __init__(self, typeId, brand):\n    self.typeId = typeId\n    self.brand = _f_brand() if brand is MISSING else brand': _59,
-    'def __init__(self, type_id, short_name, fields, first_field):\n    self.type_id = type_id\n    self.short_name = short_name\n    self.fields = fields\n    self.first_field = first_field': _60,
-    'def __init__(self, value, name):\n    self.value = value\n    self.name = name': _61,
-    'def __init__(self, value, start, end):\n    self.value = value\n    self.start = start\n    self.end = end': _62,
-    'def __init__(self, which):\n    self.which = which': _63,
-    'def __init__(self, which, bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64, text, data, list, enum, struct, anyPointer):\n    self.which = which\n    self.bool = bool\n    self.int8 = int8\n    self.int16 = int16\n    self.int32 = int32\n    self.int64 = int64\n    self.uint8 = uint8\n    self.uint16 = uint16\n    self.uint32 = uint32\n    self.uint64 = uint64\n    self.float32 = float32\n    self.float64 = float64\n    self.text = text\n    self.data = data\n    self.list = list\n    self.enum = enum\n    self.struct = struct\n    self.anyPointer = anyPointer': _64,
-    'def __init__(self, which, explicit):\n    self.which = which\n    self.explicit = explicit': _65,
-    'def __init__(self, which, list, enum, struct, interface, anyPointer):\n    self.which = which\n    self.list = list\n    self.enum = enum\n    self.struct = struct\n    self.interface = interface\n    self.anyPointer = anyPointer': _66,
-    'def __init__(self, which, type):\n    self.which = which\n    self.type = type': _67,
-    'def __init__(self, which, unconstrained, parameter, implicitMethodParameter):\n    self.which = which\n    self.unconstrained = unconstrained\n    self.parameter = parameter\n    self.implicitMethodParameter = implicitMethodParameter': _68,
+    ((('body', 0), ('brand', 0), ('source', 0)), False): _0,
+    ((('capnpVersion', 2), ('nodes', 2), ('sourceInfo', 2), ('requestedFiles', 2)), False): _1,
+    ((('dataWordCount', 1), ('pointerCount', 1), ('preferredListEncoding', 1), ('isGroup', 1), ('discriminantCount', 1), ('discriminantOffset', 1), ('fields', 2)), False): _2,
+    ((('decl', 0), ('member', 0), ('ordinal', 1), ('type', 1), ('scope_node', 1)), False): _3,
+    ((('decl', 0), ('scope', 0), ('state', 1), ('result', 1)), False): _4,
+    ((('display_name', 0), ('path', 0), ('root', 0), ('data', 0), ('text', 0), ('shown_name', 1)), True): _5,
+    ((('docComment', 1),), False): _6,
+    ((('elementType', 2),), False): _7,
+    ((('enumerants', 2),), False): _8,
+    ((('id', 0), ('index', 0)), False): _9,
+    ((('id', 0), ('param_count', 0), ('scope_id', 0), ('kind', 0), ('target', 1), ('brand', 1)), False): _10,
+    ((('id', 1), ('brand', 2)), False): _11,
+    ((('id', 1), ('brand', 2), ('value', 2)), False): _12,
+    ((('id', 1), ('displayName', 1), ('displayNamePrefixLength', 1), ('scopeId', 1), ('parameters', 2), ('isGeneric', 1), ('nestedNodes', 2), ('annotations', 2), ('which', 1), ('struct', 1), ('enum', 1), ('interface', 1), ('const', 1), ('annotation', 1)), False): _13,
+    ((('id', 1), ('docComment', 1), ('members', 2)), False): _14,
+    ((('id', 1), ('filename', 1), ('imports', 2)), False): _15,
+    ((('id', 1), ('name', 1)), False): _16,
+    ((('items', 2),), False): _17,
+    ((('kind', 0), ('name', 0), ('start', 0), ('end', 0), ('id_kind', 1), ('id', 1), ('parameters', 2), ('nested', 2), ('annotations', 2), ('doc', 1), ('type', 1), ('value', 1), ('superclasses', 2), ('params', 1), ('results', 1), ('targets', 2), ('annotation', 1), ('keyword', 1), ('misplaced', 1)), False): _18,
+    ((('kind', 0), ('start', 0), ('end', 0), ('named', 2), ('type', 1)), False): _19,
+    ((('kind', 0), ('start', 0), ('end', 0), ('value', 1), ('elements', 2), ('params', 2), ('function', 1), ('parent', 1), ('name', 1)), False): _20,
+    ((('kind', 0), ('start', 0), ('end', 0), ('value', 1), ('items', 1)), False): _21,
+    ((('kind', 0), ('start', 0), ('items', 2), ('tokens', 2)), False): _22,
+    ((('kind', 0), ('value', 0), ('type', 1)), False): _23,
+    ((('leaf_id', 0), ('leaf_param_count', 1), ('inherited', 1), ('params', 2), ('parent', 1)), False): _24,
+    ((('major', 1), ('minor', 1), ('micro', 1)), False): _25,
+    ((('member', 0), ('fields', 2), ('discriminant_count', 1), ('discriminant_offset', 1)), False): _26,
+    ((('member', 0), ('index', 0), ('code_order', 0), ('discriminant_value', 1), ('ordinal', 1), ('offset', 1), ('group', 1)), False): _27,
+    ((('message', 0), ('member', 0), ('at', 1)), False): _28,
+    ((('methods', 2), ('superclasses', 2)), False): _29,
+    ((('name', 0), ('members', 2), ('ordinal', 1), ('source', 1)), False): _30,
+    ((('name', 0), ('members', 2), ('source', 1)), False): _31,
+    ((('name', 0), ('ordinal', 0), ('size', 0), ('source', 1)), False): _32,
+    ((('name', 0), ('type', 0), ('default', 0), ('annotations', 0), ('start', 0), ('end', 0)), False): _33,
+    ((('name', 0), ('type', 0), ('group', 1), ('discriminant', 1), ('code_order', 1)), False): _34,
+    ((('name', 0), ('value', 0), ('start', 0), ('end', 0)), False): _35,
+    ((('name', 1),), False): _36,
+    ((('name', 1), ('codeOrder', 1), ('annotations', 2)), False): _37,
+    ((('name', 1), ('codeOrder', 1), ('annotations', 2), ('discriminantValue', 1), ('which', 1), ('slot', 1), ('group', 1), ('ordinal', 2)), False): _38,
+    ((('name', 1), ('codeOrder', 1), ('implicitParameters', 2), ('paramStructType', 1), ('paramBrand', 2), ('resultStructType', 1), ('resultBrand', 2), ('annotations', 2)), False): _39,
+    ((('name', 1), ('id', 1)), False): _40,
+    ((('offset', 1), ('type', 2), ('defaultValue', 2), ('hadExplicitDefault', 1)), False): _41,
+    ((('parameterIndex', 1),), False): _42,
+    ((('prog', 0), ('usage', 0), ('description', 0), ('options', 2), ('run', 1), ('epilog', 1)), False): _43,
+    ((('root', 0), ('data_word_count', 1), ('pointer_count', 1), ('problems', 2), ('issue_344', 1)), False): _44,
+    ((('scopeId', 1), ('parameterIndex', 1)), False): _45,
+    ((('scopeId', 1), ('which', 1), ('bind', 1)), False): _46,
+    ((('scope_id', 1), ('names', 2)), False): _47,
+    ((('scopes', 2),), False): _48,
+    ((('short', 0), ('long', 0), ('help', 0), ('metavar', 1), ('dest', 1), ('repeat', 1), ('check', 1)), True): _49,
+    ((('source', 0), ('start', 0), ('end', 0), ('message', 0)), False): _50,
+    ((('source', 0), ('text', 0), ('root', 0), ('node', 1)), False): _51,
+    ((('statements', 2), ('tokens', 2), ('owner_tokens', 1), ('owner_start', 1), ('owner_doc', 1), ('open_pos', 1)), False): _52,
+    ((('summary', 0), ('build', 0)), False): _53,
+    ((('tokens', 0), ('start', 0), ('end', 0), ('block', 1), ('doc', 1)), False): _54,
+    ((('type', 0), ('value', 1)), False): _55,
+    ((('type', 2), ('targetsFile', 1), ('targetsConst', 1), ('targetsEnum', 1), ('targetsEnumerant', 1), ('targetsStruct', 1), ('targetsField', 1), ('targetsUnion', 1), ('targetsGroup', 1), ('targetsInterface', 1), ('targetsMethod', 1), ('targetsParam', 1), ('targetsAnnotation', 1)), False): _56,
+    ((('type', 2), ('value', 2)), False): _57,
+    ((('typeId', 1),), False): _58,
+    ((('typeId', 1), ('brand', 2)), False): _59,
+    ((('type_id', 0), ('short_name', 0), ('fields', 0), ('first_field', 1)), False): _60,
+    ((('value', 0), ('name', 1)), False): _61,
+    ((('value', 0), ('start', 0), ('end', 0)), False): _62,
+    ((('which', 1),), False): _63,
+    ((('which', 1), ('bool', 1), ('int8', 1), ('int16', 1), ('int32', 1), ('int64', 1), ('uint8', 1), ('uint16', 1), ('uint32', 1), ('uint64', 1), ('float32', 1), ('float64', 1), ('text', 1), ('data', 1), ('list', 1), ('enum', 1), ('struct', 1), ('anyPointer', 1)), False): _64,
+    ((('which', 1), ('explicit', 1)), False): _65,
+    ((('which', 1), ('list', 1), ('enum', 1), ('struct', 1), ('interface', 1), ('anyPointer', 1)), False): _66,
+    ((('which', 1), ('type', 1)), False): _67,
+    ((('which', 1), ('unconstrained', 1), ('parameter', 1), ('implicitMethodParameter', 1)), False): _68,
 }

@@ -104,6 +104,7 @@ class DeclNode:
         self.display_name = display_name
         self.prefix_len = prefix_len
         self.params = [str(p.value) for p in decl.parameters] if kind != "file" else []
+        self._local_brand: BrandScope | None = None
         self.nested: dict[str, DeclNode] = {}
         self.ordered: list[DeclNode] = []
         self.aliases: dict[str, Alias] = {}
@@ -152,5 +153,10 @@ class DeclNode:
         return ResolvedDecl(self.id, len(self.params), scope_id, self.kind, self)
 
     def local_brand(self) -> BrandScope:
-        parent = self.parent.local_brand() if self.parent is not None else None
-        return BrandScope(self.id, len(self.params), True, [], parent)
+        """The brand inside this declaration: its own parameters and its scopes', all still
+        open. Made once (brands are not changed after they are made: binding makes new ones)."""
+        brand = self._local_brand
+        if brand is None:
+            parent = self.parent.local_brand() if self.parent is not None else None
+            brand = self._local_brand = BrandScope(self.id, len(self.params), True, [], parent)
+        return brand
