@@ -109,4 +109,4 @@ def test_precompiled_inits_are_current() -> None:
     missing = [names for names in (tuple(n for n, _ in shape) for shape, _ in _record.CACHE_MISSES)
                if names not in ours]
     assert not missing, ("record classes changed: regenerate cara/schema/_record_inits.py "
-                         f"with `python -m cara.schema._record` ({missing})")
+                         f"with `python -m cara.cli.record_cache` ({missing})")
