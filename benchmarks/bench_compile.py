@@ -81,8 +81,8 @@ def instructions(cmd: list[str], cwd: Path, env: dict[str, str]) -> int | None:
     if valgrind is None:
         return None
     proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
-                          cwd=cwd, env={**env, "PWD": str(cwd)}, capture_output=True, text=True,
-                          check=True)
+                          cwd=cwd, env={**env, "PWD": str(cwd)}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=True)
     found = re.search(r"Collected : (\d+)", proc.stderr)
     return int(found.group(1)) if found else None
 
