@@ -3,14 +3,15 @@
 ``cara compile`` is a short-lived process, and ``@dataclasses.dataclass`` makes it pay at every
 start: importing ``dataclasses`` (which imports ``inspect``, ``ast``, ``dis``, ``tokenize``) and
 then, per class, generating and compiling ``__init__``, ``__repr__`` and ``__eq__`` with a lot of
-bookkeeping around them. The ~70 record classes of cara.schema and cara.cli took longer to create
-than compiling test.capnp does.
+bookkeeping around them. Creating the ~70 record classes of cara.schema and cara.cli that way
+cost more than half as much as compiling test.capnp.
 
 :func:`record` keeps the declarations as they were (annotated fields, defaults,
 ``field(default_factory=...)``; type checkers see a dataclass through ``dataclass_transform``)
-and does only what the classes use: one generated ``__init__`` (calling ``__post_init__`` if
-the class has one), a ``__repr__``, field-by-field ``__eq__`` (unless ``eq=False``, which keeps
-identity equality and hashing) and optional ``__slots__``.
+and does only what the classes use: one ``__init__`` (calling ``__post_init__`` if the class
+has one; kept compiled in :mod:`._record_inits`, see :func:`_make_init`), a ``__repr__``,
+field-by-field ``__eq__`` (unless ``eq=False``, which keeps identity equality and hashing) and
+optional ``__slots__``.
 
 Code that treats these objects as dataclasses keeps working: ``dataclasses.fields``,
 ``replace``, ``is_dataclass`` and ``asdict`` read ``__dataclass_fields__``, which a record
