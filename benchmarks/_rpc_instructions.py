@@ -1,0 +1,89 @@
+"""Instructions per echo call (both ends in one process), counted by callgrind: repeatable on
+a busy machine where wall-clock figures are not.
+
+Usage::
+
+    python benchmarks/_rpc_instructions.py [--wire tcp|capnp] [--mode sequential|concurrent]
+
+Runs this script's ``--child`` twice under ``valgrind --tool=callgrind`` (1,000 and 3,000 echo
+calls after the same warm-up) and prints the difference per call, so start-up, imports and
+schema loading cancel out. The figures in docs/benchmarks.md ("Where the time goes") come from
+it. Not a benchmark (``run.py`` runs only ``bench_*.py``); needs valgrind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ECHO_CAPNP = REPO / "tests" / "peers" / "echo.capnp"
+
+
+async def child(wire: str, mode: str, calls: int) -> None:
+    sys.path.insert(0, str(REPO))
+    import cara
+    from cara.rpc import register_interface
+    from cara.transports import Client, Server
+
+    iface = cara.load(str(ECHO_CAPNP)).SimpleEcho
+
+    class Echo(iface):  # type: ignore[misc,valid-type]
+        def echo(self, text: str) -> str:
+            return text
+
+    server = Server()
+    server.bind(f"{wire}://127.0.0.1:0")
+    register_interface(server)(Echo)
+    await server.start()
+    client = Client()
+    client.connect(server.endpoints[0])
+    await client.start()
+    echo = iface(client)
+    for _ in range(200):
+        await echo.echo("hello")
+    if mode == "sequential":
+        for _ in range(calls):
+            await echo.echo("hello")
+    else:
+        for _ in range(calls // 1000):
+            await asyncio.gather(*[echo.echo("hello") for _ in range(1000)])
+    await client.stop()
+    await server.stop()
+
+
+def count(wire: str, mode: str, calls: int) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         __file__, "--child", "--wire", wire, "--mode", mode, "--calls", str(calls)],
+        capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise SystemExit(f"no count in valgrind's output:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wire", choices=("tcp", "capnp"), default="tcp")
+    parser.add_argument("--mode", choices=("sequential", "concurrent"), default="concurrent")
+    parser.add_argument("--calls", type=int, default=0)
+    parser.add_argument("--child", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child(args.wire, args.mode, args.calls))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    low, high = count(args.wire, args.mode, 1000), count(args.wire, args.mode, 3000)
+    print(f"{args.wire} {args.mode}: {(high - low) // 2000:,} instructions per echo call "
+          "(both ends)")
+
+
+if __name__ == "__main__":
+    main()
