@@ -84,6 +84,8 @@ class TrioLoop:
         self._parked: trio.lowlevel.Task | None = None
         self._token = trio.lowlevel.current_trio_token()
         self._running = True
+        #: The task made last: the next one starts after it (see TrioTask).
+        self._last_task: TrioTask | None = None
         trio.lowlevel.spawn_system_task(self._pump, name="cara callbacks")
 
     def __repr__(self) -> str:
@@ -144,7 +146,8 @@ class TrioLoop:
 
     def create_task(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None,
                     context: contextvars.Context | None = None) -> TrioTask:
-        task = TrioTask(self)
+        task = TrioTask(self, self._last_task)
+        self._last_task = task
         trio.lowlevel.spawn_system_task(task._run, coro, name=name or coro,
                                         context=context or contextvars.copy_context())
         return task
@@ -173,12 +176,21 @@ class TrioLoop:
 class TrioTask(asyncio.Future[Any]):
     """A handler's coroutine running as a trio task: a future of its value whose ``cancel()``
     cancels the task's scope (the handler sees ``trio.Cancelled``). A task cancelled before it
-    started never runs its coroutine."""
+    started never runs its coroutine.
 
-    def __init__(self, loop: TrioLoop) -> None:
+    Tasks start in the order they were made, as asyncio's do (trio runs the tasks that became
+    runnable together in any order): so the handlers of calls that arrived in order run their
+    first steps -- up to their first ``await`` -- in that order, and calls they make on one
+    capability go out in that order too. A task that finds the one made before it not started
+    yet waits for it (one extra scheduling round, only then)."""
+
+    def __init__(self, loop: TrioLoop, after: TrioTask | None = None) -> None:
         super().__init__(loop=loop)  # type: ignore[arg-type]
         self._scope = trio.CancelScope()
         self._cancel_requested = False
+        self._after = after  # the task made before this one (until this one starts)
+        self._started = False
+        self._successor: trio.lowlevel.Task | None = None  # waiting for us to start
 
     def cancel(self, msg: Any = None) -> bool:
         if self.done() or self._cancel_requested:
@@ -187,8 +199,24 @@ class TrioTask(asyncio.Future[Any]):
         self._scope.cancel()
         return True
 
+    async def _wait_turn(self) -> None:
+        before, self._after = self._after, None
+        if before is not None and not before._started:
+            before._successor = trio.lowlevel.current_task()
+
+            def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+                before._successor = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        self._started = True
+        successor, self._successor = self._successor, None
+        if successor is not None:
+            trio.lowlevel.reschedule(successor)
+
     async def _run(self, coro: Coroutine[Any, Any, Any]) -> None:
         try:
+            await self._wait_turn()
             if self._cancel_requested:
                 coro.close()
                 return
@@ -204,6 +232,11 @@ class TrioTask(asyncio.Future[Any]):
                 if not self.done():
                     self.set_result(value)
         finally:
+            if not self._started:  # cancelled while waiting its turn: let the next go
+                self._started = True
+                if self._successor is not None:
+                    trio.lowlevel.reschedule(self._successor)
+                    self._successor = None
             if not self.done():
                 asyncio.Future.cancel(self)
 
