@@ -90,6 +90,16 @@ async def gather(*aws: Awaitable[Any], return_exceptions: bool = False) -> list[
     """The values of ``aws``, run concurrently (errors as values with ``return_exceptions``)."""
     if not on_trio():
         return list(await asyncio.gather(*aws, return_exceptions=return_exceptions))
+    if all(isinstance(aw, asyncio.Future) for aw in aws):  # calls already on their way
+        values: list[Any] = []
+        for aw in aws:
+            try:
+                values.append(await aw)
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                values.append(exc)
+        return values
     import trio
 
     results: list[Any] = [None] * len(aws)
