@@ -20,6 +20,8 @@ import pytest
 
 from cara.rpc import Disconnected, Results, Unimplemented
 from cara.transports import Client, Server
+from tests.transports.backends import BACKENDS
+from tests.transports.backends import run as run_on
 from tests.transports.support import (
     CalcImpl,
     HolderImpl,
@@ -374,7 +376,8 @@ def _make_cert(directory: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def test_tls() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tls(backend: str) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
     I = ifaces()
@@ -396,7 +399,7 @@ def test_tls() -> None:
                     await plain.bootstrap(I["Echo"]).echo("x")
                 await plain.stop()
 
-        run(main())
+        run_on(backend, main)
 
 
 @pytest.mark.parametrize("url", ["tcp://127.0.0.1", "http://x:1", "unix://", "tcp://h:1/p"])

@@ -1,19 +1,17 @@
 """cara.Server and cara.Client natively under trio (cara.transports.trio_transport on
 cara.rpc.trio_loop): what only trio shows -- handlers are trio tasks on the calling thread, no
 thread or asyncio loop is started, trio cancellation reaches handlers and calls, trio peers talk
-to asyncio peers -- and the transport's features under trio (unix://, TLS, a server's idle
-deadline, stopping). The behaviour shared with asyncio runs under both frameworks in
-test_behaviour_both_encodings.py and tests/rpc/test_pipelining.py."""
+to asyncio peers -- and the transport's features under trio (unix://, a server's idle deadline
+and connection limit, stopping). The behaviour shared with asyncio runs under both frameworks in
+test_behaviour_both_encodings.py, tests/rpc/test_pipelining.py and test_asyncio_rpc.py's TLS
+test."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import shutil
-import ssl
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -26,7 +24,6 @@ from cara.rpc import Disconnected, LocalCap
 from cara.transports import Client, Server
 from tests.rpc.schemas import runtime_module
 from tests.transports.support import connected, ifaces, serving
-from tests.transports.test_asyncio_rpc import _make_cert
 
 trio = pytest.importorskip("trio")
 
@@ -275,30 +272,6 @@ def test_unix_socket_and_stopping_fail_pending_calls(tmp_path: Path) -> None:
         assert not path.exists()
 
     run(main)
-
-
-def test_tls_under_trio() -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    echo = ifaces()["Echo"]
-    with tempfile.TemporaryDirectory() as tmp:
-        key, cert = _make_cert(Path(tmp))
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_ctx.load_cert_chain(cert, key)
-        client_ctx = ssl.create_default_context(cafile=str(cert))
-
-        async def main() -> None:
-            async with serving((echo, lambda text: text), ssl=server_ctx) as server:
-                async with connected(server, ssl=client_ctx) as client:
-                    assert await client.bootstrap(echo).echo("secret") == "secret"
-                plain = Client(timeout=0.5)
-                plain.connect(server.endpoints[0])
-                await plain.start()
-                with pytest.raises((ConnectionError, asyncio.TimeoutError)):
-                    await plain.bootstrap(echo).echo("x")
-                await plain.stop()
-
-        run(main)
 
 
 def test_the_servers_idle_deadline_and_connection_limit_hold_under_trio() -> None:
