@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any
 
 import trio
@@ -84,6 +85,7 @@ class TrioLoop:
         self._parked: trio.lowlevel.Task | None = None
         self._token = trio.lowlevel.current_trio_token()
         self._running = True
+        self._held = False  # a task runs the callbacks at the end of its turn (see turn())
         #: The task made last: the next one starts after it (see TrioTask).
         self._last_task: TrioTask | None = None
         trio.lowlevel.spawn_system_task(self._pump, name="cara callbacks")
@@ -93,14 +95,18 @@ class TrioLoop:
 
     # ------------------------------------------------------------------ the pump
 
-    async def _pump(self) -> None:
+    def run_ready(self) -> None:
+        """Run the callbacks scheduled so far, and those they schedule, in order."""
         ready = self._ready
+        while ready:
+            handle = ready.popleft()
+            if not handle.cancelled():
+                handle._run()  # (logs what a callback raises, as asyncio does)
+
+    async def _pump(self) -> None:
         try:
             while True:
-                while ready:
-                    handle = ready.popleft()
-                    if not handle.cancelled():
-                        handle._run()  # (logs what a callback raises, as asyncio does)
+                self.run_ready()
                 self._parked = trio.lowlevel.current_task()
                 await trio.lowlevel.wait_task_rescheduled(self._unpark)
         finally:
@@ -114,9 +120,27 @@ class TrioLoop:
     def _schedule(self, handle: asyncio.Handle) -> None:
         self._ready.append(handle)
         parked = self._parked
-        if parked is not None:
+        if parked is not None and not self._held:
             self._parked = None
             trio.lowlevel.reschedule(parked)
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Run the body, then the callbacks it scheduled, in the calling task (a transport's
+        reader around the frames of one read): what the body schedules does not wake the pump,
+        so a burst costs no extra round of trio's scheduler."""
+        if self._held:  # (nested: the outer turn runs them)
+            yield
+            return
+        self._held = True
+        try:
+            yield
+            self.run_ready()
+        finally:
+            self._held = False
+            if self._ready and self._parked is not None:  # (the body raised)
+                parked, self._parked = self._parked, None
+                trio.lowlevel.reschedule(parked)
 
     # ------------------------------------------------------------------ asyncio's interface
 
@@ -262,7 +286,12 @@ class _Waker:
 
 async def wait_future(fut: asyncio.Future[Any]) -> Any:
     """Wait under trio for ``fut`` (a future of a :class:`TrioLoop`); being cancelled cancels
-    it."""
+    it. Before parking, the task runs the loop's pending callbacks (so the frame of a call just
+    made leaves now, not one scheduling round later)."""
+    if not fut.done():
+        loop = fut.get_loop()
+        if type(loop) is TrioLoop and not loop._held:
+            loop.run_ready()
     if not fut.done():
         waker = _Waker(trio.lowlevel.current_task())
 

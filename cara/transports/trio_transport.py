@@ -94,10 +94,12 @@ class _StreamTransport(asyncio.Transport):
     task feeds ``data_received`` (while reading is not paused), a writer task sends what
     ``write`` collected, one ``send_all`` per batch; ``close`` lets the writer finish first."""
 
-    def __init__(self, stream: trio.abc.Stream, protocol: asyncio.BaseProtocol) -> None:
+    def __init__(self, stream: trio.abc.Stream, protocol: asyncio.BaseProtocol,
+                 loop: TrioLoop) -> None:
         super().__init__()
         self.stream = stream
         self.protocol = protocol
+        self.loop = loop
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._writer = _Parking()
@@ -201,18 +203,36 @@ class _StreamTransport(asyncio.Transport):
             self.protocol.connection_lost(error if isinstance(error, Exception) else None)
 
     async def _read_loop(self) -> None:
+        buffered = self.protocol if isinstance(self.protocol, asyncio.BufferedProtocol) \
+            else None
+        sock = self._direct  # (None under TLS)
         with self._read_scope:
             try:
                 while not self._closing:
                     if self._read_paused:
                         await self._resume.park()
                         continue
-                    data = await self.stream.receive_some(READ_SIZE)
-                    if not data:
-                        if not self.protocol.eof_received():  # type: ignore[attr-defined]
-                            self.close()
-                        return
-                    self.protocol.data_received(data)  # type: ignore[attr-defined]
+                    if buffered is not None and sock is not None:
+                        # Straight into the protocol's buffer (a server's scratch, shared by its
+                        # connections): no await between the read and the processing.
+                        await trio.lowlevel.wait_readable(sock)
+                        try:
+                            size = sock.recv_into(buffered.get_buffer(-1))
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        if size:
+                            with self.loop.turn():
+                                buffered.buffer_updated(size)
+                            continue
+                    else:
+                        data = await self.stream.receive_some(READ_SIZE)
+                        if data:
+                            with self.loop.turn():
+                                self.protocol.data_received(data)  # type: ignore[attr-defined]
+                            continue
+                    if not self.protocol.eof_received():  # type: ignore[attr-defined]
+                        self.close()
+                    return
             except _STREAM_ERRORS as exc:
                 self._error = exc
                 self.abort()
@@ -287,7 +307,7 @@ class _Listening:
                         continue
                     with _running(loop):
                         protocol = server._protocol(wire)
-                    _StreamTransport(stream, protocol).start()
+                    _StreamTransport(stream, protocol, loop).start()
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(*_STREAM_ERRORS):
                 await listener.aclose()
@@ -368,6 +388,6 @@ async def start_client(client: Client) -> None:
             max_answers=client.max_answers, send_tracebacks=client.send_tracebacks,
             timeout=client.timeout, pause_reading_on_write=False, wire=ep.wire,
             limits=client.limits)
-    _StreamTransport(stream, protocol).start()
+    _StreamTransport(stream, protocol, loop).start()
     client._proto = protocol
 
