@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["TrioLoop", "TrioTask", "await_any", "running_loop", "wait_future"]
+__all__ = ["TrioFuture", "TrioLoop", "TrioTask", "await_any", "running_loop", "wait_future"]
 
 _log = logging.getLogger("cara.rpc")
 _LOOP: trio.lowlevel.RunVar[TrioLoop] = trio.lowlevel.RunVar("cara_trio_loop")
@@ -177,7 +177,7 @@ class TrioLoop:
         return task
 
     def create_future(self) -> asyncio.Future[Any]:
-        return asyncio.Future(loop=self)  # type: ignore[arg-type]
+        return TrioFuture(loop=self)  # type: ignore[arg-type]
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         exc = context.get("exception")
@@ -195,6 +195,13 @@ class TrioLoop:
 
     def is_closed(self) -> bool:
         return not self._running
+
+
+class TrioFuture(asyncio.Future[Any]):
+    """What ``create_future()`` makes: a future a trio task can ``await``."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return wait_future(self).__await__()
 
 
 class TrioTask(asyncio.Future[Any]):
