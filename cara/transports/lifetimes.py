@@ -16,8 +16,8 @@
   (``Disconnected: capability lost: ...``): get them again through a bootstrap proxy.
   ``await client.wait_connected(timeout)`` waits for the next connection.
 * Under trio, ``start()`` connects natively (:mod:`cara.transports.trio_transport`): the
-  same proxies, handlers in trio tasks, no thread; ``disconnected``, ``on_disconnect`` and
-  ``reconnect`` are asyncio's only, for now.
+  same proxies, handlers in trio tasks, no thread, ``disconnected`` and ``on_disconnect``;
+  ``reconnect`` and ``wait_connected`` are asyncio's only, for now.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from cara.rpc.caps import BrokenCap, Cap
 from cara.rpc.connection import Connection
 from cara.rpc.description import describe
 from cara.rpc.errors import Disconnected
-from cara.rpc.proxies import CallPromise, Method, check_loop, core_cap_of
+from cara.rpc.proxies import CallPromise, Method, check_loop, core_cap_of, current_loop
 from cara.transports.asyncio_transport import Client as _AsyncioClient
 from cara.transports.threads import current_trio
 
@@ -78,6 +78,15 @@ class Backoff:
 
 
 ReconnectPolicy = Callable[[int], "float | None"]
+
+
+def _loop() -> Any:
+    """The running asyncio loop, or under trio the run's :class:`~cara.rpc.trio_loop.TrioLoop`
+    (whose futures a trio task awaits)."""
+    loop = current_loop()
+    if loop is None:
+        raise RuntimeError("no event loop runs in this thread")
+    return loop
 
 
 def _policy(reconnect: bool | ReconnectPolicy | None) -> ReconnectPolicy | None:
@@ -189,7 +198,7 @@ class Client(_AsyncioClient):
         reason (a :class:`~cara.rpc.Disconnected`). Done at once when there is none."""
         fut = self._disconnected
         if fut is None:
-            fut = self._disconnected = asyncio.get_running_loop().create_future()
+            fut = self._disconnected = _loop().create_future()
             if self._live_connection() is None:
                 fut.set_result(Disconnected(self._not_connected_reason()))
         return fut
@@ -213,8 +222,12 @@ class Client(_AsyncioClient):
         if current_trio() is not None:
             from cara.transports import trio_transport
 
+            if self._policy is not None:
+                raise NotImplementedError("Client(reconnect=...) runs under asyncio only")
+            self._stopping = False
             await trio_transport.start_client(self)
             self._on_trio = True
+            self._watch()
             return
         self._on_trio = False
         self._stopping = False
@@ -227,7 +240,7 @@ class Client(_AsyncioClient):
         assert proto is not None
         fut = self._disconnected
         if fut is None or fut.done():
-            self._disconnected = asyncio.get_running_loop().create_future()
+            self._disconnected = _loop().create_future()
         if self._connected is not None:
             self._connected.set()
             self._connected = None
@@ -249,7 +262,7 @@ class Client(_AsyncioClient):
             try:
                 result = hook(reason)
                 if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
+                    task = asyncio.ensure_future(result, loop=_loop())
                     self._hook_tasks.add(task)
                     task.add_done_callback(self._hook_tasks.discard)
             except Exception:
