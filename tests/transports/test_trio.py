@@ -353,3 +353,13 @@ def test_outside_any_loop_a_call_says_what_to_do() -> None:
     local = LocalCap({"add": lambda a, b: a + b}, calc).cast(calc)
     with pytest.raises(RuntimeError, match="connect_sync"):
         local.add(1, 2)
+
+
+def test_reconnect_is_refused_clearly_under_trio() -> None:
+    async def main() -> None:
+        client = Client(reconnect=True)
+        client.connect("tcp://127.0.0.1:1")
+        with pytest.raises(NotImplementedError, match="reconnect"):
+            await client.start()
+
+    run(main)
