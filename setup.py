@@ -1,8 +1,10 @@
 """Build script for the optional C accelerator; everything else is in pyproject.toml.
 
-``cara.runtime._speedups`` makes struct construction faster and is never required: when no C
-compiler is available the build skips it (``optional=True``) and cara runs as pure Python.
-``CARA_PURE_PYTHON=1`` at install time skips it on purpose (and at run time ignores a built one).
+``cara.runtime._speedups`` makes struct construction and msgpack faster, and
+``cara.codecs.capnp._binary`` the Cap'n Proto binary form (``to_bytes``/``from_bytes``); neither
+is ever required: when no C compiler is available the build skips them (``optional=True``) and
+cara runs as pure Python.
+``CARA_PURE_PYTHON=1`` at install time skips them on purpose (and at run time ignores built ones).
 """
 
 import os
@@ -12,6 +14,8 @@ from setuptools import Extension, setup
 extensions = []
 if not os.environ.get("CARA_PURE_PYTHON"):
     extensions.append(Extension("cara.runtime._speedups", ["cara/runtime/_speedups.c"],
+                                optional=True))
+    extensions.append(Extension("cara.codecs.capnp._binary", ["cara/codecs/capnp/_binary.c"],
                                 optional=True))
 
 setup(ext_modules=extensions)

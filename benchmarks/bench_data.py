@@ -9,6 +9,10 @@ a dict, so msgpack itself packs it). The floor is the same round trip of the pla
 dicts with msgpack alone (what cara adds is the rest). The Cap'n Proto peers (pycapnp, capnpy)
 make the same round trip in their binary format.
 
+A second section times the Cap'n Proto binary form on its own, build + serialize and parse +
+read every field, cara (with its C fast path, and pure Python) beside capnpy and pycapnp
+(:func:`measure_binary`; the goal is cara <= 1.0x capnpy in both).
+
 Method: CPU time of this process (a shared machine's other load does not count), contenders
 alternated round by round, the median of the rounds reported. The goals are cara <= 0.25x
 pycapnp and <= 2.0x msgspec. Run: ``python benchmarks/bench_data.py [--n N] [--rounds R]``;
@@ -241,6 +245,105 @@ def measure(n: int, rounds: int) -> tuple[dict[str, float], list[str]]:
         return interleaved(contenders, n, rounds), notes
 
 
+#: The binary rows' goal: cara <= 1.0x capnpy (issue 15).
+BINARY_GOAL = 1.0
+
+
+def measure_binary(n: int, rounds: int) -> tuple[dict[str, float], list[str]]:
+    """The Cap'n Proto binary rows: build + serialize, and parse + read every field, for cara
+    (with its C fast path, and pure Python), capnpy and pycapnp, alternated in one process.
+    ``({row: median us}, [notes])``; rows are ``"<who>: build"`` and ``"<who>: read"``."""
+    notes: list[str] = []
+    contenders: dict[str, Callable[[], Any]] = {}
+    from cara.runtime import struct as struct_module
+
+    def cara_rows(label: str, person: Any) -> None:
+        def build() -> Any:
+            return person.Create(id=123, name="Alice", email="alice@example.com",
+                                 phones=[{"number": "555-1212", "type": "mobile"},
+                                         {"number": "555-9999", "type": "work"}],
+                                 employment={"employer": "Acme"}).to_bytes()
+        blob = build()
+
+        def read() -> Any:
+            q = person.from_bytes(blob)
+            e = q.employment
+            return (q.id, q.name, q.email, [(x.number, x.type) for x in q.phones], e.which(),
+                    e.employer)
+        contenders[f"{label}: build"] = build
+        contenders[f"{label}: read"] = read
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cara_rows("cara", load_cara(tmp).Person)
+        if struct_module.SPEEDUPS:
+            cara_rows("cara, pure Python", load_cara(tmp, pure=True).Person)
+        else:
+            notes.append("the C accelerator is not built: the cara rows are pure Python")
+        try:
+            from capnpy.compiler.compiler import DynamicCompiler
+
+            cp = DynamicCompiler([str(PERSON_CAPNP.parent)]).load_schema(
+                filename=str(PERSON_CAPNP))
+            phone = cp.Person.PhoneNumber
+
+            def capnpy_build() -> Any:
+                return cp.Person(id=123, name=b"Alice", email=b"alice@example.com",
+                                 phones=[phone(number=b"555-1212", type=phone.Type.mobile),
+                                         phone(number=b"555-9999", type=phone.Type.work)],
+                                 employment=cp.Person.Employment(employer=b"Acme")).dumps()
+            cblob = capnpy_build()
+
+            def capnpy_read() -> Any:
+                r = cp.Person.loads(cblob)
+                return (r.id, r.name, r.email, [(x.number, x.type) for x in r.phones],
+                        r.employment.which(), r.employment.employer)
+            contenders["capnpy: build"] = capnpy_build
+            contenders["capnpy: read"] = capnpy_read
+        except Exception as exc:  # not installed, or cannot compile the schema (needs capnp)
+            notes.append(f"capnpy is not available ({type(exc).__name__}): no capnpy rows")
+        try:
+            import capnp
+
+            schema = capnp.load(str(PERSON_CAPNP))
+            pblob = pycapnp_person_bytes(schema)
+
+            def pycapnp_read() -> Any:
+                with schema.Person.from_bytes(pblob) as r:
+                    return (r.id, r.name, r.email, [(x.number, x.type) for x in r.phones],
+                            r.employment.which(), r.employment.employer)
+            contenders["pycapnp: build"] = lambda: pycapnp_person_bytes(schema)
+            contenders["pycapnp: read"] = pycapnp_read
+        except ImportError:
+            notes.append("pycapnp is not installed: no pycapnp rows")
+        return interleaved(contenders, n, rounds), notes
+
+
+def report_binary(results: dict[str, float], notes: list[str], n: int, rounds: int) -> str:
+    who = [w.removesuffix(": build") for w in results if w.endswith(": build")]
+    peers = [p for p in ("capnpy", "pycapnp") if p in who]
+    lines = ["## data: Person in Cap'n Proto binary (anchors/person.capnp)", "",
+             f"Median of {rounds} alternating rounds of {n} calls, CPU time per call. *build*: "
+             "build the Person and serialize it (cara: `Person.Create(...).to_bytes()`; "
+             "capnpy: `Person(...).dumps()`; pycapnp: `new_message` + setters + `to_bytes`); "
+             "*read*: parse it and read every field (cara: `Person.from_bytes(b)`).", "",
+             "| who | build us | read us |"
+             + "".join(f" build / {p} | read / {p} |" for p in peers),
+             "|---|---:|---:|" + "---:|---:|" * len(peers)]
+    for w in who:
+        b, r = results[f"{w}: build"], results[f"{w}: read"]
+        lines.append(f"| {w} | {b:.2f} | {r:.2f} |" + "".join(
+            f" {b / results[f'{p}: build']:.2f}x | {r / results[f'{p}: read']:.2f}x |"
+            for p in peers))
+    lines.append("")
+    if "capnpy" in peers:
+        for op in ("build", "read"):
+            ratio = results[f"cara: {op}"] / results[f"capnpy: {op}"]
+            met = "" if ratio <= BINARY_GOAL else ": not met"
+            lines.append(f"- cara {op} / capnpy = {ratio:.2f} (goal <= {BINARY_GOAL}{met})")
+    lines += [f"- {note}" for note in notes] + [""]
+    return "\n".join(lines)
+
+
 def report(results: dict[str, float], notes: list[str], n: int, rounds: int) -> str:
     cara = results["cara round trip"]
     lines = ["## data: Person round trip (anchors/person.capnp)", "",
@@ -279,7 +382,9 @@ def main(argv: list[str] | None = None) -> str:
         return (f"## data: Person round trip (anchors/person.capnp)\n\nskipped: "
                 f"{PERSON_CAPNP} is missing (set CARA_PERSON_CAPNP)\n")
     results, notes = measure(args.n, args.rounds)
-    return report(results, notes, args.n, args.rounds)
+    binary, binary_notes = measure_binary(args.n, args.rounds)
+    return (report(results, notes, args.n, args.rounds) + "\n"
+            + report_binary(binary, binary_notes, args.n, args.rounds))
 
 
 if __name__ == "__main__":

@@ -67,3 +67,7 @@ def test_the_accelerator_is_built_where_required() -> None:
     if not os.environ.get("CARA_REQUIRE_SPEEDUPS"):
         pytest.skip("CARA_REQUIRE_SPEEDUPS is not set (only CI requires the C accelerator)")
     assert struct.SPEEDUPS, "cara/runtime/_speedups.c was not built (see pip's build output)"
+    from cara.codecs.capnp import accel
+
+    assert accel.binary is not None, \
+        "cara/codecs/capnp/_binary.c was not built (see pip's build output)"

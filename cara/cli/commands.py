@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
 from cara.cli.options import IMPORT_PATH, NO_STANDARD_IMPORT, VERBOSE, Command, Option, UsageError
+from cara.schema._record import record
 
 __all__ = [
     "COMMANDS", "EVAL_FORMATS", "NotYetAvailable", "encode_request", "feature", "run_plugin",
@@ -33,7 +33,7 @@ def feature(module: str, name: str, what: str) -> Any:
         raise NotYetAvailable(f"{what} is not implemented in this version of cara yet") from exc
 
 
-@dataclass
+@record
 class CommandSpec:
     """A subcommand: its one-line summary and how to build its parser."""
 
@@ -206,7 +206,19 @@ def use_shipped_schema_nodes() -> None:
 
 
 def encode_request(request: Any) -> bytes:
-    """The request as ``capnp compile -o-`` writes it (stream framing, unpacked)."""
+    """The request as ``capnp compile -o-`` writes it (stream framing, unpacked): by the
+    dedicated writer (:mod:`cara.cli.request_writer`) or, for what it leaves out, by the binary
+    codec's general encoder (the same bytes, slower to start)."""
+    from cara.cli.request_writer import Unsupported, write_request
+
+    try:
+        return write_request(request)
+    except Unsupported:
+        return encode_request_generic(request)
+
+
+def encode_request_generic(request: Any) -> bytes:
+    """:func:`encode_request` by the binary codec, driven by schema.capnp's nodes."""
     encode = feature("cara.codecs.capnp", "encode_request", "writing a binary request")
     use_shipped_schema_nodes()
     return bytes(encode(request))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TextIO
+
+from cara.schema._record import field, record
 
 __all__ = ["Command", "Option", "UsageError"]
 
@@ -22,7 +23,7 @@ class UsageError(Exception):
     """Bad command-line usage; the message is printed after ``<prog>: ``, exit status 1."""
 
 
-@dataclass
+@record
 class Option:
     """One option. ``short`` is a letter (``"I"``), ``long`` a word (``"import-path"``);
     ``metavar`` set means the option takes a value; ``help`` is the paragraph shown by --help."""
@@ -52,7 +53,7 @@ class Option:
         return ", ".join(parts)
 
 
-@dataclass
+@record
 class Command:
     """A (sub)command: its name as printed (``cara compile``), one-line usage, description,
     options, and the function that runs it with the parsed options and positionals."""

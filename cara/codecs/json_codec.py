@@ -29,7 +29,7 @@ from cara.codecs.capnp import unknown
 from cara.codecs.capnp.structs import model_type, replaced_nodes
 from cara.errors import DecodeError, ValueTypeError
 from cara.runtime import hooks
-from cara.runtime.struct import Struct, clean_plain
+from cara.runtime.struct import KEPT_KEY, Struct, clean_plain
 from cara.schema import model
 
 from .capnp_json import JsonSyntaxError, format_json_value, parse_json_value
@@ -83,7 +83,9 @@ def _plain_keeping(value: Any) -> Any:
         fields = value.cara_schema.fields
         out: dict[Any, Any] = {}
         for k, v in dict.items(value):
-            out[fields[k].name if type(k) is int and k < len(fields) else k] = \
+            if k == KEPT_KEY:
+                continue  # (binary data: JSON has no form for it, as libcapnp's)
+            out[fields[k].name if type(k) is int and 0 <= k < len(fields) else k] = \
                 _plain_keeping(v)
         record = value._cara_unknown_
         if record is not None and record.disc is not None:

@@ -60,18 +60,20 @@ class Question(CallPromise):
     """A call (or bootstrap) we sent: the promise its caller holds (see :class:`CallPromise`);
     cancelling it sends ``Finish`` so the callee cancels its handler."""
 
-    def __init__(self, conn: Connection, qid: int, method: Method, unbox: bool) -> None:
-        super().__init__(loop=conn.loop)
-        self.conn = conn
-        self.qid = qid
-        self._method = method
-        self._unbox = unbox
-        self._results: Any = None
-        self.returned = False
-        self.finished = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.pipes: dict[tuple[int, ...], PipelineCap] = {}
-        self.param_exports: list[int] | None = None
+    # Defaults for what most questions never set (a question is made per call: fewer
+    # attribute writes are cheaper calls); ``pipes`` is replaced, never filled in place.
+    _results: Any = None
+    returned = False
+    finished = False
+    timer: asyncio.TimerHandle | None = None
+    pipes: dict[tuple[int, ...], PipelineCap] = {}  # (read-only: replaced, never filled)
+    param_exports: list[int] | None = None
+
+    conn: Connection
+    qid: int
+    _unbox: bool
+    # (no __init__: Connection._new_question sets conn, qid, _method and _unbox; a Python
+    # __init__ calling the Future's costs a frame and a super() per call)
 
     def _pipeline(self, path: tuple[str, ...]) -> Cap:
         wire = self.conn.wire
@@ -236,6 +238,11 @@ class Connection:
         self.services = services
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.wire = wire if wire is not None else CaraWire()
+        #: ``encode_call`` is an encoding's shortcut for the commonest message (optional).
+        self._encode_call: Callable[..., bytes] = getattr(self.wire, "encode_call", None) \
+            or self._encode_call_message
+        self._encode_results: Callable[..., tuple[bytes, bool]] = \
+            getattr(self.wire, "encode_results", None) or self._encode_results_message
         #: The encoding lets a return that holds no capability end its question (no Finish).
         self._implicit_finish = bool(getattr(self.wire, "implicit_finish", False))
         self.send_tracebacks = send_tracebacks
@@ -315,8 +322,8 @@ class Connection:
         exports: list[int] = []
         self._sending_exports = exports
         try:
-            self._emit(M.Call(q.qid, target, method.interface_id, method.index,
-                              M.Payload(params, method.param_cls)))
+            self._send(self._encode_call(q.qid, target, method.interface_id, method.index,
+                                         params, method.param_cls, self._describe))
         except BaseException as exc:
             self._drop_question(q)
             self._undo_exports(exports)
@@ -407,13 +414,30 @@ class Connection:
     def _emit(self, msg: M.Message) -> None:
         self._send(self.wire.encode(msg, self._describe))
 
+    def _encode_results_message(self, qid: int, results: Any, result_cls: Any, final: bool,
+                                describe_cap: M.DescribeCap) -> tuple[bytes, bool]:
+        ret = M.Return(qid, M.Payload(results, result_cls), release_param_caps=False,
+                       no_finish=final)
+        frame = self.wire.encode(ret, describe_cap)
+        return frame, ret.no_finish
+
+    def _encode_call_message(self, qid: int, target: M.Target, interface_id: int,
+                             method_id: int, params: Any, param_cls: Any,
+                             describe_cap: M.DescribeCap) -> bytes:
+        return self.wire.encode(M.Call(qid, target, interface_id, method_id,
+                                       M.Payload(params, param_cls)), describe_cap)
+
     def _new_question(self, method: Method, unbox: bool) -> Question:
         if self._free_questions:
             qid = self._free_questions.pop()
         else:
             qid = self._next_question
             self._next_question = qid + 1
-        q = Question(self, qid, method, unbox)
+        q = Question(loop=self.loop)
+        q.conn = self
+        q.qid = qid
+        q._method = method
+        q._unbox = unbox
         self._questions[qid] = q
         return q
 
@@ -436,7 +460,10 @@ class Connection:
     def _pipeline_cap(self, q: Question, steps: tuple[int, ...]) -> Cap:
         pipe = q.pipes.get(steps)
         if pipe is None:
-            pipe = q.pipes[steps] = PipelineCap(q, steps)
+            pipe = PipelineCap(q, steps)
+            if not q.pipes:
+                q.pipes = {}
+            q.pipes[steps] = pipe
             if q.returned:
                 self._resolve_pipe(q, pipe)
         return pipe
@@ -636,13 +663,21 @@ class Connection:
         qid = msg.question_id
         if qid in self._answers or qid in self._queued:
             raise ProtocolError(f"duplicate question id {qid}")
-        caps = self._caps(msg.params.cap_table)  # a capability we never exported: abort
-        try:  # the target as it is now: a promised answer may be finished by the time we run
-            target: Cap | BaseException = self._call_target(msg.target)
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            target = exc
+        caps = msg.params.cap_table
+        if caps:
+            caps = self._caps(caps)  # a capability we never exported: abort
+        # the target as it is now: a promised answer may be finished by the time we run
+        export = self._exports.get(msg.target.id) if type(msg.target) is M.ImportedCap else None
+        target: Cap | BaseException
+        if export is not None:  # (the common case of _call_target, inline)
+            target = export.cap
+        else:
+            try:
+                target = self._call_target(msg.target)
+            except ProtocolError:
+                raise
+            except Exception as exc:
+                target = exc
         if self._running >= self.max_answers or self._queued:
             if len(self._queued) >= self.max_queued_calls:
                 answer = self._answers[qid] = _Answer()
@@ -655,36 +690,66 @@ class Connection:
 
     def _dispatch(self, msg: M.Call, target: Cap | BaseException, caps: list[Any]) -> None:
         qid = msg.question_id
-        answer = self._answers[qid] = _Answer()
+        method: Method | None = None
         try:
             if isinstance(target, BaseException):
                 raise target
             local = target.resolved()
             if isinstance(local, LocalCap):  # the common case: a handler of this process
                 handler = local.impl.handler(msg.interface_id, msg.method_id)
-                method = answer.method = handler.method
+                method = handler.method
                 params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
                 result = handler.run(params)
-                if not inspect.isawaitable(result):  # answered now: no future, no task
-                    self._return_results(qid, answer, result)
+                if isinstance(result, dict) or not inspect.isawaitable(result):
+                    # answered now (a results struct is a dict): no future, no task
+                    self._answer_now(qid, method, result)
                     return
                 # The task is the answer's call: its result is the results struct, and
                 # cancelling it (a Finish) cancels the handler.
                 call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
             else:
                 method = self._method_for(msg, target)
-                answer.method = method
                 params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
                 call = target.call(method, params, unbox=False)
         except Exception as exc:  # malformed params fail the call, not the connection
-            self._return_error(qid, answer, exc)
+            self._return_error(qid, self._new_answer(qid, method), exc)
             return
+        answer = self._new_answer(qid, method)
         answer.call = call
         if call.done():
             self._call_done(qid, answer, call)
         else:
             self._running += 1
             call.add_done_callback(partial(self._call_finished, qid, answer))
+
+    def _new_answer(self, qid: int, method: Method | None) -> _Answer:
+        answer = self._answers[qid] = _Answer()
+        answer.method = method
+        return answer
+
+    def _answer_now(self, qid: int, method: Method, results: Any) -> None:
+        """Return what a handler returned at once. Nothing refers to such an answer while
+        it runs (no frame is read meanwhile), so the answers table gets an entry only when
+        the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
+        exports: list[int] = []
+        self._sending_exports = exports
+        try:
+            frame, final = self._encode_results(qid, results, method.result_cls,
+                                                self._implicit_finish, self._describe)
+        except Exception as exc:  # unencodable results, or too big for the transport
+            self._undo_exports(exports)
+            self._sending_exports = None
+            answer = self._new_answer(qid, method)
+            self._return_error(qid, answer, exc)
+            return
+        finally:
+            self._sending_exports = None
+        if not final:
+            answer = self._new_answer(qid, method)
+            answer.results = results
+            answer.returned = True
+            answer.result_exports = exports or None
+        self._send(frame)
 
     def _call_target(self, target: M.Target) -> Cap:
         if isinstance(target, M.ImportedCap):
@@ -824,9 +889,10 @@ class Connection:
         q.returned = True
         if q.timer is not None:
             q.timer.cancel()
-        if msg.release_param_caps and q.param_exports:
-            self._undo_exports(q.param_exports)
-        q.param_exports = None
+        if q.param_exports is not None:
+            if msg.release_param_caps:
+                self._undo_exports(q.param_exports)
+            q.param_exports = None
         if msg.exception is not None:
             exc = exception_from_remote(msg.exception)
             self._resolve_pipes(q, BrokenCap(exc))
@@ -841,9 +907,10 @@ class Connection:
             if q.finished and not q.pipes:
                 pass  # nobody wants it: do not import its capabilities
             else:
+                table = msg.results.cap_table
                 try:
                     results = self.wire.decode_content(msg.results.raw, method.result_cls,
-                                                       self._caps(msg.results.cap_table))
+                                                       self._caps(table) if table else table)
                 except ProtocolError:
                     raise
                 except Exception as exc:
@@ -852,8 +919,9 @@ class Connection:
                         q.set_exception(exc)
                 else:
                     q._results = results
-                    for pipe in q.pipes.values():
-                        self._resolve_pipe(q, pipe)
+                    if q.pipes:
+                        for pipe in q.pipes.values():
+                            self._resolve_pipe(q, pipe)
                     if not q.done():
                         if q._unbox and method.unbox is not None:
                             try:

@@ -26,6 +26,10 @@ from cara.runtime.interface import positional_capacity
 
 __all__ = ["Handler", "Implementation", "Services"]
 
+#: Types a handler commonly returns that cannot be awaitable (checked before the slower
+#: ``inspect.isawaitable``).
+_PLAIN_VALUES = frozenset({str, bytes, int, float, bool, type(None), list, tuple, dict})
+
 
 class Handler:
     """One method of one implementation: ``run(params)`` -> results struct (or awaitable)."""
@@ -118,7 +122,7 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
         if is_async:
             return run_async(args, kwargs)
         result = fn(*args, **kwargs)
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
             return boxed(result)
         return box(result)
 

@@ -362,14 +362,29 @@ def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return cap.call(method_of(spec), spec.box_params(args, kwargs), timeout)
 
 
+def _remember(cell: list[Method], m: Method) -> Method:
+    cell.append(m)
+    return m
+
+
 def _runtime_proxy_call(self: Any, method: Any, args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Any:
     return call_runtime(self._cara_rpc_cap_, method, args, kwargs)
 
 
 def _runtime_proxy_method(spec: Any) -> Callable[..., Any]:
+    # call_runtime, unrolled: this is every typed call's first step
+    box = spec.box_params
+    found: list[Method] = []
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return call_runtime(self._cara_rpc_cap_, spec, args, kwargs)
+        cap = self._cara_rpc_cap_
+        if kwargs and "_timeout" in kwargs:
+            return call_runtime(cap, spec, args, kwargs)
+        if _get_running_loop() is None:
+            check_loop(cap)
+        m = found[0] if found else _remember(found, method_of(spec))
+        return cap.call(m, box(args, kwargs), None)
 
     method.__name__ = method.__qualname__ = spec.attr
     return method

@@ -38,7 +38,7 @@ import msgpack
 from cara.codecs.capnp.reader import EXT_CAPNP_MESSAGE, AnyPointerReader, pointer_from_ext
 from cara.rpc import messages as M
 from cara.rpc.errors import ProtocolError
-from cara.runtime.interface import received_values
+from cara.runtime.interface import HOLDS_INTERFACES, may_hold_interfaces, received_values
 
 __all__ = [
     "ABORT",
@@ -75,6 +75,8 @@ UNIMPLEMENTED = 10
 RETURN_FINAL = 11
 
 EXT_CAP = 1
+#: The empty cap table of a payload whose type holds no capability (packed, never changed).
+_NO_CAPS: list[Any] = []
 
 #: Exception kinds by wire number (rpc.capnp's ``Exception.Type`` order).
 KINDS = ("failed", "overloaded", "disconnected", "unimplemented")
@@ -188,14 +190,39 @@ class CaraWire:
             self._table = []
         return out
 
+    def encode_call(self, question_id: int, target: M.Target, interface_id: int,
+                    method_id: int, params: Any, param_cls: Any,
+                    describe_cap: M.DescribeCap) -> bytes:
+        """A ``Call`` frame, without the message objects (every call comes this way)."""
+        t = target.id if type(target) is M.ImportedCap else self._target(target)
+        if param_cls is not None and param_cls is not M.CAPABILITY and \
+                not may_hold_interfaces(param_cls):  # no capability can be met: no cap table
+            return self._packer.pack([CALL, question_id, t, interface_id, method_id, params,
+                                      _NO_CAPS])
+        return self._with_caps([CALL, question_id, t, interface_id, method_id, params],
+                               describe_cap)
+
+    def encode_results(self, answer_id: int, results: Any, result_cls: Any, final: bool,
+                       describe_cap: M.DescribeCap) -> tuple[bytes, bool]:
+        """A ``Return`` of ``results`` without the message objects, and whether it is final:
+        asked to be (``final``) and holding no capability, so no ``Finish`` will follow."""
+        if final and result_cls is not None and result_cls is not M.CAPABILITY and \
+                not may_hold_interfaces(result_cls):  # no capability can be met: final
+            return self._packer.pack([RETURN_FINAL, answer_id, results, _NO_CAPS]), True
+        items = [RETURN, answer_id, results]
+        frame = self._with_caps(items, describe_cap)
+        if final and not items[3]:  # [RETURN, ...] -> [RETURN_FINAL, ...]: the second byte
+            return b"%c%c%s" % (frame[0], RETURN_FINAL, frame[2:]), True
+        return frame, False
+
     def encode(self, msg: M.Message, describe_cap: M.DescribeCap) -> bytes:
         pack = self._packer.pack
         t = type(msg)
         if t is M.Call:
             assert isinstance(msg, M.Call)
-            return self._with_caps([CALL, msg.question_id, self._target(msg.target),
-                                    msg.interface_id, msg.method_id, msg.params.content],
-                                   describe_cap)
+            return self.encode_call(msg.question_id, msg.target, msg.interface_id,
+                                    msg.method_id, msg.params.content, msg.params.struct_cls,
+                                    describe_cap)
         if t is M.Return:
             assert isinstance(msg, M.Return)
             if msg.exception is not None:
@@ -271,7 +298,7 @@ class CaraWire:
         elif self._frame_caps:
             raise ProtocolError("a capability in a payload without a cap table")
         else:
-            caps = []
+            return M.Payload(None, None, raw=(content, False), cap_table=[])
         return M.Payload(None, None, raw=(content, self._frame_caps), cap_table=caps)
 
     @staticmethod
@@ -319,6 +346,13 @@ class CaraWire:
             raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
         if type(msg) is not list or not msg or type(msg[0]) is not int:
             raise ProtocolError("a frame must be an array starting with its message type")
+        if msg[0] == RETURN_FINAL and len(msg) == 4 and not msg[3] and not self._frame_caps:
+            # the commonest frame, decoded here (what _message does for it)
+            aid = msg[1]
+            if type(aid) is not int or not 0 <= aid <= 0xFFFFFFFF:
+                raise ProtocolError(f"bad answer id: {aid!r}")
+            return M.Return(aid, M.Payload(None, None, raw=(msg[2], False), cap_table=[]),
+                            release_param_caps=False, no_finish=True)
         try:
             return self._message(msg)
         except ProtocolError:
@@ -338,8 +372,11 @@ class CaraWire:
                 target = M.ImportedCap(target)
             else:
                 target = self._read_target(target)
-            return M.Call(_uint(qid, "question id"), target, iid, _uint(mid, "method id"),
-                          self._payload(params, table))
+            if type(qid) is not int or not 0 <= qid <= 0xFFFFFFFF:
+                qid = _uint(qid, "question id")
+            if type(mid) is not int or not 0 <= mid <= 0xFFFF:
+                mid = _uint(mid, "method id")
+            return M.Call(qid, target, iid, mid, self._payload(params, table))
         if (kind == RETURN or kind == RETURN_FINAL) and n in (4, 5):
             release = n == 5 and msg[4] is True
             final = kind == RETURN_FINAL
@@ -381,6 +418,8 @@ class CaraWire:
             content = _replace_caps(content, caps, 0)
         if struct_cls is M.CAPABILITY:
             return content
+        if type(content) is dict and HOLDS_INTERFACES.get(struct_cls) is False:
+            return struct_cls(content)  # the common case, checked as below
         if struct_cls is None:
             if content is not None and type(content) is not dict:
                 raise TypeError("a payload must be a map")
@@ -390,8 +429,10 @@ class CaraWire:
         if type(content) is not dict:
             raise TypeError(f"a {getattr(struct_cls, '_cara_name_', 'struct')} payload "
                             "must be a map")
-        with received_values():  # a map where a capability belongs is refused, not wrapped
-            return struct_cls(content)
+        if may_hold_interfaces(struct_cls):
+            with received_values():  # a map where a capability belongs is refused, not wrapped
+                return struct_cls(content)
+        return struct_cls(content)
 
     # ------------------------------------------------------------------ pipelining
 

@@ -42,6 +42,7 @@ from cara.runtime.types import (
     TypeDesc,
     as_type,
     ctx_key,
+    hold_in_any_pointer,
     type_key,
 )
 from cara.schema import model
@@ -511,3 +512,6 @@ def load_request(request: model.CodeGeneratorRequest, *, register: bool = True
 
 
 _ = Struct
+
+
+hold_in_any_pointer(model.PointerValue)  # (schema values: AnyPointer defaults, constants)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, check_nesting
+from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, KEPT_READ, check_nesting
 
 __all__ = ["from_bytes", "from_json", "from_msgpack", "packb", "register", "stream", "to_bytes",
            "to_json", "unpack_into", "unpack_plain"]
@@ -29,6 +29,9 @@ _PROVIDERS = {
         "read_multiple_async", "write_async")},
     "msgpack_default": "cara.codecs.capnp.reader",
     "msgpack_ext": "cara.codecs.capnp.reader",
+    "kept_data": "cara.codecs.capnp.kept",
+    "checked_pointer": "cara.codecs.capnp.kept",
+    "pointer_fits": "cara.codecs.capnp.kept",
 }
 _hooks: dict[str, Callable[..., Any]] = {}
 
@@ -99,9 +102,24 @@ def msgpack_default(value: Any) -> Any:
 _EXT_PROVIDED = frozenset({0x43})
 
 
+def checked_pointer(data: bytes) -> Any:
+    """The Cap'n Proto object msgpack's ext value 0x43 holds, checked whole (a codec module
+    reads it; a broken one raises ``DecodeError``)."""
+    return _get("checked_pointer")(data)
+
+
+def kept_data(cls: Any, value: Any) -> tuple[Any, Any]:
+    """What a struct of class ``cls`` stores under the reserved key for unknown data, and the
+    record it keeps, from the value a mapping gave for that key (see
+    cara.codecs.capnp.kept; raises ``Invalid``)."""
+    result: tuple[Any, Any] = _get("kept_data")(cls, value)
+    return result
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code in _EXT_PROVIDED:
-        return _get("msgpack_ext")(code, data)
+    if code in _EXT_PROVIDED:  # (a Cap'n Proto object: checked whole now, and it nests)
+        KEPT_READ[0] += 1
+        return _get("checked_pointer")(data)
     return _msgpack.ExtType(code, data)
 
 
@@ -120,15 +138,20 @@ def unpack_into(cls: Any, data: bytes | bytearray | memoryview, *,
         if plan is not None:
             value = plan.unpackb(cls, data)
             if value is not None:
-                _check_depth(cls, value, data)
+                _check_depth(cls, value, data, KEPT_READ[0])
                 return value
     return unpack_plain(cls, data, max_bytes=max_bytes, ext_hook=ext_hook)
 
 
-def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview) -> None:
+def _check_depth(cls: Any, value: Any, data: bytes | bytearray | memoryview,
+                 kept_before: int) -> None:
     """The nesting limit, for every msgpack path. Most types cannot nest deeply (their greatest
     depth is known), and input shorter than the limit cannot either (each level takes a byte):
-    no walk for those."""
+    no walk for those, unless the value holds unknown binary data read from the input
+    (``KEPT_READ`` moved past ``kept_before``), which nests below its struct."""
+    if KEPT_READ[0] != kept_before:
+        check_nesting(value, kept=True, fits=_get("pointer_fits"))
+        return
     depth = cls.__dict__.get("_cara_static_depth_")
     if (depth is None or depth > DEFAULT_NESTING_LIMIT) and len(data) > DEFAULT_NESTING_LIMIT:
         check_nesting(value)
@@ -146,6 +169,7 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
         from cara.errors import DecodeError
 
         raise DecodeError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}", 0)
+    kept_before = KEPT_READ[0]
     try:
         if ext_hook is None:
             raw = msgpack.unpackb(data, strict_map_key=False, ext_hook=_ext_hook)
@@ -154,7 +178,7 @@ def unpack_plain(cls: Any, data: bytes | bytearray | memoryview, *,
     except Exception as e:
         _decode_error(e, data)
     value = cls(raw)
-    _check_depth(cls, value, data)
+    _check_depth(cls, value, data, kept_before)
     return value
 
 

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from cara.runtime.struct import Struct, attribute_name
-from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value
+from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value, hold_in_any_pointer
 
 __all__ = [
     "Interface",
@@ -43,10 +43,14 @@ __all__ = [
     "MethodSpec",
     "build_interface_class",
     "find_capabilities",
+    "may_hold_interfaces",
     "received_values",
 ]
 
 _NOTHING: Any = object()
+_SCALARS = frozenset({str, bytes, int, float, bool})
+#: Shared by every call: handlers never change the keyword arguments they are given.
+_NO_KWARGS: dict[str, Any] = {}
 #: Method names that would hide the Interface API get a trailing underscore as attribute.
 INTERFACE_RESERVED = frozenset({"cara_schema", "cara_remote", "ReplaceTypes", "mro"}
                                | set(dir(object)))
@@ -72,6 +76,9 @@ class MethodSpec:
         self.interface_name = interface_name
         self.implicit_params = implicit_params
         self.annotations = annotations
+        self._param_numbers: tuple[int, ...] | None = None  # (box_params, on first use)
+        self._result_where = f"{interface_name}.{name}() result"
+        self._single_result: int | None = None  # its field number, or -1 (box_results)
 
     @property
     def param_class(self) -> Any:
@@ -97,7 +104,19 @@ class MethodSpec:
 
     def box_params(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The ``$Params`` struct for a call with ``args`` and ``kwargs`` (checked)."""
-        cls = self.param_class
+        cls = self._params.cls
+        if not kwargs and not self.params_named:
+            # The common call, positional values only: converted from a number-keyed dict
+            # (the accelerated constructor); anything it refuses goes the long way below, so
+            # errors are worded by one path.
+            numbers = self._param_numbers
+            if numbers is None:
+                numbers = self._param_numbers = tuple(f.number for f in cls.cara_schema.fields)
+            if len(args) <= len(numbers):
+                try:
+                    return cls._cara_convert_(dict(zip(numbers, args, strict=False)))
+                except Exception:
+                    pass
         if self.params_named:
             if len(args) == 1 and not kwargs:
                 return _convert(cls, args[0], f"{self.interface_name}.{self.name}()")
@@ -133,19 +152,29 @@ class MethodSpec:
         if self.params_named:
             return [params], {}
         fields = params.cara_schema.fields
+        if len(fields) == 1 and capacity >= 1:  # the common one-argument method
+            return [params[fields[0].number]], _NO_KWARGS
         last = -1
         for f in fields:
             if dict.__contains__(params, f.number):
                 last = f.number
         count = max(last + 1, min(len(fields), capacity))
-        return [params[f.number] for f in fields[:count]], {}
+        return [params[f.number] for f in fields[:count]], _NO_KWARGS
 
     # ------------------------------------------------------------------ results
 
     def box_results(self, value: Any) -> Any:
         """The ``$Results`` struct for what an implementation returned (checked)."""
-        cls = self.result_class
-        where = f"{self.interface_name}.{self.name}() result"
+        cls = self._results.cls
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        if single >= 0 and type(value) in _SCALARS:  # the common case: one plain result
+            try:
+                return cls._cara_convert_({single: value})
+            except Exception:
+                pass  # worded below
+        where = self._result_where
         if self.results_named:
             return _convert(cls, {} if value is None else value, where)
         if isinstance(value, cls):
@@ -173,12 +202,21 @@ class MethodSpec:
         """What a caller gets back: None, the single value, or the result struct."""
         if self.results_named:
             return results
-        fields = results.cara_schema.fields
-        if not fields:
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        if single >= 0:
+            return results[single]
+        if not results.cara_schema.fields:
             return None
-        if len(fields) == 1:
-            return results[0]
         return results
+
+    def _find_single_result(self) -> int:
+        """The field number of the one result an unnamed result struct has, else -1."""
+        fields = self._results.cls.cara_schema.fields
+        single = fields[0].number if len(fields) == 1 and not self.results_named else -1
+        self._single_result = single
+        return single
 
     # ------------------------------------------------------------------ invocation
 
@@ -311,6 +349,45 @@ class received_values:
 
     def __exit__(self, *exc: object) -> None:
         _RECEIVING.depth -= 1
+
+
+_PLAIN_KINDS = frozenset({"void", "bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                          "uint32", "uint64", "float32", "float64", "text", "data", "enum"})
+#: may_hold_interfaces' answers by class (read by the RPC encodings on their hot path).
+HOLDS_INTERFACES: dict[Any, bool] = {}
+
+
+def may_hold_interfaces(struct_cls: Any) -> bool:
+    """Whether a value of ``struct_cls`` can hold an interface anywhere inside (a field, a
+    list element, a nested struct or an AnyPointer): received data of a class that cannot
+    needs no :class:`received_values` guard. Conservative: unsure is True. Cached per class."""
+    found = HOLDS_INTERFACES.get(struct_cls)
+    if found is None:
+        found = HOLDS_INTERFACES[struct_cls] = _scan_for_interfaces(struct_cls, set())
+    return found
+
+
+def _scan_for_interfaces(cls: Any, seen: set[int]) -> bool:
+    if id(cls) in seen:
+        return False  # (already being scanned: its other fields decide)
+    seen.add(id(cls))
+    schema = getattr(cls, "cara_schema", None)
+    fields = getattr(schema, "fields", None)
+    if fields is None:
+        return True
+    for f in fields:
+        t = f.type
+        while True:
+            kind = getattr(t, "kind", None)
+            if kind in _PLAIN_KINDS:
+                break
+            if kind == "list":
+                t = getattr(t.cls, "_cara_elem_", None)
+                continue
+            if kind in ("struct", "group") and _scan_for_interfaces(t.cls, seen) is False:
+                break
+            return True
+    return False
 
 
 class Interface:
@@ -587,3 +664,6 @@ def build_interface_class(builder: Any, node: Any, ctx: dict[int, Any], short: s
     cls._cara_type_ = ClassType("interface", lambda: cls, qual,
                                 ("interface", node.id, ctx_key(ctx)))
     return cls
+
+
+hold_in_any_pointer(Interface)  # (an AnyPointer field holds a capability as it is)

@@ -23,6 +23,7 @@ from cara.runtime.types import (
     Invalid,
     TypeDesc,
     as_type,
+    hold_in_any_pointer,
     mismatch,
     type_key,
 )
@@ -426,3 +427,6 @@ def _compile_items(cls: Any) -> None:
     cls._cara_items_ = classmethod(env["items"])
     cls._cara_convert_ = staticmethod(env["convert"])
     cls._cara_ready_ = True
+
+
+hold_in_any_pointer(List)  # (an AnyPointer field holds a typed list as it is)

@@ -62,11 +62,67 @@ def _depth_of_desc(desc: Any, busy: set[int]) -> int:
     return 0
 
 
-def check_nesting(value: Any, limit: int = DEFAULT_NESTING_LIMIT) -> None:
+#: How many times unknown binary data was read from msgpack (cara.codecs.capnp.kept counts):
+#: a decode that read some walks its value whatever its type's static depth, since what is
+#: kept nests below the struct holding it.
+KEPT_READ = [0]
+#: The key under which a struct holds unknown binary data (see cara.runtime.struct.KEPT_KEY).
+KEPT_KEY = -1
+
+
+def check_nesting(value: Any, limit: int = DEFAULT_NESTING_LIMIT, *, kept: bool = False,
+                  fits: Any = None) -> None:
     """Raise ``DecodeError`` when ``value`` (a struct or typed list instance) nests deeper than
-    ``limit`` structs and lists through its schema's fields."""
-    if static_depth(type(value)) > limit and _deeper(value, limit):
+    ``limit`` structs and lists through its schema's fields (``kept``: and the unknown binary
+    data its structs hold and the Cap'n Proto objects in its AnyPointer fields, as the binary
+    form would nest them; ``fits(obj, levels)`` tells for such an object)."""
+    if kept:
+        too_deep = _kept_deeper(value, limit, fits)
+    else:
+        too_deep = static_depth(type(value)) > limit and _deeper(value, limit)
+    if too_deep:
         raise DecodeError(f"message nests deeper than the nesting limit ({limit} levels)")
+
+
+def _kept_deeper(value: Any, left: int, fits: Any) -> bool:
+    """:func:`_deeper` through every struct and list, where a struct's kept data (its
+    ``fits(levels)``) must fit in the levels the struct itself may use, and the Cap'n Proto
+    object in an AnyPointer field in the levels below it."""
+    if left <= 0:
+        return True
+    left -= 1
+    cls = type(value)
+    if getattr(cls, "_cara_elem_", None) is not None:
+        return any(_kept_deeper(v, left, fits) for v in value if isinstance(v, (list, dict)))
+    return _kept_struct_deeper(value, left, fits)
+
+
+def _kept_struct_deeper(value: Any, left: int, fits: Any) -> bool:
+    kept_fits = getattr(dict.get(value, KEPT_KEY), "fits", None)
+    if kept_fits is not None and not kept_fits(left + 1):
+        return True
+    cls = type(value)
+    if fits is not None:
+        anys = cls.__dict__.get("_cara_any_fields_")
+        if anys is None:
+            anys = tuple(f.number for f in cls.cara_schema.fields
+                         if f.type.kind == "anyPointer")
+            type.__setattr__(cls, "_cara_any_fields_", anys)
+        for num in anys:
+            v = dict.get(value, num)
+            if v is not None and hasattr(type(v), "to_flat") and not fits(v, left):
+                return True
+    plan = cls.__dict__.get("_cara_nesting_plan_") or _walk_plan(cls)
+    for num, _depth, group in plan:
+        v = dict.get(value, num)
+        if v is None:
+            continue
+        if group:
+            if _kept_struct_deeper(v, left, fits):
+                return True
+        elif _kept_deeper(v, left, fits):
+            return True
+    return False
 
 
 def plain_depth_exceeds(value: Any, limit: int = DEFAULT_NESTING_LIMIT) -> bool:

@@ -50,11 +50,13 @@ from cara.runtime import hooks as _hooks
 from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
 from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
+from cara.runtime.nesting import KEPT_KEY as _KEPT_KEY
 from cara.runtime.types import (
     ClassType,
     Invalid,
     TypeDesc,
     describe_value,
+    hold_in_any_pointer,
     mismatch,
     round32,
 )
@@ -250,6 +252,11 @@ class StructSchema:
         return f"<struct {self.name} @0x{self.id:016x}>"
 
 
+#: The key under which a struct holds what a newer schema's binary message had beyond its own
+#: schema (no field number is negative): kept through msgpack (see cara.codecs.capnp.kept).
+KEPT_KEY = _KEPT_KEY
+
+
 def _known_key(schema: StructSchema, key: Any) -> int | None:
     """Field number for a key; ``None`` for a number this schema does not know (schema evolution:
     kept as is). Anything else is an error."""
@@ -259,7 +266,7 @@ def _known_key(schema: StructSchema, key: Any) -> int | None:
         raise Invalid(f"unhashable key {describe_value(key)}") from None
     if num is not None:
         return num
-    if type(key) is int and 0 <= key <= 0xFFFF:
+    if type(key) is int and (0 <= key <= 0xFFFF or key == KEPT_KEY):
         return None
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
@@ -502,6 +509,11 @@ class Struct(dict):
         except Invalid as e:
             raise e.error(self._cara_name_) from None
         if num is None:  # a number from a newer schema: kept as is
+            if key == KEPT_KEY:
+                try:
+                    value = _keep_unknown(self, value)
+                except Invalid as e:
+                    raise e.error(self._cara_name_) from None
             _dset(self, key, value)
             self._cara_touched_()
             return
@@ -549,6 +561,8 @@ class Struct(dict):
 
     def _cara_unset_(self, num: int) -> None:
         _dpop(self, num, None)
+        if num == KEPT_KEY:
+            _setattr(self, "_cara_unknown_", None)
         if self._c:
             _detach(self._c, num)
         self._cara_touched_()
@@ -593,11 +607,15 @@ class Struct(dict):
 
     def popitem(self) -> tuple[Any, Any]:
         item = dict.popitem(self)
+        if item[0] == KEPT_KEY:
+            _setattr(self, "_cara_unknown_", None)
         self._cara_touched_()
         return item
 
     def clear(self) -> None:
         dict.clear(self)
+        if self._cara_unknown_ is not None:
+            _setattr(self, "_cara_unknown_", None)
         if self._c:
             for n in list(self._c):
                 _detach(self._c, n)
@@ -636,7 +654,7 @@ class Struct(dict):
         fields = self.cara_schema.fields
         out: dict[Any, Any] = {}
         for k, v in dict.items(self):
-            if type(k) is int and k < len(fields):
+            if type(k) is int and 0 <= k < len(fields):
                 out[fields[k].name] = _plain(v, True)
             else:
                 out[k] = _plain(v, True)
@@ -652,7 +670,7 @@ class Struct(dict):
         fields = self.cara_schema.fields
         parts = []
         for k, v in dict.items(self):
-            name = fields[k].name if type(k) is int and k < len(fields) else repr(k)
+            name = fields[k].name if type(k) is int and 0 <= k < len(fields) else repr(k)
             parts.append(f"{name}: {v!r}")
         return f"{type(self).__name__}({{{', '.join(parts)}}})"
 
@@ -856,6 +874,16 @@ def _rebuild_struct(locator: Any, data: dict[Any, Any], unknown: Any = None) -> 
     return obj
 
 
+def _keep_unknown(obj: Any, value: Any) -> Any:
+    """Give struct ``obj`` the unknown data that ``value`` (given for :data:`KEPT_KEY`, as
+    msgpack carries it) holds; returns what to store under the key (raises Invalid)."""
+    stored, record = _hooks.kept_data(type(obj), value)
+    _setattr(obj, "_cara_unknown_", record)
+    if record.disc is not None:
+        note_unknown_member(type(obj))
+    return stored
+
+
 def note_unknown_member(cls: Any) -> None:
     """An instance of ``cls`` holds an unknown union member (``_cara_unknown_.disc``): from
     now on the class's ``which()`` looks for one when no known member is set (the faster
@@ -914,7 +942,9 @@ def _fill_slow(self: Any, data: Any, merge: bool = False, slow: bool = False) ->
         if num is None:
             if key in seen:
                 raise Invalid(f"field {key} given twice")
-            if plain_depth_exceeds(value):
+            if key == KEPT_KEY:
+                value = _keep_unknown(self, value)
+            elif plain_depth_exceeds(value):
                 raise Invalid(f"field {key} (unknown to this schema) nests deeper than "
                               f"{DEFAULT_NESTING_LIMIT} levels")
             seen.add(key)
@@ -1024,8 +1054,6 @@ def _number_fill(cls: Any, env: dict[str, Any], d: str, s: str, depth: int,
         else:
             env[conv] = t.convert
         fix = f"_dset({s}, {i}, {conv}({v}))"
-        if k == "anyPointer":
-            continue
         if k in ("text", "data", "float64", "bool"):
             default = {"text": '""', "data": 'b""', "float64": "0.0", "bool": "False"}[k]
             pytype = {"text": "_str", "data": "_bytes", "float64": "_float", "bool": "_bool"}[k]
@@ -1127,7 +1155,7 @@ def _value_code(f: FieldSpec, env: dict[str, Any], w: str, depth: int, stack: tu
     i, t, k = f.number, f.type, f.type.kind
     conv = f"{prefix}conv{i}"
     if k == "anyPointer":
-        return []
+        return [f"if {w} is not None: {w} = {conv}({w})"]
     if k in ("text", "data", "float64", "bool"):
         pytype = {"text": "_str", "data": "_bytes", "float64": "_float", "bool": "_bool"}[k]
         return [f"if _type({w}) is not {pytype}: {w} = {conv}({w})"]
@@ -1428,9 +1456,7 @@ def _accelerate(cls: Any, env: dict[str, Any], by_name: set[int]) -> None:
         elem_cls: Any = None
         elem_conv: Any = None
         conv = t.convert
-        if k == "anyPointer":
-            code = 0
-        elif k in _SIMPLE_KINDS:
+        if k in _SIMPLE_KINDS:
             code = _SIMPLE_KINDS[k]
         elif k in _INT_KINDS:
             code, lo, hi = _K_INT, t.lo, t.hi
@@ -1558,8 +1584,11 @@ def iter_fields(s: Struct) -> Iterator[tuple[FieldSpec, Any]]:
     """The set fields of ``s`` as ``(FieldSpec, value)`` (fields unknown to the schema skipped)."""
     fields = s.cara_schema.fields
     for k, v in dict.items(s):
-        if type(k) is int and k < len(fields):
+        if type(k) is int and 0 <= k < len(fields):
             yield fields[k], v
 
 
 _LIST_NEEDS.update(attach=_attach, plain=_plain, lazy_converter=lazy_converter)
+
+
+hold_in_any_pointer(Struct)  # (an AnyPointer field holds a struct as it is)

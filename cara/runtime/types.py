@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import struct as _struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -237,9 +238,33 @@ class _Data(TypeDesc):
         return b""
 
 
+#: Classes whose instances an ``AnyPointer`` holds as they are: runtime structs, lists and
+#: capabilities, and what codecs read (the binary reader's ``AnyPointerReader``); each layer
+#: adds its own with :func:`hold_in_any_pointer`.
+_POINTER_CLASSES: list[type] = []
+_pointer_classes: tuple[type, ...] = ()
+
+
+def hold_in_any_pointer(cls: type) -> None:
+    """Let ``AnyPointer`` fields hold instances of ``cls`` as they are."""
+    global _pointer_classes
+    if cls not in _POINTER_CLASSES:
+        _POINTER_CLASSES.append(cls)
+        _pointer_classes = tuple(_POINTER_CLASSES)
+
+
+#: Plain values an ``AnyPointer`` holds as they are (msgpack writes them; the binary form
+#: refuses them when writing, with the field path).
+_PLAIN_SCALARS = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 class _AnyPointer(TypeDesc):
     """``AnyPointer`` (and ``AnyStruct``/``AnyList``/``Capability`` in their loose form): holds
-    any value; what it means is up to the application."""
+    a value some codec can write, checked when it is stored: ``None``, a struct, list or
+    capability, a Cap'n Proto object read from a message (also as msgpack's ext value 0x43,
+    which is read, and checked, now), or plain data msgpack writes (strings, bytes, numbers,
+    booleans, and lists and dicts of those and of the former, nested at most
+    :data:`MAX_DEPTH` levels). What it means is up to the application."""
 
     is_pointer = True
 
@@ -249,10 +274,84 @@ class _AnyPointer(TypeDesc):
         self.constraint = constraint
 
     def convert(self, value: Any) -> Any:
-        return value
+        if type(value) in _PLAIN_SCALARS or isinstance(value, _pointer_classes):
+            return value
+        return _any_value(value, MAX_DEPTH)
 
     def fast_check(self, var: str, env: dict[str, Any]) -> str:
-        return "True"
+        return f"{var} is None"
+
+
+def _any_value(value: Any, left: int) -> Any:
+    """``value`` as an ``AnyPointer`` holds it (see :class:`_AnyPointer`), or :class:`Invalid`
+    with the path inside it."""
+    t = type(value)
+    if t in _PLAIN_SCALARS or isinstance(value, _pointer_classes):
+        return value
+    if left <= 0:
+        raise Invalid(f"AnyPointer value nests deeper than {MAX_DEPTH} levels")
+    if t is list or t is tuple:
+        out = list(value)
+        for i, item in enumerate(out):
+            if type(item) not in _PLAIN_SCALARS:
+                try:
+                    out[i] = _any_value(item, left - 1)
+                except Invalid as e:
+                    raise e.at(f"[{i}]") from None
+        return value if t is list and all(map(_same, out, value)) else out
+    if t is dict:
+        changed = {}
+        for k, item in value.items():
+            if type(k) not in _PLAIN_SCALARS:
+                raise Invalid(f"an AnyPointer value's dict key must be a string, bytes or a "
+                              f"number, not {describe_value(k)}")
+            if type(item) not in _PLAIN_SCALARS:
+                try:
+                    new = _any_value(item, left - 1)
+                except Invalid as e:
+                    raise e.at(f"[{k!r}]") from None
+                if new is not item:
+                    changed[k] = new
+        return {**value, **changed} if changed else value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, (str, bytes, int, float)):  # subclasses: enum members, ...
+        return value
+    mp = sys.modules.get("msgpack")  # (not imported: no ExtType can exist)
+    if mp is not None and isinstance(value, mp.ExtType):
+        if value.code == _EXT_CAPNP_MESSAGE:
+            from cara.runtime import hooks
+
+            try:  # read, and copied whole once, so that every pointer in it is checked now
+                return hooks.checked_pointer(value.data)
+            except Exception as e:  # DecodeError, or no codec to read it
+                raise Invalid(f"not a valid Cap'n Proto object (ext type 0x43): {e}") \
+                    from None
+        return value  # msgpack writes it back as it came
+    if _is_capability(value):
+        return value
+    raise Invalid(f"AnyPointer cannot hold {describe_value(value)}: no codec can write it "
+                  "(a struct, list, capability, Cap'n Proto object read from a message, "
+                  "or plain data: str, bytes, numbers, bool, None, lists and dicts of them)")
+
+
+def _is_capability(value: Any) -> bool:
+    """Whether ``value`` is a capability of the RPC layer (a remote one, a client, a promise
+    of one): it can be cast to an interface (looked up as ``cara.runtime.interface`` does)."""
+    t = type(value)
+    if getattr(t, "__cara_cast__", None) is not None or \
+            getattr(t, "__cara_capability__", None) is not None:
+        return True
+    own = getattr(value, "__dict__", None)
+    return isinstance(own, dict) and callable(own.get("__cara_cast__"))
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is b
+
+
+#: msgpack's ext code of a Cap'n Proto object (the binary reader's EXT_CAPNP_MESSAGE).
+_EXT_CAPNP_MESSAGE = 0x43
 
 
 VOID = _Void()

@@ -7,8 +7,9 @@ application of ``List``), exactly as in capnp, which is what makes generics unif
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
+
+from cara.schema._record import field, record
 
 __all__ = [
     "AnnotationApplication",
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Located:
     """A name, path or number together with where it was written."""
 
@@ -35,7 +36,7 @@ ExpressionKind = Literal[
 ]
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Expression:
     """A value or type expression.
 
@@ -55,7 +56,7 @@ class Expression:
     name: Located | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Param:
     """An element of a tuple or an argument of an application: ``value`` or ``name = value``."""
 
@@ -63,7 +64,7 @@ class Param:
     name: Located | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class AnnotationApplication:
     """``$name`` or ``$name(value)``."""
 
@@ -73,7 +74,7 @@ class AnnotationApplication:
     end: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class MethodParam:
     """One named parameter of a method: ``name :Type = default $ann``."""
 
@@ -85,7 +86,7 @@ class MethodParam:
     end: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ParamList:
     """A method's parameters or results: a named list, a struct type, or ``stream``."""
 
@@ -107,7 +108,7 @@ TARGET_NAMES = (
 )
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Declaration:
     """One declaration with its nested declarations.
 

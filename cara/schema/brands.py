@@ -15,9 +15,9 @@ type in the request and must be bit-identical:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from cara.schema import model
+from cara.schema._record import field, record
 from cara.schema.ast import Expression, Located
 
 __all__ = [
@@ -37,7 +37,7 @@ _TYPE_KINDS = frozenset({"struct", "enum", "interface"})
 ErrorAt = Callable[[Expression | None, str], None]
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ResolvedDecl:
     """A declaration a name resolved to. ``scope_id`` is the id of its parent scope (0 for
     files and built-ins); ``kind`` is a declaration kind or ``builtin:<Name>``; ``target`` is
@@ -52,7 +52,7 @@ class ResolvedDecl:
     brand: model.Brand | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ResolvedParameter:
     """A generic parameter: the ``index``-th of scope ``id`` (``id == 0``: a method's implicit
     parameter)."""
@@ -61,7 +61,7 @@ class ResolvedParameter:
     index: int
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class BrandScope:
     """One level of brand bindings; ``parent`` is the enclosing level (None at the top)."""
 
@@ -154,7 +154,7 @@ def any_pointer() -> BrandedDecl:
     return BrandedDecl(builtin_decl("AnyPointer"), BrandScope(0), None)
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class BrandedDecl:
     """A resolved name together with its brand bindings and the expression that named it."""
 

@@ -8,10 +8,10 @@ because declarations are translated lazily, when first needed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from cara.schema import model
+from cara.schema._record import field, record
 from cara.schema.ast import Declaration, Expression
 from cara.schema.brands import BrandedDecl, BrandScope, ErrorAt, ResolvedDecl, ResolvedParameter
 from cara.schema.diagnostics import Diagnostics, SourceText
@@ -26,7 +26,7 @@ class RecursiveDependency(Exception):
     """A declaration needed its own result while computing it."""
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ParsedFile:
     """A parsed source file with its declarations."""
 
@@ -36,7 +36,7 @@ class ParsedFile:
     node: DeclNode | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class Alias:
     """A ``using`` alias being resolved: its declaration, scope and what it names."""
 
@@ -46,7 +46,7 @@ class Alias:
     result: ResolvedDecl | ResolvedParameter | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ImplicitParams:
     """The implicit generic parameters of a method."""
 

@@ -14,9 +14,9 @@ with LINE and COL 1-based and ENDCOL one past the last character, all counted in
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
 
 from cara.errors import SchemaError
+from cara.schema._record import field, record
 
 __all__ = ["Diagnostic", "Diagnostics", "SourceText"]
 
@@ -67,7 +67,7 @@ class SourceText:
         return f"{self.display_name}:{line}:{col}"
 
 
-@dataclass
+@record
 class Diagnostic:
     """One error: where (a file and a byte span in it) and what."""
 
@@ -82,7 +82,7 @@ class Diagnostic:
         return f"{self.source.location(self.start, self.end)}: error: {self.message}"
 
 
-@dataclass
+@record
 class Diagnostics:
     """Collects the errors of one compilation, in the order they were found."""
 

@@ -78,9 +78,9 @@ from __future__ import annotations
 import copy
 import enum
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
+from cara.schema._record import field, record
 from cara.schema.ids import group_id
 
 __all__ = [
@@ -153,7 +153,7 @@ def slot_size(type_which: str) -> SlotSize:
 # ------------------------------------------------------------------------------------ inputs
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class FieldMember:
     """A field declaration ``name @ordinal :Type``."""
 
@@ -163,7 +163,7 @@ class FieldMember:
     source: object = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class GroupMember:
     """``name :group { members }``: shares the enclosing scope's space, has no ordinal."""
 
@@ -172,7 +172,7 @@ class GroupMember:
     source: object = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class UnionMember:
     """``name [@N!] :union { members }``, or the unnamed ``union { members }`` (``name == ""``)."""
 
@@ -188,7 +188,7 @@ Member = FieldMember | GroupMember | UnionMember
 # ----------------------------------------------------------------------------------- outputs
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class LaidOutField:
     """One entry of a node's ``struct.fields``."""
 
@@ -201,7 +201,7 @@ class LaidOutField:
     group: ScopeLayout | None = None
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class ScopeLayout:
     """The layout facts of one struct node or group node."""
 
@@ -211,7 +211,7 @@ class ScopeLayout:
     discriminant_offset: int = 0
 
 
-@dataclass
+@record
 class LayoutProblem:
     """A schema error found while laying out; ``at`` says which token of ``member`` to blame."""
 
@@ -220,7 +220,7 @@ class LayoutProblem:
     at: Literal["declaration", "ordinal", "struct"] = "declaration"
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class StructLayout:
     """The layout of one struct: its scopes, sizes and the problems found."""
 

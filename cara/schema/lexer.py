@@ -13,7 +13,13 @@ where it stops making sense; nothing else of that file is compiled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from typing import TYPE_CHECKING
+
+from cara.schema._record import field, record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["MAX_NESTING", "LexError", "Statement", "Token", "tokenize"]
 
@@ -22,21 +28,26 @@ MAX_NESTING = 64
 
 #: capnp reads integer literals as 64-bit unsigned numbers that wrap around on overflow.
 _U64 = (1 << 64) - 1
-_OPERATOR_CHARS = frozenset("!$%&*+-./:<=>?@^|~")
-_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_IDENT_CHARS = _IDENT_START | frozenset("0123456789")
+_IDENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789")
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _OCT = frozenset("01234567")
 _LINE_SPACE = frozenset(" \t\f\v")
 _SPACE = frozenset(" \t\f\v\r\n")
+#: Space and comments, then the commonest tokens: a name, an operator, a plain decimal integer
+#: (not part of a float, a hex/octal literal or a name; those take the general path).
+_NEXT = re.compile(r"(?:[ \t\f\v\r\n]+|#[^\n]*\n?)*"
+                   r"(?:([A-Za-z_][A-Za-z0-9_]*)|([!$%&*+\-./:<=>?@^|~]+)"
+                   r"|(0|[1-9][0-9]{0,17})(?![0-9A-Za-z_.]))?")
+#: Where a doc comment may follow a statement's end: a comment on this or the next line.
+_DOC_AHEAD = re.compile(r"[ \t\f\v]*(?:\n|\r\n?)?[ \t\f\v]*#")
 _SIMPLE_ESCAPES = {
     "a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11,
     "'": 39, '"': 34, "\\": 92, "?": 63,
 }
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Token:
     """One token. ``kind`` is ``identifier``, ``string``, ``binary``, ``integer``, ``float``,
     ``operator``, ``parenList`` or ``bracketList``; the two list kinds hold their comma-separated
@@ -50,7 +61,7 @@ class Token:
     items: list[list[Token]] | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Statement:
     """Tokens ended by ``;`` (``block`` is None) or by a ``{...}`` block."""
 
@@ -70,7 +81,7 @@ class LexError(Exception):
         self.message = message
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Block:
     """A ``{ ... }`` block of statements."""
 
@@ -83,7 +94,7 @@ class _Block:
     open_pos: int = 0
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _List:
     """A bracketed, comma-separated list of token sequences."""
 
@@ -109,53 +120,33 @@ class _Lexer:
         text = self.text
         n = len(text)
         stack: list[_Block | _List] = [_Block()]
+        # _NEXT always matches (every part of it is optional).
+        match: Callable[[str, int], re.Match[str]] = _NEXT.match  # type: ignore[assignment]
         while True:
-            self._skip_space_and_comments()
-            pos = self.pos
+            m = match(text, self.pos)
+            kind = m.lastindex
             top = stack[-1]
+            if kind is not None:
+                start, end = m.span(kind)
+                token = m.group(kind)
+                self.pos = end
+                if kind == 1:
+                    top.tokens.append(Token("identifier", start, end, token))
+                elif kind == 2:
+                    top.tokens.append(Token("operator", start, end, token))
+                else:
+                    top.tokens.append(Token("integer", start, end, int(token)))
+                continue
+            pos = self.pos = m.end()
             if pos >= n:
                 if len(stack) != 1 or isinstance(top, _List) or top.tokens:
                     raise LexError(n)
                 assert isinstance(top, _Block)
                 return top.statements
+            # Names, operators and plain integers took the fast path above.
             c = text[pos]
             current = top.tokens
-            if c in _IDENT_START:
-                end = pos + 1
-                while end < n and text[end] in _IDENT_CHARS:
-                    end += 1
-                current.append(Token("identifier", pos, end, text[pos:end]))
-                self.pos = end
-            elif c in _DIGITS:
-                current.append(self._number())
-                if self.pos < n and text[self.pos] in _IDENT_CHARS:
-                    # "1x": capnp reads no number glued to a name. It blames the first character
-                    # its number reader could not use ("9ex" gets as far as the "x").
-                    bad = self.pos
-                    if text[bad] in "eE":
-                        bad += 1
-                        if bad < n and text[bad] in "+-":
-                            bad += 1
-                    raise LexError(bad)
-            elif c == '"':
-                value, end = self._string(pos)
-                current.append(Token("string", pos, end, value))
-                self.pos = end
-            elif c == "`":
-                # Cap'n Proto 1.x block text: the rest of the line (up to "\r" or "\n") plus a
-                # "\n", whatever the file's line endings. capnp 0.9.2 has no such token.
-                end = pos + 1
-                while end < n and text[end] not in "\r\n":
-                    end += 1
-                current.append(Token("string", pos, end, text[pos + 1:end] + "\n"))
-                self.pos = end
-            elif c in _OPERATOR_CHARS:
-                end = pos + 1
-                while end < n and text[end] in _OPERATOR_CHARS:
-                    end += 1
-                current.append(Token("operator", pos, end, text[pos:end]))
-                self.pos = end
-            elif c in "([":
+            if c in "([":
                 if len(stack) >= MAX_NESTING:
                     raise LexError(pos, f"Nesting is too deep (more than {MAX_NESTING} levels).")
                 stack.append(_List("parenList" if c == "(" else "bracketList", pos))
@@ -209,29 +200,39 @@ class _Lexer:
                 doc = top.owner_doc if top.owner_doc is not None else late
                 parent.statements.append(Statement(
                     top.owner_tokens, top.owner_start, self.pos, top.statements, doc))
+            elif c in _DIGITS:
+                current.append(self._number())
+                if self.pos < n and text[self.pos] in _IDENT_CHARS:
+                    # "1x": capnp reads no number glued to a name. It blames the first character
+                    # its number reader could not use ("9ex" gets as far as the "x").
+                    bad = self.pos
+                    if text[bad] in "eE":
+                        bad += 1
+                        if bad < n and text[bad] in "+-":
+                            bad += 1
+                    raise LexError(bad)
+            elif c == '"':
+                value, end = self._string(pos)
+                current.append(Token("string", pos, end, value))
+                self.pos = end
+            elif c == "`":
+                # Cap'n Proto 1.x block text: the rest of the line (up to "\r" or "\n") plus a
+                # "\n", whatever the file's line endings. capnp 0.9.2 has no such token.
+                end = pos + 1
+                while end < n and text[end] not in "\r\n":
+                    end += 1
+                current.append(Token("string", pos, end, text[pos + 1:end] + "\n"))
+                self.pos = end
             else:
                 raise LexError(pos)
 
     # ------------------------------------------------------------------ pieces
 
-    def _skip_space_and_comments(self) -> None:
-        text = self.text
-        n = len(text)
-        pos = self.pos
-        while pos < n:
-            c = text[pos]
-            if c in _SPACE:
-                pos += 1
-            elif c == "#":
-                end = text.find("\n", pos)
-                pos = n if end < 0 else end + 1
-            else:
-                break
-        self.pos = pos
-
     def _doc_comment(self) -> str | None:
         """Comment lines right after a statement end: at most one line break before them and no
         blank line between them. Each line loses ``#`` and one following space."""
+        if _DOC_AHEAD.match(self.text, self.pos) is None:
+            return None
         text = self.text
         n = len(text)
         pos = self.pos

@@ -59,10 +59,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cara.errors import SchemaError
+from cara.schema._record import field, record
 
 __all__ = [
     "BUNDLED_STANDARD_DIR",
@@ -84,7 +84,7 @@ class SourceError(SchemaError):
     """A schema source file could not be found or read."""
 
 
-@dataclass(eq=False)
+@record(eq=False)
 class SourceFile:
     """One schema file: where it is, what capnp calls it, and its content."""
 

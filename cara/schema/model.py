@@ -23,8 +23,9 @@ turns it into words; nothing in this module knows about the wire.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
+
+from cara.schema._record import field, record
 
 Id = int
 NO_DISCRIMINANT = 0xFFFF
@@ -89,7 +90,7 @@ class ElementSize:
 # --------------------------------------------------------------------------------------- brands
 
 
-@dataclass
+@record
 class BrandBinding:
     """``Brand.Binding``: a union of ``unbound`` (Void) and ``type``."""
 
@@ -97,7 +98,7 @@ class BrandBinding:
     type: Type | None = None
 
 
-@dataclass
+@record
 class BrandScope:
     """``Brand.Scope``: bindings for one generic scope, or ``inherit`` from the enclosing brand."""
 
@@ -106,7 +107,7 @@ class BrandScope:
     bind: list[BrandBinding] | None = None
 
 
-@dataclass
+@record
 class Brand:
     """``Brand``: the generic bindings of a type, scope by scope."""
 
@@ -121,14 +122,14 @@ TypeWhich = Literal[
 ]
 
 
-@dataclass
+@record
 class TypeList:
     """The ``Type.list`` group."""
 
     elementType: Type = field(default_factory=lambda: Type())
 
 
-@dataclass
+@record
 class TypeBranded:
     """The ``Type.enum`` / ``Type.struct`` / ``Type.interface`` groups."""
 
@@ -136,7 +137,7 @@ class TypeBranded:
     brand: Brand = field(default_factory=Brand)
 
 
-@dataclass
+@record
 class AnyPointerUnconstrained:
     """``Type.anyPointer.unconstrained``: ``anyKind`` (AnyPointer), ``struct`` (AnyStruct),
     ``list`` (AnyList) or ``capability`` (Capability)."""
@@ -144,7 +145,7 @@ class AnyPointerUnconstrained:
     which: Literal["anyKind", "struct", "list", "capability"] = "anyKind"
 
 
-@dataclass
+@record
 class AnyPointerParameter:
     """``Type.anyPointer.parameter``: the ``parameterIndex``-th generic parameter of ``scopeId``."""
 
@@ -152,14 +153,14 @@ class AnyPointerParameter:
     parameterIndex: int = 0
 
 
-@dataclass
+@record
 class AnyPointerImplicitParameter:
     """``Type.anyPointer.implicitMethodParameter``."""
 
     parameterIndex: int = 0
 
 
-@dataclass
+@record
 class AnyPointerType:
     """The ``Type.anyPointer`` named union."""
 
@@ -169,7 +170,7 @@ class AnyPointerType:
     implicitMethodParameter: AnyPointerImplicitParameter | None = None
 
 
-@dataclass
+@record
 class Type:
     """``Type``: a union; the primitive members are Void, the others are groups."""
 
@@ -184,7 +185,7 @@ class Type:
 # --------------------------------------------------------------------------------------- values
 
 
-@dataclass
+@record
 class PointerValue:
     """The content of an ``AnyPointer`` member of :class:`Value`.
 
@@ -204,7 +205,7 @@ ValueWhich = Literal[
 ]
 
 
-@dataclass
+@record
 class Value:
     """``Value``: a union. Scalar members hold Python scalars; ``text`` is ``str``, ``data`` is
     ``bytes``, ``enum`` is the enumerant's ordinal, and ``list``/``struct``/``anyPointer`` hold a
@@ -230,7 +231,7 @@ class Value:
     anyPointer: PointerValue | None = None
 
 
-@dataclass
+@record
 class Annotation:
     """``Annotation``: an annotation applied to a declaration."""
 
@@ -242,7 +243,7 @@ class Annotation:
 # --------------------------------------------------------------------------------------- fields
 
 
-@dataclass
+@record
 class FieldSlot:
     """``Field.slot``: a field stored in the struct; ``offset`` is in units of the field's size."""
 
@@ -252,14 +253,14 @@ class FieldSlot:
     hadExplicitDefault: bool = False
 
 
-@dataclass
+@record
 class FieldGroup:
     """``Field.group``: a group or named union, whose fields live in node ``typeId``."""
 
     typeId: Id = 0
 
 
-@dataclass
+@record
 class FieldOrdinal:
     """The ``Field.ordinal`` named union: ``implicit`` (groups, unions) or ``explicit`` (``@N``)."""
 
@@ -267,7 +268,7 @@ class FieldOrdinal:
     explicit: int = 0
 
 
-@dataclass
+@record
 class Field:
     """``Field``: a member of a struct (a slot or a group)."""
 
@@ -281,7 +282,7 @@ class Field:
     ordinal: FieldOrdinal = field(default_factory=FieldOrdinal)
 
 
-@dataclass
+@record
 class Enumerant:
     """``Enumerant``: one value of an enum."""
 
@@ -290,7 +291,7 @@ class Enumerant:
     annotations: list[Annotation] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Superclass:
     """``Superclass``: an interface this interface extends."""
 
@@ -298,14 +299,14 @@ class Superclass:
     brand: Brand = field(default_factory=Brand)
 
 
-@dataclass
+@record
 class Parameter:
     """``Node.Parameter``: a generic parameter's name."""
 
     name: str = ""
 
 
-@dataclass
+@record
 class Method:
     """``Method``: one method of an interface."""
 
@@ -322,7 +323,7 @@ class Method:
 # ---------------------------------------------------------------------------------------- nodes
 
 
-@dataclass
+@record
 class NestedNode:
     """``Node.NestedNode``: a declaration nested in a scope."""
 
@@ -330,7 +331,7 @@ class NestedNode:
     id: Id = 0
 
 
-@dataclass
+@record
 class NodeStruct:
     """``Node.struct``: a struct's layout and fields."""
 
@@ -343,14 +344,14 @@ class NodeStruct:
     fields: list[Field] = field(default_factory=list)
 
 
-@dataclass
+@record
 class NodeEnum:
     """``Node.enum``: an enum's enumerants."""
 
     enumerants: list[Enumerant] = field(default_factory=list)
 
 
-@dataclass
+@record
 class NodeInterface:
     """``Node.interface``: an interface's methods and superclasses."""
 
@@ -358,7 +359,7 @@ class NodeInterface:
     superclasses: list[Superclass] = field(default_factory=list)
 
 
-@dataclass
+@record
 class NodeConst:
     """``Node.const``: a constant's type and value."""
 
@@ -366,7 +367,7 @@ class NodeConst:
     value: Value = field(default_factory=Value)
 
 
-@dataclass
+@record
 class NodeAnnotation:
     """``Node.annotation``: an annotation's type and targets."""
 
@@ -388,7 +389,7 @@ class NodeAnnotation:
 NodeWhich = Literal["file", "struct", "enum", "interface", "const", "annotation"]
 
 
-@dataclass
+@record
 class Node:
     """``Node``: one declaration (file, struct, enum, interface, const, annotation)."""
 
@@ -413,14 +414,14 @@ class Node:
         return self.displayName[self.displayNamePrefixLength:]
 
 
-@dataclass
+@record
 class SourceInfoMember:
     """``Node.SourceInfo.Member``: a member's doc comment."""
 
     docComment: str = ""
 
 
-@dataclass
+@record
 class SourceInfo:
     """``Node.SourceInfo``: doc comments of a node and of its members (fields, enumerants,
     methods) in code order."""
@@ -430,7 +431,7 @@ class SourceInfo:
     members: list[SourceInfoMember] = field(default_factory=list)
 
 
-@dataclass
+@record
 class RequestedFileImport:
     """``CodeGeneratorRequest.RequestedFile.Import``."""
 
@@ -438,7 +439,7 @@ class RequestedFileImport:
     name: str = ""
 
 
-@dataclass
+@record
 class RequestedFile:
     """``CodeGeneratorRequest.RequestedFile``: a file to generate code for."""
 
@@ -447,7 +448,7 @@ class RequestedFile:
     imports: list[RequestedFileImport] = field(default_factory=list)
 
 
-@dataclass
+@record
 class CapnpVersion:
     """``CapnpVersion``: the compiler version a request comes from."""
 
@@ -456,7 +457,7 @@ class CapnpVersion:
     micro: int = 0
 
 
-@dataclass
+@record
 class CodeGeneratorRequest:
     """What the compiler produces and every ``capnpc-*`` plugin consumes."""
 

@@ -142,13 +142,16 @@ class _StatementParser:
             return self.tokens[j]
         return None
 
-    def _is_ident(self, offset: int = 0, value: str | None = None) -> bool:
-        t = self._peek(offset)
-        return t is not None and t.kind == "identifier" and (value is None or t.value == value)
-
-    def _is_op(self, value: str, offset: int = 0) -> bool:
-        t = self._peek(offset)
-        return t is not None and t.kind == "operator" and t.value == value
+    def _is(self, kind: str, value: str | None = None, offset: int = 0) -> bool:
+        """Whether the token at ``offset`` is of ``kind`` (and spelled ``value``); ``_peek``
+        inlined, as this is the parser's commonest call."""
+        j = self.i + offset
+        if j >= len(self.tokens):
+            return False
+        if j > self.best:
+            self.best = j
+        t = self.tokens[j]
+        return t.kind == kind and (value is None or t.value == value)
 
     def _expect_ident(self) -> Located:
         t = self._peek()
@@ -194,7 +197,8 @@ class _StatementParser:
         # Only a keyword makes capnp look at the next token before trying a member form (which
         # matters for where "Parse error." points).
         if keyword in _KEYWORDS and context != "enum" and (
-                self._is_ident(1) or (keyword == "using" and self._is_op(".", 1))):
+                self._is("identifier", None, 1)
+                or (keyword == "using" and self._is("operator", ".", 1))):
             if keyword == "using":
                 return self._using()
             if keyword == "const":
@@ -232,7 +236,7 @@ class _StatementParser:
     def _using(self) -> Declaration:
         self.i = 1
         decl = Declaration("using", None, 0, 0)
-        if self._is_ident() and self._is_op("=", 1):
+        if self._is("identifier") and self._is("operator", "=", 1):
             decl.name = self._expect_ident()
             self.i += 1
             decl.type = self._expression()
@@ -250,7 +254,7 @@ class _StatementParser:
         return decl
 
     def _optional_id(self, decl: Declaration) -> None:
-        if self._is_op("@"):
+        if self._is("operator", "@"):
             self.i += 1
             t = self._peek()
             if t is None or t.kind != "integer":
@@ -301,7 +305,7 @@ class _StatementParser:
                 self._optional_id(decl)
         else:
             self._optional_id(decl)
-        if keyword == "interface" and self._is_ident(0, "extends"):
+        if keyword == "interface" and self._is("identifier", "extends"):
             t = self._peek(1)
             if t is not None and t.kind == "parenList":
                 self.i += 2
@@ -345,7 +349,7 @@ class _StatementParser:
         decl = Declaration("field", name, 0, 0)
         ordinal: Token | None = None
         banged = False
-        if self._is_op("@"):
+        if self._is("operator", "@"):
             self.i += 1
             ordinal = self._peek()
             if ordinal is None or ordinal.kind != "integer":
@@ -355,10 +359,10 @@ class _StatementParser:
             decl.id = Located(ordinal.value, ordinal.start, ordinal.end)
             if int(ordinal.value) > 65535:  # type: ignore[call-overload]
                 self.error(ordinal.start, ordinal.end, "Ordinals cannot be greater than 65535.")
-            if self._is_op("!"):
+            if self._is("operator", "!"):
                 banged = True
                 self.i += 1
-            elif self._is_op("!:"):
+            elif self._is("operator", "!:"):
                 # "@0!:union" lexes the two operators as one token.
                 banged = True
                 self.tokens = [*self.tokens[: self.i],
@@ -367,8 +371,9 @@ class _StatementParser:
                                *self.tokens[self.i + 1:]]
         if context in ("enum", "interface"):
             return self._enumerant_or_method(decl, context, ordinal)
-        if self._is_op(":") and (self._is_ident(1, "union") or self._is_ident(1, "group")) and (
-                self._peek(2) is None or self._is_op("$", 2)):
+        if self._is("operator", ":") and (
+                self._is("identifier", "union", 1) or self._is("identifier", "group", 1)) and (
+                self._peek(2) is None or self._is("operator", "$", 2)):
             kind = self._peek(1).value  # type: ignore[union-attr]
             if kind == "group" and ordinal is not None:
                 # "g @0 :group {": a field whose type is named "group" (and which has a block).
@@ -380,8 +385,8 @@ class _StatementParser:
             decl.annotations = self._annotations()
             self._expect_end()
             return decl
-        if ordinal is not None and self._is_ident(0, "union") and (
-                self._peek(1) is None or self._is_op("$", 1)):
+        if ordinal is not None and self._is("identifier", "union") and (
+                self._peek(1) is None or self._is("operator", "$", 1)):
             # Pre-0.3 syntax: "foo @1 union {".
             if not banged:
                 self.error(ordinal.start, ordinal.end, _NUMBERED_UNION)
@@ -393,7 +398,7 @@ class _StatementParser:
             return decl
         if banged:
             self._fail()
-        if self._is_op(":"):
+        if self._is("operator", ":"):
             if ordinal is None:
                 self._fail(None, self.i)
             return self._field_rest(decl)
@@ -414,7 +419,7 @@ class _StatementParser:
         """``:Type [= default] $annotations`` of a field."""
         self._expect_op(":")
         decl.type = self._expression()
-        if self._is_op("="):
+        if self._is("operator", "="):
             self.i += 1
             decl.value = self._expression()
         decl.annotations = self._annotations()
@@ -432,7 +437,7 @@ class _StatementParser:
                 if isinstance(name, Located):
                     decl.parameters.append(name)
         decl.params = self._param_list()
-        if self._is_op("->"):
+        if self._is("operator", "->"):
             self.i += 1
             decl.results = self._param_list()
         decl.annotations = self._annotations()
@@ -487,7 +492,7 @@ class _StatementParser:
         sub._expect_op(":")
         type_ = sub._expression()
         default = None
-        if sub._is_op("="):
+        if sub._is("operator", "="):
             sub.i += 1
             default = sub._expression()
         annotations = sub._annotations()
@@ -498,7 +503,7 @@ class _StatementParser:
 
     def _annotations(self) -> list[ast.AnnotationApplication]:
         result = []
-        while self._is_op("$"):
+        while self._is("operator", "$"):
             result.append(self._annotation())
         return result
 
@@ -631,7 +636,7 @@ class _StatementParser:
         return result
 
     def _param_inner(self) -> ast.Param:
-        if self._is_ident() and self._is_op("=", 1):
+        if self._is("identifier") and self._is("operator", "=", 1):
             name = self._expect_ident()
             self.i += 1
             return ast.Param(self._expression(), name)

@@ -10,9 +10,8 @@ values are deferred until the node is finished.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from cara.schema import ast, ids, layout, model
+from cara.schema._record import field_names, record
 from cara.schema.ast import Declaration, Expression, Located
 from cara.schema.brands import ResolvedDecl, expression_string, substitute
 from cara.schema.declarations import (
@@ -27,7 +26,7 @@ __all__ = ["TARGET_OF_KIND", "NodeTranslator", "assign_value"]
 
 _TYPE_KINDS = frozenset({"struct", "enum", "interface"})
 
-@dataclass(eq=False)
+@record(eq=False)
 class MemberInfo:
     """A struct member (field, group or union) during translation."""
 
@@ -579,7 +578,7 @@ class OrdinalDetector:
 
 
 def assign_value(target: model.Value, value: model.Value) -> None:
-    for name in model.Value.__dataclass_fields__:
+    for name in field_names(model.Value):
         setattr(target, name, getattr(value, name))
 
 

@@ -13,16 +13,16 @@ A struct literal becomes a ``dict`` (groups nest as dicts), a list literal a ``l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Protocol
 
 from cara.schema import model
+from cara.schema._record import record
 from cara.schema.ast import Expression, Located
 
 __all__ = ["Dyn", "FieldShape", "StructShape", "ValueContext", "ValueTranslator"]
 
 
-@dataclass
+@record
 class Dyn:
     """A value before it is fitted to its type: ``kind`` is void, bool, int, float, text, data,
     list, enum or struct; ``type`` identifies lists, enums and structs for the type check."""
@@ -32,7 +32,7 @@ class Dyn:
     type: model.Type | None = None
 
 
-@dataclass
+@record
 class FieldShape:
     """What a struct literal needs to know about one field of the struct."""
 
@@ -43,7 +43,7 @@ class FieldShape:
     code_order: int = 0
 
 
-@dataclass
+@record
 class StructShape:
     """The shape of a struct value: its type and fields."""
 

@@ -280,6 +280,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._pending: collections.deque[bytes] = collections.deque()  # capnp, when throttled
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        #: Frames being handed to the connection: its answers wait for the burst's end.
+        self._receiving = False
         self._flush_waits = 0
         self._write_paused = False
         self._read_paused = False
@@ -371,6 +373,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         assert conn is not None
         pos, end_of_data = 0, len(view)
         limit = self.max_frame_size
+        self._receiving = True
         try:
             while end_of_data - pos >= 4:
                 size = _unpack_header(view, pos)[0]
@@ -380,7 +383,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 end = pos + 4 + size
                 if end > end_of_data:
                     break
-                if not self._deliver(view[pos + 4:end]):
+                try:  # (_deliver, inline: once per frame)
+                    conn.receive(view[pos + 4:end])
+                except ProtocolError:
+                    pass  # the connection has sent Abort and closed itself
+                if conn.closed:
+                    self._close_transport()
                     return -1
                 pos = end
                 if deadline < math.inf and _now() > deadline:
@@ -418,6 +426,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         return how many, or -1 once the connection closed."""
         pending = self._pending
         done = 0
+        self._receiving = True
         try:
             while pending:
                 if not self._deliver(pending.popleft()):
@@ -593,6 +602,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def _send(self, frame: bytes) -> None:
         """Send one cara frame (behind its 4-byte length)."""
+        size = len(frame)
+        if self._flush_scheduled and size <= self.max_frame_size:  # (the common case, inline)
+            out = self._out
+            out.append(_pack_header(size))
+            out.append(frame)
+            return
         self._queue(frame, True)
 
     def _send_raw(self, message: bytes) -> None:
@@ -604,9 +619,20 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if size > self.max_frame_size:
             raise ValueError(f"message of {size} bytes exceeds the frame limit of "
                              f"{self.max_frame_size} bytes")
+        out = self._out
         if length_prefix:
-            self._out.append(_pack_header(size))
-        self._out.append(data)
+            out.append(_pack_header(size))
+        out.append(data)
+        conn = self.conn
+        if not self._flush_scheduled and not self._receiving and len(out) <= 2 and \
+                conn is not None and not conn.answers_in_flight and not self.throttled:
+            # The first frame of this loop turn leaves now (a lone call waits no turn);
+            # the frames that follow it in the same turn are written together by the flush
+            # scheduled here (a burst of calls costs two writes, not one each).
+            self._out = []
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(out[0] + out[1] if length_prefix else out[0])
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -624,6 +650,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         """After the frames of one read: write the answers now, unless handlers started by
         them still run; then give those a few loop turns to join the same write (a pipelined
         chain's answers leave together instead of one latency apart)."""
+        self._receiving = False
         conn = self.conn
         if self._out and conn is not None and (conn.answers_in_flight or self.throttled):
             self._schedule_flush()  # (or frames of this read wait for our next slice)

@@ -107,7 +107,15 @@ class Tap:
             self.descriptors.append(d)
             return d
 
+        encode_call = conn._encode_call
+
+        def tapped_encode_call(qid: int, target: M.Target, iid: int, mid: int,
+                               *rest: Any) -> bytes:
+            self.sent.append(M.Call(qid, target, iid, mid, M.Payload()))
+            return encode_call(qid, target, iid, mid, *rest)  # type: ignore[no-any-return]
+
         conn._emit = tapped_emit
+        conn._encode_call = tapped_encode_call  # calls are sent without a message object
         conn._describe = tapped_describe
 
     def of(self, kind: type) -> list[Any]:

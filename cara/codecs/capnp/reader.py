@@ -29,6 +29,7 @@ from typing import Any
 
 from cara.errors import DecodeError
 from cara.runtime import hooks
+from cara.runtime.types import hold_in_any_pointer
 
 from .framing import Segments, read_flat, read_framed
 from .packing import unpack
@@ -563,4 +564,5 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
 
 
 hooks.register("msgpack_default", _msgpack_default)
+hold_in_any_pointer(AnyPointerReader)  # an AnyPointer field holds one as it is
 hooks.register("msgpack_ext", _msgpack_ext)

@@ -35,7 +35,15 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
         fast = _fast_encoder(cls)
         type.__setattr__(cls, "_cara_capnp_encoder_", fast)
     if fast:
-        codec, type_id = fast
+        codec, type_id, cplan = fast
+        if cplan is not None:
+            out = _c_encode(cplan, value)
+            if out is not _BAIL:
+                if packed:  # (the same single-segment framing, packed)
+                    from .packing import pack
+
+                    return pack(out)
+                return out
         try:
             return codec.encode(type_id, value, packed=packed)
         except Exception:
@@ -64,7 +72,9 @@ def _fast_encoder(cls: Any) -> tuple[Any, ...]:
     codec, type_id = _schema_codec(cls, decoding=True)
     if codec.reaches(type_id, _NOT_DIRECT):
         return ()
-    return codec, type_id
+    if "_cara_capnp_read_" not in cls.__dict__:
+        _reader(cls)  # (binds the classes the C plan makes: see _c_plan)
+    return codec, type_id, cls.__dict__.get("_cara_capnp_cplan_")
 
 
 def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
@@ -81,15 +91,20 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
             traversal_limit_in_words=(DEFAULT_TRAVERSAL_LIMIT if traversal_limit_in_words
                                       is None else traversal_limit_in_words),
             nesting_limit=DEFAULT_NESTING_LIMIT if nesting_limit is None else nesting_limit))
-    if not packed:
-        # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
-        # lookup is the cheapest per-call cost.
-        read = cls.__dict__.get("_cara_capnp_read_")
-        if read is None:
-            read = _reader(cls)
-        return read(data)
-    codec, type_id = _schema_codec(cls, decoding=True)
-    return _from_sparse(cls, codec.decode(type_id, data, packed=True))
+    if packed:
+        # unpacked as read_message(data, packed=True) would (the same bound on the output, the
+        # same errors), then read as unpacked input: offsets in errors are in the unpacked bytes
+        # either way
+        from .packing import unpack
+        from .reader import DEFAULT_TRAVERSAL_LIMIT
+
+        data = unpack(data, max_bytes=max(8 * DEFAULT_TRAVERSAL_LIMIT, 4096) + 4096)
+    # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
+    # lookup is the cheapest per-call cost.
+    read = cls.__dict__.get("_cara_capnp_read_")
+    if read is None:
+        read = _reader(cls)
+    return read(data)
 
 
 def _reader(cls: Any) -> Callable[[Any], Any]:
@@ -118,8 +133,70 @@ def _reader(cls: Any) -> Callable[[Any], Any]:
                 return direct(data)
             except Exception:  # (an error, or a value only the general path may judge)
                 return read_plain(data)
+    cplan = _c_plan(cls)
+    type.__setattr__(cls, "_cara_capnp_cplan_", cplan)
+    if cplan is not None:
+        # the C fast path (accel.py); anything it does not take, the Python code reads
+        python_read = read
+
+        def read(data: Any) -> Any:
+            out = _c_decode(cplan, data)
+            if out is _BAIL:
+                return python_read(data)
+            return out
+        _install(cls, cplan)
     type.__setattr__(cls, "_cara_capnp_read_", read)
     return read
+
+
+def _install(cls: Any, cplan: Any) -> None:
+    """Put the C fast path in front of ``cls.to_bytes`` and ``cls.from_bytes`` themselves (no
+    Python call on the plain path; the inherited methods take every other call), unless the
+    class defines either method itself."""
+    from . import accel
+
+    if "to_bytes" in cls.__dict__ or "from_bytes" in cls.__dict__:
+        return
+    to, frm = _inherited(cls, "to_bytes"), _inherited(cls, "from_bytes")
+    if not callable(to) or not isinstance(frm, classmethod):
+        return
+    type.__setattr__(cls, "to_bytes", accel.binary.ToBytes(cplan, to))
+    type.__setattr__(cls, "from_bytes", accel.binary.FromBytes(cplan, frm.__func__))
+
+
+def _inherited(cls: Any, name: str) -> Any:
+    for base in cls.__mro__[1:]:
+        if name in base.__dict__:
+            return base.__dict__[name]
+    return None
+
+
+def _c_plan(cls: Any) -> Any:
+    """The C plan (see accel.py) of an accelerated class whose instance decoder is bound (by
+    its own ``_direct_decoder`` or by an enclosing struct's), or None."""
+    from . import accel
+
+    if accel.binary is None or cls.__dict__.get("_cara_plan_") is None:
+        return None
+    schema = cls.cara_schema
+    builder = schema.builder
+    if builder is None or schema.bindings or builder.replacements:
+        return None
+    codec = getattr(builder, "_capnp_instances", None)
+    if codec is None or codec.ns.get(f"C_{codec.plan(schema.id).tag}") is not cls:
+        return None
+    return accel.make_plans(codec, schema.id)
+
+
+def _load_c() -> tuple[Any, Any, Any]:
+    from . import accel
+
+    if accel.binary is None:
+        return None, None, object()
+    return accel.binary.encode, accel.binary.decode, accel.binary.BAIL
+
+
+_c_encode, _c_decode, _BAIL = _load_c()
 
 
 def _direct_decoder(cls: Any) -> Callable[[Any], Any] | None:
@@ -181,7 +258,7 @@ def _bind(codec: Any, key: Any, cls: Any, names: dict[str, Any], seen: set[Any])
         elif fp.kind == "list":
             if desc.kind != "list":
                 return False
-            names[f"LM_{tag}_{index}"] = _list_maker(desc)
+            names[f"LM_{tag}_{index}"] = _shared_list_maker(desc)
             t, elem = fp.type, desc.cls._cara_elem_
             while t.list.elementType.which == "list" and elem.kind == "list":
                 t, elem = t.list.elementType, elem.cls._cara_elem_
@@ -191,6 +268,17 @@ def _bind(codec: Any, key: Any, cls: Any, names: dict[str, Any], seen: set[Any])
                         not _bind(codec, codec.plan_for_type(et).key, elem.cls, names, seen):
                     return False
     return True
+
+
+def _shared_list_maker(desc: Any) -> Callable[[list[Any]], Any]:
+    """:func:`_list_maker` of list type ``desc``, made once per list class: every struct
+    whose decoder reaches a list type binds the same function (see _direct_decoder)."""
+    lcls = desc.cls
+    found = lcls.__dict__.get("_cara_capnp_list_maker_")
+    if found is None:
+        found = _list_maker(desc)
+        type.__setattr__(lcls, "_cara_capnp_list_maker_", found)
+    return found
 
 
 def _list_maker(desc: Any) -> Callable[[list[Any]], Any]:

@@ -91,9 +91,10 @@ class Unknown:
             parts.append(f"{self.loc[3]} data bytes, {self.loc[5]} pointers")
         return f"<unknown data: {', '.join(parts) or 'none'}>"
 
-    def to_flat(self) -> bytes | None:
+    def to_flat(self, skip: int = 0) -> bytes | None:
         """The original struct, copied whole, as a flat single-segment message (its root), or
-        ``None`` for a group's record."""
+        ``None`` for a group's record; pointer ``j`` is left null when bit ``j`` of ``skip``
+        is set."""
         if self.loc is None:
             return None
         msg, seg, dpos, dbytes, ppos, nptrs, nest = self.loc
@@ -108,7 +109,7 @@ class Unknown:
         buf[8:8 + dbytes] = msg.buf[dpos:dpos + dbytes]
         source = _fresh(msg)
         for j in range(nptrs):
-            if msg.buf[ppos + 8 * j:ppos + 8 * j + 8] != _ZERO_WORD:
+            if not skip >> j & 1 and msg.buf[ppos + 8 * j:ppos + 8 * j + 8] != _ZERO_WORD:
                 copy_pointer(out, 8 + dwords * 8 + 8 * j, source, seg, ppos + 8 * j, nest)
         return out.segment()
 
@@ -324,10 +325,14 @@ def attach(value: Any, record: Unknown) -> Any:
         value._cara_unknown_ = record
         return value
     _setattr(value, "_cara_unknown_", record)
-    if record.disc is not None:
-        from cara.runtime.struct import note_unknown_member
+    from cara.runtime.struct import KEPT_KEY, note_unknown_member
 
+    if record.disc is not None:
         note_unknown_member(type(value))
+    if record.disc is not None or record.loc is not None:  # (for msgpack: see .kept)
+        from .kept import kept_value
+
+        dict.__setitem__(value, KEPT_KEY, kept_value(type(value), record))
     return value
 
 
