@@ -74,7 +74,8 @@ def is_cancellation(exc: BaseException) -> bool:
 
 
 async def wait_for(aw: Awaitable[T], timeout: float) -> T:
-    """``await aw`` for at most ``timeout`` seconds (then ``TimeoutError``)."""
+    """``await aw`` for at most ``timeout`` seconds (then ``asyncio.TimeoutError``, as
+    ``asyncio.wait_for`` raises)."""
     if not on_trio():
         return await asyncio.wait_for(aw, timeout)
     import trio
@@ -83,7 +84,7 @@ async def wait_for(aw: Awaitable[T], timeout: float) -> T:
         with trio.fail_after(timeout):
             return await aw
     except trio.TooSlowError:
-        raise TimeoutError(f"not done within {timeout} s") from None
+        raise asyncio.TimeoutError(f"not done within {timeout} s") from None
 
 
 async def gather(*aws: Awaitable[Any], return_exceptions: bool = False) -> list[Any]:

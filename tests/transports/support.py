@@ -38,15 +38,16 @@ class SleepImpl:
     began, ``cancelled`` is set when one is cancelled."""
 
     def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
+        self.cancelled = Event()
         self.started = 0
 
     async def sleep(self, seconds: float) -> bool:
         self.started += 1
         try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            self.cancelled.set()
+            await sleep(seconds)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.cancelled.set()
             raise
         return True
 
