@@ -3,8 +3,9 @@ nodes): proxies are instances of the interface class, structs and capabilities i
 converted by the runtime, implementations are subclasses, dicts, objects or functions.
 
 Every test runs on both encodings -- cara frames (``tcp://``) and Cap'n Proto's own messages
-(``capnp://``) -- and under asyncio and trio (tests/transports/backends.py). A Cap'n Proto peer sees one bootstrap capability per server, so an interface
-that needs its own bootstrap gets a server of its own."""
+(``capnp://``) -- and under asyncio and trio (tests/transports/backends.py). A Cap'n Proto peer
+sees one bootstrap capability per server, so an interface that needs its own bootstrap gets a
+server of its own."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ cara.rpc.trio_loop): what only trio shows -- handlers are trio tasks on the call
 thread or asyncio loop is started, trio cancellation reaches handlers and calls, trio peers talk
 to asyncio peers -- and the transport's features under trio (unix://, a server's idle deadline
 and connection limit, stopping). The behaviour shared with asyncio runs under both frameworks in
-test_behaviour_both_encodings.py, tests/rpc/test_pipelining.py and test_asyncio_rpc.py's TLS
-test."""
+test_asyncio_rpc.py, test_asyncio_runtime.py, test_behaviour_both_encodings.py,
+test_lifetimes.py and tests/rpc/test_pipelining.py."""
 
 from __future__ import annotations
 
