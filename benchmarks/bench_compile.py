@@ -11,9 +11,12 @@ The schema is the corpus's ``capnp/test.capnp`` (it imports ``c++.capnp`` and
 * in-process: ``cara.schema.compile()`` timed inside a fresh interpreter (its first call:
   nothing compiled or cached yet, modules already imported) and a second, warm call.
 
-The goal is the cold ``cara compile -o-`` command <= 8x ``capnp compile -o-``. With
-``CARA_BENCH_PROFILE=1`` the section also lists the functions where an in-process compile
-spends its time (cProfile, by own time).
+The goal is the cold ``cara compile -o-`` command <= 8x ``capnp compile -o-``. Wall times on a
+shared machine are noisy, so when ``valgrind`` is installed the section also counts the
+instructions each command executes (``valgrind --tool=callgrind``: the same count on a loaded
+machine as on a quiet one; ``CARA_BENCH_CALLGRIND=0`` skips it). With ``CARA_BENCH_PROFILE=1``
+the section also lists the functions where an in-process compile spends its time (cProfile,
+by own time).
 
 Run: ``.venv/bin/python benchmarks/bench_compile.py`` (needs ``capnp`` and the corpus; set
 ``CARA_CORPUS`` if it is not at ../shared/corpus).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +73,18 @@ def best_of(cmd: list[str], cwd: Path, env: dict[str, str]) -> float | str:
     except subprocess.CalledProcessError as exc:
         lines = exc.stderr.decode(errors="replace").strip().splitlines()
         return f"fails (exit {exc.returncode}): {lines[-1] if lines else ''}"
+
+
+def instructions(cmd: list[str], cwd: Path, env: dict[str, str]) -> int | None:
+    """Instructions ``cmd`` executes (valgrind's callgrind count), None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                          cwd=cwd, env={**env, "PWD": str(cwd)}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    return int(found.group(1)) if found else None
 
 
 def main() -> str:
@@ -127,6 +143,8 @@ def _measure(capnp: str, work: Path) -> str:
         ratio = cli / base
         lines.append(f"ratio (cold {what} / capnp compile -o-): {ratio:.1f}x "
                      f"(goal <= {GOAL:.0f}x{'' if ratio <= GOAL else ': not met'})")
+    if os.environ.get("CARA_BENCH_CALLGRIND", "1") != "0" and shutil.which("valgrind"):
+        lines += _instruction_rows(capnp, cara, py, env)
     if os.environ.get("CARA_BENCH_PROFILE"):
         proc = subprocess.run([py, "-c", PROFILE.format(source=SOURCE)], cwd=SRC, env=env,
                               capture_output=True, text=True, check=True)
@@ -134,6 +152,31 @@ def _measure(capnp: str, work: Path) -> str:
                   "```", proc.stdout.strip(), "```"]
     lines.append("")
     return "\n".join(lines)
+
+
+def _instruction_rows(capnp: str, cara: str | None, py: str, env: dict[str, str]) -> list[str]:
+    """Instruction counts (each command already ran, so Python's bytecode cache is warm)."""
+    rows = {"capnp compile -o-": [capnp, "compile", *FLAGS, "-o-", SOURCE],
+            "python -c pass": [py, "-c", "pass"],
+            "python -m cara compile -o-": [py, "-m", "cara", "compile", *FLAGS, "-o-", SOURCE]}
+    if cara:
+        rows["cara compile -o-"] = [cara, "compile", *FLAGS, "-o-", SOURCE]
+    counts = {name: instructions(cmd, SRC, env) for name, cmd in rows.items()}
+    base = counts["capnp compile -o-"]
+    if not base:
+        return []
+    lines = ["", "Instructions executed (`valgrind --tool=callgrind`):", "",
+             "| what | instructions | / capnp compile |", "|---|---:|---:|"]
+    for name, count in counts.items():
+        if count is not None:
+            lines.append(f"| {name} | {count / 1e6:.0f} M | {count / base:.2f}x |")
+    what = "cara compile -o-" if counts.get("cara compile -o-") else "python -m cara compile -o-"
+    count = counts[what]
+    if count is not None:
+        ratio = count / base
+        lines += ["", f"instruction ratio ({what} / capnp compile -o-): {ratio:.2f}x "
+                      f"(goal <= {GOAL:.0f}x{'' if ratio <= GOAL else ': not met'})"]
+    return lines
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@ import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
-from typing import Any
 
 from cara.cli.options import IMPORT_PATH, NO_STANDARD_IMPORT, VERBOSE, Command, Option, UsageError
 from cara.schema._record import record
+
+#: ``typing.TYPE_CHECKING`` without importing typing (a tenth of a cold ``cara compile``);
+#: type checkers take any ``TYPE_CHECKING`` as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "COMMANDS", "EVAL_FORMATS", "NotYetAvailable", "encode_request", "feature", "run_plugin",

@@ -52,6 +52,7 @@ from cara.codegen.rebuild import nested_attribute
 from cara.codegen.schemafile import SchemaFile
 from cara.runtime.struct import group_attribute
 from cara.schema import model
+from cara.schema.ids import STREAM_RESULT_ID
 
 __all__ = ["stub_source"]
 
@@ -326,6 +327,8 @@ class _StubWriter:
         self.out(0, "from cara.schema.model import Node as _Node")
         if self.rpc:
             self.out(0, "from cara.rpc.proxies import CallPromise as _CallPromise")
+            if self.streams():
+                self.out(0, "from cara.rpc.proxies import StreamCall as _StreamCall")
             self.out(0, "from cara.transports.sync_client import SyncClient as _SyncClient")
             self.out(0, "import typing_extensions as _te")
         for file_id, target in self.deps.items():
@@ -547,7 +550,8 @@ class _StubWriter:
         self.out(body, "async def __aenter__(_cara_self) -> _te.Self: ...")
         self.out(body, "async def __aexit__(_cara_self, *_cara_exc: _b.object) -> None: ...")
         for m in node.interface.methods:
-            self.promises.append((node, m))
+            if m.resultStructType != STREAM_RESULT_ID:
+                self.promises.append((node, m))
         self.shadowed, self.generic_scope = saved
 
     def all_methods(self, node: model.Node) -> dict[str, tuple[model.Node, model.Method]]:
@@ -576,8 +580,16 @@ class _StubWriter:
             return "_t.Any"
         return f"{base}.{self.proxy_attr(node)}"
 
+    def streams(self) -> bool:
+        """Whether an interface known here has a ``-> stream`` method."""
+        return any(m.resultStructType == STREAM_RESULT_ID for n in self.by_id.values()
+                   if n.interface is not None for m in n.interface.methods)
+
     def promise_ref(self, owner: model.Node, m: model.Method) -> str:
-        """The module-level stub class of what calling ``m`` (of ``owner``) returns."""
+        """The module-level stub class of what calling ``m`` (of ``owner``) returns (for a
+        ``-> stream`` method, a ``StreamCall``: awaiting it waits for the flow-control window)."""
+        if m.resultStructType == STREAM_RESULT_ID:
+            return "_StreamCall"
         name = "__".join(["_Promise", *(self.path_of(owner.id) or ["?"]),
                           method_attribute(m.name)])
         file_id = self.file_of(owner.id)
@@ -622,7 +634,10 @@ class _StubWriter:
     def implementation_result(self, m: model.Method) -> str:
         """What an implementation may return (see ``MethodSpec.box_results``): nothing, the
         single value, or for several results a tuple in field order, a mapping or the results
-        struct; a declared results struct or a mapping."""
+        struct; a declared results struct or a mapping. A ``-> stream`` method returns
+        nothing."""
+        if m.resultStructType == STREAM_RESULT_ID:
+            return "None"
         results = self.by_id.get(m.resultStructType)
         if results is None or results.struct is None:
             return "_t.Any"

@@ -10,10 +10,12 @@ Proto's own (:mod:`cara.rpc.wire_capnp`, to talk to C++, Rust, Go and pycapnp pe
 there, since this layer must not import the one above it.
 
 Modules, bottom up: ``messages`` (the message objects), ``errors``, ``description`` (interfaces
-as the core sees them), ``plain`` (params and results without runtime classes), ``proxies``
-(what a program holds: typed proxies and call promises), ``dispatch`` (calling local
-implementations), ``caps`` (local capabilities and promises), ``wire_cara``/``wire_capnp``
-(encodings), ``connection`` (the tables and the state machine), ``register``.
+as the core sees them), ``plain`` (params and results without runtime classes), ``flow`` (the
+flow-control window of ``-> stream`` calls, sans-IO), ``proxies`` (what a program holds: typed
+proxies, call promises, the caller's side of streaming), ``gate`` (the callee's side of
+streaming: an object's calls in order), ``dispatch`` (calling local implementations), ``caps``
+(local capabilities and promises), ``wire_cara``/``wire_capnp`` (encodings), ``connection``
+(the tables and the state machine), ``register``.
 """
 
 from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap
@@ -36,14 +38,18 @@ from cara.rpc.errors import (
     RpcError,
     Unimplemented,
 )
+from cara.rpc.flow import Window
 from cara.rpc.plain import Results
 from cara.rpc.proxies import (
     CallPromise,
     PipelinedField,
     Proxy,
+    StreamCall,
     core_cap_of,
+    feed,
     proxy_class,
     runtime_proxy_class,
+    stream_window,
 )
 from cara.rpc.register import register_interface
 
@@ -83,12 +89,16 @@ __all__ = [
     "Results",
     "RpcError",
     "Services",
+    "StreamCall",
     "Unimplemented",
+    "Window",
     "describe",
+    "feed",
     "interfaces_from_nodes",
     "known_interface",
     "proxy_class",
     "register_interface",
     "release",
     "runtime_proxy_class",
+    "stream_window",
 ]

@@ -18,6 +18,7 @@ from typing import Any
 
 from cara.rpc.description import PLAIN, InterfaceInfo, MethodInfo, describe, known_interface
 from cara.rpc.errors import Unimplemented
+from cara.rpc.gate import StreamGate, stream_gate
 from cara.rpc.plain import encode_plain_results, incoming
 from cara.rpc.proxies import Method, method_of
 from cara.runtime.interface import Interface as RuntimeInterface
@@ -44,18 +45,26 @@ class Handler:
 class Implementation:
     """A local object callable over RPC: finds the :class:`Handler` for ``(iface id, index)``."""
 
-    __slots__ = ("cache", "info", "obj")
+    __slots__ = ("cache", "gate", "info", "obj")
 
     def __init__(self, obj: object, info: InterfaceInfo | None) -> None:
         self.obj = obj
         self.info = info
         self.cache: dict[tuple[int, int], Handler] = {}
+        #: Orders the calls of an object with streaming methods (cara.rpc.gate); made on the
+        #: first call (False: the object has none).
+        self.gate: StreamGate | bool | None = None
 
     def handler(self, interface_id: int, index: int) -> Handler:
         key = (interface_id, index)
         found = self.cache.get(key)
         if found is None:
-            found = self.cache[key] = self._find(interface_id, index)
+            found = self._find(interface_id, index)
+            if self.gate is None:
+                self.gate = stream_gate(self.obj, self.info) or False
+            if isinstance(self.gate, StreamGate):
+                found = Handler(found.method, self.gate.wrap(found.run, found.method.stream))
+            self.cache[key] = found
         return found
 
     def _find(self, interface_id: int, index: int) -> Handler:

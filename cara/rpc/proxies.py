@@ -21,25 +21,46 @@ This module knows capabilities only by what they do (``call``, ``cast``); the co
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
+import weakref
 from asyncio import _get_running_loop
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Generator, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cara.rpc.description import INTERFACE, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.description import (
+    INTERFACE,
+    FieldInfo,
+    InterfaceInfo,
+    MethodInfo,
+    describe,
+    known_interface,
+)
+from cara.rpc.flow import Sent, Window
 from cara.rpc.plain import decode_plain_results, encode_plain_params
+from cara.schema.ids import STREAM_RESULT_ID
 
 __all__ = [
     "NO_RUNNING_LOOP",
+    "STREAM_RESULT_ID",
+    "AfterStreams",
     "CallPromise",
     "Method",
     "PipelinedField",
     "Proxy",
+    "StreamCall",
+    "StreamState",
     "check_loop",
     "current_loop",
+    "feed",
+    "fresh_error",
+    "is_stream_method",
     "method_of",
     "proxy_class",
     "runtime_proxy_class",
+    "stream_window",
 ]
 
 
@@ -52,7 +73,7 @@ class Method:
     becomes what the caller gets (``unbox``)."""
 
     __slots__ = ("index", "info", "interface_id", "name", "param_cls", "result_cls", "spec",
-                 "unbox")
+                 "stream", "unbox")
 
     def __init__(self, interface_id: int, index: int, name: str, *, param_cls: Any = None,
                  result_cls: Any = None, spec: Any = None, info: MethodInfo | None = None,
@@ -65,6 +86,9 @@ class Method:
         self.spec = spec
         self.info = info
         self.unbox = unbox
+        #: A streaming method (``-> stream``): its callers go on while the flow-control window
+        #: has room instead of waiting for each return (see :class:`StreamCall`).
+        self.stream = is_stream_method(spec if spec is not None else info)
 
     def __repr__(self) -> str:
         return f"<method {self.name} @{self.index} of 0x{self.interface_id:016x}>"
@@ -96,6 +120,18 @@ class Method:
                 len(self.info.results) == 1 and self.info.results[0].kind == INTERFACE:
             return self.info.results[0].name
         return None
+
+
+def is_stream_method(m: Any) -> bool:
+    """Whether runtime ``MethodSpec`` or :class:`MethodInfo` ``m`` is declared ``-> stream``."""
+    if m is None:
+        return False
+    if isinstance(m, MethodInfo):
+        return m.result_struct_id == STREAM_RESULT_ID
+    try:
+        return bool(m.result_class.cara_schema.id == STREAM_RESULT_ID)
+    except AttributeError:
+        return False
 
 
 def method_of(m: Any) -> Method:
@@ -204,6 +240,10 @@ class PipelinedField:
 
     def _interface(self) -> Any:
         t = self._type()
+        if isinstance(t, FieldInfo):  # described without runtime classes
+            if t.kind == INTERFACE:
+                return known_interface(t.interface_id)
+            return None
         if getattr(t, "kind", None) == "interface":
             return t.cls
         if getattr(t, "kind", None) == INTERFACE:
@@ -271,7 +311,8 @@ class Proxy:
         m = self._info.by_name.get(key) if isinstance(key, str) else self._info.methods.get(key)
         if m is None:
             raise KeyError(key)
-        return lambda *args, **kwargs: call_plain(self._cap, m, args, kwargs)
+        send = sender(m, _info_streams(self._info))
+        return lambda *args, **kwargs: call_plain(self._cap, m, args, kwargs, send)
 
     def __cara_cast__(self, iface: Any) -> Any:
         return self._cap.cast(iface)
@@ -314,18 +355,25 @@ def current_loop() -> Any:
     return loop
 
 
-def call_plain(cap: Any, m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def call_plain(cap: Any, m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any],
+               send: Callable[..., Any] | None = None) -> Any:
     check_loop(cap)
     timeout = kwargs.pop("_timeout", None) if kwargs else None
-    return cap.call(method_of(m), encode_plain_params(m, args, kwargs), timeout)
+    method = method_of(m)
+    params = encode_plain_params(m, args, kwargs)
+    if send is not None:  # a method of an interface that streams (see `sender`)
+        return send(cap, method, params, timeout)
+    return cap.call(method, params, timeout)
 
 
 _proxy_classes: dict[int, type[Proxy]] = {}
 
 
-def _proxy_method(m: MethodInfo) -> Callable[..., Any]:
+def _proxy_method(m: MethodInfo, streams: bool) -> Callable[..., Any]:
+    send = sender(m, streams)
+
     def method(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-        return call_plain(self._cap, m, args, kwargs)
+        return call_plain(self._cap, m, args, kwargs, send)
 
     method.__name__ = method.__qualname__ = m.name
     method.__doc__ = f"Call {m.name} (@{m.index} of interface 0x{m.interface_id:016x})."
@@ -342,11 +390,12 @@ def proxy_class(info: InterfaceInfo) -> type[Proxy]:
     if cls is not None and cls._info is info:
         return cls
     ns: dict[str, Any] = {"__slots__": (), "_info": info, "close": _close}
+    streams = _info_streams(info)
     for name, m in info.by_name.items():
-        ns[name] = _proxy_method(m)  # a method named like `close` wins over the helper
+        ns[name] = _proxy_method(m, streams)  # a method named like `close` wins over the helper
     if len(info.by_name) == 1:
         (only,) = info.by_name.values()
-        ns["__call__"] = _proxy_method(only)
+        ns["__call__"] = _proxy_method(only, streams)
     cls = type(f"{info.name}Proxy", (Proxy,), ns)
     _proxy_classes[id(info)] = cls
     return cls
@@ -355,10 +404,13 @@ def proxy_class(info: InterfaceInfo) -> type[Proxy]:
 _runtime_proxy_classes: dict[type, type] = {}
 
 
-def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 send: Callable[..., Any] | None = None) -> Any:
     """Call runtime method ``spec`` on core capability ``cap``: the runtime boxes the params."""
     check_loop(cap)
     timeout = kwargs.pop("_timeout", None) if kwargs and "_timeout" in kwargs else None
+    if send is not None:  # a method of an interface that streams (see `sender`)
+        return send(cap, method_of(spec), spec.box_params(args, kwargs), timeout)
     return cap.call(method_of(spec), spec.box_params(args, kwargs), timeout)
 
 
@@ -369,10 +421,19 @@ def _remember(cell: list[Method], m: Method) -> Method:
 
 def _runtime_proxy_call(self: Any, method: Any, args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Any:
-    return call_runtime(self._cara_rpc_cap_, method, args, kwargs)
+    send = sender(method, type(self)._cara_streams_)
+    return call_runtime(self._cara_rpc_cap_, method, args, kwargs, send)
 
 
-def _runtime_proxy_method(spec: Any) -> Callable[..., Any]:
+def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
+    send = sender(spec, streams)
+    if send is not None:  # a method of an interface that streams
+
+        def streaming(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return call_runtime(self._cara_rpc_cap_, spec, args, kwargs, send)
+
+        streaming.__name__ = streaming.__qualname__ = spec.attr
+        return streaming
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
     found: list[Method] = []
@@ -400,10 +461,12 @@ def runtime_proxy_class(iface_cls: type) -> type:
     if cls is not None:
         return cls
     schema: Any = iface_cls.cara_schema  # type: ignore[attr-defined]
+    streams = _schema_streams(schema)
     ns: dict[str, Any] = {"__slots__": (), "_cara_call_": _runtime_proxy_call,
-                          "_cara_rpc_proxy_": True, "__module__": iface_cls.__module__}
+                          "_cara_rpc_proxy_": True, "_cara_streams_": streams,
+                          "__module__": iface_cls.__module__}
     for spec in schema.all_methods.values():
-        ns.setdefault(spec.attr, _runtime_proxy_method(spec))
+        ns.setdefault(spec.attr, _runtime_proxy_method(spec, streams))
 
     def __init__(self: Any, cap: Any) -> None:
         # `Iface(client)` returns a proxy made by `client.__cara_cast__`; Python then calls
@@ -463,3 +526,281 @@ def core_cap_of(obj: Any) -> Any:
         return obj._pipeline((single,)) if single is not None else None
     return None
 
+
+
+# ------------------------------------------------------------------------------ streaming
+
+
+def sender(m: Any, streams: bool) -> Callable[..., Any] | None:
+    """How a proxy sends method ``m`` (a runtime ``MethodSpec`` or a :class:`MethodInfo`) of an
+    interface that has streaming methods (``streams``): :func:`send_stream` for a ``-> stream``
+    method, :func:`send_after_streams` for the others; ``None`` (``cap.call`` as it is) for
+    every method of an interface without streaming methods, so those calls pay nothing."""
+    if not streams:
+        return None
+    return send_stream if is_stream_method(m) else send_after_streams
+
+
+def _info_streams(info: InterfaceInfo) -> bool:
+    return any(is_stream_method(m.spec if m.spec is not None else m)
+               for m in info.methods.values())
+
+
+def _schema_streams(schema: Any) -> bool:
+    return any(is_stream_method(spec) for spec in schema.all_methods.values())
+
+
+class StreamState:
+    """The streaming calls of one capability: the flow-control :class:`~cara.rpc.flow.Window`,
+    the calls in flight in the order they were sent, and the first error any of them returned
+    (which every later call on the capability then raises)."""
+
+    __slots__ = ("_idle", "_in_order", "_room", "error", "loop", "returned", "sent", "window")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, window: Window | None = None) -> None:
+        self.loop = loop
+        self.window = window if window is not None else Window()
+        self.error: BaseException | None = None
+        #: Stream calls sent and returned in all; calls number 0 .. returned-1 have all returned.
+        self.sent = 0
+        self.returned = 0
+        self._in_order: deque[Sent] = deque()
+        self._room: list[asyncio.Future[None]] = []
+        self._idle: deque[tuple[int, Callable[[], None]]] = deque()
+
+    def __repr__(self) -> str:
+        return f"<StreamState {self.window!r}{' failed' if self.error else ''}>"
+
+    def send(self, cap: Any, method: Method, params: Any, timeout: float | None) -> StreamCall:
+        if self.error is None:  # after an error nothing more is sent: the call raises it
+            promise = cap.call(method, params, timeout)
+            ticket = self.window.sent(params_size(params), self.loop.time())
+            self.sent += 1
+            self._in_order.append(ticket)
+            promise.add_done_callback(partial(self._returned, ticket))
+        return StreamCall(self)
+
+    def _returned(self, ticket: Sent, promise: asyncio.Future[Any]) -> None:
+        self.window.returned(ticket, self.loop.time())
+        exc = asyncio.CancelledError("a stream call was canceled") if promise.cancelled() \
+            else promise.exception()  # (also marks it retrieved: nobody else awaits it)
+        if exc is not None and self.error is None:
+            self.error = exc
+        in_order = self._in_order
+        while in_order and in_order[0].returned:
+            in_order.popleft()
+            self.returned += 1
+        if self._room and (self.error is not None or self.window.resume):
+            room, self._room = self._room, []
+            for waiter in room:
+                if not waiter.done():
+                    waiter.set_result(None)
+        idle = self._idle
+        while idle and idle[0][0] <= self.returned:
+            idle.popleft()[1]()
+
+    def when_returned(self, count: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the first ``count`` stream calls have all returned."""
+        if count <= self.returned:
+            callback()
+        else:
+            self._idle.append((count, callback))
+
+    def room(self) -> asyncio.Future[None]:
+        waiter = self.loop.create_future()
+        self._room.append(waiter)
+        return waiter
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise fresh_error(self.error)
+
+    async def flush(self) -> None:
+        """Wait until every stream call sent so far has returned; raise the first error."""
+        if self.returned < self.sent:
+            waiter = self.loop.create_future()
+            self.when_returned(self.sent, partial(_wake, waiter))
+            await waiter
+        self.raise_error()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def fresh_error(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` to raise once more (tracebacks must not pile up on one object)."""
+    try:
+        copied = copy.copy(exc)
+    except Exception:  # pragma: no cover - an exception class that cannot be copied
+        return exc
+    copied.__traceback__ = None
+    return copied
+
+
+class StreamCall:
+    """What calling a streaming method returns: the call has been sent; ``await`` returns as
+    soon as the stream's flow-control window has room for another call (at once, mostly), and
+    raises the error of any earlier call of the stream that failed."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: StreamState) -> None:
+        self._state = state
+
+    def __await__(self) -> Generator[Any, None, None]:
+        state = self._state
+        while state.error is None and not state.window.ready:
+            yield from state.room().__await__()
+        state.raise_error()
+
+    async def flush(self) -> None:
+        """Wait until every call of this stream sent so far has returned (see :func:`feed`)."""
+        await self._state.flush()
+
+    def __repr__(self) -> str:
+        return f"<StreamCall {self._state!r}>"
+
+
+class AfterStreams(CallPromise[_T]):
+    """The promise of an ordinary call on a capability with streaming calls in flight: it
+    settles once the call has returned *and* every stream call sent before it has, with the
+    first error of those if one failed (else as the call did). Pipelining goes through."""
+
+    def __init__(self, inner: CallPromise[_T], state: StreamState) -> None:
+        super().__init__(loop=inner.get_loop())
+        self._method = inner._method
+        self._cara_inner = inner
+        self._cara_streams = state
+        self._cara_after = False
+        state.when_returned(state.sent, self._after_streams)
+        inner.add_done_callback(self._settle)
+
+    @property
+    def _results(self) -> Any:
+        return self._cara_inner._results
+
+    def _pipeline(self, path: tuple[str, ...]) -> Any:
+        return self._cara_inner._pipeline(path)
+
+    def _after_streams(self) -> None:
+        self._cara_after = True
+        self._settle(self._cara_inner)
+
+    def _settle(self, inner: asyncio.Future[Any]) -> None:
+        if self.done() or not self._cara_after or not inner.done():
+            return
+        error = self._cara_streams.error
+        if inner.cancelled():
+            super().cancel()
+        elif inner.exception() is not None and error is None:
+            self.set_exception(fresh_error(inner.exception()))  # type: ignore[arg-type]
+        elif error is not None:
+            self.set_exception(fresh_error(error))
+        else:
+            self.set_result(inner.result())
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.done():
+            return False
+        self._cara_inner.cancel(msg)
+        return super().cancel(msg)
+
+
+_streams: weakref.WeakKeyDictionary[Any, StreamState] = weakref.WeakKeyDictionary()
+
+
+def stream_state(cap: Any, create: bool = True) -> StreamState | None:
+    """The :class:`StreamState` of core capability ``cap`` (made on its first stream call)."""
+    try:
+        state = _streams.get(cap)
+        if state is None and create:
+            state = _streams[cap] = StreamState(asyncio.get_running_loop())
+    except TypeError:  # a capability that takes no weak reference: no flow control
+        return None
+    return state
+
+
+def stream_window(proxy: Any, window: Window | None = None) -> Window:
+    """The flow-control :class:`~cara.rpc.flow.Window` of the streaming calls made through
+    ``proxy`` (its ``window``, ``in_flight``, ``calls``...); ``window`` replaces it, e.g.
+    ``stream_window(sink, Window(maximum=1 << 20))`` before streaming (from async code)."""
+    cap = core_cap_of(proxy)
+    state = stream_state(cap) if cap is not None else None
+    if state is None:
+        raise TypeError(f"{proxy!r} is not a capability that can stream")
+    if window is not None:
+        state.window = window
+    return state.window
+
+
+def send_stream(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
+    """Send a call of streaming ``method`` on core capability ``cap``: a :class:`StreamCall`."""
+    if _get_running_loop() is None:  # a blocking client's capability: a plain call
+        return cap.call(method, params, timeout)
+    state = stream_state(cap)
+    if state is None:
+        return cap.call(method, params, timeout)
+    return state.send(cap, method, params, timeout)
+
+
+def send_after_streams(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
+    """Send an ordinary call on a capability that may have stream calls in flight."""
+    promise = cap.call(method, params, timeout)
+    state = stream_state(cap, create=False) if _get_running_loop() is not None else None
+    if state is None or (state.error is None and state.returned == state.sent):
+        return promise
+    return AfterStreams(promise, state)
+
+
+def params_size(value: Any, depth: int = 0) -> int:
+    """About how many bytes ``value`` (params) takes on the wire: what a stream call counts
+    against the window (a bytes or text value counts its length; anything else a word)."""
+    kind = type(value)
+    if kind is bytes or kind is str or kind is bytearray or kind is memoryview:
+        return len(value) + 8
+    if depth > 16:
+        return 8
+    if isinstance(value, dict):
+        items: Any = value.values()
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        return 8
+    size = 16
+    for item in items:
+        kind = type(item)
+        if kind is bytes or kind is str:
+            size += len(item) + 8
+        elif kind is int or kind is float or kind is bool or item is None:
+            size += 8
+        else:
+            size += params_size(item, depth + 1)
+    return size
+
+
+async def feed(send: Callable[[Any], Any], items: Iterable[Any] | AsyncIterable[Any]) -> int:
+    """Send every item of ``items`` (an iterable or an async iterable) through streaming method
+    ``send`` (``sink.write``; one argument per call), waiting only for room in the stream's
+    flow-control window; then wait until every call has returned. Returns how many calls were
+    sent; raises the first error any of them returned::
+
+        n = await cara.feed(sink.write, chunks)
+        total = await sink.done()
+    """
+    count = 0
+    last: Any = None
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            last = send(item)
+            await last
+            count += 1
+    else:
+        for item in items:
+            last = send(item)
+            await last
+            count += 1
+    if isinstance(last, StreamCall):
+        await last.flush()
+    return count

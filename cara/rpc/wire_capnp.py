@@ -54,6 +54,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+from cara.codecs.capnp import accel as _binary_accel
 from cara.codecs.capnp.builder import MessageBuilder, copy_pointer
 from cara.codecs.capnp.framing import DEFAULT_MAX_SEGMENTS, read_framed
 from cara.codecs.capnp.reader import (
@@ -69,7 +70,7 @@ from cara.codecs.capnp.reader import Message as _Segments
 from cara.codecs.capnp.schema_codec import SchemaCodec
 from cara.codecs.capnp.schema_codec import _encode_data as _data
 from cara.codecs.capnp.schema_codec import _encode_text as _text
-from cara.codecs.capnp.structs import _from_sparse, model_type, replaced_nodes
+from cara.codecs.capnp.structs import _from_sparse, c_plan, model_type, replaced_nodes
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.rpc.errors import ProtocolError
 from cara.rpc.messages import (
@@ -109,6 +110,10 @@ _PTR = struct.Struct("<iI")
 _PP = _PTR.pack_into
 _U16 = struct.Struct("<H").unpack_from
 _U32 = struct.Struct("<I").unpack_from
+_C_HEAD = struct.Struct("<IIII").pack
+#: The binary codec's C path (None without it): it reads and writes plain payloads.
+_C = _binary_accel.binary
+_C_BAIL: Any = _C.BAIL if _C is not None else object()
 _U32x2 = struct.Struct("<II").unpack_from
 _HH = struct.Struct("<HH").unpack_from
 _HxxI = struct.Struct("<HxxI").unpack_from
@@ -391,6 +396,37 @@ def _content_codec(cls: Any) -> tuple[Any, Any, Any]:
     found = (codec, key, codec.plan(key))
     type.__setattr__(cls, "_cara_capnp_rpc_", found)
     return found
+
+
+def _c_plan(cls: Any) -> Any:
+    """The C plan that reads and writes payloads of ``cls`` (cached on the class), or None."""
+    found = cls.__dict__.get("_cara_capnp_rpc_c_")
+    if found is None:
+        found = None if _C is None else c_plan(cls)
+        type.__setattr__(cls, "_cara_capnp_rpc_c_", found if found is not None else False)
+    return found or None
+
+
+def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int) -> Any:
+    """The struct that the near struct pointer at ``pos`` of one-segment message ``msg``
+    points to, read by the C path with the traversal budget and nesting the message has
+    left; ``_C_BAIL`` for anything else (the Python reader then reads it, or words the
+    error). The C path gets the segment behind a root pointer of its own, outside the
+    segment's bounds, aimed where the payload pointer aims."""
+    buf = msg.buf
+    start, end = msg.bounds[0]
+    lo, hi = _U32x2(buf, pos)
+    if lo & 3 or not (lo or hi):
+        return _C_BAIL
+    offset = lo >> 2
+    if offset & 0x20000000:
+        offset -= 0x40000000
+    target = pos + 8 + offset * 8 - start
+    if target < 0:
+        return _C_BAIL
+    words = (end - start) >> 3
+    data = _C_HEAD(0, words + 1, target >> 1, hi) + buf[start:end]
+    return _C.decode(cplan, data, msg.traversal_left, nesting)
 
 
 def _no_classes(what: str) -> TypeError:
@@ -751,6 +787,14 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
     if type(content) is not cls:
         if not (isinstance(content, dict) and hasattr(type(content), "cara_schema")):
             content = cls(content)
+    cplan = _c_plan(type(content))
+    if cplan is not None:  # the C path writes the struct; spliced in, it stands as written
+        out = _C.encode(cplan, content)
+        if out is not _C_BAIL and len(out) > 16:
+            pos = len(buf)
+            buf += memoryview(out)[16:]  # (its root pointer at 8 points to the word at 16)
+            _PP(buf, ptr_pos, (pos - ptr_pos - 8) >> 1, _U32(out, 12)[0])
+            return table
     _codec, _key, plan = _content_codec(type(content))
     dw, pc = plan.data_words, plan.pointer_count
     pos = len(buf)
@@ -1036,6 +1080,11 @@ class CapnpWire:
                     raise DecodeError(f"expected a capability (a bootstrap's answer), found a "
                                       f"{'struct' if kind == 0 else 'list'} pointer", raw.pos)
                 return _cap_object(msg, raw.pos, hi)
+            cplan = _c_plan(struct_cls)
+            if cplan is not None and raw.pos >= 0 and len(msg.bounds) == 1:
+                found = _c_read(cplan, msg, raw.pos, raw.nesting)
+                if found is not _C_BAIL:
+                    return found
             _codec, _key, plan = _content_codec(struct_cls)
             loc = struct_at(msg, raw.seg, raw.pos, raw.nesting) if raw.pos >= 0 else None
             if loc is None:

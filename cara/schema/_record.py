@@ -3,14 +3,15 @@
 ``cara compile`` is a short-lived process, and ``@dataclasses.dataclass`` makes it pay at every
 start: importing ``dataclasses`` (which imports ``inspect``, ``ast``, ``dis``, ``tokenize``) and
 then, per class, generating and compiling ``__init__``, ``__repr__`` and ``__eq__`` with a lot of
-bookkeeping around them. The ~70 record classes of cara.schema and cara.cli took longer to create
-than compiling test.capnp does.
+bookkeeping around them. Creating the ~70 record classes of cara.schema and cara.cli that way
+cost more than half as much as compiling test.capnp.
 
 :func:`record` keeps the declarations as they were (annotated fields, defaults,
 ``field(default_factory=...)``; type checkers see a dataclass through ``dataclass_transform``)
-and does only what the classes use: one generated ``__init__`` (calling ``__post_init__`` if
-the class has one), a ``__repr__``, field-by-field ``__eq__`` (unless ``eq=False``, which keeps
-identity equality and hashing) and optional ``__slots__``.
+and does only what the classes use: one ``__init__`` (calling ``__post_init__`` if the class
+has one; kept compiled in :mod:`._record_inits`, see :func:`_make_init`), a ``__repr__``,
+field-by-field ``__eq__`` (unless ``eq=False``, which keeps identity equality and hashing) and
+optional ``__slots__``.
 
 Code that treats these objects as dataclasses keeps working: ``dataclasses.fields``,
 ``replace``, ``is_dataclass`` and ``asdict`` read ``__dataclass_fields__``, which a record
@@ -21,10 +22,14 @@ from __future__ import annotations
 
 import sys
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, TypeVar
+
+#: ``typing.TYPE_CHECKING`` without importing typing (a tenth of a cold ``cara compile``);
+#: type checkers take any ``TYPE_CHECKING`` as true.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any, TypeVar
 
     from typing_extensions import dataclass_transform
 else:
@@ -33,7 +38,8 @@ else:
 
 __all__ = ["field", "field_names", "record"]
 
-_T = TypeVar("_T", bound=type)
+if TYPE_CHECKING:
+    _T = TypeVar("_T", bound=type)
 
 
 class _Missing:
@@ -96,20 +102,38 @@ def _eq(self: Any, other: Any) -> Any:
                for name, _ in type(self).__record_fields__)
 
 
-#: The ``__init__`` source of every record class so far, and those of them that the compiled
-#: cache (:mod:`._record_inits`) lacks.
-SOURCES: list[str] = []
-CACHE_MISSES: list[str] = []
-_CACHE: dict[str, Any] | None = None
+#: How a field is initialised: passed in, with a default, or by a default factory.
+_REQUIRED, _DEFAULT, _FACTORY = 0, 1, 2
+#: The ``__init__`` shape of every record class so far (its fields with how each is
+#: initialised, and whether it calls ``__post_init__``), and those the compiled cache lacks.
+SHAPES: list[tuple[tuple[tuple[str, int], ...], bool]] = []
+CACHE_MISSES: list[tuple[tuple[tuple[str, int], ...], bool]] = []
+_CACHE: dict[Any, Any] | None = None
 
 
-def _make_init(source: str, env: dict[str, Any], defaults: tuple[Any, ...]) -> Any:
-    """The function ``source`` defines, with globals ``env`` and parameter ``defaults``.
+def init_source(shape: tuple[tuple[str, int], ...], post_init: bool, name: str) -> str:
+    """The source of an ``__init__`` of this shape (its defaults are given apart)."""
+    lines = []
+    for field_name, how in shape:
+        if how == _FACTORY:
+            lines.append(f"    self.{field_name} = _f_{field_name}() "
+                         f"if {field_name} is MISSING else {field_name}")
+        else:
+            lines.append(f"    self.{field_name} = {field_name}")
+    if post_init:
+        lines.append("    self.__post_init__()")
+    params = "".join(f", {field_name}" for field_name, _ in shape)
+    return f"def {name}(self{params}):\n" + "\n".join(lines or ["    pass"]) + "\n"
+
+
+def _make_init(shape: tuple[tuple[str, int], ...], post_init: bool, env: dict[str, Any],
+               defaults: tuple[Any, ...]) -> Any:
+    """An ``__init__`` of this shape, with globals ``env`` and parameter ``defaults``.
 
     Compiling source costs about as much as everything else a record class does, so the
-    sources of every record class are kept compiled in :mod:`._record_inits` (written by
-    ``python -m cara.schema._record``; its bytecode is cached like any module's). A source
-    not found there (a record class changed since) is compiled here, which is only slower."""
+    ``__init__`` of every record class is kept compiled in :mod:`._record_inits` (written by
+    ``python -m cara.cli.record_cache``; its bytecode is cached like any module's). A shape not
+    found there (a record class changed since) is compiled here, which is only slower."""
     global _CACHE
     if _CACHE is None:
         try:
@@ -117,74 +141,77 @@ def _make_init(source: str, env: dict[str, Any], defaults: tuple[Any, ...]) -> A
         except ImportError:  # pragma: no cover - the generated module is part of cara
             INITS = {}
         _CACHE = INITS
-    SOURCES.append(source)
-    cached = _CACHE.get(source)
+    key = (shape, post_init)
+    SHAPES.append(key)
+    cached = _CACHE.get(key)
     if cached is not None:
         code = cached.__code__.replace(co_name="__init__")
     else:
-        CACHE_MISSES.append(source)
-        code = compile(source, "<record>", "exec").co_consts[0]
+        CACHE_MISSES.append(key)
+        code = compile(init_source(shape, post_init, "__init__"), "<record>",
+                       "exec").co_consts[0]
     return FunctionType(code, env, "__init__", defaults or None)
 
 
 def _process(cls: type, eq: bool, slots: bool) -> type:
     # The class's own annotations (strings: every module using this has ``from __future__
     # import annotations``); Python 3.14 computes them on access instead of storing them.
-    own = cls.__dict__.get("__annotations__")  # noqa: RUF063 - inspect is what we avoid
+    namespace = cls.__dict__
+    own = namespace.get("__annotations__")
     if own is None:
         own = cls.__annotations__ if sys.version_info >= (3, 14) else {}
-    fields: list[tuple[str, _Field]] = list(getattr(cls, "__record_fields__", ()))
+    # As in dataclasses: inherited fields first, a redefined one keeps its place.
+    fields: dict[str, _Field] = dict(getattr(cls, "__record_fields__", ()))
     for name in own:
-        value = cls.__dict__.get(name, MISSING)
-        spec = value if isinstance(value, _Field) else _Field(value, MISSING, True)
-        fields = [(n, s) for n, s in fields if n != name] + [(name, spec)]
-    params: list[str] = []
-    lines: list[str] = []
+        value = namespace.get(name, MISSING)
+        fields[name] = value if type(value) is _Field else _Field(value, MISSING, True)
+    shape: list[tuple[str, int]] = []
     defaults: list[Any] = []
+    shown: list[str] = []
     env: dict[str, Any] = {"MISSING": MISSING}
-    for name, spec in fields:
-        params.append(name)
-        if spec.default_factory is not MISSING and spec.default is MISSING:
-            env[f"_f_{name}"] = spec.default_factory
-            defaults.append(MISSING)
-            lines.append(f"    self.{name} = _f_{name}() if {name} is MISSING else {name}")
-            continue
+    for name, spec in fields.items():
+        if spec.repr:
+            shown.append(name)
         if spec.default is not MISSING:
             defaults.append(spec.default)
+            shape.append((name, _DEFAULT))
+        elif spec.default_factory is not MISSING:
+            env[f"_f_{name}"] = spec.default_factory
+            defaults.append(MISSING)
+            shape.append((name, _FACTORY))
         elif defaults:
             raise TypeError(f"{cls.__qualname__}: field {name} without a default follows one "
                             "with a default")
-        lines.append(f"    self.{name} = {name}")
-    if hasattr(cls, "__post_init__"):
-        lines.append("    self.__post_init__()")
-    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines or ["    pass"])
-    init = _make_init(source, env, tuple(defaults))
+        else:
+            shape.append((name, _REQUIRED))
+    init = _make_init(tuple(shape), hasattr(cls, "__post_init__"), env, tuple(defaults))
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     extra: dict[str, Any] = {
         "__init__": init,
-        "__record_fields__": tuple(fields),
-        "__record_repr__": tuple(name for name, spec in fields if spec.repr),
-        "__match_args__": tuple(name for name, _ in fields),
+        "__record_fields__": tuple(fields.items()),
+        "__record_repr__": tuple(shown),
+        "__match_args__": tuple(fields),
         "__dataclass_fields__": _LazyDataclassFields(),
     }
-    if "__repr__" not in cls.__dict__:
+    if "__repr__" not in namespace:
         extra["__repr__"] = _repr
-    if eq and "__eq__" not in cls.__dict__:
+    if eq and "__eq__" not in namespace:
         extra["__eq__"] = _eq
-        if "__hash__" not in cls.__dict__:
+        if "__hash__" not in namespace:
             extra["__hash__"] = None
     if slots:
-        body = {k: v for k, v in cls.__dict__.items()
+        body = {k: v for k, v in namespace.items()
                 if k not in own and k not in ("__dict__", "__weakref__")}
-        body["__slots__"] = tuple(name for name in own)
+        body["__slots__"] = tuple(own)
         body.update(extra)
         return type(cls)(cls.__name__, cls.__bases__, body)
-    for name, spec in fields:
-        if isinstance(cls.__dict__.get(name), _Field):
-            if spec.default is MISSING:
+    for name in own:
+        value = namespace.get(name)
+        if type(value) is _Field:
+            if value.default is MISSING:
                 delattr(cls, name)
             else:
-                setattr(cls, name, spec.default)
+                setattr(cls, name, value.default)
     for key, value in extra.items():
         setattr(cls, key, value)
     return cls
@@ -203,41 +230,3 @@ def record(cls: _T | None = None, /, *, eq: bool = True,
 def field_names(cls: type) -> tuple[str, ...]:
     """The field names of a record class, in declaration order."""
     return tuple(name for name, _ in cls.__record_fields__)  # type: ignore[attr-defined]
-
-
-def _write_cache(path: str) -> int:
-    """Write :mod:`._record_inits` for every record class of cara.schema and cara.cli."""
-    import importlib
-    import pkgutil
-
-    import cara.cli
-    import cara.schema
-
-    for package in (cara.schema, cara.cli):
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    sources = sorted(set(SOURCES))
-    out = ['"""Compiled ``__init__`` methods of the record classes (see :mod:`._record`).',
-           "",
-           "Generated by ``python -m cara.schema._record``; do not edit. A stale entry is only",
-           'slower: the record compiles what it does not find here."""',
-           "# ruff: noqa",
-           "# mypy: ignore-errors",
-           ""]
-    for i, source in enumerate(sources):
-        out += ["", source.replace("def __init__(", f"def _{i}(", 1), ""]
-    out += ["", "INITS = {"]
-    out += [f"    {source!r}: _{i}," for i, source in enumerate(sources)]
-    out += ["}", ""]
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(out))
-    return len(sources)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import os
-
-    from cara.schema import _record  # this file as the module the classes use
-
-    target = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_record_inits.py")
-    print(f"{_record._write_cache(target)} __init__ methods written to {target}")

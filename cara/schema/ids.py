@@ -17,6 +17,8 @@ API:
   ``m$Params`` / ``m$Results`` structs of a method.
 * ``generate_file_id() -> int``: a fresh random id for ``capnp id`` / new files.
 * ``format_id(id) -> str``: ``"@0x%016x"``, the spelling in schema files.
+* ``STREAM_RESULT_ID``: ``StreamResult`` of ``/capnp/stream.capnp``, the results type of every
+  ``-> stream`` method (how later layers recognise a streaming method).
 * ``is_valid_id(id) -> bool``: a 64-bit value with bit 63 set (capnp rejects the others with
   "Invalid ID.  Please generate a new one with 'capnpc -i'.").
 """
@@ -30,6 +32,7 @@ except ImportError:  # pragma: no cover - a Python built without it
 
 __all__ = [
     "ID_BIT",
+    "STREAM_RESULT_ID",
     "child_id",
     "format_id",
     "generate_file_id",
@@ -37,6 +40,9 @@ __all__ = [
     "is_valid_id",
     "method_params_id",
 ]
+
+#: ``StreamResult`` (/capnp/stream.capnp): what ``-> stream`` compiles to as a method's results.
+STREAM_RESULT_ID = 0x995F9A3377C0B16E
 
 #: Bit 63: set in every Cap'n Proto id, so that ids are easy to tell from ordinary numbers.
 ID_BIT = 1 << 63

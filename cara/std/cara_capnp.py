@@ -8,6 +8,7 @@ cara's runtime only: neither the ``.capnp`` file nor the schema compiler.
 Declarations:
 
 - ``registerGlobally`` (annotation)
+- ``idempotent`` (annotation)
 """
 
 from cara.codegen import rebuild as _rebuild
@@ -19,6 +20,15 @@ _IMPORTS = {}
 
 #: Doc comments by node id: (the node's own, its members' in the node's member order).
 _DOCS = {
+    0x911365c837a1b943: (
+        (
+            'The method may run more than once for one call with the same effect as once (a read, a\n'
+            '"set x to y"): a transport that loses the worker running it may retry it elsewhere. cara\'s\n'
+            "NATS transport retries such calls on the service's bootstrap capability on another worker;\n"
+            'other calls are at most once.\n'
+        ),
+        (),
+    ),
     0xebd6c4912189be2c: (
         (
             "Adds the annotated struct or interface to cara's global type registry, keyed by its type id,\n"
@@ -34,7 +44,10 @@ _NODES = [
         'id': 0xbf48045de8b5906b,
         'displayName': 'cara.capnp',
         'displayNamePrefixLength': 5,
-        'nestedNodes': [{'name': 'registerGlobally', 'id': 0xebd6c4912189be2c}],
+        'nestedNodes': [
+            {'name': 'registerGlobally', 'id': 0xebd6c4912189be2c},
+            {'name': 'idempotent', 'id': 0x911365c837a1b943},
+        ],
     },
     {
         'id': 0xebd6c4912189be2c,
@@ -44,15 +57,24 @@ _NODES = [
         'which': 'annotation',
         'annotation': {'targetsStruct': True, 'targetsInterface': True},
     },
+    {
+        'id': 0x911365c837a1b943,
+        'displayName': 'cara.capnp:idempotent',
+        'displayNamePrefixLength': 11,
+        'scopeId': 0xbf48045de8b5906b,
+        'which': 'annotation',
+        'annotation': {'targetsMethod': True},
+    },
 ]
 
 #: The top-level declarations by name: each is built on first use (``module.Name``).
 _DECLARATIONS = {
     'registerGlobally': 0xebd6c4912189be2c,
+    'idempotent': 0x911365c837a1b943,
 }
 
 _rebuild.build(globals(), 2, _FILE_ID, _NODES, _IMPORTS, _DOCS, _DECLARATIONS)
 
-__all__ = ['registerGlobally']
+__all__ = ['idempotent', 'registerGlobally']
 
 del _rebuild, _IMPORTS, _DOCS, _NODES, _DECLARATIONS

@@ -22,4 +22,6 @@ cara_nodes: dict[int, _Node]
 
 registerGlobally: _AnnotationDecl
 
-__all__ = ['registerGlobally']
+idempotent: _AnnotationDecl
+
+__all__ = ['idempotent', 'registerGlobally']

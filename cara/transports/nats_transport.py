@@ -27,6 +27,19 @@ answers it: calls on it (and calls pipelined on them) go there and nowhere else.
 one session at a time; when it is gone (its worker stopped, died or forgot it),
 ``client.bootstrap()`` opens a new one through the group, which lands on a live worker.
 
+**Capabilities of third processes.** When A passes C a capability that it imported from B,
+C calls B directly, not through A. A sends C a third-party descriptor: B's address of the
+session A-B and B's export id there, plus a *vine* (A's own export of the capability to C,
+which keeps A's reference to B alive until C holds one of its own). C asks B, on a session
+C-B (one it has, or a new one that the ``ADOPT`` itself opens: ``<B inbox>.<C id>.<n>``), for a
+reference of its own (``ADOPT``); B exports the capability on that session (``ADOPTED``: the
+descriptor; B now holds it for C under C's lease) and C drops the vine (A's export goes back
+to zero with the usual ``Release``). C's calls wait for the answer, in order, and then go to B;
+if B no longer has it, or is gone, they go through the vine instead (and fail as calls through
+A would). Calls that C had already pipelined through A keep that path (E-order). Any process
+on the NATS account can name any session's exports by subject: the NATS account is the trust
+boundary, as for every other message.
+
 **Leases instead of connections.** NATS says nothing when a process vanishes. Every node sends
 each peer it has sessions with one heartbeat per quarter lease (all sessions in one message:
 their addresses, so the peer answers ``GONE`` for any it no longer knows); a peer that has sent
@@ -42,7 +55,11 @@ handlers short, or run them in an executor.
 connection drops (the server restarts, or closes it as a slow consumer) may have lost messages:
 it aborts all its sessions (calls in flight fail with ``Disconnected``; nothing is retried) and
 opens new ones after reconnecting. Calls are at-most-once: a call whose worker dies before
-answering fails; retrying it (on a new ``bootstrap()``) is the caller's decision.
+answering fails; retrying it (on a new ``bootstrap()``) is the caller's decision. Except for
+methods annotated ``$Cara.idempotent`` (or marked by :func:`idempotent`): a call of one on a
+client's bootstrap capability that fails with ``Disconnected`` is made again, up to
+:data:`RETRIES` times, on the client's current session (a new one, through the queue group,
+when the old one is gone). Messages are handled as nats-py reads them (:class:`_AtOnce`).
 
 **Large messages.** Frames to one peer in one event-loop turn travel in one NATS message; a batch
 larger than the server's ``max_payload`` (1 MB by default) is split into pieces that the receiver
@@ -51,7 +68,9 @@ default) is refused with a :class:`ValueError` naming the limit, and a peer send
 aborted; nothing is dropped silently.
 
 Payload of every message: one kind byte (``DATA``, ``MORE``, ``GONE``), then frames, each with a
-4-byte big-endian length. Heartbeats go to ``<inbox>._hb`` (a msgpack list of the sender's
+4-byte big-endian length; or ``ADOPT`` (msgpack ``[request, B's address of the session with A,
+export id, first message of the session]``) or ``ADOPTED`` (``[request, cap descriptor]`` or
+``[request, None, why]``). Heartbeats go to ``<inbox>._hb`` (a msgpack list of the sender's
 session addresses) with reply subject ``<sender inbox>._hb.<receiver id>``.
 """
 
@@ -70,15 +89,18 @@ from typing import Any
 
 import msgpack
 
-from cara.rpc.connection import Connection
+from cara.rpc import messages as M
+from cara.rpc.caps import Cap, LocalCall, QueuedCap, running_loop, to_cap
+from cara.rpc.connection import Connection, ImportCap
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
 from cara.rpc.errors import Disconnected, ProtocolError
-from cara.rpc.wire_cara import FINISH
+from cara.rpc.proxies import CallPromise, Method, core_cap_of
+from cara.rpc.wire_cara import FINISH, CaraWire
 from cara.transports.url import Endpoint, parse_url
 
-__all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "NatsClient", "NatsServer",
-           "nats_problem"]
+__all__ = ["DEFAULT_LEASE", "DEFAULT_MAX_FRAME_SIZE", "IDEMPOTENT_ID", "RETRIES", "NatsClient",
+           "NatsServer", "idempotent", "is_idempotent", "nats_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +113,15 @@ DEFAULT_MAX_ANSWERS = 10_000
 DEFAULT_MAX_SESSIONS = 100_000
 #: How long ``Finish`` frames with nothing else to go wait for a frame to ride with (seconds).
 FINISH_DELAY = 0.02
+#: ``annotation idempotent @0x911365c837a1b943 (method) :Void;`` of ``/capnp/cara.capnp``.
+IDEMPOTENT_ID = 0x911365C837A1B943
+#: How many times a call of an idempotent method is made again after losing its worker.
+RETRIES = 3
 #: Quarters of a lease without a word from a peer before it is dropped.
 _SILENT_SWEEPS = 3
 
-DATA, MORE, GONE = 0, 1, 2
-_DATA, _MORE, _GONE = b"\x00", b"\x01", b"\x02"
+DATA, MORE, GONE, ADOPT, ADOPTED = 0, 1, 2, 3, 4
+_DATA, _MORE, _GONE, _ADOPT, _ADOPTED = b"\x00", b"\x01", b"\x02", b"\x03", b"\x04"
 #: A cara ``FINISH`` frame's second byte (a fixarray whose first item is the kind).
 _FINISH = FINISH
 _HEADER = struct.Struct(">I")
@@ -161,10 +187,286 @@ async def _resume(coro: Coroutine[Any, Any, None], yielded: Any) -> None:
             return
 
 
+class _AtOnce:
+    """Stands in for a nats-py subscription's queue of pending messages: each message goes to
+    ``handler`` as nats-py reads it, rather than through the queue to the subscription's task
+    (an event-loop turn and a task switch less per message received). Nothing waits: there is
+    never a message pending."""
+
+    __slots__ = ("handler", "sub")
+
+    def __init__(self, sub: Any, handler: Callable[[Any], None]) -> None:
+        self.sub = sub
+        self.handler = handler
+
+    def put_nowait(self, msg: Any) -> None:
+        self.sub._pending_size -= len(msg.data)
+        try:
+            self.handler(msg)
+        except Exception:  # never into nats-py's read loop
+            logger.exception("handling a NATS message on %s failed", msg.subject)
+
+    async def get(self) -> Any:
+        await asyncio.Event().wait()  # the subscription's task waits here until cancelled
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+def _deliver_at_once(sub: Any, handler: Callable[[Any], None]) -> None:
+    """Have ``sub`` hand its messages to ``handler`` at once (see :class:`_AtOnce`), where this
+    nats-py is the one we know (a pending queue, a pending size); otherwise its callback and
+    task stay (slower by a task switch per message, the same otherwise)."""
+    queue = getattr(sub, "_pending_queue", None)
+    if isinstance(queue, asyncio.Queue) and queue.empty() and \
+            isinstance(getattr(sub, "_pending_size", None), int):
+        sub._pending_queue = _AtOnce(sub, handler)
+
+
 def _check(failed: Callable[[str], None], task: asyncio.Future[None]) -> None:
     exc = task.exception() if not task.cancelled() else None
     if exc is not None:
         failed(f"a NATS publish failed: {type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------- three-party handoff
+
+#: The cap descriptor kind of a capability that lives in a third process (see ``_Handoff``).
+THIRD_PARTY = "thirdPartyHosted"
+
+
+class _ThirdParty(M.CapDescriptor):
+    """``[5, host, id, vine]``: export ``id`` of the session whose address at its host is
+    ``host`` (``_cara.<host id>...``), and the sender's own export ``vine`` of the same
+    capability, which keeps it alive until the receiver holds it directly."""
+
+    __slots__ = ("host", "vine")
+
+    def __init__(self, host: str, export_id: int, vine: int) -> None:
+        super().__init__(THIRD_PARTY, export_id)
+        self.host = host
+        self.vine = vine
+
+    def __repr__(self) -> str:
+        return f"CapDescriptor(thirdPartyHosted, {self.host}, {self.id}, vine {self.vine})"
+
+
+def _session_address(value: Any) -> bool:
+    return type(value) is str and bool(_OPENER_ADDRESS.match(value) or
+                                       _ACCEPTOR_ADDRESS.match(value))
+
+
+class _NatsWire(CaraWire):
+    """cara frames with one more cap descriptor, ``[5, host, id, vine]`` (:class:`_ThirdParty`)."""
+
+    @staticmethod
+    def _descriptor(d: M.CapDescriptor) -> list[Any]:
+        if isinstance(d, _ThirdParty):
+            return [5, d.host, d.id, d.vine]
+        return CaraWire._descriptor(d)
+
+    @staticmethod
+    def _read_descriptor(d: Any) -> M.CapDescriptor:
+        if type(d) is list and d and d[0] == 5:
+            if len(d) != 4 or not _session_address(d[1]) or \
+                    not all(type(n) is int and 0 <= n < 1 << 32 for n in d[2:]):
+                raise ProtocolError(f"bad third-party capability descriptor {d!r}")
+            return _ThirdParty(d[1], d[2], d[3])
+        return CaraWire._read_descriptor(d)
+
+
+class _Adoption(QueuedCap):
+    """A capability handed to us by one process that lives in another: calls wait until the
+    host answers our ``ADOPT`` with a reference of our own (then they go to the host
+    directly), or, should that fail, go through the sender's ``vine``."""
+
+    __slots__ = ("dropped", "vine")
+
+    def __init__(self, vine: ImportCap) -> None:
+        super().__init__()
+        self.vine: ImportCap | None = vine
+        self.dropped = False
+
+    def settle(self, cap: Cap) -> None:
+        self.vine = None  # the sender's reference goes (a Release) once nobody needs it
+        if self.dropped:
+            cap.close()
+        self.resolve(cap)
+
+    def close(self) -> None:
+        self.dropped = True
+        if self.target is not None:
+            self.target.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.dropped or (self.target is not None and self.target.closed)
+
+
+class _SessionConnection(Connection):
+    """The core's connection, with capabilities of third processes handed over directly."""
+
+    session: _Session
+
+    def _describe(self, obj: Any) -> M.CapDescriptor:
+        cap = to_cap(obj)
+        found = cap.resolved() if cap is not None else None
+        if isinstance(found, ImportCap) and found.conn is not self and found.entry is not None \
+                and not found.is_promise and isinstance(found.conn, _SessionConnection):
+            home = found.conn.session
+            if home.peer is not None and not found.conn.closed and \
+                    home.node.reaches(self.session.node):
+                # It lives in the process at the other end of ``home``: tell the receiver
+                # where (the host's address of that session and its export id), and export it
+                # ourselves too (the vine) so that it stays alive until the receiver holds
+                # it directly.
+                vine, _ = self._export(found)
+                if self._sending_exports is not None:
+                    self._sending_exports.append(vine)
+                return _ThirdParty(home.peer, found.id, vine)
+        return super()._describe(obj)
+
+    def bootstrap(self, iface: Any = None) -> Any:
+        proxy = super().bootstrap(iface)
+        reopen = self.session.node.reopen
+        if reopen is None or self.closed:
+            return proxy
+        first = core_cap_of(proxy)
+        assert isinstance(first, Cap)
+        cap = _ServiceCap(first, iface, reopen)
+        info = describe(iface) if iface is not None else None
+        return cap.cast(info) if info is not None else cap
+
+    def _receive_cap(self, d: M.CapDescriptor) -> Cap | None:
+        if isinstance(d, _ThirdParty):
+            return self.session.node.adopt(self, d)
+        return super()._receive_cap(d)
+
+    def _maybe_embargo(self, called: bool, target: Cap, path: M.Target) -> Cap:
+        if called and isinstance(target, _Adoption) and target.vine is not None:
+            # Calls were pipelined through the sender already: later ones follow them there
+            # (E-order), through the vine, rather than overtake them on the direct path.
+            return target.vine
+        return super()._maybe_embargo(called, target, path)
+
+
+# ------------------------------------------------------------------- idempotent methods
+
+_marked: set[tuple[int, int]] = set()
+
+
+def idempotent(iface: Any, *names: str) -> None:
+    """Mark methods of ``iface`` idempotent from Python, as ``$Cara.idempotent`` does in the
+    schema (for interfaces described without the annotation). See :func:`is_idempotent`."""
+    info = describe(iface)
+    if info is None:
+        raise TypeError(f"{iface!r} does not describe an interface")
+    by_name = {m.name: key for key, m in info.methods.items()}
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"{info.name} has no method {name!r}")
+        _marked.add(by_name[name])
+
+
+def is_idempotent(method: Method) -> bool:
+    """Whether a call of ``method`` may run again after its worker was lost: the method is
+    annotated ``$Cara.idempotent`` in its schema, or was marked by :func:`idempotent`."""
+    if (method.interface_id, method.index) in _marked:
+        return True
+    annotations = getattr(method.spec, "annotations", None) or ()
+    return any(getattr(a, "id", None) == IDEMPOTENT_ID for a in annotations)
+
+
+class _ServiceCap(Cap):
+    """A client's bootstrap capability of a service. Calls go to the worker of the session it
+    was made on; a call of an idempotent method that loses that worker (``Disconnected``) is
+    made again, on the client's current session (a new one through the queue group: another
+    worker), up to :data:`RETRIES` times."""
+
+    __slots__ = ("first", "iface", "reopen")
+
+    def __init__(self, first: Cap, iface: Any, reopen: Callable[[Any], Cap]) -> None:
+        self.first = first
+        self.iface = iface
+        self.reopen = reopen
+
+    def call(self, method: Method, params: Any, timeout: float | None = None, *,
+             unbox: bool = True) -> CallPromise:
+        if not is_idempotent(method):
+            return self.first.call(method, params, timeout, unbox=unbox)
+        return _Retried(self, method, params, timeout, unbox)
+
+    def resolved(self) -> Cap:
+        return self.first.resolved()
+
+    @property
+    def is_promise(self) -> bool:
+        return self.first.is_promise
+
+    def close(self) -> None:
+        self.first.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.first.closed
+
+    def __repr__(self) -> str:
+        return f"service bootstrap {self.first!r}"
+
+
+class _Retried(LocalCall):
+    """The promise of an idempotent call on a service (see :class:`_ServiceCap`)."""
+
+    def __init__(self, service: _ServiceCap, method: Method, params: Any,
+                 timeout: float | None, unbox: bool) -> None:
+        super().__init__(running_loop(), method, unbox)
+        self._service = service
+        self._params = params
+        self._timeout = timeout
+        self._left = RETRIES
+        self._inner: CallPromise | None = None
+        self._attempt(service.first)
+
+    def _attempt(self, cap: Cap) -> None:
+        inner = self._inner = cap.call(self._method, self._params, self._timeout, unbox=False)
+        inner.add_done_callback(self._inner_done)
+
+    def _inner_done(self, inner: asyncio.Future[Any]) -> None:
+        if self.done() or inner is not self._inner:
+            return
+        if inner.cancelled():
+            self._fail(asyncio.CancelledError())
+            return
+        exc = inner.exception()
+        if exc is None:
+            self._params = None
+            self._settle(inner.result())
+            return
+        if isinstance(exc, Disconnected) and self._left > 0:
+            self._left -= 1
+            try:
+                cap = self._service.reopen(self._service.iface)
+            except Disconnected as again:  # the client is stopped
+                self._fail(again)
+                return
+            logger.debug("%s() lost its worker (%s): made again", self._method.name, exc)
+            self._attempt(cap)
+            return
+        self._fail(exc)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._inner is not None:
+            self._inner.cancel(msg)
+        return super().cancel(msg)
 
 
 # ----------------------------------------------------------------------------- sessions
@@ -184,8 +486,8 @@ class _Peer:
 class _Session:
     """One cara connection between this node and a peer node (see the module docstring)."""
 
-    __slots__ = ("conn", "dirty", "eager", "local", "node", "opened", "out", "out_size", "peer",
-                 "peer_state", "rx", "service", "sweeps", "timer")
+    __slots__ = ("adoptions", "conn", "dirty", "eager", "local", "node", "opened", "out",
+                 "out_size", "peer", "peer_state", "rx", "service", "sweeps", "timer")
 
     def __init__(self, node: _Node, local: str, peer: str | None, service: str = "") -> None:
         self.node = node
@@ -201,11 +503,13 @@ class _Session:
         self.dirty = False
         self.eager = True  # no frame but ``Finish`` sent or queued yet in this turn
         self.rx: bytearray | None = None
+        self.adoptions: dict[int, _Adoption] = {}  # ADOPTs we sent, by request id
         opts = node.opts
-        self.conn = Connection(
-            self._send, services=node.services, loop=node.loop,
+        self.conn = _SessionConnection(
+            self._send, services=node.services, loop=node.loop, wire=_NatsWire(),
             send_tracebacks=opts.send_tracebacks, timeout=opts.timeout, name=f"nats:{local}",
             max_answers=opts.max_answers)
+        self.conn.session = self
 
     def __repr__(self) -> str:
         return f"<session {self.local} <-> {self.peer or self.service + ' (opening)'}>"
@@ -327,6 +631,10 @@ class _Session:
         elif kind == GONE:
             node.drop(self, Disconnected(f"{_peer_inbox(self.peer)} does not know this "
                                          "connection (it expired there, or was refused)"))
+        elif kind == ADOPT:
+            node.on_adopt(self, data)
+        elif kind == ADOPTED:
+            self._on_adopted(data)
         else:
             self.abort(f"unknown message kind {kind}")
 
@@ -353,6 +661,33 @@ class _Session:
             self.node.forget(self)
         elif self.dirty and self.peer is not None:
             self.flush()  # answers leave now rather than at the end of the event-loop turn
+
+    def _on_adopted(self, data: bytes) -> None:
+        """The host's answer to our ``ADOPT``: ``[request, descriptor]`` or ``[request, None,
+        why]``."""
+        try:
+            reply = msgpack.unpackb(data[1:])
+            request, desc = reply[0], reply[1]
+        except Exception:
+            self.abort("a malformed ADOPTED message")
+            return
+        adoption = self.adoptions.pop(request, None) if type(request) is int else None
+        if adoption is None:
+            return
+        vine = adoption.vine
+        assert vine is not None
+        if desc is None:  # it is gone there: what the sender holds says why
+            logger.debug("%r: adoption refused (%s): through the sender", self, reply[2:])
+            adoption.settle(vine)
+            return
+        conn = self.conn
+        try:
+            cap = conn._receive_cap(conn.wire._read_descriptor(desc))
+        except Exception as exc:
+            adoption.settle(vine)
+            self.abort(f"a bad ADOPTED message: {type(exc).__name__}: {exc}")
+            return
+        adoption.settle(cap if cap is not None else vine)
 
     def abort(self, reason: str) -> None:
         """Tell the peer (an ``Abort``) and drop the session."""
@@ -399,6 +734,11 @@ class _Node:
         self.peers: dict[str, _Peer] = {}
         self.opening: dict[str, _Session] = {}
         self._next_session = 0
+        self._next_adoption = 0
+        #: A client's: the bootstrap capability of its current session (idempotent retries).
+        self.reopen: Callable[[Any], Cap] | None = None
+        #: Messages received on sessions' addresses (heartbeats and openings not counted).
+        self.session_messages = 0
         self._dirty: list[_Session] = []
         self._flush_scheduled = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -429,12 +769,14 @@ class _Node:
             raise ConnectionError(f"cannot reach the NATS server of {ep.url()}: "
                                   f"{type(exc).__name__}: {exc}") from None
         self.max_payload = max(int(self.nc.max_payload), 64)
-        await self.nc.subscribe(self.inbox + ".>", cb=self._on_message,
-                                pending_msgs_limit=1 << 20, pending_bytes_limit=1 << 30)
+        sub = await self.nc.subscribe(self.inbox + ".>", cb=self._on_message,
+                                      pending_msgs_limit=1 << 20, pending_bytes_limit=1 << 30)
+        _deliver_at_once(sub, self._handle_message)
         if self.queue_group:
             self._service_sub = await self.nc.subscribe(
                 ep.path, queue=ep.path, cb=self._on_open,
                 pending_msgs_limit=1 << 20, pending_bytes_limit=1 << 30)
+            _deliver_at_once(self._service_sub, self._handle_open)
         await self.nc.flush()  # the subscriptions are in place before anyone is told to call
         self._sweeper = self.loop.create_task(self._sweep_loop())
 
@@ -486,12 +828,119 @@ class _Node:
     def forget(self, session: _Session) -> None:
         if self.sessions.get(session.local) is session:
             del self.sessions[session.local]
+        adoptions, session.adoptions = session.adoptions, {}
+        for adoption in adoptions.values():  # the host is gone: through the senders
+            if adoption.vine is not None:
+                adoption.settle(adoption.vine)
         self.opening.pop(session.local, None)
         peer = session.peer_state
         if peer is not None:
             peer.sessions.pop(session.local, None)
             if not peer.sessions and self.peers.get(peer.inbox) is peer:
                 del self.peers[peer.inbox]
+
+    # ------------------------------------------------------------- three-party handoff
+
+    def reaches(self, other: _Node) -> bool:
+        """Whether ``other``'s peers can reach ours by subject: the same NATS server or
+        cluster (a process may hold nodes on unrelated NATS systems)."""
+        if other is self:
+            return True
+        mine, theirs = self.endpoint, other.endpoint
+        if (mine.host, mine.port) == (theirs.host, theirs.port):
+            return True
+        cluster = self.cluster()
+        return cluster is not None and cluster == other.cluster()
+
+    def cluster(self) -> str | None:
+        info = getattr(self.nc, "_server_info", None)
+        name = info.get("cluster") if isinstance(info, dict) else None
+        return name if isinstance(name, str) and name else None
+
+    def adopt(self, conn: _SessionConnection, d: _ThirdParty) -> Cap:
+        """The capability a peer handed us that lives in a third process (``d.host``): ask
+        the host for a reference of our own (``ADOPT``); calls wait for its answer."""
+        vine = conn._import(d.vine, False)
+        host = _peer_inbox(d.host)
+        if host == self.inbox:  # it lives here: it comes home
+            home = self.sessions.get(d.host)
+            export = home.conn._exports.get(d.id) if home is not None else None
+            return export.cap if export is not None else vine
+        try:
+            session = self.session_with(host)
+        except Disconnected:  # we are stopping: the sender's reference will do
+            return vine
+        adoption = _Adoption(vine)
+        request = self._next_adoption
+        self._next_adoption = request + 1
+        session.adoptions[request] = adoption
+        first = not session.opened
+        session.opened = True
+        assert session.peer is not None
+        self.publish(session.peer, _ADOPT + msgpack.packb([request, d.host, d.id, first]),
+                     session.local)
+        return adoption
+
+    def session_with(self, inbox: str) -> _Session:
+        """A live session with the node ``inbox``: one we have, or a new one we open directly
+        (its first message is an ``ADOPT``, which the peer accepts as an opening)."""
+        peer = self.peers.get(inbox)
+        if peer is not None:
+            for session in peer.sessions.values():
+                if not session.conn.closed:
+                    return session
+        if self.stopped or self.nc is None:
+            raise Disconnected(f"{self!r} is stopped")
+        n = self._next_session
+        self._next_session = n + 1
+        session = _Session(self, f"{self.inbox}.{n}", f"{inbox}.{self.id}.{n}")
+        self.sessions[session.local] = session
+        self.attach(session)
+        return session
+
+    def on_adopt(self, session: _Session, data: bytes) -> None:
+        """A peer asks for its own reference to a capability that another peer holds here:
+        ``[request, address of that peer's session here, export id, first]``."""
+        try:
+            request, home_address, eid, _first = msgpack.unpackb(data[1:])
+            if type(request) is not int or type(eid) is not int:
+                raise ValueError("not integers")
+        except Exception:
+            session.abort("a malformed ADOPT message")
+            return
+        home = self.sessions.get(home_address) if type(home_address) is str else None
+        export = home.conn._exports.get(eid) if home is not None else None
+        reply: list[Any]
+        if export is None:
+            reply = [request, None, f"no capability {eid} is exported to {home_address} (it "
+                     "was released, or its holder is gone)"]
+        else:
+            conn = session.conn
+            try:
+                reply = [request, conn.wire._descriptor(conn._describe(export.cap))]
+            except Exception as exc:
+                reply = [request, None, f"{type(exc).__name__}: {exc}"]
+        session.flush(hold_finishes=False)  # frames that were waiting go first
+        assert session.peer is not None
+        self.publish(session.peer, _ADOPTED + msgpack.packb(reply), session.local)
+
+    def _accept_direct(self, subject: str, msg: Any) -> bool:
+        """A peer opens a session with this node directly, with an ``ADOPT``."""
+        reply = msg.reply or ""
+        m = _OPENER_ADDRESS.match(reply)
+        if m is None or subject != f"{self.inbox}.{m[1]}.{m[2]}" or self.stopped:
+            return False
+        try:
+            first = msgpack.unpackb(msg.data[1:])[3] is True
+        except Exception:
+            return False
+        if not first or len(self.sessions) >= self.opts.max_sessions:
+            return False
+        session = _Session(self, subject, reply)
+        self.sessions[subject] = session
+        self.attach(session)
+        session.received(msg.data, reply)
+        return True
 
     def drop(self, session: _Session, exc: BaseException) -> None:
         """The peer is gone (or forgot the session): fail and release everything at once."""
@@ -564,9 +1013,13 @@ class _Node:
     # ------------------------------------------------------------------------- receiving
 
     async def _on_message(self, msg: Any) -> None:
+        self._handle_message(msg)
+
+    def _handle_message(self, msg: Any) -> None:
         subject: str = msg.subject
         session = self.sessions.get(subject)
         if session is not None:
+            self.session_messages += 1
             if msg.headers and msg.headers.get("Status") == "503":
                 self._no_responders(session)
                 return
@@ -580,6 +1033,8 @@ class _Node:
                 peer = self.peers.get("_cara." + tail[4:])
                 if peer is not None:
                     self.drop_peer(peer, "no responders (its NATS connection is closed)")
+        elif msg.data[:1] == _ADOPT and not msg.headers and self._accept_direct(subject, msg):
+            return
         elif msg.data[:1] != _GONE and not msg.headers and (
                 _OPENER_ADDRESS.match(msg.reply or "") or _ACCEPTOR_ADDRESS.match(msg.reply or "")):
             self.publish(msg.reply, _GONE, subject)  # a session we do not know (any more)
@@ -593,6 +1048,9 @@ class _Node:
             self.drop_peer(session.peer_state, "no responders (its NATS connection is closed)")
 
     async def _on_open(self, msg: Any) -> None:
+        self._handle_open(msg)
+
+    def _handle_open(self, msg: Any) -> None:
         """A client's opening, taken from the service's queue group."""
         reply = msg.reply or ""
         m = _OPENER_ADDRESS.match(reply)
@@ -785,7 +1243,13 @@ class NatsClient(_Options):
             raise ValueError("connect() to an endpoint before start()")
         node = _Node(self._endpoint, self, queue_group=False)
         await node.start()
+        node.reopen = self._current_bootstrap
         self._node = node
+
+    def _current_bootstrap(self, iface: Any) -> Cap:
+        cap = core_cap_of(Connection.bootstrap(self.connection, iface))
+        assert isinstance(cap, Cap)
+        return cap
 
     @property
     def connection(self) -> Connection:

@@ -291,6 +291,8 @@ def test_entry_points_take_every_call(pair: tuple[Any, Any], corpus_092: Path) -
     packed = b.to_bytes(packed=True)
     assert _shape(fast_cls.from_bytes(packed, packed=True)) == \
         _shape(pure_cls.from_bytes(packed, packed=True))
+    defaults = {"traversal_limit_in_words": 8 * 1024 * 1024, "nesting_limit": 64}
+    assert _shape(fast_cls.from_bytes(data, **defaults)) == _shape(b)  # (as streams read)
     for limits in ({"traversal_limit_in_words": 10}, {"nesting_limit": 1}):
         with pytest.raises(CaraError) as fast_error:
             fast_cls.from_bytes(data, **limits)

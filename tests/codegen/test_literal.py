@@ -79,7 +79,7 @@ def test_every_model_field_is_planned_from_its_annotation_string() -> None:
                if isinstance(c, type) and dataclasses.is_dataclass(c)]
     assert len(classes) > 30
     for cls in classes:
-        hints = typing.get_type_hints(cls, vars(model))
+        hints = typing.get_type_hints(cls, vars(model), {"Literal": typing.Literal})
         for f in dataclasses.fields(cls):
             assert isinstance(f.type, str)
             convert = _converter_for_annotation(f.type)

@@ -58,8 +58,14 @@ def seed_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
           interface Subscription { cancel @0 () -> (); }
           struct Info { sub @0 :Subscription; name @1 :Text; }
         }
+        interface Sink {
+          write @0 (chunk :Data) -> stream;
+          done @1 () -> (total :UInt64);
+        }
         """))
-    request = reference_request(["my_structs.capnp", "iface.capnp"], cwd=root)
+    # (`-> stream` imports /capnp/stream.capnp: the copy cara bundles)
+    request = reference_request(["my_structs.capnp", "iface.capnp"], cwd=root,
+                                import_path=[str(REPO / "cara" / "schema" / "standard")])
     out = root / "out"
     write_modules(request, out)
     return out
@@ -92,6 +98,18 @@ def blocking(url: str) -> str:  # the blocking client's proxies: untyped (values
     with cara.connect_sync(url) as client:
         value: str = i.Echo(client).echo("x")
         return value
+
+async def stream(sink: i.Sink.Proxy) -> int:
+    await sink.write(b"x")  # a StreamCall: waits for room in the flow-control window
+    sent: int = await cara.feed(sink.write, [b"a", b"b"])
+    return await sink.done() + sent
+
+class SinkImpl(i.Sink):
+    async def write(self, chunk: bytes) -> None:
+        pass
+
+    def done(self) -> int:
+        return 0
 
 class Server(i.Echo):
     async def echo(self, text: str = "") -> str:
@@ -222,6 +240,10 @@ BAD = {
     "pipelined method": ("async def f(c: i.Calc.Proxy) -> None:\n"
                          "    await c.info().info.sub.stop()",
                          '"Proxy" has no attribute "stop"'),
+    "stream call value": ("async def f(s: i.Sink.Proxy) -> int:\n    return await s.write(b'x')",
+                          "Incompatible return value type"),
+    "stream implementation": ("class K(i.Sink):\n    def write(self, chunk: bytes) -> int: ...",
+                              'incompatible with return type "Awaitable[None] | None"'),
     "server url": ("import cara\ncara.Server().bind(3)", 'incompatible type "int"; expected "str"'),
     "interface is not a proxy": ("async def f(c: i.Calc) -> None:\n    await c.add(1, 2)",
                                  'Incompatible types in "await"'),

@@ -134,3 +134,26 @@ class Commands:
                 say(f"live {on_stats()}")
             elif word:
                 say(f"error unknown command {word!r}")
+
+
+async def serve_bootstrap(make: Callable[[], Any], host: str, port: int) -> None:
+    """Serve ``make()`` as each connection's bootstrap capability on host:port; print
+    ``READY <port>``; answer commands on stdin until ``quit`` or end of file."""
+    import capnp
+
+    async def on_connection(stream: Any) -> None:
+        await capnp.TwoPartyServer(stream, bootstrap=make()).on_disconnect()
+
+    server = await capnp.AsyncIoStream.create_server(on_connection, host, port)
+    async with server:
+        say(f"READY {server.sockets[0].getsockname()[1]}")
+        await Commands().serve()
+
+
+def load_streaming(schema: str) -> Any:
+    """``capnp.load`` a schema with ``-> stream`` methods: they import /capnp/stream.capnp,
+    which pycapnp ships inside its package (and libcapnp-dev in /usr/include)."""
+    import capnp
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(capnp.__file__)))
+    return capnp.load(schema, imports=[package_parent, "/usr/include"])

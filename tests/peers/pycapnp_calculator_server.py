@@ -33,7 +33,7 @@ import sys
 from typing import Any
 
 import capnp
-from peerlib import Commands, Counted, parse_endpoint, say
+from peerlib import Counted, parse_endpoint, serve_bootstrap
 
 USAGE = "pycapnp_calculator_server.py CALCULATOR_CAPNP HOST PORT"
 
@@ -129,13 +129,7 @@ async def serve(schema: str, host: str, port: int) -> None:
     calc = capnp.load(schema)
     calculator = implementations(calc)
 
-    async def on_connection(stream: Any) -> None:
-        await capnp.TwoPartyServer(stream, bootstrap=calculator()).on_disconnect()
-
-    server = await capnp.AsyncIoStream.create_server(on_connection, host, port)
-    async with server:
-        say(f"READY {server.sockets[0].getsockname()[1]}")
-        await Commands().serve()
+    await serve_bootstrap(calculator, host, port)
 
 
 def main(argv: list[str]) -> None:

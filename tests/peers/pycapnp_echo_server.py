@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 import capnp
-from peerlib import Commands, parse_endpoint, say
+from peerlib import parse_endpoint, serve_bootstrap
 
 USAGE = "pycapnp_echo_server.py ECHO_CAPNP HOST PORT"
 
@@ -31,13 +31,7 @@ async def serve(schema: str, host: str, port: int) -> None:
         async def echo(self, text: str, **kwargs: Any) -> str:
             return text
 
-    async def on_connection(stream: Any) -> None:
-        await capnp.TwoPartyServer(stream, bootstrap=Echo()).on_disconnect()
-
-    server = await capnp.AsyncIoStream.create_server(on_connection, host, port)
-    async with server:
-        say(f"READY {server.sockets[0].getsockname()[1]}")
-        await Commands().serve()
+    await serve_bootstrap(Echo, host, port)
 
 
 def main(argv: list[str]) -> None:

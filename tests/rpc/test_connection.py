@@ -321,3 +321,19 @@ def test_a_final_return_needs_no_finish_and_late_pipelined_calls_fail_softly() -
             M.RETURN_FINAL, 1, {0: "again"}]
 
     run(main())
+
+
+def test_a_capability_result_of_an_interface_described_without_classes_is_pipelined() -> None:
+    """``calc.makeCallback(5).cb.call(1)`` where the interfaces come from nodes only (no
+    runtime classes): the pipelined field knows its interface from the description."""
+    I = load()
+
+    async def main() -> None:
+        services = Services()
+        services.register(I["Calc"], {
+            "makeCallback": lambda offset: {"call": lambda value: value + offset}})
+        wire = Wire(services)
+        calc = wire.client.bootstrap(I["Calc"])
+        assert await calc.makeCallback(5).cb.call(1) == 6
+
+    run(main())

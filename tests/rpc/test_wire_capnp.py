@@ -8,6 +8,7 @@ import contextlib
 import random
 import re
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1178,3 +1179,76 @@ def test_fast_path_respects_tight_limits(t: Any) -> None:
     with pytest.raises(ProtocolError, match="traversal limit"):
         CapnpWire(traversal_limit_in_words=10).decode(frame)
     assert isinstance(CapnpWire(nesting_limit=4).decode(frame), Call)
+
+
+# ---------------------------------------------------------------- payloads on the C path
+
+def _payload_read(wire: CapnpWire, frame: bytes, cls: Any) -> Any:
+    """A Return frame's results as ``cls`` (their shape), or the error."""
+    from tests.codecs.test_capnp_accel import _shape
+
+    try:
+        msg = wire.decode(frame)
+        if not isinstance(msg, Return) or msg.results is None:  # (a mutation can do that)
+            return ("not results", type(msg).__name__)
+        return ("ok", _shape(wire.decode_content(msg.results.raw, cls, [])))
+    except (ProtocolError, DecodeError) as e:
+        return ("error", type(e).__name__, str(e))
+
+
+@pytest.mark.parametrize("name", ["TestAllTypes", "TestUnion", "TestGroups", "TestDefaults",
+                                  "TestOldVersion", "TestNewVersion", "TestEmptyStruct"])
+def test_payloads_on_the_c_path_agree_with_python(name: str, corpus_092: Any) -> None:
+    """Payloads of structs the binary codec's C path takes are written and read by it (spliced
+    into the RPC message); the Python codec gives the same frames, values and errors, also
+    for mutated frames."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cara.codecs.capnp import accel
+    from tests.codecs.test_capnp_accel import EXAMPLES, _plan
+    from tests.codecs.test_capnp_accel import pair as make_pair
+    from tests.runtime.test_binary_interop import _SETTINGS, _lookup, struct_strategy
+    from tests.test_fuzz_untrusted import _mutate
+
+    if accel.binary is None:
+        pytest.skip("the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+    fast, pure = make_pair.__wrapped__(corpus_092)  # type: ignore[attr-defined]
+    fast_cls, pure_cls = _lookup(fast, name), _lookup(pure, name)
+    assert _plan(fast_cls) is not None and _plan(pure_cls) is None
+
+    @settings(_SETTINGS, max_examples=EXAMPLES)
+    @given(value=struct_strategy(fast_cls), rng=st.randoms(use_true_random=False))
+    def check(value: dict[int, Any], rng: random.Random) -> None:
+        wire = CapnpWire()
+        frame = wire.encode(Return(1, Payload(fast_cls(value), fast_cls)), lambda o: None)
+        assert frame == wire.encode(Return(1, Payload(pure_cls(value), pure_cls)),
+                                    lambda o: None)
+        assert _payload_read(wire, frame, fast_cls) == _payload_read(wire, frame, pure_cls)
+        for _ in range(4):
+            bad = _mutate(rng, frame)
+            assert _payload_read(wire, bad, fast_cls) == _payload_read(wire, bad, pure_cls)
+    check()
+
+
+def test_a_payload_pointer_before_its_segment_is_refused_on_the_c_path() -> None:
+    """The C path reads the segment behind a root pointer of its own: no pointer of the
+    payload, aimed just before the segment, may land on that word (a Text of 8 bytes there
+    would read as the root pointer's bytes, which end in a NUL)."""
+    echo = cara.load(str(Path(__file__).resolve().parent.parent / "peers" / "echo.capnp"))
+    spec = next(iter(echo.SimpleEcho.cara_schema.all_methods.values()))
+    cls = spec.result_class
+    frame = bytearray(WIRE.encode(Return(1, Payload(cls.Create(text="hi"), cls)),
+                                  lambda o: None))
+    msg = WIRE.decode(bytes(frame))
+    assert isinstance(msg, Return) and msg.results is not None
+    ptr = msg.results.raw.pos  # the payload's struct pointer (the segment starts at byte 8)
+    lo = struct.unpack_from("<i", frame, ptr)[0]
+    text_ptr = ptr + 8 + (lo >> 2) * 8  # the struct's one pointer: its text
+    words_back = (text_ptr + 8 - 8) // 8 + 1  # to the word before the segment
+    struct.pack_into("<iI", frame, text_ptr, ((-words_back) << 2) | 1, (8 << 3) | 2)
+    for wire_frame in (bytes(frame),):
+        bad = WIRE.decode(wire_frame)
+        assert isinstance(bad, Return) and bad.results is not None
+        with pytest.raises(ProtocolError, match="outside"):
+            WIRE.decode_content(bad.results.raw, cls, [])

@@ -62,7 +62,13 @@ def test_bundled_license_is_capnproto_license(corpus: Path) -> None:
 
 def test_cara_capnp_compiles_with_capnp() -> None:
     request = reference_request(["capnp/cara.capnp"], cwd=BUNDLED_STANDARD_DIR)
-    (annotation,) = [n for n in request.nodes if n.which == "annotation"]
+    annotations = {n.displayName: n for n in request.nodes if n.which == "annotation"}
+    assert sorted(annotations) == ["capnp/cara.capnp:idempotent",
+                                   "capnp/cara.capnp:registerGlobally"]
+    idempotent = annotations["capnp/cara.capnp:idempotent"]
+    assert idempotent.id == 0x911365C837A1B943
+    assert idempotent.annotation is not None and idempotent.annotation.targetsMethod
+    annotation = annotations["capnp/cara.capnp:registerGlobally"]
     assert annotation.id == 0xEBD6C4912189BE2C
     assert annotation.displayName == "capnp/cara.capnp:registerGlobally"
     assert annotation.annotation is not None

@@ -353,7 +353,7 @@ class _Converter:
 
     def _hints(self, cls: type) -> dict[str, Any]:
         if cls not in self.hints:
-            self.hints[cls] = typing.get_type_hints(cls, vars(model))
+            self.hints[cls] = typing.get_type_hints(cls, vars(model), {"Literal": typing.Literal})
         return self.hints[cls]
 
     def convert(self, reader: Any, cls: type) -> Any:

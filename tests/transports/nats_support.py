@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import queue
 import shutil
@@ -117,6 +118,17 @@ class Worker:
         for line in self.process.stdout:
             self._lines.put(line.strip())
         self._lines.put(None)
+
+    def stats(self) -> dict[str, int]:
+        """The worker's ``server.stats()``, asked on its stdin."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("stats\n")
+        self.process.stdin.flush()
+        line = self._lines.get(timeout=30)
+        if line is None:
+            raise RuntimeError(f"the worker is gone: {self.stderr()}")
+        stats: dict[str, int] = json.loads(line)
+        return stats
 
     def stderr(self) -> str:
         self._stderr.seek(0)

@@ -434,22 +434,34 @@ static PlanObject *plan_arg(PyObject *const *args, Py_ssize_t nargs, const char 
     return (PlanObject *)args[0];
 }
 
-/* decode(plan, data) -> instance, or BAIL */
+/* decode(plan, data[, traversal_limit_in_words, nesting_limit]) -> instance, or BAIL.
+ * With the limits (the RPC encoding, for a payload inside a message: it passes what the
+ * envelope left), data's first word is a root pointer put in front of the message's segment
+ * and lies outside that segment's bounds, so every pointer is judged as in the message. */
 static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PlanObject *p = plan_arg(args, nargs, "decode(plan, data)");
+    Py_ssize_t traversal = TRAVERSAL_LIMIT, nesting = NEST_LIMIT, start = 8;
+    if (nargs == 4) {
+        start = 16;
+        traversal = PyLong_AsSsize_t(args[2]);
+        nesting = PyLong_AsSsize_t(args[3]);
+        if ((traversal == -1 || nesting == -1) && PyErr_Occurred()) return NULL;
+        if (nesting > NEST_LIMIT || nesting < 1 || traversal < 0) goto bail;
+        nargs = 2;
+    }
+    PlanObject *p = plan_arg(args, nargs, "decode(plan, data[, traversal, nesting])");
     if (!p) return NULL;
     PyObject *data = args[1];
     if (!p->ready || !PyBytes_CheckExact(data)) goto bail;
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(data);
     if (n < 16 || rd(buf, 4) != 0 || (Py_ssize_t)rd(buf + 4, 4) * 8 + 8 != n) goto bail;
-    Dec d = {buf, 8, n, TRAVERSAL_LIMIT};
+    Dec d = {buf, start, n, traversal};
     Py_ssize_t dpos, dbytes, ppos, nptrs;
-    int r = struct_at(&d, 8, NEST_LIMIT, &dpos, &dbytes, &ppos, &nptrs);
+    int r = struct_at(&d, 8, (int)nesting, &dpos, &dbytes, &ppos, &nptrs);
     PyObject *out;
     if (r < 0) goto bail;
-    if (r == 0) out = decode_struct(&d, p, 0, 0, 0, 0, NEST_LIMIT);
-    else out = decode_struct(&d, p, dpos, dbytes, ppos, nptrs, NEST_LIMIT - 1);
+    if (r == 0) out = decode_struct(&d, p, 0, 0, 0, 0, (int)nesting);
+    else out = decode_struct(&d, p, dpos, dbytes, ppos, nptrs, (int)nesting - 1);
     if (out) return out;
 bail:
     PyErr_Clear();

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from cara.runtime import hooks
 
+from .reader import DEFAULT_NESTING_LIMIT, DEFAULT_TRAVERSAL_LIMIT
+
 __all__ = ["from_bytes", "model_type", "replaced_nodes", "to_bytes"]
 
 
@@ -77,14 +79,23 @@ def _fast_encoder(cls: Any) -> tuple[Any, ...]:
     return codec, type_id, cls.__dict__.get("_cara_capnp_cplan_")
 
 
+def c_plan(cls: Any) -> Any:
+    """The C plan of runtime struct class ``cls`` (see accel.py), or None: what the RPC
+    encoding reads and writes payloads of ``cls`` with (its reader is built on first use)."""
+    if "_cara_capnp_read_" not in cls.__dict__:
+        _reader(cls)
+    return cls.__dict__.get("_cara_capnp_cplan_")
+
+
 def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
                traversal_limit_in_words: int | None = None,
                nesting_limit: int | None = None) -> Any:
     """``S.from_bytes(data)``: a Cap'n Proto message as a runtime struct of class ``cls``
     (with libcapnp's default limits unless given, as pycapnp names them)."""
-    if traversal_limit_in_words is not None or nesting_limit is not None:
-        from cara.codecs.capnp.reader import DEFAULT_NESTING_LIMIT, DEFAULT_TRAVERSAL_LIMIT
-
+    if traversal_limit_in_words not in (None, DEFAULT_TRAVERSAL_LIMIT) or \
+            nesting_limit not in (None, DEFAULT_NESTING_LIMIT):
+        # other limits than the defaults (the defaults, as the stream readers pass them, take
+        # the path below)
         codec, type_id = _schema_codec(cls, decoding=True)
         return _from_sparse(cls, codec.decode(
             type_id, data, packed=packed,
@@ -96,7 +107,6 @@ def from_bytes(cls: Any, data: bytes, *, packed: bool = False,
         # same errors), then read as unpacked input: offsets in errors are in the unpacked bytes
         # either way
         from .packing import unpack
-        from .reader import DEFAULT_TRAVERSAL_LIMIT
 
         data = unpack(data, max_bytes=max(8 * DEFAULT_TRAVERSAL_LIMIT, 4096) + 4096)
     # Cached on the class itself (its own __dict__, not inherited by subclasses): a dict
