@@ -158,8 +158,12 @@ def echo_class() -> Any:
     return cara.load(str(ECHO_CAPNP)).SimpleEcho
 
 
-async def cara_echo(url: str, calls: int, concurrent: int) -> tuple[float, float]:
-    """(sequential calls/s, concurrent calls/s) of a cara client against ``url``."""
+async def cara_echo(url: str, calls: int, concurrent: int,
+                    gather: Callable[..., Awaitable[list[Any]]] | None = None,
+                    ) -> tuple[float, float]:
+    """(sequential calls/s, concurrent calls/s) of a cara client against ``url``; ``gather``
+    awaits the concurrent calls (``asyncio.gather`` unless given: bench_trio.py's runs under
+    trio too)."""
     from cara.transports import Client
 
     client = Client()
@@ -174,7 +178,7 @@ async def cara_echo(url: str, calls: int, concurrent: int) -> tuple[float, float
             await echo.echo(TEXT)
         sequential = calls / (time.perf_counter() - start)
         start = time.perf_counter()
-        results = await asyncio.gather(*[echo.echo(TEXT) for _ in range(concurrent)])
+        results = await (gather or asyncio.gather)(*[echo.echo(TEXT) for _ in range(concurrent)])
         parallel = concurrent / (time.perf_counter() - start)
         assert results == [TEXT] * concurrent
     finally:

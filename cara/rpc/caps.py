@@ -24,7 +24,14 @@ from typing import Any
 from cara.rpc.description import InterfaceInfo, describe
 from cara.rpc.dispatch import Implementation
 from cara.rpc.plain import Exported
-from cara.rpc.proxies import NO_RUNNING_LOOP, CallPromise, Method, cast, core_cap_of
+from cara.rpc.proxies import (
+    NO_RUNNING_LOOP,
+    CallPromise,
+    Method,
+    cast,
+    core_cap_of,
+    current_loop,
+)
 from cara.rpc.wire_cara import field_steps, follow_steps
 
 __all__ = [
@@ -41,10 +48,13 @@ __all__ = [
 
 
 def running_loop() -> asyncio.AbstractEventLoop:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError(NO_RUNNING_LOOP) from None
+    """The running asyncio loop, or under trio the run's loop (see ``current_loop``)."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        loop = current_loop()
+        if loop is None:
+            raise RuntimeError(NO_RUNNING_LOOP)
+    return loop
 
 
 class Cap:
@@ -192,7 +202,7 @@ class LocalCap(Cap):
             promise._fail(exc)
             return promise
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
+            task = asyncio.ensure_future(result, loop=promise.get_loop())
             promise._task = task
             task.add_done_callback(promise._task_done)
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import sys
 import weakref
 from asyncio import _get_running_loop
 from collections import deque
@@ -52,6 +53,7 @@ __all__ = [
     "StreamCall",
     "StreamState",
     "check_loop",
+    "current_loop",
     "feed",
     "fresh_error",
     "is_stream_method",
@@ -335,8 +337,22 @@ NO_RUNNING_LOOP = (
 def check_loop(cap: Any) -> None:
     """Raise a clear error when a call on ``cap`` is made from a thread with no running event
     loop (unless ``cap`` works from any thread, as the blocking client's capabilities do)."""
-    if _get_running_loop() is None and not getattr(type(cap), "_cara_any_thread_", False):
+    if _get_running_loop() is None and not getattr(type(cap), "_cara_any_thread_", False) \
+            and current_loop() is None:
         raise RuntimeError(NO_RUNNING_LOOP)
+
+
+def current_loop() -> Any:
+    """The running asyncio loop; else, when this thread runs trio, that run's
+    :class:`~cara.rpc.trio_loop.TrioLoop` (the core then runs on trio); else ``None``."""
+    loop: Any = _get_running_loop()
+    if loop is None and "trio" in sys.modules:
+        from cara.rpc import trio_loop
+
+        if "__await__" not in CallPromise.__dict__:  # promises now also wait under trio
+            CallPromise.__await__ = trio_loop.await_any  # type: ignore[method-assign]
+        loop = trio_loop.running_loop()
+    return loop
 
 
 def call_plain(cap: Any, m: MethodInfo, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -713,6 +713,11 @@ class _Options:
         }
         self.services = Services()
 
+    async def _wait_closed(self, closing: list[asyncio.Future[None]]) -> None:
+        """Wait (at most 5 seconds) until the connections being closed are gone."""
+        if closing:
+            await asyncio.wait(closing, timeout=5)
+
 
 def _sum_stats(conns: list[Connection]) -> dict[str, int]:
     total = {"connections": 0, "exports": 0, "imports": 0, "questions": 0, "answers": 0}
@@ -848,8 +853,7 @@ class Server(_Options):
         protocols = list(self._protocols)
         for proto in protocols:
             proto.close("server stopped")
-        if protocols:
-            await asyncio.wait([p.closed for p in protocols], timeout=5)
+        await self._wait_closed([p.closed for p in protocols])
         for _, server in servers:
             await server.wait_closed()
         for ep, _ in servers:
@@ -939,7 +943,7 @@ class Client(_Options):
         proto, self._proto = self._proto, None
         if proto is not None:
             proto.close("client stopped")
-            await asyncio.wait([proto.closed], timeout=5)
+            await self._wait_closed([proto.closed])
 
     async def __aenter__(self) -> Client:
         await self.start()

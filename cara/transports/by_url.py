@@ -4,7 +4,8 @@
 (these classes *are* its ``Server`` and ``Client``, extended); ``nats://host:port/service`` by
 :mod:`cara.transports.nats_transport` (imported, with nats-py, only when such a URL is used). A
 server may bind both kinds at once: one set of registered interfaces answers on all of them.
-``lease`` and ``nats_options`` only concern ``nats://`` endpoints.
+``lease`` and ``nats_options`` only concern ``nats://`` endpoints. Started under trio, the
+socket endpoints are served natively there (:mod:`cara.transports.trio_transport`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from cara.rpc.connection import Connection
 from cara.rpc.errors import Disconnected
 from cara.transports import asyncio_transport, lifetimes
+from cara.transports.threads import current_trio
 from cara.transports.url import parse_url
 
 __all__ = ["Client", "Server"]
@@ -43,6 +45,7 @@ class Server(asyncio_transport.Server):
         self._nats_common = options
         self._nats: Any = None
         self._socket_binds = 0
+        self._on_trio = False
 
     def bind(self, url: str) -> None:
         if parse_url(url).scheme != "nats":
@@ -55,6 +58,14 @@ class Server(asyncio_transport.Server):
         self._nats.bind(url)
 
     async def start(self) -> None:
+        if current_trio() is not None:
+            from cara.transports import trio_transport
+
+            if self._nats is not None:
+                raise NotImplementedError("nats:// endpoints are served under asyncio only")
+            await trio_transport.start_server(self)
+            self._on_trio = True
+            return
         if self._socket_binds or self._nats is None:
             await super().start()
         if self._nats is not None:
@@ -70,8 +81,17 @@ class Server(asyncio_transport.Server):
         nats = self._nats.connections if self._nats is not None else []
         return [*super().connections, *nats]
 
+    async def _wait_closed(self, closing: list[Any]) -> None:
+        if self._on_trio:
+            from cara.transports import trio_transport
+
+            await trio_transport.wait_closed(closing)
+        else:
+            await super()._wait_closed(closing)
+
     async def stop(self) -> None:
         await super().stop()
+        self._on_trio = False
         if self._nats is not None:
             await self._nats.stop()
 

@@ -15,8 +15,9 @@
   after it succeeds. Capabilities obtained from calls on an old connection stay broken
   (``Disconnected: capability lost: ...``): get them again through a bootstrap proxy.
   ``await client.wait_connected(timeout)`` waits for the next connection.
-* Under trio, ``start()`` runs the connection on an asyncio loop in a thread of its own
-  (:class:`cara.transports.threads.Bridge`) and proxies give promises that trio awaits.
+* Under trio, ``start()`` connects natively (:mod:`cara.transports.trio_transport`): the
+  same proxies, handlers in trio tasks, no thread, ``disconnected`` and ``on_disconnect``;
+  ``reconnect`` and ``wait_connected`` are asyncio's only, for now.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from cara.rpc.caps import BrokenCap, Cap
 from cara.rpc.connection import Connection
 from cara.rpc.description import describe
 from cara.rpc.errors import Disconnected
-from cara.rpc.proxies import CallPromise, Method, check_loop, core_cap_of
+from cara.rpc.proxies import CallPromise, Method, check_loop, core_cap_of, current_loop
 from cara.transports.asyncio_transport import Client as _AsyncioClient
-from cara.transports.threads import Bridge, await_future, current_trio
+from cara.transports.threads import current_trio
 
 __all__ = ["Backoff", "Client"]
 
@@ -77,6 +78,15 @@ class Backoff:
 
 
 ReconnectPolicy = Callable[[int], "float | None"]
+
+
+def _loop() -> Any:
+    """The running asyncio loop, or under trio the run's :class:`~cara.rpc.trio_loop.TrioLoop`
+    (whose futures a trio task awaits)."""
+    loop = current_loop()
+    if loop is None:
+        raise RuntimeError("no event loop runs in this thread")
+    return loop
 
 
 def _policy(reconnect: bool | ReconnectPolicy | None) -> ReconnectPolicy | None:
@@ -146,7 +156,7 @@ class Client(_AsyncioClient):
                  **options: Any) -> None:
         super().__init__(**options)
         self._options = dict(options, reconnect=reconnect, on_disconnect=on_disconnect)
-        self._bridge: Bridge | None = None  # under trio: the client on a loop thread
+        self._on_trio = False  # started under trio (cara.transports.trio_transport)
         self.on_disconnect = on_disconnect
         self._policy = _policy(reconnect)
         self._stopping = False
@@ -162,11 +172,6 @@ class Client(_AsyncioClient):
 
     def _url(self) -> str:
         return self._endpoint.url() if self._endpoint is not None else "(no endpoint)"
-
-    def stats(self) -> dict[str, int]:
-        if self._bridge is not None:
-            return self._bridge.stats()
-        return super().stats()
 
     def _live_connection(self) -> Connection | None:
         proto = self._proto
@@ -193,7 +198,7 @@ class Client(_AsyncioClient):
         reason (a :class:`~cara.rpc.Disconnected`). Done at once when there is none."""
         fut = self._disconnected
         if fut is None:
-            fut = self._disconnected = asyncio.get_running_loop().create_future()
+            fut = self._disconnected = _loop().create_future()
             if self._live_connection() is None:
                 fut.set_result(Disconnected(self._not_connected_reason()))
         return fut
@@ -215,33 +220,27 @@ class Client(_AsyncioClient):
 
     async def start(self) -> None:
         if current_trio() is not None:
-            await self._start_bridge()
+            from cara.transports import trio_transport
+
+            if self._policy is not None:
+                raise NotImplementedError("Client(reconnect=...) runs under asyncio only")
+            self._stopping = False
+            await trio_transport.start_client(self)
+            self._on_trio = True
+            self._watch()
             return
+        self._on_trio = False
         self._stopping = False
         self._gave_up = None
         await super().start()
         self._watch()
-
-    async def _start_bridge(self) -> None:
-        """Under trio: run the connection on an asyncio loop in a thread of its own; proxies
-        give promises that trio awaits (see :mod:`cara.transports.threads`)."""
-        if self._endpoint is None:
-            raise ValueError("connect() to an endpoint before start()")
-        options = self._options
-        bridge = Bridge(self._endpoint.url(), lambda: Client(**options), deferred=True)
-        try:
-            await await_future(bridge.begin())
-        except BaseException:
-            await bridge.ashutdown()
-            raise
-        self._bridge = bridge
 
     def _watch(self) -> None:
         proto = self._proto
         assert proto is not None
         fut = self._disconnected
         if fut is None or fut.done():
-            self._disconnected = asyncio.get_running_loop().create_future()
+            self._disconnected = _loop().create_future()
         if self._connected is not None:
             self._connected.set()
             self._connected = None
@@ -263,7 +262,7 @@ class Client(_AsyncioClient):
             try:
                 result = hook(reason)
                 if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
+                    task = asyncio.ensure_future(result, loop=_loop())
                     self._hook_tasks.add(task)
                     task.add_done_callback(self._hook_tasks.discard)
             except Exception:
@@ -299,10 +298,6 @@ class Client(_AsyncioClient):
             return
 
     async def stop(self) -> None:
-        bridge, self._bridge = self._bridge, None
-        if bridge is not None:
-            await bridge.ashutdown()
-            return
         self._stopping = True
         redial, self._redial = self._redial, None
         if redial is not None and not redial.done():
@@ -315,11 +310,17 @@ class Client(_AsyncioClient):
             self._connected.set()
             self._connected = None
 
+    async def _wait_closed(self, closing: list[Any]) -> None:
+        if self._on_trio:
+            from cara.transports import trio_transport
+
+            await trio_transport.wait_closed(closing)
+        else:
+            await super()._wait_closed(closing)
+
     # ------------------------------------------------------------------ capabilities
 
     def bootstrap(self, iface: Any = None) -> Any:
-        if self._bridge is not None:
-            return self._bridge.bootstrap(iface)
         check_loop(self)
         if self._policy is None:
             return super().bootstrap(iface)

@@ -1,5 +1,6 @@
 """Capabilities usable from any thread: the machinery under the blocking client
-(:mod:`cara.transports.sync_client`) and under a client started in trio.
+(:mod:`cara.transports.sync_client`). (A client started under trio runs natively there:
+:mod:`cara.transports.trio_transport`.)
 
 A :class:`Bridge` runs a client on a private asyncio event loop in a daemon thread
 (:class:`_Runner`). Its proxies are the usual typed proxies over a :class:`ThreadCap`, a core
@@ -532,16 +533,6 @@ class Bridge:
         runner = getattr(self, "_runner", None)
         if runner is not None:
             shutdown(runner, self.client)
-
-    async def ashutdown(self) -> None:
-        """Stop the client and the loop thread (awaited under trio or asyncio)."""
-        runner = getattr(self, "_runner", None)
-        if runner is None or runner.closed:
-            return
-        try:
-            await await_future(asyncio.run_coroutine_threadsafe(_stop(self.client), runner.loop))
-        finally:
-            runner.stop(timeout=0)
 
 
 async def _stop(client: Any) -> None:

@@ -15,7 +15,6 @@ The messages each side sends are read by wrapping its connection's ``_emit`` (:c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,8 @@ from tests.conftest import LONG
 from tests.peers.harness import acalculator_server
 from tests.peers.proxy import Proxy
 from tests.rpc.schemas import runtime_module
+from tests.transports.backends import BACKENDS, gather, sleep
+from tests.transports.backends import run as run_on
 from tests.transports.calculator import (
     calc_module,
     calculator_client,
@@ -141,7 +142,7 @@ def implementations() -> tuple[type, type]:
             return cap
 
         async def make(self) -> Any:
-            await asyncio.sleep(0.01)
+            await sleep(0.01)
             return self.made
 
         def deep(self) -> Any:
@@ -160,7 +161,7 @@ def implementations() -> tuple[type, type]:
             self.held = cap
 
         async def giveHeld(self) -> Any:
-            await asyncio.sleep(0.01)
+            await sleep(0.01)
             return self.held
 
         def laterHeld(self) -> Any:
@@ -245,8 +246,9 @@ def test_three_dependent_calls_cost_one_round_trip_against_pycapnp() -> None:
 # ---------------------------------------------------------------------------- E-order
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_e_order_when_the_promise_resolves_to_a_server_object(scheme: str) -> None:
+def test_e_order_when_the_promise_resolves_to_a_server_object(backend: str, scheme: str) -> None:
     n = N_ORDER
 
     async def main() -> None:
@@ -257,7 +259,7 @@ def test_e_order_when_the_promise_resolves_to_a_server_object(scheme: str) -> No
             assert not promise.done()
             await promise
             after = [rec.record(n + i) for i in range(n)]
-            assert await asyncio.gather(*before, *after) == list(range(2 * n))
+            assert await gather(*before, *after) == list(range(2 * n))
             assert impl.made.seen == list(range(2 * n))
             # the calls went pipelined, then to the import; no embargo was needed
             calls = ctap.of(M.Call)
@@ -265,12 +267,14 @@ def test_e_order_when_the_promise_resolves_to_a_server_object(scheme: str) -> No
             assert targets == [M.PromisedAnswer] * n + [M.ImportedCap] * n
             assert ctap.of(M.Disembargo) == [] and stap.of(M.Disembargo) == []
 
-    run(main())
+    run_on(backend, main)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("slots", [0, 100], ids=["free", "100-slots"])
-def test_e_order_when_the_promise_resolves_to_an_object_of_the_caller(scheme: str,
+def test_e_order_when_the_promise_resolves_to_an_object_of_the_caller(backend: str,
+                                                                      scheme: str,
                                                                       slots: int) -> None:
     """The client hands its own object to the server, which returns it: calls made on the
     promise before the Return went to the server (and come back through it); calls made after
@@ -296,7 +300,7 @@ def test_e_order_when_the_promise_resolves_to_an_object_of_the_caller(scheme: st
                 assert len(mine.seen) <= slots
             then = [rec.record(before + i) for i in range(after)]
             total = before + after
-            assert await asyncio.gather(*first, *then) == list(range(total))
+            assert await gather(*first, *then) == list(range(total))
             assert mine.seen == list(range(total))
             # the Disembargo went out (senderLoopback) and came back (receiverLoopback)
             [out] = ctap.of(M.Disembargo)
@@ -315,12 +319,14 @@ def test_e_order_when_the_promise_resolves_to_an_object_of_the_caller(scheme: st
             await eventually(lambda: client.stats()["exports"] == 0,
                              what=f"client tables {client.stats()}")
 
-    run(main())
+    run_on(backend, main)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("whose", ["server", "caller"])
-def test_e_order_through_resolve_of_an_exported_promise(scheme: str, whose: str) -> None:
+def test_e_order_through_resolve_of_an_exported_promise(backend: str, scheme: str,
+                                                        whose: str) -> None:
     """``later()`` returns a capability the server does not have yet (a local call's pipelined
     result): it travels as senderPromise, calls on it queue in the server, then a Resolve names
     the server's object -- or, for ``laterHeld()``, the caller's own object, which the caller
@@ -342,7 +348,7 @@ def test_e_order_through_resolve_of_an_exported_promise(scheme: str, whose: str)
             after = [got.record(2 * n + i) for i in range(n)]
             await eventually(lambda: bool(stap.of(M.Resolve)), what="the Resolve")
             last = [rec.record(3 * n + i) for i in range(n)]
-            assert await asyncio.gather(*before, *middle, *after, *last) == list(range(4 * n))
+            assert await gather(*before, *middle, *after, *last) == list(range(4 * n))
             assert target.seen == list(range(4 * n))
             [descriptor] = [d for d in stap.descriptors
                             if d.kind == M.CapDescriptor.SENDER_PROMISE]
@@ -358,20 +364,21 @@ def test_e_order_through_resolve_of_an_exported_promise(scheme: str, whose: str)
             else:
                 assert ctap.of(M.Disembargo) == []
 
-    run(main())
+    run_on(backend, main)
 
 
 # ------------------------------------------------- promises as arguments, deep fields
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_a_promise_passed_as_a_capability_is_a_receiver_answer(scheme: str) -> None:
+def test_a_promise_passed_as_a_capability_is_a_receiver_answer(backend: str, scheme: str) -> None:
     async def main() -> None:
         async with service(scheme) as (impl, svc, _client, ctap, _stap):
             made = svc.make()  # not awaited: its answer is still a promise
             first = svc.callWith(made, 7)
             second = svc.callWith(made.cap, 8)  # the field, named
-            assert await asyncio.gather(first, second) == [7, 8]
+            assert await gather(first, second) == [7, 8]
             answers = [d for d in ctap.descriptors
                        if d.kind == M.CapDescriptor.RECEIVER_ANSWER]
             assert len(answers) == 2
@@ -379,11 +386,13 @@ def test_a_promise_passed_as_a_capability_is_a_receiver_answer(scheme: str) -> N
             assert {d.answer.question_id for d in answers} == {make_call.question_id}
             assert impl.made.seen == [7, 8]
 
-    run(main())
+    run_on(backend, main)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_a_capability_in_a_struct_inside_the_results_is_pipelined(scheme: str) -> None:
+def test_a_capability_in_a_struct_inside_the_results_is_pipelined(backend: str,
+                                                                  scheme: str) -> None:
     async def main() -> None:
         async with service(scheme) as (impl, svc, _client, ctap, _stap):
             promise = svc.deep()
@@ -396,7 +405,7 @@ def test_a_capability_in_a_struct_inside_the_results_is_pipelined(scheme: str) -
             assert len(record.target.transform) >= 2  # a -> b -> cap
             assert (await promise.a.b.n, await promise.n) == (2, 1)
 
-    run(main())
+    run_on(backend, main)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

@@ -1,10 +1,11 @@
-"""Shared pieces of the asyncio transport tests: implementations and a server on loopback."""
+"""Shared pieces of the transport tests: implementations and a server on loopback (the
+implementations and helpers that tests/transports/backends.py's primitives use run under asyncio
+and trio alike)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -13,6 +14,8 @@ import pytest
 from cara.rpc import InterfaceInfo, register_interface
 from cara.transports import Client, Server
 from tests.rpc.schemas import load
+from tests.transports.backends import Event, gather, is_cancellation, sleep
+from tests.transports.backends import eventually as eventually  # (re-exported)
 
 T = TypeVar("T")
 
@@ -35,15 +38,16 @@ class SleepImpl:
     began, ``cancelled`` is set when one is cancelled."""
 
     def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
+        self.cancelled = Event()
         self.started = 0
 
     async def sleep(self, seconds: float) -> bool:
         self.started += 1
         try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            self.cancelled.set()
+            await sleep(seconds)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.cancelled.set()
             raise
         return True
 
@@ -54,7 +58,7 @@ class CalcImpl:
     def __init__(self) -> None:
         self.started = 0
         self.cancelled = 0
-        self.cancel_seen = asyncio.Event()
+        self.cancel_seen = Event()
 
     def add(self, a: int, b: int) -> int:
         return a + b
@@ -69,10 +73,11 @@ class CalcImpl:
     async def sleep(self, seconds: float) -> bool:
         self.started += 1
         try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            self.cancel_seen.set()
+            await sleep(seconds)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                self.cancelled += 1
+                self.cancel_seen.set()
             raise
         return True
 
@@ -100,7 +105,7 @@ class CalcImpl:
 
     async def callAll(self, cbs: list[Any], value: int) -> int:
         callback = ifaces()["Callback"]
-        results = await asyncio.gather(*[cap.cast(callback).call(value) for cap in cbs])
+        results = await gather(*[cap.cast(callback).call(value) for cap in cbs])
         return sum(results)
 
 
@@ -113,7 +118,7 @@ class PeakSleep:
     async def sleep(self, seconds: float) -> bool:
         self.running += 1
         self.peak = max(self.peak, self.running)
-        await asyncio.sleep(seconds)
+        await sleep(seconds)
         self.running -= 1
         return True
 
@@ -123,10 +128,9 @@ async def check_handlers_capped_at_20(calc: Any, impl: PeakSleep) -> None:
     rest are refused as Overloaded, and the connection keeps working."""
     from cara.rpc import Overloaded
 
-    assert await asyncio.gather(*[calc.sleep(0.02) for _ in range(40)]) == [True] * 40
+    assert await gather(*[calc.sleep(0.02) for _ in range(40)]) == [True] * 40
     assert impl.peak == 20
-    results = await asyncio.gather(*[calc.sleep(0.3) for _ in range(100)],
-                                   return_exceptions=True)
+    results = await gather(*[calc.sleep(0.3) for _ in range(100)], return_exceptions=True)
     assert results[:40] == [True] * 40
     assert all(isinstance(r, Overloaded) for r in results[40:]), results[40:]
     assert impl.peak == 20
@@ -189,12 +193,3 @@ async def connected(server: Server, **options: Any) -> AsyncIterator[Client]:
     async with client:
         yield client
 
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0,
-                     what: str = "condition") -> None:
-    """Wait until ``check()`` holds (releases and cancellations travel asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -1,7 +1,8 @@
-"""cara RPC end to end over the built-in asyncio transport, on real loopback sockets.
+"""cara RPC end to end over the built-in transport, on real loopback sockets, under asyncio and
+under trio (tests/transports/backends.py).
 
 Interfaces come from the reference compiler (tests/rpc/schemas.py); servers and clients are real
-``asyncio`` TCP/Unix/TLS endpoints. Expected values are computed by the tests from the inputs.
+TCP/Unix/TLS endpoints. Expected values are computed by the tests from the inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import pytest
 
 from cara.rpc import Disconnected, Results, Unimplemented
 from cara.transports import Client, Server
+from tests.transports.backends import BACKENDS, Event, background, gather, sleep, wait_for
+from tests.transports.backends import run as run_on
 from tests.transports.support import (
     CalcImpl,
     HolderImpl,
@@ -29,12 +32,12 @@ from tests.transports.support import (
     connected,
     eventually,
     ifaces,
-    run,
     serving,
 )
 
 
-def test_echo_positional_keyword_and_real_port() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_echo_positional_keyword_and_real_port(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -50,10 +53,11 @@ def test_echo_positional_keyword_and_real_port() -> None:
                 assert await echo[(I["Echo"].id, 0)]("by address") == "by address"
                 assert await echo.echo("é\x00" * 1000) == "é\x00" * 1000
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_unix_socket(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unix_socket(backend: str, tmp_path: Path) -> None:
     I = ifaces()
     path = tmp_path / "rpc.sock"
 
@@ -77,10 +81,11 @@ def test_unix_socket(tmp_path: Path) -> None:
                 assert await client.bootstrap(I["Echo"]).echo(url) == url + "!"
         await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_call_is_sent_without_awaiting() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_call_is_sent_without_awaiting(backend: str) -> None:
     I = ifaces()
     seen: list[str] = []
 
@@ -91,10 +96,11 @@ def test_call_is_sent_without_awaiting() -> None:
                 echo.echo("fire and forget")  # never awaited
                 await eventually(lambda: seen == ["fire and forget"], what="the unawaited call")
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_sync_and_async_methods_results_and_structs() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sync_and_async_methods_results_and_structs(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -117,10 +123,11 @@ def test_sync_and_async_methods_results_and_structs() -> None:
             with pytest.raises(TypeError):
                 calc.add(1, c=2)
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_remote_errors_are_rebuilt_safely() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remote_errors_are_rebuilt_safely(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -134,10 +141,11 @@ def test_remote_errors_are_rebuilt_safely() -> None:
                 await client.bootstrap(I["Calc"]).fail("ValueError", "quiet")
             assert info.value.__cause__ is None
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_unregistered_interface_and_missing_method_are_unimplemented() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unregistered_interface_and_missing_method_are_unimplemented(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -150,10 +158,11 @@ def test_unregistered_interface_and_missing_method_are_unimplemented() -> None:
                 await client.bootstrap(I["Holder"]).get()
             assert await client.bootstrap(I["Echo"]).echo("still fine") == "still fine"
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_thousand_callbacks_then_nothing_left_exported_or_imported() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_thousand_callbacks_then_nothing_left_exported_or_imported(backend: str) -> None:
     I = ifaces()
     n = 1000
 
@@ -162,13 +171,13 @@ def test_thousand_callbacks_then_nothing_left_exported_or_imported() -> None:
         async with serving((I["Calc"], calc_impl)) as server, connected(server) as client:
             calc = client.bootstrap(I["Calc"])
             # Client functions passed to the server, which calls them back.
-            results = await asyncio.gather(
+            results = await gather(
                 *[calc.callBack(lambda value, i=i: value * 2 + i, i) for i in range(n)])
             assert results == [i * 3 for i in range(n)]
             # Server functions returned to the client, which calls them.
-            caps = await asyncio.gather(*[calc.makeCallback(i) for i in range(n)])
+            caps = await gather(*[calc.makeCallback(i) for i in range(n)])
             assert server.stats()["exports"] == n + 1  # and the bootstrap capability
-            values = await asyncio.gather(*[cap.call(1) for cap in caps])
+            values = await gather(*[cap.call(1) for cap in caps])
             assert values == [i + 1 for i in range(n)]
             del caps, results, values, calc
             gc.collect()
@@ -182,10 +191,11 @@ def test_thousand_callbacks_then_nothing_left_exported_or_imported() -> None:
                                          f"client {client.stats()})")
             assert server.stats()["connections"] == 1
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_capabilities_inside_structs_and_lists() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_capabilities_inside_structs_and_lists(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -204,10 +214,11 @@ def test_capabilities_inside_structs_and_lists() -> None:
             assert await calc.callAll([lambda v: v, lambda v: v * 10], 3) == 33
             await eventually(lambda: client.stats()["exports"] == 0, what="client exports freed")
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_explicit_close_and_async_with_release() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_explicit_close_and_async_with_release(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -224,31 +235,33 @@ def test_explicit_close_and_async_with_release() -> None:
                 assert await cap2(1) == 8  # a one-method proxy is callable
             await eventually(lambda: server.stats()["exports"] == 1, what="release after with")
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_cancelling_the_caller_cancels_the_handler() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancelling_the_caller_cancels_the_handler(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
         impl = CalcImpl()
         async with serving((I["Calc"], impl)) as server, connected(server) as client:
             calc = client.bootstrap(I["Calc"])
-            task = asyncio.ensure_future(calc.sleep(30))
-            await eventually(lambda: impl.started == 1, what="the handler to start")
-            assert server.stats()["answers"] == 1
-            task.cancel()
-            await asyncio.wait_for(impl.cancel_seen.wait(), 5)
+            async with background(calc.sleep(30)) as task:
+                await eventually(lambda: impl.started == 1, what="the handler to start")
+                assert server.stats()["answers"] == 1
+                task.cancel()
+                await wait_for(impl.cancel_seen.wait(), 5)
             assert impl.cancelled == 1
             await eventually(lambda: server.stats()["answers"] == 0, what="answer dropped")
             # the handler's Return(canceled) frees the question once it arrives
             await eventually(lambda: client.stats()["questions"] == 0, what="question freed")
             assert await calc.add(1, 2) == 3
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_per_call_and_default_timeouts() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_call_and_default_timeouts(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -257,20 +270,21 @@ def test_per_call_and_default_timeouts() -> None:
             async with connected(server) as client:
                 with pytest.raises(asyncio.TimeoutError):
                     await client.bootstrap(I["Calc"]).sleep(30, _timeout=0.05)
-                await asyncio.wait_for(impl.cancel_seen.wait(), 5)
-            impl.cancel_seen.clear()
+                await wait_for(impl.cancel_seen.wait(), 5)
+            impl.cancel_seen = Event()
             async with connected(server, timeout=0.05) as client:
                 calc = client.bootstrap(I["Calc"])
                 with pytest.raises(asyncio.TimeoutError):
                     await calc.sleep(30)
-                await asyncio.wait_for(impl.cancel_seen.wait(), 5)
+                await wait_for(impl.cancel_seen.wait(), 5)
                 assert await calc.add(1, 1) == 2
             assert impl.cancelled == 2
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_stopped_server_fails_pending_calls_with_connection_error() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stopped_server_fails_pending_calls_with_connection_error(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -288,17 +302,18 @@ def test_stopped_server_fails_pending_calls_with_connection_error() -> None:
         await server.stop()
         with pytest.raises(ConnectionError):
             await pending
-        await asyncio.wait_for(impl.cancel_seen.wait(), 5)  # the handler was cancelled too
+        await wait_for(impl.cancel_seen.wait(), 5)  # the handler was cancelled too
         with pytest.raises(ConnectionError):
             await calc.add(1, 2)
         await client.stop()
         with pytest.raises(ConnectionError):
             client.bootstrap(I["Calc"])
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_three_parties_a_hands_bs_capability_to_c() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_three_parties_a_hands_bs_capability_to_c(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -321,10 +336,11 @@ def test_three_parties_a_hands_bs_capability_to_c() -> None:
                 and a_to_c.stats()["exports"] == 0 and a_to_b.stats()["imports"] == 0,
                 what="three-party release")
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_same_method_name_in_two_interfaces_does_not_clash() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_method_name_in_two_interfaces_does_not_clash(backend: str) -> None:
     I = ifaces()
     left, right, both = I["Left"], I["Right"], I["Both"]
 
@@ -343,10 +359,11 @@ def test_same_method_name_in_two_interfaces_does_not_clash() -> None:
             assert await b[(left.id, 0)]() == "both as left"
             assert await b[(right.id, 0)]() == "both as right"
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_server_calls_client_callback_that_calls_back() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_server_calls_client_callback_that_calls_back(backend: str) -> None:
     """The seed's BackAndForth story: the server calls a client callback with a lambda, which
     the client calls back."""
     I = ifaces()
@@ -361,7 +378,7 @@ def test_server_calls_client_callback_that_calls_back() -> None:
             calc = client.bootstrap(I["Calc"])
             assert await calc.callBack(lambda value: value + 1, 41) == 42
 
-    run(main())
+    run_on(backend, main)
 
 
 def _make_cert(directory: Path) -> tuple[Path, Path]:
@@ -374,7 +391,8 @@ def _make_cert(directory: Path) -> tuple[Path, Path]:
     return key, cert
 
 
-def test_tls() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tls(backend: str) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl is needed to make a test certificate")
     I = ifaces()
@@ -396,7 +414,7 @@ def test_tls() -> None:
                     await plain.bootstrap(I["Echo"]).echo("x")
                 await plain.stop()
 
-        run(main())
+        run_on(backend, main)
 
 
 @pytest.mark.parametrize("url", ["tcp://127.0.0.1", "http://x:1", "unix://", "tcp://h:1/p"])
@@ -405,7 +423,8 @@ def test_bad_urls_fail_at_bind(url: str) -> None:
         Server().bind(url)
 
 
-def test_server_stats_count_connections() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_server_stats_count_connections(backend: str) -> None:
     I = ifaces()
 
     async def main() -> None:
@@ -416,14 +435,15 @@ def test_server_stats_count_connections() -> None:
                 assert server.stats()["connections"] == 2
             await eventually(lambda: server.stats()["connections"] == 0, what="disconnects")
 
-    run(main())
+    run_on(backend, main)
 
 
 if os.name == "nt":  # pragma: no cover
     pytestmark = pytest.mark.skip("unix sockets")
 
 
-def test_running_handlers_per_connection_are_capped() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_running_handlers_per_connection_are_capped(backend: str) -> None:
     """max_answers=20: at most 20 handlers run per connection, 20 more calls wait in order, and
     calls beyond that are refused as Overloaded; the connection keeps working."""
     I = ifaces()
@@ -434,10 +454,11 @@ def test_running_handlers_per_connection_are_capped() -> None:
                 connected(server) as client:
             await check_handlers_capped_at_20(client.bootstrap(I["Calc"]), impl)
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_handlers_calling_back_their_caller_beyond_the_cap_do_not_deadlock() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_handlers_calling_back_their_caller_beyond_the_cap_do_not_deadlock(backend: str) -> None:
     """Each handler awaits a call back to the client: the server must keep reading the client's
     answers even with every handler slot taken."""
     I = ifaces()
@@ -448,10 +469,10 @@ def test_handlers_calling_back_their_caller_beyond_the_cap_do_not_deadlock() -> 
             calc = client.bootstrap(I["Calc"])
 
             async def slow_double(value: int) -> int:
-                await asyncio.sleep(0.01)
+                await sleep(0.01)
                 return value * 2
 
-            results = await asyncio.gather(*[calc.callBack(slow_double, i) for i in range(10)])
+            results = await gather(*[calc.callBack(slow_double, i) for i in range(10)])
             assert results == [i * 2 for i in range(10)]
 
-    run(main())
+    run_on(backend, main)

@@ -2,9 +2,10 @@
 nodes): proxies are instances of the interface class, structs and capabilities inside them are
 converted by the runtime, implementations are subclasses, dicts, objects or functions.
 
-Every test runs on both encodings: cara frames (``tcp://``) and Cap'n Proto's own messages
-(``capnp://``). A Cap'n Proto peer sees one bootstrap capability per server, so an interface
-that needs its own bootstrap gets a server of its own."""
+Every test runs on both encodings -- cara frames (``tcp://``) and Cap'n Proto's own messages
+(``capnp://``) -- and under asyncio and trio (tests/transports/backends.py). A Cap'n Proto peer
+sees one bootstrap capability per server, so an interface that needs its own bootstrap gets a
+server of its own."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ import pytest
 from cara.rpc import Failed, Unimplemented, register_interface, release
 from cara.transports import Client, Server
 from tests.rpc.schemas import runtime_module
-from tests.transports.support import HolderImpl, SleepImpl, connected, eventually, run
+from tests.transports.backends import BACKENDS, Event, gather, wait_for
+from tests.transports.backends import run as run_on
+from tests.transports.support import HolderImpl, SleepImpl, connected, eventually
 
 
 def mod() -> Any:
@@ -96,7 +99,8 @@ async def bootstraps(url: str, *impls: tuple[Any, Any]) -> AsyncIterator[list[An
         yield proxies
 
 
-def test_proxies_are_instances_and_values_are_converted(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_proxies_are_instances_and_values_are_converted(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -117,10 +121,11 @@ def test_proxies_are_instances_and_values_are_converted(url: str) -> None:
             with pytest.raises(TypeError):
                 calc.add(1, "not an int")  # checked by the runtime before sending
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_subclass_registration_infers_the_interface(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_subclass_registration_infers_the_interface(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -156,10 +161,11 @@ def test_subclass_registration_infers_the_interface(url: str) -> None:
         for server in servers:
             await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_callbacks_released_and_errors(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_callbacks_released_and_errors(backend: str, url: str) -> None:
     m = mod()
     n = 1000
 
@@ -167,12 +173,12 @@ def test_callbacks_released_and_errors(url: str) -> None:
         server = await start((m.Calc, CalcImpl()), url=url)
         async with connected(server) as client:
             calc = client.bootstrap(m.Calc)
-            results = await asyncio.gather(*[calc.callBack(lambda v, i=i: v + i, 1)
+            results = await gather(*[calc.callBack(lambda v, i=i: v + i, 1)
                                              for i in range(n)])
             assert results == [i + 1 for i in range(n)]
-            caps = await asyncio.gather(*[calc.makeCallback(i) for i in range(n)])
+            caps = await gather(*[calc.makeCallback(i) for i in range(n)])
             assert all(isinstance(cap, m.Callback) for cap in caps)
-            assert await asyncio.gather(*[cap.call(2) for cap in caps]) == [
+            assert await gather(*[cap.call(2) for cap in caps]) == [
                 i + 2 for i in range(n)]
             assert await calc.callAll(caps[:10], 1) == sum(i + 1 for i in range(10))
             release(caps[0])
@@ -195,10 +201,11 @@ def test_callbacks_released_and_errors(url: str) -> None:
                 await calc.fail("LookupError", "where")
         await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_missing_method_is_unimplemented(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_missing_method_is_unimplemented(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -220,10 +227,11 @@ def test_missing_method_is_unimplemented(url: str) -> None:
                 await holder.callHeld(1)
         await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_cancel_and_timeout_reach_the_handler(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cancel_and_timeout_reach_the_handler(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -232,25 +240,26 @@ def test_cancel_and_timeout_reach_the_handler(url: str) -> None:
         async with connected(server) as client:
             calc = client.bootstrap(m.Calc)
             with pytest.raises(asyncio.TimeoutError):
-                await asyncio.wait_for(calc.sleep(30), 0.05)
-            await asyncio.wait_for(impl.cancelled.wait(), 5)
+                await wait_for(calc.sleep(30), 0.05)
+            await wait_for(impl.cancelled.wait(), 5)
             await eventually(lambda: server.stats()["answers"] == 0, what="answer dropped")
         async with connected(server) as client:
-            impl.cancelled.clear()
+            impl.cancelled = Event()
             with pytest.raises(asyncio.TimeoutError):
                 await client.bootstrap(m.Calc).sleep(30, _timeout=0.05)
-            await asyncio.wait_for(impl.cancelled.wait(), 5)
+            await wait_for(impl.cancelled.wait(), 5)
         async with connected(server, timeout=0.05) as client:
-            impl.cancelled.clear()
+            impl.cancelled = Event()
             with pytest.raises(asyncio.TimeoutError):
                 await client.bootstrap(m.Calc).sleep(30)
-            await asyncio.wait_for(impl.cancelled.wait(), 5)
+            await wait_for(impl.cancelled.wait(), 5)
         await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_three_parties_with_runtime_classes(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_three_parties_with_runtime_classes(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -274,10 +283,11 @@ def test_three_parties_with_runtime_classes(url: str) -> None:
         await server_b.stop()
         await server_c.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_remote_custom_exception_is_failed(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_remote_custom_exception_is_failed(backend: str, url: str) -> None:
     m = mod()
 
     class Mine(Exception):
@@ -293,10 +303,11 @@ def test_remote_custom_exception_is_failed(url: str) -> None:
                 await client.bootstrap(m.Echo).echo("x")
         await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_interface_of_client_is_a_bootstrap_proxy(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interface_of_client_is_a_bootstrap_proxy(backend: str, url: str) -> None:
     m = mod()
 
     async def main() -> None:
@@ -310,10 +321,11 @@ def test_interface_of_client_is_a_bootstrap_proxy(url: str) -> None:
         finally:
             await server.stop()
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_params_left_out_by_the_caller_arrive_as_defaults(url: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_params_left_out_by_the_caller_arrive_as_defaults(backend: str, url: str) -> None:
     """Cap'n Proto passes every param; one the caller did not set reads as its default. An
     implementation taking fewer params than the method has (the seed's zero-argument lambda
     for a one-param Callback) still gets only what it accepts."""
@@ -337,4 +349,4 @@ def test_params_left_out_by_the_caller_arrive_as_defaults(url: str) -> None:
         finally:
             await server.stop()
 
-    run(main())
+    run_on(backend, main)

@@ -21,6 +21,8 @@ import pytest
 import cara
 from cara.rpc import Disconnected
 from cara.transports import Backoff, Client, connect_sync
+from tests.transports.backends import BACKENDS, Event, background, gather, sleep, wait_for
+from tests.transports.backends import run as run_on
 from tests.transports.support import run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,8 +126,9 @@ async def client_of(url: str, **options: Any) -> AsyncIterator[Client]:
 # ------------------------------------------------------------------------------ breaks
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_calls_in_flight_fail_with_disconnected_when_the_server_dies(
-        schema: Any, server: ServerProcess) -> None:
+        backend: str, schema: Any, server: ServerProcess) -> None:
     lost: list[BaseException] = []
 
     async def main() -> None:
@@ -133,27 +136,27 @@ def test_calls_in_flight_fail_with_disconnected_when_the_server_dies(
             svc = schema.Svc(client)
             assert await svc.echo("up") == "up"
             assert client.connected
-            calls = [asyncio.ensure_future(svc.sleep(30)) for _ in range(3)]
-            await asyncio.sleep(0.2)
+            calls = [svc.sleep(30) for _ in range(3)]  # sent now
+            await sleep(0.2)
             t0 = time.perf_counter()
             server.kill()
-            results = await asyncio.wait_for(
-                asyncio.gather(*calls, return_exceptions=True), 5)
+            results = await wait_for(gather(*calls, return_exceptions=True), 5)
             elapsed = time.perf_counter() - t0
             assert all(isinstance(r, Disconnected) for r in results), results
             assert elapsed < 1.0, elapsed
             print(f"calls in flight failed {elapsed * 1000:.1f} ms after the kill")
-            reason = await asyncio.wait_for(client.disconnected, 1)
+            reason = await wait_for(client.disconnected, 1)
             assert isinstance(reason, Disconnected)
             assert not client.connected
             with pytest.raises(Disconnected):
                 await svc.echo("down")
 
-    run(main())
+    run_on(backend, main)
     assert len(lost) == 1 and isinstance(lost[0], Disconnected), lost
 
 
-def test_stop_completes_disconnected_without_the_hook(schema: Any,
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_completes_disconnected_without_the_hook(backend: str, schema: Any,
                                                       server: ServerProcess) -> None:
     lost: list[BaseException] = []
 
@@ -161,15 +164,15 @@ def test_stop_completes_disconnected_without_the_hook(schema: Any,
         client = cara.Client(on_disconnect=lost.append)
         client.connect(server.url)
         await client.start()
-        waiting = asyncio.ensure_future(_wait(client))
-        await asyncio.sleep(0.05)
-        assert not waiting.done()
-        await client.stop()
-        reason = await asyncio.wait_for(waiting, 1)
+        async with background(_wait(client)) as waiting:
+            await sleep(0.05)
+            assert not waiting.done.is_set()
+            await client.stop()
+            reason = await wait_for(waiting.result(), 1)
         assert "stopped" in str(reason)
         assert client.disconnected.done()  # nothing to wait for any more
 
-    run(main())
+    run_on(backend, main)
     assert lost == []
 
 
@@ -177,20 +180,21 @@ async def _wait(client: Client) -> BaseException:
     return await client.disconnected
 
 
-def test_async_on_disconnect_hook(schema: Any, server: ServerProcess) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_async_on_disconnect_hook(backend: str, schema: Any, server: ServerProcess) -> None:
     async def main() -> None:
-        seen = asyncio.Event()
+        seen = Event()
 
         async def hook(reason: BaseException) -> None:
-            await asyncio.sleep(0)
+            await sleep(0)
             seen.set()
 
         async with client_of(server.url, on_disconnect=hook) as client:
             assert await schema.Svc(client).echo("x") == "x"
             server.kill()
-            await asyncio.wait_for(seen.wait(), 5)
+            await wait_for(seen.wait(), 5)
 
-    run(main())
+    run_on(backend, main)
 
 
 # ------------------------------------------------------------------------------ reconnection

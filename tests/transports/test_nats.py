@@ -97,7 +97,7 @@ def _nats_serving(base: str) -> Callable[..., Any]:
 def test_built_in_transport_behaviour_on_nats(name: str, nats: NatsServer,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rpc_tests, "serving", _nats_serving(nats.url))
-    getattr(rpc_tests, name)()
+    getattr(rpc_tests, name)(backend="asyncio")  # (NATS runs under asyncio only)
 
 
 @pytest.mark.parametrize("name", RUNTIME_TESTS)
@@ -112,7 +112,7 @@ def test_runtime_classes_behaviour_on_nats(name: str, nats: NatsServer,
         return server
 
     monkeypatch.setattr(runtime_tests, "start", start)
-    getattr(runtime_tests, name)(url=f"{nats.url}/{service_name()}")
+    getattr(runtime_tests, name)(backend="asyncio", url=f"{nats.url}/{service_name()}")
 
 
 

@@ -399,9 +399,9 @@ def test_blocking_example_runs() -> None:
 
 
 def test_client_under_trio() -> None:
-    """cara.Client started under trio runs its connection on an asyncio loop in a thread of
-    its own; proxies give promises that trio awaits, with pipelining, callbacks, errors,
-    concurrency in a nursery and cancellation."""
+    """cara.Client started under trio (natively: tests/transports/test_trio.py) against an
+    asyncio server in another thread: pipelining, callbacks, errors, concurrency in a nursery
+    and cancellation."""
     trio = pytest.importorskip("trio")
     m = mod()
     impl = CalcImpl()
