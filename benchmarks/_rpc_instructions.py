@@ -5,10 +5,11 @@ Usage::
 
     python benchmarks/_rpc_instructions.py [--wire tcp|capnp] [--mode sequential|concurrent]
 
-Runs this script's ``--child`` twice under ``valgrind --tool=callgrind`` (1,000 and 3,000 echo
-calls after the same warm-up) and prints the difference per call, so start-up, imports and
-schema loading cancel out. The figures in docs/benchmarks.md ("Where the time goes") come from
-it. Not a benchmark (``run.py`` runs only ``bench_*.py``); needs valgrind.
+Runs this script's ``--child`` (``_profile_rpc.py``'s echo, unprofiled) twice under
+``valgrind --tool=callgrind``, with 1,000 and 3,000 echo calls after the same warm-up, and
+prints the difference per call, so start-up, imports and schema loading cancel out. The
+figures in docs/benchmarks.md ("Where the time goes") come from it. Not a benchmark
+(``run.py`` runs only ``bench_*.py``); needs valgrind.
 """
 
 from __future__ import annotations
@@ -21,40 +22,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-ECHO_CAPNP = REPO / "tests" / "peers" / "echo.capnp"
 
+def child(wire: str, mode: str, calls: int) -> None:
+    """The measured run: _profile_rpc.py's echo (its warm-up, then ``calls`` calls)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _profile_rpc import run
 
-async def child(wire: str, mode: str, calls: int) -> None:
-    sys.path.insert(0, str(REPO))
-    import cara
-    from cara.rpc import register_interface
-    from cara.transports import Client, Server
-
-    iface = cara.load(str(ECHO_CAPNP)).SimpleEcho
-
-    class Echo(iface):  # type: ignore[misc,valid-type]
-        def echo(self, text: str) -> str:
-            return text
-
-    server = Server()
-    server.bind(f"{wire}://127.0.0.1:0")
-    register_interface(server)(Echo)
-    await server.start()
-    client = Client()
-    client.connect(server.endpoints[0])
-    await client.start()
-    echo = iface(client)
-    for _ in range(200):
-        await echo.echo("hello")
-    if mode == "sequential":
-        for _ in range(calls):
-            await echo.echo("hello")
-    else:
-        for _ in range(calls // 1000):
-            await asyncio.gather(*[echo.echo("hello") for _ in range(1000)])
-    await client.stop()
-    await server.stop()
+    asyncio.run(run(wire, mode, calls, None))
 
 
 def count(wire: str, mode: str, calls: int) -> int:
@@ -76,7 +50,7 @@ def main() -> None:
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.wire, args.mode, args.calls))
+        child(args.wire, args.mode, args.calls)
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
