@@ -296,7 +296,10 @@ def test_e_order_when_the_promise_resolves_to_an_object_of_the_caller(backend: s
             rec = promise.cap
             first = [rec.record(i) for i in range(before)]
             await promise  # the Return is here; the calls made before may not all be back
-            if slots:
+            if slots and backend == "asyncio":
+                # (asyncio resumes us in arrival order, before the reader takes more frames;
+                # trio's scheduler may run the reader first, which only makes the embargo's
+                # job easier: what follows is checked under both)
                 assert len(mine.seen) <= slots
             then = [rec.record(before + i) for i in range(after)]
             total = before + after
