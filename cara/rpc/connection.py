@@ -731,25 +731,34 @@ class Connection:
         """Return what a handler returned at once. Nothing refers to such an answer while
         it runs (no frame is read meanwhile), so the answers table gets an entry only when
         the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
-        exports: list[int] = []
-        self._sending_exports = exports
         try:
-            frame, final = self._encode_results(qid, results, method.result_cls,
-                                                self._implicit_finish, self._describe)
+            frame, final, exports = self._encode_return(qid, method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
-            self._undo_exports(exports)
-            self._sending_exports = None
-            answer = self._new_answer(qid, method)
-            self._return_error(qid, answer, exc)
+            self._return_error(qid, self._new_answer(qid, method), exc)
             return
-        finally:
-            self._sending_exports = None
         if not final:
             answer = self._new_answer(qid, method)
             answer.results = results
             answer.returned = True
             answer.result_exports = exports or None
         self._send(frame)
+
+    def _encode_return(self, qid: int, method: Method | None,
+                       results: Any) -> tuple[bytes, bool, list[int]]:
+        """The Return frame of ``results``, whether it is final (no Finish will come) and the
+        exports it made. Raises when the results cannot be sent, its exports undone."""
+        exports: list[int] = []
+        self._sending_exports = exports
+        try:
+            frame, final = self._encode_results(
+                qid, results, method.result_cls if method is not None else None,
+                self._implicit_finish, self._describe)
+        except BaseException:
+            self._undo_exports(exports)
+            raise
+        finally:
+            self._sending_exports = None
+        return frame, final, exports
 
     def _call_target(self, target: M.Target) -> Cap:
         if isinstance(target, M.ImportedCap):
@@ -822,23 +831,17 @@ class Connection:
         pipes, answer.pipes = answer.pipes, {}
         for steps, queued in pipes.items():  # pipelined calls go first (E-order)
             queued.resolve(self._cap_at(answer, steps))
-        method = answer.method
-        exports: list[int] = []
-        self._sending_exports = exports
-        ret = M.Return(qid, M.Payload(results, method.result_cls if method is not None else None),
-                       release_param_caps=False, no_finish=self._implicit_finish)
         try:
-            self._emit(ret)
+            frame, final, exports = self._encode_return(qid, answer.method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
-            self._undo_exports(exports)
-            self._sending_exports = None
             answer.results = _FAILED
             self._emit(M.Return(qid, exception=exception_to_remote(
                 exc, with_traceback=self.send_tracebacks)))
-        finally:
-            self._sending_exports = None
+            final, exports = self._implicit_finish, []
+        else:
+            self._send(frame)
         answer.result_exports = exports or None
-        if answer.finished or ret.no_finish:  # (no Finish will come for a final return)
+        if answer.finished or final:  # (no Finish will come for a final return)
             self._answers.pop(qid, None)
 
     def _return_error(self, qid: int, answer: _Answer, exc: BaseException) -> None:

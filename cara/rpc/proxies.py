@@ -414,11 +414,6 @@ def call_runtime(cap: Any, spec: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return cap.call(method_of(spec), spec.box_params(args, kwargs), timeout)
 
 
-def _remember(cell: list[Method], m: Method) -> Method:
-    cell.append(m)
-    return m
-
-
 def _runtime_proxy_call(self: Any, method: Any, args: tuple[Any, ...],
                         kwargs: dict[str, Any]) -> Any:
     send = sender(method, type(self)._cara_streams_)
@@ -436,7 +431,6 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         return streaming
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
-    found: list[Method] = []
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         cap = self._cara_rpc_cap_
@@ -444,8 +438,7 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
             return call_runtime(cap, spec, args, kwargs)
         if _get_running_loop() is None:
             check_loop(cap)
-        m = found[0] if found else _remember(found, method_of(spec))
-        return cap.call(m, box(args, kwargs), None)
+        return cap.call(method_of(spec), box(args, kwargs), None)
 
     method.__name__ = method.__qualname__ = spec.attr
     return method
