@@ -52,6 +52,7 @@ from cara.rpc.errors import (
 )
 from cara.rpc.proxies import CallPromise, Method, method_of
 from cara.rpc.wire_cara import CaraWire
+from cara.runtime.interface import HOLDS_INTERFACES
 
 __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
 
@@ -243,6 +244,12 @@ class Connection:
             or self._encode_call_message
         self._encode_results: Callable[..., tuple[bytes, bool]] = \
             getattr(self.wire, "encode_results", None) or self._encode_results_message
+        #: ``decode_hot`` is an encoding's ``decode`` that gives a final return holding no
+        #: capability as ``(answer_id, content)`` and a call on an export with none in its
+        #: params as ``(question_id, export_id, interface_id, method_id, content)``
+        #: (optional: see :meth:`_on_final_return` and :meth:`_on_plain_call`).
+        self._decode: Callable[[Any], Any] = getattr(self.wire, "decode_hot", None) \
+            or self.wire.decode
         #: The encoding lets a return that holds no capability end its question (no Finish).
         self._implicit_finish = bool(getattr(self.wire, "implicit_finish", False))
         self.send_tracebacks = send_tracebacks
@@ -344,7 +351,13 @@ class Connection:
         if self.closed:
             return
         try:
-            msg = self.wire.decode(frame)
+            msg = self._decode(frame)
+            if type(msg) is tuple:  # decode_hot's shortcuts
+                if len(msg) == 2:
+                    self._on_final_return(msg[0], msg[1])
+                else:
+                    self._on_plain_call(*msg)
+                return
             handler = self._handlers.get(type(msg))
             if handler is not None:
                 handler(self, msg)
@@ -688,6 +701,46 @@ class Connection:
             return
         self._dispatch(msg, target, caps)
 
+    def _on_plain_call(self, qid: int, export_id: int, interface_id: int, method_id: int,
+                       content: Any) -> None:
+        """A ``Call`` on one of our exports with no capability in its params (``decode_hot``'s
+        5-tuple): most calls. One whose export is a local object and that may run now takes
+        this short way; any other goes through :meth:`_on_call` as the message it stands for."""
+        export = self._exports.get(export_id)
+        local = export.cap.resolved() if export is not None else None
+        if type(local) is not LocalCap or self._running >= self.max_answers or self._queued \
+                or qid in self._answers:
+            self._on_call(M.Call(qid, M.ImportedCap(export_id), interface_id, method_id,
+                                 M.Payload(None, None, raw=(content, False), cap_table=[])))
+            return
+        self._run_local(qid, local, interface_id, method_id, (content, False), [], True)
+
+    def _run_local(self, qid: int, local: LocalCap, interface_id: int, method_id: int,
+                   raw: Any, caps: list[Any], plain: bool = False) -> None:
+        """Run call ``qid`` on an object of this process (the common case of _dispatch);
+        ``plain``: ``raw`` is ``decode_hot``'s ``(content, False)``."""
+        method: Method | None = None
+        try:
+            handler = local.impl.handler(interface_id, method_id)
+            method = handler.method
+            cls = method.param_cls
+            if plain and type(raw[0]) is dict and HOLDS_INTERFACES.get(cls) is False:
+                params = cls(raw[0])  # (decode_content's common case)
+            else:
+                params = self.wire.decode_content(raw, cls, caps)
+            result = handler.run(params)
+            if isinstance(result, dict) or not inspect.isawaitable(result):
+                # answered now (a results struct is a dict): no future, no task
+                self._answer_now(qid, method, result)
+                return
+            # The task is the answer's call: its result is the results struct, and
+            # cancelling it (a Finish) cancels the handler.
+            call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
+        except Exception as exc:  # malformed params fail the call, not the connection
+            self._return_error(qid, self._new_answer(qid, method), exc)
+            return
+        self._track(qid, method, call)
+
     def _dispatch(self, msg: M.Call, target: Cap | BaseException, caps: list[Any]) -> None:
         qid = msg.question_id
         method: Method | None = None
@@ -696,24 +749,19 @@ class Connection:
                 raise target
             local = target.resolved()
             if isinstance(local, LocalCap):  # the common case: a handler of this process
-                handler = local.impl.handler(msg.interface_id, msg.method_id)
-                method = handler.method
-                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-                result = handler.run(params)
-                if isinstance(result, dict) or not inspect.isawaitable(result):
-                    # answered now (a results struct is a dict): no future, no task
-                    self._answer_now(qid, method, result)
-                    return
-                # The task is the answer's call: its result is the results struct, and
-                # cancelling it (a Finish) cancels the handler.
-                call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
-            else:
-                method = self._method_for(msg, target)
-                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-                call = target.call(method, params, unbox=False)
+                self._run_local(qid, local, msg.interface_id, msg.method_id, msg.params.raw,
+                                caps)
+                return
+            method = self._method_for(msg, target)
+            params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+            call = target.call(method, params, unbox=False)
         except Exception as exc:  # malformed params fail the call, not the connection
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
+        self._track(qid, method, call)
+
+    def _track(self, qid: int, method: Method | None, call: asyncio.Future[Any]) -> None:
+        """Answer ``qid`` with ``call``'s outcome: now if it is done, else when it is."""
         answer = self._new_answer(qid, method)
         answer.call = call
         if call.done():
@@ -941,6 +989,40 @@ class Connection:
             self._finishes.append(q)
             if len(self._finishes) == 1:
                 self.loop.call_soon(self._flush_finishes)
+
+    def _on_final_return(self, answer_id: int, content: Any) -> None:
+        """A final ``Return`` holding no capability (``decode_hot``'s tuple): the answer to
+        most calls. A question nobody cancelled, timed or pipelined on takes this short way;
+        any other goes through :meth:`_on_return` as the message it stands for."""
+        q = self._questions.get(answer_id)
+        if q is None or q.returned or q.finished or q.pipes or q.timer is not None or \
+                q.param_exports is not None:
+            self._on_return(M.Return(answer_id, M.Payload(None, None, raw=(content, False),
+                                                          cap_table=[]),
+                                     release_param_caps=False, no_finish=True))
+            return
+        q.returned = q.finished = True
+        del self._questions[answer_id]
+        self._free_questions.append(answer_id)
+        method = q._method
+        cls = method.result_cls
+        try:
+            if type(content) is dict and HOLDS_INTERFACES.get(cls) is False:
+                results = cls(content)
+            else:
+                results = self.wire.decode_content((content, False), cls, [])
+            q._results = results
+            if q.done():
+                return
+            if q._unbox and method.unbox is not None:
+                results = method.unbox(results)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            if not q.done():
+                q.set_exception(exc)
+            return
+        q.set_result(results)
 
     def _flush_finishes(self) -> None:
         finishes, self._finishes = self._finishes, []

@@ -100,6 +100,25 @@ class Implementation:
         return Handler(method_of(m), _plain_handler(fn, m))
 
 
+#: inspect.iscoroutinefunction's answers by function (a method's function serves every instance
+#: of its class; each new object called costs a lookup, not an inspection).
+_async_functions: dict[Any, bool] = {}
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    key = getattr(fn, "__func__", fn)
+    try:
+        found = _async_functions.get(key)
+    except TypeError:  # an unhashable callable object
+        return inspect.iscoroutinefunction(fn)
+    if found is None:
+        found = inspect.iscoroutinefunction(fn)
+        if len(_async_functions) >= 4096:
+            _async_functions.clear()
+        _async_functions[key] = found
+    return found
+
+
 def _runtime_class_of(m: MethodInfo) -> Any:
     info = known_interface(m.interface_id)
     return info.pyclass if info is not None else None
@@ -114,7 +133,7 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
     box = spec.box_results
     cls = spec.param_class
 
-    is_async = inspect.iscoroutinefunction(fn)
+    is_async = _is_async(fn)
 
     async def boxed(pending: Any) -> Any:
         return box(await pending)
@@ -141,7 +160,7 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:
     """Calls a plain implementation with the params the caller gave, by description."""
 
-    is_async = inspect.iscoroutinefunction(fn)
+    is_async = _is_async(fn)
 
     async def encoded(pending: Any) -> Any:
         return encode_plain_results(m, await pending)

@@ -30,12 +30,34 @@ __all__ = ["StreamGate", "stream_gate"]
 def stream_gate(obj: object, info: InterfaceInfo | None) -> StreamGate | None:
     """A gate for implementation ``obj`` when its interface has streaming methods."""
     if isinstance(obj, RuntimeInterface):
-        methods: Any = type(obj).cara_schema.all_methods.values()
+        streams = _streams(type(obj).cara_schema, None)
     elif info is not None:
-        methods = [m.spec if m.spec is not None else m for m in info.methods.values()]
+        streams = _streams(None, info)
     else:
         return None
-    return StreamGate() if any(is_stream_method(m) for m in methods) else None
+    return StreamGate() if streams else None
+
+
+#: Whether an interface (by its runtime schema or description) has streaming methods: asked for
+#: every new object that is called, answered once per interface.
+_has_streams: dict[int, tuple[Any, bool]] = {}
+
+
+def _streams(schema: Any, info: InterfaceInfo | None) -> bool:
+    key = schema if schema is not None else info
+    cached = _has_streams.get(id(key))
+    if cached is not None and cached[0] is key:
+        return cached[1]
+    if schema is not None:
+        methods: Any = schema.all_methods.values()
+    else:
+        assert info is not None
+        methods = [m.spec if m.spec is not None else m for m in info.methods.values()]
+    found = any(is_stream_method(m) for m in methods)
+    if len(_has_streams) >= 4096:
+        _has_streams.clear()
+    _has_streams[id(key)] = (key, found)
+    return found
 
 
 class StreamGate:
