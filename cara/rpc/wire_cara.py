@@ -337,7 +337,7 @@ class CaraWire:
 
     def decode(self, frame: bytes | bytearray | memoryview) -> M.Message:
         msg = self.decode_hot(frame)
-        if type(msg) is tuple:
+        if isinstance(msg, tuple):
             if len(msg) == 2:
                 return M.Return(msg[0], M.Payload(None, None, raw=(msg[1], False),
                                                   cap_table=[]),
