@@ -57,6 +57,10 @@ from cara.runtime.interface import HOLDS_INTERFACES
 __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
 
 
+#: The exports of a return whose type cannot hold a capability (shared, never filled).
+_NO_EXPORTS: list[int] = []
+
+
 class Question(CallPromise):
     """A call (or bootstrap) we sent: the promise its caller holds (see :class:`CallPromise`);
     cancelling it sends ``Finish`` so the callee cancels its handler."""
@@ -98,11 +102,12 @@ class ImportCap(Cap):
     """A capability of the peer (``id`` is its export id). A ``senderPromise`` import is a
     promise that a ``Resolve`` replaces."""
 
-    __slots__ = ("called", "conn", "entry", "id", "promise", "resolution", "waiters")
+    __slots__ = ("called", "conn", "entry", "id", "promise", "resolution", "target", "waiters")
 
     def __init__(self, conn: Connection, import_id: int, promise: bool) -> None:
         self.conn = conn
         self.id = import_id
+        self.target = M.ImportedCap(import_id)  # every call's target (made once)
         self.promise = promise
         self.called = False
         self.resolution: Cap | None = None
@@ -116,7 +121,7 @@ class ImportCap(Cap):
         if self.entry is None and not self.conn.closed:  # a programming error: say it now
             raise Disconnected(f"{method.name}(): this capability was released")
         self.called = True
-        return self.conn.send_call(M.ImportedCap(self.id), method, params, timeout, unbox)
+        return self.conn.send_call(self.target, method, params, timeout, unbox)
 
     def resolved(self) -> Cap:
         return self.resolution.resolved() if self.resolution is not None else self
@@ -325,6 +330,20 @@ class Connection:
         if self.closed:
             self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
+            return q
+        param_cls = method.param_cls
+        if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
+            try:
+                self._send(self._encode_call(q.qid, target, method.interface_id, method.index,
+                                             params, param_cls, self._describe))
+            except BaseException as exc:
+                self._drop_question(q)
+                q.set_exception(exc)
+                return q
+            if timeout is None:
+                timeout = self.timeout
+            if timeout is not None:
+                q.timer = self.loop.call_later(timeout, q._time_out)
             return q
         exports: list[int] = []
         self._sending_exports = exports
@@ -795,6 +814,11 @@ class Connection:
                        results: Any) -> tuple[bytes, bool, list[int]]:
         """The Return frame of ``results``, whether it is final (no Finish will come) and the
         exports it made. Raises when the results cannot be sent, its exports undone."""
+        cls = method.result_cls if method is not None else None
+        if HOLDS_INTERFACES.get(cls) is False:  # nothing in it can be exported
+            frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
+                                                self._describe)
+            return frame, final, _NO_EXPORTS
         exports: list[int] = []
         self._sending_exports = exports
         try:

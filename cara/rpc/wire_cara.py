@@ -203,8 +203,10 @@ class CaraWire:
                     describe_cap: M.DescribeCap) -> bytes:
         """A ``Call`` frame, without the message objects (every call comes this way)."""
         t = target.id if type(target) is M.ImportedCap else self._target(target)
-        if param_cls is not None and param_cls is not M.CAPABILITY and \
-                not may_hold_interfaces(param_cls):  # no capability can be met: no cap table
+        if HOLDS_INTERFACES.get(param_cls) is False or (
+                param_cls is not None and param_cls is not M.CAPABILITY
+                and not may_hold_interfaces(param_cls)):
+            # no capability can be met: no cap table
             return self._packer.pack([CALL, question_id, t, interface_id, method_id, params,
                                       _NO_CAPS])
         return self._with_caps([CALL, question_id, t, interface_id, method_id, params],
@@ -214,8 +216,10 @@ class CaraWire:
                        describe_cap: M.DescribeCap) -> tuple[bytes, bool]:
         """A ``Return`` of ``results`` without the message objects, and whether it is final:
         asked to be (``final``) and holding no capability, so no ``Finish`` will follow."""
-        if final and result_cls is not None and result_cls is not M.CAPABILITY and \
-                not may_hold_interfaces(result_cls):  # no capability can be met: final
+        if final and (HOLDS_INTERFACES.get(result_cls) is False or (
+                result_cls is not None and result_cls is not M.CAPABILITY
+                and not may_hold_interfaces(result_cls))):
+            # no capability can be met: final
             return self._packer.pack([RETURN_FINAL, answer_id, results, _NO_CAPS]), True
         items = [RETURN, answer_id, results]
         frame = self._with_caps(items, describe_cap)
