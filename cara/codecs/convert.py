@@ -16,9 +16,14 @@ objects in preorder, a far pointer with a landing pad whenever an object does no
 of the pointer that points to it. That is what makes ``binary`` / ``packed`` output
 byte-identical with the reference tool even for messages that need several segments.
 
-The msgpack form is cara's wire form keyed by field number: a struct is a map from the field's
-index in its scope (its position in the schema's field list) to the value, groups and named
-unions nest as maps likewise, lists are arrays, enums ints, Data ``bin``, Text ``str``.
+The msgpack form is cara's wire form keyed by field number, what ``s.to_msgpack()`` writes for
+the struct ``S.from_bytes()`` decodes: a struct is a map from the field's index in its scope
+(its position in the schema's field list) to the value, leaving out what is at its default;
+groups and named unions nest as maps likewise, lists are arrays, enums ints, Data ``bin``,
+Text ``str``, AnyPointer values Cap'n Proto messages (ext 0x43). What a newer schema wrote
+that the given one does not know is kept under the key -1 (see :mod:`.capnp.kept`), so binary
+-> msgpack -> binary through an older schema loses nothing; text and JSON carry only the known
+fields, as ``capnp convert``'s do.
 
 Every problem with the input ends the run with exit status 1 and a message naming the message
 number and the byte offset (for packed input: the offset in the unpacked bytes).
