@@ -206,6 +206,10 @@ class SchemaCodec:
         #: ``any_encode(buf, ptr_pos, value)`` and ``any_decode(msg, seg, pos, nest)`` before
         #: the first encode or decode, to give capabilities and AnyPointer values its own
         #: form (the RPC layer turns capability objects into cap-table indexes and back).
+        #: ``kept_target(buf, source)``, if set, is the builder (a
+        #: :class:`~.builder.MessageBuilder` writing into ``buf``) that pointers kept as
+        #: unknown data are copied into from their received message ``source`` (the RPC layer
+        #: describes the capabilities among them anew).
         self.ns = self._ns
         self._counter = 0
         self._list_codecs: dict[str, tuple[str, str]] = {}

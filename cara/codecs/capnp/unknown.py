@@ -53,6 +53,8 @@ SEEN = [False]
 class SchemaCodec(Protocol):
     """What this module needs of :class:`~.schema_codec.SchemaCodec` (which imports it)."""
 
+    ns: dict[str, Any]
+
     def plan(self, struct_id: PlanKey) -> StructPlan: ...
 
 
@@ -391,8 +393,12 @@ def restore(codec: SchemaCodec, plan: StructPlan, buf: bytearray, dpos: int, ppo
             continue  # (cannot happen: a slot no current field owns is left null)
         if source is None:
             source = _fresh(msg)
-            shim = MessageBuilder.__new__(MessageBuilder)
-            shim.buf = buf
+            target = codec.ns.get("kept_target")
+            if target is not None:  # (a caller's own: see SchemaCodec.ns)
+                shim = target(buf, source)
+            else:
+                shim = MessageBuilder.__new__(MessageBuilder)
+                shim.buf = buf
         assert shim is not None
         copy_pointer(shim, ppos + 8 * j, source, seg, oppos + 8 * j, nest)
 
