@@ -4,7 +4,8 @@ A pycapnp client with a newer schema calls a cara server with an older one. What
 sends back of what it received (a struct field of the params, or the params struct itself for
 a method declared ``Box -> Box``) must keep every field the server's schema does not know,
 the unknown union member, and capabilities among them (described anew in the results' cap
-table, so the client can call its own object through them), as libcapnp would.
+table, so the client can call its own object through them), as libcapnp would; also when the
+server returns the struct as an ``AnyPointer`` value.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ interface Keeper {
   keep @0 (box :Box) -> (box :Box);
   keepAny @1 (box :AnyBox) -> (box :AnyBox);
   same @2 Box -> Box;
+  wrap @3 (box :Box) -> (any :AnyPointer);
 }
 """
 
@@ -53,6 +55,7 @@ interface Keeper {
   keep @0 (box :Box) -> (box :Box);
   keepAny @1 (box :AnyBox) -> (box :AnyBox);
   same @2 Box -> Box;
+  wrap @3 (box :Box) -> (any :AnyPointer);
 }
 """
 
@@ -80,6 +83,9 @@ async def main(schema, host, port):
     r = await k.same(id=1, c="see", note="n", extra=-5, cb=Cb())
     print("same", r.id, r.which(), r.c, r.note, r.extra, flush=True)
     print("ping", (await r.cb.ping(21)).y, flush=True)
+    r = await k.wrap(box={"id": 1, "c": "see", "note": "wrapped"})
+    inner = r.any.as_struct(s.Box)
+    print("wrap", inner.id, inner.which(), inner.c, inner.note, flush=True)
 
 asyncio.run(capnp.run(main(*sys.argv[1:])))
 """
@@ -97,6 +103,10 @@ class Keeper:
         return box
 
     def same(self, box: Any) -> Any:
+        box.id += 1
+        return box
+
+    def wrap(self, box: Any) -> Any:  # (the struct as an AnyPointer value)
         box.id += 1
         return box
 
@@ -128,6 +138,7 @@ def test_a_newer_client_gets_back_what_it_sent(tmp_path: Path) -> None:
     assert lines == ["keep 2 c see n -5",
                      "keepAny 2 text any note inner",
                      "same 2 c see n -5",
-                     "ping 42"]
+                     "ping 42",
+                     "wrap 2 c see wrapped"]
 
 
