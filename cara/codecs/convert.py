@@ -241,10 +241,12 @@ def _kept_form(codec: Any, plan: Any, value: Mapping[int, Any]) -> dict[int, Any
     from .capnp.kept import flat_of_record
     from .capnp.reader import EXT_CAPNP_MESSAGE
 
-    fields = {fp.key: fp for fp in plan.fields}
+    fields_of = plan.by_key
+    if fields_of is None:
+        fields_of = plan.by_key = {fp.key: fp for fp in plan.fields}
     out: dict[int, Any] = {}
     for key, item in value.items():
-        fp = fields[key]
+        fp = fields_of[key]
         if fp.kind == "group":
             out[key] = _kept_form(codec, codec.plan(fp.group_id), item)
         else:
@@ -685,6 +687,7 @@ class Converter:
                 raise ConvertError(f"format requires schema: {fmt}")
         self._codec: Any = None
         self._sparse_codec: Any = None
+        self._holds_any_pointer = False
 
     @property
     def codec(self) -> Any:
@@ -705,6 +708,8 @@ class Converter:
             assert self.nodes is not None
             self._sparse_codec = SchemaCodec(self.nodes, pointer_defaults=False, keys="index",
                                              sparse=True)
+            self._holds_any_pointer = self._sparse_codec.reaches(self.root_id,
+                                                                 frozenset({"anyPointer"}))
         return self._sparse_codec
 
     def plausibility(self) -> _Plausibility:
@@ -828,9 +833,14 @@ class Converter:
         if target == "msgpack":
             import msgpack
 
+            from .capnp.unknown import SEEN
+
             codec = self.sparse_codec
-            plan = codec.plan(self.root_id)
-            form = _kept_form(codec, plan, codec.decode_message(self.root_id, msg))
+            form = codec.decode_message(self.root_id, msg)
+            if SEEN[0] or self._holds_any_pointer:
+                # (unknown data, once any was seen, or AnyPointer values: what msgpack cannot
+                # write as they are decoded)
+                form = _kept_form(codec, codec.plan(self.root_id), form)
             return msgpack.packb(form, use_bin_type=True)
         value = self.codec.decode_message(self.root_id, msg)
         if target == "text":
