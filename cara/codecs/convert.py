@@ -193,7 +193,9 @@ def to_msgpack_form(nodes: Mapping[int, model.Node], struct_id: int,
                     value: Mapping[str, Any]) -> dict[int, Any]:
     """A plain struct value keyed by field name -> cara's msgpack form keyed by field index.
     Null pointers are left out; a union's set member is always kept (it carries the
-    discriminant)."""
+    discriminant). Only what the schema knows, and no AnyPointer values: ``cara convert``
+    itself writes the form from the sparse decoder's value (see :meth:`Converter.write`),
+    which keeps both."""
     fields = _fields(nodes, struct_id)
     out: dict[int, Any] = {}
     for index, field in enumerate(fields):
