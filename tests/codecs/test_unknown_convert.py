@@ -97,6 +97,7 @@ def test_the_library_reads_what_convert_writes(schemas: Schemas) -> None:
     unchanged = schemas.old.Item.from_bytes(data).to_msgpack()
     assert cara(schemas, "msgpack:binary", unchanged) == \
         capnp("binary:binary", data, schemas.dir / "new_items.capnp")
+    assert cara(schemas, "binary:msgpack", data) == unchanged  # (one form, both ways)
 
 
 def test_a_known_field_changed_in_the_msgpack_form(schemas: Schemas) -> None:
