@@ -257,6 +257,13 @@ class Connection:
             or self.wire.decode
         #: The encoding lets a return that holds no capability end its question (no Finish).
         self._implicit_finish = bool(getattr(self.wire, "implicit_finish", False))
+        #: ``encode_finishes(question_ids)`` is an encoding's Finish messages back to back in
+        #: one frame, for an encoding whose frames join (optional: the Finishes due then leave
+        #: with the next call, see :meth:`_send_call_joined`, and together).
+        self._encode_finishes: Callable[[list[int]], bytes] | None = \
+            getattr(self.wire, "encode_finishes", None)
+        self._send_call: Callable[[bytes], None] = \
+            self._send_call_joined if self._encode_finishes is not None else send
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name
@@ -334,7 +341,8 @@ class Connection:
         param_cls = method.param_cls
         if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
             try:
-                self._send(self._encode_call(q.qid, target, method.interface_id, method.index,
+                self._send_call(self._encode_call(q.qid, target, method.interface_id,
+                                                  method.index,
                                              params, param_cls, self._describe))
             except BaseException as exc:
                 self._drop_question(q)
@@ -348,8 +356,8 @@ class Connection:
         exports: list[int] = []
         self._sending_exports = exports
         try:
-            self._send(self._encode_call(q.qid, target, method.interface_id, method.index,
-                                         params, method.param_cls, self._describe))
+            self._send_call(self._encode_call(q.qid, target, method.interface_id, method.index,
+                                              params, method.param_cls, self._describe))
         except BaseException as exc:
             self._drop_question(q)
             self._undo_exports(exports)
@@ -374,6 +382,8 @@ class Connection:
             if type(msg) is tuple:  # decode_hot's shortcuts
                 if len(msg) == 2:
                     self._on_final_return(msg[0], msg[1])
+                elif len(msg) == 3:
+                    self._on_results(*msg)
                 else:
                     self._on_plain_call(*msg)
                 return
@@ -1048,9 +1058,65 @@ class Connection:
             return
         q.set_result(results)
 
+    def _on_results(self, answer_id: int, content: Any, release_param_caps: bool) -> None:
+        """A ``Return`` of results holding no capability, which our ``Finish`` must follow
+        (``decode_hot``'s 3-tuple: the capnp encoding's answer to most calls; ``content``
+        stands for the payload's raw as ``(content, False)``). A question nobody cancelled,
+        timed or pipelined on takes this short way; any other goes through
+        :meth:`_on_return` as the message it stands for."""
+        q = self._questions.get(answer_id)
+        if q is None or q.returned or q.finished or q.pipes or q.timer is not None or \
+                q.param_exports is not None:
+            self._on_return(M.Return(answer_id, M.Payload(None, None, raw=(content, False),
+                                                          cap_table=[]),
+                                     release_param_caps=release_param_caps))
+            return
+        q.returned = q.finished = True
+        method = q._method
+        try:
+            results = self.wire.decode_content((content, False), method.result_cls, [])
+            q._results = results
+            if not q.done():
+                q.set_result(method.unbox(results) if q._unbox and method.unbox is not None
+                             else results)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            if not q.done():
+                q.set_exception(exc)
+        # (after the result: the caller's next call may take the Finish along)
+        self._finishes.append(q)
+        if len(self._finishes) == 1:
+            self.loop.call_soon(self._flush_finishes)
+
+    def _send_call_joined(self, frame: bytes) -> None:
+        """Send a call's ``frame`` with the Finishes due in front of it, in one frame (an
+        encoding with ``encode_finishes``: a sequential caller's Finish and next call then
+        cost one write, not two). Should the transport refuse the joined frame, the call goes
+        alone and the Finishes stay due."""
+        finishes = self._finishes
+        if not finishes or len(finishes) > 16 or self.closed:
+            self._send(frame)
+            return
+        assert self._encode_finishes is not None
+        try:
+            self._send(self._encode_finishes([q.qid for q in finishes]) + frame)
+        except Exception:
+            self._send(frame)
+            return
+        self._finishes = []
+        for q in finishes:
+            self._drop_question(q)
+
     def _flush_finishes(self) -> None:
         finishes, self._finishes = self._finishes, []
         if self.closed:
+            return
+        if self._encode_finishes is not None:  # (a few to a frame)
+            for i in range(0, len(finishes), 16):
+                self._send(self._encode_finishes([q.qid for q in finishes[i:i + 16]]))
+            for q in finishes:
+                self._drop_question(q)  # only now may its id be asked again
             return
         for q in finishes:
             self._emit(M.Finish(q.qid, False))

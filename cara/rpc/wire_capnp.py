@@ -705,6 +705,39 @@ _FINISH_BYTES = _FINISH_WORD.to_bytes(8, "little")
 _CALL_ENVELOPE_WORDS = 12
 _RETURN_ENVELOPE_WORDS = 7
 
+# The hot path (CapnpWire.encode_call, encode_results, decode_hot): the envelopes above as
+# whole ``bytes`` heads (segment table words zero) that the content follows; the binary
+# codec's C path writes the content behind them in one call.
+_CALL_FRAME = struct.Struct("<8xQH6xQIH2xQ8xQQ8xIH26x").pack
+_RETURN_FRAME = struct.Struct("<8xQH6xQIBxH8xQ16x").pack
+_RETURN_CONTENT_PTR = 56
+_RETURN_FRAME_SIZE = 72
+_RESULTS_WORD = _word(0, 2 << 16)
+#: A Message's data word and pointer as encode() writes a Call, a Return (bytes 16-32).
+_CALL_KIND = struct.pack("<H6x", _CALL) + _CALL_BYTES
+_RETURN_KIND = struct.pack("<H6x", _RETURN) + _RETURN_BYTES
+_FINISH_KIND = struct.pack("<H6x", _FINISH) + _FINISH_BYTES
+_FINISHES = struct.Struct("<IIQH6xQIB3x")
+
+
+def _hot_reader(buf: bytes, traversal_limit: int, nesting_limit: int) -> AnyPointerReader:
+    """The content pointer of a frame that :meth:`CapnpWire.decode_hot` took (a Call's at
+    byte 96, a Return's at 56), with the budget the general path would leave it."""
+    if buf[16] == _CALL:
+        pos, budget = _CONTENT_PTR, traversal_limit - _CALL_ENVELOPE_WORDS
+    else:
+        pos, budget = _RETURN_CONTENT_PTR, traversal_limit - _RETURN_ENVELOPE_WORDS
+    msg = _Segments((buf, [(8, len(buf))]), traversal_limit_in_words=budget,
+                    nesting_limit=nesting_limit)
+    return AnyPointerReader(msg, 0, pos, nesting_limit - 3)
+
+
+def _as_reader(raw: Any) -> AnyPointerReader:
+    """A payload's ``raw`` as an AnyPointerReader (``decode_hot``'s ``(frame, False)`` too)."""
+    if type(raw) is tuple:
+        return _hot_reader(raw[0], DEFAULT_TRAVERSAL_LIMIT, DEFAULT_NESTING_LIMIT)
+    return raw
+
 
 def _alloc(buf: bytearray, ptr_pos: int, dw: int, pc: int) -> int:
     pos = len(buf)
@@ -782,10 +815,16 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
     if content is None:
         raw = payload.raw
         if raw is not None:
-            _copy_verbatim(buf, ptr_pos, raw)
+            _copy_verbatim(buf, ptr_pos, _as_reader(raw))
             return list(payload.cap_table)
         return []
-    cls = payload.struct_cls
+    return _write_value(buf, ptr_pos, content, payload.struct_cls, describe)
+
+
+def _write_value(buf: bytearray, ptr_pos: int, content: Any, cls: Any,
+                 describe: DescribeCap) -> list[CapDescriptor]:
+    """Write content ``content`` (not None) of class ``cls`` at pointer ``ptr_pos``; return
+    its cap table."""
     table: list[CapDescriptor] = []
     if cls is CAPABILITY:
         table.append(describe(content))  # a bare capability (a bootstrap's answer)
@@ -840,6 +879,26 @@ def _write_payload(buf: bytearray, ptr_pos: int, payload: Payload,
     table = _write_content(buf, pos, payload, describe)
     if table:
         _write_cap_table(buf, pos + 8, table)
+
+
+def _frame_with(head: bytes, ptr_pos: int, content: Any, cls: Any,
+                describe: DescribeCap) -> bytes:
+    """The framed one-segment message ``head`` (a Call's or Return's envelope, see
+    ``_CALL_FRAME``) with ``content`` of class ``cls`` written behind it at pointer ``ptr_pos``
+    and its cap table (if any) in the pointer after; ``encode``'s bytes."""
+    if content is not None and _C is not None:
+        cplan = _c_plan(cls) if type(content) is cls else None
+        if cplan is not None:  # (cls is a runtime struct class: no capability in it)
+            out = _C.encode(cplan, content, head, ptr_pos)
+            if out is not _C_BAIL:
+                return out
+    buf = bytearray(head)
+    if content is not None:
+        table = _write_value(buf, ptr_pos, content, cls, describe)
+        if table:
+            _write_cap_table(buf, ptr_pos + 8, table)
+    _II(buf, 0, 0, (len(buf) - 8) >> 3)
+    return bytes(buf)
 
 
 def _write_message(buf: bytearray, ptr_pos: int, msg: Message, describe: DescribeCap) -> None:
@@ -1007,6 +1066,41 @@ class CapnpWire:
         _II(buf, 0, 0, (len(buf) - 8) >> 3)
         return bytes(buf)
 
+    def encode_call(self, question_id: int, target: Any, interface_id: int, method_id: int,
+                    params: Any, param_cls: Any, describe_cap: DescribeCap) -> bytes:
+        """``encode(Call(question_id, target, interface_id, method_id, Payload(params,
+        param_cls)))``, the same bytes, without the message objects (the core calls this for
+        every call it sends). Params the binary codec's C path can write (no capability can
+        be in them) are written with the envelope in one C call."""
+        if type(target) is ImportedCap:
+            head = _CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
+                               interface_id, _TARGET_WORD, _PARAMS_WORD, target.id, 0)
+        elif type(target) is PromisedAnswer:
+            buf = bytearray(_CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
+                                        interface_id, _TARGET_WORD, _PARAMS_WORD, 0, 1))
+            _write_promised(buf, 88, target)
+            head = bytes(buf)
+        else:
+            raise EncodeError(f"a call target is an ImportedCap or a PromisedAnswer, "
+                              f"not {type(target).__name__}")
+        return _frame_with(head, _CONTENT_PTR, params, param_cls, describe_cap)
+
+    def encode_results(self, answer_id: int, results: Any, result_cls: Any, final: bool,
+                       describe_cap: DescribeCap) -> tuple[bytes, bool]:
+        """``encode(Return(answer_id, Payload(results, result_cls), release_param_caps=False))``
+        without the message objects, and ``False``: on this encoding every return is followed
+        by the caller's ``Finish`` (``final`` is not honoured)."""
+        head = _RETURN_FRAME(_ROOT_WORD, _RETURN, _RETURN_WORD, answer_id, 1, 0, _RESULTS_WORD)
+        return _frame_with(head, _RETURN_CONTENT_PTR, results, result_cls, describe_cap), False
+
+    @staticmethod
+    def encode_finishes(question_ids: list[int]) -> bytes:
+        """``encode(Finish(q, release_result_caps=False))`` for each id, one after the other
+        (framed messages can be written back to back)."""
+        pack = _FINISHES.pack
+        return b"".join([pack(0, 4, _ROOT_WORD, _FINISH, _FINISH_WORD, q, 3)
+                         for q in question_ids])
+
     # ------------------------------------------------------------------------------ decode
 
     def decode(self, frame: bytes | bytearray | memoryview) -> Message:
@@ -1015,6 +1109,42 @@ class CapnpWire:
         if n >= 40 and buf[:4] == b"\0\0\0\0" and buf[8:16] == _ROOT_BYTES and \
                 _U32(buf, 4)[0] * 8 + 8 == n and self._fast:
             found = self._fast_decode(buf, n)
+            if found is not None:
+                return found
+        return self._decode(buf, n)
+
+    def decode_hot(self, frame: bytes | bytearray | memoryview) -> Message | tuple[Any, ...]:
+        """:meth:`decode`, except for the two commonest messages, laid out as :meth:`encode`
+        writes them (libcapnp writes them alike), which come back as tuples, with no message
+        objects (the core's optional shortcut, see ``Connection.receive``):
+
+        * a ``Call`` to an imported capability (results to the caller) without a cap table
+          as ``(question_id, export_id, interface_id, method_id, frame)``;
+        * a ``Return`` of results without a cap table as ``(answer_id, frame,
+          release_param_caps)``.
+
+        ``(frame, False)`` then stands for the payload's ``raw`` in :meth:`decode_content`
+        (which reads it as the message's ``Payload.raw``, with the same limits)."""
+        buf = frame if type(frame) is bytes else bytes(frame)
+        n = len(buf)
+        if buf[8:16] == _ROOT_BYTES and buf[:4] == b"\0\0\0\0" and \
+                _U32(buf, 4)[0] * 8 + 8 == n and self._fast:
+            kind = buf[16:32]
+            if kind == _CALL_KIND:
+                if n >= 112 and buf[56:72] == _TARGET_PARAMS_BYTES and buf[104:112] == _NULL:
+                    qid, method, send_to, iface = _CALL_FIELDS(buf, 32)
+                    export, target_kind = _U32_U16(buf, 80)
+                    if not send_to and not target_kind:
+                        return qid, export, iface, method, buf
+            elif kind == _RETURN_KIND:
+                if n >= 72 and buf[48:56] == _RESULTS_BYTES and buf[64:72] == _NULL:
+                    aid, flags, which = _RETURN_FIELDS(buf, 32)
+                    if not which:
+                        return aid, buf, not flags & 1
+            elif kind == _FINISH_KIND and n == 40:
+                qid, flags = _U32x2(buf, 32)
+                return Finish(qid, release_result_caps=not flags & 1)
+            found = self._fast_decode(buf, n) if n >= 40 else None
             if found is not None:
                 return found
         return self._decode(buf, n)
@@ -1082,7 +1212,22 @@ class CapnpWire:
         capability (a bootstrap's answer: its object is returned) or null (``None``); with
         ``None`` (no runtime classes) this raises ``TypeError``. Anything malformed raises
         :class:`~cara.rpc.errors.ProtocolError` naming the byte offset in the frame."""
-        if not isinstance(raw, AnyPointerReader):
+        if type(raw) is tuple and len(raw) == 2 and type(raw[0]) is bytes:
+            # decode_hot's (frame, False): read by the C path straight from the frame
+            buf = raw[0]
+            if _C is not None and struct_cls is not None and struct_cls is not CAPABILITY:
+                cplan = _c_plan(struct_cls)
+                if cplan is not None:
+                    if buf[16] == _CALL:
+                        found = _C.decode(cplan, buf, self._content_budget_c,
+                                          self.nesting_limit - 3, _CONTENT_PTR)
+                    else:
+                        found = _C.decode(cplan, buf, self._content_budget_r,
+                                          self.nesting_limit - 3, _RETURN_CONTENT_PTR)
+                    if found is not _C_BAIL:
+                        return found
+            raw = _hot_reader(buf, self.traversal_limit_in_words, self.nesting_limit)
+        elif not isinstance(raw, AnyPointerReader):
             raise TypeError(f"raw content must be the AnyPointerReader decode() left in "
                             f"Payload.raw, not {type(raw).__name__}")
         if struct_cls is None:

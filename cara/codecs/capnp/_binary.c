@@ -434,32 +434,41 @@ static PlanObject *plan_arg(PyObject *const *args, Py_ssize_t nargs, const char 
     return (PlanObject *)args[0];
 }
 
-/* decode(plan, data[, traversal_limit_in_words, nesting_limit]) -> instance, or BAIL.
- * With the limits (the RPC encoding, for a payload inside a message: it passes what the
+/* decode(plan, data[, traversal_limit_in_words, nesting_limit[, ptr_pos]]) -> instance, or
+ * BAIL. With the limits (the RPC encoding, for a payload inside a message: it passes what the
  * envelope left), data's first word is a root pointer put in front of the message's segment
- * and lies outside that segment's bounds, so every pointer is judged as in the message. */
+ * and lies outside that segment's bounds, so every pointer is judged as in the message. With
+ * ptr_pos too, data is the framed one-segment message itself (the segment: every byte after
+ * the 8-byte table) and the payload's struct pointer is the word at byte ptr_pos (a null one
+ * bails). */
 static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t traversal = TRAVERSAL_LIMIT, nesting = NEST_LIMIT, start = 8;
-    if (nargs == 4) {
+    Py_ssize_t traversal = TRAVERSAL_LIMIT, nesting = NEST_LIMIT, start = 8, at = 8;
+    if (nargs == 4 || nargs == 5) {
         start = 16;
         traversal = PyLong_AsSsize_t(args[2]);
         nesting = PyLong_AsSsize_t(args[3]);
+        if (nargs == 5) {
+            start = 8;
+            at = PyLong_AsSsize_t(args[4]);
+            if (at == -1 && PyErr_Occurred()) return NULL;
+        }
         if ((traversal == -1 || nesting == -1) && PyErr_Occurred()) return NULL;
         if (nesting > NEST_LIMIT || nesting < 1 || traversal < 0) goto bail;
         nargs = 2;
     }
-    PlanObject *p = plan_arg(args, nargs, "decode(plan, data[, traversal, nesting])");
+    PlanObject *p = plan_arg(args, nargs, "decode(plan, data[, traversal, nesting[, ptr_pos]])");
     if (!p) return NULL;
     PyObject *data = args[1];
     if (!p->ready || !PyBytes_CheckExact(data)) goto bail;
     Py_ssize_t n = PyBytes_GET_SIZE(data);
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(data);
     if (n < 16 || rd(buf, 4) != 0 || (Py_ssize_t)rd(buf + 4, 4) * 8 + 8 != n) goto bail;
+    if (at < 8 || at > n - 8 || (at & 7)) goto bail;
     Dec d = {buf, start, n, traversal};
     Py_ssize_t dpos, dbytes, ppos, nptrs;
-    int r = struct_at(&d, 8, (int)nesting, &dpos, &dbytes, &ppos, &nptrs);
+    int r = struct_at(&d, at, (int)nesting, &dpos, &dbytes, &ppos, &nptrs);
     PyObject *out;
-    if (r < 0) goto bail;
+    if (r < 0 || (r == 0 && at != 8)) goto bail;
     if (r == 0) out = decode_struct(&d, p, 0, 0, 0, 0, (int)nesting);
     else out = decode_struct(&d, p, dpos, dbytes, ppos, nptrs, (int)nesting - 1);
     if (out) return out;
@@ -749,20 +758,40 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
     return 0;
 }
 
-/* encode(plan, value) -> the framed message's bytes, or BAIL */
+/* encode(plan, value[, head, ptr_pos]) -> the framed message's bytes, or BAIL. With head
+ * (bytes, a multiple of 8 long, at least 16) and ptr_pos (a word of head after the segment
+ * table), the message is head's bytes followed by the struct, the word at ptr_pos a pointer
+ * to it and the segment table's size word set (the RPC encoding writes a whole Call or Return
+ * this way, its envelope as head). */
 static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PlanObject *p = plan_arg(args, nargs, "encode(plan, value)");
+    PyObject *head = NULL;
+    Py_ssize_t at = 8, hlen = 16;  /* (no head: the segment table and the root pointer) */
+    if (nargs == 4) {
+        head = args[2];
+        if (!PyBytes_CheckExact(head)) goto bail;
+        hlen = PyBytes_GET_SIZE(head);
+        at = PyLong_AsSsize_t(args[3]);
+        if (at == -1 && PyErr_Occurred()) return NULL;
+        if (hlen < 16 || (hlen & 7) || at < 8 || at > hlen - 8 || (at & 7)) goto bail;
+        nargs = 2;
+    }
+    PlanObject *p = plan_arg(args, nargs, "encode(plan, value[, head, ptr_pos])");
     if (!p) return NULL;
     PyObject *v = args[1];
     if (!p->ready || !PyDict_Check(v) || carries_unknown(v)) goto bail;
-    Enc e = {PyMem_Malloc(256), 0, 256};
+    Py_ssize_t words = p->dw + p->pc, size = hlen + words * 8;
+    Py_ssize_t cap = size > 256 ? size : 256;
+    Enc e = {PyMem_Malloc((size_t)cap), 0, cap};
     if (!e.buf) goto bail;
-    Py_ssize_t words = p->dw + p->pc;
-    if (alloc(&e, 16 + words * 8) < 0) goto fail;
-    if (words == 0) put_ptr(&e, 8, -4, 0);
-    else put_ptr(&e, 8, 0, (uint32_t)(p->dw | p->pc << 16));
-    if (encode_struct(&e, p, v, 16, 16 + p->dw * 8) < 0) goto fail;
-    uint32_t seg_words = (uint32_t)((e.len - 8) >> 3);
+    if (alloc(&e, hlen) < 0) goto fail;
+    if (head) memcpy(e.buf, PyBytes_AS_STRING(head), (size_t)hlen);
+    Py_ssize_t pos = alloc(&e, words * 8);
+    if (pos < 0) goto fail;
+    if (words == 0) put_ptr(&e, at, -4, 0);
+    else put_ptr(&e, at, near(pos, at, 0), (uint32_t)(p->dw | p->pc << 16));
+    if (encode_struct(&e, p, v, pos, pos + p->dw * 8) < 0) goto fail;
+    uint32_t zero = 0, seg_words = (uint32_t)((e.len - 8) >> 3);
+    memcpy(e.buf, &zero, 4);
     memcpy(e.buf + 4, &seg_words, 4);
     PyObject *out = PyBytes_FromStringAndSize((const char *)e.buf, e.len);
     PyMem_Free(e.buf);
@@ -1073,9 +1102,11 @@ static PyObject *binary_set_seen(PyObject *self, PyObject *seen) {
 
 static PyMethodDef binary_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))binary_decode, METH_FASTCALL,
-     "decode(plan, data): the runtime struct, or BAIL (the Python codec decides)."},
+     "decode(plan, data[, traversal, nesting[, ptr_pos]]): the runtime struct, or BAIL (the "
+     "Python codec decides)."},
     {"encode", (PyCFunction)(void (*)(void))binary_encode, METH_FASTCALL,
-     "encode(plan, value): the framed message, or BAIL (the Python codec decides)."},
+     "encode(plan, value[, head, ptr_pos]): the framed message, or BAIL (the Python codec "
+     "decides)."},
     {"set_seen", binary_set_seen, METH_O, "The unknown-data flag list (unknown.SEEN)."},
     {NULL}
 };
