@@ -96,6 +96,7 @@ from cara.rpc.messages import (
     Unimplemented,
     Unknown,
 )
+from cara.runtime.interface import HOLDS_INTERFACES, may_hold_interfaces
 from cara.schema.model import PointerValue
 
 __all__ = [
@@ -117,6 +118,9 @@ _C_HEAD = struct.Struct("<IIII").pack
 #: The binary codec's C path (None without it): it reads and writes plain payloads.
 _C = _binary_accel.binary
 _C_BAIL: Any = _C.BAIL if _C is not None else object()
+#: The C path's envelope recognizer and stream cutter (see decode_hot, CapnpFramer), or None.
+_C_HOT: Any = getattr(_C, "rpc_hot", None)
+_C_SPLIT: Any = getattr(_C, "split", None)
 _U32x2 = struct.Struct("<II").unpack_from
 _HH = struct.Struct("<HH").unpack_from
 _HxxI = struct.Struct("<HxxI").unpack_from
@@ -209,8 +213,13 @@ class CapnpFramer:
         return out
 
     def _cut(self, data: bytes | bytearray | memoryview) -> tuple[list[bytes], int]:
-        out: list[bytes] = []
         pos = 0
+        if _C_SPLIT is not None and self._need == 0:
+            # the plain one-segment messages in C; what follows them (the incomplete message
+            # at the end, anything unusual, every error) below
+            out, pos = _C_SPLIT(data, self.max_message_size)
+        else:
+            out = []
         n = len(data)
         while True:
             need = self._need
@@ -407,12 +416,25 @@ def _content_codec(cls: Any) -> tuple[Any, Any, Any]:
     return found
 
 
+#: _c_plan's answers by class (a class's ``__dict__`` is a new mappingproxy at each look, and
+#: two to four looks are made per call). Bounded: programs that make classes at run time start
+#: over rather than hold them all.
+_C_PLANS: dict[Any, Any] = {}
+
+
 def _c_plan(cls: Any) -> Any:
     """The C plan that reads and writes payloads of ``cls`` (cached on the class), or None."""
+    found = _C_PLANS.get(cls)
+    if found is not None:
+        return found or None
     found = cls.__dict__.get("_cara_capnp_rpc_c_")
     if found is None:
         found = None if _C is None else c_plan(cls)
-        type.__setattr__(cls, "_cara_capnp_rpc_c_", found if found is not None else False)
+        found = found if found is not None else False
+        type.__setattr__(cls, "_cara_capnp_rpc_c_", found)
+    if len(_C_PLANS) >= 4096:
+        _C_PLANS.clear()
+    _C_PLANS[cls] = found
     return found or None
 
 
@@ -1010,6 +1032,11 @@ class CapnpWire:
     """
 
     name = "capnp"
+    #: The core may forget an answer whose results hold no capability as soon as it is
+    #: returned (no call can be pipelined on it; one that is gets a broken capability). The
+    #: caller still sends ``Finish`` on this encoding (:meth:`encode_results` never says a
+    #: return is final to the caller), and the core ignores a ``Finish`` for no answer.
+    implicit_finish = True
 
     def __init__(self, *, traversal_limit_in_words: int = DEFAULT_TRAVERSAL_LIMIT,
                  nesting_limit: int = DEFAULT_NESTING_LIMIT,
@@ -1088,10 +1115,15 @@ class CapnpWire:
     def encode_results(self, answer_id: int, results: Any, result_cls: Any, final: bool,
                        describe_cap: DescribeCap) -> tuple[bytes, bool]:
         """``encode(Return(answer_id, Payload(results, result_cls), release_param_caps=False))``
-        without the message objects, and ``False``: on this encoding every return is followed
-        by the caller's ``Finish`` (``final`` is not honoured)."""
+        without the message objects, and whether the answer is done with (``final`` asked and
+        ``result_cls`` unable to hold a capability: nothing can be pipelined on it). The frame
+        is the same either way: the caller sends ``Finish`` for every return on this
+        encoding, which then finds no answer."""
         head = _RETURN_FRAME(_ROOT_WORD, _RETURN, _RETURN_WORD, answer_id, 1, 0, _RESULTS_WORD)
-        return _frame_with(head, _RETURN_CONTENT_PTR, results, result_cls, describe_cap), False
+        frame = _frame_with(head, _RETURN_CONTENT_PTR, results, result_cls, describe_cap)
+        return frame, final and (HOLDS_INTERFACES.get(result_cls) is False or (
+            result_cls is not None and result_cls is not CAPABILITY
+            and not may_hold_interfaces(result_cls)))
 
     @staticmethod
     def encode_finishes(question_ids: list[int]) -> bytes:
@@ -1126,6 +1158,16 @@ class CapnpWire:
         ``(frame, False)`` then stands for the payload's ``raw`` in :meth:`decode_content`
         (which reads it as the message's ``Payload.raw``, with the same limits)."""
         buf = frame if type(frame) is bytes else bytes(frame)
+        if _C_HOT is not None and self._fast:
+            found = _C_HOT(buf)
+            if found is not None:
+                if len(found) == 2:  # a Finish
+                    return Finish(found[0], release_result_caps=not found[1] & 1)
+                return found  # type: ignore[no-any-return]
+        return self._decode_hot(buf)
+
+    def _decode_hot(self, buf: bytes) -> Message | tuple[Any, ...]:
+        """:meth:`decode_hot` in Python (the C path's twin, and what runs without it)."""
         n = len(buf)
         if buf[8:16] == _ROOT_BYTES and buf[:4] == b"\0\0\0\0" and \
                 _U32(buf, 4)[0] * 8 + 8 == n and self._fast:

@@ -805,6 +805,86 @@ bail:
     return BAIL;
 }
 
+/* ------------------------------------------------------------------ RPC envelopes, framing */
+
+/* The words of rpc.capnp envelopes as cara.rpc.wire_capnp writes them (struct pointers as
+ * little-endian u64: offset 0, the sizes in the upper half; wire_capnp's tests check these
+ * against its own constants and this function against its Python twin). */
+#define W_ROOT    ((uint64_t)(1 | 1 << 16) << 32)        /* -> Message (1 word, 1 pointer) */
+#define W_CALL    ((uint64_t)(3 | 3 << 16) << 32)        /* -> Call (3 words, 3 pointers) */
+#define W_TARGET  ((uint64_t)2 << 2 | (uint64_t)(1 | 1 << 16) << 32)  /* 2 words on */
+#define W_PARAMS  ((uint64_t)3 << 2 | (uint64_t)(2 << 16) << 32)      /* 3 words on */
+#define W_RETURN  ((uint64_t)(2 | 1 << 16) << 32)        /* -> Return (2 words, 1 pointer) */
+#define W_RESULTS ((uint64_t)(2 << 16) << 32)            /* -> Payload (0 words, 2 pointers) */
+#define W_FINISH  ((uint64_t)1 << 32)                    /* -> Finish (1 word) */
+
+/* rpc_hot(frame) -> what CapnpWire.decode_hot makes of the commonest messages, laid out
+ * exactly as wire_capnp writes them in one segment: a Call to an imported capability with
+ * results to the caller and no cap table -> (question_id, export_id, interface_id, method_id,
+ * frame); a Return of results without a cap table -> (answer_id, frame, release_param_caps);
+ * a Finish -> (question_id, flags byte); anything else None (the Python path decides). */
+static PyObject *binary_rpc_hot(PyObject *self, PyObject *frame) {
+    if (!PyBytes_CheckExact(frame)) Py_RETURN_NONE;
+    Py_ssize_t n = PyBytes_GET_SIZE(frame);
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(frame);
+    if (n < 40 || rd(b, 4) != 0 || (Py_ssize_t)rd(b + 4, 4) * 8 + 8 != n ||
+            rd(b + 8, 8) != W_ROOT)
+        Py_RETURN_NONE;
+    uint64_t which = rd(b + 16, 8), ptr = rd(b + 24, 8);
+    if (which == 2 && ptr == W_CALL && n >= 112 && rd(b + 56, 8) == W_TARGET &&
+            rd(b + 64, 8) == W_PARAMS && rd(b + 104, 8) == 0 && rd(b + 38, 2) == 0 &&
+            rd(b + 84, 2) == 0)
+        return Py_BuildValue("(kkKkO)", (unsigned long)rd(b + 32, 4),
+                             (unsigned long)rd(b + 80, 4), (unsigned long long)rd(b + 40, 8),
+                             (unsigned long)rd(b + 36, 2), frame);
+    if (which == 3 && ptr == W_RETURN && n >= 72 && rd(b + 48, 8) == W_RESULTS &&
+            rd(b + 64, 8) == 0 && rd(b + 38, 2) == 0)
+        return Py_BuildValue("(kOO)", (unsigned long)rd(b + 32, 4), frame,
+                             (b[36] & 1) ? Py_False : Py_True);
+    if (which == 4 && ptr == W_FINISH && n == 40)
+        return Py_BuildValue("(kk)", (unsigned long)rd(b + 32, 4), (unsigned long)b[36]);
+    Py_RETURN_NONE;
+}
+
+/* split(data, max_message_size) -> (messages, used): the complete one-segment framed messages
+ * at the start of buffer `data`, each as bytes, and how many bytes they took. It stops at
+ * anything else: an incomplete message, a segment table of more than one segment, an empty
+ * first segment, a size over the limit (CapnpFramer's Python code then goes on from `used`,
+ * and words any error). */
+static PyObject *binary_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "split(data, max_message_size)");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    const uint8_t *b = (const uint8_t *)view.buf;
+    Py_ssize_t n = view.len, pos = 0;
+    PyObject *out = PyList_New(0);
+    if (!out) goto fail;
+    while (n - pos >= 8) {
+        uint32_t count = (uint32_t)rd(b + pos, 4), first = (uint32_t)rd(b + pos + 4, 4);
+        if (count != 0 || first == 0) break;
+        Py_ssize_t size = 8 + 8 * (Py_ssize_t)first;
+        if (size > limit || n - pos < size) break;
+        PyObject *msg = PyBytes_FromStringAndSize((const char *)b + pos, size);
+        if (!msg) goto fail;
+        int r = PyList_Append(out, msg);
+        Py_DECREF(msg);
+        if (r < 0) goto fail;
+        pos += size;
+    }
+    PyBuffer_Release(&view);
+    PyObject *result = Py_BuildValue("(Nn)", out, pos);
+    return result;
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 /* -------------------------------------------------------------------------- Plan type */
 
 static PyObject *plan_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
@@ -1108,6 +1188,11 @@ static PyMethodDef binary_methods[] = {
      "encode(plan, value[, head, ptr_pos]): the framed message, or BAIL (the Python codec "
      "decides)."},
     {"set_seen", binary_set_seen, METH_O, "The unknown-data flag list (unknown.SEEN)."},
+    {"rpc_hot", binary_rpc_hot, METH_O,
+     "rpc_hot(frame): the commonest rpc.capnp messages as tuples, or None (see _binary.c)."},
+    {"split", (PyCFunction)(void (*)(void))binary_split, METH_FASTCALL,
+     "split(data, max_message_size): (the complete one-segment messages at the start, "
+     "bytes used)."},
     {NULL}
 };
 
