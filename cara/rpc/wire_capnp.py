@@ -1163,7 +1163,7 @@ class CapnpWire:
             if found is not None:
                 if len(found) == 2:  # a Finish
                     return Finish(found[0], release_result_caps=not found[1] & 1)
-                return found  # type: ignore[no-any-return]
+                return found
         return self._decode_hot(buf)
 
     def _decode_hot(self, buf: bytes) -> Message | tuple[Any, ...]:
