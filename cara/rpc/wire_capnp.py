@@ -61,6 +61,7 @@ from cara.codecs.capnp.reader import (
     DEFAULT_NESTING_LIMIT,
     DEFAULT_TRAVERSAL_LIMIT,
     AnyPointerReader,
+    _charge,
     list_at,
     resolve,
     struct_at,
@@ -588,23 +589,37 @@ def _payload(msg: _Segments, seg: int, pos: int, nest: int) -> Payload:
     raw = AnyPointerReader(msg, seg, ppos if nptrs else -1, nest)
     caps: list[CapDescriptor] = []
     if nptrs > 1 and msg.buf[ppos + 8:ppos + 16] != _NULL:
-        loc = list_at(msg, seg, ppos + 8, nest)
-        if loc is not None:
-            lseg, start, count, step, dbytes, lnp, size, inner = loc
-            if size == 1:
-                raise DecodeError("Payload.capTable is a bit list", ppos + 8)
-            if count:
-                mbuf = msg.buf
-                if dbytes >= 8:
-                    for at in range(start, start + count * step, step):
-                        caps.append(_cap_descriptor(msg, mbuf, at, lseg, at + dbytes, lnp,
-                                                    inner))
-                else:
-                    for i in range(count):
-                        at = start + i * step
-                        item = mbuf[at:at + dbytes] + bytes(8 - dbytes)
-                        caps.append(_cap_descriptor(msg, item, 0, lseg, at + dbytes, lnp, inner))
+        caps = _cap_table(msg, seg, ppos + 8, nest)
     return Payload(raw=raw, cap_table=caps)
+
+
+def _fast_cap_table(msg: _Segments, pos: int, nest: int) -> list[CapDescriptor]:
+    """_cap_table for CapnpWire._fast_decode (its errors worded as the general path's)."""
+    try:
+        return _cap_table(msg, 0, pos, nest)
+    except DecodeError as exc:
+        raise _from_decode_error(exc) from None
+
+
+def _cap_table(msg: _Segments, seg: int, pos: int, nest: int) -> list[CapDescriptor]:
+    """The ``Payload.capTable`` the (non-null) pointer at ``pos`` points to."""
+    caps: list[CapDescriptor] = []
+    loc = list_at(msg, seg, pos, nest)
+    if loc is None:
+        return caps
+    lseg, start, count, step, dbytes, lnp, size, inner = loc
+    if size == 1:
+        raise DecodeError("Payload.capTable is a bit list", pos)
+    mbuf = msg.buf
+    if dbytes >= 8:
+        for at in range(start, start + count * step, step):
+            caps.append(_cap_descriptor(msg, mbuf, at, lseg, at + dbytes, lnp, inner))
+    else:
+        for i in range(count):
+            at = start + i * step
+            item = mbuf[at:at + dbytes] + bytes(8 - dbytes)
+            caps.append(_cap_descriptor(msg, item, 0, lseg, at + dbytes, lnp, inner))
+    return caps
 
 
 def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
@@ -1194,37 +1209,61 @@ class CapnpWire:
     def _fast_decode(self, buf: bytes, n: int) -> Message | None:
         """The message in single-segment frame ``buf`` when its envelope is laid out exactly
         as :meth:`encode` writes it (libcapnp writes Finish, and most Returns, alike): a Call
-        to an imported capability, a Return of results, each without a cap table, or a
-        Finish; else ``None`` (the general path decodes it). Every word read here lies in the
-        first 112 bytes, which ``n`` covers; the content is read later through its pointer,
-        bounds-checked, with the traversal budget the general path would leave."""
+        to an imported capability or a promised answer, a Return of results, a Finish or a
+        Release; else ``None`` (the general path decodes it). The words read here directly lie
+        in the first 112 bytes, which ``n`` covers; what the envelope points to past them (a
+        promised answer's transform, a cap table) is read through its pointer as the general
+        path reads it, charged to the same traversal budget in the same order, and the content
+        is read later through its pointer, with the budget the general path would leave."""
         which = _U16(buf, 16)[0]
         if which == _RETURN:
-            if n < 72 or buf[24:32] != _RETURN_BYTES or buf[48:56] != _RESULTS_BYTES or \
-                    buf[64:72] != _NULL:
+            if n < 72 or buf[24:32] != _RETURN_BYTES or buf[48:56] != _RESULTS_BYTES:
                 return None
             aid, flags, kind = _RETURN_FIELDS(buf, 32)
             if kind:
                 return None
+            nest = self.nesting_limit - 3
             msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=self._content_budget_r,
                             nesting_limit=self.nesting_limit)
-            return Return(aid, Payload(raw=AnyPointerReader(msg, 0, 56, self.nesting_limit - 3),
-                                       cap_table=[]), release_param_caps=not flags & 1)
+            caps = [] if buf[64:72] == _NULL else _fast_cap_table(msg, 64, nest)
+            return Return(aid, Payload(raw=AnyPointerReader(msg, 0, 56, nest), cap_table=caps),
+                          release_param_caps=not flags & 1)
         if which == _CALL:
-            if n < 112 or buf[24:32] != _CALL_BYTES or buf[56:72] != _TARGET_PARAMS_BYTES or \
-                    buf[104:112] != _NULL:
+            if n < 112 or buf[24:32] != _CALL_BYTES or buf[56:72] != _TARGET_PARAMS_BYTES:
                 return None
             qid, method, send_to, iface = _CALL_FIELDS(buf, 32)
-            if send_to or _U16(buf, 84)[0]:  # sendResultsTo other than caller, a promise
+            if send_to:  # sendResultsTo other than caller
                 return None
-            msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=self._content_budget_c,
-                            nesting_limit=self.nesting_limit)
-            return Call(qid, ImportedCap(_U32(buf, 80)[0]), iface, method,
-                        Payload(raw=AnyPointerReader(msg, 0, 96, self.nesting_limit - 3),
-                                cap_table=[]))
-        if which == _FINISH and n == 40 and buf[24:32] == _FINISH_BYTES:
-            qid, flags = _U32x2(buf, 32)
-            return Finish(qid, release_result_caps=not flags & 1)
+            export, target_kind = _U32_U16(buf, 80)
+            nest = self.nesting_limit - 3
+            target: ImportedCap | PromisedAnswer
+            if target_kind == 0:
+                msg = _Segments((buf, [(8, n)]),
+                                traversal_limit_in_words=self._content_budget_c,
+                                nesting_limit=self.nesting_limit)
+                target = ImportedCap(export)
+            elif target_kind == 1:
+                # (the general path reads the promised answer before the Payload struct)
+                msg = _Segments((buf, [(8, n)]),
+                                traversal_limit_in_words=self._content_budget_c + 2,
+                                nesting_limit=self.nesting_limit)
+                try:
+                    target = _promised_answer(msg, 0, 88, nest)
+                    _charge(msg, 2, 64)
+                except DecodeError as exc:
+                    raise _from_decode_error(exc) from None
+            else:
+                return None
+            caps = [] if buf[104:112] == _NULL else _fast_cap_table(msg, 104, nest)
+            return Call(qid, target, iface, method,
+                        Payload(raw=AnyPointerReader(msg, 0, 96, nest), cap_table=caps))
+        if n == 40:
+            if which == _FINISH and buf[24:32] == _FINISH_BYTES:
+                qid, flags = _U32x2(buf, 32)
+                return Finish(qid, release_result_caps=not flags & 1)
+            if which == _RELEASE and buf[24:32] == _FINISH_BYTES:  # (the same struct size)
+                ident, count = _U32x2(buf, 32)
+                return Release(ident, count)
         return None
 
     def _decode(self, buf: bytes, n: int) -> Message:

@@ -36,7 +36,7 @@ from cara.rpc.messages import (
     Return,
     Unimplemented,
 )
-from cara.rpc.wire_capnp import LAYOUT, CapnpFramer, CapnpWire, Unknown
+from cara.rpc.wire_capnp import LAYOUT, CapnpFramer, CapnpWire, Unknown, _hot_reader
 from tests.conftest import CORPUS, LONG
 from tests.support.reference import require_pycapnp
 
@@ -1141,10 +1141,20 @@ def test_fast_path_agrees_with_the_general_path(t: Any) -> None:
     and thousands of mutations of them, decode to the same message, payload position, traversal
     budget and content (or the same error) as through the general path."""
     inner = t.Inner.Create(note="hello")
+    with_caps = t.Inner.Create(note="caps", cap=Ref(1), caps=[Ref(2), Ref(3)])
+    _seen, describe = describe_refs()
     own = [Call(7, ImportedCap(3), 0x1234, 2, Payload(inner, t.Inner)),
            Return(9, Payload(inner, t.Inner), release_param_caps=False),
-           Return(10, Payload(inner, t.Inner)), Finish(4), Finish(5, release_result_caps=False)]
-    frames = [WIRE.encode(m, no_caps) for m in own]
+           Return(10, Payload(inner, t.Inner)), Finish(4), Finish(5, release_result_caps=False),
+           Call(8, PromisedAnswer(2, (1, 0)), 0x1234, 1, Payload(inner, t.Inner)),
+           Call(9, PromisedAnswer(2, ()), 0x1234, 1, Payload(with_caps, t.Inner)),
+           Call(11, ImportedCap(4), 0x1234, 1, Payload(with_caps, t.Inner)),
+           Return(12, Payload(with_caps, t.Inner), release_param_caps=False),
+           Release(6, 2)]
+    frames = [WIRE.encode(m, describe) for m in own]
+    frames.append(WIRE.encode(Return(13, Payload(t.Inner.Create(cap=Ref(1)), t.Inner)),
+                              lambda ref: CapDescriptor(CapDescriptor.RECEIVER_ANSWER, answer=(
+                                  PromisedAnswer(5, (0,))))))
     for frame in frames:  # these take the fast path
         assert WIRE._fast_decode(frame, len(frame)) is not None
     frames += [WIRE.encode(m, no_caps) for m in KINDS]
@@ -1157,7 +1167,7 @@ def test_fast_path_agrees_with_the_general_path(t: Any) -> None:
     for frame in frames:
         assert _agree(_outcome(WIRE.decode, frame, t.Inner), _outcome(general, frame, t.Inner))
     rng = random.Random(1113)
-    seeds = frames[:len(own)]
+    seeds = frames[:len(own) + 1]
     for _ in range(20_000 if LONG else 2_000):
         data = bytearray(rng.choice(seeds))
         for _ in range(rng.randint(1, 3)):
@@ -1167,6 +1177,157 @@ def test_fast_path_agrees_with_the_general_path(t: Any) -> None:
         frame = bytes(data)
         assert _agree(_outcome(WIRE.decode, frame, t.Inner), _outcome(general, frame, t.Inner)), \
             frame.hex()
+        assert _agree(_outcome(_hot_as_message, frame, t.Inner),
+                      _outcome(general, frame, t.Inner)), frame.hex()
+
+
+def _hot_as_message(frame: bytes) -> Message:
+    """What ``WIRE.decode_hot`` makes of ``frame``, its tuples as the messages they stand for
+    (the payload's raw as the general path's reader, so that _outcome compares them)."""
+    found = WIRE.decode_hot(frame)
+    if type(found) is not tuple:
+        assert isinstance(found, Message)
+        return found
+    if len(found) == 5:
+        qid, export, iface, method, content = found
+        assert content is frame
+        return Call(qid, ImportedCap(export), iface, method,
+                    Payload(raw=_hot_reader(frame, WIRE.traversal_limit_in_words,
+                                            WIRE.nesting_limit), cap_table=[]))
+    aid, content, release = found
+    assert content is frame and len(found) == 3
+    return Return(aid, Payload(raw=_hot_reader(frame, WIRE.traversal_limit_in_words,
+                                               WIRE.nesting_limit), cap_table=[]),
+                  release_param_caps=release)
+
+
+def test_hot_decoding_in_c_and_python_agree(t: Any) -> None:
+    """decode_hot's C recognizer (``_binary.rpc_hot``) and its Python twin give the same tuples
+    (or messages) for the frames encode() writes and thousands of mutations of them; the
+    payload read from the tuple's frame (C from the frame itself) is the one decode() gives."""
+    from cara.rpc import wire_capnp
+
+    if wire_capnp._C_HOT is None:
+        pytest.skip("the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+    inner = t.Inner.Create(note="hello")
+    seeds = [WIRE.encode(m, no_caps) for m in (
+        Call(7, ImportedCap(3), 0x1234, 2, Payload(inner, t.Inner)),
+        Return(9, Payload(inner, t.Inner), release_param_caps=False),
+        Return(10, Payload(inner, t.Inner)), Finish(4), Finish(5, release_result_caps=False),
+        Release(3, 1))]
+
+    def shape(found: Any) -> Any:
+        if type(found) is tuple:
+            return found
+        return type(found).__name__, repr({k: getattr(found, k) for k in type(found).__slots__
+                                           if k not in ("params", "results")})
+
+    def python(frame: bytes) -> Any:
+        try:
+            return shape(WIRE._decode_hot(frame))
+        except ProtocolError as exc:
+            return "error", str(exc)
+
+    def with_c(frame: bytes) -> Any:
+        try:
+            return shape(WIRE.decode_hot(frame))
+        except ProtocolError as exc:
+            return "error", str(exc)
+
+    rng = random.Random(1114)
+    for seed in seeds[:-1]:  # (a Release is left to Python)
+        assert type(wire_capnp._C_HOT(seed)) is tuple
+    for i in range(20_000 if LONG else 3_000):
+        data = bytearray(seeds[i % len(seeds)])
+        for _ in range(rng.randint(0, 3)):
+            at = rng.randrange(min(len(data), 112))
+            flip = data[at] ^ 1 << rng.randrange(8)
+            data[at] = rng.randrange(256) if rng.random() < 0.5 else flip
+        frame = bytes(data)
+        a, b = python(frame), with_c(frame)
+        assert a == b, frame.hex()
+        if type(b) is tuple and len(b) in (3, 5) and b[0] != "error":
+            raw = (frame, False)
+            try:
+                hot: Any = WIRE.decode_content(raw, t.Inner, [])
+            except ProtocolError as exc:
+                hot = ("error", str(exc))
+            msg = WIRE.decode(frame)
+            payload = msg.params if isinstance(msg, Call) else msg.results
+            assert payload is not None
+            try:
+                general: Any = WIRE.decode_content(payload.raw, t.Inner, [])
+            except ProtocolError as exc:
+                general = ("error", str(exc))
+            assert hot == general, frame.hex()
+
+
+def test_framer_cuts_in_c_as_in_python() -> None:
+    """CapnpFramer's C cutter (``_binary.split``) gives the messages and errors of its Python
+    loop, whatever the chunks and the segment tables."""
+    from cara.rpc import wire_capnp
+
+    if wire_capnp._C_SPLIT is None:
+        pytest.skip("the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+    rng = random.Random(1115)
+    frames = [WIRE.encode(Finish(i), no_caps) for i in range(4)]
+    frames.append(_segment_table_message())
+    for _ in range(300):
+        stream = b"".join(rng.choice(frames) for _ in range(rng.randint(1, 6)))
+        if rng.random() < 0.3:  # a damaged one: a table too big, empty, many segments
+            data = bytearray(stream)
+            at = rng.randrange(0, len(data) - 8, 8)
+            struct.pack_into("<II", data, at, rng.choice([0, 1, 600]),
+                             rng.choice([0, 1, 5, 1 << 20]))
+            stream = bytes(data)
+        cuts = sorted(rng.sample(range(1, len(stream)), min(3, len(stream) - 1)))
+        outcome = []
+        for use_c in (True, False):
+            framer = CapnpFramer(max_message_size=4096)
+            got: list[Any] = []
+            saved = wire_capnp._C_SPLIT
+            wire_capnp._C_SPLIT = saved if use_c else None
+            try:
+                for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+                    got += framer.feed(memoryview(stream)[a:b])
+            except ProtocolError as exc:
+                got.append(("error", str(exc)))
+            finally:
+                wire_capnp._C_SPLIT = saved
+            outcome.append((got, framer.pending, framer.offset))
+        assert outcome[0] == outcome[1], stream.hex()
+
+
+def _segment_table_message() -> bytes:
+    """A two-segment message (the framer's general case)."""
+    return struct.pack("<IIII", 1, 1, 1, 0) + bytes(16)
+
+
+def test_hot_encoders_write_what_encode_writes(t: Any, calc: Any) -> None:
+    """encode_call, encode_results and encode_finishes write the bytes encode() writes for the
+    messages they stand for, on the C path and off it (capabilities, promised targets)."""
+    inner = t.Inner.Create(note="hello")
+    with_caps = t.Inner.Create(note="caps", cap=Ref(1), caps=[Ref(2)])
+    P = calc.Calculator.cara_schema.method("getOperator").param_class
+    for target in (ImportedCap(3), PromisedAnswer(4, (0, 2))):
+        for content, cls in ((inner, t.Inner), (with_caps, t.Inner), (P.Create(op=1), P)):
+            _seen, describe = describe_refs()
+            _seen2, describe2 = describe_refs()
+            assert WIRE.encode_call(5, target, 0x99, 1, content, cls, describe) == \
+                WIRE.encode(Call(5, target, 0x99, 1, Payload(content, cls)), describe2)
+    for content, cls in ((inner, t.Inner), (with_caps, t.Inner), (P.Create(op=1), P),
+                         (None, t.Inner)):
+        _seen, describe = describe_refs()
+        _seen2, describe2 = describe_refs()
+        frame, final = WIRE.encode_results(6, content, cls, False, describe)
+        assert not final
+        assert frame == WIRE.encode(Return(6, Payload(content, cls), release_param_caps=False),
+                                    describe2)
+    # a return is final (its answer forgotten) only when asked and nothing can hold a capability
+    assert WIRE.encode_results(6, P.Create(op=1), P, True, no_caps)[1]
+    assert not WIRE.encode_results(6, inner, t.Inner, True, no_caps)[1]
+    assert WIRE.encode_finishes([1, 7]) == WIRE.encode(Finish(1, False), no_caps) + \
+        WIRE.encode(Finish(7, False), no_caps)
 
 
 def test_fast_path_respects_tight_limits(t: Any) -> None:
