@@ -219,7 +219,8 @@ class Connection:
     """One side of an RPC connection (see the module docstring).
 
     ``send(frame)`` is called with each frame to send (the transport adds its own framing, if
-    any). ``wire``: the encoding (default cara frames). ``services`` answers ``Bootstrap``;
+    any; an encoding with ``encode_finishes``, which frames its own messages, may put several
+    in one frame). ``wire``: the encoding (default cara frames). ``services`` answers ``Bootstrap``;
     ``send_tracebacks`` controls whether handler tracebacks travel to callers; ``timeout`` is
     the default per-call timeout in seconds (``None``: wait forever); ``max_imports`` bounds the
     capabilities the peer may hand us at once; at most ``max_answers`` handlers run at once and

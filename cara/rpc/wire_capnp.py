@@ -6,9 +6,18 @@ stream into framed messages. The envelope (``Message``, ``Call``, ``Return``, ``
 ``CapDescriptor``, ...) is read and written here directly with the binary codec's bounds-checked
 primitives, at the offsets rpc.capnp's layout gives them (wire-stable since 0.5; the tests check
 each against the bundled schema's nodes), because it is on the hot path of every call; the
-commonest envelopes (a Call to an imported capability and a Return of results, without cap
-tables, and Finish) are recognized whole by their fixed words and read without following
-pointers, anything else takes the general, pointer-following path. Params and
+envelopes laid out as this module writes them (a Call to an imported capability or a promised
+answer, a Return of results, with or without a cap table, Finish, Release) are recognized by
+their fixed words and read without walking the envelope's pointers, anything else takes the
+general, pointer-following path. For the core's per-call path, :meth:`CapnpWire.encode_call`
+and :meth:`~CapnpWire.encode_results` write a Call or Return with no message objects (the
+envelope as one ``bytes`` head, the content behind it written by the binary codec's C path in
+the same call where it can be), :meth:`~CapnpWire.decode_hot` gives the plain Call and Return
+as tuples (recognized in C when the accelerator is built), :meth:`~CapnpWire.encode_finishes`
+writes Finish messages back to back, and :class:`CapnpFramer` cuts plain one-segment
+messages from the stream in C. A frame handed to the connection's ``send`` may therefore hold
+several framed messages (a caller's due Finishes ride with its next call): it is a piece of
+the byte stream, as this encoding's framing expects. Params and
 results are real Cap'n Proto structs written and read by the schema codec
 (:mod:`cara.codecs.capnp.schema_codec`), one per schema builder, whose capability and
 AnyPointer hooks are replaced here:
@@ -1179,6 +1188,7 @@ class CapnpWire:
                 if len(found) == 2:  # a Finish
                     return Finish(found[0], release_result_caps=not found[1] & 1)
                 return found
+            return self.decode(buf)  # (what the Python twin would do with the frame)
         return self._decode_hot(buf)
 
     def _decode_hot(self, buf: bytes) -> Message | tuple[Any, ...]:

@@ -13,6 +13,11 @@
  * input, which gives the result, or the error with its wording and byte offset. So both
  * builds accept and reject exactly the same messages and values; this file only has to
  * charge the traversal budget exactly as reader.py does and never read out of bounds.
+ *
+ * For the RPC encoding (cara/rpc/wire_capnp.py) it also writes a payload behind an envelope
+ * and reads one inside a received frame (encode/decode's longer forms), recognizes the
+ * commonest rpc.capnp envelopes (rpc_hot) and cuts one-segment messages from a stream (split);
+ * wire_capnp's tests hold each against its Python twin.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
