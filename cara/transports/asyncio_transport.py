@@ -543,6 +543,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.abort(str(exc))
             return
         self._pending.extend(frames)
+        self._big = self._framer._need >= _BIG_FRAME  # (a big message is pending)
         self._process_pending(math.inf)
 
     def _process_pending(self, deadline: float) -> int:
@@ -574,6 +575,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             except ProtocolError as exc:
                 self.abort(str(exc))
                 return
+            self._big = self._framer._need >= _BIG_FRAME
             self._drain()
         else:
             self._drain(data)
