@@ -418,9 +418,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                     size = _unpack_header(head, 0)[0]
                 else:
                     size = _unpack_header(rest, pos)[0]
-                missing = 4 + size - have
                 if size > self.max_frame_size:
-                    missing = 0  # (_process aborts)
+                    self.abort(f"frame of {size} bytes exceeds the limit of "
+                               f"{self.max_frame_size} bytes")
+                    return -1
+                missing = 4 + size - have
                 if len(data) < missing:
                     self._rest, self._pos = b"".join((rest[pos:], data)), 0
                     self._keep_big()

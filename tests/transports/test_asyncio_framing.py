@@ -132,3 +132,40 @@ def test_big_answers_reach_a_client_whole(backend: str) -> None:
                     assert await echo.echo(text) == text
 
     run_on(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_oversized_header_cut_in_pieces_aborts_before_the_body(backend: str) -> None:
+    """The frame limit holds when the 4-byte header itself arrives a byte at a time."""
+    I = ifaces()
+
+    def peer(url: str, outcome: dict[str, Any]) -> None:
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        try:
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(_frame([M.BOOTSTRAP, 100, I["Echo"].id]))
+                outcome["bootstrap"] = _recv_message(sock)[:2]
+                for byte in struct.pack(">I", 70_000):  # over max_frame_size=65,536
+                    sock.sendall(bytes([byte]))
+                    threading.Event().wait(0.02)
+                outcome["abort"] = _recv_message(sock)
+                outcome["eof"] = sock.recv(1) == b""
+        except Exception as exc:
+            outcome["error"] = repr(exc)
+        outcome["done"] = True
+
+    async def main() -> None:
+        async with serving((I["Echo"], lambda text: text), max_frame_size=65_536) as server:
+            outcome: dict[str, Any] = {}
+            threading.Thread(target=peer, args=(server.endpoints[0], outcome)).start()
+            for _ in range(1000):
+                if outcome.get("done"):
+                    break
+                await sleep(0.01)
+            assert outcome.get("bootstrap") == [M.RETURN, 100], outcome
+            abort = outcome["abort"]
+            assert abort[0] == M.ABORT and "70000 bytes exceeds the limit" in str(abort), abort
+            assert outcome["eof"] is True
+
+    run_on(backend, main)
