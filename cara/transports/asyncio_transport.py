@@ -116,7 +116,7 @@ _TAU = 1.0
 #: when its slice ended or one slice of its cost more than this (seconds; an expensive frame):
 #: the busy connections share the loop. One that completed a frame in that window without
 #: being busy is *light* (latency-bound: a call at a time).
-_EXPENSIVE = 0.005
+_EXPENSIVE = 0.01
 #: While light connections are active, the busy ones together get at most this share of the
 #: loop (each ``_BUSY_SHARE / n``): the rest is kept for the light ones' calls.
 _BUSY_SHARE = 0.5
@@ -170,6 +170,8 @@ class _Governor:
         self._light = 0
         #: the account of all young connections (see _YOUNG)
         self.young = _Usage()
+        #: the account of all that connections not known to be light used (see _BUSY_SHARE)
+        self.busy = _Usage()
         self._active = 1
         self._active_at = -1.0
         self._sweeper: asyncio.TimerHandle | None = None
@@ -605,18 +607,27 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         share = gov.share(now)
         usage = gov.young if now - self.born < _YOUNG else self.usage
         used = usage.now(now)
+        # Known to be light: completed frames lately, none of them expensive or left over.
+        light = usage in gov.seen and usage not in gov.heavy
         # With others connected, every connection yields the loop after a slice, busy or not:
         # a light, latency-bound client (one call at a time) is served between the slices of
         # a flood. Alone, it keeps the loop (a burst of pipelined calls stays one burst).
         deadline = now + _SLICE if len(gov.live) > 1 else math.inf
         if share < math.inf:
-            if used > share * _TAU:
+            over = usage if used > share * _TAU else None
+            if over is None and gov._light and not light and \
+                    gov.busy.now(now) > _BUSY_SHARE * _TAU:
+                # All that is not known to be light competes for the busy connections' part
+                # of the loop too: many connections (each with an account of its own, e.g.
+                # old enough to have left the young one) cannot each get a frame in.
+                over, share = gov.busy, _BUSY_SHARE
+            if over is not None:
                 # Over our share before we start (a new connection of a throttled young
                 # account, or frames completed while others' turn came): not even one frame.
                 size = self._hold(data)
                 if size and not self.frame_started:
                     self.frame_started = now
-                self._throttle(share, usage)
+                self._throttle(share, over)
                 gov.settle(self, size)
                 return
             deadline = min(now + share * _TAU - used, deadline)
@@ -645,6 +656,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.last_active = end
         if (more and end > deadline) or end - now > _EXPENSIVE:
             gov.heavy[usage] = end
+            light = False
+        if not light:
+            gov.busy.now(end)
+            gov.busy.value += end - now
         if not size:
             self.frame_started = 0.0
         elif progress or not self.frame_started:
@@ -673,7 +688,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._throttle_timer = None
         self.throttled = self.usage.throttled = False
         if self.gov is not None:
-            self.gov.young.throttled = False
+            self.gov.young.throttled = self.gov.busy.throttled = False
         if self.conn is not None and not self.conn.closed:
             self._drain()
             self.update_reading()
