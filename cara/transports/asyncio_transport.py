@@ -23,12 +23,26 @@ A server also bounds what all its connections together can cost (a :class:`_Gove
   connection with no frame for ``idle_timeout`` seconds that holds nothing (no call in flight
   either way, no capability either way) is closed;
 * **the event loop**: a connection's frames are processed for at most ``_SLICE`` per loop turn
-  before the others' turn; when several connections compete, one that used more than its fair
-  share of the loop over the last second (``1/n`` of the loop for ``n`` busy connections, at
-  least 2%) is not read until its share has decayed -- so a peer sending expensive frames
-  slows itself, not the other peers. Every frame's cost is
-  bounded: at most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and
-  arrays (:class:`~cara.rpc.wire_cara.CaraWire`).
+  before the others' turn. A connection is *busy* while it has frames left at the end of its
+  slice or a slice of it takes over ``_EXPENSIVE`` (one expensive frame), *light* while it
+  completes frames without being busy (a client making a call at a time). The busy ones share
+  the loop: each may use ``1/n`` of it for ``n`` busy connections (at least 2%), and while
+  light connections are active the busy ones get half of the loop between them
+  (``_BUSY_SHARE / n`` each, and all that is not known to be light is counted together against
+  that half), so a light client's calls find the loop free at least half the time. A
+  connection over its share is not read, nor is anything it holds processed (not even one
+  frame), until its use has decayed (time constant ``_TAU``) -- so a peer sending expensive
+  frames slows itself, not the other peers. Connections younger than ``_YOUNG`` share one
+  account, so a peer opening connections competes as one. Every frame's cost is bounded: at
+  most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and arrays
+  (:class:`~cara.rpc.wire_cara.CaraWire`).
+
+Reading (servers and clients): a read goes into a scratch buffer (a server's is shared by its
+connections) of :data:`READ_SIZE` bytes, :data:`BIG_READ` while a connection's frames are big;
+complete frames are decoded in place. Only what is left is kept: a partial frame is completed
+with the first bytes of the next read (copying one frame, not the read), and a frame too big for
+a read is read straight into a buffer of its own size, allocated when the server's
+``max_buffered`` has room for all of it (else it is kept as it comes, under that budget).
 
 The API has pseud's shape::
 
@@ -303,8 +317,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._frame: bytearray | None = None
         self._have = 0
         self._big = False  # recent frames are big: read BIG_READ at once
+        #: (a client's own, grown to BIG_READ when its frames are big)
         self._scratch = governor.scratch if governor is not None else \
-            memoryview(bytearray(BIG_READ))
+            memoryview(bytearray(READ_SIZE))
         self._pending: collections.deque[bytes] = collections.deque()  # capnp, when throttled
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -373,6 +388,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             room = max(gov.max_buffered - gov.buffered, RESERVE - self.counted, 4096)
             if room < size:
                 size = room
+        elif len(self._scratch) < size:
+            self._scratch = memoryview(bytearray(size))
         return self._scratch[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -601,7 +618,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         conn = self.conn
         assert gov is not None and conn is not None
         if self.throttled or conn.closed:
-            self._hold(data)
+            if not conn.closed:
+                gov.settle(self, self._hold(data))
             return
         now = _now()
         share = gov.share(now)
@@ -842,6 +860,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self.conn is not None and not self.conn.closed:
             self.conn.abort(reason)
         self._close_transport()
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        """Let go of what was received and not processed (the connection is closing)."""
+        self._rest, self._pos, self._frame = b"", 0, None
+        self._pending.clear()
+        if self.gov is not None:
+            self.gov.settle(self, 0)
 
     def close(self, reason: str) -> None:
         """Close from our side: every pending call fails with :class:`Disconnected`."""
@@ -849,6 +875,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.conn.connection_lost(Disconnected(reason))
         if self.transport is not None:
             self.transport.close()
+        self._drop_held()
 
 
 class _Options:
