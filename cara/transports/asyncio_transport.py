@@ -395,16 +395,32 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         frame = self._frame
         if frame is None:
-            self.data_received(self._scratch[:nbytes])
+            self._received(self._scratch[:nbytes])
             return
         self._have += nbytes
         if self._have == len(frame):  # complete: processed in place, as a read of it alone
             self._frame = None
-            self.data_received(memoryview(frame))
+            self._received(memoryview(frame))
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Process ``data`` (for a buffered read, a view of the scratch buffer: everything
         that must outlive this call is copied)."""
+        frame = self._frame
+        if frame is not None:  # (from a transport that hands over bytes, e.g. trio's TLS)
+            have = self._have
+            n = min(len(data), len(frame) - have)
+            frame[have:have + n] = data[:n]
+            self._have = have + n
+            if self._have < len(frame):
+                return
+            self._frame = None
+            self._received(memoryview(frame))
+            if n == len(data):
+                return
+            data = data[n:]
+        self._received(data)
+
+    def _received(self, data: bytes | memoryview) -> None:
         if self.gov is not None:
             self._receive_governed(data)
             return
