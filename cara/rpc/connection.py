@@ -326,7 +326,17 @@ class Connection:
     def send_call(self, target: M.Target, method: Method, params: Any,
                   timeout: float | None = None, unbox: bool = True) -> Question:
         """Send a call now and return its promise."""
-        q = self._new_question(method, unbox)
+        if self._free_questions:  # (_new_question, inline)
+            qid = self._free_questions.pop()
+        else:
+            qid = self._next_question
+            self._next_question = qid + 1
+        q = Question(loop=self.loop)
+        q.conn = self
+        q.qid = qid
+        q._method = method
+        q._unbox = unbox
+        self._questions[qid] = q
         if self.closed:
             self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
@@ -334,7 +344,7 @@ class Connection:
         param_cls = method.param_cls
         if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
             try:
-                self._send(self._encode_call(q.qid, target, method.interface_id, method.index,
+                self._send(self._encode_call(qid, target, method.interface_id, method.index,
                                              params, param_cls, self._describe))
             except BaseException as exc:
                 self._drop_question(q)
@@ -799,7 +809,13 @@ class Connection:
         it runs (no frame is read meanwhile), so the answers table gets an entry only when
         the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
         try:
-            frame, final, exports = self._encode_return(qid, method, results)
+            cls = method.result_cls
+            if HOLDS_INTERFACES.get(cls) is False:  # (_encode_return's first case, inline)
+                frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
+                                                    self._describe)
+                exports = _NO_EXPORTS
+            else:
+                frame, final, exports = self._encode_return(qid, method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
             self._return_error(qid, self._new_answer(qid, method), exc)
             return

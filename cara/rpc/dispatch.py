@@ -154,7 +154,20 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
             return boxed(result)
         return box(result)
 
-    return handle
+    fields = cls.cara_schema.fields
+    if is_async or spec.params_named or len(fields) != 1 or capacity < 1:
+        return handle
+    number = fields[0].number
+
+    def handle_one(params: Any) -> Any:  # handle() for the common one-argument method
+        if type(params) is not cls:
+            params = cls({} if params is None else params)
+        result = fn(params[number])
+        if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
+            return boxed(result)
+        return box(result)
+
+    return handle_one
 
 
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:

@@ -431,14 +431,18 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         return streaming
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
+    rpc_method: Method | None = None  # method_of(spec), on the first call
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal rpc_method
         cap = self._cara_rpc_cap_
         if kwargs and "_timeout" in kwargs:
             return call_runtime(cap, spec, args, kwargs)
         if _get_running_loop() is None:
             check_loop(cap)
-        return cap.call(method_of(spec), box(args, kwargs), None)
+        if rpc_method is None:
+            rpc_method = method_of(spec)
+        return cap.call(rpc_method, box(args, kwargs), None)
 
     method.__name__ = method.__qualname__ = spec.attr
     return method
