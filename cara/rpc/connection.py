@@ -326,17 +326,8 @@ class Connection:
     def send_call(self, target: M.Target, method: Method, params: Any,
                   timeout: float | None = None, unbox: bool = True) -> Question:
         """Send a call now and return its promise."""
-        if self._free_questions:  # (_new_question, inline)
-            qid = self._free_questions.pop()
-        else:
-            qid = self._next_question
-            self._next_question = qid + 1
-        q = Question(loop=self.loop)
-        q.conn = self
-        q.qid = qid
-        q._method = method
-        q._unbox = unbox
-        self._questions[qid] = q
+        q = self._new_question(method, unbox)
+        qid = q.qid
         if self.closed:
             self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
