@@ -14,9 +14,9 @@ setup() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
   fi
-  # Reinstall only when the dependencies or the optional C accelerator changed.
+  # Reinstall only when the dependencies or a C source of the optional accelerators changed.
   if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ setup.py -nt "$STAMP" ] \
-      || [ cara/runtime/_speedups.c -nt "$STAMP" ]; then
+      || [ -n "$(find cara -name '*.c' -newer "$STAMP" -print -quit)" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -e ".[test,pseud,nats]"
     touch "$STAMP"

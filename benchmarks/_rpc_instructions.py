@@ -3,12 +3,13 @@ a busy machine where wall-clock figures are not.
 
 Usage::
 
-    python benchmarks/_rpc_instructions.py [--wire tcp|capnp] [--mode sequential|concurrent]
+    python benchmarks/_rpc_instructions.py [--wire tcp|capnp] [--mode sequential|concurrent|chain]
 
 Runs this script's ``--child`` (``_profile_rpc.py``'s echo, unprofiled) twice under
-``valgrind --tool=callgrind``, with 1,000 and 3,000 echo calls after the same warm-up, and
-prints the difference per call, so start-up, imports and schema loading cancel out. The
-figures in docs/benchmarks.md ("Where the time goes") come from it. Not a benchmark
+``valgrind --tool=callgrind``, with 1,000 and 3,000 echo calls (``--mode chain``: 300 and 900
+pipelined calculator chains) after the same warm-up, and prints the difference per call
+(chain), so start-up, imports and schema loading cancel out. The figures in
+docs/benchmarks.md ("Where the time goes") come from it. Not a benchmark
 (``run.py`` runs only ``bench_*.py``); needs valgrind.
 """
 
@@ -45,7 +46,8 @@ def count(wire: str, mode: str, calls: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wire", choices=("tcp", "capnp"), default="tcp")
-    parser.add_argument("--mode", choices=("sequential", "concurrent"), default="concurrent")
+    parser.add_argument("--mode", choices=("sequential", "concurrent", "chain"),
+                        default="concurrent")
     parser.add_argument("--calls", type=int, default=0)
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
@@ -54,8 +56,10 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
-    low, high = count(args.wire, args.mode, 1000), count(args.wire, args.mode, 3000)
-    print(f"{args.wire} {args.mode}: {(high - low) // 2000:,} instructions per echo call "
+    n = 300 if args.mode == "chain" else 1000
+    low, high = count(args.wire, args.mode, n), count(args.wire, args.mode, 3 * n)
+    what = "pipelined chain" if args.mode == "chain" else "echo call"
+    print(f"{args.wire} {args.mode}: {(high - low) // (2 * n):,} instructions per {what} "
           "(both ends)")
 
 

@@ -16,9 +16,14 @@ objects in preorder, a far pointer with a landing pad whenever an object does no
 of the pointer that points to it. That is what makes ``binary`` / ``packed`` output
 byte-identical with the reference tool even for messages that need several segments.
 
-The msgpack form is cara's wire form keyed by field number: a struct is a map from the field's
-index in its scope (its position in the schema's field list) to the value, groups and named
-unions nest as maps likewise, lists are arrays, enums ints, Data ``bin``, Text ``str``.
+The msgpack form is cara's wire form keyed by field number, what ``s.to_msgpack()`` writes for
+the struct ``S.from_bytes()`` decodes: a struct is a map from the field's index in its scope
+(its position in the schema's field list) to the value, leaving out what is at its default;
+groups and named unions nest as maps likewise, lists are arrays, enums ints, Data ``bin``,
+Text ``str``, AnyPointer values Cap'n Proto messages (ext 0x43). What a newer schema wrote
+that the given one does not know is kept under the key -1 (see :mod:`.capnp.kept`), so binary
+-> msgpack -> binary through an older schema loses nothing; text and JSON carry only the known
+fields, as ``capnp convert``'s do.
 
 Every problem with the input ends the run with exit status 1 and a message naming the message
 number and the byte offset (for packed input: the offset in the unpacked bytes).
@@ -41,7 +46,7 @@ from .capnp.canonical import canonicalize
 from .capnp.copying import Ref, copy_object, list_words
 from .capnp.framing import frame_segments, framed_size, read_flat, read_framed
 from .capnp.packing import pack, pack_framed, unpack
-from .capnp.reader import DEFAULT_TRAVERSAL_LIMIT, Message, resolve
+from .capnp.reader import DEFAULT_TRAVERSAL_LIMIT, AnyPointerReader, Message, resolve
 
 __all__ = [
     "BINARY_FORMATS",
@@ -188,7 +193,9 @@ def to_msgpack_form(nodes: Mapping[int, model.Node], struct_id: int,
                     value: Mapping[str, Any]) -> dict[int, Any]:
     """A plain struct value keyed by field name -> cara's msgpack form keyed by field index.
     Null pointers are left out; a union's set member is always kept (it carries the
-    discriminant)."""
+    discriminant). Only what the schema knows, and no AnyPointer values: ``cara convert``
+    itself writes the form from the sparse decoder's value (see :meth:`Converter.write`),
+    which keeps both."""
     fields = _fields(nodes, struct_id)
     out: dict[int, Any] = {}
     for index, field in enumerate(fields):
@@ -226,6 +233,56 @@ def _type_to_form(nodes: Mapping[int, model.Node], type_: model.Type, member: An
     return member
 
 
+def _kept_form(codec: Any, plan: Any, value: Mapping[int, Any]) -> dict[int, Any]:
+    """The msgpack form of a struct as the sparse index-keyed codec decoded it: what
+    ``to_msgpack()`` writes for the struct ``S.from_bytes()`` gives (AnyPointer values as
+    Cap'n Proto messages in ext 0x43; unknown data under key -1, see
+    :mod:`.capnp.kept`)."""
+    import msgpack
+
+    from .capnp.kept import flat_of_record
+    from .capnp.reader import EXT_CAPNP_MESSAGE
+
+    fields_of = plan.by_key
+    if fields_of is None:
+        fields_of = plan.by_key = {fp.key: fp for fp in plan.fields}
+    out: dict[int, Any] = {}
+    for key, item in value.items():
+        fp = fields_of[key]
+        if fp.kind == "group":
+            out[key] = _kept_form(codec, codec.plan(fp.group_id), item)
+        else:
+            out[key] = _kept_item(codec, fp.type, item)
+    record = getattr(value, "_cara_unknown_", None)
+    if record is not None:
+        if record.loc is not None:
+            out[-1] = msgpack.ExtType(EXT_CAPNP_MESSAGE, flat_of_record(codec, plan, record))
+        elif record.disc is not None:  # a group's unknown union member
+            out[-1] = record.disc
+    return out
+
+
+def _kept_item(codec: Any, type_: model.Type, item: Any) -> Any:
+    if item is None:
+        return None
+    which = type_.which
+    if which == "struct":
+        return _kept_form(codec, codec.plan_for_type(type_), item)
+    if which == "list":
+        assert type_.list is not None
+        element = type_.list.elementType
+        if element.which in ("struct", "list", "anyPointer"):
+            return [_kept_item(codec, element, x) for x in item]
+        return item
+    if which == "anyPointer" and isinstance(item, AnyPointerReader):
+        import msgpack
+
+        from .capnp.reader import EXT_CAPNP_MESSAGE
+
+        return msgpack.ExtType(EXT_CAPNP_MESSAGE, item.to_flat())
+    return item
+
+
 def from_msgpack_form(nodes: Mapping[int, model.Node], struct_id: int, form: Any,
                       where: str = "", depth: int = 0) -> dict[str, Any]:
     """The inverse of :func:`to_msgpack_form` (keys may be ints or digit strings)."""
@@ -235,11 +292,15 @@ def from_msgpack_form(nodes: Mapping[int, model.Node], struct_id: int, form: Any
         raise ValueTypeError(where, f"expected a map for a struct, found {type(form).__name__}")
     fields = _fields(nodes, struct_id)
     out: dict[str, Any] = {}
+    record = None
     for key, item in form.items():
         try:
             index = int(key)
         except (TypeError, ValueError):
             raise ValueTypeError(where, f"struct map key {key!r} is not a field number") from None
+        if index == -1:
+            record = _kept_from_form(nodes, struct_id, item, where, depth)
+            continue
         if not 0 <= index < len(fields):
             raise ValueTypeError(where, f"field number {index} is out of range "
                                         f"(the struct has {len(fields)} fields)")
@@ -251,7 +312,50 @@ def from_msgpack_form(nodes: Mapping[int, model.Node], struct_id: int, form: Any
         else:
             assert field.slot is not None
             out[field.name] = _type_from_form(nodes, field.slot.type, item, path, depth + 1)
+    if record is not None:
+        from .capnp.unknown import attach
+
+        return attach(out, record)
     return out
+
+
+def _kept_from_form(nodes: Mapping[int, model.Node], struct_id: int, item: Any, where: str,
+                    depth: int) -> Any:
+    """The unknown data a struct's key -1 holds in the msgpack form (as ``to_msgpack()``
+    writes it: a struct's original sections as a Cap'n Proto message in ext 0x43, a group's
+    unknown union member as its discriminant), checked whole now, as an
+    :class:`~.capnp.unknown.Unknown` record."""
+    from .capnp.kept import record_of_flat
+    from .capnp.reader import EXT_CAPNP_MESSAGE
+    from .capnp.unknown import Unknown
+
+    node = nodes[struct_id]
+    st = node.struct
+    assert st is not None
+    members = frozenset(f.discriminantValue for f in st.fields
+                        if f.discriminantValue != model.NO_DISCRIMINANT)
+    what = "unknown data (key -1)"
+    if st.isGroup:
+        if type(item) is not int:
+            raise ValueTypeError(where, f"{what} of a group is its union's discriminant, an "
+                                        f"integer, not {type(item).__name__}")
+        if not st.discriminantCount:
+            raise ValueTypeError(where, f"{what}: a discriminant, but this group has no union")
+        if not 0 <= item <= 0xFFFF or item in members:
+            raise ValueTypeError(where, f"{what}: discriminant {item} is out of range or a "
+                                        f"member this schema has")
+        return Unknown(item, None)
+    code = getattr(item, "code", None)
+    if code != EXT_CAPNP_MESSAGE or not isinstance(getattr(item, "data", None), bytes):
+        raise ValueTypeError(where, f"{what} must be a Cap'n Proto message (msgpack ext type "
+                                    f"0x43), not {type(item).__name__}")
+    union = (st.discriminantOffset * 2, members) if st.discriminantCount else None
+    try:
+        # (the struct nests where it stands: what its pointers reach must fit the levels
+        # left below it, as the binary form's reader will count them)
+        return record_of_flat(item.data, union, levels=64 - depth)[0]
+    except CaraError as exc:
+        raise ValueTypeError(where, f"{what}: {exc}") from None
 
 
 def _type_from_form(nodes: Mapping[int, model.Node], type_: model.Type, item: Any, where: str,
@@ -269,6 +373,15 @@ def _type_from_form(nodes: Mapping[int, model.Node], type_: model.Type, item: An
         element = type_.list.elementType
         return [_type_from_form(nodes, element, x, f"{where}[{i}]", depth + 1)
                 for i, x in enumerate(item)]
+    if which == "anyPointer" and getattr(item, "code", None) == 0x43 and \
+            isinstance(getattr(item, "data", None), bytes):
+        from .capnp.kept import checked_pointer
+
+        try:  # (a Cap'n Proto object, as to_msgpack() writes it: checked whole now)
+            return checked_pointer(item.data)
+        except CaraError as exc:
+            raise ValueTypeError(where, f"not a valid Cap'n Proto object (ext type 0x43): "
+                                        f"{exc}") from None
     if which == "data" and isinstance(item, (bytes, bytearray)):
         return bytes(item)
     if which in ("float32", "float64") and isinstance(item, int) and not isinstance(item, bool):
@@ -575,6 +688,8 @@ class Converter:
             if fmt in SCHEMA_FORMATS and self.nodes is None:
                 raise ConvertError(f"format requires schema: {fmt}")
         self._codec: Any = None
+        self._sparse_codec: Any = None
+        self._holds_any_pointer = False
 
     @property
     def codec(self) -> Any:
@@ -584,6 +699,20 @@ class Converter:
             assert self.nodes is not None
             self._codec = SchemaCodec(_without_pointer_defaults(self.nodes))
         return self._codec
+
+    @property
+    def sparse_codec(self) -> Any:
+        """The codec that reads binary for msgpack output: what ``S.from_bytes()`` decodes
+        (keyed by field index, only what is not at its zero bits, unknown data kept)."""
+        if self._sparse_codec is None:
+            from .capnp.schema_codec import SchemaCodec
+
+            assert self.nodes is not None
+            self._sparse_codec = SchemaCodec(self.nodes, pointer_defaults=False, keys="index",
+                                             sparse=True)
+            self._holds_any_pointer = self._sparse_codec.reaches(self.root_id,
+                                                                 frozenset({"anyPointer"}))
+        return self._sparse_codec
 
     def plausibility(self) -> _Plausibility:
         if self.nodes is not None and self.root_id in self.nodes:
@@ -703,12 +832,19 @@ class Converter:
         if target == "canonical":
             return canonicalize(msg)
         assert self.nodes is not None
-        value = self.codec.decode_message(self.root_id, msg)
         if target == "msgpack":
             import msgpack
 
-            return msgpack.packb(to_msgpack_form(self.nodes, self.root_id, value),
-                                 use_bin_type=True)
+            from .capnp.unknown import SEEN
+
+            codec = self.sparse_codec
+            form = codec.decode_message(self.root_id, msg)
+            if SEEN[0] or self._holds_any_pointer:
+                # (unknown data, once any was seen, or AnyPointer values: what msgpack cannot
+                # write as they are decoded)
+                form = _kept_form(codec, codec.plan(self.root_id), form)
+            return msgpack.packb(form, use_bin_type=True)
+        value = self.codec.decode_message(self.root_id, msg)
         if target == "text":
             from .text_format import format_text_bytes
 

@@ -52,8 +52,13 @@ from cara.rpc.errors import (
 )
 from cara.rpc.proxies import CallPromise, Method, method_of
 from cara.rpc.wire_cara import CaraWire
+from cara.runtime.interface import HOLDS_INTERFACES
 
 __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
+
+
+#: The exports of a return whose type cannot hold a capability (shared, never filled).
+_NO_EXPORTS: list[int] = []
 
 
 class Question(CallPromise):
@@ -97,11 +102,12 @@ class ImportCap(Cap):
     """A capability of the peer (``id`` is its export id). A ``senderPromise`` import is a
     promise that a ``Resolve`` replaces."""
 
-    __slots__ = ("called", "conn", "entry", "id", "promise", "resolution", "waiters")
+    __slots__ = ("called", "conn", "entry", "id", "promise", "resolution", "target", "waiters")
 
     def __init__(self, conn: Connection, import_id: int, promise: bool) -> None:
         self.conn = conn
         self.id = import_id
+        self.target = M.ImportedCap(import_id)  # every call's target (made once)
         self.promise = promise
         self.called = False
         self.resolution: Cap | None = None
@@ -115,7 +121,7 @@ class ImportCap(Cap):
         if self.entry is None and not self.conn.closed:  # a programming error: say it now
             raise Disconnected(f"{method.name}(): this capability was released")
         self.called = True
-        return self.conn.send_call(M.ImportedCap(self.id), method, params, timeout, unbox)
+        return self.conn.send_call(self.target, method, params, timeout, unbox)
 
     def resolved(self) -> Cap:
         return self.resolution.resolved() if self.resolution is not None else self
@@ -243,6 +249,12 @@ class Connection:
             or self._encode_call_message
         self._encode_results: Callable[..., tuple[bytes, bool]] = \
             getattr(self.wire, "encode_results", None) or self._encode_results_message
+        #: ``decode_hot`` is an encoding's ``decode`` that gives a final return holding no
+        #: capability as ``(answer_id, content)`` and a call on an export with none in its
+        #: params as ``(question_id, export_id, interface_id, method_id, content)``
+        #: (optional: see :meth:`_on_final_return` and :meth:`_on_plain_call`).
+        self._decode: Callable[[Any], Any] = getattr(self.wire, "decode_hot", None) \
+            or self.wire.decode
         #: The encoding lets a return that holds no capability end its question (no Finish).
         self._implicit_finish = bool(getattr(self.wire, "implicit_finish", False))
         self.send_tracebacks = send_tracebacks
@@ -315,9 +327,24 @@ class Connection:
                   timeout: float | None = None, unbox: bool = True) -> Question:
         """Send a call now and return its promise."""
         q = self._new_question(method, unbox)
+        qid = q.qid
         if self.closed:
             self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
+            return q
+        param_cls = method.param_cls
+        if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
+            try:
+                self._send(self._encode_call(qid, target, method.interface_id, method.index,
+                                             params, param_cls, self._describe))
+            except BaseException as exc:
+                self._drop_question(q)
+                q.set_exception(exc)
+                return q
+            if timeout is None:
+                timeout = self.timeout
+            if timeout is not None:
+                q.timer = self.loop.call_later(timeout, q._time_out)
             return q
         exports: list[int] = []
         self._sending_exports = exports
@@ -344,7 +371,13 @@ class Connection:
         if self.closed:
             return
         try:
-            msg = self.wire.decode(frame)
+            msg = self._decode(frame)
+            if type(msg) is tuple:  # decode_hot's shortcuts
+                if len(msg) == 2:
+                    self._on_final_return(msg[0], msg[1])
+                else:
+                    self._on_plain_call(*msg)
+                return
             handler = self._handlers.get(type(msg))
             if handler is not None:
                 handler(self, msg)
@@ -688,6 +721,46 @@ class Connection:
             return
         self._dispatch(msg, target, caps)
 
+    def _on_plain_call(self, qid: int, export_id: int, interface_id: int, method_id: int,
+                       content: Any) -> None:
+        """A ``Call`` on one of our exports with no capability in its params (``decode_hot``'s
+        5-tuple): most calls. One whose export is a local object and that may run now takes
+        this short way; any other goes through :meth:`_on_call` as the message it stands for."""
+        export = self._exports.get(export_id)
+        local = export.cap.resolved() if export is not None else None
+        if type(local) is not LocalCap or self._running >= self.max_answers or self._queued \
+                or qid in self._answers:
+            self._on_call(M.Call(qid, M.ImportedCap(export_id), interface_id, method_id,
+                                 M.Payload(None, None, raw=(content, False), cap_table=[])))
+            return
+        self._run_local(qid, local, interface_id, method_id, (content, False), [], True)
+
+    def _run_local(self, qid: int, local: LocalCap, interface_id: int, method_id: int,
+                   raw: Any, caps: list[Any], plain: bool = False) -> None:
+        """Run call ``qid`` on an object of this process (the common case of _dispatch);
+        ``plain``: ``raw`` is ``decode_hot``'s ``(content, False)``."""
+        method: Method | None = None
+        try:
+            handler = local.impl.handler(interface_id, method_id)
+            method = handler.method
+            cls = method.param_cls
+            if plain and type(raw[0]) is dict and HOLDS_INTERFACES.get(cls) is False:
+                params = cls(raw[0])  # (decode_content's common case)
+            else:
+                params = self.wire.decode_content(raw, cls, caps)
+            result = handler.run(params)
+            if isinstance(result, dict) or not inspect.isawaitable(result):
+                # answered now (a results struct is a dict): no future, no task
+                self._answer_now(qid, method, result)
+                return
+            # The task is the answer's call: its result is the results struct, and
+            # cancelling it (a Finish) cancels the handler.
+            call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
+        except Exception as exc:  # malformed params fail the call, not the connection
+            self._return_error(qid, self._new_answer(qid, method), exc)
+            return
+        self._track(qid, method, call)
+
     def _dispatch(self, msg: M.Call, target: Cap | BaseException, caps: list[Any]) -> None:
         qid = msg.question_id
         method: Method | None = None
@@ -696,24 +769,19 @@ class Connection:
                 raise target
             local = target.resolved()
             if isinstance(local, LocalCap):  # the common case: a handler of this process
-                handler = local.impl.handler(msg.interface_id, msg.method_id)
-                method = handler.method
-                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-                result = handler.run(params)
-                if isinstance(result, dict) or not inspect.isawaitable(result):
-                    # answered now (a results struct is a dict): no future, no task
-                    self._answer_now(qid, method, result)
-                    return
-                # The task is the answer's call: its result is the results struct, and
-                # cancelling it (a Finish) cancels the handler.
-                call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
-            else:
-                method = self._method_for(msg, target)
-                params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
-                call = target.call(method, params, unbox=False)
+                self._run_local(qid, local, msg.interface_id, msg.method_id, msg.params.raw,
+                                caps)
+                return
+            method = self._method_for(msg, target)
+            params = self.wire.decode_content(msg.params.raw, method.param_cls, caps)
+            call = target.call(method, params, unbox=False)
         except Exception as exc:  # malformed params fail the call, not the connection
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
+        self._track(qid, method, call)
+
+    def _track(self, qid: int, method: Method | None, call: asyncio.Future[Any]) -> None:
+        """Answer ``qid`` with ``call``'s outcome: now if it is done, else when it is."""
         answer = self._new_answer(qid, method)
         answer.call = call
         if call.done():
@@ -732,7 +800,13 @@ class Connection:
         it runs (no frame is read meanwhile), so the answers table gets an entry only when
         the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
         try:
-            frame, final, exports = self._encode_return(qid, method, results)
+            cls = method.result_cls
+            if HOLDS_INTERFACES.get(cls) is False:  # (_encode_return's first case, inline)
+                frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
+                                                    self._describe)
+                exports = _NO_EXPORTS
+            else:
+                frame, final, exports = self._encode_return(qid, method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
@@ -747,6 +821,11 @@ class Connection:
                        results: Any) -> tuple[bytes, bool, list[int]]:
         """The Return frame of ``results``, whether it is final (no Finish will come) and the
         exports it made. Raises when the results cannot be sent, its exports undone."""
+        cls = method.result_cls if method is not None else None
+        if HOLDS_INTERFACES.get(cls) is False:  # nothing in it can be exported
+            frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
+                                                self._describe)
+            return frame, final, _NO_EXPORTS
         exports: list[int] = []
         self._sending_exports = exports
         try:
@@ -941,6 +1020,40 @@ class Connection:
             self._finishes.append(q)
             if len(self._finishes) == 1:
                 self.loop.call_soon(self._flush_finishes)
+
+    def _on_final_return(self, answer_id: int, content: Any) -> None:
+        """A final ``Return`` holding no capability (``decode_hot``'s tuple): the answer to
+        most calls. A question nobody cancelled, timed or pipelined on takes this short way;
+        any other goes through :meth:`_on_return` as the message it stands for."""
+        q = self._questions.get(answer_id)
+        if q is None or q.returned or q.finished or q.pipes or q.timer is not None or \
+                q.param_exports is not None:
+            self._on_return(M.Return(answer_id, M.Payload(None, None, raw=(content, False),
+                                                          cap_table=[]),
+                                     release_param_caps=False, no_finish=True))
+            return
+        q.returned = q.finished = True
+        del self._questions[answer_id]
+        self._free_questions.append(answer_id)
+        method = q._method
+        cls = method.result_cls
+        try:
+            if type(content) is dict and HOLDS_INTERFACES.get(cls) is False:
+                results = cls(content)
+            else:
+                results = self.wire.decode_content((content, False), cls, [])
+            q._results = results
+            if q.done():
+                return
+            if q._unbox and method.unbox is not None:
+                results = method.unbox(results)
+        except ProtocolError:
+            raise
+        except Exception as exc:
+            if not q.done():
+                q.set_exception(exc)
+            return
+        q.set_result(results)
 
     def _flush_finishes(self) -> None:
         finishes, self._finishes = self._finishes, []

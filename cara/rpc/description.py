@@ -138,21 +138,36 @@ def known_interface(interface_id: int) -> InterfaceInfo | None:
     return _known.get(interface_id)
 
 
+#: describe()'s answers by class, where there is one (a class's description does not change:
+#: it comes from its class attributes and schema). Bounded: programs that make classes at run
+#: time start over rather than hold them all.
+_described: dict[type, InterfaceInfo] = {}
+_DESCRIBED_MAX = 4096
+
+
 def describe(obj: object) -> InterfaceInfo | None:
     """The :class:`InterfaceInfo` for an interface description, a runtime interface class (or a
     subclass of one, walking the MRO), an instance of one, or ``None`` when ``obj`` describes no
-    interface."""
+    interface. Every capability sent or made asks this of its object's class: found once."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    found = _described.get(cls)
+    if found is not None:
+        return found
     if isinstance(obj, InterfaceInfo):
         return obj
-    if isinstance(obj, type):
-        for klass in obj.__mro__:
-            info = klass.__dict__.get("__cara_interface_info__")
-            if isinstance(info, InterfaceInfo):
-                return info
-            if klass.__dict__.get("_cara_generated_") and hasattr(klass, "cara_schema"):
-                return _from_runtime(klass)
-        return None
-    return describe(type(obj))
+    for klass in cls.__mro__:
+        info = klass.__dict__.get("__cara_interface_info__")
+        if isinstance(info, InterfaceInfo):
+            found = info
+            break
+        if klass.__dict__.get("_cara_generated_") and hasattr(klass, "cara_schema"):
+            found = _from_runtime(klass)
+            break
+    if found is not None:
+        if len(_described) >= _DESCRIBED_MAX:
+            _described.clear()
+        _described[cls] = found
+    return found
 
 
 _runtime_infos: dict[int, tuple[Any, InterfaceInfo]] = {}

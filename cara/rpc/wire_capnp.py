@@ -71,6 +71,9 @@ from cara.codecs.capnp.schema_codec import SchemaCodec
 from cara.codecs.capnp.schema_codec import _encode_data as _data
 from cara.codecs.capnp.schema_codec import _encode_text as _text
 from cara.codecs.capnp.structs import _from_sparse, c_plan, model_type, replaced_nodes
+from cara.codecs.capnp.unknown import SEEN as _SEEN
+from cara.codecs.capnp.unknown import encode_struct as _encode_kept
+from cara.codecs.capnp.unknown import record_of as _record_of
 from cara.errors import DecodeError, EncodeError, ValueTypeError
 from cara.rpc.errors import ProtocolError
 from cara.rpc.messages import (
@@ -323,7 +326,12 @@ class _Redescribing(MessageBuilder):
 
 def _write_struct(buf: bytearray, ptr_pos: int, value: Any) -> None:
     """Write runtime struct ``value`` (of its own class) at pointer ``ptr_pos``."""
-    _codec, _key, plan = _content_codec(type(value))
+    codec, _key, plan = _content_codec(type(value))
+    if _SEEN[0]:
+        u = _record_of(value)
+        if u is not None and u.loc is not None:  # (a newer schema's data: see unknown.py)
+            _encode_kept(codec, plan, buf, ptr_pos, value, u)
+            return
     dw, pc = plan.data_words, plan.pointer_count
     pos = len(buf)
     if dw + pc == 0:
@@ -375,6 +383,7 @@ def _payload_codec(builder: Any) -> Any:
         ns["cap_decode"] = _cap_decode
         ns["any_encode"] = _any_encoder(ns["any_encode"])
         ns["any_decode"] = _any_decode
+        ns["kept_target"] = _Redescribing  # (unknown data's capabilities: described anew)
         builder._capnp_rpc_codec = codec
     return codec
 
@@ -795,7 +804,19 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
             buf += memoryview(out)[16:]  # (its root pointer at 8 points to the word at 16)
             _PP(buf, ptr_pos, (pos - ptr_pos - 8) >> 1, _U32(out, 12)[0])
             return table
-    _codec, _key, plan = _content_codec(type(content))
+    codec, _key, plan = _content_codec(type(content))
+    key = id(buf)
+    if _SEEN[0]:
+        u = _record_of(content)
+        if u is not None and u.loc is not None:
+            # a struct that keeps a newer schema's data (params or results of a method whose
+            # params or results are a named struct, received and sent on): see unknown.py
+            _ENCODING[key] = (describe, table)
+            try:
+                _encode_kept(codec, plan, buf, ptr_pos, content, u)
+            finally:
+                del _ENCODING[key]
+            return table
     dw, pc = plan.data_words, plan.pointer_count
     pos = len(buf)
     if dw + pc == 0:
@@ -803,7 +824,6 @@ def _write_content(buf: bytearray, ptr_pos: int, payload: Payload,
         return table
     buf += bytes((dw + pc) * 8)
     _PP(buf, ptr_pos, (pos - ptr_pos - 8) >> 1, dw | pc << 16)
-    key = id(buf)
     _ENCODING[key] = (describe, table)
     try:
         # (a runtime struct holds checked values: what fails here is describe_cap's own

@@ -75,6 +75,8 @@ UNIMPLEMENTED = 10
 RETURN_FINAL = 11
 
 EXT_CAP = 1
+#: The ext values of the first cap-table indexes (made once: an ExtType is a checked tuple).
+_CAP_EXTS = tuple(msgpack.ExtType(EXT_CAP, msgpack.packb(i)) for i in range(32))
 #: The empty cap table of a payload whose type holds no capability (packed, never changed).
 _NO_CAPS: list[Any] = []
 
@@ -109,7 +111,10 @@ def _uint(value: Any, what: str) -> int:
 def _steps(items: Any, what: str) -> tuple[int, ...]:
     if len(items) > _MAX_DEPTH:
         raise ProtocolError(f"{what}: more than {_MAX_DEPTH} steps")
-    return tuple(_uint(s, what) for s in items)
+    for s in items:
+        if type(s) is not int or not 0 <= s <= 0xFFFFFFFF:
+            _uint(s, what)  # raises, worded as every id
+    return tuple(items)
 
 
 def _text(value: Any) -> str:
@@ -160,7 +165,10 @@ class CaraWire:
             raise TypeError(f"cannot send a {type(obj).__name__} here (not a capability)")
         table = self._table
         table.append(self._descriptor(describe(obj)))
-        return msgpack.ExtType(EXT_CAP, msgpack.packb(len(table) - 1))
+        index = len(table) - 1
+        if index < len(_CAP_EXTS):
+            return _CAP_EXTS[index]
+        return msgpack.ExtType(EXT_CAP, msgpack.packb(index))
 
     @staticmethod
     def _descriptor(d: M.CapDescriptor) -> list[Any]:
@@ -195,8 +203,10 @@ class CaraWire:
                     describe_cap: M.DescribeCap) -> bytes:
         """A ``Call`` frame, without the message objects (every call comes this way)."""
         t = target.id if type(target) is M.ImportedCap else self._target(target)
-        if param_cls is not None and param_cls is not M.CAPABILITY and \
-                not may_hold_interfaces(param_cls):  # no capability can be met: no cap table
+        if HOLDS_INTERFACES.get(param_cls) is False or (
+                param_cls is not None and param_cls is not M.CAPABILITY
+                and not may_hold_interfaces(param_cls)):
+            # no capability can be met: no cap table
             return self._packer.pack([CALL, question_id, t, interface_id, method_id, params,
                                       _NO_CAPS])
         return self._with_caps([CALL, question_id, t, interface_id, method_id, params],
@@ -206,8 +216,10 @@ class CaraWire:
                        describe_cap: M.DescribeCap) -> tuple[bytes, bool]:
         """A ``Return`` of ``results`` without the message objects, and whether it is final:
         asked to be (``final``) and holding no capability, so no ``Finish`` will follow."""
-        if final and result_cls is not None and result_cls is not M.CAPABILITY and \
-                not may_hold_interfaces(result_cls):  # no capability can be met: final
+        if final and (HOLDS_INTERFACES.get(result_cls) is False or (
+                result_cls is not None and result_cls is not M.CAPABILITY
+                and not may_hold_interfaces(result_cls))):
+            # no capability can be met: final
             return self._packer.pack([RETURN_FINAL, answer_id, results, _NO_CAPS]), True
         items = [RETURN, answer_id, results]
         frame = self._with_caps(items, describe_cap)
@@ -283,6 +295,8 @@ class CaraWire:
         if code != EXT_CAP:
             raise ProtocolError(f"unknown ext type {code} in a payload")
         self._frame_caps = True
+        if len(data) == 1 and data[0] < 0x80:  # a positive fixint: the common small index
+            return _CapIndex(data[0])
         return _CapIndex(_uint(msgpack.unpackb(data), "capability index"))
 
     def _count(self, obj: Any) -> Any:
@@ -326,6 +340,23 @@ class CaraWire:
         raise ProtocolError(f"bad call target {t!r}")
 
     def decode(self, frame: bytes | bytearray | memoryview) -> M.Message:
+        msg = self.decode_hot(frame)
+        if isinstance(msg, tuple):
+            if len(msg) == 2:
+                return M.Return(msg[0], M.Payload(None, None, raw=(msg[1], False),
+                                                  cap_table=[]),
+                                release_param_caps=False, no_finish=True)
+            qid, target, iid, mid, params = msg
+            return M.Call(qid, M.ImportedCap(target), iid, mid,
+                          M.Payload(None, None, raw=(params, False), cap_table=[]))
+        return msg
+
+    def decode_hot(self, frame: bytes | bytearray | memoryview) -> M.Message | tuple[Any, ...]:
+        """:meth:`decode`, except that the two commonest frames come back as tuples, with no
+        message objects (the core's optional shortcut, see ``Connection.receive``): a final
+        ``Return`` holding no capability (the answer to a plain call) as ``(answer_id,
+        content)``, and a ``Call`` on an export with no capability in its params as
+        ``(question_id, export_id, interface_id, method_id, content)``."""
         self._frame_caps = False
         size = len(frame)
         count: Any = None
@@ -346,13 +377,19 @@ class CaraWire:
             raise ProtocolError(f"malformed frame: {type(exc).__name__}: {exc}") from None
         if type(msg) is not list or not msg or type(msg[0]) is not int:
             raise ProtocolError("a frame must be an array starting with its message type")
-        if msg[0] == RETURN_FINAL and len(msg) == 4 and not msg[3] and not self._frame_caps:
+        if msg[0] == CALL and len(msg) == 7 and not msg[6] and not self._frame_caps:
+            # a call on an export with no capability in its params: the other common frame
+            _, qid, target, iid, mid, params, _ = msg
+            if type(target) is int and 0 <= target <= 0xFFFFFFFF and type(qid) is int and \
+                    0 <= qid <= 0xFFFFFFFF and type(iid) is int and 0 <= iid < 1 << 64 and \
+                    type(mid) is int and 0 <= mid <= 0xFFFF:
+                return qid, target, iid, mid, params
+        elif msg[0] == RETURN_FINAL and len(msg) == 4 and not msg[3] and not self._frame_caps:
             # the commonest frame, decoded here (what _message does for it)
             aid = msg[1]
             if type(aid) is not int or not 0 <= aid <= 0xFFFFFFFF:
                 raise ProtocolError(f"bad answer id: {aid!r}")
-            return M.Return(aid, M.Payload(None, None, raw=(msg[2], False), cap_table=[]),
-                            release_param_caps=False, no_finish=True)
+            return aid, msg[2]
         try:
             return self._message(msg)
         except ProtocolError:

@@ -325,6 +325,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         #: Frames being handed to the connection: its answers wait for the burst's end.
         self._receiving = False
+        self._flush_by_burst = False
         self._flush_waits = 0
         self._write_paused = False
         self._read_paused = False
@@ -826,6 +827,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.write(out[0] + out[1] if length_prefix else out[0])
+        if self._receiving and not self._flush_scheduled:
+            # Sent while a read's frames are handled: _end_of_burst writes (or schedules) it.
+            # Marked as scheduled all the same, so the frames after it are appended inline.
+            self._flush_scheduled = self._flush_by_burst = True
+            return
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -844,6 +850,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         them still run; then give those a few loop turns to join the same write (a pipelined
         chain's answers leave together instead of one latency apart)."""
         self._receiving = False
+        if self._flush_by_burst:  # (no flush was scheduled for what this read's frames sent)
+            self._flush_by_burst = self._flush_scheduled = False
         conn = self.conn
         if self._out and conn is not None and (conn.answers_in_flight or self.throttled):
             self._schedule_flush()  # (or frames of this read wait for our next slice)

@@ -263,7 +263,8 @@ def test_pure_python_mode_passes_the_struct_tests() -> None:
     env = {**os.environ, "CARA_PURE_PYTHON": "1"}
     files = ["tests/runtime/test_struct.py", "tests/runtime/test_fast_paths.py",
              "tests/runtime/test_list_enum.py", "tests/codecs/test_msgpack_codec.py",
-             "tests/codecs/test_unknown_msgpack.py", "tests/codecs/test_anypointer_msgpack.py"]
+             "tests/codecs/test_unknown_msgpack.py", "tests/codecs/test_anypointer_msgpack.py",
+             "tests/codecs/test_unknown_pointers.py"]
     code = ("import cara.runtime.struct as s, sys; assert not s.SPEEDUPS; import pytest; "
             f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{files!r}]))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,

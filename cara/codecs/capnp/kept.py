@@ -35,7 +35,7 @@ from .framing import read_flat
 from .reader import EXT_CAPNP_MESSAGE, AnyPointerReader, Message, pointer_from_ext, struct_at
 from .unknown import Unknown, regions
 
-__all__ = ["KeptData", "kept_value", "record_from_kept"]
+__all__ = ["KeptData", "flat_of_record", "kept_value", "record_from_kept", "record_of_flat"]
 
 
 class KeptData(msgpack.ExtType):
@@ -100,18 +100,47 @@ def _flat_of(owner: Any, record: Unknown) -> bytes:
     """The original struct as a flat message, without the pointers its decoded fields owned
     (they travel as those fields): owned by the fields of ``owner``'s plan when that is known
     (a runtime struct class), else everything is kept."""
+    plan = _plan_of(owner) if owner is not None else None
+    if plan is None:
+        flat = record.to_flat()
+        assert flat is not None
+        return flat
+    return flat_of_record(*plan, record)
+
+
+def flat_of_record(codec: Any, plan: Any, record: Unknown) -> bytes:
+    """What a struct of ``plan`` (in ``codec``) that carries ``record`` keeps as unknown data:
+    its original sections as a flat message, without the pointers its decoded fields owned."""
     assert record.loc is not None
-    skip = 0
-    if owner is not None:
-        plan = _plan_of(owner)
-        if plan is not None:
-            msg, _seg, dpos, dbytes, _ppos, _nptrs, _nest = record.loc
-            codec, struct_plan = plan
-            original = int.from_bytes(msg.buf[dpos:dpos + dbytes], "little")
-            skip = regions(codec, struct_plan).owned_in(original)[1]
-    flat = record.to_flat(skip)
+    msg, _seg, dpos, dbytes, _ppos, _nptrs, _nest = record.loc
+    original = int.from_bytes(msg.buf[dpos:dpos + dbytes], "little")
+    flat = record.to_flat(regions(codec, plan).owned_in(original)[1])
     assert flat is not None
     return flat
+
+
+def record_of_flat(flat: bytes, union: tuple[int, frozenset[int]] | None = None,
+                   levels: int | None = None) -> tuple[Unknown, bytes]:
+    """The record of a struct's unknown data given as a flat message (ext 0x43's data),
+    checked whole now: one struct, every pointer in it copied once into a message of its own
+    (bounded by the input's size and by ``levels`` of nesting, the struct itself one).
+    ``union``: the byte offset of the struct's discriminant and the discriminants its schema
+    knows, to find an unknown member's. Returns the record and the copied message; raises
+    :class:`~cara.errors.CaraError`."""
+    source = Message(read_flat(flat)) if levels is None else \
+        Message(read_flat(flat), nesting_limit=max(levels, 0))
+    copied = Unknown(None, _root_struct(source)).to_flat()
+    assert copied is not None
+    record = Unknown(None, _root_struct(copied))
+    if union is not None:
+        assert record.loc is not None
+        msg, _seg, dpos, dbytes, _ppos, _nptrs, _nest = record.loc
+        off, members = union
+        disc = int.from_bytes(msg.buf[dpos + off:dpos + off + 2], "little") \
+            if off + 2 <= dbytes else 0
+        if disc not in members:
+            record.disc = disc
+    return record, copied
 
 
 def _plan_of(cls: Any) -> tuple[Any, Any] | None:
@@ -159,27 +188,18 @@ def record_from_kept(cls: Any, value: Any) -> tuple[Any, Unknown]:
     if schema.is_group:
         raise Invalid("unknown data (key -1) of a group is its union's discriminant, an integer")
     nesting.KEPT_READ[0] += 1  # (the decode checks the nesting limit through it)
-    try:
-        # checked whole now: the struct and every pointer kept in it, copied once into a
-        # message of its own (bounded by the input's size and the nesting limit)
-        copied = Unknown(None, _root_struct(flat)).to_flat()
-        assert copied is not None
-        flat = copied
-        record = Unknown(None, _root_struct(flat))
-    except CaraError as e:
-        raise Invalid(f"unknown data (key -1): {e}") from None
-    assert record.loc is not None
+    union = None
     plan = _plan_of(cls)
     if plan is not None:
         codec, struct_plan = plan
         if struct_plan.discriminant_offset >= 0:
-            msg, _seg, dpos, dbytes, _ppos, _nptrs, _nest = record.loc
-            off = struct_plan.discriminant_offset  # (in bytes)
-            disc = int.from_bytes(msg.buf[dpos + off:dpos + off + 2], "little") \
-                if off + 2 <= dbytes else 0
-            if all(f.discriminant != disc for f in regions(codec, struct_plan).members):
-                record.disc = disc
-    return KeptData(cls, record, flat), record
+            union = (struct_plan.discriminant_offset,  # (in bytes)
+                     frozenset(f.discriminant for f in regions(codec, struct_plan).members))
+    try:
+        record, copied = record_of_flat(flat, union)
+    except CaraError as e:
+        raise Invalid(f"unknown data (key -1): {e}") from None
+    return KeptData(cls, record, copied), record
 
 
 def _root_struct(flat: bytes | Message) -> tuple[Message, int, int, int, int, int, int]:

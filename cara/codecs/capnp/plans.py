@@ -63,3 +63,5 @@ class StructPlan:
     tag: str = ""
     #: the fields' layout as :mod:`.unknown` analyses it (made on first use)
     regions: Any = None
+    #: the fields by key (``cara convert``'s msgpack form looks them up; made on first use)
+    by_key: dict[Any, FieldPlan] | None = None

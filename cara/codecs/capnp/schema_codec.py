@@ -56,7 +56,7 @@ from .reader import (
     struct_at,
     text_at,
 )
-from .unknown import SEEN, regions
+from .unknown import SEEN, record_of, regions
 from .views import StructView, ViewLayout, view_list, view_struct
 
 __all__ = ["FieldPlan", "PlanKey", "SchemaCodec", "StructPlan"]
@@ -206,6 +206,10 @@ class SchemaCodec:
         #: ``any_encode(buf, ptr_pos, value)`` and ``any_decode(msg, seg, pos, nest)`` before
         #: the first encode or decode, to give capabilities and AnyPointer values its own
         #: form (the RPC layer turns capability objects into cap-table indexes and back).
+        #: ``kept_target(buf, source)``, if set, is the builder (a
+        #: :class:`~.builder.MessageBuilder` writing into ``buf``) that pointers kept as
+        #: unknown data are copied into from their received message ``source`` (the RPC layer
+        #: describes the capabilities among them anew).
         self.ns = self._ns
         self._counter = 0
         self._list_codecs: dict[str, tuple[str, str]] = {}
@@ -268,8 +272,8 @@ class SchemaCodec:
         plan = self.plan(struct_id)
         builder = MessageBuilder()
         buf = builder.buf
-        if SEEN[0] and self.keys == "index" and type(value) is not dict:
-            u = getattr(value, "_cara_unknown_", None)
+        if SEEN[0]:
+            u = record_of(value)
             if u is not None and u.loc is not None:
                 try:
                     unknown.encode_struct(self, plan, buf, 0, value, u)
@@ -493,7 +497,7 @@ class SchemaCodec:
             "SVIEW": _group_view, "VIEW_STRUCT": view_struct, "VIEW_LIST": view_list,
             "LAYOUT_FILL": self._fill_layout_cell,
             "WORD": unknown.word, "POINTER": unknown.pointer, "KEEP": unknown.keep,
-            "KEEP_GROUP": unknown.keep_group, "SEEN": SEEN,
+            "KEEP_GROUP": unknown.keep_group, "SEEN": SEEN, "RECORD_OF": record_of,
             "KEEP_STRUCT": functools.partial(unknown.encode_struct, self),
         }
         return ns
@@ -1020,12 +1024,15 @@ class SchemaCodec:
                        f"{indent}buf += {zeros}",
                        f"{indent}PP(buf, {pos}, (_p - {pos} - 8) >> 1, {dw | pc << 16})",
                        f"{indent}E_{sub.tag}(buf, _p, _p + {dw * 8}, {value})"]
-            if self.keys != "index":
-                return out
-            # a runtime struct decoded with data its schema does not know (see .unknown)
+            # a struct decoded with data its schema does not know (see .unknown): a runtime
+            # struct or decoded dict carries it as an attribute, a plain dict under key -1
             kept = self._const(sub, "PL")
-            return [f"{indent}if SEEN[0] and type({value}) is not dict and (_u := getattr("
-                    f"{value}, '_cara_unknown_', None)) is not None and _u.loc is not None:",
+            if self.keys == "index":
+                found = (f"type({value}) is not dict and (_u := getattr({value}, "
+                         f"'_cara_unknown_', None)) is not None")
+            else:
+                found = f"(_u := RECORD_OF({value})) is not None"
+            return [f"{indent}if SEEN[0] and {found} and _u.loc is not None:",
                     f"{indent}    KEEP_STRUCT({kept}, buf, {pos}, {value}, _u)",
                     f"{indent}else:", *("    " + line for line in out)]
         return [f"{indent}{self._pointer_encoder(fp.type)}(buf, {pos}, {value})"]
@@ -1147,7 +1154,7 @@ class SchemaCodec:
             skey = self._key_of(t)
             self.plan(skey)
             ns[dname] = _struct_decoder(self, skey)
-            ns[ename] = _struct_encoder(self, skey, self.keys == "index")
+            ns[ename] = _struct_encoder(self, skey)
         elif w == "text":
             ns[dname] = text_at_nest
             ns[ename] = _encode_text
@@ -1184,7 +1191,7 @@ class SchemaCodec:
         if w == "struct":
             plan = self.plan_for_type(et)
             return (_struct_list_decoder(plan),
-                    _struct_list_encoder(plan, self if self.keys == "index" else None))
+                    _struct_list_encoder(plan, self))
         dname, ename = self._pointer_codecs(et)
         return (_pointer_list_decoder(self._ns, dname), _pointer_list_encoder(self._ns, ename))
 
@@ -1290,10 +1297,9 @@ def _struct_decoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., Any]:
     return decode
 
 
-def _struct_encoder(codec: SchemaCodec, sid: PlanKey, index: bool) -> Callable[..., None]:
+def _struct_encoder(codec: SchemaCodec, sid: PlanKey) -> Callable[..., None]:
     def encode(buf: bytearray, ptr_pos: int, value: Mapping[str, Any]) -> None:
-        u = getattr(value, "_cara_unknown_", None) if index and SEEN[0] and \
-            type(value) is not dict else None
+        u = record_of(value) if SEEN[0] else None
         unknown.encode_struct(codec, codec.plans[sid], buf, ptr_pos, value, u)
     return encode
 
@@ -1376,13 +1382,13 @@ def _struct_list_decoder(plan: StructPlan) -> Callable[..., Any]:
     return decode
 
 
-def _struct_list_encoder(plan: StructPlan, codec: SchemaCodec | None) -> Callable[..., None]:
-    """(``codec``: the index-keyed codec whose runtime structs may carry unknown data.)"""
+def _struct_list_encoder(plan: StructPlan, codec: SchemaCodec) -> Callable[..., None]:
+    """(``codec``: the codec whose structs may carry unknown data.)"""
     dw, pc = plan.data_words, plan.pointer_count
     step = (dw + pc) * 8
 
     def encode(buf: bytearray, ptr_pos: int, value: list[Mapping[str, Any]]) -> None:
-        kept = unknown.list_sizes(plan, value) if codec is not None and SEEN[0] else None
+        kept = unknown.list_sizes(plan, value) if SEEN[0] else None
         edw, epc, estep = (dw, pc, step) if kept is None else \
             (kept[0], kept[1], (kept[0] + kept[1]) * 8)
         count = len(value)
@@ -1399,7 +1405,6 @@ def _struct_list_encoder(plan: StructPlan, codec: SchemaCodec | None) -> Callabl
                 enc(buf, base, base + dw * 8, item)
                 base += step
             return
-        assert codec is not None
         for item, record in zip(value, kept[2], strict=True):
             enc(buf, base, base + edw * 8, item)
             if record is not None:

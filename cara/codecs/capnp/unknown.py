@@ -36,7 +36,7 @@ from .builder import MessageBuilder, copy_pointer
 from .plans import FieldPlan, PlanKey, StructPlan
 from .reader import Message
 
-__all__ = ["Regions", "Unknown", "UnknownDict"]
+__all__ = ["Regions", "Unknown", "UnknownDict", "record_of"]
 
 _SIZES = {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8,
           "uint64": 8, "float32": 4, "float64": 8, "enum": 2}
@@ -52,6 +52,8 @@ SEEN = [False]
 
 class SchemaCodec(Protocol):
     """What this module needs of :class:`~.schema_codec.SchemaCodec` (which imports it)."""
+
+    ns: dict[str, Any]
 
     def plan(self, struct_id: PlanKey) -> StructPlan: ...
 
@@ -129,6 +131,23 @@ def _loc_of_flat(flat: bytes) -> tuple[Message, int, int, int, int, int, int]:
         return msg, 0, 0, 0, 0, 0, msg.nesting_limit
     seg, dpos, dbytes, ppos, nptrs, nest = loc
     return msg, seg, dpos, dbytes, ppos, nptrs, nest
+
+
+def record_of(value: Any) -> Unknown | None:
+    """The :class:`Unknown` record ``value`` (a struct or group being encoded) carries, if
+    any: its ``_cara_unknown_`` attribute (a runtime struct, or a decoded
+    :class:`UnknownDict`), else, for a plain ``dict`` (what ``to_dict()`` gives), the value of
+    its key ``-1``: a struct's :class:`~.kept.KeptData` or a group's discriminant."""
+    found: Unknown | None = getattr(value, "_cara_unknown_", None)
+    if found is not None or type(value) is not dict:
+        return found
+    kept = value.get(-1)
+    if kept is None:
+        return None
+    if type(kept) is int:
+        return Unknown(kept, None) if 0 <= kept <= 0xFFFF else None
+    record = getattr(kept, "record", None)
+    return record if isinstance(record, Unknown) else None
 
 
 class UnknownDict(dict[Any, Any]):
@@ -225,7 +244,7 @@ class Regions:
         if self.members:
             active = next((f for f in self.members if has(value, f.key)), None)
             if active is None:
-                u = getattr(value, "_cara_unknown_", None)
+                u = record_of(value)
                 if u is not None and u.disc is not None:
                     return data, ptrs  # an unknown member: its bits and discriminant stay
                 active = next((f for f in self.members if f.discriminant == 0), None)
@@ -374,8 +393,12 @@ def restore(codec: SchemaCodec, plan: StructPlan, buf: bytearray, dpos: int, ppo
             continue  # (cannot happen: a slot no current field owns is left null)
         if source is None:
             source = _fresh(msg)
-            shim = MessageBuilder.__new__(MessageBuilder)
-            shim.buf = buf
+            target = codec.ns.get("kept_target")
+            if target is not None:  # (a caller's own: see SchemaCodec.ns)
+                shim = target(buf, source)
+            else:
+                shim = MessageBuilder.__new__(MessageBuilder)
+                shim.buf = buf
         assert shim is not None
         copy_pointer(shim, ppos + 8 * j, source, seg, oppos + 8 * j, nest)
 
@@ -403,7 +426,7 @@ def list_sizes(plan: StructPlan, value: list[Any]) -> tuple[int, int, list[Any]]
     """For a list of structs of which some carry unknown data: the data words and pointers
     every element gets (the largest element's, as in libcapnp's copy) and each element's
     record; None when no element carries any."""
-    records = [getattr(item, "_cara_unknown_", None) for item in value]
+    records = [record_of(item) for item in value]
     if not any(r is not None and r.loc is not None for r in records):
         return None
     dw, pc = plan.data_words, plan.pointer_count
