@@ -396,7 +396,23 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         frame = self._frame
         if frame is None:
-            self._received(self._scratch[:nbytes])
+            data = self._scratch[:nbytes]
+            if self._framer is None and not self._rest:  # (the common case, inline)
+                if self.gov is not None:
+                    conn = self.conn
+                    if conn is not None and not conn.closed:
+                        self._drain(data)
+                    return
+                self._receiving = True
+                try:
+                    progress = self._process(data, math.inf)
+                    if 0 <= progress < nbytes:
+                        self._rest = bytes(data[progress:])
+                        self._keep_big()
+                finally:
+                    self._end_of_burst()
+                return
+            self._received(data)
             return
         self._have += nbytes
         if self._have == len(frame):  # complete: processed in place, as a read of it alone
@@ -438,8 +454,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         """Hand complete frames to the connection until ``deadline``: first what is kept from
         before (completed by ``data``), then ``data`` in place; keep what is left. Returns how
         many bytes were used, or -1 once the connection closed."""
-        used = 0
         rest = self._rest
+        if not rest and data is not None:  # (the common case: nothing kept)
+            progress = self._process(data, deadline)
+            if 0 <= progress < len(data):
+                self._rest = bytes(data[progress:])
+                self._keep_big()
+            return progress
+        used = 0
         if rest:
             pos = self._pos
             if data is not None and len(rest) - pos < 4 + self._pending_size(rest, pos):
@@ -680,8 +702,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                 self._end_of_burst()
             if progress < 0:
                 return
-            size = self._buffered()
-            rest, pos = self._rest, self._pos
+            rest, pos, frame = self._rest, self._pos, self._frame
+            size = len(rest) if frame is None else len(rest) + len(frame)
             have = len(rest) - pos
             more = have >= 4 and have >= 4 + _unpack_header(rest, pos)[0]
         end = _now()
