@@ -34,6 +34,18 @@
 #include <stdint.h>
 #include <structmember.h>
 
+/* Dict operations with the key's hash computed once (field numbers are small ints, whose hash
+ * is themselves): CPython's own _KnownHash functions where they are exported. */
+#if PY_VERSION_HEX < 0x030D0000
+#define GET_KNOWN(d, key, hash) _PyDict_GetItem_KnownHash((d), (key), (hash))
+#define SET_KNOWN(d, key, value, hash) _PyDict_SetItem_KnownHash((d), (key), (value), (hash))
+#define HAS_KNOWN(d, key, hash) _PyDict_Contains_KnownHash((d), (key), (hash))
+#else
+#define GET_KNOWN(d, key, hash) PyDict_GetItemWithError((d), (key))
+#define SET_KNOWN(d, key, value, hash) PyDict_SetItem((d), (key), (value))
+#define HAS_KNOWN(d, key, hash) PyDict_Contains((d), (key))
+#endif
+
 enum {
     K_ANY = 0,   /* AnyPointer: stored as given */
     K_TEXT,      /* exact str */
@@ -53,6 +65,7 @@ enum { BY_NUMBER = 0, BY_NAME = 1 };
 
 typedef struct {
     PyObject *key;      /* the field number (int) */
+    Py_hash_t hash;     /* its hash */
     PyObject *name;     /* the field name (str) */
     int kind;
     int in_union;       /* a member of the struct's unnamed union (0 or 1) */
@@ -333,7 +346,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
             int has;
             if (!f->in_union && !check_keys)
                 continue;
-            has = PyDict_Contains(d, f->key);
+            has = HAS_KNOWN(d, f->key, f->hash);
             if (has < 0)
                 return -1;
             members += has && f->in_union;
@@ -347,7 +360,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
         return -1;
     for (i = 0; i < plan->nfields && found < size; i++) {
         Field *f = &plan->fields[i];
-        PyObject *v = PyDict_GetItemWithError(d, f->key);
+        PyObject *v = GET_KNOWN(d, f->key, f->hash);
         PyObject *r;
         if (v == NULL) {
             if (PyErr_Occurred())
@@ -362,7 +375,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
         Py_DECREF(v);
         if (r == NULL)
             return -1;
-        if (r != v && PyDict_SetItem(self, f->key, r) < 0) {
+        if (r != v && SET_KNOWN(self, f->key, r, f->hash) < 0) {
             Py_DECREF(r);
             return -1;
         }
@@ -446,7 +459,7 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
         Py_DECREF(v);
         if (r == NULL)
             goto error;
-        rc = PyDict_SetItem(self, f->key, r);
+        rc = SET_KNOWN(self, f->key, r, f->hash);
         Py_DECREF(r);
         if (rc < 0)
             goto error;
@@ -606,12 +619,65 @@ typedef struct {
     PyObject *key;    /* the field number */
     PyObject *label;  /* list fields: where the list lives ("Person.phones"); else NULL */
     PyObject *doc;
+    Py_hash_t hash;   /* the key's hash */
+    unsigned int plain_tag;  /* version tag of the last struct class seen to read as dict does */
 } FieldObject;
 
 static PyObject *o_attr = NULL;            /* "_o" */
 static PyObject *set_name = NULL;          /* "_cara_set_" */
 static PyObject *unset_name = NULL;        /* "_cara_unset_" */
+static PyObject *getitem_name = NULL;      /* "__getitem__" */
 static binaryfunc dict_subscript = NULL;   /* dict's own d[key] (calls __missing__) */
+static PyObject *dict_getitem_descr = NULL;/* dict.__getitem__ (borrowed: dict keeps it) */
+
+/* Whether obj[key] on an instance of t is dict's own subscript (a lookup, then __missing__ on
+ * a miss). A class statement gives every dict subclass the generic slot that looks
+ * __getitem__ up and calls it, which finds dict's own unless the class overrides it: then a
+ * read can go straight to the dict. Remembered by the class's version tag (unique to a class
+ * and reset when the class changes), so it is looked up once per class. */
+static int
+reads_as_dict(FieldObject *self, PyTypeObject *t)
+{
+    if (self->plain_tag != 0 && t->tp_version_tag == self->plain_tag)
+        return 1;
+    if (t->tp_as_mapping == NULL
+        || (t->tp_as_mapping->mp_subscript != dict_subscript
+            && _PyType_Lookup(t, getitem_name) != dict_getitem_descr))
+        return 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
+#endif
+        self->plain_tag = t->tp_version_tag;
+    return 1;
+}
+
+/* Tell the list read from a list field where it lives (list._o = label), as _ListField does. */
+static int
+label_list(FieldObject *self, PyObject *value)
+{
+    PyObject *where;
+    int rc = 0;
+    where = PyObject_GetAttr(value, o_attr);
+    if (where == NULL) {  /* not read from a field yet: an unset slot */
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+        }
+        else
+            rc = -1;
+    }
+    else {
+        if (where != self->label)
+            rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+        Py_DECREF(where);
+    }
+    if (rc < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();  /* not a typed list: cannot happen through the field's checks */
+    }
+    return 0;
+}
 
 static PyObject *
 field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
@@ -621,8 +687,8 @@ field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
         Py_INCREF(self);
         return (PyObject *)self;
     }
-    if (PyDict_Check(obj) && Py_TYPE(obj)->tp_as_mapping->mp_subscript == dict_subscript) {
-        value = PyDict_GetItemWithError(obj, self->key);
+    if (PyDict_Check(obj) && reads_as_dict(self, Py_TYPE(obj))) {
+        value = GET_KNOWN(obj, self->key, self->hash);
         if (value != NULL)
             Py_INCREF(value);
         else if (PyErr_Occurred())
@@ -632,29 +698,9 @@ field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
     }
     else
         value = PyObject_GetItem(obj, self->key);
-    if (value != NULL && self->label != NULL) {
-        PyObject *where = PyObject_GetAttr(value, o_attr);
-        int rc = 0;
-        if (where == NULL) {  /* not read from a field yet: an unset slot */
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
-            }
-            else
-                rc = -1;
-        }
-        else {
-            if (where != self->label)
-                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
-            Py_DECREF(where);
-        }
-        if (rc < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                Py_DECREF(value);
-                return NULL;
-            }
-            PyErr_Clear();  /* not a typed list: cannot happen through the field's checks */
-        }
+    if (value != NULL && self->label != NULL && label_list(self, value) < 0) {
+        Py_DECREF(value);
+        return NULL;
     }
     return value;
 }
@@ -687,6 +733,11 @@ field_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self = (FieldObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->hash = PyObject_Hash(key);
+    if (self->hash == -1) {
+        Py_DECREF(self);
+        return NULL;
+    }
     Py_INCREF(key);
     self->key = key;
     if (label != Py_None) {
@@ -844,24 +895,93 @@ pack_container(PackBuffer *b, Py_ssize_t n, unsigned char fixtag, unsigned char 
     return 1;
 }
 
-/* 0: packed; 1: not a value handled here (nothing useful written); -1: an exception. */
+/* Classes seen to pack as their base type packs them, by version tag (unique to a class, and
+ * reset when the class changes): dict subclasses that keep dict's len and items (structs), int
+ * subclasses that keep int's > (enums). Direct-mapped; a miss only costs the lookup again. */
+#define TYPE_CACHE 32
+static unsigned int plain_dict_tags[TYPE_CACHE];
+static unsigned int plain_int_tags[TYPE_CACHE];
+
+static int
+cached_tag(unsigned int *cache, PyTypeObject *t)
+{
+    unsigned int tag = t->tp_version_tag;
+    return tag != 0 && cache[tag % TYPE_CACHE] == tag;
+}
+
+static void
+cache_tag(unsigned int *cache, PyTypeObject *t)
+{
+    unsigned int tag = t->tp_version_tag;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return;
+#endif
+    if (tag != 0)
+        cache[tag % TYPE_CACHE] = tag;
+}
+
+/* msgpack packs a dict subclass as len(o) and o.items(): this one as a dict? */
+static int
+packs_as_dict(PyTypeObject *t)
+{
+    if (t == &PyDict_Type || cached_tag(plain_dict_tags, t))
+        return 1;
+    if (t->tp_as_mapping->mp_length != PyDict_Type.tp_as_mapping->mp_length
+            || _PyType_Lookup(t, items_name) != dict_items_descr)
+        return 0;
+    cache_tag(plain_dict_tags, t);
+    return 1;
+}
+
+/* msgpack asks o > 0 of an int subclass: this one answers as int does? */
+static int
+packs_as_int(PyTypeObject *t)
+{
+    if (t == &PyLong_Type || t->tp_richcompare == PyLong_Type.tp_richcompare
+            || cached_tag(plain_int_tags, t))
+        return 1;
+    if (_PyType_Lookup(t, gt_name) != long_gt_descr)
+        return 0;
+    cache_tag(plain_int_tags, t);
+    return 1;
+}
+
+/* 0: packed; 1: not a value handled here (nothing useful written); -1: an exception.
+ * The tests go by the type's flags first (str, int, dict, list and tuple, bytes): no object
+ * is an instance of two of the types handled here (their layouts conflict), so the order of
+ * the tests cannot change which one a value packs as, and msgpack's order is kept where it
+ * matters (None, True and False before int). */
 static int
 pack_value(PackBuffer *b, PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
+    unsigned long flags = t->tp_flags;
     if (depth > PACK_DEPTH)
         return 1;
-    if (o == Py_None)
-        return pack_head(b, 0xc0, 0, 0);
-    if (o == Py_True)
-        return pack_head(b, 0xc3, 0, 0);
-    if (o == Py_False)
-        return pack_head(b, 0xc2, 0, 0);
-    if (PyLong_Check(o)) {
+    if (flags & Py_TPFLAGS_UNICODE_SUBCLASS) {
+        Py_ssize_t n;
+        const char *data = PyUnicode_AsUTF8AndSize(o, &n);
+        int rc;
+        if (data == NULL) {  /* e.g. lone surrogates: msgpack words the error */
+            PyErr_Clear();
+            return 1;
+        }
+        if ((unsigned long long)n > 0xffffffffULL)
+            return 1;
+        rc = n < 32 ? pack_head(b, (unsigned char)(0xa0 | n), 0, 0)
+                    : n < 256 ? pack_head(b, 0xd9, n, 1)
+                              : n < 65536 ? pack_head(b, 0xda, n, 2) : pack_head(b, 0xdb, n, 4);
+        return rc < 0 ? -1 : pack_bytes(b, data, n);
+    }
+    if (flags & Py_TPFLAGS_LONG_SUBCLASS) {
         int overflow = 0;
         long long x;
-        if (t != &PyLong_Type && t->tp_richcompare != PyLong_Type.tp_richcompare
-                && _PyType_Lookup(t, gt_name) != long_gt_descr)
+        if (o == Py_True)
+            return pack_head(b, 0xc3, 0, 0);
+        if (o == Py_False)
+            return pack_head(b, 0xc2, 0, 0);
+        if (!packs_as_int(t))
             return 1;  /* msgpack asks o > 0: an int subclass with its own > */
         x = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow > 0) {
@@ -878,44 +998,11 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
         }
         return x >= 0 ? pack_uint(b, (unsigned long long)x) : pack_negative(b, x);
     }
-    if (PyFloat_Check(o)) {
-        double d = PyFloat_AS_DOUBLE(o);
-        unsigned long long bits;
-        memcpy(&bits, &d, 8);
-        return pack_head(b, 0xcb, bits, 8);
-    }
-    if (PyBytes_Check(o) || PyByteArray_Check(o)) {
-        Py_ssize_t n = Py_SIZE(o);
-        const char *data = PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
-        int rc;
-        if ((unsigned long long)n > 0xffffffffULL)
-            return 1;
-        rc = n < 256 ? pack_head(b, 0xc4, n, 1)
-                     : n < 65536 ? pack_head(b, 0xc5, n, 2) : pack_head(b, 0xc6, n, 4);
-        return rc < 0 ? -1 : pack_bytes(b, data, n);
-    }
-    if (PyUnicode_Check(o)) {
-        Py_ssize_t n;
-        const char *data = PyUnicode_AsUTF8AndSize(o, &n);
-        int rc;
-        if (data == NULL) {  /* e.g. lone surrogates: msgpack words the error */
-            PyErr_Clear();
-            return 1;
-        }
-        if ((unsigned long long)n > 0xffffffffULL)
-            return 1;
-        rc = n < 32 ? pack_head(b, (unsigned char)(0xa0 | n), 0, 0)
-                    : n < 256 ? pack_head(b, 0xd9, n, 1)
-                              : n < 65536 ? pack_head(b, 0xda, n, 2) : pack_head(b, 0xdb, n, 4);
-        return rc < 0 ? -1 : pack_bytes(b, data, n);
-    }
-    if (PyDict_Check(o)) {
+    if (flags & Py_TPFLAGS_DICT_SUBCLASS) {
         Py_ssize_t pos = 0, n;
         PyObject *k, *v;
         int rc;
-        if (t != &PyDict_Type && (t->tp_as_mapping->mp_length
-                                  != PyDict_Type.tp_as_mapping->mp_length
-                                  || _PyType_Lookup(t, items_name) != dict_items_descr))
+        if (!packs_as_dict(t))
             return 1;  /* msgpack packs len(o) and o.items(): overridden here */
         n = PyDict_GET_SIZE(o);
         rc = pack_container(b, n, 0x80, 0xde);
@@ -936,9 +1023,10 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
         }
         return 0;
     }
-    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)
-            || (PyList_Check(o) && t->tp_iter == PyList_Type.tp_iter)) {
+    if (t == &PyList_Type || t == &PyTuple_Type
+            || ((flags & Py_TPFLAGS_LIST_SUBCLASS) && t->tp_iter == PyList_Type.tp_iter)) {
         Py_ssize_t i, n = Py_SIZE(o);
+        int is_list = t != &PyTuple_Type;
         int rc = pack_container(b, n, 0x90, 0xdc);
         if (rc != 0)
             return rc;
@@ -946,7 +1034,7 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
             PyObject *v;
             if (Py_SIZE(o) != n)
                 return 1;
-            v = PyList_Check(o) ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+            v = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
             Py_INCREF(v);
             rc = pack_value(b, v, depth + 1);
             Py_DECREF(v);
@@ -954,6 +1042,24 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
                 return rc;
         }
         return 0;
+    }
+    if (o == Py_None)
+        return pack_head(b, 0xc0, 0, 0);
+    if (PyFloat_Check(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        unsigned long long bits;
+        memcpy(&bits, &d, 8);
+        return pack_head(b, 0xcb, bits, 8);
+    }
+    if ((flags & Py_TPFLAGS_BYTES_SUBCLASS) || PyByteArray_Check(o)) {
+        Py_ssize_t n = Py_SIZE(o);
+        const char *data = PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
+        int rc;
+        if ((unsigned long long)n > 0xffffffffULL)
+            return 1;
+        rc = n < 256 ? pack_head(b, 0xc4, n, 1)
+                     : n < 65536 ? pack_head(b, 0xc5, n, 2) : pack_head(b, 0xc6, n, 4);
+        return rc < 0 ? -1 : pack_bytes(b, data, n);
     }
     return 1;
 }
@@ -1065,6 +1171,28 @@ room_for(Reader *r, Py_ssize_t n, Py_ssize_t each)
     return n >= 0 && n <= (r->end - r->p) / each;
 }
 
+/* The str of n UTF-8 bytes at p (msgpack's str type), as PyUnicode_DecodeUTF8 gives it; ASCII,
+ * the common case, copied straight into a new compact str. */
+static PyObject *
+decode_text(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    unsigned char any = 0;
+    PyObject *out;
+    if (n > 64)
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    for (i = 0; i < n; i++)
+        any |= p[i];
+    if (any & 0x80)
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    if (n <= 1)  /* the empty string and the one-character singletons */
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    out = PyUnicode_New(n, 127);
+    if (out != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(out), p, n);
+    return out;
+}
+
 /* A plain value, as msgpack.unpackb(raw=False, strict_map_key=False) builds it; NOT_FAST for
  * what is not handled here (ext types, keys other than str and int, bad or truncated input). */
 static PyObject *
@@ -1090,7 +1218,7 @@ read_value(Reader *r, int depth)
         if (kind == 's' || kind == 'b') {
             if (!room_for(r, n, 1))
                 return NOT_FAST;
-            out = kind == 's' ? PyUnicode_DecodeUTF8((const char *)r->p, n, NULL)
+            out = kind == 's' ? decode_text(r->p, n)
                               : PyBytes_FromStringAndSize((const char *)r->p, n);
             if (out == NULL) {
                 if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
@@ -1296,7 +1424,7 @@ read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
             goto error;
         if (v == NOT_FAST)
             goto not_fast;
-        rc = PyDict_SetItem(self, f->key, v);
+        rc = SET_KNOWN(self, f->key, v, f->hash);
         Py_DECREF(v);
         if (rc < 0)
             goto error;
@@ -1305,7 +1433,7 @@ read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
         for (i = 0; i < plan->nfields; i++) {
             Field *f = &plan->fields[i];
             if (f->in_union) {
-                int has = PyDict_Contains(self, f->key);
+                int has = HAS_KNOWN(self, f->key, f->hash);
                 if (has < 0)
                     goto error;
                 members += has;
@@ -1383,6 +1511,7 @@ typedef struct {
     PyObject *plan;      /* from_msgpack: the class's plan; to_msgpack: None */
     PyObject *fallback;  /* the Python function: fallback(self) / fallback(cls, data) */
     Py_ssize_t max_bytes;
+    PyObject *bound;     /* from_msgpack: the method bound to the plan's class, once read */
 } EntryObject;
 
 static PyObject *
@@ -1417,12 +1546,23 @@ from_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
     return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
 }
 
-/* from_msgpack is a classmethod: bound to the class it is read from. */
+/* from_msgpack is a classmethod: bound to the class it is read from (the method bound to the
+ * plan's own class is made once and kept: ``S.from_msgpack(b)`` then allocates nothing). */
 static PyObject *
 classmethod_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
+    EntryObject *e = (EntryObject *)self;
     if (type == NULL || type == Py_None)
         type = (PyObject *)Py_TYPE(obj);
+    if (e->plan != NULL && e->plan != Py_None && type == ((PlanObject *)e->plan)->cls) {
+        if (e->bound == NULL) {
+            e->bound = PyMethod_New(self, type);
+            if (e->bound == NULL)
+                return NULL;
+        }
+        Py_INCREF(e->bound);
+        return e->bound;
+    }
     return PyMethod_New(self, type);
 }
 
@@ -1457,6 +1597,7 @@ entry_traverse(EntryObject *e, visitproc visit, void *arg)
 {
     Py_VISIT(e->plan);
     Py_VISIT(e->fallback);
+    Py_VISIT(e->bound);
     return 0;
 }
 
@@ -1465,6 +1606,7 @@ entry_clear(EntryObject *e)
 {
     Py_CLEAR(e->plan);
     Py_CLEAR(e->fallback);
+    Py_CLEAR(e->bound);
     return 0;
 }
 
@@ -1699,6 +1841,11 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         FIELD_OBJECTS(REFERENCE_MEMBER)
 #undef REFERENCE_MEMBER
         PyUnicode_InternInPlace(&f->name);
+        f->hash = PyObject_Hash(f->key);
+        if (f->hash == -1) {
+            Py_DECREF(plan);
+            return NULL;
+        }
         if (f->kind < K_ANY || f->kind > K_OTHER
             || (f->kind == K_ENUM && (!PyDict_Check(f->vmap) || !PyDict_Check(f->nmap)))
             || ((f->kind == K_STRUCT || f->kind == K_LIST) && !PyType_Check(f->cls))
@@ -1806,14 +1953,17 @@ PyInit__speedups(void)
     unset_name = PyUnicode_InternFromString("_cara_unset_");
     items_name = PyUnicode_InternFromString("items");
     gt_name = PyUnicode_InternFromString("__gt__");
+    getitem_name = PyUnicode_InternFromString("__getitem__");
     empty_tuple = PyTuple_New(0);
     if (plan_attr == NULL || o_attr == NULL || set_name == NULL || unset_name == NULL
-            || items_name == NULL || gt_name == NULL || empty_tuple == NULL)
+            || items_name == NULL || gt_name == NULL || getitem_name == NULL
+            || empty_tuple == NULL)
         return NULL;
     dict_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
     dict_items_descr = _PyType_Lookup(&PyDict_Type, items_name);  /* borrowed; dict keeps it */
     long_gt_descr = _PyType_Lookup(&PyLong_Type, gt_name);  /* borrowed; int keeps it */
-    if (dict_items_descr == NULL || long_gt_descr == NULL) {
+    dict_getitem_descr = _PyType_Lookup(&PyDict_Type, getitem_name);  /* borrowed */
+    if (dict_items_descr == NULL || long_gt_descr == NULL || dict_getitem_descr == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "dict.items not found");
         return NULL;
     }
