@@ -607,6 +607,73 @@ plan_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
+/* ------------------------------------------------------------------ typed lists' base */
+
+/* The base of cara.runtime.list.List when the accelerator is loaded: a list with two slots,
+ * _p (the parent and field number while the list is a pending default) and _o (where it was
+ * last read from, for the paths in its mutators' errors), which read as None while unset, as
+ * the class attributes of the pure-Python List do. They would otherwise live in each list's
+ * own __dict__, made on the first read of every list from a field. */
+typedef struct {
+    PyListObject list;
+    PyObject *parent;  /* _p */
+    PyObject *where;   /* _o */
+} ListBaseObject;
+
+static PyTypeObject ListBaseType;
+
+static int
+listbase_traverse(ListBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parent);
+    Py_VISIT(self->where);
+    return PyList_Type.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int
+listbase_clear(ListBaseObject *self)
+{
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->where);
+    return PyList_Type.tp_clear((PyObject *)self);
+}
+
+static void
+listbase_dealloc(ListBaseObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->where);
+    PyList_Type.tp_dealloc((PyObject *)self);
+}
+
+static PyMemberDef listbase_members[] = {
+    {"_p", T_OBJECT, offsetof(ListBaseObject, parent), 0,
+     "(parent, field number) while this list is a pending default, else None"},
+    {"_o", T_OBJECT, offsetof(ListBaseObject, where), 0,
+     "where this list was last read from (\"Person.phones\"), else None"},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyMethodDef listbase_methods[] = {
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyTypeObject ListBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.ListBase",
+    .tp_basicsize = sizeof(ListBaseObject),
+    .tp_dealloc = (destructor)listbase_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+                | Py_TPFLAGS_SEQUENCE,
+    .tp_doc = "Base of typed lists: list with the _p and _o slots (see cara/runtime/list.py).",
+    .tp_traverse = (traverseproc)listbase_traverse,
+    .tp_clear = (inquiry)listbase_clear,
+    .tp_members = listbase_members,
+    .tp_methods = listbase_methods,
+};
+
 /* ------------------------------------------------------------------ field attributes */
 
 /* A field's attribute on its struct class: reads like property(itemgetter(number)) (a set
@@ -657,6 +724,14 @@ label_list(FieldObject *self, PyObject *value)
 {
     PyObject *where;
     int rc = 0;
+    if (PyObject_TypeCheck(value, &ListBaseType)) {  /* _o is its slot */
+        ListBaseObject *list = (ListBaseObject *)value;
+        if (list->where != self->label) {
+            Py_INCREF(self->label);
+            Py_XSETREF(list->where, self->label);
+        }
+        return 0;
+    }
     where = PyObject_GetAttr(value, o_attr);
     if (where == NULL) {  /* not read from a field yet: an unset slot */
         if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
@@ -1943,7 +2018,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m;
-    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&WhichType) < 0
+    ListBaseType.tp_base = &PyList_Type;
+    if (PyType_Ready(&ListBaseType) < 0 || PyType_Ready(&PlanType) < 0
+            || PyType_Ready(&WhichType) < 0
             || PyType_Ready(&FieldType) < 0 || PyType_Ready(&ToMsgpackType) < 0
             || PyType_Ready(&FromMsgpackType) < 0)
         return NULL;
@@ -1974,7 +2051,8 @@ PyInit__speedups(void)
         return NULL;
     if (add_type(m, "Plan", &PlanType) < 0 || add_type(m, "Which", &WhichType) < 0
             || add_type(m, "Field", &FieldType) < 0 || add_type(m, "ToMsgpack", &ToMsgpackType) < 0
-            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0) {
+            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0
+            || add_type(m, "ListBase", &ListBaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -38,15 +38,14 @@ structs are mutable and therefore unhashable (``hash(s)`` raises ``TypeError``);
 from __future__ import annotations
 
 import copy as _copy
-import importlib
 import keyword
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.accel import SPEEDUPS as _SPEEDUPS_MODULE
 from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
 from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
@@ -61,21 +60,8 @@ from cara.runtime.types import (
     round32,
 )
 
-
-def _load_speedups() -> Any:
-    """The optional C accelerator (cara/runtime/_speedups.c), or None: not built (no C compiler
-    at install time), or switched off with ``CARA_PURE_PYTHON=1``."""
-    if os.environ.get("CARA_PURE_PYTHON"):
-        return None
-    try:
-        module = importlib.import_module("cara.runtime._speedups")
-    except ImportError:  # pragma: no cover - depends on the build
-        return None
-    module.set_invalid(Invalid)
-    return module
-
-
-_speedups: Any = _load_speedups()
+#: The optional C accelerator (cara/runtime/_speedups.c), or None (see cara.runtime.accel).
+_speedups: Any = _SPEEDUPS_MODULE
 
 #: Whether struct construction runs through the C accelerator (see docs/structs.md).
 SPEEDUPS = _speedups is not None
