@@ -138,6 +138,35 @@ new_instance(PyObject *cls)
     return PyDict_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
 }
 
+/* A new, empty instance of typed list class cls with room for n items, which the caller puts
+ * in with list_put (no reallocation on the way, as PyList_Append would make). */
+static PyObject *
+new_list(PyObject *cls, Py_ssize_t n)
+{
+    PyObject *out = PyList_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
+    if (out != NULL && n > 0) {
+        PyListObject *list = (PyListObject *)out;
+        list->ob_item = PyMem_New(PyObject *, n);
+        if (list->ob_item == NULL) {
+            Py_DECREF(out);
+            return PyErr_NoMemory();
+        }
+        list->allocated = n;
+    }
+    return out;
+}
+
+/* Append item (a reference stolen) to a list from new_list, within the room it was made with
+ * (it grows one item at a time, so the garbage collector only ever sees items put in). */
+static void
+list_put(PyObject *list, PyObject *item)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    assert(n < ((PyListObject *)list)->allocated);
+    PyList_SET_ITEM(list, n, item);
+    Py_SET_SIZE(list, n + 1);
+}
+
 /* How many structs deep one call into this module builds before it hands the whole input to
  * the generated Python code (which calls back in for nested values): the C stack stays small
  * whatever the interpreter's C recursion limit, and the depth at which input is refused as
@@ -295,14 +324,13 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
         child = plan_of(f->elem_cls, &f->child);
         if (child == NULL)
             break;
-        out = PyList_Type.tp_new((PyTypeObject *)f->cls, empty_tuple, NULL);
+        n = PyList_GET_SIZE(v);
+        out = new_list(f->cls, n);
         if (out == NULL)
             return NULL;
-        n = PyList_GET_SIZE(v);
-        for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {
+        for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {  /* (v may shrink meanwhile) */
             PyObject *x = PyList_GET_ITEM(v, i);
             PyObject *item;
-            int rc;
             Py_INCREF(x);
             item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
             Py_DECREF(x);
@@ -310,12 +338,7 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
                 Py_DECREF(out);
                 return NULL;
             }
-            rc = PyList_Append(out, item);
-            Py_DECREF(item);
-            if (rc < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
+            list_put(out, item);
         }
         return out;
     }
@@ -905,7 +928,7 @@ pack_reserve(PackBuffer *b, Py_ssize_t extra)
 }
 
 /* tag, then value in `width` big-endian bytes (0 to 8). */
-static int
+static inline int
 pack_head(PackBuffer *b, unsigned char tag, unsigned long long value, int width)
 {
     int i;
@@ -968,6 +991,47 @@ pack_container(PackBuffer *b, Py_ssize_t n, unsigned char fixtag, unsigned char 
     if ((unsigned long long)n <= 0xffffffffULL)
         return pack_head(b, (unsigned char)(tag16 + 1), (unsigned long long)n, 4);
     return 1;
+}
+
+/* The values most often packed, without a call into pack_value: exact ints, str of ASCII
+ * characters and None. 0: packed; 2: not one of these (pack_value packs it); -1: an error. */
+static inline int
+pack_simple(PackBuffer *b, PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 2;
+        }
+        if (x >= 0 && x < 128) {
+            if (b->cap - b->len < 1 && pack_reserve(b, 1) < 0)
+                return -1;
+            b->buf[b->len++] = (char)x;
+            return 0;
+        }
+        return x >= 0 ? pack_uint(b, (unsigned long long)x) : pack_negative(b, x);
+    }
+    if (t == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+        if (n >= 32)
+            return 2;
+        if (b->cap - b->len < 1 + n && pack_reserve(b, 1 + n) < 0)
+            return -1;
+        b->buf[b->len++] = (char)(0xa0 | n);
+        memcpy(b->buf + b->len, PyUnicode_1BYTE_DATA(o), n);
+        b->len += n;
+        return 0;
+    }
+    if (o == Py_None) {
+        if (b->cap - b->len < 1 && pack_reserve(b, 1) < 0)
+            return -1;
+        b->buf[b->len++] = (char)0xc0;
+        return 0;
+    }
+    return 2;
 }
 
 /* Classes seen to pack as their base type packs them, by version tag (unique to a class, and
@@ -1084,13 +1148,28 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
         if (rc != 0)
             return rc;
         while (PyDict_Next(o, &pos, &k, &v)) {
-            Py_INCREF(k);
-            Py_INCREF(v);
-            rc = pack_value(b, k, depth + 1);
-            if (rc == 0)
-                rc = pack_value(b, v, depth + 1);
-            Py_DECREF(k);
-            Py_DECREF(v);
+            /* (k and v are borrowed: pack_simple runs no Python code, pack_value may) */
+            rc = pack_simple(b, k);
+            if (rc == 2) {
+                Py_INCREF(k);
+                Py_INCREF(v);
+                rc = pack_value(b, k, depth + 1);
+                if (rc == 0) {
+                    rc = pack_simple(b, v);
+                    if (rc == 2)
+                        rc = pack_value(b, v, depth + 1);
+                }
+                Py_DECREF(k);
+                Py_DECREF(v);
+            }
+            else if (rc == 0) {
+                rc = pack_simple(b, v);
+                if (rc == 2) {
+                    Py_INCREF(v);
+                    rc = pack_value(b, v, depth + 1);
+                    Py_DECREF(v);
+                }
+            }
             if (rc != 0)
                 return rc;
             if (PyDict_GET_SIZE(o) != n)
@@ -1110,9 +1189,12 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
             if (Py_SIZE(o) != n)
                 return 1;
             v = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
-            Py_INCREF(v);
-            rc = pack_value(b, v, depth + 1);
-            Py_DECREF(v);
+            rc = pack_simple(b, v);
+            if (rc == 2) {
+                Py_INCREF(v);
+                rc = pack_value(b, v, depth + 1);
+                Py_DECREF(v);
+            }
             if (rc != 0)
                 return rc;
         }
@@ -1416,14 +1498,13 @@ read_field(Reader *r, Field *f, int depth)
         if (child != NULL) {
             if (!room_for(r, n, 1))
                 return NOT_FAST;
-            out = PyList_Type.tp_new((PyTypeObject *)f->cls, empty_tuple, NULL);
+            out = new_list(f->cls, n);
             if (out == NULL)
                 return NULL;
             for (i = 0; i < n; i++) {
                 const unsigned char *at = r->p;
                 PyObject *item;
                 Py_ssize_t m;
-                int rc;
                 if (read_header(r, &kind, &m) && kind == 'm')
                     item = read_struct(r, child, m, depth + 1);
                 else {
@@ -1441,12 +1522,7 @@ read_field(Reader *r, Field *f, int depth)
                     Py_DECREF(out);
                     return item;
                 }
-                rc = PyList_Append(out, item);
-                Py_DECREF(item);
-                if (rc < 0) {
-                    Py_DECREF(out);
-                    return NULL;
-                }
+                list_put(out, item);
             }
             return out;
         }
