@@ -431,35 +431,80 @@ build_by_number(PlanObject *plan, PyObject *d, int depth)
     return rc == 0 ? NOT_FAST : NULL;
 }
 
-/* The value given for field f by name: from src (a dict) or, when src is NULL, from keyword
- * arguments (values[i] named kwnames[i], matched by identity: keywords written in a call are
- * interned, as are the field names). NULL when not given (with an exception on error). */
+/* The value given for field f by name: from src (a dict) or, when src is NULL, from n values
+ * named keys[i] (matched by identity: keywords written in a call are interned, as are the field
+ * names). NULL when not given (with an exception on error). */
 static PyObject *
-named_value(Field *f, PyObject *src, PyObject *const *values, PyObject *kwnames)
+named_value(Field *f, PyObject *src, PyObject *const *values, PyObject *const *keys,
+            Py_ssize_t n)
 {
-    Py_ssize_t j, n;
+    Py_ssize_t j;
     if (src != NULL)
         return PyDict_GetItemWithError(src, f->name);
-    n = PyTuple_GET_SIZE(kwnames);
     for (j = 0; j < n; j++) {
-        if (PyTuple_GET_ITEM(kwnames, j) == f->name)
+        if (keys[j] == f->name)
             return values[j];
     }
     return NULL;
 }
 
-/* A new instance from values keyed by field names (see named_value), stored in the schema's
- * field order; NOT_FAST when some name is not a field's (or, for keyword arguments, not
- * matched by identity) or two members of the unnamed union are given. */
+/* How many items a name-keyed dict may have to be matched by identity (see build_named). */
+#define SMALL_DICT 8
+
+/* Whether each of the n keys is the very name object of a field found by name (then they
+ * can be matched by identity, without a lookup per field). */
+static int
+names_identical(PlanObject *plan, PyObject *const *keys, Py_ssize_t n)
+{
+    Py_ssize_t i, j;
+    for (j = 0; j < n; j++) {
+        for (i = 0; i < plan->nfields; i++) {
+            if (plan->fields[i].name == keys[j] && plan->fields[i].by_name)
+                break;
+        }
+        if (i == plan->nfields)
+            return 0;
+    }
+    return 1;
+}
+
+/* A new instance from values keyed by field names: a dict (src) or keyword arguments (values
+ * named by kwnames), stored in the schema's field order; NOT_FAST when some name is not a
+ * field's (or, for keyword arguments, not matched by identity) or two members of the unnamed
+ * union are given. A small dict whose keys are the field names themselves (names written in
+ * code are interned, as the field names are) is matched by identity too. */
 static PyObject *
 build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *kwnames,
             int depth)
 {
-    Py_ssize_t size, found = 0, members = 0, i;
-    PyObject *self;
-    size = src != NULL ? PyDict_GET_SIZE(src) : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t size, found = 0, members = 0, i, held = 0;
+    PyObject *self = NULL;
+    PyObject *keys_small[SMALL_DICT], *values_small[SMALL_DICT];
+    PyObject *const *keys = NULL;
+    if (src != NULL) {
+        size = PyDict_GET_SIZE(src);
+        if (size <= SMALL_DICT) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            while (held < size && PyDict_Next(src, &pos, &k, &v)) {
+                keys_small[held] = k;
+                values_small[held] = v;
+                Py_INCREF(v);  /* (a converter may run code that changes src) */
+                held++;
+            }
+            if (held == size && names_identical(plan, keys_small, size)) {
+                keys = keys_small;
+                values = values_small;
+                src = NULL;
+            }
+        }
+    }
+    else {
+        size = PyTuple_GET_SIZE(kwnames);
+        keys = &PyTuple_GET_ITEM(kwnames, 0);
+    }
     if (enter_level(depth))
-        return NULL;
+        goto release;
     self = new_instance(plan->cls);
     if (self == NULL)
         goto error;
@@ -469,7 +514,7 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
         int rc;
         if (!f->by_name)
             continue;  /* reaches Python's general path (found != size) */
-        v = named_value(f, src, values, kwnames);
+        v = named_value(f, src, values, keys, size);
         if (v == NULL) {
             if (PyErr_Occurred())
                 goto error;
@@ -488,15 +533,16 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
             goto error;
     }
     Py_LeaveRecursiveCall();
-    if (found != size || members > 1) {
-        Py_DECREF(self);
-        return NOT_FAST;
-    }
-    return self;
+    if (found != size || members > 1)
+        Py_SETREF(self, NOT_FAST);
+    goto release;
 error:
     Py_LeaveRecursiveCall();
-    Py_XDECREF(self);
-    return NULL;
+    Py_CLEAR(self);
+release:
+    for (i = 0; i < held; i++)
+        Py_DECREF(values_small[i]);
+    return self;
 }
 
 static PyObject *
