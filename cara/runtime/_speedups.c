@@ -743,6 +743,77 @@ static PyTypeObject ListBaseType = {
     .tp_methods = listbase_methods,
 };
 
+/* ------------------------------------------------------------------ structs' base */
+
+/* The base of cara.runtime.struct.Struct when the accelerator is loaded: a dict with the three
+ * attributes a struct may be given (_p: (parent, field number) while it is a pending default;
+ * _c: the pending children it handed out; _cara_unknown_: what a newer schema's binary
+ * message held beyond this one) as slots that read as None while unset, as the class
+ * attributes of the pure-Python Struct do, and room for weak references. Struct classes then
+ * need no __dict__ (which would cost every instance its upkeep). */
+typedef struct {
+    PyDictObject dict;
+    PyObject *parent;    /* _p */
+    PyObject *children;  /* _c */
+    PyObject *unknown;   /* _cara_unknown_ */
+    PyObject *weakrefs;
+} StructBaseObject;
+
+static int
+structbase_traverse(StructBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parent);
+    Py_VISIT(self->children);
+    Py_VISIT(self->unknown);
+    return PyDict_Type.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int
+structbase_clear(StructBaseObject *self)
+{
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->children);
+    Py_CLEAR(self->unknown);
+    return PyDict_Type.tp_clear((PyObject *)self);
+}
+
+static void
+structbase_dealloc(StructBaseObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->children);
+    Py_CLEAR(self->unknown);
+    PyDict_Type.tp_dealloc((PyObject *)self);
+}
+
+static PyMemberDef structbase_members[] = {
+    {"_p", T_OBJECT, offsetof(StructBaseObject, parent), 0,
+     "(parent, field number) while this struct is a pending default, else None"},
+    {"_c", T_OBJECT, offsetof(StructBaseObject, children), 0,
+     "the pending children handed out by reads of unset fields ({number: child}), or None"},
+    {"_cara_unknown_", T_OBJECT, offsetof(StructBaseObject, unknown), 0,
+     "what a newer schema's binary message held beyond this schema, or None"},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyTypeObject StructBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.StructBase",
+    .tp_basicsize = sizeof(StructBaseObject),
+    .tp_dealloc = (destructor)structbase_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+                | Py_TPFLAGS_MAPPING,
+    .tp_doc = "Base of structs: dict with the _p, _c and _cara_unknown_ slots "
+              "(see cara/runtime/struct.py).",
+    .tp_traverse = (traverseproc)structbase_traverse,
+    .tp_clear = (inquiry)structbase_clear,
+    .tp_weaklistoffset = offsetof(StructBaseObject, weakrefs),
+    .tp_members = structbase_members,
+};
+
 /* ------------------------------------------------------------------ field attributes */
 
 /* A field's attribute on its struct class: reads like property(itemgetter(number)) (a set
@@ -2141,7 +2212,9 @@ PyInit__speedups(void)
 {
     PyObject *m;
     ListBaseType.tp_base = &PyList_Type;
-    if (PyType_Ready(&ListBaseType) < 0 || PyType_Ready(&PlanType) < 0
+    StructBaseType.tp_base = &PyDict_Type;
+    if (PyType_Ready(&ListBaseType) < 0 || PyType_Ready(&StructBaseType) < 0
+            || PyType_Ready(&PlanType) < 0
             || PyType_Ready(&WhichType) < 0
             || PyType_Ready(&FieldType) < 0 || PyType_Ready(&ToMsgpackType) < 0
             || PyType_Ready(&FromMsgpackType) < 0)
@@ -2174,7 +2247,8 @@ PyInit__speedups(void)
     if (add_type(m, "Plan", &PlanType) < 0 || add_type(m, "Which", &WhichType) < 0
             || add_type(m, "Field", &FieldType) < 0 || add_type(m, "ToMsgpack", &ToMsgpackType) < 0
             || add_type(m, "FromMsgpack", &FromMsgpackType) < 0
-            || add_type(m, "ListBase", &ListBaseType) < 0) {
+            || add_type(m, "ListBase", &ListBaseType) < 0
+            || add_type(m, "StructBase", &StructBaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
