@@ -80,11 +80,14 @@ typedef struct {
     PyObject *elem_cls; /* list of structs: the element class (or None) */
     PyObject *elem_conv;/* list of structs: the element converter (or None) */
     PyObject *child;    /* the plan of the struct (or element) class, once it has one */
+    PyObject *by_value; /* enum: tuple, the members numbered 0, 1, ... in vmap (or NULL) */
+    PyObject *names;    /* enum: tuple, the keys of a small nmap (or NULL) ... */
+    PyObject *named;    /* ... and their members */
 } Field;
 
 /* Every object a Field holds, for clearing and for the garbage collector. */
 #define FIELD_OBJECTS(X) X(key) X(name) X(cls) X(vmap) X(nmap) X(conv) X(elem_cls) \
-                         X(elem_conv) X(child)
+                         X(elem_conv) X(child) X(by_value) X(names) X(named)
 
 typedef struct {
     PyObject_HEAD
@@ -250,6 +253,30 @@ convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int
     return call_conv(conv, v);
 }
 
+/* A list of structs given as a plain list (of plain dicts), as a new instance of f's typed
+ * list class. */
+static PyObject *
+convert_list(Field *f, PyObject *v, int mode, int depth)
+{
+    Py_ssize_t i, n = PyList_GET_SIZE(v);
+    PyObject *out = new_list(f->cls, n);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {  /* (v may shrink meanwhile) */
+        PyObject *x = PyList_GET_ITEM(v, i);
+        PyObject *item;
+        Py_INCREF(x);
+        item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
+        Py_DECREF(x);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        list_put(out, item);
+    }
+    return out;
+}
+
 /* The value to store for field f given v (a new reference), or NULL with an exception. */
 static PyObject *
 convert_value(Field *f, PyObject *v, int mode, int depth)
@@ -297,10 +324,33 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
             keep = 1;
             break;
         }
-        if (mode == BY_NUMBER && PyLong_CheckExact(v))
+        if (mode == BY_NUMBER && PyLong_CheckExact(v)) {
+            /* enumerants are numbered 0, 1, ...: by_value holds what vmap maps them to */
+            if (f->by_value != NULL) {
+                int overflow = 0;
+                long x = PyLong_AsLongAndOverflow(v, &overflow);
+                if (overflow == 0 && x >= 0 && x < PyTuple_GET_SIZE(f->by_value)) {
+                    member = PyTuple_GET_ITEM(f->by_value, x);
+                    Py_INCREF(member);
+                    return member;
+                }
+            }
             member = PyDict_GetItemWithError(f->vmap, v);
-        else if (mode == BY_NAME && PyUnicode_CheckExact(v))
+        }
+        else if (mode == BY_NAME && PyUnicode_CheckExact(v)) {
+            /* a name written in code is the very key of nmap (both are interned) */
+            if (f->names != NULL) {
+                Py_ssize_t j;
+                for (j = 0; j < PyTuple_GET_SIZE(f->names); j++) {
+                    if (PyTuple_GET_ITEM(f->names, j) == v) {
+                        member = PyTuple_GET_ITEM(f->named, j);
+                        Py_INCREF(member);
+                        return member;
+                    }
+                }
+            }
             member = PyDict_GetItemWithError(f->nmap, v);
+        }
         if (member != NULL) {
             Py_INCREF(member);
             return member;
@@ -311,37 +361,15 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
     }
     case K_STRUCT:
         return convert_struct(f->cls, f->conv, &f->child, v, mode, depth);
-    case K_LIST: {
-        PlanObject *child;
-        PyObject *out;
-        Py_ssize_t i, n;
+    case K_LIST:
         if ((PyObject *)Py_TYPE(v) == f->cls) {
             keep = 1;
             break;
         }
-        if (!PyList_CheckExact(v) || f->elem_cls == Py_None)
-            break;
-        child = plan_of(f->elem_cls, &f->child);
-        if (child == NULL)
-            break;
-        n = PyList_GET_SIZE(v);
-        out = new_list(f->cls, n);
-        if (out == NULL)
-            return NULL;
-        for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {  /* (v may shrink meanwhile) */
-            PyObject *x = PyList_GET_ITEM(v, i);
-            PyObject *item;
-            Py_INCREF(x);
-            item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
-            Py_DECREF(x);
-            if (item == NULL) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            list_put(out, item);
-        }
-        return out;
-    }
+        if (PyList_CheckExact(v) && f->elem_cls != Py_None
+                && plan_of(f->elem_cls, &f->child) != NULL)
+            return convert_list(f, v, mode, depth);
+        break;
     default: /* K_OTHER */
         keep = mode == BY_NUMBER && v == Py_None;
         break;
@@ -1737,7 +1765,12 @@ plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
     }
     if (args[0] != plan->cls)
         Py_RETURN_NONE;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+    if (PyBytes_CheckExact(args[1])) {  /* (what a buffer of it would give, without one) */
+        view.obj = NULL;
+        view.buf = PyBytes_AS_STRING(args[1]);
+        view.len = PyBytes_GET_SIZE(args[1]);
+    }
+    else if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();  /* not bytes-like: msgpack words it */
         Py_RETURN_NONE;
     }
@@ -1751,7 +1784,8 @@ plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
         else
             result = NULL;
     }
-    PyBuffer_Release(&view);
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
     if (result != NULL && result != NOT_FAST && r.p != r.end) {
         Py_DECREF(result);  /* extra bytes: msgpack says how many */
         result = NOT_FAST;
@@ -2058,6 +2092,70 @@ plan_dealloc(PlanObject *plan)
     Py_TYPE(plan)->tp_free((PyObject *)plan);
 }
 
+/* The lookup tables of an enum field: by_value, the members numbered 0, 1, ... as vmap maps
+ * them (a Cap'n Proto enum numbers its enumerants so: all of them), and for a small nmap, its
+ * keys and members side by side (looked through by identity before nmap itself). */
+#define ENUM_BY_VALUE 1024
+#define ENUM_NAMES 16
+
+static int
+enum_tables(Field *f)
+{
+    Py_ssize_t k, pos = 0, j = 0;
+    PyObject *key, *member;
+    for (k = 0; k < ENUM_BY_VALUE; k++) {
+        key = PyLong_FromSsize_t(k);
+        if (key == NULL)
+            return -1;
+        member = PyDict_GetItemWithError(f->vmap, key);
+        Py_DECREF(key);
+        if (member == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            break;
+        }
+    }
+    if (k > 0) {
+        f->by_value = PyTuple_New(k);
+        if (f->by_value == NULL)
+            return -1;
+        for (j = 0; j < k; j++) {
+            key = PyLong_FromSsize_t(j);
+            if (key == NULL)
+                return -1;
+            member = PyDict_GetItemWithError(f->vmap, key);
+            Py_DECREF(key);
+            if (member == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "enum map changed");
+                return -1;
+            }
+            Py_INCREF(member);
+            PyTuple_SET_ITEM(f->by_value, j, member);
+        }
+    }
+    if (PyDict_GET_SIZE(f->nmap) <= ENUM_NAMES) {
+        Py_ssize_t size = PyDict_GET_SIZE(f->nmap);
+        f->names = PyTuple_New(size);
+        f->named = PyTuple_New(size);
+        if (f->names == NULL || f->named == NULL)
+            return -1;
+        j = 0;
+        while (j < size && PyDict_Next(f->nmap, &pos, &key, &member)) {
+            Py_INCREF(key);
+            PyTuple_SET_ITEM(f->names, j, key);
+            Py_INCREF(member);
+            PyTuple_SET_ITEM(f->named, j, member);
+            j++;
+        }
+        if (j != size) {
+            PyErr_SetString(PyExc_RuntimeError, "enum map changed");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Plan(cls, fields, init, convert, create); fields: tuples of
  * (number, name, kind, in_union, by_name, lo, hi, limit, cls, vmap, nmap, conv, elem_cls,
  * elem_conv). */
@@ -2125,6 +2223,10 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
         if (f->in_union)
             plan->nunion++;
+        if (f->kind == K_ENUM && enum_tables(f) < 0) {
+            Py_DECREF(plan);
+            return NULL;
+        }
     }
     plan->dense = 1;
     for (i = 0; i < n; i++) {
