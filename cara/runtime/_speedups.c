@@ -1673,6 +1673,37 @@ read_field(Reader *r, Field *f, int depth)
         }
         r->p = start;
     }
+    else if (r->p < r->end && depth + 1 <= MAX_READ_DEPTH) {  /* (as read_value checks) */
+        /* The usual values of Text, integer and enum fields, taken as convert_value would keep
+         * or look them up, without making a value to check first: a str for Text, a
+         * positive fixint within range for an integer, or numbering an enumerant. */
+        unsigned char tag = *r->p;
+        if (f->kind == K_TEXT && tag >= 0xa0 && tag <= 0xbf) {
+            n = tag & 0x1f;
+            if (r->end - r->p - 1 >= n) {
+                out = decode_text(r->p + 1, n);
+                if (out != NULL)
+                    r->p += 1 + n;
+                else if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();  /* msgpack words it */
+                    return NOT_FAST;
+                }
+                return out;
+            }
+        }
+        else if (tag <= 0x7f && f->kind == K_INT && (long long)tag >= f->lo
+                 && (unsigned long long)tag <= f->hi) {
+            r->p++;
+            return PyLong_FromLong(tag);
+        }
+        else if (tag <= 0x7f && f->kind == K_ENUM && f->by_value != NULL
+                 && tag < PyTuple_GET_SIZE(f->by_value)) {
+            r->p++;
+            out = PyTuple_GET_ITEM(f->by_value, tag);
+            Py_INCREF(out);
+            return out;
+        }
+    }
     v = read_value(r, depth + 1);
     if (v == NULL || v == NOT_FAST || f->kind == K_ANY)
         return v;

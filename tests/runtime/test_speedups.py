@@ -576,3 +576,20 @@ def test_from_msgpack_is_bound_once(modules: tuple[Any, Any]) -> None:
     assert type(Mine().from_msgpack(data)) is Mine
     assert type(fast.Person().from_msgpack(data)) is fast.Person
     assert fast.Person.from_msgpack(data) == Mine.from_msgpack(data)
+
+
+@pytest.mark.parametrize("message", [
+    msgpack.packb({3: [{1: 7}, {1: 2}, {1: 127}, {1: 128}, {1: -1}]}),  # enum numbers, unknown
+    msgpack.packb({0: 0, 1: "", 2: "a" * 31, 3: [{0: "é", 1: 0}]}),
+    msgpack.packb({0: 127, 1: "x" * 32}),
+    b"\x82\x01\xa2\xff\xfe\x00\x05",   # Text not UTF-8 (a fixstr)
+    b"\x81\x01\xa3ab",                 # a fixstr cut short
+    msgpack.packb({0: "not a number", 1: 5}),
+])
+def test_from_msgpack_scalar_fields(modules: tuple[Any, Any], message: bytes) -> None:
+    """Text, integer and enum fields read straight from their msgpack form give what pure
+    Python gives (values, unknown enum numbers, errors for bad text and wrong types)."""
+    fast, pure = modules
+    for name in ("Person", "Shadow"):
+        a = _read_outcome(getattr(fast, name).from_msgpack, message)
+        assert a == _read_outcome(getattr(pure, name).from_msgpack, message), name
