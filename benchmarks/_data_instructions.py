@@ -5,9 +5,11 @@ Usage::
 
     python benchmarks/_data_instructions.py [PART ...]
 
-PART is one of round, packb-round, create, to-msgpack, from-msgpack, read, msgspec (default:
-all). Each is run twice under ``valgrind --tool=callgrind`` (this script's ``--child``), with
-2,000 and 6,000 calls after the same warm-up, and the difference per call is printed, so
+PART is one of round, packb-round, create, to-msgpack, from-msgpack, read, msgspec, and the
+Cap'n Proto binary rows bytes-build (``Person.Create(...).to_bytes()``) and bytes-read
+(``Person.from_bytes(b)`` and reading every field) (default: all). Each is run twice under
+``valgrind --tool=callgrind`` (this script's ``--child``), with 2,000 and 6,000 calls after
+the same warm-up, and the difference per call is printed, so
 start-up, imports and building the classes cancel out (each call still includes the loop's own
 few hundred instructions). With ``CARA_PURE_PYTHON=1`` in the environment the cara parts run
 pure Python. The instruction table of docs/benchmarks.md's data section comes from it. Not a
@@ -26,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PARTS = ("round", "packb-round", "create", "to-msgpack", "from-msgpack", "read", "msgspec")
+PARTS = ("round", "packb-round", "create", "to-msgpack", "from-msgpack", "read", "msgspec",
+         "bytes-build", "bytes-read")
 
 
 def functions() -> dict[str, Callable[[], Any]]:
@@ -52,6 +55,7 @@ def functions() -> dict[str, Callable[[], Any]]:
     sample = create()
     packed = sample.to_msgpack()
     decoded = person.from_msgpack(packed)
+    blob = sample.to_bytes()
     parts: dict[str, Callable[[], Any]] = {
         "round": lambda: read_all(person.from_msgpack(create().to_msgpack())),
         "packb-round": lambda: read_all(person(unpackb(packb(create()), strict_map_key=False))),
@@ -59,6 +63,8 @@ def functions() -> dict[str, Callable[[], Any]]:
         "to-msgpack": sample.to_msgpack,
         "from-msgpack": lambda: person.from_msgpack(packed),
         "read": lambda: read_all(decoded),
+        "bytes-build": lambda: create().to_bytes(),
+        "bytes-read": lambda: read_all(person.from_bytes(blob)),
     }
     if bench_data.msgspec is not None:
         enc = bench_data.msgspec.msgpack.Encoder()
