@@ -22,7 +22,9 @@
  * property(itemgetter(n)) does), to_msgpack (packb: msgpack's exact bytes for plain values,
  * structs and typed lists, else msgpack packs) and from_msgpack (Plan.unpackb: msgpack read
  * straight into struct instances, checked as fill_by_number checks what msgpack would have
- * built; any other input goes to msgpack and the generated code).
+ * built; any other input goes to msgpack and the generated code). ListBase and StructBase, the
+ * C bases of cara.runtime.list.List and cara.runtime.struct.Struct, hold the attributes cara
+ * sets on instances as slots (no per-instance __dict__ for them).
  *
  * Nothing here is reachable when the module is not built (CARA_PURE_PYTHON=1 at install time,
  * or no C compiler) or when CARA_PURE_PYTHON=1 is set at run time.
