@@ -12,7 +12,13 @@ this one; then both ends in this process (one event loop, or one ``trio.run``). 
 code runs under both frameworks (the concurrent calls are sent by the loop that makes them and
 awaited in turn: no task per call under either). Rounds alternate the contestants; medians.
 
+**Stream** (``-> stream`` calls, benchmarks/bench_stream.py's cara producer): MB/s of 64 KB
+chunks from a producer under asyncio and one under trio, to the same consumer process
+(tests/rpc/stream_consumer.py, asyncio) on ``tcp://`` and ``capnp://``, with the CPU seconds
+both sides spent.
+
     python benchmarks/bench_trio.py [--rounds 5] [--calls 5000] [--concurrent 5000]
+                                    [--stream-mb 64]        # (0: no stream rounds)
     python benchmarks/bench_trio.py --serve URL     # (a trio echo server for the rounds)
 """
 
@@ -34,6 +40,7 @@ for _path in (REPO, HERE):
         sys.path.insert(0, str(_path))
 
 from bench_rpc import WARM_UP, cara_echo, server  # noqa: E402
+from bench_stream import cara_stream, consumer  # noqa: E402
 
 Measure = Callable[[], Coroutine[Any, Any, tuple[float, float]]]
 
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--concurrent", type=int, default=5000)
+    parser.add_argument("--stream-mb", type=int, default=64)
     parser.add_argument("--serve", metavar="URL")
     args = parser.parse_args(argv if argv is not None else [])
     if args.serve:
@@ -128,6 +136,17 @@ def main(argv: list[str] | None = None) -> str:
             for backend in ("asyncio", "trio"):
                 contestants[f"{scheme}:// {backend}, both ends in one process"] = (
                     backend, lambda s=scheme: in_one_process(s, n, c))
+        mb = args.stream_mb
+        streams: list[str] = []
+        if mb > 0:
+            module = ["-m", "tests.rpc.stream_consumer"]
+            for scheme in ("tcp", "capnp"):
+                url, pid = stack.enter_context(consumer(*module, f"{scheme}://127.0.0.1:0"))
+                for backend in ("asyncio", "trio"):
+                    name = f"stream {scheme}:// {backend} producer"
+                    streams.append(name)
+                    contestants[name] = (
+                        backend, lambda u=url, p=pid: cara_stream(u, p, mb))
         for r in range(args.rounds):
             order = list(contestants.items())
             if r % 2:
@@ -154,12 +173,26 @@ def main(argv: list[str] | None = None) -> str:
         "| --- | ---: | ---: | --- |",
     ]
     for name in contestants:
+        if name in streams:
+            continue
         scheme = name.split(" ", 1)[0]
         base = f"{scheme} asyncio, both ends in one process" if "one process" in name else \
             f"{scheme} asyncio"
         vs = "" if name == base else \
             f"{ratio(name, base, 0):.2f}x, {ratio(name, base, 1):.2f}x"
         lines.append(f"| {name} | {med(name, 0):,.0f} | {med(name, 1):,.0f} | {vs} |")
+    if streams:
+        lines += [
+            "", f"Streams: {args.stream_mb} MB in 64 KB chunks per run (same rounds) to one "
+            "consumer process per encoding (tests/rpc/stream_consumer.py, asyncio, only "
+            "counting); CPU: seconds both sides used.", "",
+            "| stream | MB/s | CPU s | vs asyncio (MB/s, MB per CPU s) |",
+            "| --- | ---: | ---: | --- |"]
+        for name in streams:
+            base = name.replace(" trio ", " asyncio ")
+            vs = "" if name == base else \
+                f"{ratio(name, base, 0):.2f}x, {1 / ratio(name, base, 1):.2f}x"
+            lines.append(f"| {name} | {med(name, 0):,.0f} | {med(name, 1):.2f} | {vs} |")
     return "\n".join(lines) + "\n"
 
 

@@ -335,6 +335,7 @@ class Connection:
                   timeout: float | None = None, unbox: bool = True) -> Question:
         """Send a call now and return its promise."""
         q = self._new_question(method, unbox)
+        qid = q.qid
         if self.closed:
             self._questions.pop(q.qid, None)
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
@@ -342,9 +343,9 @@ class Connection:
         param_cls = method.param_cls
         if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
             try:
-                self._send_call(self._encode_call(q.qid, target, method.interface_id,
-                                                  method.index,
-                                             params, param_cls, self._describe))
+                self._send_call(self._encode_call(qid, target, method.interface_id,
+                                                  method.index, params, param_cls,
+                                                  self._describe))
             except BaseException as exc:
                 self._drop_question(q)
                 q.set_exception(exc)
@@ -810,7 +811,13 @@ class Connection:
         it runs (no frame is read meanwhile), so the answers table gets an entry only when
         the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
         try:
-            frame, final, exports = self._encode_return(qid, method, results)
+            cls = method.result_cls
+            if HOLDS_INTERFACES.get(cls) is False:  # (_encode_return's first case, inline)
+                frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
+                                                    self._describe)
+                exports = _NO_EXPORTS
+            else:
+                frame, final, exports = self._encode_return(qid, method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
             self._return_error(qid, self._new_answer(qid, method), exc)
             return

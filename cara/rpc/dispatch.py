@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from types import FunctionType
 from typing import Any
 
 from cara.rpc.description import PLAIN, InterfaceInfo, MethodInfo, describe, known_interface
@@ -100,22 +101,23 @@ class Implementation:
         return Handler(method_of(m), _plain_handler(fn, m))
 
 
-#: inspect.iscoroutinefunction's answers by function (a method's function serves every instance
-#: of its class; each new object called costs a lookup, not an inspection).
-_async_functions: dict[Any, bool] = {}
+#: inspect.iscoroutinefunction's answers by code object (a method's code serves every instance
+#: of its class, a closure's every closure made from it: each new object called costs a lookup,
+#: not an inspection; keyed by code, not function, so no object is kept alive by it).
+_async_codes: dict[Any, bool] = {}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    key = getattr(fn, "__func__", fn)
-    try:
-        found = _async_functions.get(key)
-    except TypeError:  # an unhashable callable object
+    func = getattr(fn, "__func__", fn)
+    if type(func) is not FunctionType or func.__dict__:  # (a marked function: ask inspect)
         return inspect.iscoroutinefunction(fn)
+    code = func.__code__
+    found = _async_codes.get(code)
     if found is None:
         found = inspect.iscoroutinefunction(fn)
-        if len(_async_functions) >= 4096:
-            _async_functions.clear()
-        _async_functions[key] = found
+        if len(_async_codes) >= 4096:
+            _async_codes.clear()
+        _async_codes[code] = found
     return found
 
 
@@ -154,7 +156,20 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
             return boxed(result)
         return box(result)
 
-    return handle
+    fields = cls.cara_schema.fields
+    if is_async or spec.params_named or len(fields) != 1 or capacity < 1:
+        return handle
+    number = fields[0].number
+
+    def handle_one(params: Any) -> Any:  # handle() for the common one-argument method
+        if type(params) is not cls:
+            params = cls({} if params is None else params)
+        result = fn(params[number])
+        if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
+            return boxed(result)
+        return box(result)
+
+    return handle_one
 
 
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:

@@ -9,7 +9,10 @@ its time holds the producer back (through the caller's flow-control window) inst
 calls pile up. When a streaming call fails, the object is broken: every later call to it fails
 with that error, as the caller expects (it raises the error on its next call).
 
-Objects without streaming methods do not go through a gate at all.
+Objects without streaming methods do not go through a gate at all. The gate runs on the loop
+of the calls, asyncio's or trio's (:class:`~cara.rpc.trio_loop.TrioLoop`): its futures and its
+drainer task are that loop's, and under trio a running streaming call is cancelled through a
+cancel scope of its own (trio's cancellation is not a one-off exception a task may go on from).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cara.rpc.description import InterfaceInfo
-from cara.rpc.proxies import fresh_error, is_stream_method
+from cara.rpc.proxies import NO_RUNNING_LOOP, current_loop, fresh_error, is_stream_method
 from cara.runtime.interface import Interface as RuntimeInterface
 
 __all__ = ["StreamGate", "stream_gate"]
@@ -69,7 +72,7 @@ class StreamGate:
     task of its own when it is a coroutine) and the next goes on. Each call's caller awaits the
     future it was handed (its *turn*); cancelling that future cancels the call."""
 
-    __slots__ = ("broken", "current", "drainer", "waiting")
+    __slots__ = ("broken", "current", "drainer", "scope", "waiting")
 
     def __init__(self) -> None:
         #: Calls waiting, in arrival order: (run, params, stream, turn); ``run`` is None for a
@@ -79,6 +82,8 @@ class StreamGate:
         #: The task running the waiting calls, and the turn of the streaming call it awaits.
         self.drainer: asyncio.Task[None] | None = None
         self.current: asyncio.Future[Any] | None = None
+        #: Under trio, the cancel scope of the streaming call the drainer awaits.
+        self.scope: Any = None
         #: The error of the streaming call that failed: every later call raises it.
         self.broken: BaseException | None = None
 
@@ -107,19 +112,38 @@ class StreamGate:
 
     def _wait(self, run: Callable[[Any], Any] | None, params: Any,
               stream: bool) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
+        if loop is None:
+            raise RuntimeError(NO_RUNNING_LOOP)
         turn: asyncio.Future[Any] = loop.create_future()
         self.waiting.append((run, params, stream, turn))
         if self.drainer is None:
-            self.drainer = loop.create_task(self._drain())
+            self.drainer = loop.create_task(self._drain(loop))
         return turn
 
     def _cancel_current(self, turn: asyncio.Future[Any]) -> None:
-        if turn.cancelled() and turn is self.current and self.drainer is not None:
-            self.drainer.cancel()
+        if turn.cancelled() and turn is self.current:
+            if self.scope is not None:  # trio: cancel the call, not the drainer
+                self.scope.cancel()
+            elif self.drainer is not None:
+                self.drainer.cancel()
 
-    async def _drain(self) -> None:
+    async def _scoped(self, result: Any) -> Any:
+        """``await result`` in a trio cancel scope of its own (see :meth:`_cancel_current`);
+        a cancelled call raises ``asyncio.CancelledError`` here, as under asyncio."""
+        import trio
+
+        with trio.CancelScope() as scope:
+            self.scope = scope
+            try:
+                return await result
+            finally:
+                self.scope = None
+        raise asyncio.CancelledError("the streaming call was cancelled")
+
+    async def _drain(self, loop: Any) -> None:
         waiting = self.waiting
+        on_trio = not isinstance(loop, asyncio.AbstractEventLoop)
         try:
             while waiting:
                 run, params, stream, turn = waiting.popleft()
@@ -134,13 +158,13 @@ class StreamGate:
                     if not inspect.isawaitable(result):
                         value = result
                     elif not stream:  # an ordinary call does not hold the others up
-                        _chain(asyncio.ensure_future(result), turn)
+                        _chain(asyncio.ensure_future(result, loop=loop), turn)
                         continue
                     else:
                         self.current = turn
                         turn.add_done_callback(self._cancel_current)
                         try:
-                            value = await result
+                            value = await (self._scoped(result) if on_trio else result)
                         finally:
                             self.current = None
                             if not turn.done():  # (no callback left to schedule)
@@ -149,7 +173,8 @@ class StreamGate:
                     if not turn.cancelled():  # the drainer itself was cancelled
                         turn.cancel()
                         raise
-                    _uncancel()  # only this call was: go on with the next
+                    if not on_trio:
+                        _uncancel()  # only this call was: go on with the next
                     continue
                 except Exception as exc:
                     if stream and self.broken is None:
@@ -157,6 +182,10 @@ class StreamGate:
                     if not turn.done():
                         turn.set_exception(exc)
                     continue
+                except BaseException:  # trio.Cancelled: the drainer is (the run is ending)
+                    if not turn.done():
+                        turn.cancel()
+                    raise
                 if not turn.done():
                     turn.set_result(value)
         finally:

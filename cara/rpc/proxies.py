@@ -431,14 +431,18 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         return streaming
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
+    rpc_method: Method | None = None  # method_of(spec), on the first call
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal rpc_method
         cap = self._cara_rpc_cap_
         if kwargs and "_timeout" in kwargs:
             return call_runtime(cap, spec, args, kwargs)
         if _get_running_loop() is None:
             check_loop(cap)
-        return cap.call(method_of(spec), box(args, kwargs), None)
+        if rpc_method is None:
+            rpc_method = method_of(spec)
+        return cap.call(rpc_method, box(args, kwargs), None)
 
     method.__name__ = method.__qualname__ = spec.attr
     return method
@@ -550,8 +554,8 @@ class StreamState:
 
     __slots__ = ("_idle", "_in_order", "_room", "error", "loop", "returned", "sent", "window")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, window: Window | None = None) -> None:
-        self.loop = loop
+    def __init__(self, loop: Any, window: Window | None = None) -> None:
+        self.loop = loop  # asyncio's, or a TrioLoop: its time() and create_future()
         self.window = window if window is not None else Window()
         self.error: BaseException | None = None
         #: Stream calls sent and returned in all; calls number 0 .. returned-1 have all returned.
@@ -704,12 +708,17 @@ class AfterStreams(CallPromise[_T]):
 _streams: weakref.WeakKeyDictionary[Any, StreamState] = weakref.WeakKeyDictionary()
 
 
-def stream_state(cap: Any, create: bool = True) -> StreamState | None:
-    """The :class:`StreamState` of core capability ``cap`` (made on its first stream call)."""
+def stream_state(cap: Any, create: bool = True, loop: Any = None) -> StreamState | None:
+    """The :class:`StreamState` of core capability ``cap`` (made on its first stream call, on
+    ``loop`` or the running one: asyncio's, or trio's :class:`~cara.rpc.trio_loop.TrioLoop`)."""
     try:
         state = _streams.get(cap)
         if state is None and create:
-            state = _streams[cap] = StreamState(asyncio.get_running_loop())
+            if loop is None:
+                loop = current_loop()
+                if loop is None:
+                    raise RuntimeError(NO_RUNNING_LOOP)
+            state = _streams[cap] = StreamState(loop)
     except TypeError:  # a capability that takes no weak reference: no flow control
         return None
     return state
@@ -730,9 +739,11 @@ def stream_window(proxy: Any, window: Window | None = None) -> Window:
 
 def send_stream(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
     """Send a call of streaming ``method`` on core capability ``cap``: a :class:`StreamCall`."""
-    if _get_running_loop() is None:  # a blocking client's capability: a plain call
-        return cap.call(method, params, timeout)
-    state = stream_state(cap)
+    loop = _get_running_loop()
+    if loop is None:  # under trio (a TrioLoop), or a blocking client's call from a thread
+        if getattr(type(cap), "_cara_any_thread_", False) or (loop := current_loop()) is None:
+            return cap.call(method, params, timeout)  # (the blocking client: a plain call)
+    state = stream_state(cap, True, loop)
     if state is None:
         return cap.call(method, params, timeout)
     return state.send(cap, method, params, timeout)
@@ -741,9 +752,11 @@ def send_stream(cap: Any, method: Method, params: Any, timeout: float | None) ->
 def send_after_streams(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
     """Send an ordinary call on a capability that may have stream calls in flight."""
     promise = cap.call(method, params, timeout)
-    state = stream_state(cap, create=False) if _get_running_loop() is not None else None
+    state = stream_state(cap, create=False)
     if state is None or (state.error is None and state.returned == state.sent):
         return promise
+    if not isinstance(promise, CallPromise) or promise.get_loop() is not state.loop:
+        return promise  # a blocking client's call from another thread (its value, waited for)
     return AfterStreams(promise, state)
 
 

@@ -22,7 +22,9 @@
  * property(itemgetter(n)) does), to_msgpack (packb: msgpack's exact bytes for plain values,
  * structs and typed lists, else msgpack packs) and from_msgpack (Plan.unpackb: msgpack read
  * straight into struct instances, checked as fill_by_number checks what msgpack would have
- * built; any other input goes to msgpack and the generated code).
+ * built; any other input goes to msgpack and the generated code). ListBase and StructBase, the
+ * C bases of cara.runtime.list.List and cara.runtime.struct.Struct, hold the attributes cara
+ * sets on instances as slots (no per-instance __dict__ for them).
  *
  * Nothing here is reachable when the module is not built (CARA_PURE_PYTHON=1 at install time,
  * or no C compiler) or when CARA_PURE_PYTHON=1 is set at run time.
@@ -33,6 +35,18 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <structmember.h>
+
+/* Dict operations with the key's hash computed once (field numbers are small ints, whose hash
+ * is themselves): CPython's own _KnownHash functions where they are exported. */
+#if PY_VERSION_HEX < 0x030D0000
+#define GET_KNOWN(d, key, hash) _PyDict_GetItem_KnownHash((d), (key), (hash))
+#define SET_KNOWN(d, key, value, hash) _PyDict_SetItem_KnownHash((d), (key), (value), (hash))
+#define HAS_KNOWN(d, key, hash) _PyDict_Contains_KnownHash((d), (key), (hash))
+#else
+#define GET_KNOWN(d, key, hash) PyDict_GetItemWithError((d), (key))
+#define SET_KNOWN(d, key, value, hash) PyDict_SetItem((d), (key), (value))
+#define HAS_KNOWN(d, key, hash) PyDict_Contains((d), (key))
+#endif
 
 enum {
     K_ANY = 0,   /* AnyPointer: stored as given */
@@ -53,6 +67,7 @@ enum { BY_NUMBER = 0, BY_NAME = 1 };
 
 typedef struct {
     PyObject *key;      /* the field number (int) */
+    Py_hash_t hash;     /* its hash */
     PyObject *name;     /* the field name (str) */
     int kind;
     int in_union;       /* a member of the struct's unnamed union (0 or 1) */
@@ -67,11 +82,14 @@ typedef struct {
     PyObject *elem_cls; /* list of structs: the element class (or None) */
     PyObject *elem_conv;/* list of structs: the element converter (or None) */
     PyObject *child;    /* the plan of the struct (or element) class, once it has one */
+    PyObject *by_value; /* enum: tuple, the members numbered 0, 1, ... in vmap (or NULL) */
+    PyObject *names;    /* enum: tuple, the keys of a small nmap (or NULL) ... */
+    PyObject *named;    /* ... and their members */
 } Field;
 
 /* Every object a Field holds, for clearing and for the garbage collector. */
 #define FIELD_OBJECTS(X) X(key) X(name) X(cls) X(vmap) X(nmap) X(conv) X(elem_cls) \
-                         X(elem_conv) X(child)
+                         X(elem_conv) X(child) X(by_value) X(names) X(named)
 
 typedef struct {
     PyObject_HEAD
@@ -123,6 +141,35 @@ static PyObject *
 new_instance(PyObject *cls)
 {
     return PyDict_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
+}
+
+/* A new, empty instance of typed list class cls with room for n items, which the caller puts
+ * in with list_put (no reallocation on the way, as PyList_Append would make). */
+static PyObject *
+new_list(PyObject *cls, Py_ssize_t n)
+{
+    PyObject *out = PyList_Type.tp_new((PyTypeObject *)cls, empty_tuple, NULL);
+    if (out != NULL && n > 0) {
+        PyListObject *list = (PyListObject *)out;
+        list->ob_item = PyMem_New(PyObject *, n);
+        if (list->ob_item == NULL) {
+            Py_DECREF(out);
+            return PyErr_NoMemory();
+        }
+        list->allocated = n;
+    }
+    return out;
+}
+
+/* Append item (a reference stolen) to a list from new_list, within the room it was made with
+ * (it grows one item at a time, so the garbage collector only ever sees items put in). */
+static void
+list_put(PyObject *list, PyObject *item)
+{
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    assert(n < ((PyListObject *)list)->allocated);
+    PyList_SET_ITEM(list, n, item);
+    Py_SET_SIZE(list, n + 1);
 }
 
 /* How many structs deep one call into this module builds before it hands the whole input to
@@ -208,6 +255,30 @@ convert_struct(PyObject *cls, PyObject *conv, PyObject **cache, PyObject *v, int
     return call_conv(conv, v);
 }
 
+/* A list of structs given as a plain list (of plain dicts), as a new instance of f's typed
+ * list class. */
+static PyObject *
+convert_list(Field *f, PyObject *v, int mode, int depth)
+{
+    Py_ssize_t i, n = PyList_GET_SIZE(v);
+    PyObject *out = new_list(f->cls, n);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {  /* (v may shrink meanwhile) */
+        PyObject *x = PyList_GET_ITEM(v, i);
+        PyObject *item;
+        Py_INCREF(x);
+        item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
+        Py_DECREF(x);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        list_put(out, item);
+    }
+    return out;
+}
+
 /* The value to store for field f given v (a new reference), or NULL with an exception. */
 static PyObject *
 convert_value(Field *f, PyObject *v, int mode, int depth)
@@ -255,10 +326,33 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
             keep = 1;
             break;
         }
-        if (mode == BY_NUMBER && PyLong_CheckExact(v))
+        if (mode == BY_NUMBER && PyLong_CheckExact(v)) {
+            /* enumerants are numbered 0, 1, ...: by_value holds what vmap maps them to */
+            if (f->by_value != NULL) {
+                int overflow = 0;
+                long x = PyLong_AsLongAndOverflow(v, &overflow);
+                if (overflow == 0 && x >= 0 && x < PyTuple_GET_SIZE(f->by_value)) {
+                    member = PyTuple_GET_ITEM(f->by_value, x);
+                    Py_INCREF(member);
+                    return member;
+                }
+            }
             member = PyDict_GetItemWithError(f->vmap, v);
-        else if (mode == BY_NAME && PyUnicode_CheckExact(v))
+        }
+        else if (mode == BY_NAME && PyUnicode_CheckExact(v)) {
+            /* a name written in code is the very key of nmap (both are interned) */
+            if (f->names != NULL) {
+                Py_ssize_t j;
+                for (j = 0; j < PyTuple_GET_SIZE(f->names); j++) {
+                    if (PyTuple_GET_ITEM(f->names, j) == v) {
+                        member = PyTuple_GET_ITEM(f->named, j);
+                        Py_INCREF(member);
+                        return member;
+                    }
+                }
+            }
             member = PyDict_GetItemWithError(f->nmap, v);
+        }
         if (member != NULL) {
             Py_INCREF(member);
             return member;
@@ -269,43 +363,15 @@ convert_value(Field *f, PyObject *v, int mode, int depth)
     }
     case K_STRUCT:
         return convert_struct(f->cls, f->conv, &f->child, v, mode, depth);
-    case K_LIST: {
-        PlanObject *child;
-        PyObject *out;
-        Py_ssize_t i, n;
+    case K_LIST:
         if ((PyObject *)Py_TYPE(v) == f->cls) {
             keep = 1;
             break;
         }
-        if (!PyList_CheckExact(v) || f->elem_cls == Py_None)
-            break;
-        child = plan_of(f->elem_cls, &f->child);
-        if (child == NULL)
-            break;
-        out = PyList_Type.tp_new((PyTypeObject *)f->cls, empty_tuple, NULL);
-        if (out == NULL)
-            return NULL;
-        n = PyList_GET_SIZE(v);
-        for (i = 0; i < n && i < PyList_GET_SIZE(v); i++) {
-            PyObject *x = PyList_GET_ITEM(v, i);
-            PyObject *item;
-            int rc;
-            Py_INCREF(x);
-            item = convert_struct(f->elem_cls, f->elem_conv, &f->child, x, mode, depth);
-            Py_DECREF(x);
-            if (item == NULL) {
-                Py_DECREF(out);
-                return NULL;
-            }
-            rc = PyList_Append(out, item);
-            Py_DECREF(item);
-            if (rc < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
-        }
-        return out;
-    }
+        if (PyList_CheckExact(v) && f->elem_cls != Py_None
+                && plan_of(f->elem_cls, &f->child) != NULL)
+            return convert_list(f, v, mode, depth);
+        break;
     default: /* K_OTHER */
         keep = mode == BY_NUMBER && v == Py_None;
         break;
@@ -333,7 +399,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
             int has;
             if (!f->in_union && !check_keys)
                 continue;
-            has = PyDict_Contains(d, f->key);
+            has = HAS_KNOWN(d, f->key, f->hash);
             if (has < 0)
                 return -1;
             members += has && f->in_union;
@@ -347,7 +413,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
         return -1;
     for (i = 0; i < plan->nfields && found < size; i++) {
         Field *f = &plan->fields[i];
-        PyObject *v = PyDict_GetItemWithError(d, f->key);
+        PyObject *v = GET_KNOWN(d, f->key, f->hash);
         PyObject *r;
         if (v == NULL) {
             if (PyErr_Occurred())
@@ -362,7 +428,7 @@ fill_by_number(PlanObject *plan, PyObject *self, PyObject *d, int depth)
         Py_DECREF(v);
         if (r == NULL)
             return -1;
-        if (r != v && PyDict_SetItem(self, f->key, r) < 0) {
+        if (r != v && SET_KNOWN(self, f->key, r, f->hash) < 0) {
             Py_DECREF(r);
             return -1;
         }
@@ -395,35 +461,80 @@ build_by_number(PlanObject *plan, PyObject *d, int depth)
     return rc == 0 ? NOT_FAST : NULL;
 }
 
-/* The value given for field f by name: from src (a dict) or, when src is NULL, from keyword
- * arguments (values[i] named kwnames[i], matched by identity: keywords written in a call are
- * interned, as are the field names). NULL when not given (with an exception on error). */
+/* The value given for field f by name: from src (a dict) or, when src is NULL, from n values
+ * named keys[i] (matched by identity: keywords written in a call are interned, as are the field
+ * names). NULL when not given (with an exception on error). */
 static PyObject *
-named_value(Field *f, PyObject *src, PyObject *const *values, PyObject *kwnames)
+named_value(Field *f, PyObject *src, PyObject *const *values, PyObject *const *keys,
+            Py_ssize_t n)
 {
-    Py_ssize_t j, n;
+    Py_ssize_t j;
     if (src != NULL)
         return PyDict_GetItemWithError(src, f->name);
-    n = PyTuple_GET_SIZE(kwnames);
     for (j = 0; j < n; j++) {
-        if (PyTuple_GET_ITEM(kwnames, j) == f->name)
+        if (keys[j] == f->name)
             return values[j];
     }
     return NULL;
 }
 
-/* A new instance from values keyed by field names (see named_value), stored in the schema's
- * field order; NOT_FAST when some name is not a field's (or, for keyword arguments, not
- * matched by identity) or two members of the unnamed union are given. */
+/* How many items a name-keyed dict may have to be matched by identity (see build_named). */
+#define SMALL_DICT 8
+
+/* Whether each of the n keys is the very name object of a field found by name (then they
+ * can be matched by identity, without a lookup per field). */
+static int
+names_identical(PlanObject *plan, PyObject *const *keys, Py_ssize_t n)
+{
+    Py_ssize_t i, j;
+    for (j = 0; j < n; j++) {
+        for (i = 0; i < plan->nfields; i++) {
+            if (plan->fields[i].name == keys[j] && plan->fields[i].by_name)
+                break;
+        }
+        if (i == plan->nfields)
+            return 0;
+    }
+    return 1;
+}
+
+/* A new instance from values keyed by field names: a dict (src) or keyword arguments (values
+ * named by kwnames), stored in the schema's field order; NOT_FAST when some name is not a
+ * field's (or, for keyword arguments, not matched by identity) or two members of the unnamed
+ * union are given. A small dict whose keys are the field names themselves (names written in
+ * code are interned, as the field names are) is matched by identity too. */
 static PyObject *
 build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *kwnames,
             int depth)
 {
-    Py_ssize_t size, found = 0, members = 0, i;
-    PyObject *self;
-    size = src != NULL ? PyDict_GET_SIZE(src) : PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t size, found = 0, members = 0, i, held = 0;
+    PyObject *self = NULL;
+    PyObject *keys_small[SMALL_DICT], *values_small[SMALL_DICT];
+    PyObject *const *keys = NULL;
+    if (src != NULL) {
+        size = PyDict_GET_SIZE(src);
+        if (size <= SMALL_DICT) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            while (held < size && PyDict_Next(src, &pos, &k, &v)) {
+                keys_small[held] = k;
+                values_small[held] = v;
+                Py_INCREF(v);  /* (a converter may run code that changes src) */
+                held++;
+            }
+            if (held == size && names_identical(plan, keys_small, size)) {
+                keys = keys_small;
+                values = values_small;
+                src = NULL;
+            }
+        }
+    }
+    else {
+        size = PyTuple_GET_SIZE(kwnames);
+        keys = &PyTuple_GET_ITEM(kwnames, 0);
+    }
     if (enter_level(depth))
-        return NULL;
+        goto release;
     self = new_instance(plan->cls);
     if (self == NULL)
         goto error;
@@ -433,7 +544,7 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
         int rc;
         if (!f->by_name)
             continue;  /* reaches Python's general path (found != size) */
-        v = named_value(f, src, values, kwnames);
+        v = named_value(f, src, values, keys, size);
         if (v == NULL) {
             if (PyErr_Occurred())
                 goto error;
@@ -446,21 +557,22 @@ build_named(PlanObject *plan, PyObject *src, PyObject *const *values, PyObject *
         Py_DECREF(v);
         if (r == NULL)
             goto error;
-        rc = PyDict_SetItem(self, f->key, r);
+        rc = SET_KNOWN(self, f->key, r, f->hash);
         Py_DECREF(r);
         if (rc < 0)
             goto error;
     }
     Py_LeaveRecursiveCall();
-    if (found != size || members > 1) {
-        Py_DECREF(self);
-        return NOT_FAST;
-    }
-    return self;
+    if (found != size || members > 1)
+        Py_SETREF(self, NOT_FAST);
+    goto release;
 error:
     Py_LeaveRecursiveCall();
-    Py_XDECREF(self);
-    return NULL;
+    Py_CLEAR(self);
+release:
+    for (i = 0; i < held; i++)
+        Py_DECREF(values_small[i]);
+    return self;
 }
 
 static PyObject *
@@ -594,6 +706,144 @@ plan_descr_get(PyObject *self, PyObject *obj, PyObject *type)
     return PyMethod_New(self, obj);
 }
 
+/* ------------------------------------------------------------------ typed lists' base */
+
+/* The base of cara.runtime.list.List when the accelerator is loaded: a list with two slots,
+ * _p (the parent and field number while the list is a pending default) and _o (where it was
+ * last read from, for the paths in its mutators' errors), which read as None while unset, as
+ * the class attributes of the pure-Python List do. They would otherwise live in each list's
+ * own __dict__, made on the first read of every list from a field. */
+typedef struct {
+    PyListObject list;
+    PyObject *parent;  /* _p */
+    PyObject *where;   /* _o */
+} ListBaseObject;
+
+static PyTypeObject ListBaseType;
+
+static int
+listbase_traverse(ListBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parent);
+    Py_VISIT(self->where);
+    return PyList_Type.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int
+listbase_clear(ListBaseObject *self)
+{
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->where);
+    return PyList_Type.tp_clear((PyObject *)self);
+}
+
+static void
+listbase_dealloc(ListBaseObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->where);
+    PyList_Type.tp_dealloc((PyObject *)self);
+}
+
+static PyMemberDef listbase_members[] = {
+    {"_p", T_OBJECT, offsetof(ListBaseObject, parent), 0,
+     "(parent, field number) while this list is a pending default, else None"},
+    {"_o", T_OBJECT, offsetof(ListBaseObject, where), 0,
+     "where this list was last read from (\"Person.phones\"), else None"},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyMethodDef listbase_methods[] = {
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyTypeObject ListBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.ListBase",
+    .tp_basicsize = sizeof(ListBaseObject),
+    .tp_dealloc = (destructor)listbase_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+                | Py_TPFLAGS_SEQUENCE,
+    .tp_doc = "Base of typed lists: list with the _p and _o slots (see cara/runtime/list.py).",
+    .tp_traverse = (traverseproc)listbase_traverse,
+    .tp_clear = (inquiry)listbase_clear,
+    .tp_members = listbase_members,
+    .tp_methods = listbase_methods,
+};
+
+/* ------------------------------------------------------------------ structs' base */
+
+/* The base of cara.runtime.struct.Struct when the accelerator is loaded: a dict with the three
+ * attributes a struct may be given (_p: (parent, field number) while it is a pending default;
+ * _c: the pending children it handed out; _cara_unknown_: what a newer schema's binary
+ * message held beyond this one) as slots that read as None while unset, as the class
+ * attributes of the pure-Python Struct do, and room for weak references. Struct classes then
+ * need no __dict__ (which would cost every instance its upkeep). */
+typedef struct {
+    PyDictObject dict;
+    PyObject *parent;    /* _p */
+    PyObject *children;  /* _c */
+    PyObject *unknown;   /* _cara_unknown_ */
+    PyObject *weakrefs;
+} StructBaseObject;
+
+static int
+structbase_traverse(StructBaseObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parent);
+    Py_VISIT(self->children);
+    Py_VISIT(self->unknown);
+    return PyDict_Type.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int
+structbase_clear(StructBaseObject *self)
+{
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->children);
+    Py_CLEAR(self->unknown);
+    return PyDict_Type.tp_clear((PyObject *)self);
+}
+
+static void
+structbase_dealloc(StructBaseObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Py_CLEAR(self->parent);
+    Py_CLEAR(self->children);
+    Py_CLEAR(self->unknown);
+    PyDict_Type.tp_dealloc((PyObject *)self);
+}
+
+static PyMemberDef structbase_members[] = {
+    {"_p", T_OBJECT, offsetof(StructBaseObject, parent), 0,
+     "(parent, field number) while this struct is a pending default, else None"},
+    {"_c", T_OBJECT, offsetof(StructBaseObject, children), 0,
+     "the pending children handed out by reads of unset fields ({number: child}), or None"},
+    {"_cara_unknown_", T_OBJECT, offsetof(StructBaseObject, unknown), 0,
+     "what a newer schema's binary message held beyond this schema, or None"},
+    {NULL, 0, 0, 0, NULL}
+};
+
+static PyTypeObject StructBaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.runtime._speedups.StructBase",
+    .tp_basicsize = sizeof(StructBaseObject),
+    .tp_dealloc = (destructor)structbase_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+                | Py_TPFLAGS_MAPPING,
+    .tp_doc = "Base of structs: dict with the _p, _c and _cara_unknown_ slots "
+              "(see cara/runtime/struct.py).",
+    .tp_traverse = (traverseproc)structbase_traverse,
+    .tp_clear = (inquiry)structbase_clear,
+    .tp_weaklistoffset = offsetof(StructBaseObject, weakrefs),
+    .tp_members = structbase_members,
+};
+
 /* ------------------------------------------------------------------ field attributes */
 
 /* A field's attribute on its struct class: reads like property(itemgetter(number)) (a set
@@ -606,12 +856,73 @@ typedef struct {
     PyObject *key;    /* the field number */
     PyObject *label;  /* list fields: where the list lives ("Person.phones"); else NULL */
     PyObject *doc;
+    Py_hash_t hash;   /* the key's hash */
+    unsigned int plain_tag;  /* version tag of the last struct class seen to read as dict does */
 } FieldObject;
 
 static PyObject *o_attr = NULL;            /* "_o" */
 static PyObject *set_name = NULL;          /* "_cara_set_" */
 static PyObject *unset_name = NULL;        /* "_cara_unset_" */
+static PyObject *getitem_name = NULL;      /* "__getitem__" */
 static binaryfunc dict_subscript = NULL;   /* dict's own d[key] (calls __missing__) */
+static PyObject *dict_getitem_descr = NULL;/* dict.__getitem__ (borrowed: dict keeps it) */
+
+/* Whether obj[key] on an instance of t is dict's own subscript (a lookup, then __missing__ on
+ * a miss). A class statement gives every dict subclass the generic slot that looks
+ * __getitem__ up and calls it, which finds dict's own unless the class overrides it: then a
+ * read can go straight to the dict. Remembered by the class's version tag (unique to a class
+ * and reset when the class changes), so it is looked up once per class. */
+static int
+reads_as_dict(FieldObject *self, PyTypeObject *t)
+{
+    if (self->plain_tag != 0 && t->tp_version_tag == self->plain_tag)
+        return 1;
+    if (t->tp_as_mapping == NULL
+        || (t->tp_as_mapping->mp_subscript != dict_subscript
+            && _PyType_Lookup(t, getitem_name) != dict_getitem_descr))
+        return 0;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)
+#endif
+        self->plain_tag = t->tp_version_tag;
+    return 1;
+}
+
+/* Tell the list read from a list field where it lives (list._o = label), as _ListField does. */
+static int
+label_list(FieldObject *self, PyObject *value)
+{
+    PyObject *where;
+    int rc = 0;
+    if (PyObject_TypeCheck(value, &ListBaseType)) {  /* _o is its slot */
+        ListBaseObject *list = (ListBaseObject *)value;
+        if (list->where != self->label) {
+            Py_INCREF(self->label);
+            Py_XSETREF(list->where, self->label);
+        }
+        return 0;
+    }
+    where = PyObject_GetAttr(value, o_attr);
+    if (where == NULL) {  /* not read from a field yet: an unset slot */
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+        }
+        else
+            rc = -1;
+    }
+    else {
+        if (where != self->label)
+            rc = PyObject_GenericSetAttr(value, o_attr, self->label);
+        Py_DECREF(where);
+    }
+    if (rc < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();  /* not a typed list: cannot happen through the field's checks */
+    }
+    return 0;
+}
 
 static PyObject *
 field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
@@ -621,8 +932,8 @@ field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
         Py_INCREF(self);
         return (PyObject *)self;
     }
-    if (PyDict_Check(obj) && Py_TYPE(obj)->tp_as_mapping->mp_subscript == dict_subscript) {
-        value = PyDict_GetItemWithError(obj, self->key);
+    if (PyDict_Check(obj) && reads_as_dict(self, Py_TYPE(obj))) {
+        value = GET_KNOWN(obj, self->key, self->hash);
         if (value != NULL)
             Py_INCREF(value);
         else if (PyErr_Occurred())
@@ -632,29 +943,9 @@ field_descr_get(FieldObject *self, PyObject *obj, PyObject *type)
     }
     else
         value = PyObject_GetItem(obj, self->key);
-    if (value != NULL && self->label != NULL) {
-        PyObject *where = PyObject_GetAttr(value, o_attr);
-        int rc = 0;
-        if (where == NULL) {  /* not read from a field yet: an unset slot */
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
-            }
-            else
-                rc = -1;
-        }
-        else {
-            if (where != self->label)
-                rc = PyObject_GenericSetAttr(value, o_attr, self->label);
-            Py_DECREF(where);
-        }
-        if (rc < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                Py_DECREF(value);
-                return NULL;
-            }
-            PyErr_Clear();  /* not a typed list: cannot happen through the field's checks */
-        }
+    if (value != NULL && self->label != NULL && label_list(self, value) < 0) {
+        Py_DECREF(value);
+        return NULL;
     }
     return value;
 }
@@ -687,6 +978,11 @@ field_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self = (FieldObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->hash = PyObject_Hash(key);
+    if (self->hash == -1) {
+        Py_DECREF(self);
+        return NULL;
+    }
     Py_INCREF(key);
     self->key = key;
     if (label != Py_None) {
@@ -779,7 +1075,7 @@ pack_reserve(PackBuffer *b, Py_ssize_t extra)
 }
 
 /* tag, then value in `width` big-endian bytes (0 to 8). */
-static int
+static inline int
 pack_head(PackBuffer *b, unsigned char tag, unsigned long long value, int width)
 {
     int i;
@@ -844,24 +1140,134 @@ pack_container(PackBuffer *b, Py_ssize_t n, unsigned char fixtag, unsigned char 
     return 1;
 }
 
-/* 0: packed; 1: not a value handled here (nothing useful written); -1: an exception. */
+/* The values most often packed, without a call into pack_value: exact ints, str of ASCII
+ * characters and None. 0: packed; 2: not one of these (pack_value packs it); -1: an error. */
+static inline int
+pack_simple(PackBuffer *b, PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow != 0 || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 2;
+        }
+        if (x >= 0 && x < 128) {
+            if (b->cap - b->len < 1 && pack_reserve(b, 1) < 0)
+                return -1;
+            b->buf[b->len++] = (char)x;
+            return 0;
+        }
+        return x >= 0 ? pack_uint(b, (unsigned long long)x) : pack_negative(b, x);
+    }
+    if (t == &PyUnicode_Type && PyUnicode_IS_COMPACT_ASCII(o)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+        if (n >= 32)
+            return 2;
+        if (b->cap - b->len < 1 + n && pack_reserve(b, 1 + n) < 0)
+            return -1;
+        b->buf[b->len++] = (char)(0xa0 | n);
+        memcpy(b->buf + b->len, PyUnicode_1BYTE_DATA(o), n);
+        b->len += n;
+        return 0;
+    }
+    if (o == Py_None) {
+        if (b->cap - b->len < 1 && pack_reserve(b, 1) < 0)
+            return -1;
+        b->buf[b->len++] = (char)0xc0;
+        return 0;
+    }
+    return 2;
+}
+
+/* Classes seen to pack as their base type packs them, by version tag (unique to a class, and
+ * reset when the class changes): dict subclasses that keep dict's len and items (structs), int
+ * subclasses that keep int's > (enums). Direct-mapped; a miss only costs the lookup again. */
+#define TYPE_CACHE 32
+static unsigned int plain_dict_tags[TYPE_CACHE];
+static unsigned int plain_int_tags[TYPE_CACHE];
+
+static int
+cached_tag(unsigned int *cache, PyTypeObject *t)
+{
+    unsigned int tag = t->tp_version_tag;
+    return tag != 0 && cache[tag % TYPE_CACHE] == tag;
+}
+
+static void
+cache_tag(unsigned int *cache, PyTypeObject *t)
+{
+    unsigned int tag = t->tp_version_tag;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    if (!(t->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return;
+#endif
+    if (tag != 0)
+        cache[tag % TYPE_CACHE] = tag;
+}
+
+/* msgpack packs a dict subclass as len(o) and o.items(): this one as a dict? */
+static int
+packs_as_dict(PyTypeObject *t)
+{
+    if (t == &PyDict_Type || cached_tag(plain_dict_tags, t))
+        return 1;
+    if (t->tp_as_mapping->mp_length != PyDict_Type.tp_as_mapping->mp_length
+            || _PyType_Lookup(t, items_name) != dict_items_descr)
+        return 0;
+    cache_tag(plain_dict_tags, t);
+    return 1;
+}
+
+/* msgpack asks o > 0 of an int subclass: this one answers as int does? */
+static int
+packs_as_int(PyTypeObject *t)
+{
+    if (t == &PyLong_Type || t->tp_richcompare == PyLong_Type.tp_richcompare
+            || cached_tag(plain_int_tags, t))
+        return 1;
+    if (_PyType_Lookup(t, gt_name) != long_gt_descr)
+        return 0;
+    cache_tag(plain_int_tags, t);
+    return 1;
+}
+
+/* 0: packed; 1: not a value handled here (nothing useful written); -1: an exception.
+ * The tests go by the type's flags first (str, int, dict, list and tuple, bytes): no object
+ * is an instance of two of the types handled here (their layouts conflict), so the order of
+ * the tests cannot change which one a value packs as, and msgpack's order is kept where it
+ * matters (None, True and False before int). */
 static int
 pack_value(PackBuffer *b, PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
+    unsigned long flags = t->tp_flags;
     if (depth > PACK_DEPTH)
         return 1;
-    if (o == Py_None)
-        return pack_head(b, 0xc0, 0, 0);
-    if (o == Py_True)
-        return pack_head(b, 0xc3, 0, 0);
-    if (o == Py_False)
-        return pack_head(b, 0xc2, 0, 0);
-    if (PyLong_Check(o)) {
+    if (flags & Py_TPFLAGS_UNICODE_SUBCLASS) {
+        Py_ssize_t n;
+        const char *data = PyUnicode_AsUTF8AndSize(o, &n);
+        int rc;
+        if (data == NULL) {  /* e.g. lone surrogates: msgpack words the error */
+            PyErr_Clear();
+            return 1;
+        }
+        if ((unsigned long long)n > 0xffffffffULL)
+            return 1;
+        rc = n < 32 ? pack_head(b, (unsigned char)(0xa0 | n), 0, 0)
+                    : n < 256 ? pack_head(b, 0xd9, n, 1)
+                              : n < 65536 ? pack_head(b, 0xda, n, 2) : pack_head(b, 0xdb, n, 4);
+        return rc < 0 ? -1 : pack_bytes(b, data, n);
+    }
+    if (flags & Py_TPFLAGS_LONG_SUBCLASS) {
         int overflow = 0;
         long long x;
-        if (t != &PyLong_Type && t->tp_richcompare != PyLong_Type.tp_richcompare
-                && _PyType_Lookup(t, gt_name) != long_gt_descr)
+        if (o == Py_True)
+            return pack_head(b, 0xc3, 0, 0);
+        if (o == Py_False)
+            return pack_head(b, 0xc2, 0, 0);
+        if (!packs_as_int(t))
             return 1;  /* msgpack asks o > 0: an int subclass with its own > */
         x = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow > 0) {
@@ -878,13 +1284,78 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
         }
         return x >= 0 ? pack_uint(b, (unsigned long long)x) : pack_negative(b, x);
     }
+    if (flags & Py_TPFLAGS_DICT_SUBCLASS) {
+        Py_ssize_t pos = 0, n;
+        PyObject *k, *v;
+        int rc;
+        if (!packs_as_dict(t))
+            return 1;  /* msgpack packs len(o) and o.items(): overridden here */
+        n = PyDict_GET_SIZE(o);
+        rc = pack_container(b, n, 0x80, 0xde);
+        if (rc != 0)
+            return rc;
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            /* (k and v are borrowed: pack_simple runs no Python code, pack_value may) */
+            rc = pack_simple(b, k);
+            if (rc == 2) {
+                Py_INCREF(k);
+                Py_INCREF(v);
+                rc = pack_value(b, k, depth + 1);
+                if (rc == 0) {
+                    rc = pack_simple(b, v);
+                    if (rc == 2)
+                        rc = pack_value(b, v, depth + 1);
+                }
+                Py_DECREF(k);
+                Py_DECREF(v);
+            }
+            else if (rc == 0) {
+                rc = pack_simple(b, v);
+                if (rc == 2) {
+                    Py_INCREF(v);
+                    rc = pack_value(b, v, depth + 1);
+                    Py_DECREF(v);
+                }
+            }
+            if (rc != 0)
+                return rc;
+            if (PyDict_GET_SIZE(o) != n)
+                return 1;  /* changed while packing (by a str subclass?): let msgpack say */
+        }
+        return 0;
+    }
+    if (t == &PyList_Type || t == &PyTuple_Type
+            || ((flags & Py_TPFLAGS_LIST_SUBCLASS) && t->tp_iter == PyList_Type.tp_iter)) {
+        Py_ssize_t i, n = Py_SIZE(o);
+        int is_list = t != &PyTuple_Type;
+        int rc = pack_container(b, n, 0x90, 0xdc);
+        if (rc != 0)
+            return rc;
+        for (i = 0; i < n; i++) {
+            PyObject *v;
+            if (Py_SIZE(o) != n)
+                return 1;
+            v = is_list ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
+            rc = pack_simple(b, v);
+            if (rc == 2) {
+                Py_INCREF(v);
+                rc = pack_value(b, v, depth + 1);
+                Py_DECREF(v);
+            }
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
+    }
+    if (o == Py_None)
+        return pack_head(b, 0xc0, 0, 0);
     if (PyFloat_Check(o)) {
         double d = PyFloat_AS_DOUBLE(o);
         unsigned long long bits;
         memcpy(&bits, &d, 8);
         return pack_head(b, 0xcb, bits, 8);
     }
-    if (PyBytes_Check(o) || PyByteArray_Check(o)) {
+    if ((flags & Py_TPFLAGS_BYTES_SUBCLASS) || PyByteArray_Check(o)) {
         Py_ssize_t n = Py_SIZE(o);
         const char *data = PyBytes_Check(o) ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o);
         int rc;
@@ -893,67 +1364,6 @@ pack_value(PackBuffer *b, PyObject *o, int depth)
         rc = n < 256 ? pack_head(b, 0xc4, n, 1)
                      : n < 65536 ? pack_head(b, 0xc5, n, 2) : pack_head(b, 0xc6, n, 4);
         return rc < 0 ? -1 : pack_bytes(b, data, n);
-    }
-    if (PyUnicode_Check(o)) {
-        Py_ssize_t n;
-        const char *data = PyUnicode_AsUTF8AndSize(o, &n);
-        int rc;
-        if (data == NULL) {  /* e.g. lone surrogates: msgpack words the error */
-            PyErr_Clear();
-            return 1;
-        }
-        if ((unsigned long long)n > 0xffffffffULL)
-            return 1;
-        rc = n < 32 ? pack_head(b, (unsigned char)(0xa0 | n), 0, 0)
-                    : n < 256 ? pack_head(b, 0xd9, n, 1)
-                              : n < 65536 ? pack_head(b, 0xda, n, 2) : pack_head(b, 0xdb, n, 4);
-        return rc < 0 ? -1 : pack_bytes(b, data, n);
-    }
-    if (PyDict_Check(o)) {
-        Py_ssize_t pos = 0, n;
-        PyObject *k, *v;
-        int rc;
-        if (t != &PyDict_Type && (t->tp_as_mapping->mp_length
-                                  != PyDict_Type.tp_as_mapping->mp_length
-                                  || _PyType_Lookup(t, items_name) != dict_items_descr))
-            return 1;  /* msgpack packs len(o) and o.items(): overridden here */
-        n = PyDict_GET_SIZE(o);
-        rc = pack_container(b, n, 0x80, 0xde);
-        if (rc != 0)
-            return rc;
-        while (PyDict_Next(o, &pos, &k, &v)) {
-            Py_INCREF(k);
-            Py_INCREF(v);
-            rc = pack_value(b, k, depth + 1);
-            if (rc == 0)
-                rc = pack_value(b, v, depth + 1);
-            Py_DECREF(k);
-            Py_DECREF(v);
-            if (rc != 0)
-                return rc;
-            if (PyDict_GET_SIZE(o) != n)
-                return 1;  /* changed while packing (by a str subclass?): let msgpack say */
-        }
-        return 0;
-    }
-    if (PyList_CheckExact(o) || PyTuple_CheckExact(o)
-            || (PyList_Check(o) && t->tp_iter == PyList_Type.tp_iter)) {
-        Py_ssize_t i, n = Py_SIZE(o);
-        int rc = pack_container(b, n, 0x90, 0xdc);
-        if (rc != 0)
-            return rc;
-        for (i = 0; i < n; i++) {
-            PyObject *v;
-            if (Py_SIZE(o) != n)
-                return 1;
-            v = PyList_Check(o) ? PyList_GET_ITEM(o, i) : PyTuple_GET_ITEM(o, i);
-            Py_INCREF(v);
-            rc = pack_value(b, v, depth + 1);
-            Py_DECREF(v);
-            if (rc != 0)
-                return rc;
-        }
-        return 0;
     }
     return 1;
 }
@@ -1065,6 +1475,28 @@ room_for(Reader *r, Py_ssize_t n, Py_ssize_t each)
     return n >= 0 && n <= (r->end - r->p) / each;
 }
 
+/* The str of n UTF-8 bytes at p (msgpack's str type), as PyUnicode_DecodeUTF8 gives it; ASCII,
+ * the common case, copied straight into a new compact str. */
+static PyObject *
+decode_text(const unsigned char *p, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    unsigned char any = 0;
+    PyObject *out;
+    if (n > 64)
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    for (i = 0; i < n; i++)
+        any |= p[i];
+    if (any & 0x80)
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    if (n <= 1)  /* the empty string and the one-character singletons */
+        return PyUnicode_DecodeUTF8((const char *)p, n, NULL);
+    out = PyUnicode_New(n, 127);
+    if (out != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(out), p, n);
+    return out;
+}
+
 /* A plain value, as msgpack.unpackb(raw=False, strict_map_key=False) builds it; NOT_FAST for
  * what is not handled here (ext types, keys other than str and int, bad or truncated input). */
 static PyObject *
@@ -1090,7 +1522,7 @@ read_value(Reader *r, int depth)
         if (kind == 's' || kind == 'b') {
             if (!room_for(r, n, 1))
                 return NOT_FAST;
-            out = kind == 's' ? PyUnicode_DecodeUTF8((const char *)r->p, n, NULL)
+            out = kind == 's' ? decode_text(r->p, n)
                               : PyBytes_FromStringAndSize((const char *)r->p, n);
             if (out == NULL) {
                 if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
@@ -1213,14 +1645,13 @@ read_field(Reader *r, Field *f, int depth)
         if (child != NULL) {
             if (!room_for(r, n, 1))
                 return NOT_FAST;
-            out = PyList_Type.tp_new((PyTypeObject *)f->cls, empty_tuple, NULL);
+            out = new_list(f->cls, n);
             if (out == NULL)
                 return NULL;
             for (i = 0; i < n; i++) {
                 const unsigned char *at = r->p;
                 PyObject *item;
                 Py_ssize_t m;
-                int rc;
                 if (read_header(r, &kind, &m) && kind == 'm')
                     item = read_struct(r, child, m, depth + 1);
                 else {
@@ -1238,16 +1669,42 @@ read_field(Reader *r, Field *f, int depth)
                     Py_DECREF(out);
                     return item;
                 }
-                rc = PyList_Append(out, item);
-                Py_DECREF(item);
-                if (rc < 0) {
-                    Py_DECREF(out);
-                    return NULL;
-                }
+                list_put(out, item);
             }
             return out;
         }
         r->p = start;
+    }
+    else if (r->p < r->end && depth + 1 <= MAX_READ_DEPTH) {  /* (as read_value checks) */
+        /* The usual values of Text, integer and enum fields, taken as convert_value would keep
+         * or look them up, without making a value to check first: a str for Text, a
+         * positive fixint within range for an integer, or numbering an enumerant. */
+        unsigned char tag = *r->p;
+        if (f->kind == K_TEXT && tag >= 0xa0 && tag <= 0xbf) {
+            n = tag & 0x1f;
+            if (r->end - r->p - 1 >= n) {
+                out = decode_text(r->p + 1, n);
+                if (out != NULL)
+                    r->p += 1 + n;
+                else if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();  /* msgpack words it */
+                    return NOT_FAST;
+                }
+                return out;
+            }
+        }
+        else if (tag <= 0x7f && f->kind == K_INT && (long long)tag >= f->lo
+                 && (unsigned long long)tag <= f->hi) {
+            r->p++;
+            return PyLong_FromLong(tag);
+        }
+        else if (tag <= 0x7f && f->kind == K_ENUM && f->by_value != NULL
+                 && tag < PyTuple_GET_SIZE(f->by_value)) {
+            r->p++;
+            out = PyTuple_GET_ITEM(f->by_value, tag);
+            Py_INCREF(out);
+            return out;
+        }
     }
     v = read_value(r, depth + 1);
     if (v == NULL || v == NOT_FAST || f->kind == K_ANY)
@@ -1296,7 +1753,7 @@ read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
             goto error;
         if (v == NOT_FAST)
             goto not_fast;
-        rc = PyDict_SetItem(self, f->key, v);
+        rc = SET_KNOWN(self, f->key, v, f->hash);
         Py_DECREF(v);
         if (rc < 0)
             goto error;
@@ -1305,7 +1762,7 @@ read_struct(Reader *r, PlanObject *plan, Py_ssize_t n, int depth)
         for (i = 0; i < plan->nfields; i++) {
             Field *f = &plan->fields[i];
             if (f->in_union) {
-                int has = PyDict_Contains(self, f->key);
+                int has = HAS_KNOWN(self, f->key, f->hash);
                 if (has < 0)
                     goto error;
                 members += has;
@@ -1341,7 +1798,12 @@ plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
     }
     if (args[0] != plan->cls)
         Py_RETURN_NONE;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+    if (PyBytes_CheckExact(args[1])) {  /* (what a buffer of it would give, without one) */
+        view.obj = NULL;
+        view.buf = PyBytes_AS_STRING(args[1]);
+        view.len = PyBytes_GET_SIZE(args[1]);
+    }
+    else if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();  /* not bytes-like: msgpack words it */
         Py_RETURN_NONE;
     }
@@ -1355,7 +1817,8 @@ plan_unpackb(PlanObject *plan, PyObject *const *args, Py_ssize_t nargs)
         else
             result = NULL;
     }
-    PyBuffer_Release(&view);
+    if (view.obj != NULL)
+        PyBuffer_Release(&view);
     if (result != NULL && result != NOT_FAST && r.p != r.end) {
         Py_DECREF(result);  /* extra bytes: msgpack says how many */
         result = NOT_FAST;
@@ -1383,6 +1846,7 @@ typedef struct {
     PyObject *plan;      /* from_msgpack: the class's plan; to_msgpack: None */
     PyObject *fallback;  /* the Python function: fallback(self) / fallback(cls, data) */
     Py_ssize_t max_bytes;
+    PyObject *bound;     /* from_msgpack: the method bound to the plan's class, once read */
 } EntryObject;
 
 static PyObject *
@@ -1417,12 +1881,23 @@ from_msgpack_vectorcall(EntryObject *e, PyObject *const *args, size_t nargsf,
     return PyObject_Vectorcall(e->fallback, args, nargsf, kwnames);
 }
 
-/* from_msgpack is a classmethod: bound to the class it is read from. */
+/* from_msgpack is a classmethod: bound to the class it is read from (the method bound to the
+ * plan's own class is made once and kept: ``S.from_msgpack(b)`` then allocates nothing). */
 static PyObject *
 classmethod_descr_get(PyObject *self, PyObject *obj, PyObject *type)
 {
+    EntryObject *e = (EntryObject *)self;
     if (type == NULL || type == Py_None)
         type = (PyObject *)Py_TYPE(obj);
+    if (e->plan != NULL && e->plan != Py_None && type == ((PlanObject *)e->plan)->cls) {
+        if (e->bound == NULL) {
+            e->bound = PyMethod_New(self, type);
+            if (e->bound == NULL)
+                return NULL;
+        }
+        Py_INCREF(e->bound);
+        return e->bound;
+    }
     return PyMethod_New(self, type);
 }
 
@@ -1457,6 +1932,7 @@ entry_traverse(EntryObject *e, visitproc visit, void *arg)
 {
     Py_VISIT(e->plan);
     Py_VISIT(e->fallback);
+    Py_VISIT(e->bound);
     return 0;
 }
 
@@ -1465,6 +1941,7 @@ entry_clear(EntryObject *e)
 {
     Py_CLEAR(e->plan);
     Py_CLEAR(e->fallback);
+    Py_CLEAR(e->bound);
     return 0;
 }
 
@@ -1648,6 +2125,70 @@ plan_dealloc(PlanObject *plan)
     Py_TYPE(plan)->tp_free((PyObject *)plan);
 }
 
+/* The lookup tables of an enum field: by_value, the members numbered 0, 1, ... as vmap maps
+ * them (a Cap'n Proto enum numbers its enumerants so: all of them), and for a small nmap, its
+ * keys and members side by side (looked through by identity before nmap itself). */
+#define ENUM_BY_VALUE 1024
+#define ENUM_NAMES 16
+
+static int
+enum_tables(Field *f)
+{
+    Py_ssize_t k, pos = 0, j = 0;
+    PyObject *key, *member;
+    for (k = 0; k < ENUM_BY_VALUE; k++) {
+        key = PyLong_FromSsize_t(k);
+        if (key == NULL)
+            return -1;
+        member = PyDict_GetItemWithError(f->vmap, key);
+        Py_DECREF(key);
+        if (member == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+            break;
+        }
+    }
+    if (k > 0) {
+        f->by_value = PyTuple_New(k);
+        if (f->by_value == NULL)
+            return -1;
+        for (j = 0; j < k; j++) {
+            key = PyLong_FromSsize_t(j);
+            if (key == NULL)
+                return -1;
+            member = PyDict_GetItemWithError(f->vmap, key);
+            Py_DECREF(key);
+            if (member == NULL) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_RuntimeError, "enum map changed");
+                return -1;
+            }
+            Py_INCREF(member);
+            PyTuple_SET_ITEM(f->by_value, j, member);
+        }
+    }
+    if (PyDict_GET_SIZE(f->nmap) <= ENUM_NAMES) {
+        Py_ssize_t size = PyDict_GET_SIZE(f->nmap);
+        f->names = PyTuple_New(size);
+        f->named = PyTuple_New(size);
+        if (f->names == NULL || f->named == NULL)
+            return -1;
+        j = 0;
+        while (j < size && PyDict_Next(f->nmap, &pos, &key, &member)) {
+            Py_INCREF(key);
+            PyTuple_SET_ITEM(f->names, j, key);
+            Py_INCREF(member);
+            PyTuple_SET_ITEM(f->named, j, member);
+            j++;
+        }
+        if (j != size) {
+            PyErr_SetString(PyExc_RuntimeError, "enum map changed");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Plan(cls, fields, init, convert, create); fields: tuples of
  * (number, name, kind, in_union, by_name, lo, hi, limit, cls, vmap, nmap, conv, elem_cls,
  * elem_conv). */
@@ -1699,6 +2240,11 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         FIELD_OBJECTS(REFERENCE_MEMBER)
 #undef REFERENCE_MEMBER
         PyUnicode_InternInPlace(&f->name);
+        f->hash = PyObject_Hash(f->key);
+        if (f->hash == -1) {
+            Py_DECREF(plan);
+            return NULL;
+        }
         if (f->kind < K_ANY || f->kind > K_OTHER
             || (f->kind == K_ENUM && (!PyDict_Check(f->vmap) || !PyDict_Check(f->nmap)))
             || ((f->kind == K_STRUCT || f->kind == K_LIST) && !PyType_Check(f->cls))
@@ -1710,6 +2256,10 @@ plan_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
         if (f->in_union)
             plan->nunion++;
+        if (f->kind == K_ENUM && enum_tables(f) < 0) {
+            Py_DECREF(plan);
+            return NULL;
+        }
     }
     plan->dense = 1;
     for (i = 0; i < n; i++) {
@@ -1796,7 +2346,11 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     PyObject *m;
-    if (PyType_Ready(&PlanType) < 0 || PyType_Ready(&WhichType) < 0
+    ListBaseType.tp_base = &PyList_Type;
+    StructBaseType.tp_base = &PyDict_Type;
+    if (PyType_Ready(&ListBaseType) < 0 || PyType_Ready(&StructBaseType) < 0
+            || PyType_Ready(&PlanType) < 0
+            || PyType_Ready(&WhichType) < 0
             || PyType_Ready(&FieldType) < 0 || PyType_Ready(&ToMsgpackType) < 0
             || PyType_Ready(&FromMsgpackType) < 0)
         return NULL;
@@ -1806,14 +2360,17 @@ PyInit__speedups(void)
     unset_name = PyUnicode_InternFromString("_cara_unset_");
     items_name = PyUnicode_InternFromString("items");
     gt_name = PyUnicode_InternFromString("__gt__");
+    getitem_name = PyUnicode_InternFromString("__getitem__");
     empty_tuple = PyTuple_New(0);
     if (plan_attr == NULL || o_attr == NULL || set_name == NULL || unset_name == NULL
-            || items_name == NULL || gt_name == NULL || empty_tuple == NULL)
+            || items_name == NULL || gt_name == NULL || getitem_name == NULL
+            || empty_tuple == NULL)
         return NULL;
     dict_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
     dict_items_descr = _PyType_Lookup(&PyDict_Type, items_name);  /* borrowed; dict keeps it */
     long_gt_descr = _PyType_Lookup(&PyLong_Type, gt_name);  /* borrowed; int keeps it */
-    if (dict_items_descr == NULL || long_gt_descr == NULL) {
+    dict_getitem_descr = _PyType_Lookup(&PyDict_Type, getitem_name);  /* borrowed */
+    if (dict_items_descr == NULL || long_gt_descr == NULL || dict_getitem_descr == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "dict.items not found");
         return NULL;
     }
@@ -1824,7 +2381,9 @@ PyInit__speedups(void)
         return NULL;
     if (add_type(m, "Plan", &PlanType) < 0 || add_type(m, "Which", &WhichType) < 0
             || add_type(m, "Field", &FieldType) < 0 || add_type(m, "ToMsgpack", &ToMsgpackType) < 0
-            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0) {
+            || add_type(m, "FromMsgpack", &FromMsgpackType) < 0
+            || add_type(m, "ListBase", &ListBaseType) < 0
+            || add_type(m, "StructBase", &StructBaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

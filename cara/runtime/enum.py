@@ -110,11 +110,15 @@ def make_enum(name: str, qualname: str, enumerants: list[str], type_id: int,
     underscore as the attribute, but are still found by their schema name (``E['from']``,
     ``E('from')``)."""
     import keyword
+    import sys
 
+    # Names interned: a name written in code (``type="mobile"``) is then the very key of
+    # ``_member_map_``, which makes looking it up a pointer comparison.
+    enumerants = [sys.intern(n) for n in enumerants]
     members = []
     for i, n in enumerate(enumerants):
         attr = n + "_" if keyword.iskeyword(n) or n.startswith("_") or n in _RESERVED else n
-        members.append((attr, i))
+        members.append((sys.intern(attr), i))
     factory: Any = Enum  # the functional API (typeshed does not describe it for subclasses)
     cls: Any = factory(name, members, module=module or __name__, qualname=qualname)
     for i, n in enumerate(enumerants):

@@ -114,6 +114,8 @@ class MethodSpec:
                 numbers = self._param_numbers = tuple(f.number for f in cls.cara_schema.fields)
             if len(args) <= len(numbers):
                 try:
+                    if len(args) == 1:
+                        return cls._cara_convert_({numbers[0]: args[0]})
                     return cls._cara_convert_(dict(zip(numbers, args, strict=False)))
                 except Exception:
                     pass

@@ -15,8 +15,9 @@ import copy as _copy
 import enum
 import threading
 from collections.abc import Iterable
-from typing import Any, Literal, SupportsIndex, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex, TypeVar, cast, overload
 
+from cara.runtime.accel import SPEEDUPS
 from cara.runtime.types import (
     BUILTINS,
     ClassType,
@@ -43,15 +44,26 @@ _classes: dict[Any, type[List]] = {}
 #: ``List[T]`` is the class of a Cap'n Proto element type (``__class_getitem__``).
 _T = TypeVar("_T")
 
+# With the C accelerator, typed lists keep ``_p`` and ``_o`` in two slots of their base class
+# (which read as None while unset), not in a ``__dict__`` made for each list on its first read.
+if TYPE_CHECKING:
+    _ListBase = list
+else:
+    _ListBase = list if SPEEDUPS is None else SPEEDUPS.ListBase
 
-class List(list[_T]):
+
+class List(_ListBase[_T]):
     """Base of every typed list class. ``List[T]`` gives the class for element type ``T``."""
 
     _cara_elem_: TypeDesc
     _cara_name_: str = "List"
-    _p: Any = None
+    #: (parent, field number) while this list is a pending default handed out by a struct.
+    _p: Any
     #: Where this list was last read from (``Person.phones``), for error messages.
-    _o: Any = None
+    _o: Any
+    if _ListBase is list:  # (else the base's slots)
+        _p = None
+        _o = None
     #: The fast converters have been generated (see :func:`_compile_items`; done on first use).
     _cara_ready_: bool = False
 

@@ -38,15 +38,14 @@ structs are mutable and therefore unhashable (``hash(s)`` raises ``TypeError``);
 from __future__ import annotations
 
 import copy as _copy
-import importlib
 import keyword
-import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cara.errors import CaraError
 from cara.runtime import hooks as _hooks
+from cara.runtime.accel import SPEEDUPS as _SPEEDUPS_MODULE
 from cara.runtime.list import STRUCT_API as _LIST_NEEDS
 from cara.runtime.list import List as _List
 from cara.runtime.nesting import DEFAULT_NESTING_LIMIT, plain_depth_exceeds
@@ -61,21 +60,8 @@ from cara.runtime.types import (
     round32,
 )
 
-
-def _load_speedups() -> Any:
-    """The optional C accelerator (cara/runtime/_speedups.c), or None: not built (no C compiler
-    at install time), or switched off with ``CARA_PURE_PYTHON=1``."""
-    if os.environ.get("CARA_PURE_PYTHON"):
-        return None
-    try:
-        module = importlib.import_module("cara.runtime._speedups")
-    except ImportError:  # pragma: no cover - depends on the build
-        return None
-    module.set_invalid(Invalid)
-    return module
-
-
-_speedups: Any = _load_speedups()
+#: The optional C accelerator (cara/runtime/_speedups.c), or None (see cara.runtime.accel).
+_speedups: Any = _SPEEDUPS_MODULE
 
 #: Whether struct construction runs through the C accelerator (see docs/structs.md).
 SPEEDUPS = _speedups is not None
@@ -275,15 +261,25 @@ def _known_key(schema: StructSchema, key: Any) -> int | None:
     raise Invalid(f"{schema.name} has no field {describe_value(key)}")
 
 
-class Struct(dict):
+# With the C accelerator, structs keep ``_p``, ``_c`` and ``_cara_unknown_`` in slots of their
+# base class (which read as None while unset) and have no ``__dict__``.
+if TYPE_CHECKING:
+    _StructBase = dict
+else:
+    _StructBase = dict if _speedups is None else _speedups.StructBase
+
+
+class Struct(_StructBase):
     """Base of every generated struct class (see the module docstring)."""
 
+    if _StructBase is not dict:
+        __slots__ = ()
     cara_schema: StructSchema
     _cara_name_: str = "Struct"
     #: (parent, field number) while this object is a pending default child, else None.
-    _p: Any = None
+    _p: Any
     #: Pending children handed out by reads of unset fields: {number: child}.
-    _c: Any = None
+    _c: Any
     #: How pickle finds this class when it is not importable by qualname (groups, generics).
     _cara_locator_: Any = None
     #: The fast constructors have been generated (see :func:`_compile`).
@@ -293,7 +289,11 @@ class Struct(dict):
     #: What a binary message from a newer schema held beyond this one, kept for encoding it
     #: again (set by the Cap'n Proto decoder on the few instances that have any: see
     #: cara.codecs.capnp.unknown); it has ``disc``, an unknown discriminant or None.
-    _cara_unknown_: Any = None
+    _cara_unknown_: Any
+    if _StructBase is dict:  # (else the base's slots)
+        _p = None
+        _c = None
+        _cara_unknown_ = None
 
     __hash__ = None
 

@@ -408,11 +408,16 @@ class ClassType(TypeDesc):
             self._resolve = None
         return self._cls
 
+    _conv: Callable[[Any], Any] | None = None
+
     def convert(self, value: Any) -> Any:
+        conv = self._conv
+        if conv is not None:  # (a converter that took this bound method before the first call)
+            return conv(value)
         cls = self.cls
         if not getattr(cls, "_cara_ready_", True):
             cls._cara_prepare_()  # generate the class's fast converters (first use)
-        conv = cls._cara_convert_
+        conv = self._conv = cls._cara_convert_
         # From now on conversion goes straight to the class (one call less per value).
         self.convert = conv  # type: ignore[method-assign]
         return conv(value)

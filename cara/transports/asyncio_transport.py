@@ -23,12 +23,26 @@ A server also bounds what all its connections together can cost (a :class:`_Gove
   connection with no frame for ``idle_timeout`` seconds that holds nothing (no call in flight
   either way, no capability either way) is closed;
 * **the event loop**: a connection's frames are processed for at most ``_SLICE`` per loop turn
-  before the others' turn; when several connections compete, one that used more than its fair
-  share of the loop over the last second (``1/n`` of the loop for ``n`` busy connections, at
-  least 2%) is not read until its share has decayed -- so a peer sending expensive frames
-  slows itself, not the other peers. Every frame's cost is
-  bounded: at most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and
-  arrays (:class:`~cara.rpc.wire_cara.CaraWire`).
+  before the others' turn. A connection is *busy* while it has frames left at the end of its
+  slice or a slice of it takes over ``_EXPENSIVE`` (one expensive frame), *light* while it
+  completes frames without being busy (a client making a call at a time). The busy ones share
+  the loop: each may use ``1/n`` of it for ``n`` busy connections (at least 2%), and while
+  light connections are active the busy ones get half of the loop between them
+  (``_BUSY_SHARE / n`` each, and all that is not known to be light is counted together against
+  that half), so a light client's calls find the loop free at least half the time. A
+  connection over its share is not read, nor is anything it holds processed (not even one
+  frame), until its use has decayed (time constant ``_TAU``) -- so a peer sending expensive
+  frames slows itself, not the other peers. Connections younger than ``_YOUNG`` share one
+  account, so a peer opening connections competes as one. Every frame's cost is bounded: at
+  most ``max_frame_size`` bytes decoding into at most ``max_objects`` maps and arrays
+  (:class:`~cara.rpc.wire_cara.CaraWire`).
+
+Reading (servers and clients): a read goes into a scratch buffer (a server's is shared by its
+connections) of :data:`READ_SIZE` bytes, :data:`BIG_READ` while a connection's frames are big;
+complete frames are decoded in place. Only what is left is kept: a partial frame is completed
+with the first bytes of the next read (copying one frame, not the read), and a frame too big for
+a read is read straight into a buffer of its own size, allocated when the server's
+``max_buffered`` has room for all of it (else it is kept as it comes, under that budget).
 
 The API has pseud's shape::
 
@@ -98,6 +112,10 @@ RESERVE = 16 * 1024
 #: Bytes read from a socket at once, into a scratch buffer shared by a server's connections:
 #: complete frames are decoded straight from it, only a partial frame is copied and kept.
 READ_SIZE = 64 * 1024
+#: Bytes read at once while a connection's frames are big (a partial frame of at least
+#: _BIG_FRAME bytes was pending): several big frames per read, decoded in place.
+BIG_READ = 256 * 1024
+_BIG_FRAME = 16 * 1024
 
 #: Loop turns an outgoing write may wait for running handlers' answers to join it.
 _COALESCE_TURNS = 16
@@ -108,9 +126,14 @@ _unpack_header = _HEADER.unpack_from
 
 #: Loop-time accounting: a connection's usage decays with this time constant (seconds).
 _TAU = 1.0
-#: A connection that used more than this share of the loop within the last _ACTIVE_WINDOW
-#: seconds is busy: the busy connections share the loop.
-_HEAVY = 0.05
+#: A connection is *busy* while, within the last _ACTIVE_WINDOW seconds, it had frames left
+#: when its slice ended or one slice of its cost more than this (seconds; an expensive frame):
+#: the busy connections share the loop. One that completed a frame in that window without
+#: being busy is *light* (latency-bound: a call at a time).
+_EXPENSIVE = 0.01
+#: While light connections are active, the busy ones together get at most this share of the
+#: loop (each ``_BUSY_SHARE / n``): the rest is kept for the light ones' calls.
+_BUSY_SHARE = 0.5
 #: Connections younger than this (seconds) share one account of loop time: a peer opening
 #: connection after connection competes as one, not as many.
 _YOUNG = 1.0
@@ -154,16 +177,21 @@ class _Governor:
         self.idle_timeout = idle_timeout
         self.buffered = 0
         self.starving: collections.deque[_FrameProtocol] = collections.deque()
-        #: when each account last used more than _HEAVY of the loop (those compete for it)
+        #: when each account was last busy (those compete for the loop) ...
         self.heavy: dict[_Usage, float] = {}
+        #: ... and when each last completed a frame
+        self.seen: dict[_Usage, float] = {}
+        self._light = 0
         #: the account of all young connections (see _YOUNG)
         self.young = _Usage()
+        #: the account of all that connections not known to be light used (see _BUSY_SHARE)
+        self.busy = _Usage()
         self._active = 1
         self._active_at = -1.0
         self._sweeper: asyncio.TimerHandle | None = None
         self.counts = {"refused": 0, "evicted": 0, "timed_out": 0, "idle_closed": 0,
                        "throttled": 0}
-        self.scratch = memoryview(bytearray(READ_SIZE))
+        self.scratch = memoryview(bytearray(BIG_READ))
 
     # ------------------------------------------------------------------ connections
 
@@ -187,6 +215,7 @@ class _Governor:
 
     def forget(self, proto: _FrameProtocol) -> None:
         self.heavy.pop(proto.usage, None)
+        self.seen.pop(proto.usage, None)
         self.settle(proto, 0)
 
     # ------------------------------------------------------------------ buffered bytes
@@ -212,15 +241,21 @@ class _Governor:
     # ------------------------------------------------------------------ loop time
 
     def share(self, now: float) -> float:
-        """The share of the loop one connection may use now: ``1/n`` when ``n`` connections
-        are busy, ``inf`` (no limit) when at most one is."""
+        """The share of the loop one connection may use now: with ``n`` connections busy,
+        ``_BUSY_SHARE / n`` while light ones are active too, else ``1/n``, and ``inf`` (no
+        limit) for a connection busy alone."""
         if now - self._active_at > 0.05:
             cutoff = now - _ACTIVE_WINDOW
-            stale = [p for p, t in self.heavy.items() if t < cutoff and not p.throttled]
-            for p in stale:
-                del self.heavy[p]
-            self._active = len(self.heavy)
+            heavy, seen = self.heavy, self.seen
+            for p in [p for p, t in heavy.items() if t < cutoff and not p.throttled]:
+                del heavy[p]
+            for p in [p for p, t in seen.items() if t < cutoff]:
+                del seen[p]
+            self._active = len(heavy)
+            self._light = sum(1 for p in seen if p not in heavy)
             self._active_at = now
+        if self._light and self._active:
+            return max(_MIN_SHARE, _BUSY_SHARE / self._active)
         if self._active < 2:
             return math.inf
         return max(_MIN_SHARE, 1.0 / self._active)
@@ -274,7 +309,15 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.conn: Connection | None = None
         self._loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[None] = self._loop.create_future()
-        self._buf = bytearray()
+        #: Received bytes not processed yet: ``_rest[_pos:]`` (frames left to a later slice,
+        #: or the start of a partial frame) ...
+        self._rest = b""
+        self._pos = 0
+        #: ... or a frame too big for a read, being read straight into a buffer of its size.
+        self._frame: bytearray | None = None
+        self._have = 0
+        self._big = False  # recent frames are big: read BIG_READ at once
+        #: (a client's own, grown to BIG_READ when its frames are big)
         self._scratch = governor.scratch if governor is not None else \
             memoryview(bytearray(READ_SIZE))
         self._pending: collections.deque[bytes] = collections.deque()  # capnp, when throttled
@@ -282,6 +325,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._flush_scheduled = False
         #: Frames being handed to the connection: its answers wait for the burst's end.
         self._receiving = False
+        self._flush_by_burst = False
         self._flush_waits = 0
         self._write_paused = False
         self._read_paused = False
@@ -333,38 +377,182 @@ class _FrameProtocol(asyncio.BufferedProtocol):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """Where the next read goes: the scratch buffer, as much of it as the server's
-        buffered total still allows us (see :meth:`_Governor.settle`)."""
+        """Where the next read goes: the rest of a big pending frame's own buffer, else the
+        scratch buffer, as much of it as the server's buffered total still allows us (see
+        :meth:`_Governor.settle`)."""
+        frame = self._frame
+        if frame is not None:
+            return memoryview(frame)[self._have:]
+        size = BIG_READ if self._big else READ_SIZE
         gov = self.gov
-        if gov is None:
-            return self._scratch
-        room = max(gov.max_buffered - gov.buffered, RESERVE - self.counted, 4096)
-        return self._scratch[:room] if room < READ_SIZE else self._scratch
+        if gov is not None:
+            room = max(gov.max_buffered - gov.buffered, RESERVE - self.counted, 4096)
+            if room < size:
+                size = room
+        elif len(self._scratch) < size:
+            self._scratch = memoryview(bytearray(size))
+        return self._scratch[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._scratch[:nbytes])
+        frame = self._frame
+        if frame is None:
+            data = self._scratch[:nbytes]
+            if self._framer is None and not self._rest:  # (the common case, inline)
+                if self.gov is not None:
+                    conn = self.conn
+                    if conn is not None and not conn.closed:
+                        self._drain(data)
+                    return
+                self._receiving = True
+                try:
+                    progress = self._process(data, math.inf)
+                    if 0 <= progress < nbytes:
+                        self._rest = bytes(data[progress:])
+                        self._keep_big()
+                finally:
+                    self._end_of_burst()
+                return
+            self._received(data)
+            return
+        self._have += nbytes
+        if self._have == len(frame):  # complete: processed in place, as a read of it alone
+            self._frame = None
+            self._received(memoryview(frame))
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Process ``data`` (for a buffered read, a view of the scratch buffer: everything
         that must outlive this call is copied)."""
+        frame = self._frame
+        if frame is not None:  # (from a transport that hands over bytes, e.g. trio's TLS)
+            have = self._have
+            n = min(len(data), len(frame) - have)
+            frame[have:have + n] = data[:n]
+            self._have = have + n
+            if self._have < len(frame):
+                return
+            self._frame = None
+            self._received(memoryview(frame))
+            if n == len(data):
+                return
+            data = data[n:]
+        self._received(data)
+
+    def _received(self, data: bytes | memoryview) -> None:
         if self.gov is not None:
             self._receive_governed(data)
             return
         if self._framer is not None:
             self._process_capnp(data)
             return
-        buf = self._buf
-        if buf:
-            buf += data
-            pos = self._process(buf, math.inf)
-            if pos == len(buf):
-                self._buf = bytearray()  # not ``del``: let a large buffer's memory go
-            elif pos > 0:
-                del buf[:pos]
-        else:
-            pos = self._process(data, math.inf)
-            if 0 <= pos < len(data):
-                buf += data[pos:]
+        self._receiving = True
+        try:
+            self._take(data, math.inf)
+        finally:
+            self._end_of_burst()
+
+    def _take(self, data: bytes | memoryview | None, deadline: float) -> int:
+        """Hand complete frames to the connection until ``deadline``: first what is kept from
+        before (completed by ``data``), then ``data`` in place; keep what is left. Returns how
+        many bytes were used, or -1 once the connection closed."""
+        rest = self._rest
+        if not rest and data is not None:  # (the common case: nothing kept)
+            progress = self._process(data, deadline)
+            if 0 <= progress < len(data):
+                self._rest = bytes(data[progress:])
+                self._keep_big()
+            return progress
+        used = 0
+        if rest:
+            pos = self._pos
+            if data is not None and len(rest) - pos < 4 + self._pending_size(rest, pos):
+                # a partial frame: complete it with the first bytes of ``data`` (copying one
+                # frame, not the whole read), or keep them too
+                have = len(rest) - pos
+                if have < 4:
+                    head = b"".join((rest[pos:], data[:4 - have]))
+                    if len(head) < 4:
+                        self._rest, self._pos = head, 0
+                        return 0
+                    size = _unpack_header(head, 0)[0]
+                else:
+                    size = _unpack_header(rest, pos)[0]
+                if size > self.max_frame_size:
+                    self.abort(f"frame of {size} bytes exceeds the limit of "
+                               f"{self.max_frame_size} bytes")
+                    return -1
+                missing = 4 + size - have
+                if len(data) < missing:
+                    self._rest, self._pos = b"".join((rest[pos:], data)), 0
+                    self._keep_big()
+                    return 0
+                frame = b"".join((rest[pos:], data[:missing]))
+                self._rest, self._pos = b"", 0
+                if self._process(frame, deadline) < 0:
+                    return -1
+                used, data = missing, data[missing:]
+            else:
+                # frames left from an earlier slice (reading is paused meanwhile)
+                view = memoryview(rest)[pos:]
+                progress = self._process(view, deadline)
+                view.release()
+                if progress < 0:
+                    return -1
+                pos += progress
+                if pos < len(rest):
+                    self._pos = pos
+                    if data is not None:
+                        self._rest, self._pos = b"".join((rest[pos:], data)), 0
+                    else:
+                        self._keep_big()
+                    return progress
+                self._rest, self._pos = b"", 0
+                used = progress
+                if data is None:
+                    return used
+        if data is None or not len(data) or (used and _now() > deadline):
+            if data is not None and len(data):
+                self._rest = bytes(data)
+            return used
+        progress = self._process(data, deadline)
+        if progress < 0:
+            return -1
+        if progress < len(data):
+            self._rest = bytes(data[progress:])
+            self._keep_big()
+        return used + progress
+
+    @staticmethod
+    def _pending_size(rest: bytes, pos: int) -> int:
+        """The body size of the frame starting at ``rest[pos:]`` (0 before its header)."""
+        return _unpack_header(rest, pos)[0] if len(rest) - pos >= 4 else 0
+
+    def _keep_big(self) -> None:
+        """What is kept is a partial frame: note whether frames are big (then read more at
+        once), and move one too big for a read into a buffer of its size, read straight into
+        from now on (a server does it when its buffered total has room for the frame)."""
+        rest, pos = self._rest, self._pos
+        have = len(rest) - pos
+        if have < 4:
+            return
+        total = 4 + _unpack_header(rest, pos)[0]
+        if total <= have:
+            return  # complete frames wait for a later slice
+        self._big = total >= _BIG_FRAME
+        if total - have <= BIG_READ // 2 or total - 4 > self.max_frame_size:
+            return
+        gov = self.gov
+        if gov is not None and total > RESERVE and \
+                gov.buffered - self.counted + total > gov.max_buffered:
+            return  # no room: kept as it is (and not read while the server has none)
+        frame = bytearray(total)
+        frame[:have] = memoryview(rest)[pos:]
+        self._frame, self._have = frame, have
+        self._rest, self._pos = b"", 0
+
+    def _buffered(self) -> int:
+        """Bytes we hold for frames not processed yet (what the governor counts)."""
+        frame = self._frame
+        return len(self._rest) + (len(frame) if frame is not None else 0)
 
     def _process(self, view: bytes | bytearray | memoryview, deadline: float) -> int:
         """Hand the complete frames in ``view`` to the connection, until ``deadline`` (monotonic
@@ -373,28 +561,24 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         assert conn is not None
         pos, end_of_data = 0, len(view)
         limit = self.max_frame_size
-        self._receiving = True
-        try:
-            while end_of_data - pos >= 4:
-                size = _unpack_header(view, pos)[0]
-                if size > limit:
-                    self.abort(f"frame of {size} bytes exceeds the limit of {limit} bytes")
-                    return -1
-                end = pos + 4 + size
-                if end > end_of_data:
-                    break
-                try:  # (_deliver, inline: once per frame)
-                    conn.receive(view[pos + 4:end])
-                except ProtocolError:
-                    pass  # the connection has sent Abort and closed itself
-                if conn.closed:
-                    self._close_transport()
-                    return -1
-                pos = end
-                if deadline < math.inf and _now() > deadline:
-                    break
-        finally:
-            self._end_of_burst()
+        while end_of_data - pos >= 4:
+            size = _unpack_header(view, pos)[0]
+            if size > limit:
+                self.abort(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+                return -1
+            end = pos + 4 + size
+            if end > end_of_data:
+                break
+            try:  # (_deliver, inline: once per frame)
+                conn.receive(view[pos + 4:end])
+            except ProtocolError:
+                pass  # the connection has sent Abort and closed itself
+            if conn.closed:
+                self._close_transport()
+                return -1
+            pos = end
+            if deadline < math.inf and _now() > deadline:
+                break
         return pos
 
     def _deliver(self, frame: bytes | bytearray | memoryview) -> bool:
@@ -419,6 +603,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.abort(str(exc))
             return
         self._pending.extend(frames)
+        self._big = self._framer._need >= _BIG_FRAME  # (a big message is pending)
         self._process_pending(math.inf)
 
     def _process_pending(self, deadline: float) -> int:
@@ -450,30 +635,58 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             except ProtocolError as exc:
                 self.abort(str(exc))
                 return
-            self._drain()
-        elif self._buf or self.throttled:
-            self._buf += data
+            self._big = self._framer._need >= _BIG_FRAME
             self._drain()
         else:
             self._drain(data)
 
+    def _hold(self, data: bytes | memoryview | None) -> int:
+        """Keep ``data`` unprocessed (after what is kept already); return the bytes held."""
+        if data is not None and len(data):
+            rest = self._rest
+            self._rest = b"".join((rest[self._pos:], data)) if rest else bytes(data)
+            self._pos = 0
+        if self._framer is not None:
+            return len(self._framer._buf) + sum(map(len, self._pending))
+        return self._buffered()
+
     def _drain(self, data: bytes | memoryview | None = None) -> None:
-        """Process what is buffered (or ``data`` when nothing is) within our share of the loop;
-        throttle ourselves once it is used up, and account for what stays buffered."""
+        """Process what is kept (then ``data``) within our share of the loop; throttle
+        ourselves once it is used up, and account for what stays buffered."""
         gov = self.gov
         conn = self.conn
         assert gov is not None and conn is not None
         if self.throttled or conn.closed:
+            if not conn.closed:
+                gov.settle(self, self._hold(data))
             return
         now = _now()
         share = gov.share(now)
         usage = gov.young if now - self.born < _YOUNG else self.usage
         used = usage.now(now)
+        # Known to be light: completed frames lately, none of them expensive or left over.
+        light = usage in gov.seen and usage not in gov.heavy
         # With others connected, every connection yields the loop after a slice, busy or not:
         # a light, latency-bound client (one call at a time) is served between the slices of
         # a flood. Alone, it keeps the loop (a burst of pipelined calls stays one burst).
         deadline = now + _SLICE if len(gov.live) > 1 else math.inf
         if share < math.inf:
+            over = usage if used > share * _TAU else None
+            if over is None and gov._light and not light and \
+                    gov.busy.now(now) > _BUSY_SHARE * _TAU:
+                # All that is not known to be light competes for the busy connections' part
+                # of the loop too: many connections (each with an account of its own, e.g.
+                # old enough to have left the young one) cannot each get a frame in.
+                over, share = gov.busy, _BUSY_SHARE
+            if over is not None:
+                # Over our share before we start (a new connection of a throttled young
+                # account, or frames completed while others' turn came): not even one frame.
+                size = self._hold(data)
+                if size and not self.frame_started:
+                    self.frame_started = now
+                self._throttle(share, over)
+                gov.settle(self, size)
+                return
             deadline = min(now + share * _TAU - used, deadline)
         if self._framer is not None:
             progress = self._process_pending(deadline)
@@ -482,25 +695,28 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             more = bool(self._pending)
             size = len(self._framer._buf) + sum(map(len, self._pending))
         else:
-            view = data if data is not None else self._buf
-            progress = self._process(view, deadline)
+            self._receiving = True
+            try:
+                progress = self._take(data, deadline)
+            finally:
+                self._end_of_burst()
             if progress < 0:
                 return
-            if data is not None:
-                if progress < len(data):
-                    self._buf += data[progress:]
-            elif progress == len(view):
-                self._buf = bytearray()
-            elif progress:
-                del self._buf[:progress]
-            size = len(self._buf)
-            more = size >= 4 and size >= 4 + _unpack_header(self._buf, 0)[0]
+            rest, pos, frame = self._rest, self._pos, self._frame
+            size = len(rest) if frame is None else len(rest) + len(frame)
+            have = len(rest) - pos
+            more = have >= 4 and have >= 4 + _unpack_header(rest, pos)[0]
         end = _now()
         usage.value += end - now
-        if usage.value > _HEAVY * _TAU:
-            gov.heavy[usage] = end
         if progress:
+            gov.seen[usage] = end
             self.last_active = end
+        if (more and end > deadline) or end - now > _EXPENSIVE:
+            gov.heavy[usage] = end
+            light = False
+        if not light:
+            gov.busy.now(end)
+            gov.busy.value += end - now
         if not size:
             self.frame_started = 0.0
         elif progress or not self.frame_started:
@@ -529,7 +745,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._throttle_timer = None
         self.throttled = self.usage.throttled = False
         if self.gov is not None:
-            self.gov.young.throttled = False
+            self.gov.young.throttled = self.gov.busy.throttled = False
         if self.conn is not None and not self.conn.closed:
             self._drain()
             self.update_reading()
@@ -578,7 +794,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             reason = Disconnected(f"connection lost: {exc}" if exc else "connection closed by peer")
             self.conn.connection_lost(reason)
         self._out.clear()
-        self._buf = bytearray()
+        self._rest, self._pos, self._frame = b"", 0, None
         self._pending.clear()
         if self._throttle_timer is not None:
             self._throttle_timer.cancel()
@@ -633,6 +849,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.write(out[0] + out[1] if length_prefix else out[0])
+        if self._receiving and not self._flush_scheduled:
+            # Sent while a read's frames are handled: _end_of_burst writes (or schedules) it.
+            # Marked as scheduled all the same, so the frames after it are appended inline.
+            self._flush_scheduled = self._flush_by_burst = True
+            return
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
@@ -651,6 +872,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         them still run; then give those a few loop turns to join the same write (a pipelined
         chain's answers leave together instead of one latency apart)."""
         self._receiving = False
+        if self._flush_by_burst:  # (no flush was scheduled for what this read's frames sent)
+            self._flush_by_burst = self._flush_scheduled = False
         conn = self.conn
         if self._out and conn is not None and (conn.answers_in_flight or self.throttled):
             self._schedule_flush()  # (or frames of this read wait for our next slice)
@@ -683,6 +906,14 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if self.conn is not None and not self.conn.closed:
             self.conn.abort(reason)
         self._close_transport()
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        """Let go of what was received and not processed (the connection is closing)."""
+        self._rest, self._pos, self._frame = b"", 0, None
+        self._pending.clear()
+        if self.gov is not None:
+            self.gov.settle(self, 0)
 
     def close(self, reason: str) -> None:
         """Close from our side: every pending call fails with :class:`Disconnected`."""
@@ -690,6 +921,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self.conn.connection_lost(Disconnected(reason))
         if self.transport is not None:
             self.transport.close()
+        self._drop_held()
 
 
 class _Options:

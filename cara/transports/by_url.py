@@ -5,7 +5,8 @@
 :mod:`cara.transports.nats_transport` (imported, with nats-py, only when such a URL is used). A
 server may bind both kinds at once: one set of registered interfaces answers on all of them.
 ``lease`` and ``nats_options`` only concern ``nats://`` endpoints. Started under trio, the
-socket endpoints are served natively there (:mod:`cara.transports.trio_transport`).
+socket endpoints are served natively there (:mod:`cara.transports.trio_transport`); a
+``nats://`` endpoint then raises ``NotImplementedError`` saying why (:data:`NATS_UNDER_TRIO`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from cara.transports import asyncio_transport, lifetimes
 from cara.transports.threads import current_trio
 from cara.transports.url import parse_url
 
-__all__ = ["Client", "Server"]
+__all__ = ["NATS_UNDER_TRIO", "Client", "Server"]
+
+#: Why ``nats://`` endpoints cannot start under trio, and what to do instead.
+NATS_UNDER_TRIO = (
+    "nats:// endpoints run under asyncio only: nats-py, the NATS client library, needs an "
+    "asyncio event loop (its connection is an asyncio stream, its reading, flushing and pinging "
+    "are asyncio tasks), and cara runs no asyncio loop inside trio. From trio, use the blocking "
+    "client, which runs asyncio in a thread of its own: client = cara.connect_sync(url), then "
+    "`await client.defer(proxy).method(...)` in a trio task")
 
 
 def _nats_module() -> Any:
@@ -62,7 +71,7 @@ class Server(asyncio_transport.Server):
             from cara.transports import trio_transport
 
             if self._nats is not None:
-                raise NotImplementedError("nats:// endpoints are served under asyncio only")
+                raise NotImplementedError(NATS_UNDER_TRIO)
             await trio_transport.start_server(self)
             self._on_trio = True
             return
@@ -125,6 +134,8 @@ class Client(lifetimes.Client):
 
     async def start(self) -> None:
         if self._nats is not None:
+            if current_trio() is not None:
+                raise NotImplementedError(NATS_UNDER_TRIO)
             await self._nats.start()
         else:
             await super().start()

@@ -16,13 +16,14 @@
   (``Disconnected: capability lost: ...``): get them again through a bootstrap proxy.
   ``await client.wait_connected(timeout)`` waits for the next connection.
 * Under trio, ``start()`` connects natively (:mod:`cara.transports.trio_transport`): the
-  same proxies, handlers in trio tasks, no thread, ``disconnected`` and ``on_disconnect``;
-  ``reconnect`` and ``wait_connected`` are asyncio's only, for now.
+  same proxies, handlers in trio tasks, no thread; ``disconnected``, ``on_disconnect``,
+  ``reconnect`` (its re-dialling runs as a trio task) and ``wait_connected`` too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -161,8 +162,9 @@ class Client(_AsyncioClient):
         self._policy = _policy(reconnect)
         self._stopping = False
         self._disconnected: asyncio.Future[BaseException] | None = None
-        self._connected: asyncio.Event | None = None
-        self._redial: asyncio.Task[None] | None = None
+        #: Futures of the tasks in wait_connected() (of the client's loop, asyncio's or trio's)
+        self._connected: list[asyncio.Future[None]] = []
+        self._redial: asyncio.Future[None] | None = None
         self._attempt = 0
         self._last_error: BaseException | None = None
         self._gave_up: BaseException | None = None
@@ -185,6 +187,10 @@ class Client(_AsyncioClient):
             last = f", last error: {self._last_error}" if self._last_error else ""
             return (f"not connected to {self._url()}: reconnecting (attempt "
                     f"{max(1, self._attempt)}{last})")
+        if self._policy is not None and self._proto is not None and not self._stopping:
+            # lost a moment ago: the re-dialling starts once the loss has been handled (under
+            # trio a task woken by the loss may run before that)
+            return f"not connected to {self._url()}: reconnecting (the connection was just lost)"
         return f"not connected to {self._url()}"
 
     @property
@@ -210,11 +216,32 @@ class Client(_AsyncioClient):
             return
         if self._policy is None or self._stopping or self._gave_up is not None:
             raise Disconnected(self._not_connected_reason())
-        if self._connected is None:
-            self._connected = asyncio.Event()
-        await asyncio.wait_for(self._connected.wait(), timeout)
+        waiter: asyncio.Future[None] = _loop().create_future()
+        self._connected.append(waiter)
+        try:
+            trio = current_trio()
+            if trio is None:
+                await asyncio.wait_for(waiter, timeout)
+            else:
+                try:
+                    with contextlib.nullcontext() if timeout is None else \
+                            trio.fail_after(timeout):
+                        await waiter
+                except trio.TooSlowError:
+                    raise asyncio.TimeoutError(
+                        f"not connected to {self._url()} within {timeout} s") from None
+        finally:
+            if waiter in self._connected:
+                self._connected.remove(waiter)
         if not self.connected:
             raise Disconnected(self._not_connected_reason())
+
+    def _wake_waiters(self) -> None:
+        """Let the tasks in :meth:`wait_connected` go on (connected, gave up or stopped)."""
+        waiters, self._connected = self._connected, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ------------------------------------------------------------------ connecting
 
@@ -222,9 +249,8 @@ class Client(_AsyncioClient):
         if current_trio() is not None:
             from cara.transports import trio_transport
 
-            if self._policy is not None:
-                raise NotImplementedError("Client(reconnect=...) runs under asyncio only")
             self._stopping = False
+            self._gave_up = None
             await trio_transport.start_client(self)
             self._on_trio = True
             self._watch()
@@ -241,9 +267,7 @@ class Client(_AsyncioClient):
         fut = self._disconnected
         if fut is None or fut.done():
             self._disconnected = _loop().create_future()
-        if self._connected is not None:
-            self._connected.set()
-            self._connected = None
+        self._wake_waiters()
         proto.closed.add_done_callback(lambda _f: self._lost(proto))
 
     def _lost(self, proto: Any) -> None:
@@ -269,11 +293,17 @@ class Client(_AsyncioClient):
                 _log.exception("on_disconnect hook of the client of %s failed", self._url())
         if self._policy is not None and (self._redial is None or self._redial.done()):
             self._attempt, self._last_error = 0, None
-            self._redial = asyncio.ensure_future(self._reconnect())
+            self._redial = _loop().create_task(self._reconnect())  # (a trio task under trio)
 
     async def _reconnect(self) -> None:
         policy = self._policy
         assert policy is not None
+        trio = current_trio() if self._on_trio else None
+        retry: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
+        if trio is not None:
+            from cara.transports import trio_transport
+
+            retry = (*retry, trio.BrokenResourceError)  # (a TLS handshake cut short)
         while not self._stopping:
             self._attempt += 1
             delay = policy(self._attempt)
@@ -281,16 +311,20 @@ class Client(_AsyncioClient):
                 self._gave_up = Disconnected(
                     f"{self._attempt - 1} attempts failed, last error: {self._last_error}")
                 _log.warning("client of %s: %s", self._url(), self._gave_up)
-                if self._connected is not None:
-                    self._connected.set()  # wake the waiters: they raise
-                    self._connected = None
+                self._wake_waiters()  # they raise
                 return
-            await asyncio.sleep(delay)
+            if trio is not None:
+                await trio.sleep(delay)
+            else:
+                await asyncio.sleep(delay)
             if self._stopping:
                 return
             try:
-                await _AsyncioClient.start(self)
-            except (OSError, asyncio.TimeoutError) as exc:
+                if trio is not None:
+                    await trio_transport.start_client(self)
+                else:
+                    await _AsyncioClient.start(self)
+            except retry as exc:
                 self._last_error = exc
                 continue
             self._last_error = None
@@ -306,9 +340,7 @@ class Client(_AsyncioClient):
         fut = self._disconnected
         if fut is not None and not fut.done():
             fut.set_result(Disconnected("client stopped"))
-        if self._connected is not None:
-            self._connected.set()
-            self._connected = None
+        self._wake_waiters()
 
     async def _wait_closed(self, closing: list[Any]) -> None:
         if self._on_trio:

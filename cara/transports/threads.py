@@ -558,6 +558,8 @@ def defer(proxy: Any) -> Any:
     cap = core_cap_of(proxy)
     if isinstance(proxy, PipelinedField):
         iface = proxy._interface()
+    elif isinstance(proxy, Proxy):  # an interface described without runtime classes
+        iface = proxy._info
     else:
         iface = describe(proxy)
     if not isinstance(cap, ThreadCap) or iface is None:

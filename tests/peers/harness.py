@@ -2,9 +2,9 @@
 
 A peer runs with this interpreter (``sys.executable``, the venv's python with pycapnp). Its
 stdout is read line by line by a thread, so a test can wait for a line with a timeout either
-blocking (:meth:`Peer.line`, before or outside an event loop) or from a coroutine
-(:meth:`Peer.aline`, which leaves the loop free to serve the peer, e.g. a cara server in the
-test's own loop). Its stderr goes to a temporary file and is quoted in every error.
+blocking (:meth:`Peer.line`, before or outside an event loop) or from a coroutine, under asyncio
+or trio (:meth:`Peer.aline`, which leaves the loop free to serve the peer, e.g. a cara server in
+the test's own loop). Its stderr goes to a temporary file and is quoted in every error.
 
 Servers::
 
@@ -27,7 +27,6 @@ also when the corpus (calculator.capnp) is missing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import queue
@@ -43,6 +42,7 @@ from typing import IO, Any
 import pytest
 
 from tests.conftest import CORPUS
+from tests.transports.backends import sleep as _sleep  # (asyncio's or trio's)
 
 PEERS = Path(__file__).resolve().parent
 ECHO_CAPNP = PEERS / "echo.capnp"
@@ -157,7 +157,7 @@ class Peer:
             except queue.Empty:
                 if time.monotonic() > deadline:
                     raise self._error(f"no line within {timeout} s") from None
-                await asyncio.sleep(0.005)
+                await _sleep(0.005)
 
     def send(self, command: str) -> None:
         """Write one command line on the peer's stdin."""
@@ -195,7 +195,7 @@ class Peer:
     async def await_live(self, want: int = 0, timeout: float = TIMEOUT) -> int:
         deadline = time.monotonic() + timeout
         while (live := await self.astats()) != want and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+            await _sleep(0.02)
         return live
 
     def wait_ready(self, timeout: float = TIMEOUT) -> None:
@@ -237,9 +237,9 @@ class Peer:
         while self.process.poll() is None:
             if time.monotonic() > deadline:
                 raise self._error(f"did not exit within {timeout} s")
-            await asyncio.sleep(0.01)
+            await _sleep(0.01)
         while self._reader.is_alive():
-            await asyncio.sleep(0.005)
+            await _sleep(0.005)
         return self.process.returncode, self._rest()
 
     def _close_stdin(self) -> None:

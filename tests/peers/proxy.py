@@ -14,7 +14,8 @@ written: chunks in flight overlap, as on a network link with that one-way latenc
 So a request and its reply cost ``2 * delay`` more than without the proxy, and N calls sent
 before the first reply still cost one round trip. When one side closes, the other side's
 writing half is closed once everything before it has been delivered. ``split_frames`` cuts a
-recorded stream into Cap'n Proto messages in the standard stream framing.
+recorded stream into Cap'n Proto messages in the standard stream framing. ``proxy_thread``
+runs a proxy on a loop in a thread of its own, for tests under another framework (trio).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -133,6 +136,24 @@ class Proxy:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await sender
+
+
+@contextlib.contextmanager
+def proxy_thread(host: str, port: int, delay: float = 0.0) -> Iterator[Proxy]:
+    """A :class:`Proxy` running on an asyncio loop of its own in a thread: usable from a test
+    running under any framework (trio's, say)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="test proxy", daemon=True)
+    thread.start()
+    proxy = Proxy(host, port, delay=delay)
+    try:
+        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result(10)
+        yield proxy
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def split_frames(data: bytes | bytearray) -> list[bytes]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import cara
+from tests.transports.backends import sleep
 
 STREAM_CAPNP = Path(__file__).resolve().parent.parent / "peers" / "stream.capnp"
 stream_capnp: Any = cara.load(str(STREAM_CAPNP))
@@ -46,7 +47,7 @@ class Sink(stream_capnp.Sink):  # type: ignore[misc]
             if self.hash is not None:
                 self.hash.update(chunk)
             if self.delay:
-                await asyncio.sleep(self.delay)
+                await sleep(self.delay)  # (asyncio's or trio's)
         finally:
             self.running -= 1
 

@@ -18,6 +18,7 @@ import pytest
 
 from cara.rpc import Connection, Disconnected, ProtocolError, Services, Unimplemented
 from cara.rpc import wire_cara as M
+from cara.rpc.proxies import current_loop
 from tests.conftest import LONG
 from tests.rpc.schemas import load
 
@@ -26,11 +27,12 @@ class Wire:
     """Two connections joined in memory; records every frame each side sent."""
 
     def __init__(self, services: Services | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = current_loop()  # (asyncio's, or under trio a TrioLoop)
         self.sent: dict[str, list[Any]] = {"client": [], "server": []}
         self.server = Connection(self._to("server", lambda: self.client), services=services,
-                                 name="server")
-        self.client = Connection(self._to("client", lambda: self.server), name="client")
+                                 name="server", loop=self.loop)
+        self.client = Connection(self._to("client", lambda: self.server), name="client",
+                                 loop=self.loop)
 
     def _to(self, side: str, peer: Callable[[], Connection]) -> Callable[[bytes], None]:
         def send(frame: bytes) -> None:

@@ -1,11 +1,11 @@
 """Streaming calls (``-> stream``): the flow-control window (cara.rpc.flow, with a fake clock),
 then producers and consumers over both encodings -- every byte in order, errors on the next
 call, calls of one object one at a time, the producer's memory bounded by the window -- and a
-pycapnp consumer on ``capnp://``. ``CARA_LONG=1`` streams 1 GB."""
+pycapnp consumer on ``capnp://``. The RPC tests run under asyncio and under trio (``backend``).
+``CARA_LONG=1`` streams 1 GB."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -13,6 +13,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,8 +25,10 @@ import cara
 from cara.rpc import Failed, LocalCap, StreamCall, Window, feed, stream_window
 from cara.rpc.flow import DEFAULT_MAXIMUM, DEFAULT_MINIMUM
 from tests.peers.harness import HOST, apeer
-from tests.peers.proxy import Proxy
+from tests.peers.proxy import proxy_thread
 from tests.rpc.stream_consumer import STREAM_CAPNP, Sink, Source, stream_capnp
+from tests.transports.backends import BACKENDS, Event, gather, is_cancellation, sleep
+from tests.transports.backends import run as run_on
 
 LONG = bool(os.environ.get("CARA_LONG"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,11 +155,15 @@ def test_a_slow_consumer_shrinks_the_window() -> None:
 
 
 def on_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop, with a deadline."""
+    """Run an async test in a fresh event loop of its ``backend`` parameter (asyncio's when it
+    has none), with a deadline."""
 
     @functools.wraps(test)
     def run(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 600 if LONG else 60))
+        async def main() -> None:
+            await test(*args, **kwargs)
+
+        run_on(kwargs.get("backend", "asyncio"), main, 600 if LONG else 60)
 
     return run
 
@@ -182,8 +189,8 @@ async def write_until_it_fails(sink: Any, exc: type[BaseException], fail_at: int
     with pytest.raises(exc, match=f"chunk {fail_at} refused") as raised:
         for c in chunks(1000, KB):
             await sink.write(c)
-            await asyncio.sleep(0.002)
-    assert not isinstance(raised.value, asyncio.CancelledError)
+            await sleep(0.002)
+    assert not is_cancellation(raised.value)
     with pytest.raises(exc, match=f"chunk {fail_at} refused"):
         await sink.done()
 
@@ -207,10 +214,9 @@ async def local_source(scheme: str, delay: float = 0.0) -> AsyncIterator[tuple[A
     server.services.register(stream_capnp.Source, impl)
     await server.start()
     port = int(server.endpoints[0].rsplit(":", 1)[1])
-    async with contextlib.AsyncExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         if delay:
-            proxy = await stack.enter_async_context(Proxy(HOST, port, delay=delay))
-            port = proxy.port
+            port = stack.enter_context(proxy_thread(HOST, port, delay=delay)).port
         client = cara.Client()
         client.connect(f"{scheme}://{HOST}:{port}")
         await client.start()
@@ -222,8 +228,9 @@ async def local_source(scheme: str, delay: float = 0.0) -> AsyncIterator[tuple[A
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_every_byte_arrives_in_order(scheme: str) -> None:
+async def test_every_byte_arrives_in_order(scheme: str, backend: str) -> None:
     """8 MB (with CARA_LONG=1, 1 GB) of chunks that all differ: the consumer's SHA-256 of what
     it got, in the order it got it, is the producer's."""
     n = 16384 if LONG else 125
@@ -241,23 +248,25 @@ async def test_every_byte_arrives_in_order(scheme: str) -> None:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_writes_do_not_wait_for_returns(scheme: str) -> None:
+async def test_writes_do_not_wait_for_returns(scheme: str, backend: str) -> None:
     """Through 40 ms of round trip, 200 writes take a few round trips, not 200."""
     async with local_source(scheme, delay=0.02) as (source, _impl):
         sink = await source.open(0.0, 0)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
+        start = time.perf_counter()
         for c in chunks(200, 16 * KB):
             await sink.write(c)
         total, count, _ = await finish(sink)
         assert (total, count) == (200 * 16 * KB, 200)
-        assert loop.time() - start < 2.0  # one round trip per write would take 8 s
+        assert time.perf_counter() - start < 2.0  # one round trip per write would take 8 s
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_an_error_surfaces_on_the_next_write_and_on_done(scheme: str) -> None:
+async def test_an_error_surfaces_on_the_next_write_and_on_done(scheme: str,
+                                                               backend: str) -> None:
     async with local_source(scheme) as (source, _impl):
         sink = await source.open(0.0, 3)
         await write_until_it_fails(sink, Exception, 3)
@@ -270,8 +279,9 @@ async def test_an_error_surfaces_on_the_next_write_and_on_done(scheme: str) -> N
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_done_waits_for_every_earlier_write(scheme: str) -> None:
+async def test_done_waits_for_every_earlier_write(scheme: str, backend: str) -> None:
     """done() is sent at once but answers after the writes (the consumer runs them first), and
     raises the error of a write that failed before it even when done() itself succeeded."""
     async with local_source(scheme) as (source, _impl):
@@ -282,8 +292,9 @@ async def test_done_waits_for_every_earlier_write(scheme: str) -> None:
         assert (total, count) == (20 * KB, 20)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_feed_sends_an_async_iterator_and_waits_for_every_return() -> None:
+async def test_feed_sends_an_async_iterator_and_waits_for_every_return(backend: str) -> None:
     async with local_source("tcp") as (source, impl):
         sink = await source.open(0.001, 0)
 
@@ -300,8 +311,9 @@ async def test_feed_sends_an_async_iterator_and_waits_for_every_return() -> None
             await feed(bad.write, chunks(6, KB))  # the error of the last returns still counts
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_in_process_streams_are_ordered_and_fail_the_same_way() -> None:
+async def test_in_process_streams_are_ordered_and_fail_the_same_way(backend: str) -> None:
     """A sink of this process (no connection) streams through the same window and gate."""
     good = Sink(0.0005, 0)
     sink = LocalCap(good).cast(stream_capnp.Sink)
@@ -360,8 +372,9 @@ async def stream_measured(url: str, megabytes: int, delay: float,
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_a_slow_consumer_bounds_the_producers_memory(scheme: str) -> None:
+async def test_a_slow_consumer_bounds_the_producers_memory(scheme: str, backend: str) -> None:
     """A consumer taking 64 MB/s at most: the producer's memory stays under the window plus a
     constant while it sends several times the window."""
     megabytes = 1024 if LONG else 24
@@ -373,8 +386,9 @@ async def test_a_slow_consumer_bounds_the_producers_memory(scheme: str) -> None:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_the_default_window_bounds_memory_too(scheme: str) -> None:
+async def test_the_default_window_bounds_memory_too(scheme: str, backend: str) -> None:
     megabytes = 1024 if LONG else 48
     with consumer_process(scheme) as url:
         total, peak, bound = await stream_measured(url, megabytes, 0.0002)
@@ -383,8 +397,9 @@ async def test_the_default_window_bounds_memory_too(scheme: str) -> None:
     assert peak < bound + 2 * MB, f"peak {peak / MB:.1f} MB"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_a_pycapnp_consumer_gets_the_same_stream() -> None:
+async def test_a_pycapnp_consumer_gets_the_same_stream(backend: str) -> None:
     async with apeer("pycapnp_stream_server.py", str(STREAM_CAPNP), HOST, "0",
                      ready=True) as peer:
         url = f"capnp://{HOST}:{peer.port}"
@@ -422,20 +437,21 @@ def test_params_are_counted_by_their_bytes_and_text() -> None:
 # ------------------------------------------------------------------------------ the gate
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_the_gate_runs_calls_in_order_a_stream_call_alone() -> None:
+async def test_the_gate_runs_calls_in_order_a_stream_call_alone(backend: str) -> None:
     from cara.rpc.gate import StreamGate
 
     gate = StreamGate()
     log: list[str] = []
-    release = asyncio.Event()
+    release = Event()
 
     async def write(name: str) -> str:
         log.append(f"start {name}")
         if name == "w1":
             await release.wait()
         elif name == "slow":
-            await asyncio.sleep(10)
+            await sleep(10)
         log.append(f"end {name}")
         return name
 
@@ -445,49 +461,52 @@ async def test_the_gate_runs_calls_in_order_a_stream_call_alone() -> None:
 
     stream = gate.wrap(write, True)
     plain = gate.wrap(status, False)
-    first = asyncio.ensure_future(stream("w1"))
+    first = stream("w1")  # (a future: the handler waits in the gate's drainer)
     second = stream("w2")
     middle = plain("s")
     skipped = stream("skipped")
     slow = stream("slow")
     last = stream("w3")
     skipped.cancel()  # a call cancelled while it waits never runs
-    await asyncio.sleep(0.01)
+    await sleep(0.01)
     assert log == ["start w1"]  # everything else waits behind the running stream call
     release.set()
     assert await first == "w1" and await second == "w2" and await middle == "s"
-    await asyncio.sleep(0.01)
+    await sleep(0.01)
     assert log[-1] == "start slow"
     slow.cancel()  # the running call: its handler is cancelled, the next one runs
     assert await last == "w3"
+    assert slow.cancelled()
     assert log == ["start w1", "end w1", "start w2", "end w2", "status s", "start slow",
                    "start w3", "end w3"]
     assert gate.drainer is None  # nothing left: the drainer has gone
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_a_failed_stream_call_breaks_the_object() -> None:
+async def test_a_failed_stream_call_breaks_the_object(backend: str) -> None:
     from cara.rpc.gate import StreamGate
 
     gate = StreamGate()
 
     async def write(n: int) -> None:
-        await asyncio.sleep(0)
+        await sleep(0)
         if n == 2:
             raise ValueError("broken at 2")
 
     stream = gate.wrap(write, True)
     plain = gate.wrap(lambda _: "ok", False)
-    calls = [asyncio.ensure_future(stream(1)), stream(2), stream(3), plain(None)]
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    calls = [stream(1), stream(2), stream(3), plain(None)]
+    results = await gather(*calls, return_exceptions=True)
     assert results[0] is None
     assert all(isinstance(r, ValueError) and "broken at 2" in str(r) for r in results[1:])
     with pytest.raises(ValueError, match="broken at 2"):
         plain(None)  # every later call fails at once
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_a_pycapnp_producer_streams_to_a_cara_consumer() -> None:
+async def test_a_pycapnp_producer_streams_to_a_cara_consumer(backend: str) -> None:
     """pycapnp sends up to 256 writes at once (it has no flow control): the cara consumer still
     runs them one at a time, in order, and answers done() after the last."""
     impl = Source()
@@ -507,8 +526,10 @@ async def test_a_pycapnp_producer_streams_to_a_cara_consumer() -> None:
         await server.stop()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @on_loop
-async def test_interfaces_described_without_runtime_classes_stream_too(tmp_path: Path) -> None:
+async def test_interfaces_described_without_runtime_classes_stream_too(
+        tmp_path: Path, backend: str) -> None:
     """Plain proxies and implementations (interfaces_from_nodes, the reference compiler's
     nodes): the same StreamCall, order and error on done()."""
     from cara.rpc import Services, interfaces_from_nodes
@@ -525,7 +546,7 @@ async def test_interfaces_described_without_runtime_classes_stream_too(tmp_path:
         if chunk == b"bad":
             raise ValueError("bad chunk")
         received.append(chunk)
-        await asyncio.sleep(0)
+        await sleep(0)
 
     services = Services()
     services.register(infos["Sink"], {"write": write, "done": lambda: (len(received), 0, b"")})

@@ -432,7 +432,8 @@ def test_field_reads_equal_pure_python(modules: tuple[Any, Any], data: dict[Any,
 _EVERY_FORM = [
     0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1, -1, -32, -33, -128,
     -129, -32768, -32769, -(2**31), -(2**31) - 1, -(2**63), 1.5, -0.0, float("inf"), None, True,
-    False, "", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "é" * 40000, b"", b"x" * 255,
+    False, "", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "é" * 40000, "a", "é", "\x7f",
+    "x" * 64, "x" * 65, "x" * 63 + "é", "é" + "x" * 70, "\U0001f600", b"", b"x" * 255,
     b"x" * 256, b"x" * 65536, [], [1] * 15, [1] * 16, [None] * 65536, {}, {"a": 1, 2: [3]},
     {i: i for i in range(16)}, {str(i): i for i in range(70000)}, [[[{"deep": [1.25]}]]],
 ]
@@ -451,3 +452,145 @@ def test_every_msgpack_form_is_read_as_msgpack_reads_it(modules: tuple[Any, Any]
     assert _shape(read) == _shape(pure.Shadow.from_msgpack(message))
     assert read.to_msgpack() == msgpack.packb(read) == msgpack.packb(
         pure.Shadow.from_msgpack(message))
+
+
+# ---------------------------------------------------------------------- what the C paths assume
+#
+# The accelerator takes shortcuts that hold for cara's own classes and values: a field read goes
+# straight to the dict when the class reads items as dict does; packing trusts a dict or int
+# subclass once it has checked the class; small name-keyed dicts are matched by identity;
+# typed lists and structs keep _p, _o, _c and _cara_unknown_ in slots of C base classes. Each
+# shortcut must give what pure Python gives when its assumption does not hold.
+
+
+def test_field_reads_follow_an_overridden_getitem(modules: tuple[Any, Any]) -> None:
+    """A subclass overriding ``__getitem__`` is read through it (as ``property(itemgetter(n))``
+    reads), also when the override comes after reads through dict's own (the class's version
+    tag changes, so the remembered answer is not used)."""
+    outcomes = []
+    for module in modules:
+        class Mine(module.Person):  # type: ignore[misc, name-defined]
+            pass
+
+        p = Mine({1: "n"})
+        first = (p.name, p.id)
+        Mine.__getitem__ = lambda self, key: f"item {key}"  # type: ignore[method-assign]
+        second = (p.name, p.id, p.phones)
+        del Mine.__getitem__
+        outcomes.append((first, second, p.name))
+    assert outcomes[0] == outcomes[1] == (("n", 0), ("item 1", "item 0", "item 3"), "n")
+
+
+def test_name_keyed_dicts_not_matched_by_identity(modules: tuple[Any, Any]) -> None:
+    """Names built at run time (equal to the field names, not the same objects), more names
+    than the identity match takes, unknown names and a union member twice: the same values or
+    errors as pure Python."""
+    def built(name: str) -> str:
+        return "".join(list(name))  # an equal str that is not the interned one
+
+    phones = [{built("number"): "1", built("type"): built("work")},
+              {"number": "2", built("type"): "home"}, {built("nope"): 1}]
+    cases: list[Any] = [
+        {built("id"): 5, built("name"): "n", "email": "e", "phones": phones[:2]},
+        {"id": 5, "name": "n", "email": "e", "phones": phones[:2],
+         "employment": {built("school"): "s"}},
+        {"phones": phones},
+        {"employment": {"school": "s", built("employer"): "e"}},
+        {"employment": {"school": "s", "employer": "e"}},
+        {"c0": {"type": "one", "inner": {"a": "x"}, built("b"): 2}},
+        {"type": 1, "str": "s", "int": 2, "d": "d", "self": "x", "w0": 3, "cls": True,
+         "v0": "two", "c0": {"a": "y"}},  # 9 names: more than the identity match takes
+        {"type": 1, "str": "s", "int": 2, "d": "d", "self": "x", "w0": 3, "cls": True,
+         "v0": "two", built("nope"): 1},
+    ]
+    fast, pure = modules
+    for case in cases:
+        for name in ("Person", "Shadow"):
+            a, b = getattr(fast, name), getattr(pure, name)
+            assert _outcome(a, case) == _outcome(b, case), (name, case)
+            assert _outcome(a._cara_convert_, case) == _outcome(b._cara_convert_, case)
+            kw = {k: v for k, v in case.items() if k.isidentifier()}
+            assert _outcome(a.Create, **kw) == _outcome(b.Create, **kw)
+
+
+def test_packing_subclasses_after_their_class_changes() -> None:
+    """``packb`` remembers which dict and int subclasses pack as dict and int do; a class
+    changed afterwards (``items`` or ``__gt__`` overridden) is checked again: then msgpack packs
+    it (``packb`` gives None) or the bytes are msgpack's."""
+    packb = struct_module._speedups.packb
+
+    class D(dict):  # type: ignore[type-arg]
+        pass
+
+    class N(int):
+        pass
+
+    d, i = D({1: 2}), N(7)
+    assert packb(d) == msgpack.packb(d) and packb(i) == msgpack.packb(i)
+    D.items = lambda self: [(3, 4)]  # type: ignore[assignment, method-assign]
+    N.__gt__ = lambda self, other: False  # type: ignore[assignment, method-assign]
+    assert packb(d) is None and packb(i) is None
+    assert packb([d, i]) is None and packb({0: d}) is None
+    del D.items, N.__gt__
+    assert packb({0: [d, i]}) == msgpack.packb({0: [d, i]})
+
+
+def test_slots_of_the_base_classes(modules: tuple[Any, Any]) -> None:
+    """``_p``, ``_c``, ``_o`` and ``_cara_unknown_`` read as None until set, in both builds;
+    pending children attach on their first change; cycles through them are collected; structs
+    can be weakly referenced."""
+    import gc
+    import weakref
+
+    fast, pure = modules
+    assert fast.Person.__mro__[-3].__name__ == "StructBase"
+    assert pure.Person.__mro__[-2] is dict
+    for module in (fast, pure):
+        p = module.Person()
+        assert (p._p, p._c, p._cara_unknown_) == (None, None, None)
+        phones = p.phones  # a pending default: points at its parent
+        assert phones._p == (p, 3) and p._c == {3: phones} and dict(p) == {}
+        phones.append({"number": "1"})
+        assert phones._p is None and p._c == {} and p[3] is phones
+        assert phones._o == "Person.phones"
+        q = module.Person()
+        ref = weakref.ref(q)
+        q.phones  # noqa: B018 - q -> _c -> list -> _p -> q: a cycle
+        del q
+        gc.collect()
+        assert ref() is None
+        group = p.employment
+        assert group._p == (p, 4)
+
+
+def test_from_msgpack_is_bound_once(modules: tuple[Any, Any]) -> None:
+    """``S.from_msgpack`` is the same bound method every time (nothing made per call); a
+    subclass and an instance get it bound to their own class."""
+    fast, _ = modules
+    data = fast.Person.Create(id=3, phones=[{"type": "home"}]).to_msgpack()
+    assert fast.Person.from_msgpack is fast.Person.from_msgpack
+
+    class Mine(fast.Person):  # type: ignore[misc, name-defined]
+        pass
+
+    assert type(Mine.from_msgpack(data)) is Mine
+    assert type(Mine().from_msgpack(data)) is Mine
+    assert type(fast.Person().from_msgpack(data)) is fast.Person
+    assert fast.Person.from_msgpack(data) == Mine.from_msgpack(data)
+
+
+@pytest.mark.parametrize("message", [
+    msgpack.packb({3: [{1: 7}, {1: 2}, {1: 127}, {1: 128}, {1: -1}]}),  # enum numbers, unknown
+    msgpack.packb({0: 0, 1: "", 2: "a" * 31, 3: [{0: "é", 1: 0}]}),
+    msgpack.packb({0: 127, 1: "x" * 32}),
+    b"\x82\x01\xa2\xff\xfe\x00\x05",   # Text not UTF-8 (a fixstr)
+    b"\x81\x01\xa3ab",                 # a fixstr cut short
+    msgpack.packb({0: "not a number", 1: 5}),
+])
+def test_from_msgpack_scalar_fields(modules: tuple[Any, Any], message: bytes) -> None:
+    """Text, integer and enum fields read straight from their msgpack form give what pure
+    Python gives (values, unknown enum numbers, errors for bad text and wrong types)."""
+    fast, pure = modules
+    for name in ("Person", "Shadow"):
+        a = _read_outcome(getattr(fast, name).from_msgpack, message)
+        assert a == _read_outcome(getattr(pure, name).from_msgpack, message), name

@@ -190,8 +190,9 @@ class AttackersProcess(_Subprocess):
     ``await start()`` returns once all are under way; ``await stop()`` returns what they did."""
 
     def __init__(self, url: str, *, partial: int, partial_size: int, idle: int,
-                 items: int) -> None:
-        super().__init__("attack", url, str(partial), str(partial_size), str(idle), str(items))
+                 items: int, flood: bool = True) -> None:
+        super().__init__("attack", url, str(partial), str(partial_size), str(idle), str(items),
+                         str(int(flood)))
 
     async def start(self) -> None:
         await self.ask("start")
@@ -201,15 +202,48 @@ class AttackersProcess(_Subprocess):
         return report
 
 
-async def _attack(url: str, partial: int, partial_size: int, idle: int, items: int) -> None:
+class ServerProcess(_Subprocess):
+    """A server of Echo and Sink in a process of its own (``url``): a target for attackers
+    that must not share the measured server's process (the ceiling a server cannot beat)."""
+
+    def __init__(self) -> None:
+        super().__init__("serve")
+
+    async def start(self) -> str:
+        self.url: str = await self.ask("start")
+        return self.url
+
+
+async def _serve() -> None:
+    from cara.rpc import register_interface
+    from cara.transports import Server
+
+    mod = schema()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)
+    server = Server()
+    server.bind("tcp://127.0.0.1:0")
+    await server.start()
+    register_interface(server, mod.Echo, lambda text: text)
+    register_interface(server, mod.Sink, lambda items: len(items))
+    print(json.dumps(server.endpoints[0]), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # until stdin closes
+    await server.stop()
+
+
+async def _attack(url: str, partial: int, partial_size: int, idle: int, items: int,
+                  flooding: int = 1) -> None:
+    """The attackers (``items`` 0: no huge frames, ``flooding`` 0: no flood)."""
     loop = asyncio.get_running_loop()
     mod = schema()
     await loop.run_in_executor(None, sys.stdin.readline)
     stop = asyncio.Event()
     socks = await partial_frames(url, partial, partial_size)
     socks += await idle_connections(url, idle)
-    tasks = [asyncio.ensure_future(huge_frames(url, mod.Sink.cara_schema.id, items, stop)),
-             asyncio.ensure_future(flood(url, mod.Echo.cara_schema.id, stop))]
+    tasks = [asyncio.ensure_future(huge_frames(url, mod.Sink.cara_schema.id, items, stop)
+                                   if items else asyncio.sleep(0, 0)),
+             asyncio.ensure_future(flood(url, mod.Echo.cara_schema.id, stop)
+                                   if flooding else asyncio.sleep(0, 0))]
     print(json.dumps("started"), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)
     stop.set()
@@ -256,5 +290,7 @@ async def _good_client(url: str) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "good":
         asyncio.run(_good_client(sys.argv[2]))
+    elif sys.argv[1] == "serve":
+        asyncio.run(_serve())
     else:
-        asyncio.run(_attack(sys.argv[2], *map(int, sys.argv[3:7])))
+        asyncio.run(_attack(sys.argv[2], *map(int, sys.argv[3:8])))

@@ -7,6 +7,7 @@ that must see no failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import os
@@ -15,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from typing import Any
 
@@ -358,5 +360,70 @@ def test_per_connection_limits_refuse_the_greedy_peer_only() -> None:
             sock.close()
             del held
         assert server.stats()["connections"] == 0
+
+    run(main())
+
+
+def test_a_peer_opening_a_connection_per_expensive_frame_keeps_to_its_share() -> None:
+    """Connections younger than a second share one account of loop time, so a peer cannot
+    multiply its share by opening connections. It could still get one frame in per connection:
+    a new connection processed its first frame before looking at the account, and one that
+    left the young account started an account of its own. Here each frame costs tens of
+    milliseconds (30,000 tiny structs) and comes on a connection of its own. Alone, the peer
+    gets the whole loop; while a light client makes a call every few milliseconds, the busy
+    connections together get half of it, so the peer's frames must drop well below its
+    rate alone (they did not drop at all)."""
+    import threading
+
+    mod = A.schema()
+    sink_id = mod.Sink.cara_schema.id
+    handled: list[int] = []
+    payload = A.frame([M.BOOTSTRAP, 0, sink_id]) + \
+        A.frame([M.CALL, 1, [0], sink_id, 0, {0: [{0: 1}] * 30_000}, []])
+
+    async def attack(server: Any, seconds: float, light: Any) -> float:
+        """Frames per second the server processed from the peer in ``seconds``."""
+        host, port = A.address(server.endpoints[0])
+        stop = threading.Event()
+        socks: list[socket.socket] = []
+
+        def connect_and_send() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    sock = socket.create_connection((host, port))
+                    socks.append(sock)
+                    sock.sendall(payload)
+                stop.wait(0.005)
+
+        attacker = threading.Thread(target=connect_and_send)
+        before = len(handled)
+        attacker.start()
+        start = time.perf_counter()
+        try:
+            while time.perf_counter() - start < seconds:
+                if light is not None:
+                    assert await light.echo("light") == "light"
+                await asyncio.sleep(0.003)
+        finally:
+            rate = (len(handled) - before) / (time.perf_counter() - start)
+            stop.set()
+            attacker.join()
+            for sock in socks:
+                sock.close()
+        return rate
+
+    async def main() -> None:
+        async with serving((mod.Sink, lambda items: handled.append(len(items)) or 0),
+                           (mod.Echo, lambda text: text)) as server:
+            async with connected(server) as client:
+                echo = client.bootstrap(mod.Echo)
+                assert await echo.echo("light") == "light"
+                alone = await attack(server, 1.5, None)
+                # (the light client is older than a second by now, no longer in the young
+                # connections' account, whose use decays meanwhile)
+                await asyncio.sleep(1.2)
+                beside = await attack(server, 1.5, echo)
+            assert alone > 0 and beside > 0
+            assert beside / alone < 0.8, (alone, beside)
 
     run(main())

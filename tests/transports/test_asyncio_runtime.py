@@ -23,6 +23,7 @@ from cara.transports import Client, Server
 from tests.rpc.schemas import runtime_module
 from tests.transports.backends import BACKENDS, Event, gather, wait_for
 from tests.transports.backends import run as run_on
+from tests.transports.support import CalcImpl as CalcImplBase
 from tests.transports.support import HolderImpl, SleepImpl, connected, eventually
 
 
@@ -199,6 +200,44 @@ def test_callbacks_released_and_errors(backend: str, url: str) -> None:
                 await calc.fail("ValueError", "nope")
             with pytest.raises(LookupError, match="where"):
                 await calc.fail("LookupError", "where")
+        await server.stop()
+
+    run_on(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_object_made_per_call_dies_when_its_capability_is_released(backend: str,
+                                                                         url: str) -> None:
+    """What the server makes for each call (here a closure over an object of its own) lives
+    only as long as the capability the client holds: nothing on the call path (handler caches
+    included) keeps it. A cache of handlers keyed by function once kept every such closure,
+    and with it whatever capabilities it held."""
+    import weakref
+
+    m = mod()
+
+    class State:
+        pass
+
+    states: list[weakref.ref[State]] = []
+
+    class Impl(CalcImplBase):
+        def makeCallback(self, offset: int) -> Any:
+            state = State()
+            states.append(weakref.ref(state))
+            return lambda value: value + offset + 0 * id(state)
+
+    async def main() -> None:
+        server = await start((m.Calc, Impl()), url=url)
+        async with connected(server) as client:
+            calc = client.bootstrap(m.Calc)
+            caps = await gather(*[calc.makeCallback(i) for i in range(20)])
+            assert await gather(*[cap.call(1) for cap in caps]) == [i + 1 for i in range(20)]
+            del caps
+            gc.collect()
+            await eventually(lambda: server.stats()["exports"] == 1, what="released")
+            gc.collect()
+            assert [r() for r in states] == [None] * 20
         await server.stop()
 
     run_on(backend, main)

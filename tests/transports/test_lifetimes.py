@@ -23,7 +23,6 @@ from cara.rpc import Disconnected
 from cara.transports import Backoff, Client, connect_sync
 from tests.transports.backends import BACKENDS, Event, background, gather, sleep, wait_for
 from tests.transports.backends import run as run_on
-from tests.transports.support import run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -200,19 +199,21 @@ def test_async_on_disconnect_hook(backend: str, schema: Any, server: ServerProce
 # ------------------------------------------------------------------------------ reconnection
 
 
-def test_reconnect_after_a_server_restart(schema: Any, server: ServerProcess) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reconnect_after_a_server_restart(backend: str, schema: Any,
+                                          server: ServerProcess) -> None:
     async def main() -> None:
         policy = Backoff(initial=0.05, maximum=0.2)
         async with client_of(server.url, reconnect=policy) as client:
             svc = schema.Svc(client)  # a bootstrap proxy: it follows the client
             child = await svc.child()  # a capability of the first connection
             assert await child.echo("one") == "one"
-            in_flight = asyncio.ensure_future(svc.sleep(30))
-            await asyncio.sleep(0.1)
+            in_flight = svc.sleep(30)  # sent now
+            await sleep(0.1)
             t0 = time.perf_counter()
             server.kill()
             with pytest.raises(Disconnected):
-                await asyncio.wait_for(in_flight, 5)
+                await wait_for(in_flight, 5)
             assert time.perf_counter() - t0 < 1.0
             with pytest.raises(Disconnected, match="reconnecting"):
                 await svc.echo("while down")  # fails at once, does not hang
@@ -226,24 +227,67 @@ def test_reconnect_after_a_server_restart(schema: Any, server: ServerProcess) ->
             assert await child2.echo("new") == "new"
             # pipelining through the bootstrap proxy on the new connection
             assert await svc.child().svc.echo("piped") == "piped"
+            # and the connection after that: the server killed and restarted once more
+            server.kill()
+            await wait_for(client.disconnected, 5)
+            server.start()
+            await client.wait_connected(10)
+            assert await svc.echo("four") == "four"
 
-    run(main())
+    run_on(backend, main)
 
 
-def test_reconnect_gives_up_after_its_attempts(schema: Any, server: ServerProcess) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reconnect_gives_up_after_its_attempts(backend: str, schema: Any,
+                                               server: ServerProcess) -> None:
     async def main() -> None:
         policy = Backoff(initial=0.02, maximum=0.05, attempts=3)
         async with client_of(server.url, reconnect=policy) as client:
             svc = schema.Svc(client)
             assert await svc.echo("x") == "x"
             server.kill()
-            await asyncio.wait_for(client.disconnected, 5)
+            await wait_for(client.disconnected, 5)
             with pytest.raises(Disconnected, match="gave up"):
                 await client.wait_connected(5)
             with pytest.raises(Disconnected, match="gave up"):
                 await svc.echo("y")
 
-    run(main())
+    run_on(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_wait_connected_times_out_and_stop_ends_the_redialling(
+        backend: str, schema: Any, server: ServerProcess) -> None:
+    """While the server stays down: wait_connected(timeout) raises TimeoutError, and stop()
+    ends the re-dialling (no attempt after it, every waiter raises Disconnected)."""
+
+    async def main() -> None:
+        client = cara.Client(reconnect=Backoff(initial=0.02, maximum=0.05))
+        client.connect(server.url)
+        await client.start()
+        assert await schema.Svc(client).echo("x") == "x"
+        server.kill()
+        await wait_for(client.disconnected, 5)
+        with pytest.raises(asyncio.TimeoutError):
+            await client.wait_connected(0.2)
+        assert "reconnecting (attempt" in client._not_connected_reason()
+        async def wait() -> BaseException | None:
+            try:
+                await client.wait_connected()
+            except Disconnected as exc:
+                return exc
+            return None
+
+        async with background(wait()) as waiting:
+            await sleep(0.05)
+            await client.stop()
+            assert isinstance(await wait_for(waiting.result(), 1), Disconnected)
+        attempts = client._attempt
+        await sleep(0.2)
+        assert client._attempt == attempts  # nothing re-dials after stop()
+        assert client._redial is None
+
+    run_on(backend, main)
 
 
 def test_blocking_client_reconnects(schema: Any, server: ServerProcess) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from cara.rpc import Disconnected, core_cap_of, register_interface
-from cara.transports import Client, Server
+from cara.transports import Client, Server, connect_sync
 from tests.conftest import LONG
 from tests.transports import test_asyncio_rpc as rpc_tests
 from tests.transports import test_asyncio_runtime as runtime_tests
@@ -702,6 +702,35 @@ def test_the_blocking_client_on_nats(nats: NatsServer) -> None:
     finally:
         done.set()
         thread.join(30)
+
+
+def test_under_trio_nats_says_why_and_the_blocking_client_serves_instead(
+        nats: NatsServer) -> None:
+    """nats-py runs on asyncio only: under trio a nats:// server or client refuses to start,
+    saying why and what to use; the blocking client it names works from a trio task."""
+    trio = pytest.importorskip("trio")
+    work = work_interfaces()
+    url = f"{nats.url}/{service_name('work')}"
+
+    async def main() -> None:
+        client = Client(lease=LEASE)
+        client.connect(url)
+        with pytest.raises(NotImplementedError, match="asyncio only: nats-py") as raised:
+            await client.start()
+        assert "cara.connect_sync(url)" in str(raised.value)
+        server = Server(lease=LEASE)
+        server.bind(url)
+        with pytest.raises(NotImplementedError, match="asyncio only: nats-py"):
+            await server.start()
+        with workers(url, 1, lease=LEASE) as (worker,):
+            with connect_sync(url, lease=LEASE) as blocking:
+                proxy = blocking.defer(blocking.bootstrap(work["Work"]))
+                with trio.fail_after(30):
+                    assert await proxy.pid() == worker.pid  # awaited in this trio task
+                    pinned = await proxy.pin()
+                    assert await blocking.defer(pinned).pid() == worker.pid
+
+    trio.run(main)
 
 
 # ------------------------------------------------------------------- three-party handoff

@@ -4,7 +4,8 @@ thread or asyncio loop is started, trio cancellation reaches handlers and calls,
 to asyncio peers -- and the transport's features under trio (unix://, a server's idle deadline
 and connection limit, stopping). The behaviour shared with asyncio runs under both frameworks in
 test_asyncio_rpc.py, test_asyncio_runtime.py, test_behaviour_both_encodings.py,
-test_lifetimes.py and tests/rpc/test_pipelining.py."""
+test_lifetimes.py (reconnection too), tests/rpc/test_pipelining.py and tests/rpc/test_stream.py
+(``-> stream`` methods); test_nats.py checks that ``nats://`` refuses trio, saying why."""
 
 from __future__ import annotations
 
@@ -353,13 +354,3 @@ def test_outside_any_loop_a_call_says_what_to_do() -> None:
     local = LocalCap({"add": lambda a, b: a + b}, calc).cast(calc)
     with pytest.raises(RuntimeError, match="connect_sync"):
         local.add(1, 2)
-
-
-def test_reconnect_is_refused_clearly_under_trio() -> None:
-    async def main() -> None:
-        client = Client(reconnect=True)
-        client.connect("tcp://127.0.0.1:1")
-        with pytest.raises(NotImplementedError, match="reconnect"):
-            await client.start()
-
-    run(main)
