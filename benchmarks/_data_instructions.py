@@ -19,14 +19,15 @@ benchmark (``run.py`` runs only ``bench_*.py``); needs valgrind.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _callgrind import instructions
 
 PARTS = ("round", "packb-round", "create", "to-msgpack", "from-msgpack", "read", "msgspec",
          "bytes-build", "bytes-read")
@@ -91,14 +92,7 @@ def child(part: str, calls: int) -> None:
 
 
 def count(part: str, calls: int) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--child", part, "--calls", str(calls)],
-        capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        raise SystemExit(f"no count in valgrind's output:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+    return instructions(__file__, "--child", part, "--calls", str(calls))
 
 
 def main() -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _callgrind import instructions
 
 
 def child(wire: str, mode: str, calls: int) -> None:
@@ -33,14 +34,7 @@ def child(wire: str, mode: str, calls: int) -> None:
 
 
 def count(wire: str, mode: str, calls: int) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--child", "--wire", wire, "--mode", mode, "--calls", str(calls)],
-        capture_output=True, text=True, check=True)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if found is None:
-        raise SystemExit(f"no count in valgrind's output:\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+    return instructions(__file__, "--child", "--wire", wire, "--mode", mode, "--calls", str(calls))
 
 
 def main() -> None:
