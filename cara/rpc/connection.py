@@ -253,7 +253,7 @@ class Connection:
         #: ``decode_hot`` is an encoding's ``decode`` that gives a final return holding no
         #: capability as ``(answer_id, content)`` and a call on an export with none in its
         #: params as ``(question_id, export_id, interface_id, method_id, content)``
-        #: (optional: see :meth:`_on_final_return` and :meth:`_on_plain_call`).
+        #: (optional: see :meth:`_on_plain_return` and :meth:`_on_plain_call`).
         self._decode: Callable[[Any], Any] = getattr(self.wire, "decode_hot", None) \
             or self.wire.decode
         #: The encoding lets a return that holds no capability end its question (no Finish).
@@ -341,28 +341,16 @@ class Connection:
             q.set_exception(Disconnected(f"connection closed: {self.close_reason or 'by us'}"))
             return q
         param_cls = method.param_cls
-        if HOLDS_INTERFACES.get(param_cls) is False:  # nothing in it can be exported
-            try:
-                self._send_call(self._encode_call(qid, target, method.interface_id,
-                                                  method.index, params, param_cls,
-                                                  self._describe))
-            except BaseException as exc:
-                self._drop_question(q)
-                q.set_exception(exc)
-                return q
-            if timeout is None:
-                timeout = self.timeout
-            if timeout is not None:
-                q.timer = self.loop.call_later(timeout, q._time_out)
-            return q
-        exports: list[int] = []
+        # (no list for what a call whose type holds no capability cannot export)
+        exports: list[int] | None = None if HOLDS_INTERFACES.get(param_cls) is False else []
         self._sending_exports = exports
         try:
-            self._send_call(self._encode_call(q.qid, target, method.interface_id, method.index,
-                                              params, method.param_cls, self._describe))
+            self._send_call(self._encode_call(qid, target, method.interface_id, method.index,
+                                              params, param_cls, self._describe))
         except BaseException as exc:
             self._drop_question(q)
-            self._undo_exports(exports)
+            if exports:
+                self._undo_exports(exports)
             q.set_exception(exc)
             return q
         finally:
@@ -381,13 +369,11 @@ class Connection:
             return
         try:
             msg = self._decode(frame)
-            if type(msg) is tuple:  # decode_hot's shortcuts
-                if len(msg) == 2:
-                    self._on_final_return(msg[0], msg[1])
-                elif len(msg) == 3:
-                    self._on_results(*msg)
-                else:
+            if type(msg) is tuple:  # decode_hot's shortcuts (see messages.from_hot)
+                if len(msg) == 5:
                     self._on_plain_call(*msg)
+                else:
+                    self._on_plain_return(msg)
                 return
             handler = self._handlers.get(type(msg))
             if handler is not None:
@@ -741,8 +727,7 @@ class Connection:
         local = export.cap.resolved() if export is not None else None
         if type(local) is not LocalCap or self._running >= self.max_answers or self._queued \
                 or qid in self._answers:
-            self._on_call(M.Call(qid, M.ImportedCap(export_id), interface_id, method_id,
-                                 M.Payload(None, None, raw=(content, False), cap_table=[])))
+            self._on_call(M.call_from_hot((qid, export_id, interface_id, method_id, content)))
             return
         self._run_local(qid, local, interface_id, method_id, (content, False), [], True)
 
@@ -811,13 +796,7 @@ class Connection:
         it runs (no frame is read meanwhile), so the answers table gets an entry only when
         the return is not final: a ``Finish`` will come, and calls may be pipelined on it."""
         try:
-            cls = method.result_cls
-            if HOLDS_INTERFACES.get(cls) is False:  # (_encode_return's first case, inline)
-                frame, final = self._encode_results(qid, results, cls, self._implicit_finish,
-                                                    self._describe)
-                exports = _NO_EXPORTS
-            else:
-                frame, final, exports = self._encode_return(qid, method, results)
+            frame, final, exports = self._encode_return(qid, method, results)
         except Exception as exc:  # unencodable results, or too big for the transport
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
@@ -1028,61 +1007,39 @@ class Connection:
             self._drop_question(q)
         else:  # sent with whatever goes out next (one write per call, not two)
             q.finished = True
-            self._finishes.append(q)
-            if len(self._finishes) == 1:
-                self.loop.call_soon(self._flush_finishes)
+            self._owe_finish(q)
 
-    def _on_final_return(self, answer_id: int, content: Any) -> None:
-        """A final ``Return`` holding no capability (``decode_hot``'s tuple): the answer to
-        most calls. A question nobody cancelled, timed or pipelined on takes this short way;
-        any other goes through :meth:`_on_return` as the message it stands for."""
+    def _owe_finish(self, q: Question) -> None:
+        """Send ``q``'s ``Finish`` soon: in this loop turn's batch of Finishes, or in front of
+        the next call (see :meth:`_send_call_joined`)."""
+        self._finishes.append(q)
+        if len(self._finishes) == 1:
+            self.loop.call_soon(self._flush_finishes)
+
+    def _on_plain_return(self, hot: tuple[Any, ...]) -> None:
+        """A ``Return`` of results holding no capability (``decode_hot``'s 2-tuple, final: the
+        callee has forgotten the answer; or its 3-tuple, which our ``Finish`` must follow):
+        the answer to most calls. A question nobody cancelled, timed or pipelined on takes
+        this short way; any other goes through :meth:`_on_return` as the message it stands
+        for (see :func:`~cara.rpc.messages.return_from_hot`)."""
+        answer_id, content = hot[0], hot[1]
         q = self._questions.get(answer_id)
         if q is None or q.returned or q.finished or q.pipes or q.timer is not None or \
                 q.param_exports is not None:
-            self._on_return(M.Return(answer_id, M.Payload(None, None, raw=(content, False),
-                                                          cap_table=[]),
-                                     release_param_caps=False, no_finish=True))
+            self._on_return(M.return_from_hot(hot))
             return
         q.returned = q.finished = True
-        del self._questions[answer_id]
-        self._free_questions.append(answer_id)
+        final = len(hot) == 2
+        if final:
+            del self._questions[answer_id]
+            self._free_questions.append(answer_id)
         method = q._method
         cls = method.result_cls
         try:
             if type(content) is dict and HOLDS_INTERFACES.get(cls) is False:
-                results = cls(content)
+                results = cls(content)  # (decode_content's common case)
             else:
                 results = self.wire.decode_content((content, False), cls, [])
-            q._results = results
-            if q.done():
-                return
-            if q._unbox and method.unbox is not None:
-                results = method.unbox(results)
-        except ProtocolError:
-            raise
-        except Exception as exc:
-            if not q.done():
-                q.set_exception(exc)
-            return
-        q.set_result(results)
-
-    def _on_results(self, answer_id: int, content: Any, release_param_caps: bool) -> None:
-        """A ``Return`` of results holding no capability, which our ``Finish`` must follow
-        (``decode_hot``'s 3-tuple: the capnp encoding's answer to most calls; ``content``
-        stands for the payload's raw as ``(content, False)``). A question nobody cancelled,
-        timed or pipelined on takes this short way; any other goes through
-        :meth:`_on_return` as the message it stands for."""
-        q = self._questions.get(answer_id)
-        if q is None or q.returned or q.finished or q.pipes or q.timer is not None or \
-                q.param_exports is not None:
-            self._on_return(M.Return(answer_id, M.Payload(None, None, raw=(content, False),
-                                                          cap_table=[]),
-                                     release_param_caps=release_param_caps))
-            return
-        q.returned = q.finished = True
-        method = q._method
-        try:
-            results = self.wire.decode_content((content, False), method.result_cls, [])
             q._results = results
             if not q.done():
                 q.set_result(method.unbox(results) if q._unbox and method.unbox is not None
@@ -1092,10 +1049,8 @@ class Connection:
         except Exception as exc:
             if not q.done():
                 q.set_exception(exc)
-        # (after the result: the caller's next call may take the Finish along)
-        self._finishes.append(q)
-        if len(self._finishes) == 1:
-            self.loop.call_soon(self._flush_finishes)
+        if not final:  # (after the result: the caller's next call may take the Finish along)
+            self._owe_finish(q)
 
     def _send_call_joined(self, frame: bytes) -> None:
         """Send a call's ``frame`` with the Finishes due in front of it, in one frame (an

@@ -145,31 +145,26 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
         # no coroutine unawaited (a RuntimeWarning)
         return box(await fn(*args, **kwargs))
 
+    # The common one-argument method takes its value directly (call_args' first case).
+    fields = cls.cara_schema.fields
+    number = fields[0].number if not is_async and not spec.params_named and \
+        len(fields) == 1 and capacity >= 1 else None
+
     def handle(params: Any) -> Any:
         if type(params) is not cls:
             params = cls({} if params is None else params)
-        args, kwargs = call_args(params, capacity)
-        if is_async:
-            return run_async(args, kwargs)
-        result = fn(*args, **kwargs)
+        if number is not None:
+            result = fn(params[number])
+        else:
+            args, kwargs = call_args(params, capacity)
+            if is_async:
+                return run_async(args, kwargs)
+            result = fn(*args, **kwargs)
         if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
             return boxed(result)
         return box(result)
 
-    fields = cls.cara_schema.fields
-    if is_async or spec.params_named or len(fields) != 1 or capacity < 1:
-        return handle
-    number = fields[0].number
-
-    def handle_one(params: Any) -> Any:  # handle() for the common one-argument method
-        if type(params) is not cls:
-            params = cls({} if params is None else params)
-        result = fn(params[number])
-        if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
-            return boxed(result)
-        return box(result)
-
-    return handle_one
+    return handle
 
 
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:

@@ -60,6 +60,9 @@ __all__ = [
     "Unimplemented",
     "Unknown",
     "Wire",
+    "call_from_hot",
+    "from_hot",
+    "return_from_hot",
 ]
 
 
@@ -351,3 +354,28 @@ class Wire(Protocol):
         where a pointer on the way is null. Raises ``ProtocolError`` for a step that names no
         pointer field."""
         ...
+
+
+def from_hot(hot: tuple[Any, ...]) -> Message:
+    """The message an encoding's ``decode_hot`` tuple stands for (``(content, False)`` is the
+    payload's ``raw``): ``(question_id, export_id, interface_id, method_id, content)`` a
+    ``Call`` on an export with no capability in its params, else a ``Return`` (see
+    :func:`return_from_hot`)."""
+    return call_from_hot(hot) if len(hot) == 5 else return_from_hot(hot)
+
+
+def call_from_hot(hot: tuple[Any, ...]) -> Call:
+    """The ``Call`` a ``decode_hot`` 5-tuple stands for."""
+    qid, export_id, interface_id, method_id, content = hot
+    return Call(qid, ImportedCap(export_id), interface_id, method_id,
+                Payload(None, None, raw=(content, False), cap_table=[]))
+
+
+def return_from_hot(hot: tuple[Any, ...]) -> Return:
+    """The ``Return`` a ``decode_hot`` tuple stands for: ``(answer_id, content)`` a final one
+    holding no capability, ``(answer_id, content, release_param_caps)`` one of results holding
+    none, which a ``Finish`` must follow."""
+    results = Payload(None, None, raw=(hot[1], False), cap_table=[])
+    if len(hot) == 2:
+        return Return(hot[0], results, release_param_caps=False, no_finish=True)
+    return Return(hot[0], results, release_param_caps=hot[2])

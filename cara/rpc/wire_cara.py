@@ -341,15 +341,7 @@ class CaraWire:
 
     def decode(self, frame: bytes | bytearray | memoryview) -> M.Message:
         msg = self.decode_hot(frame)
-        if isinstance(msg, tuple):
-            if len(msg) == 2:
-                return M.Return(msg[0], M.Payload(None, None, raw=(msg[1], False),
-                                                  cap_table=[]),
-                                release_param_caps=False, no_finish=True)
-            qid, target, iid, mid, params = msg
-            return M.Call(qid, M.ImportedCap(target), iid, mid,
-                          M.Payload(None, None, raw=(params, False), cap_table=[]))
-        return msg
+        return M.from_hot(msg) if isinstance(msg, tuple) else msg
 
     def decode_hot(self, frame: bytes | bytearray | memoryview) -> M.Message | tuple[Any, ...]:
         """:meth:`decode`, except that the two commonest frames come back as tuples, with no
