@@ -323,7 +323,14 @@ DescribeCap = Callable[[Any], CapDescriptor]
 
 
 class Wire(Protocol):
-    """An encoding of the messages (one per connection; it may keep per-connection state)."""
+    """An encoding of the messages (one per connection; it may keep per-connection state).
+
+    Optional shortcuts the core uses when an encoding has them (``Connection`` looks them up
+    once): ``encode_call``/``encode_results`` write a call or a plain return without message
+    objects; ``decode_hot`` is :meth:`decode` that gives the commonest messages as tuples
+    (see :func:`from_hot`); ``encode_finishes(question_ids)`` writes Finish messages back to
+    back for an encoding whose frames may hold several; ``implicit_finish`` says a return
+    holding no capability ends its answer on the callee's side."""
 
     #: Short name used in errors and URLs (``"cara"``, ``"capnp"``).
     name: str
