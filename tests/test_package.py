@@ -71,3 +71,6 @@ def test_the_accelerator_is_built_where_required() -> None:
 
     assert accel.binary is not None, \
         "cara/codecs/capnp/_binary.c was not built (see pip's build output)"
+    from cara.rpc.accel import FRAMES
+
+    assert FRAMES is not None, "cara/rpc/_frames.c was not built (see pip's build output)"

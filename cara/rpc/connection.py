@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any
 
 from cara.rpc import messages as M
+from cara.rpc.accel import FRAMES
 from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
@@ -52,6 +53,7 @@ from cara.rpc.errors import (
 )
 from cara.rpc.proxies import CallPromise, Method, method_of
 from cara.rpc.wire_cara import CaraWire
+from cara.runtime.accel import SPEEDUPS
 from cara.runtime.interface import HOLDS_INTERFACES
 
 __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
@@ -265,6 +267,9 @@ class Connection:
             getattr(self.wire, "encode_finishes", None)
         self._send_call: Callable[[bytes], None] = \
             self._send_call_joined if self._encode_finishes is not None else send
+        #: Plain calls and their final returns may take the C fast path (cara/rpc/_frames.c):
+        #: the stock cara frames (an encoding of another class may frame differently).
+        self._fast_frames = FRAMES is not None and type(self.wire) is CaraWire
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name
@@ -1252,3 +1257,8 @@ def _when_resolved(cap: Cap, callback: Callable[[Cap], None]) -> None:
         _when_resolved(cap.resolution, callback)
     else:
         callback(cap)
+
+
+if FRAMES is not None:
+    FRAMES.configure(Question, ImportCap, PipelineCap, HOLDS_INTERFACES, ProtocolError,
+                     SPEEDUPS.packb)

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cara.rpc.accel import FRAMES
 from cara.rpc.description import (
     INTERFACE,
     FieldInfo,
@@ -431,6 +432,7 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         return streaming
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
+    send_plain = FRAMES.send_plain if FRAMES is not None else None
     rpc_method: Method | None = None  # method_of(spec), on the first call
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -442,7 +444,12 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
             check_loop(cap)
         if rpc_method is None:
             rpc_method = method_of(spec)
-        return cap.call(rpc_method, box(args, kwargs), None)
+        params = box(args, kwargs)
+        if send_plain is not None:  # the C fast path (cara/rpc/_frames.c) or None
+            q = send_plain(cap, rpc_method, params)
+            if q is not None:
+                return q
+        return cap.call(rpc_method, params, None)
 
     method.__name__ = method.__qualname__ = spec.attr
     return method

@@ -70,6 +70,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cara.rpc.accel import FRAMES as _FRAMES
 from cara.rpc.connection import Connection
 from cara.rpc.description import describe
 from cara.rpc.dispatch import Services
@@ -117,6 +118,9 @@ READ_SIZE = 64 * 1024
 BIG_READ = 256 * 1024
 _BIG_FRAME = 16 * 1024
 
+#: Queued items (a length and a frame each) after which a burst of frames is written at once,
+#: without waiting for the end of the loop turn (see ``_write_burst``).
+_BURST_WRITE = 512
 #: Loop turns an outgoing write may wait for running handlers' answers to join it.
 _COALESCE_TURNS = 16
 
@@ -559,8 +563,18 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         time) has passed; return how many bytes were used, or -1 once the connection closed."""
         conn = self.conn
         assert conn is not None
-        pos, end_of_data = 0, len(view)
         limit = self.max_frame_size
+        if _FRAMES is not None:  # the same loop in C (cara/rpc/_frames.c)
+            pos = _FRAMES.process(conn, view, limit, deadline, _now)
+            if pos < 0:
+                self._close_transport()
+                return -1
+            if len(view) - pos >= 4 and _unpack_header(view, pos)[0] > limit:
+                self.abort(f"frame of {_unpack_header(view, pos)[0]} bytes exceeds the limit "
+                           f"of {limit} bytes")
+                return -1
+            return pos
+        pos, end_of_data = 0, len(view)
         while end_of_data - pos >= 4:
             size = _unpack_header(view, pos)[0]
             if size > limit:
@@ -823,8 +837,19 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             out = self._out
             out.append(_pack_header(size))
             out.append(frame)
+            if len(out) >= _BURST_WRITE and not self.throttled:
+                self._write_burst()
             return
         self._queue(frame, True)
+
+    def _write_burst(self) -> None:
+        """Write what a long burst of frames has queued so far, before the flush scheduled for
+        its end: the peer starts on the first calls while we still make the last ones (the
+        two ends then work at once instead of in turn)."""
+        out, self._out = self._out, []
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
 
     def _send_raw(self, message: bytes) -> None:
         """Send one already framed message (the capnp encoding frames its own)."""

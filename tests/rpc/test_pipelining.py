@@ -116,6 +116,7 @@ class Tap:
 
         conn._emit = tapped_emit
         conn._encode_call = tapped_encode_call  # calls are sent without a message object
+        conn._fast_frames = False  # (the C fast path encodes its calls itself)
         conn._describe = tapped_describe
 
     def of(self, kind: type) -> list[Any]:

@@ -1,0 +1,607 @@
+/* Optional C fast path of cara frames (cara/rpc/wire_cara.py) for the commonest traffic.
+ *
+ * Most frames a connection moves are plain calls and their final returns: a call on an
+ * imported capability whose params can hold no capability, and the RETURN_FINAL answering it.
+ * In Python each costs a handful of frames (proxy, capability, connection, encoding, question),
+ * which is most of a call's cost once asyncio's own share is paid. Here:
+ *
+ *   send_plain(cap, method, params)  sends such a call and returns its Question, or None when
+ *                                    anything is not the plain case (the caller then runs
+ *                                    cap.call(), the reference, with nothing done yet);
+ *   process(conn, view, limit, deadline, now)
+ *                                    is the transport's frame loop (asyncio_transport's
+ *                                    _process): it settles a plain final return in place and
+ *                                    hands every other frame to conn.receive().
+ *
+ * Both only *take* the plain case and decide nothing else: every check happens before the
+ * first side effect, so a frame or call they decline goes through the Python path whole, which
+ * gives the result or the error with its wording. The Python twins stay the reference; the
+ * tests run both builds over the same traffic (tests/test_rpc_frames_accel.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* set by configure() */
+static PyObject *Question, *ImportCap, *PipelineCap, *HOLDS, *ProtocolError, *packb;
+static PyObject *loop_kwnames;
+
+static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout, *s_param_cls,
+    *s_interface_id, *s_index, *s_questions, *s_free_questions, *s_next_question, *s_loop,
+    *s_qid, *s_method, *s_unbox_flag, *s_send_call, *s_called, *s_id, *s_result_cls,
+    *s_returned, *s_finished, *s_pipes, *s_timer, *s_param_exports, *s_results, *s_done,
+    *s_set_result, *s_set_exception, *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire,
+    *s_max_objects;
+
+#define CALL 0x00
+#define RETURN_FINAL 0x0b
+
+/* ------------------------------------------------------------------ msgpack helpers */
+
+/* Bytes msgpack's packer uses for the unsigned int v (the smallest form). */
+static int
+uint_size(uint64_t v)
+{
+    if (v < 0x80) return 1;
+    if (v <= 0xff) return 2;
+    if (v <= 0xffff) return 3;
+    if (v <= 0xffffffffULL) return 5;
+    return 9;
+}
+
+static unsigned char *
+put_uint(unsigned char *p, uint64_t v)
+{
+    if (v < 0x80) { *p++ = (unsigned char)v; return p; }
+    if (v <= 0xff) { *p++ = 0xcc; *p++ = (unsigned char)v; return p; }
+    if (v <= 0xffff) { *p++ = 0xcd; *p++ = (unsigned char)(v >> 8); *p++ = (unsigned char)v;
+                       return p; }
+    if (v <= 0xffffffffULL) {
+        *p++ = 0xce;
+        for (int s = 24; s >= 0; s -= 8) *p++ = (unsigned char)(v >> s);
+        return p;
+    }
+    *p++ = 0xcf;
+    for (int s = 56; s >= 0; s -= 8) *p++ = (unsigned char)(v >> s);
+    return p;
+}
+
+/* Read an unsigned int in any msgpack form; 0 when it is not one (or runs past end). */
+static int
+read_uint(const unsigned char **pp, const unsigned char *end, uint64_t *out)
+{
+    const unsigned char *p = *pp;
+    int width;
+    if (p >= end) return 0;
+    if (*p < 0x80) { *out = *p; *pp = p + 1; return 1; }
+    switch (*p) {
+    case 0xcc: width = 1; break;
+    case 0xcd: width = 2; break;
+    case 0xce: width = 4; break;
+    case 0xcf: width = 8; break;
+    default: return 0;
+    }
+    if (end - p < 1 + width) return 0;
+    uint64_t v = 0;
+    for (int i = 1; i <= width; i++) v = (v << 8) | p[i];
+    *out = v;
+    *pp = p + 1 + width;
+    return 1;
+}
+
+/* An attribute as an unsigned 64-bit value; 0 (no error set) when it is not a plain int in
+ * range. */
+static int
+attr_uint(PyObject *obj, PyObject *name, uint64_t max, uint64_t *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) { PyErr_Clear(); return 0; }
+    int ok = 0;
+    if (PyLong_CheckExact(v)) {
+        unsigned long long u = PyLong_AsUnsignedLongLong(v);
+        if (u == (unsigned long long)-1 && PyErr_Occurred()) PyErr_Clear();
+        else if (u <= max) { *out = u; ok = 1; }
+    }
+    Py_DECREF(v);
+    return ok;
+}
+
+/* Whether obj.name is exactly `expected` (an identity test); -1 on error. */
+static int
+attr_is(PyObject *obj, PyObject *name, PyObject *expected)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    int r = v == expected;
+    Py_DECREF(v);
+    return r;
+}
+
+/* Whether obj.name is false (bool(obj.name) is False); -1 on error. */
+static int
+attr_false(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t < 0 ? -1 : !t;
+}
+
+/* ------------------------------------------------------------------ configure */
+
+static PyObject *
+frames_configure(PyObject *module, PyObject *args)
+{
+    PyObject *q, *ic, *pc, *holds, *perr, *pk;
+    if (!PyArg_ParseTuple(args, "OOOO!OO:configure", &q, &ic, &pc, &PyDict_Type, &holds, &perr,
+                          &pk))
+        return NULL;
+    Py_XSETREF(Question, Py_NewRef(q));
+    Py_XSETREF(ImportCap, Py_NewRef(ic));
+    Py_XSETREF(PipelineCap, Py_NewRef(pc));
+    Py_XSETREF(HOLDS, Py_NewRef(holds));
+    Py_XSETREF(ProtocolError, Py_NewRef(perr));
+    Py_XSETREF(packb, Py_NewRef(pk));
+    Py_RETURN_NONE;
+}
+
+#define READY() (Question != NULL)
+
+static PyObject *one;  /* the int 1 */
+
+/* The raised exception as an instance (a new reference), the error indicator cleared: what an
+ * `except BaseException as exc` gets. */
+static PyObject *
+take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* ------------------------------------------------------------------ sending a plain call */
+
+/* Drop question q (id qid) from conn's table, as Connection._drop_question does. */
+static int
+drop_question(PyObject *conn, PyObject *questions, PyObject *qid, PyObject *q)
+{
+    PyObject *found = PyDict_GetItemWithError(questions, qid);
+    if (found == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (found != q) return 0;
+    if (PyDict_DelItem(questions, qid) < 0) return -1;
+    PyObject *free_ids = PyObject_GetAttr(conn, s_free_questions);
+    if (free_ids == NULL) return -1;
+    int r = PyList_Check(free_ids) ? PyList_Append(free_ids, qid) : 0;
+    Py_DECREF(free_ids);
+    return r;
+}
+
+/* send_plain(cap, method, params): Connection.send_call for a call on an imported capability
+ * whose params type holds no capability, on a connection using stock cara frames with no
+ * default timeout. Returns the Question, or None (nothing done) for anything else. */
+static PyObject *
+frames_send_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send_plain(cap, method, params)");
+        return NULL;
+    }
+    if (!READY()) Py_RETURN_NONE;
+    PyObject *cap = args[0], *method = args[1], *params = args[2];
+    PyObject *conn = NULL, *frame_params = NULL, *questions = NULL, *qid = NULL, *q = NULL;
+    PyObject *frame = NULL, *sent = NULL;
+    Py_INCREF(cap);
+    /* follow resolutions (PipelineCap.call / ImportCap.call do the same) */
+    for (int hops = 0;; hops++) {
+        PyTypeObject *t = Py_TYPE(cap);
+        if (hops > 64 || ((PyObject *)t != ImportCap && (PyObject *)t != PipelineCap))
+            goto decline;
+        PyObject *res = PyObject_GetAttr(cap, s_resolution);
+        if (res == NULL) goto error;
+        if (res == Py_None) {
+            Py_DECREF(res);
+            if ((PyObject *)t != ImportCap) goto decline;
+            break;
+        }
+        Py_SETREF(cap, res);
+    }
+    int r = attr_is(cap, s_entry, Py_None);
+    if (r != 0) { if (r < 0) goto error; goto decline; }  /* released: Python says so */
+    conn = PyObject_GetAttr(cap, s_conn);
+    if (conn == NULL) goto error;
+    if ((r = attr_is(conn, s_fast, Py_True)) != 1) { if (r < 0) goto error; goto decline; }
+    if ((r = attr_is(conn, s_closed, Py_False)) != 1) { if (r < 0) goto error; goto decline; }
+    if ((r = attr_is(conn, s_timeout, Py_None)) != 1) { if (r < 0) goto error; goto decline; }
+    uint64_t target, iid, mid, next;
+    if (!attr_uint(cap, s_id, 0xffffffffULL, &target)
+            || !attr_uint(method, s_interface_id, UINT64_MAX, &iid)
+            || !attr_uint(method, s_index, 0xffff, &mid))
+        goto decline;
+    {
+        PyObject *param_cls = PyObject_GetAttr(method, s_param_cls);
+        if (param_cls == NULL) goto error;
+        PyObject *holds = PyDict_GetItemWithError(HOLDS, param_cls);
+        Py_DECREF(param_cls);
+        if (holds != Py_False) { if (PyErr_Occurred()) goto error; goto decline; }
+    }
+    frame_params = PyObject_CallOneArg(packb, params);
+    if (frame_params == NULL) goto error;
+    if (!PyBytes_CheckExact(frame_params)) goto decline;  /* None: msgpack's packer decides */
+    questions = PyObject_GetAttr(conn, s_questions);
+    if (questions == NULL) goto error;
+    if (!PyDict_CheckExact(questions)) goto decline;
+
+    /* ---- from here on, the call is ours: the question id */
+    {
+        PyObject *free_ids = PyObject_GetAttr(conn, s_free_questions);
+        if (free_ids == NULL) goto error;
+        Py_ssize_t n = PyList_Check(free_ids) ? PyList_GET_SIZE(free_ids) : -1;
+        if (n > 0) {
+            qid = PyList_GET_ITEM(free_ids, n - 1);
+            Py_INCREF(qid);
+            r = PyList_SetSlice(free_ids, n - 1, n, NULL);
+            Py_DECREF(free_ids);
+            if (r < 0) goto error;
+        }
+        else {
+            Py_DECREF(free_ids);
+            qid = PyObject_GetAttr(conn, s_next_question);
+            if (qid == NULL) goto error;
+            PyObject *after = PyNumber_Add(qid, one);
+            if (after == NULL) goto error;
+            r = PyObject_SetAttr(conn, s_next_question, after);
+            Py_DECREF(after);
+            if (r < 0) goto error;
+        }
+    }
+    next = PyLong_AsUnsignedLongLong(qid);
+    if (next == (uint64_t)-1 && PyErr_Occurred()) goto error;
+    {
+        PyObject *loop = PyObject_GetAttr(conn, s_loop);
+        if (loop == NULL) goto error;
+        q = PyObject_Vectorcall(Question, &loop, 0, loop_kwnames);
+        Py_DECREF(loop);
+        if (q == NULL) goto error;
+    }
+    if (PyObject_SetAttr(q, s_conn, conn) < 0 || PyObject_SetAttr(q, s_qid, qid) < 0
+            || PyObject_SetAttr(q, s_method, method) < 0
+            || PyObject_SetAttr(q, s_unbox_flag, Py_True) < 0
+            || PyDict_SetItem(questions, qid, q) < 0)
+        goto error;
+    if (PyObject_SetAttr(cap, s_called, Py_True) < 0) goto error;
+
+    /* ---- the frame: [CALL, qid, target, iid, mid, params, []] */
+    {
+        Py_ssize_t psize = PyBytes_GET_SIZE(frame_params);
+        Py_ssize_t size = 2 + uint_size(next) + uint_size(target) + uint_size(iid)
+            + uint_size(mid) + psize + 1;
+        frame = PyBytes_FromStringAndSize(NULL, size);
+        if (frame == NULL) goto error;
+        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(frame);
+        *p++ = 0x97;
+        *p++ = CALL;
+        p = put_uint(p, next);
+        p = put_uint(p, target);
+        p = put_uint(p, iid);
+        p = put_uint(p, mid);
+        memcpy(p, PyBytes_AS_STRING(frame_params), psize);
+        p[psize] = 0x90;
+    }
+    sent = PyObject_CallMethodOneArg(conn, s_send_call, frame);
+    if (sent == NULL) {
+        /* as send_call: the question is dropped and fails with what the transport raised */
+        PyObject *exc = take_exception();
+        if (exc == NULL) goto error;
+        if (drop_question(conn, questions, qid, q) < 0) {
+            Py_DECREF(exc);
+            goto error;
+        }
+        PyObject *done = PyObject_CallMethodOneArg(q, s_set_exception, exc);
+        Py_DECREF(exc);
+        if (done == NULL) goto error;
+        Py_DECREF(done);
+    }
+    Py_XDECREF(sent);
+    Py_DECREF(frame);
+    Py_DECREF(qid);
+    Py_DECREF(questions);
+    Py_DECREF(frame_params);
+    Py_DECREF(conn);
+    Py_DECREF(cap);
+    return q;
+
+decline:
+    Py_XDECREF(frame_params);
+    Py_XDECREF(questions);
+    Py_XDECREF(conn);
+    Py_DECREF(cap);
+    Py_RETURN_NONE;
+
+error:
+    if (q != NULL && questions != NULL && qid != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (drop_question(conn, questions, qid, q) < 0) PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(q);
+    Py_XDECREF(qid);
+    Py_XDECREF(frame);
+    Py_XDECREF(frame_params);
+    Py_XDECREF(questions);
+    Py_XDECREF(conn);
+    Py_DECREF(cap);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ a plain final return */
+
+/* Connection._on_plain_return for frame f (size bytes: [RETURN_FINAL, answer_id, content, []])
+ * when its question takes the short way and the results class reads the content in C.
+ * 1: settled; 0: declined (nothing done); -1: error. */
+static int
+plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
+{
+    const unsigned char *p = f + 2, *end = f + size - 1;  /* end: the empty cap table */
+    uint64_t aid;
+    int r, out = 0;
+    PyObject *key = NULL, *questions = NULL, *q = NULL, *method = NULL, *cls = NULL;
+    PyObject *plan = NULL, *content = NULL, *results = NULL, *value = NULL;
+    if (!read_uint(&p, end, &aid) || aid > 0xffffffffULL || p >= end || *p == 0xc0)
+        return 0;  /* (a nil content: the Python path makes the empty struct) */
+    questions = PyObject_GetAttr(conn, s_questions);
+    if (questions == NULL) goto error;
+    if (!PyDict_CheckExact(questions)) goto done;
+    key = PyLong_FromUnsignedLongLong(aid);
+    if (key == NULL) goto error;
+    q = PyDict_GetItemWithError(questions, key);
+    if (q == NULL) { if (PyErr_Occurred()) goto error; goto done; }
+    Py_INCREF(q);
+    if (Py_TYPE(q) != (PyTypeObject *)Question) goto done;
+    if ((r = attr_false(q, s_returned)) != 1 || (r = attr_false(q, s_finished)) != 1
+            || (r = attr_false(q, s_pipes)) != 1 || (r = attr_is(q, s_timer, Py_None)) != 1
+            || (r = attr_is(q, s_param_exports, Py_None)) != 1) {
+        if (r < 0) goto error;
+        goto done;
+    }
+    method = PyObject_GetAttr(q, s_method);
+    if (method == NULL) goto error;
+    cls = PyObject_GetAttr(method, s_result_cls);
+    if (cls == NULL) goto error;
+    {
+        PyObject *holds = PyDict_GetItemWithError(HOLDS, cls);
+        if (holds != Py_False) { if (PyErr_Occurred()) goto error; goto done; }
+    }
+    plan = PyObject_GetAttr(cls, s_plan);
+    if (plan == NULL) { PyErr_Clear(); goto done; }
+    if (plan == Py_None) goto done;
+    content = PyBytes_FromStringAndSize((const char *)p, end - p);
+    if (content == NULL) goto error;
+    {
+        PyObject *call_args[3] = {plan, cls, content};
+        results = PyObject_VectorcallMethod(s_unpackb, call_args,
+                                            3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    if (results == NULL) { PyErr_Clear(); goto done; }  /* the Python path says what failed */
+    if (results == Py_None) goto done;
+
+    /* ---- ours: as _on_plain_return, from `q.returned = q.finished = True` on */
+    out = 1;
+    if (PyObject_SetAttr(q, s_returned, Py_True) < 0
+            || PyObject_SetAttr(q, s_finished, Py_True) < 0
+            || PyDict_DelItem(questions, key) < 0)
+        goto error;
+    {
+        PyObject *free_ids = PyObject_GetAttr(conn, s_free_questions);
+        if (free_ids == NULL) goto error;
+        r = PyList_Check(free_ids) ? PyList_Append(free_ids, key) : 0;
+        Py_DECREF(free_ids);
+        if (r < 0) goto error;
+    }
+    if (PyObject_SetAttr(q, s_results, results) < 0) goto error;
+    {
+        PyObject *is_done = PyObject_CallMethodNoArgs(q, s_done);
+        if (is_done == NULL) goto error;
+        r = is_done == Py_True;
+        Py_DECREF(is_done);
+        if (r) goto done;
+    }
+    {
+        int unbox = attr_false(q, s_unbox_flag);
+        if (unbox < 0) goto error;
+        PyObject *unboxer = NULL;
+        if (!unbox) {  /* q._unbox is true */
+            unboxer = PyObject_GetAttr(method, s_unbox);
+            if (unboxer == NULL) goto error;
+            if (unboxer == Py_None) Py_CLEAR(unboxer);
+        }
+        if (unboxer != NULL) {
+            value = PyObject_CallOneArg(unboxer, results);
+            Py_DECREF(unboxer);
+            if (value == NULL) {  /* as the Python path: the caller gets the error */
+                PyObject *exc = take_exception();
+                if (exc == NULL) goto error;
+                PyObject *set = PyObject_CallMethodOneArg(q, s_set_exception, exc);
+                Py_DECREF(exc);
+                if (set == NULL) goto error;
+                Py_DECREF(set);
+                goto done;
+            }
+        }
+        else
+            value = Py_NewRef(results);
+    }
+    {
+        PyObject *set = PyObject_CallMethodOneArg(q, s_set_result, value);
+        if (set == NULL) goto error;
+        Py_DECREF(set);
+    }
+done:
+    Py_XDECREF(value);
+    Py_XDECREF(results);
+    Py_XDECREF(content);
+    Py_XDECREF(plan);
+    Py_XDECREF(cls);
+    Py_XDECREF(method);
+    Py_XDECREF(q);
+    Py_XDECREF(key);
+    Py_XDECREF(questions);
+    return out;
+error:
+    out = -1;
+    goto done;
+}
+
+/* ------------------------------------------------------------------ the frame loop */
+
+/* process(conn, view, limit, deadline, now): asyncio_transport's _process loop. Hands each
+ * complete frame of `view` (behind its 4-byte big-endian length) to the connection, plain
+ * final returns settled here; stops before a frame over `limit` bytes (the caller aborts),
+ * at an incomplete one, or once now() passes `deadline` (checked after each frame when it is
+ * finite). Returns the bytes used, or -1 once the connection closed. A ProtocolError from
+ * conn.receive() is swallowed as in _deliver (the connection has sent Abort and closed). */
+static PyObject *
+frames_process(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "process(conn, view, limit, deadline, now)");
+        return NULL;
+    }
+    PyObject *conn = args[0], *view = args[1], *now = args[4];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) return NULL;
+    double deadline = PyFloat_AsDouble(args[3]);
+    if (deadline == -1.0 && PyErr_Occurred()) return NULL;
+    int timed = deadline < Py_HUGE_VAL;
+    Py_buffer buf;
+    if (PyObject_GetBuffer(view, &buf, PyBUF_SIMPLE) < 0) return NULL;
+    const unsigned char *data = (const unsigned char *)buf.buf;
+    Py_ssize_t pos = 0, n = buf.len, max_objects = -1;
+    int fast = READY() ? attr_is(conn, s_fast, Py_True) : 0;
+    if (fast < 0) goto error;
+    if (fast) {
+        PyObject *wire = PyObject_GetAttr(conn, s_wire);
+        if (wire == NULL) goto error;
+        PyObject *mo = PyObject_GetAttr(wire, s_max_objects);
+        Py_DECREF(wire);
+        if (mo == NULL) goto error;
+        max_objects = PyLong_AsSsize_t(mo);
+        Py_DECREF(mo);
+        if (max_objects == -1 && PyErr_Occurred()) goto error;
+    }
+    while (n - pos >= 4) {
+        const unsigned char *h = data + pos;
+        Py_ssize_t size = ((Py_ssize_t)h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3];
+        if (size > limit) break;
+        Py_ssize_t end = pos + 4 + size;
+        if (end > n) break;
+        int handled = 0;
+        /* (frames over max_objects bytes are counted as they decode: Python's) */
+        if (fast && size >= 4 && size <= max_objects && h[4] == 0x94 && h[5] == RETURN_FINAL
+                && data[end - 1] == 0x90) {
+            handled = plain_return(conn, h + 4, size);
+            if (handled < 0) goto error;
+        }
+        if (!handled) {
+            PyObject *frame = PySequence_GetSlice(view, pos + 4, end);
+            if (frame == NULL) goto error;
+            PyObject *r = PyObject_CallMethodOneArg(conn, s_receive, frame);
+            Py_DECREF(frame);
+            if (r == NULL) {
+                if (!PyErr_ExceptionMatches(ProtocolError)) goto error;
+                PyErr_Clear();  /* the connection has sent Abort and closed itself */
+            }
+            Py_XDECREF(r);
+        }
+        int open = attr_is(conn, s_closed, Py_False);
+        if (open < 0) goto error;
+        if (!open) {
+            PyBuffer_Release(&buf);
+            return PyLong_FromLong(-1);
+        }
+        pos = end;
+        if (timed) {
+            PyObject *t = PyObject_CallNoArgs(now);
+            if (t == NULL) goto error;
+            double d = PyFloat_AsDouble(t);
+            Py_DECREF(t);
+            if (d == -1.0 && PyErr_Occurred()) goto error;
+            if (d > deadline) break;
+        }
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(pos);
+error:
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef frames_methods[] = {
+    {"configure", frames_configure, METH_VARARGS,
+     "configure(Question, ImportCap, PipelineCap, HOLDS_INTERFACES, ProtocolError, packb)"},
+    {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
+     "send_plain(cap, method, params): the Question of a plain call sent, or None"},
+    {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,
+     "process(conn, view, limit, deadline, now): bytes used, or -1 once conn closed"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef frames_module = {
+    PyModuleDef_HEAD_INIT, "_frames", "C fast path of cara frames (see _frames.c).", -1,
+    frames_methods,
+};
+
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+
+PyMODINIT_FUNC
+PyInit__frames(void)
+{
+    INTERN(s_resolution, "resolution");
+    INTERN(s_entry, "entry");
+    INTERN(s_conn, "conn");
+    INTERN(s_closed, "closed");
+    INTERN(s_fast, "_fast_frames");
+    INTERN(s_timeout, "timeout");
+    INTERN(s_param_cls, "param_cls");
+    INTERN(s_interface_id, "interface_id");
+    INTERN(s_index, "index");
+    INTERN(s_questions, "_questions");
+    INTERN(s_free_questions, "_free_questions");
+    INTERN(s_next_question, "_next_question");
+    INTERN(s_loop, "loop");
+    INTERN(s_qid, "qid");
+    INTERN(s_method, "_method");
+    INTERN(s_unbox_flag, "_unbox");
+    INTERN(s_send_call, "_send_call");
+    INTERN(s_called, "called");
+    INTERN(s_id, "id");
+    INTERN(s_result_cls, "result_cls");
+    INTERN(s_returned, "returned");
+    INTERN(s_finished, "finished");
+    INTERN(s_pipes, "pipes");
+    INTERN(s_timer, "timer");
+    INTERN(s_param_exports, "param_exports");
+    INTERN(s_results, "_results");
+    INTERN(s_done, "done");
+    INTERN(s_set_result, "set_result");
+    INTERN(s_set_exception, "set_exception");
+    INTERN(s_receive, "receive");
+    INTERN(s_plan, "_cara_plan_");
+    INTERN(s_unpackb, "unpackb");
+    INTERN(s_unbox, "unbox");
+    INTERN(s_wire, "wire");
+    INTERN(s_max_objects, "max_objects");
+    one = PyLong_FromLong(1);
+    if (one == NULL) return NULL;
+    loop_kwnames = Py_BuildValue("(s)", "loop");
+    if (loop_kwnames == NULL) return NULL;
+    return PyModule_Create(&frames_module);
+}
