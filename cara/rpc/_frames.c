@@ -20,19 +20,24 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 /* set by configure() */
-static PyObject *Question, *ImportCap, *PipelineCap, *HOLDS, *ProtocolError, *packb;
+static PyObject *Question, *ImportCap, *PipelineCap, *LocalCap, *HOLDS, *ProtocolError, *packb;
 static PyObject *loop_kwnames;
+/* send_plain()'s answer for a call made outside the connection's loop thread */
+static PyObject *FOREIGN;
 
 static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout, *s_param_cls,
     *s_interface_id, *s_index, *s_questions, *s_free_questions, *s_next_question, *s_loop,
     *s_qid, *s_method, *s_unbox_flag, *s_send_call, *s_called, *s_id, *s_result_cls,
     *s_returned, *s_finished, *s_pipes, *s_timer, *s_param_exports, *s_results, *s_done,
     *s_set_result, *s_set_exception, *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire,
-    *s_max_objects;
+    *s_max_objects, *s_thread_id, *s_exports, *s_cap, *s_resolved, *s_running,
+    *s_max_answers, *s_queued, *s_answers, *s_impl, *s_handler, *s_method_attr, *s_run,
+    *s_handler_failed, *s_handled, *s_send;
 
 #define CALL 0x00
 #define RETURN_FINAL 0x0b
@@ -134,10 +139,11 @@ attr_false(PyObject *obj, PyObject *name)
 static PyObject *
 frames_configure(PyObject *module, PyObject *args)
 {
-    PyObject *q, *ic, *pc, *holds, *perr, *pk;
-    if (!PyArg_ParseTuple(args, "OOOO!OO:configure", &q, &ic, &pc, &PyDict_Type, &holds, &perr,
-                          &pk))
+    PyObject *q, *ic, *pc, *lc, *holds, *perr, *pk;
+    if (!PyArg_ParseTuple(args, "OOOOO!OO:configure", &q, &ic, &pc, &lc, &PyDict_Type, &holds,
+                          &perr, &pk))
         return NULL;
+    Py_XSETREF(LocalCap, Py_NewRef(lc));
     Py_XSETREF(Question, Py_NewRef(q));
     Py_XSETREF(ImportCap, Py_NewRef(ic));
     Py_XSETREF(PipelineCap, Py_NewRef(pc));
@@ -186,14 +192,8 @@ drop_question(PyObject *conn, PyObject *questions, PyObject *qid, PyObject *q)
  * whose params type holds no capability, on a connection using stock cara frames with no
  * default timeout. Returns the Question, or None (nothing done) for anything else. */
 static PyObject *
-frames_send_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+send_plain(PyObject *cap, PyObject *method, PyObject *params)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "send_plain(cap, method, params)");
-        return NULL;
-    }
-    if (!READY()) Py_RETURN_NONE;
-    PyObject *cap = args[0], *method = args[1], *params = args[2];
     PyObject *conn = NULL, *frame_params = NULL, *questions = NULL, *qid = NULL, *q = NULL;
     PyObject *frame = NULL, *sent = NULL;
     Py_INCREF(cap);
@@ -216,6 +216,19 @@ frames_send_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     conn = PyObject_GetAttr(cap, s_conn);
     if (conn == NULL) goto error;
     if ((r = attr_is(conn, s_fast, Py_True)) != 1) { if (r < 0) goto error; goto decline; }
+    {
+        /* on the connection's loop, running in this thread (what check_loop asks, without
+         * asyncio._get_running_loop()'s getpid() per call); else the Python path checks */
+        PyObject *loop = PyObject_GetAttr(conn, s_loop);
+        if (loop == NULL) goto error;
+        PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
+        Py_DECREF(loop);
+        if (tid == NULL) { PyErr_Clear(); goto foreign; }
+        unsigned long ident = PyLong_Check(tid) ? PyLong_AsUnsignedLong(tid) : 0;
+        Py_DECREF(tid);
+        if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
+        if (ident == 0 || ident != PyThread_get_thread_ident()) goto foreign;
+    }
     if ((r = attr_is(conn, s_closed, Py_False)) != 1) { if (r < 0) goto error; goto decline; }
     if ((r = attr_is(conn, s_timeout, Py_None)) != 1) { if (r < 0) goto error; goto decline; }
     uint64_t target, iid, mid, next;
@@ -323,6 +336,11 @@ decline:
     Py_DECREF(cap);
     Py_RETURN_NONE;
 
+foreign:
+    Py_DECREF(conn);
+    Py_DECREF(cap);
+    return Py_NewRef(FOREIGN);
+
 error:
     if (q != NULL && questions != NULL && qid != NULL) {
         PyObject *type, *value, *tb;
@@ -339,6 +357,191 @@ error:
     Py_DECREF(cap);
     return NULL;
 }
+
+static PyObject *
+frames_send_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "send_plain(cap, method, params)");
+        return NULL;
+    }
+    if (!READY()) Py_RETURN_NONE;
+    PyObject *q = send_plain(args[0], args[1], args[2]);
+    if (q == FOREIGN) {  /* (the caller has checked its loop: cap.call() decides) */
+        Py_DECREF(q);
+        Py_RETURN_NONE;
+    }
+    return q;
+}
+
+/* ------------------------------------------------------------------ proxy methods */
+
+/* PlainMethod(fallback, spec, method_of, positional_box): a runtime proxy
+ * class's method (proxies._runtime_proxy_method's `method`, which is `fallback`) that sends a
+ * call with one positional argument itself: boxed as {number: arg} by the params class's
+ * converter (spec.positional_box(), asked once), sent by send_plain() or else cap.call().
+ * Anything else (keywords, other counts, a call from outside the connection's loop thread, a
+ * value the converter refuses) is fallback's, which gives the result or the error with its wording. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *fallback, *spec, *method_of, *positional_box;
+    PyObject *method;   /* method_of(spec), once asked */
+    PyObject *box;      /* positional_box(spec): (convert, number) or None, once asked */
+    int asked;
+} PlainMethodObject;
+
+static PyObject *s_cara_rpc_cap, *s_call;
+
+static PyObject *
+plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || !READY())
+        goto fallback;
+    if (!pm->asked) {
+        PyObject *m = PyObject_CallOneArg(pm->method_of, pm->spec);
+        if (m == NULL) return NULL;
+        PyObject *b = PyObject_CallOneArg(pm->positional_box, pm->spec);
+        if (b == NULL) { Py_DECREF(m); return NULL; }
+        if (b != Py_None && !(PyTuple_CheckExact(b) && PyTuple_GET_SIZE(b) == 2)) {
+            Py_DECREF(m);
+            Py_DECREF(b);
+            PyErr_SetString(PyExc_TypeError, "positional_box() must give (convert, number)");
+            return NULL;
+        }
+        pm->method = m;
+        pm->box = b;
+        pm->asked = 1;
+    }
+    if (pm->box == Py_None) goto fallback;
+    PyObject *data = PyDict_New();
+    if (data == NULL) return NULL;
+    if (PyDict_SetItem(data, PyTuple_GET_ITEM(pm->box, 1), args[1]) < 0) {
+        Py_DECREF(data);
+        return NULL;
+    }
+    PyObject *params = PyObject_CallOneArg(PyTuple_GET_ITEM(pm->box, 0), data);
+    Py_DECREF(data);
+    if (params == NULL) {  /* refused: the Python path words it */
+        PyErr_Clear();
+        goto fallback;
+    }
+    PyObject *cap = PyObject_GetAttr(args[0], s_cara_rpc_cap);
+    if (cap == NULL) { Py_DECREF(params); return NULL; }
+    PyObject *q = send_plain(cap, pm->method, params);
+    if (q == FOREIGN) {  /* not on the connection's loop thread: the Python path checks */
+        Py_DECREF(q);
+        Py_DECREF(cap);
+        Py_DECREF(params);
+        goto fallback;
+    }
+    if (q == Py_None) {
+        Py_DECREF(q);
+        PyObject *call_args[4] = {cap, pm->method, params, Py_None};
+        q = PyObject_VectorcallMethod(s_call, call_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      NULL);
+    }
+    Py_DECREF(cap);
+    Py_DECREF(params);
+    return q;
+fallback:
+    return PyObject_Vectorcall(pm->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *
+plain_method_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fallback, *spec, *method_of, *positional_box;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "PlainMethod() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OOOO:PlainMethod", &fallback, &spec, &method_of,
+                          &positional_box))
+        return NULL;
+    PlainMethodObject *pm = (PlainMethodObject *)type->tp_alloc(type, 0);
+    if (pm == NULL) return NULL;
+    pm->vectorcall = (vectorcallfunc)plain_method_call;
+    pm->fallback = Py_NewRef(fallback);
+    pm->spec = Py_NewRef(spec);
+    pm->method_of = Py_NewRef(method_of);
+    pm->positional_box = Py_NewRef(positional_box);
+    return (PyObject *)pm;
+}
+
+static int
+plain_method_traverse(PlainMethodObject *pm, visitproc visit, void *arg)
+{
+    Py_VISIT(pm->fallback);
+    Py_VISIT(pm->spec);
+    Py_VISIT(pm->method_of);
+    Py_VISIT(pm->positional_box);
+    Py_VISIT(pm->method);
+    Py_VISIT(pm->box);
+    return 0;
+}
+
+static int
+plain_method_clear(PlainMethodObject *pm)
+{
+    Py_CLEAR(pm->fallback);
+    Py_CLEAR(pm->spec);
+    Py_CLEAR(pm->method_of);
+    Py_CLEAR(pm->positional_box);
+    Py_CLEAR(pm->method);
+    Py_CLEAR(pm->box);
+    return 0;
+}
+
+static void
+plain_method_dealloc(PlainMethodObject *pm)
+{
+    PyObject_GC_UnTrack(pm);
+    plain_method_clear(pm);
+    Py_TYPE(pm)->tp_free((PyObject *)pm);
+}
+
+static PyObject *
+plain_method_get(PyObject *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+/* Everything else (__name__, __doc__, __wrapped__, ...) is the Python method's. */
+static PyObject *
+plain_method_getattro(PlainMethodObject *pm, PyObject *name)
+{
+    PyObject *found = PyObject_GenericGetAttr((PyObject *)pm, name);
+    if (found != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) return found;
+    PyErr_Clear();
+    return PyObject_GetAttr(pm->fallback, name);
+}
+
+static PyObject *
+plain_method_repr(PlainMethodObject *pm)
+{
+    return PyObject_Repr(pm->fallback);
+}
+
+static PyTypeObject PlainMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cara.rpc._frames.PlainMethod",
+    .tp_basicsize = sizeof(PlainMethodObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
+        | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "A proxy method that sends plain one-argument calls in C (see _frames.c).",
+    .tp_new = plain_method_new,
+    .tp_traverse = (traverseproc)plain_method_traverse,
+    .tp_clear = (inquiry)plain_method_clear,
+    .tp_dealloc = (destructor)plain_method_dealloc,
+    .tp_vectorcall_offset = offsetof(PlainMethodObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_descr_get = plain_method_get,
+    .tp_getattro = (getattrofunc)plain_method_getattro,
+    .tp_repr = (reprfunc)plain_method_repr,
+};
 
 /* ------------------------------------------------------------------ a plain final return */
 
@@ -458,6 +661,191 @@ error:
     goto done;
 }
 
+/* ------------------------------------------------------------------ a plain call */
+
+/* Read `cls` from the msgpack map in [p, end) with its plan: the struct, None (the plan
+ * declines, or the class has none: the Python path reads it), or NULL (error). */
+static PyObject *
+read_struct(PyObject *cls, const unsigned char *p, const unsigned char *end)
+{
+    PyObject *plan = PyObject_GetAttr(cls, s_plan);
+    if (plan == NULL) { PyErr_Clear(); Py_RETURN_NONE; }
+    if (plan == Py_None) return plan;
+    PyObject *content = PyBytes_FromStringAndSize((const char *)p, end - p);
+    if (content == NULL) { Py_DECREF(plan); return NULL; }
+    PyObject *call_args[3] = {plan, cls, content};
+    PyObject *found = PyObject_VectorcallMethod(s_unpackb, call_args,
+                                                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(content);
+    Py_DECREF(plan);
+    if (found == NULL) { PyErr_Clear(); Py_RETURN_NONE; }  /* the Python path says what */
+    return found;
+}
+
+/* Whether HOLDS_INTERFACES says `cls` can hold no capability; -1 on error. */
+static int
+holds_none(PyObject *cls)
+{
+    PyObject *holds = PyDict_GetItemWithError(HOLDS, cls);
+    if (holds == NULL) return PyErr_Occurred() ? -1 : 0;
+    return holds == Py_False;
+}
+
+/* Connection._on_plain_call + _run_local for frame f ([CALL, qid, export_id, interface_id,
+ * method_id, params, []]) when the export is a local object that may run now and the params
+ * class reads the content in C; the results of a handler that answers at once are sent from
+ * here too, in a final return. 1: taken; 0: declined (nothing done); -1: error. */
+static int
+plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
+{
+    const unsigned char *p = f + 2, *end = f + size - 1;  /* end: the empty cap table */
+    uint64_t qid, target, iid, mid;
+    int r, out = 0;
+    PyObject *exports, *export = NULL, *key = NULL, *local = NULL, *handler = NULL;
+    PyObject *method = NULL, *cls = NULL, *params = NULL, *result = NULL, *packed = NULL;
+    PyObject *qkey = NULL, *frame = NULL, *sent = NULL;
+    if (!read_uint(&p, end, &qid) || qid > 0xffffffffULL || !read_uint(&p, end, &target)
+            || target > 0xffffffffULL || !read_uint(&p, end, &iid) || !read_uint(&p, end, &mid)
+            || mid > 0xffff || p >= end || *p == 0xc0)
+        return 0;
+    exports = PyObject_GetAttr(conn, s_exports);
+    if (exports == NULL) return -1;
+    if (!PyDict_CheckExact(exports)) goto done;
+    if ((key = PyLong_FromUnsignedLongLong(target)) == NULL) goto error;
+    export = PyDict_GetItemWithError(exports, key);
+    if (export == NULL) { if (PyErr_Occurred()) goto error; goto done; }
+    Py_INCREF(export);
+    {
+        PyObject *cap = PyObject_GetAttr(export, s_cap);
+        if (cap == NULL) goto error;
+        local = PyObject_CallMethodNoArgs(cap, s_resolved);
+        Py_DECREF(cap);
+        if (local == NULL) goto error;
+    }
+    if ((PyObject *)Py_TYPE(local) != LocalCap) goto done;
+    {
+        PyObject *running = PyObject_GetAttr(conn, s_running);
+        if (running == NULL) goto error;
+        PyObject *most = PyObject_GetAttr(conn, s_max_answers);
+        if (most == NULL) { Py_DECREF(running); goto error; }
+        r = PyObject_RichCompareBool(running, most, Py_LT);
+        Py_DECREF(running);
+        Py_DECREF(most);
+        if (r != 1) { if (r < 0) goto error; goto done; }
+    }
+    if ((r = attr_false(conn, s_queued)) != 1) { if (r < 0) goto error; goto done; }
+    if ((qkey = PyLong_FromUnsignedLongLong(qid)) == NULL) goto error;
+    {
+        PyObject *answers = PyObject_GetAttr(conn, s_answers);
+        if (answers == NULL) goto error;
+        r = PySequence_Contains(answers, qkey);
+        Py_DECREF(answers);
+        if (r != 0) { if (r < 0) goto error; goto done; }
+    }
+    {
+        PyObject *impl = PyObject_GetAttr(local, s_impl);
+        if (impl == NULL) goto error;
+        PyObject *iid_obj = PyLong_FromUnsignedLongLong(iid);
+        PyObject *mid_obj = PyLong_FromUnsignedLongLong(mid);
+        if (iid_obj != NULL && mid_obj != NULL) {
+            PyObject *call_args[3] = {impl, iid_obj, mid_obj};
+            handler = PyObject_VectorcallMethod(s_handler, call_args,
+                                                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        }
+        Py_XDECREF(iid_obj);
+        Py_XDECREF(mid_obj);
+        Py_DECREF(impl);
+        if (handler == NULL) { PyErr_Clear(); goto done; }  /* the Python path answers it */
+    }
+    if ((method = PyObject_GetAttr(handler, s_method_attr)) == NULL) goto error;
+    if ((cls = PyObject_GetAttr(method, s_param_cls)) == NULL) goto error;
+    if ((r = holds_none(cls)) != 1) { if (r < 0) goto error; goto done; }
+    params = read_struct(cls, p, end);
+    if (params == NULL) goto error;
+    if (params == Py_None) goto done;
+
+    /* ---- ours: the handler runs */
+    out = 1;
+    result = PyObject_CallMethodOneArg(handler, s_run, params);
+    if (result == NULL) {
+        PyObject *exc = take_exception();
+        if (exc == NULL) goto error;
+        if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);  /* not ours to answer */
+            Py_DECREF(exc);
+            goto error;
+        }
+        PyObject *call_args[4] = {conn, qkey, method, exc};
+        sent = PyObject_VectorcallMethod(s_handler_failed, call_args,
+                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(exc);
+        if (sent == NULL) goto error;
+        goto done;
+    }
+    if (PyDict_Check(result)) {
+        PyObject *result_cls = PyObject_GetAttr(method, s_result_cls);
+        if (result_cls == NULL) goto error;
+        r = holds_none(result_cls);
+        Py_DECREF(result_cls);
+        if (r < 0) goto error;
+        if (r) {
+            packed = PyObject_CallOneArg(packb, result);
+            if (packed == NULL) goto error;
+        }
+    }
+    if (packed == NULL || !PyBytes_CheckExact(packed)) {  /* later, or not in C */
+        PyObject *call_args[4] = {conn, qkey, method, result};
+        sent = PyObject_VectorcallMethod(s_handled, call_args,
+                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (sent == NULL) goto error;
+        goto done;
+    }
+    {   /* [RETURN_FINAL, qid, results, []] */
+        Py_ssize_t psize = PyBytes_GET_SIZE(packed);
+        frame = PyBytes_FromStringAndSize(NULL, 2 + uint_size(qid) + psize + 1);
+        if (frame == NULL) goto error;
+        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(frame);
+        *w++ = 0x94;
+        *w++ = RETURN_FINAL;
+        w = put_uint(w, qid);
+        memcpy(w, PyBytes_AS_STRING(packed), psize);
+        w[psize] = 0x90;
+    }
+    sent = PyObject_CallMethodOneArg(conn, s_send, frame);
+    if (sent == NULL) {  /* as _run_local: the call fails with it */
+        PyObject *exc = take_exception();
+        if (exc == NULL) goto error;
+        if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+            goto error;
+        }
+        PyObject *call_args[4] = {conn, qkey, method, exc};
+        sent = PyObject_VectorcallMethod(s_handler_failed, call_args,
+                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(exc);
+        if (sent == NULL) goto error;
+    }
+done:
+    Py_XDECREF(sent);
+    Py_XDECREF(frame);
+    Py_XDECREF(qkey);
+    Py_XDECREF(packed);
+    Py_XDECREF(result);
+    Py_XDECREF(params);
+    Py_XDECREF(cls);
+    Py_XDECREF(method);
+    Py_XDECREF(handler);
+    Py_XDECREF(local);
+    Py_XDECREF(key);
+    Py_XDECREF(export);
+    Py_DECREF(exports);
+    return out;
+error:
+    out = -1;
+    goto done;
+}
+
 /* ------------------------------------------------------------------ the frame loop */
 
 /* process(conn, view, limit, deadline, now): asyncio_transport's _process loop. Hands each
@@ -503,9 +891,11 @@ frames_process(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (end > n) break;
         int handled = 0;
         /* (frames over max_objects bytes are counted as they decode: Python's) */
-        if (fast && size >= 4 && size <= max_objects && h[4] == 0x94 && h[5] == RETURN_FINAL
-                && data[end - 1] == 0x90) {
-            handled = plain_return(conn, h + 4, size);
+        if (fast && size >= 4 && size <= max_objects && data[end - 1] == 0x90) {
+            if (h[4] == 0x94 && h[5] == RETURN_FINAL)
+                handled = plain_return(conn, h + 4, size);
+            else if (h[4] == 0x97 && h[5] == CALL)
+                handled = plain_call(conn, h + 4, size);
             if (handled < 0) goto error;
         }
         if (!handled) {
@@ -546,7 +936,7 @@ error:
 
 static PyMethodDef frames_methods[] = {
     {"configure", frames_configure, METH_VARARGS,
-     "configure(Question, ImportCap, PipelineCap, HOLDS_INTERFACES, ProtocolError, packb)"},
+     "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, packb)"},
     {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
      "send_plain(cap, method, params): the Question of a plain call sent, or None"},
     {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,
@@ -603,5 +993,33 @@ PyInit__frames(void)
     if (one == NULL) return NULL;
     loop_kwnames = Py_BuildValue("(s)", "loop");
     if (loop_kwnames == NULL) return NULL;
-    return PyModule_Create(&frames_module);
+    INTERN(s_cara_rpc_cap, "_cara_rpc_cap_");
+    INTERN(s_call, "call");
+    INTERN(s_thread_id, "_thread_id");
+    INTERN(s_exports, "_exports");
+    INTERN(s_cap, "cap");
+    INTERN(s_resolved, "resolved");
+    INTERN(s_running, "_running");
+    INTERN(s_max_answers, "max_answers");
+    INTERN(s_queued, "_queued");
+    INTERN(s_answers, "_answers");
+    INTERN(s_impl, "impl");
+    INTERN(s_handler, "handler");
+    INTERN(s_method_attr, "method");
+    INTERN(s_run, "run");
+    INTERN(s_handler_failed, "_handler_failed");
+    INTERN(s_handled, "_handled");
+    INTERN(s_send, "_send");
+    FOREIGN = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    if (FOREIGN == NULL) return NULL;
+    if (PyType_Ready(&PlainMethodType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&frames_module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&PlainMethodType);
+    if (PyModule_AddObject(m, "PlainMethod", (PyObject *)&PlainMethodType) < 0) {
+        Py_DECREF(&PlainMethodType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -750,6 +750,15 @@ class Connection:
             else:
                 params = self.wire.decode_content(raw, cls, caps)
             result = handler.run(params)
+        except Exception as exc:  # malformed params fail the call, not the connection
+            self._return_error(qid, self._new_answer(qid, method), exc)
+            return
+        self._handled(qid, method, result)
+
+    def _handled(self, qid: int, method: Method, result: Any) -> None:
+        """Answer call ``qid`` with what its handler returned: now, or when the awaitable it
+        returned is done (cara/rpc/_frames.c comes here with what it does not answer itself)."""
+        try:
             if isinstance(result, dict) or not inspect.isawaitable(result):
                 # answered now (a results struct is a dict): no future, no task
                 self._answer_now(qid, method, result)
@@ -757,10 +766,14 @@ class Connection:
             # The task is the answer's call: its result is the results struct, and
             # cancelling it (a Finish) cancels the handler.
             call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
-        except Exception as exc:  # malformed params fail the call, not the connection
+        except Exception as exc:
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
         self._track(qid, method, call)
+
+    def _handler_failed(self, qid: int, method: Method, exc: Exception) -> None:
+        """Call ``qid``'s handler raised ``exc`` (or its answer could not be sent)."""
+        self._return_error(qid, self._new_answer(qid, method), exc)
 
     def _dispatch(self, msg: M.Call, target: Cap | BaseException, caps: list[Any]) -> None:
         qid = msg.question_id
@@ -1260,5 +1273,5 @@ def _when_resolved(cap: Cap, callback: Callable[[Cap], None]) -> None:
 
 
 if FRAMES is not None:
-    FRAMES.configure(Question, ImportCap, PipelineCap, HOLDS_INTERFACES, ProtocolError,
-                     SPEEDUPS.packb)
+    FRAMES.configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES,
+                     ProtocolError, SPEEDUPS.packb)

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from cara.runtime.struct import Struct, attribute_name
+from cara.runtime.struct import Struct, _compile, attribute_name
 from cara.runtime.types import ClassType, Invalid, ctx_key, describe_value, hold_in_any_pointer
 
 __all__ = [
@@ -143,6 +143,19 @@ class MethodSpec:
                                 f" argument {k!r}")
             data[f.name] = v
         return cls.Create(**data)
+
+    def positional_box(self) -> tuple[Callable[[dict[int, Any]], Any], int] | None:
+        """``(convert, number)`` when a call with one positional argument ``arg`` boxes as
+        ``convert({number: arg})`` (what :meth:`box_params` does first; a value ``convert``
+        refuses goes through :meth:`box_params`, which words the error); else None."""
+        if self.params_named:
+            return None
+        cls = self._params.cls
+        fields = cls.cara_schema.fields
+        if not fields:
+            return None
+        _compile(cls)  # (the generated converter, not the stand-in that generates it)
+        return cls._cara_convert_, fields[0].number
 
     def call_args(self, params: Any, capacity: int = 0) -> tuple[list[Any], dict[str, Any]]:
         """Arguments for an implementation receiving ``params`` from the wire: the struct itself

@@ -327,6 +327,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._pending: collections.deque[bytes] = collections.deque()  # capnp, when throttled
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        #: A frame left at once, with no flush scheduled (see _queue), since our last read.
+        self._wrote_alone = False
         #: Frames being handed to the connection: its answers wait for the burst's end.
         self._receiving = False
         self._flush_by_burst = False
@@ -398,6 +400,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         return self._scratch[:size]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._wrote_alone = False  # (a new loop turn: the next frame may leave at once)
         frame = self._frame
         if frame is None:
             data = self._scratch[:nbytes]
@@ -426,6 +429,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def data_received(self, data: bytes | memoryview) -> None:
         """Process ``data`` (for a buffered read, a view of the scratch buffer: everything
         that must outlive this call is copied)."""
+        self._wrote_alone = False  # (a new loop turn: the next frame may leave at once)
         frame = self._frame
         if frame is not None:  # (from a transport that hands over bytes, e.g. trio's TLS)
             have = self._have
@@ -865,15 +869,19 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             out.append(_pack_header(size))
         out.append(data)
         conn = self.conn
-        if not self._flush_scheduled and not self._receiving and len(out) <= 2 and \
-                conn is not None and not conn.answers_in_flight and not self.throttled:
-            # The first frame of this loop turn leaves now (a lone call waits no turn);
-            # the frames that follow it in the same turn are written together by the flush
-            # scheduled here (a burst of calls costs two writes, not one each).
+        if not self._flush_scheduled and not self._receiving and not self._wrote_alone and \
+                len(out) <= 2 and conn is not None and not conn.answers_in_flight and \
+                not self.throttled:
+            # The first frame since our last read or flush leaves now (a lone call waits no
+            # turn, and needs no flush callback: a sequential caller's loop turns stay as few
+            # as they can be). A frame after it goes to the flush scheduled for it, and the
+            # rest of a burst joins that one (a burst of calls costs two writes, not one each).
             self._out = []
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.write(out[0] + out[1] if length_prefix else out[0])
+                self._wrote_alone = True
+                return
         if self._receiving and not self._flush_scheduled:
             # Sent while a read's frames are handled: _end_of_burst writes (or schedules) it.
             # Marked as scheduled all the same, so the frames after it are appended inline.
@@ -906,7 +914,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             self._flush()
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_scheduled = self._wrote_alone = False
         out = self._out
         conn = self.conn
         if out and conn is not None and not conn.closed and self._flush_waits < _COALESCE_TURNS \
