@@ -134,6 +134,58 @@ attr_false(PyObject *obj, PyObject *name)
     return t < 0 ? -1 : !t;
 }
 
+/* ------------------------------------------------------------------ sending a frame */
+
+static PyObject *s_sink, *s_flush_scheduled, *s_out, *s_max_frame_size, *s_burst_items;
+
+/* The frame's 4-byte big-endian length at p; returns where the frame goes. */
+static unsigned char *
+put_length(unsigned char *p, Py_ssize_t size)
+{
+    p[0] = (unsigned char)(size >> 24);
+    p[1] = (unsigned char)(size >> 16);
+    p[2] = (unsigned char)(size >> 8);
+    p[3] = (unsigned char)size;
+    return p + 4;
+}
+
+/* Send `framed` (a frame behind its 4-byte length) as conn.<send>(frame) would. conn._sink,
+ * when set, is the asyncio frame transport whose _send that is: while a flush is coming
+ * (_flush_scheduled), _send only appends the frame to its _out list, so this does the same,
+ * up to the item count after which _send writes a long burst at once (burst_items). Anything
+ * else goes through conn.<send> with the frame alone. */
+static PyObject *
+send_framed(PyObject *conn, PyObject *send, PyObject *framed)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(framed) - 4;
+    PyObject *sink = PyObject_GetAttr(conn, s_sink);
+    if (sink == NULL) return NULL;
+    if (sink != Py_None) {
+        int queue = attr_is(sink, s_flush_scheduled, Py_True);
+        uint64_t limit, burst;
+        if (queue < 0) { Py_DECREF(sink); return NULL; }
+        if (queue && attr_uint(sink, s_max_frame_size, UINT64_MAX, &limit)
+                && (uint64_t)size <= limit && attr_uint(sink, s_burst_items, UINT64_MAX, &burst)) {
+            PyObject *out = PyObject_GetAttr(sink, s_out);
+            if (out == NULL) { Py_DECREF(sink); return NULL; }
+            int r = 1;
+            if (PyList_CheckExact(out) && (uint64_t)PyList_GET_SIZE(out) + 1 < burst)
+                r = PyList_Append(out, framed);
+            Py_DECREF(out);
+            if (r <= 0) {
+                Py_DECREF(sink);
+                return r < 0 ? NULL : Py_NewRef(Py_None);
+            }
+        }
+    }
+    Py_DECREF(sink);
+    PyObject *frame = PyBytes_FromStringAndSize(PyBytes_AS_STRING(framed) + 4, size);
+    if (frame == NULL) return NULL;
+    PyObject *sent = PyObject_CallMethodOneArg(conn, send, frame);
+    Py_DECREF(frame);
+    return sent;
+}
+
 /* ------------------------------------------------------------------ configure */
 
 static PyObject *
@@ -294,9 +346,9 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
         Py_ssize_t psize = PyBytes_GET_SIZE(frame_params);
         Py_ssize_t size = 2 + uint_size(next) + uint_size(target) + uint_size(iid)
             + uint_size(mid) + psize + 1;
-        frame = PyBytes_FromStringAndSize(NULL, size);
+        frame = PyBytes_FromStringAndSize(NULL, 4 + size);
         if (frame == NULL) goto error;
-        unsigned char *p = (unsigned char *)PyBytes_AS_STRING(frame);
+        unsigned char *p = put_length((unsigned char *)PyBytes_AS_STRING(frame), size);
         *p++ = 0x97;
         *p++ = CALL;
         p = put_uint(p, next);
@@ -306,7 +358,7 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
         memcpy(p, PyBytes_AS_STRING(frame_params), psize);
         p[psize] = 0x90;
     }
-    sent = PyObject_CallMethodOneArg(conn, s_send_call, frame);
+    sent = send_framed(conn, s_send_call, frame);
     if (sent == NULL) {
         /* as send_call: the question is dropped and fails with what the transport raised */
         PyObject *exc = take_exception();
@@ -802,16 +854,17 @@ plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
     }
     {   /* [RETURN_FINAL, qid, results, []] */
         Py_ssize_t psize = PyBytes_GET_SIZE(packed);
-        frame = PyBytes_FromStringAndSize(NULL, 2 + uint_size(qid) + psize + 1);
+        Py_ssize_t size = 2 + uint_size(qid) + psize + 1;
+        frame = PyBytes_FromStringAndSize(NULL, 4 + size);
         if (frame == NULL) goto error;
-        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(frame);
+        unsigned char *w = put_length((unsigned char *)PyBytes_AS_STRING(frame), size);
         *w++ = 0x94;
         *w++ = RETURN_FINAL;
         w = put_uint(w, qid);
         memcpy(w, PyBytes_AS_STRING(packed), psize);
         w[psize] = 0x90;
     }
-    sent = PyObject_CallMethodOneArg(conn, s_send, frame);
+    sent = send_framed(conn, s_send, frame);
     if (sent == NULL) {  /* as _run_local: the call fails with it */
         PyObject *exc = take_exception();
         if (exc == NULL) goto error;
@@ -996,6 +1049,11 @@ PyInit__frames(void)
     INTERN(s_cara_rpc_cap, "_cara_rpc_cap_");
     INTERN(s_call, "call");
     INTERN(s_thread_id, "_thread_id");
+    INTERN(s_sink, "_sink");
+    INTERN(s_flush_scheduled, "_flush_scheduled");
+    INTERN(s_out, "_out");
+    INTERN(s_max_frame_size, "max_frame_size");
+    INTERN(s_burst_items, "burst_items");
     INTERN(s_exports, "_exports");
     INTERN(s_cap, "cap");
     INTERN(s_resolved, "resolved");

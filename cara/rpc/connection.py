@@ -270,6 +270,9 @@ class Connection:
         #: Plain calls and their final returns may take the C fast path (cara/rpc/_frames.c):
         #: the stock cara frames (an encoding of another class may frame differently).
         self._fast_frames = FRAMES is not None and type(self.wire) is CaraWire
+        #: The transport object whose queue the C fast path may append frames to (see
+        #: ``send_framed`` in _frames.c): set by the asyncio transport, whose ``_send`` is ours.
+        self._sink: Any = None
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name

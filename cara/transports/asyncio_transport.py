@@ -373,6 +373,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             max_exports=limits.get("max_exports", DEFAULT_MAX_EXPORTS),
             max_imports=limits.get("max_imports", DEFAULT_MAX_IMPORTS),
         )
+        if send == self._send:  # (the C fast path queues as _send would: see _send)
+            self.conn._sink = self
         if not admitted:
             self.abort("the server has too many connections")
             return
@@ -834,6 +836,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     # ---------------------------------------------------------------------- sending frames
 
+    #: Queued items after which _send writes a burst at once (read by cara/rpc/_frames.c,
+    #: which appends a frame and its length as one item while a flush is scheduled).
+    burst_items = _BURST_WRITE
+
     def _send(self, frame: bytes) -> None:
         """Send one cara frame (behind its 4-byte length)."""
         size = len(frame)
@@ -907,8 +913,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._receiving = False
         if self._flush_by_burst:  # (no flush was scheduled for what this read's frames sent)
             self._flush_by_burst = self._flush_scheduled = False
+        if not self._out:  # (nothing to write: a flush already scheduled stays so)
+            return
         conn = self.conn
-        if self._out and conn is not None and (conn.answers_in_flight or self.throttled):
+        if conn is not None and (conn.answers_in_flight or self.throttled):
             self._schedule_flush()  # (or frames of this read wait for our next slice)
         else:
             self._flush()
