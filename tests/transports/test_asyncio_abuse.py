@@ -25,6 +25,9 @@ from cara.transports import Server
 from tests.conftest import LONG
 from tests.transports.support import CalcImpl, connected, eventually, ifaces, run, serving
 
+#: Each test runs with the frame loop in C and in Python (tests/transports/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 MAX_FRAME = 64 * 1024
 #: What a good client keeps of its unloaded calls/s under four attackers (issue 16's goal is
 #: 0.5; see test_a_good_client_keeps_a_share_of_its_rate_under_four_attackers).

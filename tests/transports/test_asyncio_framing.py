@@ -25,6 +25,9 @@ from tests.transports.backends import BACKENDS, sleep
 from tests.transports.backends import run as run_on
 from tests.transports.support import connected, ifaces, serving
 
+#: Each test runs with the frame loop in C and in Python (tests/transports/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 #: Text sizes: tiny, around a read (64 KiB), over the big-frame mark, several reads' worth.
 SIZES = [1, 3, 1000, 16_000, 65_000, 65_536, 70_000, 140_000, 300_000, 1_500_000]
 

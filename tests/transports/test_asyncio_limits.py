@@ -30,6 +30,9 @@ from cara.transports.asyncio_transport import RESERVE
 from tests.transports import abuse_support as A
 from tests.transports.support import connected, eventually, run, serving
 
+#: Each test runs with the frame loop in C and in Python (tests/transports/conftest.py).
+pytestmark = pytest.mark.usefixtures("frame_loop")
+
 CALLBACK_SCHEMA = """
 @0xe5f60718293a4b5c;
 interface Callback { call @0 (value :Int64) -> (result :Int64); }
