@@ -20,6 +20,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -32,9 +33,7 @@ static PyObject *FOREIGN;
 
 static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout, *s_param_cls,
     *s_interface_id, *s_index, *s_questions, *s_free_questions, *s_next_question, *s_loop,
-    *s_qid, *s_method, *s_unbox_flag, *s_send_call, *s_called, *s_id, *s_result_cls,
-    *s_returned, *s_finished, *s_pipes, *s_timer, *s_param_exports, *s_results, *s_done,
-    *s_set_result, *s_set_exception, *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire,
+    *s_send_call, *s_called, *s_id, *s_result_cls, *s_done, *s_set_result, *s_set_exception, *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire,
     *s_max_objects, *s_thread_id, *s_exports, *s_cap, *s_resolved, *s_running,
     *s_max_answers, *s_queued, *s_answers, *s_impl, *s_handler, *s_method_attr, *s_run,
     *s_handler_failed, *s_handled, *s_send;
@@ -188,13 +187,51 @@ send_framed(PyObject *conn, PyObject *send, PyObject *framed)
 
 /* ------------------------------------------------------------------ configure */
 
+/* A Question's slots (connection.py: Question.__slots__), read and written in place: where
+ * each lives in the object. A question made by send_plain has every one set. */
+static Py_ssize_t off_method, off_results, off_unbox, off_conn, off_finished,
+    off_param_exports, off_pipes, off_qid, off_returned, off_timer;
+static PyObject *NO_PIPES;  /* connection._NO_PIPES: a question's pipes before it has any */
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static void
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    PyObject *old = SLOT(obj, off);
+    SLOT(obj, off) = Py_NewRef(value);
+    Py_XDECREF(old);
+}
+
+static int
+slot_offset(PyObject *type, const char *name, Py_ssize_t *out)
+{
+    PyObject *d = PyDict_GetItemString(((PyTypeObject *)type)->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)
+            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "Question.%s must be a slot", name);
+        return -1;
+    }
+    *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    return 0;
+}
+
 static PyObject *
 frames_configure(PyObject *module, PyObject *args)
 {
-    PyObject *q, *ic, *pc, *lc, *holds, *perr, *pk;
-    if (!PyArg_ParseTuple(args, "OOOOO!OO:configure", &q, &ic, &pc, &lc, &PyDict_Type, &holds,
-                          &perr, &pk))
+    PyObject *q, *ic, *pc, *lc, *holds, *perr, *pk, *no_pipes;
+    if (!PyArg_ParseTuple(args, "O!OOOO!OOO!:configure", &PyType_Type, &q, &ic, &pc, &lc,
+                          &PyDict_Type, &holds, &perr, &pk, &PyDict_Type, &no_pipes))
         return NULL;
+    if (slot_offset(q, "_method", &off_method) < 0 || slot_offset(q, "_results", &off_results) < 0
+            || slot_offset(q, "_unbox", &off_unbox) < 0 || slot_offset(q, "conn", &off_conn) < 0
+            || slot_offset(q, "finished", &off_finished) < 0
+            || slot_offset(q, "param_exports", &off_param_exports) < 0
+            || slot_offset(q, "pipes", &off_pipes) < 0 || slot_offset(q, "qid", &off_qid) < 0
+            || slot_offset(q, "returned", &off_returned) < 0
+            || slot_offset(q, "timer", &off_timer) < 0)
+        return NULL;
+    Py_XSETREF(NO_PIPES, Py_NewRef(no_pipes));
     Py_XSETREF(LocalCap, Py_NewRef(lc));
     Py_XSETREF(Question, Py_NewRef(q));
     Py_XSETREF(ImportCap, Py_NewRef(ic));
@@ -334,10 +371,22 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
         Py_DECREF(loop);
         if (q == NULL) goto error;
     }
-    if (PyObject_SetAttr(q, s_conn, conn) < 0 || PyObject_SetAttr(q, s_qid, qid) < 0
-            || PyObject_SetAttr(q, s_method, method) < 0
-            || PyObject_SetAttr(q, s_unbox_flag, Py_True) < 0
-            || PyDict_SetItem(questions, qid, q) < 0)
+    if (Py_TYPE(q) != (PyTypeObject *)Question) {
+        PyErr_SetString(PyExc_TypeError, "Question() made another type");
+        goto error;
+    }
+    /* (Connection._new_question's values, in the slots of the new question) */
+    set_slot(q, off_conn, conn);
+    set_slot(q, off_qid, qid);
+    set_slot(q, off_method, method);
+    set_slot(q, off_unbox, Py_True);
+    set_slot(q, off_results, Py_None);
+    set_slot(q, off_returned, Py_False);
+    set_slot(q, off_finished, Py_False);
+    set_slot(q, off_timer, Py_None);
+    set_slot(q, off_pipes, NO_PIPES);
+    set_slot(q, off_param_exports, Py_None);
+    if (PyDict_SetItem(questions, qid, q) < 0)
         goto error;
     if (PyObject_SetAttr(cap, s_called, Py_True) < 0) goto error;
 
@@ -619,14 +668,15 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
     if (q == NULL) { if (PyErr_Occurred()) goto error; goto done; }
     Py_INCREF(q);
     if (Py_TYPE(q) != (PyTypeObject *)Question) goto done;
-    if ((r = attr_false(q, s_returned)) != 1 || (r = attr_false(q, s_finished)) != 1
-            || (r = attr_false(q, s_pipes)) != 1 || (r = attr_is(q, s_timer, Py_None)) != 1
-            || (r = attr_is(q, s_param_exports, Py_None)) != 1) {
-        if (r < 0) goto error;
-        goto done;
+    {   /* nobody cancelled, timed or pipelined on it (the slots as _new_question set them) */
+        PyObject *pipes = SLOT(q, off_pipes);
+        if (SLOT(q, off_returned) != Py_False || SLOT(q, off_finished) != Py_False
+                || pipes == NULL || !PyDict_Check(pipes) || PyDict_GET_SIZE(pipes) != 0
+                || SLOT(q, off_timer) != Py_None || SLOT(q, off_param_exports) != Py_None
+                || SLOT(q, off_method) == NULL || SLOT(q, off_unbox) == NULL)
+            goto done;
     }
-    method = PyObject_GetAttr(q, s_method);
-    if (method == NULL) goto error;
+    method = Py_NewRef(SLOT(q, off_method));
     cls = PyObject_GetAttr(method, s_result_cls);
     if (cls == NULL) goto error;
     {
@@ -648,9 +698,9 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
 
     /* ---- ours: as _on_plain_return, from `q.returned = q.finished = True` on */
     out = 1;
-    if (PyObject_SetAttr(q, s_returned, Py_True) < 0
-            || PyObject_SetAttr(q, s_finished, Py_True) < 0
-            || PyDict_DelItem(questions, key) < 0)
+    set_slot(q, off_returned, Py_True);
+    set_slot(q, off_finished, Py_True);
+    if (PyDict_DelItem(questions, key) < 0)
         goto error;
     {
         PyObject *free_ids = PyObject_GetAttr(conn, s_free_questions);
@@ -659,7 +709,7 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
         Py_DECREF(free_ids);
         if (r < 0) goto error;
     }
-    if (PyObject_SetAttr(q, s_results, results) < 0) goto error;
+    set_slot(q, off_results, results);
     {
         PyObject *is_done = PyObject_CallMethodNoArgs(q, s_done);
         if (is_done == NULL) goto error;
@@ -668,10 +718,10 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
         if (r) goto done;
     }
     {
-        int unbox = attr_false(q, s_unbox_flag);
+        int unbox = PyObject_IsTrue(SLOT(q, off_unbox));
         if (unbox < 0) goto error;
         PyObject *unboxer = NULL;
-        if (!unbox) {  /* q._unbox is true */
+        if (unbox) {
             unboxer = PyObject_GetAttr(method, s_unbox);
             if (unboxer == NULL) goto error;
             if (unboxer == Py_None) Py_CLEAR(unboxer);
@@ -989,7 +1039,8 @@ error:
 
 static PyMethodDef frames_methods[] = {
     {"configure", frames_configure, METH_VARARGS,
-     "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, packb)"},
+     "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, packb, "
+     "NO_PIPES)"},
     {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
      "send_plain(cap, method, params): the Question of a plain call sent, or None"},
     {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,
@@ -1020,19 +1071,10 @@ PyInit__frames(void)
     INTERN(s_free_questions, "_free_questions");
     INTERN(s_next_question, "_next_question");
     INTERN(s_loop, "loop");
-    INTERN(s_qid, "qid");
-    INTERN(s_method, "_method");
-    INTERN(s_unbox_flag, "_unbox");
     INTERN(s_send_call, "_send_call");
     INTERN(s_called, "called");
     INTERN(s_id, "id");
     INTERN(s_result_cls, "result_cls");
-    INTERN(s_returned, "returned");
-    INTERN(s_finished, "finished");
-    INTERN(s_pipes, "pipes");
-    INTERN(s_timer, "timer");
-    INTERN(s_param_exports, "param_exports");
-    INTERN(s_results, "_results");
     INTERN(s_done, "done");
     INTERN(s_set_result, "set_result");
     INTERN(s_set_exception, "set_exception");

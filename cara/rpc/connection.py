@@ -61,26 +61,27 @@ __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
 
 #: The exports of a return whose type cannot hold a capability (shared, never filled).
 _NO_EXPORTS: list[int] = []
+#: A question's pipelined capabilities before it has any (shared, never filled: replaced).
+_NO_PIPES: dict[tuple[int, ...], Any] = {}
 
 
 class Question(CallPromise):
     """A call (or bootstrap) we sent: the promise its caller holds (see :class:`CallPromise`);
     cancelling it sends ``Finish`` so the callee cancels its handler."""
 
-    # Defaults for what most questions never set (a question is made per call: fewer
-    # attribute writes are cheaper calls); ``pipes`` is replaced, never filled in place.
-    _results: Any = None
-    returned = False
-    finished = False
-    timer: asyncio.TimerHandle | None = None
-    pipes: dict[tuple[int, ...], PipelineCap] = {}  # (read-only: replaced, never filled)
-    param_exports: list[int] | None = None
+    # Slots, all set when the question is made (Connection._new_question, or send_plain in
+    # cara/rpc/_frames.c, which reads and writes them in place): no per-question dict.
+    __slots__ = ("_method", "_results", "_unbox", "conn", "finished", "param_exports", "pipes",
+                 "qid", "returned", "timer")
 
     conn: Connection
     qid: int
     _unbox: bool
-    # (no __init__: Connection._new_question sets conn, qid, _method and _unbox; a Python
-    # __init__ calling the Future's costs a frame and a super() per call)
+    returned: bool
+    finished: bool
+    timer: asyncio.TimerHandle | None
+    pipes: dict[tuple[int, ...], PipelineCap]  # (_NO_PIPES until one is made: then replaced)
+    param_exports: list[int] | None
 
     def _pipeline(self, path: tuple[str, ...]) -> Cap:
         wire = self.conn.wire
@@ -476,6 +477,11 @@ class Connection:
         q.qid = qid
         q._method = method
         q._unbox = unbox
+        q._results = None
+        q.returned = q.finished = False
+        q.timer = None
+        q.pipes = _NO_PIPES
+        q.param_exports = None
         self._questions[qid] = q
         return q
 
@@ -1277,4 +1283,4 @@ def _when_resolved(cap: Cap, callback: Callable[[Cap], None]) -> None:
 
 if FRAMES is not None:
     FRAMES.configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES,
-                     ProtocolError, SPEEDUPS.packb)
+                     ProtocolError, SPEEDUPS.packb, _NO_PIPES)
