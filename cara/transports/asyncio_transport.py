@@ -893,6 +893,10 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             # Marked as scheduled all the same, so the frames after it are appended inline.
             self._flush_scheduled = self._flush_by_burst = True
             return
+        if self._flush_scheduled:
+            if len(out) >= _BURST_WRITE and not self.throttled:  # (as _send: capnp's way)
+                self._write_burst()
+            return
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
