@@ -843,13 +843,26 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def _send(self, frame: bytes) -> None:
         """Send one cara frame (behind its 4-byte length)."""
         size = len(frame)
-        if self._flush_scheduled and size <= self.max_frame_size:  # (the common case, inline)
-            out = self._out
-            out.append(_pack_header(size))
-            out.append(frame)
-            if len(out) >= _BURST_WRITE and not self.throttled:
-                self._write_burst()
-            return
+        if size <= self.max_frame_size:  # (the common cases of _queue, inline)
+            if self._flush_scheduled:
+                out = self._out
+                out.append(_pack_header(size))
+                out.append(frame)
+                if len(out) >= _BURST_WRITE and not self.throttled:
+                    self._write_burst()
+                return
+            if self._receiving:  # an answer: _end_of_burst writes it
+                self._out.append(_pack_header(size) + frame)
+                self._flush_scheduled = self._flush_by_burst = True
+                return
+            if not self._wrote_alone and not self._out and not self.throttled:
+                conn = self.conn
+                transport = self.transport
+                if conn is not None and not conn.answers_in_flight and transport is not None \
+                        and not transport.is_closing():
+                    transport.write(_pack_header(size) + frame)  # (alone: see _queue)
+                    self._wrote_alone = True
+                    return
         self._queue(frame, True)
 
     def _write_burst(self) -> None:
@@ -923,18 +936,24 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if conn is not None and (conn.answers_in_flight or self.throttled):
             self._schedule_flush()  # (or frames of this read wait for our next slice)
         else:
-            self._flush()
+            self._write_out()
 
     def _flush(self) -> None:
-        self._flush_scheduled = self._wrote_alone = False
         out = self._out
         conn = self.conn
         if out and conn is not None and not conn.closed and self._flush_waits < _COALESCE_TURNS \
                 and (conn.answers_in_flight or self.throttled):
+            self._flush_scheduled = self._wrote_alone = False
             self._flush_waits += 1
             self._schedule_flush()
             return
+        self._write_out()
+
+    def _write_out(self) -> None:
+        """Write everything queued now (the flush, once nothing makes it wait)."""
+        self._flush_scheduled = self._wrote_alone = False
         self._flush_waits = 0
+        out = self._out
         if out:
             self._out = []
             transport = self.transport
