@@ -28,6 +28,7 @@ import collections
 import contextlib
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any
 
@@ -88,6 +89,9 @@ class TrioLoop:
         self._held = False  # a task runs the callbacks at the end of its turn (see turn())
         #: The task made last: the next one starts after it (see TrioTask).
         self._last_task: TrioTask | None = None
+        #: The thread this trio run is in, while it runs (as asyncio's loops say theirs: the C
+        #: fast path of cara frames sends a call only from its connection's loop thread).
+        self._thread_id: int | None = threading.get_ident()
         trio.lowlevel.spawn_system_task(self._pump, name="cara callbacks")
 
     def __repr__(self) -> str:
@@ -112,6 +116,7 @@ class TrioLoop:
         finally:
             self._running = False
             self._parked = None
+            self._thread_id = None
 
     def _unpark(self, _raise_cancel: Any) -> trio.lowlevel.Abort:
         self._parked = None
