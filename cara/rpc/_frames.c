@@ -26,7 +26,8 @@
 #include <string.h>
 
 /* set by configure() */
-static PyObject *Question, *ImportCap, *PipelineCap, *LocalCap, *HOLDS, *ProtocolError, *packb;
+static PyObject *Question, *ImportCap, *PipelineCap, *LocalCap, *HOLDS, *ProtocolError, *packb,
+    *get_running_loop;
 static PyObject *loop_kwnames;
 /* send_plain()'s answer for a call made outside the connection's loop thread */
 static PyObject *FOREIGN;
@@ -219,9 +220,9 @@ slot_offset(PyObject *type, const char *name, Py_ssize_t *out)
 static PyObject *
 frames_configure(PyObject *module, PyObject *args)
 {
-    PyObject *q, *ic, *pc, *lc, *holds, *perr, *pk, *no_pipes;
-    if (!PyArg_ParseTuple(args, "O!OOOO!OOO!:configure", &PyType_Type, &q, &ic, &pc, &lc,
-                          &PyDict_Type, &holds, &perr, &pk, &PyDict_Type, &no_pipes))
+    PyObject *q, *ic, *pc, *lc, *holds, *perr, *pk, *no_pipes, *grl;
+    if (!PyArg_ParseTuple(args, "O!OOOO!OOO!O:configure", &PyType_Type, &q, &ic, &pc, &lc,
+                          &PyDict_Type, &holds, &perr, &pk, &PyDict_Type, &no_pipes, &grl))
         return NULL;
     if (slot_offset(q, "_method", &off_method) < 0 || slot_offset(q, "_results", &off_results) < 0
             || slot_offset(q, "_unbox", &off_unbox) < 0 || slot_offset(q, "conn", &off_conn) < 0
@@ -232,6 +233,7 @@ frames_configure(PyObject *module, PyObject *args)
             || slot_offset(q, "timer", &off_timer) < 0)
         return NULL;
     Py_XSETREF(NO_PIPES, Py_NewRef(no_pipes));
+    Py_XSETREF(get_running_loop, Py_NewRef(grl));
     Py_XSETREF(LocalCap, Py_NewRef(lc));
     Py_XSETREF(Question, Py_NewRef(q));
     Py_XSETREF(ImportCap, Py_NewRef(ic));
@@ -311,12 +313,22 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
         PyObject *loop = PyObject_GetAttr(conn, s_loop);
         if (loop == NULL) goto error;
         PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
-        Py_DECREF(loop);
-        if (tid == NULL) { PyErr_Clear(); goto foreign; }
-        unsigned long ident = PyLong_Check(tid) ? PyLong_AsUnsignedLong(tid) : 0;
-        Py_DECREF(tid);
-        if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
-        if (ident == 0 || ident != PyThread_get_thread_ident()) goto foreign;
+        if (tid == NULL) {  /* a loop that does not say (uvloop's): the running loop, asked */
+            PyErr_Clear();
+            PyObject *running = PyObject_CallNoArgs(get_running_loop);
+            r = running == loop;
+            Py_XDECREF(running);
+            Py_DECREF(loop);
+            if (running == NULL) goto error;
+            if (!r) goto foreign;
+        }
+        else {
+            Py_DECREF(loop);
+            unsigned long ident = PyLong_Check(tid) ? PyLong_AsUnsignedLong(tid) : 0;
+            Py_DECREF(tid);
+            if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
+            if (ident == 0 || ident != PyThread_get_thread_ident()) goto foreign;
+        }
     }
     if ((r = attr_is(conn, s_closed, Py_False)) != 1) { if (r < 0) goto error; goto decline; }
     if ((r = attr_is(conn, s_timeout, Py_None)) != 1) { if (r < 0) goto error; goto decline; }
@@ -1040,7 +1052,7 @@ error:
 static PyMethodDef frames_methods[] = {
     {"configure", frames_configure, METH_VARARGS,
      "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, packb, "
-     "NO_PIPES)"},
+     "NO_PIPES, asyncio._get_running_loop)"},
     {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
      "send_plain(cap, method, params): the Question of a plain call sent, or None"},
     {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,

@@ -1283,4 +1283,4 @@ def _when_resolved(cap: Cap, callback: Callable[[Cap], None]) -> None:
 
 if FRAMES is not None:
     FRAMES.configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES,
-                     ProtocolError, SPEEDUPS.packb, _NO_PIPES)
+                     ProtocolError, SPEEDUPS.packb, _NO_PIPES, asyncio._get_running_loop)

@@ -453,12 +453,8 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
 
     method.__name__ = method.__qualname__ = spec.attr
     if FRAMES is not None:  # the same method, sending one-argument plain calls in C
-        return FRAMES.PlainMethod(method, spec, method_of, _positional_box)
+        return FRAMES.PlainMethod(method, spec, method_of, type(spec).positional_box)
     return method
-
-
-def _positional_box(spec: Any) -> Any:
-    return spec.positional_box()
 
 
 def runtime_proxy_class(iface_cls: type) -> type:

@@ -2,7 +2,8 @@
 
 ``SPEEDUPS`` is the module, or None: not built (no C compiler at install time), or switched
 off with ``CARA_PURE_PYTHON=1``. :mod:`cara.runtime.list` takes its typed lists' base class
-from it and :mod:`cara.runtime.struct` its per-class plans; nothing else imports it.
+from it and :mod:`cara.runtime.struct` its per-class plans; above the runtime, only the RPC
+core's own C fast path uses it (:mod:`cara.rpc.accel`: its ``packb`` packs a call's params).
 """
 
 from __future__ import annotations

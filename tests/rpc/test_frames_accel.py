@@ -514,3 +514,24 @@ def test_mutated_frames_get_the_same_answer_from_both_paths(mod: Any) -> None:
 
     fast, slow = run(both(mod, body))
     assert fast[0] == slow[0]
+
+
+def test_calls_take_the_fast_path_on_uvloop_too(mod: Any) -> None:
+    """uvloop's loop does not say which thread it runs in (asyncio's ``_thread_id``): the
+    fast path then asks for the running loop instead of sending every call the long way."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (the test extra has it)")
+
+    async def main() -> None:
+        pair = Pair(mod, True)
+        proxy = await pair.proxy(mod)
+        cap = proxy._cara_rpc_cap_
+        method = P.method_of(mod.Mixed.cara_schema.method("text"))
+        q = FRAMES.send_plain(cap, method, method.param_cls({0: "uv"}))
+        assert q is not None and await q == "uv"
+        assert await proxy.text("again") == "again"
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), 30))
+    finally:
+        loop.close()
