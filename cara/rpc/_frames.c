@@ -5,18 +5,23 @@
  * In Python each costs a handful of frames (proxy, capability, connection, encoding, question),
  * which is most of a call's cost once asyncio's own share is paid. Here:
  *
+ *   PlainMethod                      a runtime proxy's method: boxes a one-argument call and
+ *                                    sends it with send_plain (else cap.call(), else the
+ *                                    Python method it wraps);
  *   send_plain(cap, method, params)  sends such a call and returns its Question, or None when
  *                                    anything is not the plain case (the caller then runs
  *                                    cap.call(), the reference, with nothing done yet);
  *   process(conn, view, limit, deadline, now)
  *                                    is the transport's frame loop (asyncio_transport's
- *                                    _process): it settles a plain final return in place and
- *                                    hands every other frame to conn.receive().
+ *                                    _process): it settles a plain final return in place, runs
+ *                                    a plain call on a local object (and sends its final return
+ *                                    when the handler answers at once), and hands every other
+ *                                    frame to conn.receive().
  *
- * Both only *take* the plain case and decide nothing else: every check happens before the
+ * They only *take* the plain case and decide nothing else: every check happens before the
  * first side effect, so a frame or call they decline goes through the Python path whole, which
- * gives the result or the error with its wording. The Python twins stay the reference; the
- * tests run both builds over the same traffic (tests/test_rpc_frames_accel.py).
+ * gives the result or the error with its wording. The Python twins stay the reference;
+ * tests/rpc/test_frames_accel.py runs both over the same traffic.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,10 +39,10 @@ static PyObject *FOREIGN;
 
 static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout, *s_param_cls,
     *s_interface_id, *s_index, *s_questions, *s_free_questions, *s_next_question, *s_loop,
-    *s_send_call, *s_called, *s_id, *s_result_cls, *s_done, *s_set_result, *s_set_exception, *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire,
-    *s_max_objects, *s_thread_id, *s_exports, *s_cap, *s_resolved, *s_running,
-    *s_max_answers, *s_queued, *s_answers, *s_impl, *s_handler, *s_method_attr, *s_run,
-    *s_handler_failed, *s_handled, *s_send;
+    *s_send_call, *s_called, *s_id, *s_result_cls, *s_done, *s_set_result, *s_set_exception,
+    *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire, *s_max_objects, *s_thread_id,
+    *s_exports, *s_cap, *s_resolved, *s_running, *s_max_answers, *s_queued, *s_answers,
+    *s_impl, *s_handler, *s_method_attr, *s_run, *s_handler_failed, *s_handled, *s_send;
 
 #define CALL 0x00
 #define RETURN_FINAL 0x0b
@@ -489,12 +494,13 @@ frames_send_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------ proxy methods */
 
-/* PlainMethod(fallback, spec, method_of, positional_box): a runtime proxy
- * class's method (proxies._runtime_proxy_method's `method`, which is `fallback`) that sends a
- * call with one positional argument itself: boxed as {number: arg} by the params class's
- * converter (spec.positional_box(), asked once), sent by send_plain() or else cap.call().
- * Anything else (keywords, other counts, a call from outside the connection's loop thread, a
- * value the converter refuses) is fallback's, which gives the result or the error with its wording. */
+/* PlainMethod(fallback, spec, method_of, positional_box): a runtime proxy class's method
+ * (proxies._runtime_proxy_method's `method`, which is `fallback`) that sends a call with one
+ * positional argument itself: boxed as {number: arg} by the params class's converter
+ * (positional_box(spec), asked once), sent by send_plain(), else by cap.call() on a running
+ * loop. Anything else (keywords, other counts, a call from outside the connection's loop
+ * thread or with no loop running, a value the converter refuses) is fallback's, which gives
+ * the result or the error with its wording. */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -549,8 +555,20 @@ plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, P
         Py_DECREF(params);
         goto fallback;
     }
-    if (q == Py_None) {
+    if (q == Py_None) {  /* not a plain call: cap.call(), once a loop is known to run */
         Py_DECREF(q);
+        PyObject *running = PyObject_CallNoArgs(get_running_loop);
+        if (running == NULL) {
+            Py_DECREF(cap);
+            Py_DECREF(params);
+            return NULL;
+        }
+        Py_DECREF(running);
+        if (running == Py_None) {  /* (the Python method checks the thread: check_loop) */
+            Py_DECREF(cap);
+            Py_DECREF(params);
+            goto fallback;
+        }
         PyObject *call_args[4] = {cap, pm->method, params, Py_None};
         q = PyObject_VectorcallMethod(s_call, call_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                       NULL);
@@ -1051,8 +1069,8 @@ error:
 
 static PyMethodDef frames_methods[] = {
     {"configure", frames_configure, METH_VARARGS,
-     "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, packb, "
-     "NO_PIPES, asyncio._get_running_loop)"},
+     "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, "
+     "packb, NO_PIPES, asyncio._get_running_loop)"},
     {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
      "send_plain(cap, method, params): the Question of a plain call sent, or None"},
     {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,

@@ -463,7 +463,18 @@ def test_a_call_from_a_thread_without_the_loop_is_refused_as_in_python(mod: Any)
         t.start()
         t.join()
         assert len(caught) == 1 and isinstance(caught[0], RuntimeError)
+        assert str(caught[0]) == P.NO_RUNNING_LOOP
         assert pair.client.stats()["questions"] == 0
+        # an object of this process (not a plain call: cap.call()) is refused the same way
+        from cara.rpc import LocalCap
+
+        local = P.cast(LocalCap(implementation(mod)), mod.Mixed)
+        assert await local.text("here") == "here"
+        proxy = local
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert len(caught) == 2 and str(caught[1]) == P.NO_RUNNING_LOOP
 
     run(main())
 
