@@ -42,7 +42,8 @@ static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout
     *s_send_call, *s_called, *s_id, *s_result_cls, *s_done, *s_set_result, *s_set_exception,
     *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire, *s_max_objects, *s_thread_id,
     *s_exports, *s_cap, *s_resolved, *s_running, *s_max_answers, *s_queued, *s_answers,
-    *s_impl, *s_handler, *s_method_attr, *s_run, *s_handler_failed, *s_handled, *s_send;
+    *s_impl, *s_handler, *s_method_attr, *s_run, *s_handler_failed, *s_handled, *s_send,
+    *s_cache, *s_direct;
 
 #define CALL 0x00
 #define RETURN_FINAL 0x0b
@@ -823,6 +824,42 @@ holds_none(PyObject *cls)
     return holds == Py_False;
 }
 
+/* handler.run(params), with the steps of handler.direct done here when it has them (see
+ * dispatch.Handler): fn(params[number]), then a scalar value boxed by convert({single: value})
+ * and anything else (or a value convert refuses) by finish(value). */
+static PyObject *
+run_handler(PyObject *handler, PyObject *params)
+{
+    PyObject *direct = PyObject_GetAttr(handler, s_direct);
+    if (direct == NULL) return NULL;
+    if (!PyTuple_CheckExact(direct) || PyTuple_GET_SIZE(direct) != 5) {
+        Py_DECREF(direct);
+        return PyObject_CallMethodOneArg(handler, s_run, params);
+    }
+    PyObject *fn = PyTuple_GET_ITEM(direct, 0), *number = PyTuple_GET_ITEM(direct, 1);
+    PyObject *finish = PyTuple_GET_ITEM(direct, 2), *convert = PyTuple_GET_ITEM(direct, 3);
+    PyObject *single = PyTuple_GET_ITEM(direct, 4);
+    PyObject *arg = PyObject_GetItem(params, number);  /* (params[number], as run reads it) */
+    PyObject *value = arg != NULL ? PyObject_CallOneArg(fn, arg) : NULL;
+    Py_XDECREF(arg);
+    PyObject *result = NULL;
+    if (value != NULL) {
+        if (convert != Py_None && (PyUnicode_CheckExact(value) || PyLong_CheckExact(value)
+                                   || PyFloat_CheckExact(value) || PyBool_Check(value)
+                                   || PyBytes_CheckExact(value))) {
+            PyObject *data = PyDict_New();
+            if (data != NULL && PyDict_SetItem(data, single, value) == 0)
+                result = PyObject_CallOneArg(convert, data);
+            Py_XDECREF(data);
+            if (result == NULL) PyErr_Clear();  /* refused: finish words it */
+        }
+        if (result == NULL) result = PyObject_CallOneArg(finish, value);
+        Py_DECREF(value);
+    }
+    Py_DECREF(direct);
+    return result;
+}
+
 /* Connection._on_plain_call + _run_local for frame f ([CALL, qid, export_id, interface_id,
  * method_id, params, []]) when the export is a local object that may run now and the params
  * class reads the content in C; the results of a handler that answers at once are sent from
@@ -880,9 +917,22 @@ plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
         PyObject *iid_obj = PyLong_FromUnsignedLongLong(iid);
         PyObject *mid_obj = PyLong_FromUnsignedLongLong(mid);
         if (iid_obj != NULL && mid_obj != NULL) {
-            PyObject *call_args[3] = {impl, iid_obj, mid_obj};
-            handler = PyObject_VectorcallMethod(s_handler, call_args,
-                                                3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            /* the handler made already (Implementation.cache), else impl.handler() makes it */
+            PyObject *cache = PyObject_GetAttr(impl, s_cache);
+            PyObject *key2 = cache != NULL && PyDict_CheckExact(cache)
+                ? PyTuple_Pack(2, iid_obj, mid_obj) : NULL;
+            if (key2 != NULL) {
+                handler = PyDict_GetItemWithError(cache, key2);
+                Py_XINCREF(handler);
+                Py_DECREF(key2);
+            }
+            Py_XDECREF(cache);
+            PyErr_Clear();
+            if (handler == NULL) {
+                PyObject *call_args[3] = {impl, iid_obj, mid_obj};
+                handler = PyObject_VectorcallMethod(s_handler, call_args,
+                                                    3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            }
         }
         Py_XDECREF(iid_obj);
         Py_XDECREF(mid_obj);
@@ -898,7 +948,7 @@ plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
 
     /* ---- ours: the handler runs */
     out = 1;
-    result = PyObject_CallMethodOneArg(handler, s_run, params);
+    result = run_handler(handler, params);
     if (result == NULL) {
         PyObject *exc = take_exception();
         if (exc == NULL) goto error;
@@ -1140,6 +1190,8 @@ PyInit__frames(void)
     INTERN(s_handler_failed, "_handler_failed");
     INTERN(s_handled, "_handled");
     INTERN(s_send, "_send");
+    INTERN(s_cache, "cache");
+    INTERN(s_direct, "direct");
     FOREIGN = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (FOREIGN == NULL) return NULL;
     if (PyType_Ready(&PlainMethodType) < 0) return NULL;

@@ -34,13 +34,20 @@ _PLAIN_VALUES = frozenset({str, bytes, int, float, bool, type(None), list, tuple
 
 
 class Handler:
-    """One method of one implementation: ``run(params)`` -> results struct (or awaitable)."""
+    """One method of one implementation: ``run(params)`` -> results struct (or awaitable).
 
-    __slots__ = ("method", "run")
+    ``direct``, when set, is ``run`` taken apart for a caller that does its steps itself (the
+    C fast path of cara frames): ``(fn, number, finish, convert, single)`` says that ``run``
+    calls ``fn(params[number])`` and returns ``finish(value)``, which for a ``value`` of a
+    builtin scalar type is ``convert({single: value})`` unless that raises."""
 
-    def __init__(self, method: Method, run: Callable[[Any], Any]) -> None:
+    __slots__ = ("direct", "method", "run")
+
+    def __init__(self, method: Method, run: Callable[[Any], Any],
+                 direct: tuple[Any, ...] | None = None) -> None:
         self.method = method
         self.run = run
+        self.direct = direct
 
 
 class Implementation:
@@ -76,7 +83,7 @@ class Implementation:
             if spec is None:
                 raise Unimplemented(f"{type(obj).__name__} has no method @{index} of interface "
                                     f"0x{interface_id:016x}")
-            return Handler(method_of(spec), _runtime_handler(obj, spec))
+            return _runtime_handler(obj, spec)
         m = self.info.methods.get(key) if self.info is not None else None
         if m is None:
             other = known_interface(interface_id)
@@ -88,7 +95,7 @@ class Implementation:
             pyclass = self.info.pyclass if self.info is not None and \
                 self.info.pyclass is not None else _runtime_class_of(m)
             if pyclass is not None:
-                return Handler(method_of(m.spec), _runtime_handler(pyclass(obj), m.spec))
+                return _runtime_handler(pyclass(obj), m.spec)
         fn: Any = None
         if isinstance(obj, Mapping):  # by (interface id, index) first: names can clash
             fn = obj.get(key) or obj.get(m.name)
@@ -126,7 +133,7 @@ def _runtime_class_of(m: MethodInfo) -> Any:
     return info.pyclass if info is not None else None
 
 
-def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
+def _runtime_handler(target: Any, spec: Any) -> Handler:
     """Calls a runtime interface instance with its ``$Params`` struct (``call_args``); boxes
     what it returns with ``spec.box_results``. The implementation is looked up once, here."""
     fn = runtime_implementation(target, spec)
@@ -150,21 +157,27 @@ def _runtime_handler(target: Any, spec: Any) -> Callable[[Any], Any]:
     number = fields[0].number if not is_async and not spec.params_named and \
         len(fields) == 1 and capacity >= 1 else None
 
-    def handle(params: Any) -> Any:
-        if type(params) is not cls:
-            params = cls({} if params is None else params)
-        if number is not None:
-            result = fn(params[number])
-        else:
-            args, kwargs = call_args(params, capacity)
-            if is_async:
-                return run_async(args, kwargs)
-            result = fn(*args, **kwargs)
+    def finish(result: Any) -> Any:
         if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
             return boxed(result)
         return box(result)
 
-    return handle
+    def handle(params: Any) -> Any:
+        if type(params) is not cls:
+            params = cls({} if params is None else params)
+        if number is not None:
+            return finish(fn(params[number]))
+        args, kwargs = call_args(params, capacity)
+        if is_async:
+            return run_async(args, kwargs)
+        return finish(fn(*args, **kwargs))
+
+    direct = None
+    if number is not None:
+        scalar = spec.scalar_box()
+        direct = (fn, number, finish, *scalar) if scalar is not None else \
+            (fn, number, finish, None, -1)
+    return Handler(method_of(spec), handle, direct)
 
 
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:

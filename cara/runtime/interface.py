@@ -213,6 +213,19 @@ class MethodSpec:
             return cls()
         return _convert(cls, value, where)
 
+    def scalar_box(self) -> tuple[Callable[[dict[int, Any]], Any], int] | None:
+        """``(convert, number)`` when :meth:`box_results` boxes a value of a builtin scalar type
+        (str, bytes, int, float, bool) as ``convert({number: value})`` first (a value
+        ``convert`` refuses goes the long way, which words the error); else None."""
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        if single < 0:
+            return None
+        cls = self._results.cls
+        _compile(cls)  # (the generated converter, not the stand-in that generates it)
+        return cls._cara_convert_, single
+
     def unbox_results(self, results: Any) -> Any:
         """What a caller gets back: None, the single value, or the result struct."""
         if self.results_named:

@@ -54,6 +54,7 @@ interface Mixed {
     later @11 (v :Text) -> (v :Text);
     flag @12 (v :Bool) -> (v :Bool);
     peak @13 () -> (n :UInt32);
+    small @14 (v :Int64) -> (v :Int8);
 }
 """
 
@@ -112,6 +113,9 @@ def implementation(mod: Any) -> Any:
 
         def peak(self) -> int:
             return self.most
+
+        def small(self, v: int) -> Any:
+            return "seven" if v == 7 else v  # out of Int8's range, or not an int at all
 
         def flag(self, v: bool) -> bool:
             return not v
@@ -236,12 +240,16 @@ def test_errors_are_the_same_on_both_paths(mod: Any) -> None:
         return [await outcome(proxy.fail("x")),
                 await outcome(lambda: proxy.text(5)),  # refused by the params' converter
                 await outcome(lambda: proxy.int64(2 ** 64)),
+                await outcome(proxy.small(5)),  # boxed in C
+                await outcome(proxy.small(300)),  # refused by the results' converter
+                await outcome(proxy.small(7)),
                 await outcome(proxy.text("after"))]
 
     fast, slow = run(both(mod, body))
     assert fast == slow
     assert fast[0][0][0] == "error" and "refused x" in fast[0][0][2]
     assert fast[0][1][0] == "error"
+    assert fast[0][3] == ("value", 5) and fast[0][4][0] == fast[0][5][0] == "error"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
