@@ -43,7 +43,7 @@ static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout
     *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire, *s_max_objects, *s_thread_id,
     *s_exports, *s_cap, *s_resolved, *s_running, *s_max_answers, *s_queued, *s_answers,
     *s_impl, *s_handler, *s_method_attr, *s_run, *s_handler_failed, *s_handled, *s_send,
-    *s_cache, *s_direct;
+    *s_cache, *s_direct, *s_unbox_field;
 
 #define CALL 0x00
 #define RETURN_FINAL 0x0b
@@ -752,7 +752,25 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
         int unbox = PyObject_IsTrue(SLOT(q, off_unbox));
         if (unbox < 0) goto error;
         PyObject *unboxer = NULL;
-        if (unbox) {
+        PyObject *field = unbox ? PyObject_GetAttr(method, s_unbox_field) : NULL;
+        if (unbox && field == NULL) goto error;
+        if (field != NULL && PyLong_CheckExact(field)) {  /* results[field]: unbox's answer */
+            value = PyObject_GetItem(results, field);
+            Py_DECREF(field);
+            if (value == NULL) {  /* as the Python path: the caller gets the error */
+                PyObject *exc = take_exception();
+                if (exc == NULL) goto error;
+                PyObject *set = PyObject_CallMethodOneArg(q, s_set_exception, exc);
+                Py_DECREF(exc);
+                if (set == NULL) goto error;
+                Py_DECREF(set);
+                goto done;
+            }
+            unbox = -1;  /* (done) */
+        }
+        else
+            Py_XDECREF(field);
+        if (unbox == 1) {
             unboxer = PyObject_GetAttr(method, s_unbox);
             if (unboxer == NULL) goto error;
             if (unboxer == Py_None) Py_CLEAR(unboxer);
@@ -770,7 +788,7 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
                 goto done;
             }
         }
-        else
+        else if (unbox != -1)
             value = Py_NewRef(results);
     }
     {
@@ -1192,6 +1210,7 @@ PyInit__frames(void)
     INTERN(s_send, "_send");
     INTERN(s_cache, "cache");
     INTERN(s_direct, "direct");
+    INTERN(s_unbox_field, "unbox_field");
     FOREIGN = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     if (FOREIGN == NULL) return NULL;
     if (PyType_Ready(&PlainMethodType) < 0) return NULL;

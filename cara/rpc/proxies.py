@@ -74,7 +74,7 @@ class Method:
     becomes what the caller gets (``unbox``)."""
 
     __slots__ = ("index", "info", "interface_id", "name", "param_cls", "result_cls", "spec",
-                 "stream", "unbox")
+                 "stream", "unbox", "unbox_field")
 
     def __init__(self, interface_id: int, index: int, name: str, *, param_cls: Any = None,
                  result_cls: Any = None, spec: Any = None, info: MethodInfo | None = None,
@@ -87,6 +87,9 @@ class Method:
         self.spec = spec
         self.info = info
         self.unbox = unbox
+        #: The result field ``n`` when ``unbox(results)`` is ``results[n]`` (read so by the C
+        #: fast path of cara frames, which then calls no ``unbox``); else None.
+        self.unbox_field: int | None = spec.single_result() if spec is not None else None
         #: A streaming method (``-> stream``): its callers go on while the flow-control window
         #: has room instead of waiting for each return (see :class:`StreamCall`).
         self.stream = is_stream_method(spec if spec is not None else info)

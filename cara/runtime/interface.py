@@ -213,14 +213,20 @@ class MethodSpec:
             return cls()
         return _convert(cls, value, where)
 
+    def single_result(self) -> int | None:
+        """The field number ``n`` when :meth:`unbox_results` gives ``results[n]`` (one unnamed
+        result), else None."""
+        single = self._single_result
+        if single is None:
+            single = self._find_single_result()
+        return single if single >= 0 else None
+
     def scalar_box(self) -> tuple[Callable[[dict[int, Any]], Any], int] | None:
         """``(convert, number)`` when :meth:`box_results` boxes a value of a builtin scalar type
         (str, bytes, int, float, bool) as ``convert({number: value})`` first (a value
         ``convert`` refuses goes the long way, which words the error); else None."""
-        single = self._single_result
+        single = self.single_result()
         if single is None:
-            single = self._find_single_result()
-        if single < 0:
             return None
         cls = self._results.cls
         _compile(cls)  # (the generated converter, not the stand-in that generates it)
