@@ -142,7 +142,7 @@ attr_false(PyObject *obj, PyObject *name)
 
 /* ------------------------------------------------------------------ sending a frame */
 
-static PyObject *s_sink, *s_flush_scheduled, *s_out, *s_max_frame_size, *s_burst_items;
+static PyObject *s_send_framed;
 
 /* The frame's 4-byte big-endian length at p; returns where the frame goes. */
 static unsigned char *
@@ -155,37 +155,22 @@ put_length(unsigned char *p, Py_ssize_t size)
     return p + 4;
 }
 
-/* Send `framed` (a frame behind its 4-byte length) as conn.<send>(frame) would. conn._sink,
- * when set, is the asyncio frame transport whose _send that is: while a flush is coming
- * (_flush_scheduled), _send only appends the frame to its _out list, so this does the same,
- * up to the item count after which _send writes a long burst at once (burst_items). Anything
- * else goes through conn.<send> with the frame alone. */
+/* Send `framed` (a frame behind its 4-byte length) as conn.<send>(frame) would: through
+ * conn._send_framed when the transport frames that way (the asyncio one), else through
+ * conn.<send> with the frame alone. */
 static PyObject *
 send_framed(PyObject *conn, PyObject *send, PyObject *framed)
 {
-    Py_ssize_t size = PyBytes_GET_SIZE(framed) - 4;
-    PyObject *sink = PyObject_GetAttr(conn, s_sink);
-    if (sink == NULL) return NULL;
-    if (sink != Py_None) {
-        int queue = attr_is(sink, s_flush_scheduled, Py_True);
-        uint64_t limit, burst;
-        if (queue < 0) { Py_DECREF(sink); return NULL; }
-        if (queue && attr_uint(sink, s_max_frame_size, UINT64_MAX, &limit)
-                && (uint64_t)size <= limit && attr_uint(sink, s_burst_items, UINT64_MAX, &burst)) {
-            PyObject *out = PyObject_GetAttr(sink, s_out);
-            if (out == NULL) { Py_DECREF(sink); return NULL; }
-            int r = 1;
-            if (PyList_CheckExact(out) && (uint64_t)PyList_GET_SIZE(out) + 1 < burst)
-                r = PyList_Append(out, framed);
-            Py_DECREF(out);
-            if (r <= 0) {
-                Py_DECREF(sink);
-                return r < 0 ? NULL : Py_NewRef(Py_None);
-            }
-        }
+    PyObject *by_transport = PyObject_GetAttr(conn, s_send_framed);
+    if (by_transport == NULL) return NULL;
+    if (by_transport != Py_None) {
+        PyObject *sent = PyObject_CallOneArg(by_transport, framed);
+        Py_DECREF(by_transport);
+        return sent;
     }
-    Py_DECREF(sink);
-    PyObject *frame = PyBytes_FromStringAndSize(PyBytes_AS_STRING(framed) + 4, size);
+    Py_DECREF(by_transport);
+    PyObject *frame = PyBytes_FromStringAndSize(PyBytes_AS_STRING(framed) + 4,
+                                                PyBytes_GET_SIZE(framed) - 4);
     if (frame == NULL) return NULL;
     PyObject *sent = PyObject_CallMethodOneArg(conn, send, frame);
     Py_DECREF(frame);
@@ -266,6 +251,22 @@ take_exception(void)
     Py_XDECREF(type);
     Py_XDECREF(tb);
     return value;
+}
+
+/* Question q fails with the raised exception (q.set_exception(exc)), as an `except` clause of
+ * the Python path would: `any` for `except BaseException`, else only an Exception is caught
+ * and anything else stays raised. 0, or -1 with an exception raised. */
+static int
+fail_question(PyObject *q, int any)
+{
+    if (!any && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
+    PyObject *exc = take_exception();
+    if (exc == NULL) return -1;
+    PyObject *set = PyObject_CallMethodOneArg(q, s_set_exception, exc);
+    Py_DECREF(exc);
+    if (set == NULL) return -1;
+    Py_DECREF(set);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ sending a plain call */
@@ -428,16 +429,17 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
     sent = send_framed(conn, s_send_call, frame);
     if (sent == NULL) {
         /* as send_call: the question is dropped and fails with what the transport raised */
-        PyObject *exc = take_exception();
-        if (exc == NULL) goto error;
-        if (drop_question(conn, questions, qid, q) < 0) {
-            Py_DECREF(exc);
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        r = drop_question(conn, questions, qid, q);
+        if (r < 0) {
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
             goto error;
         }
-        PyObject *done = PyObject_CallMethodOneArg(q, s_set_exception, exc);
-        Py_DECREF(exc);
-        if (done == NULL) goto error;
-        Py_DECREF(done);
+        PyErr_Restore(type, value, tb);
+        if (fail_question(q, 1) < 0) goto error;
     }
     Py_XDECREF(sent);
     Py_DECREF(frame);
@@ -677,6 +679,30 @@ static PyTypeObject PlainMethodType = {
 
 /* ------------------------------------------------------------------ a plain final return */
 
+/* What the caller of a question on `method` gets for `results` when it unboxes: the single
+ * result (Method.unbox_field), else method.unbox(results), else the results themselves. */
+static PyObject *
+unboxed(PyObject *method, PyObject *results)
+{
+    PyObject *field = PyObject_GetAttr(method, s_unbox_field);
+    if (field == NULL) return NULL;
+    if (PyLong_CheckExact(field)) {
+        PyObject *value = PyObject_GetItem(results, field);
+        Py_DECREF(field);
+        return value;
+    }
+    Py_DECREF(field);
+    PyObject *unbox = PyObject_GetAttr(method, s_unbox);
+    if (unbox == NULL) return NULL;
+    if (unbox == Py_None) {
+        Py_DECREF(unbox);
+        return Py_NewRef(results);
+    }
+    PyObject *value = PyObject_CallOneArg(unbox, results);
+    Py_DECREF(unbox);
+    return value;
+}
+
 /* Connection._on_plain_return for frame f (size bytes: [RETURN_FINAL, answer_id, content, []])
  * when its question takes the short way and the results class reads the content in C.
  * 1: settled; 0: declined (nothing done); -1: error. */
@@ -748,48 +774,12 @@ plain_return(PyObject *conn, const unsigned char *f, Py_ssize_t size)
         Py_DECREF(is_done);
         if (r) goto done;
     }
-    {
-        int unbox = PyObject_IsTrue(SLOT(q, off_unbox));
-        if (unbox < 0) goto error;
-        PyObject *unboxer = NULL;
-        PyObject *field = unbox ? PyObject_GetAttr(method, s_unbox_field) : NULL;
-        if (unbox && field == NULL) goto error;
-        if (field != NULL && PyLong_CheckExact(field)) {  /* results[field]: unbox's answer */
-            value = PyObject_GetItem(results, field);
-            Py_DECREF(field);
-            if (value == NULL) {  /* as the Python path: the caller gets the error */
-                PyObject *exc = take_exception();
-                if (exc == NULL) goto error;
-                PyObject *set = PyObject_CallMethodOneArg(q, s_set_exception, exc);
-                Py_DECREF(exc);
-                if (set == NULL) goto error;
-                Py_DECREF(set);
-                goto done;
-            }
-            unbox = -1;  /* (done) */
-        }
-        else
-            Py_XDECREF(field);
-        if (unbox == 1) {
-            unboxer = PyObject_GetAttr(method, s_unbox);
-            if (unboxer == NULL) goto error;
-            if (unboxer == Py_None) Py_CLEAR(unboxer);
-        }
-        if (unboxer != NULL) {
-            value = PyObject_CallOneArg(unboxer, results);
-            Py_DECREF(unboxer);
-            if (value == NULL) {  /* as the Python path: the caller gets the error */
-                PyObject *exc = take_exception();
-                if (exc == NULL) goto error;
-                PyObject *set = PyObject_CallMethodOneArg(q, s_set_exception, exc);
-                Py_DECREF(exc);
-                if (set == NULL) goto error;
-                Py_DECREF(set);
-                goto done;
-            }
-        }
-        else if (unbox != -1)
-            value = Py_NewRef(results);
+    r = PyObject_IsTrue(SLOT(q, off_unbox));
+    if (r < 0) goto error;
+    value = r ? unboxed(method, results) : Py_NewRef(results);
+    if (value == NULL) {  /* as the Python path: the caller gets the error */
+        if (fail_question(q, 0) < 0) goto error;
+        goto done;
     }
     {
         PyObject *set = PyObject_CallMethodOneArg(q, s_set_result, value);
@@ -876,6 +866,21 @@ run_handler(PyObject *handler, PyObject *params)
     }
     Py_DECREF(direct);
     return result;
+}
+
+/* conn._handler_failed(qid, method, exc) for the raised exception, as _run_local's `except
+ * Exception` does (anything else stays raised): its result, or NULL. */
+static PyObject *
+handler_failed(PyObject *conn, PyObject *qid, PyObject *method)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+    PyObject *exc = take_exception();
+    if (exc == NULL) return NULL;
+    PyObject *call_args[4] = {conn, qid, method, exc};
+    PyObject *done = PyObject_VectorcallMethod(s_handler_failed, call_args,
+                                               4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(exc);
+    return done;
 }
 
 /* Connection._on_plain_call + _run_local for frame f ([CALL, qid, export_id, interface_id,
@@ -968,17 +973,7 @@ plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
     out = 1;
     result = run_handler(handler, params);
     if (result == NULL) {
-        PyObject *exc = take_exception();
-        if (exc == NULL) goto error;
-        if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);  /* not ours to answer */
-            Py_DECREF(exc);
-            goto error;
-        }
-        PyObject *call_args[4] = {conn, qkey, method, exc};
-        sent = PyObject_VectorcallMethod(s_handler_failed, call_args,
-                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        Py_DECREF(exc);
+        sent = handler_failed(conn, qkey, method);
         if (sent == NULL) goto error;
         goto done;
     }
@@ -1014,17 +1009,7 @@ plain_call(PyObject *conn, const unsigned char *f, Py_ssize_t size)
     }
     sent = send_framed(conn, s_send, frame);
     if (sent == NULL) {  /* as _run_local: the call fails with it */
-        PyObject *exc = take_exception();
-        if (exc == NULL) goto error;
-        if (!PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_Exception)) {
-            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-            Py_DECREF(exc);
-            goto error;
-        }
-        PyObject *call_args[4] = {conn, qkey, method, exc};
-        sent = PyObject_VectorcallMethod(s_handler_failed, call_args,
-                                         4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        Py_DECREF(exc);
+        sent = handler_failed(conn, qkey, method);
         if (sent == NULL) goto error;
     }
 done:
@@ -1189,11 +1174,7 @@ PyInit__frames(void)
     INTERN(s_cara_rpc_cap, "_cara_rpc_cap_");
     INTERN(s_call, "call");
     INTERN(s_thread_id, "_thread_id");
-    INTERN(s_sink, "_sink");
-    INTERN(s_flush_scheduled, "_flush_scheduled");
-    INTERN(s_out, "_out");
-    INTERN(s_max_frame_size, "max_frame_size");
-    INTERN(s_burst_items, "burst_items");
+    INTERN(s_send_framed, "_send_framed");
     INTERN(s_exports, "_exports");
     INTERN(s_cap, "cap");
     INTERN(s_resolved, "resolved");

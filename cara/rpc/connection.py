@@ -271,9 +271,10 @@ class Connection:
         #: Plain calls and their final returns may take the C fast path (cara/rpc/_frames.c):
         #: the stock cara frames (an encoding of another class may frame differently).
         self._fast_frames = FRAMES is not None and type(self.wire) is CaraWire
-        #: The transport object whose queue the C fast path may append frames to (see
-        #: ``send_framed`` in _frames.c): set by the asyncio transport, whose ``_send`` is ours.
-        self._sink: Any = None
+        #: ``send`` for a frame already behind its 4-byte length, as the C fast path builds
+        #: them: set by a transport that frames so (the asyncio one), else None (the fast path
+        #: then hands ``send`` the frame alone).
+        self._send_framed: Callable[[bytes], None] | None = None
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name

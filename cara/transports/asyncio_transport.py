@@ -373,8 +373,8 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             max_exports=limits.get("max_exports", DEFAULT_MAX_EXPORTS),
             max_imports=limits.get("max_imports", DEFAULT_MAX_IMPORTS),
         )
-        if send == self._send:  # (the C fast path queues as _send would: see _send)
-            self.conn._sink = self
+        if send == self._send:  # (the C fast path sends frames it built with their length)
+            self.conn._send_framed = self._send_framed
         if not admitted:
             self.abort("the server has too many connections")
             return
@@ -575,10 +575,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             if pos < 0:
                 self._close_transport()
                 return -1
-            if len(view) - pos >= 4 and _unpack_header(view, pos)[0] > limit:
-                self.abort(f"frame of {_unpack_header(view, pos)[0]} bytes exceeds the limit "
-                           f"of {limit} bytes")
-                return -1
+            if len(view) - pos >= 4:  # stopped before a frame over the limit?
+                size = _unpack_header(view, pos)[0]
+                if size > limit:
+                    self.abort(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+                    return -1
             return pos
         pos, end_of_data = 0, len(view)
         while end_of_data - pos >= 4:
@@ -836,34 +837,40 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     # ---------------------------------------------------------------------- sending frames
 
-    #: Queued items after which _send writes a burst at once (read by cara/rpc/_frames.c,
-    #: which appends a frame and its length as one item while a flush is scheduled).
-    burst_items = _BURST_WRITE
-
     def _send(self, frame: bytes) -> None:
         """Send one cara frame (behind its 4-byte length)."""
         size = len(frame)
-        if size <= self.max_frame_size:  # (the common cases of _queue, inline)
-            if self._flush_scheduled:
-                out = self._out
-                out.append(_pack_header(size))
-                out.append(frame)
-                if len(out) >= _BURST_WRITE and not self.throttled:
-                    self._write_burst()
-                return
-            if self._receiving:  # an answer: _end_of_burst writes it
-                self._out.append(_pack_header(size) + frame)
-                self._flush_scheduled = self._flush_by_burst = True
-                return
-            if not self._wrote_alone and not self._out and not self.throttled:
-                conn = self.conn
-                transport = self.transport
-                if conn is not None and not conn.answers_in_flight and transport is not None \
-                        and not transport.is_closing():
-                    transport.write(_pack_header(size) + frame)  # (alone: see _queue)
-                    self._wrote_alone = True
-                    return
-        self._queue(frame, True)
+        if self._flush_scheduled and size <= self.max_frame_size:  # (the commonest case)
+            out = self._out
+            out.append(_pack_header(size))
+            out.append(frame)
+            if len(out) >= _BURST_WRITE and not self.throttled:
+                self._write_burst()
+            return
+        self._check_size(size)
+        self._queue(_pack_header(size) + frame)
+
+    def _send_framed(self, framed: bytes) -> None:
+        """Send one cara frame already behind its 4-byte length (as cara/rpc/_frames.c builds
+        them: ``Connection._send_framed``)."""
+        if self._flush_scheduled and len(framed) - 4 <= self.max_frame_size:  # (as _send)
+            out = self._out
+            out.append(framed)
+            if len(out) >= _BURST_WRITE and not self.throttled:
+                self._write_burst()
+            return
+        self._check_size(len(framed) - 4)
+        self._queue(framed)
+
+    def _send_raw(self, message: bytes) -> None:
+        """Send one already framed message (the capnp encoding frames its own)."""
+        self._check_size(len(message))
+        self._queue(message)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_frame_size:
+            raise ValueError(f"message of {size} bytes exceeds the frame limit of "
+                             f"{self.max_frame_size} bytes")
 
     def _write_burst(self) -> None:
         """Write what a long burst of frames has queued so far, before the flush scheduled for
@@ -874,42 +881,33 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         if transport is not None and not transport.is_closing():
             transport.write(b"".join(out))
 
-    def _send_raw(self, message: bytes) -> None:
-        """Send one already framed message (the capnp encoding frames its own)."""
-        self._queue(message, False)
-
-    def _queue(self, data: bytes, length_prefix: bool) -> None:
-        size = len(data)
-        if size > self.max_frame_size:
-            raise ValueError(f"message of {size} bytes exceeds the frame limit of "
-                             f"{self.max_frame_size} bytes")
+    def _queue(self, data: bytes) -> None:
+        """Send ``data``, framed already: with the writes already due, or at once."""
         out = self._out
-        if length_prefix:
-            out.append(_pack_header(size))
-        out.append(data)
-        conn = self.conn
-        if not self._flush_scheduled and not self._receiving and not self._wrote_alone and \
-                len(out) <= 2 and conn is not None and not conn.answers_in_flight and \
-                not self.throttled:
+        if self._flush_scheduled:
+            out.append(data)
+            if len(out) >= _BURST_WRITE and not self.throttled:
+                self._write_burst()
+            return
+        if self._receiving:
+            # Sent while a read's frames are handled: _end_of_burst writes (or schedules) it.
+            # Marked as scheduled all the same, so the frames after it are appended inline.
+            out.append(data)
+            self._flush_scheduled = self._flush_by_burst = True
+            return
+        if not self._wrote_alone and not out and not self.throttled:
             # The first frame since our last read or flush leaves now (a lone call waits no
             # turn, and needs no flush callback: a sequential caller's loop turns stay as few
             # as they can be). A frame after it goes to the flush scheduled for it, and the
             # rest of a burst joins that one (a burst of calls costs two writes, not one each).
-            self._out = []
+            conn = self.conn
             transport = self.transport
-            if transport is not None and not transport.is_closing():
-                transport.write(out[0] + out[1] if length_prefix else out[0])
+            if conn is not None and not conn.answers_in_flight and transport is not None \
+                    and not transport.is_closing():
+                transport.write(data)
                 self._wrote_alone = True
                 return
-        if self._receiving and not self._flush_scheduled:
-            # Sent while a read's frames are handled: _end_of_burst writes (or schedules) it.
-            # Marked as scheduled all the same, so the frames after it are appended inline.
-            self._flush_scheduled = self._flush_by_burst = True
-            return
-        if self._flush_scheduled:
-            if len(out) >= _BURST_WRITE and not self.throttled:  # (as _send: capnp's way)
-                self._write_burst()
-            return
+        out.append(data)
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
