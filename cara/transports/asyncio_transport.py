@@ -853,7 +853,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def _send_framed(self, framed: bytes) -> None:
         """Send one cara frame already behind its 4-byte length (as cara/rpc/_frames.c builds
         them: ``Connection._send_framed``)."""
-        if self._flush_scheduled and len(framed) - 4 <= self.max_frame_size:  # (as _send)
+        # (_queue's commonest case inline, as in _send: 5% of a gathered echo call's
+        # instructions)
+        if self._flush_scheduled and len(framed) - 4 <= self.max_frame_size:
             out = self._out
             out.append(framed)
             if len(out) >= _BURST_WRITE and not self.throttled:
