@@ -47,16 +47,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], bool]] = {
 
 async def measure(names: list[str], rounds: int, alone: float, attacked: float
                   ) -> dict[str, list[dict[str, float]]]:
-    from cara.rpc import register_interface
-    from cara.transports import Server
     from tests.transports import abuse_support as A
 
     mod = A.schema()
-    server = Server()
-    server.bind("tcp://127.0.0.1:0")
-    await server.start()
-    register_interface(server, mod.Echo, lambda text: text)
-    register_interface(server, mod.Sink, lambda items: len(items))
+    server = await A.echo_and_sink_server(mod)
     url = server.endpoints[0]
     other = A.ServerProcess()
     other_url = await other.start()

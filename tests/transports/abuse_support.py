@@ -214,18 +214,24 @@ class ServerProcess(_Subprocess):
         return self.url
 
 
-async def _serve() -> None:
+async def echo_and_sink_server(mod: Any) -> Any:
+    """A started server of ``mod``'s Echo and Sink on a loopback port (the one attacked)."""
     from cara.rpc import register_interface
     from cara.transports import Server
 
-    mod = schema()
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.readline)
     server = Server()
     server.bind("tcp://127.0.0.1:0")
     await server.start()
     register_interface(server, mod.Echo, lambda text: text)
     register_interface(server, mod.Sink, lambda items: len(items))
+    return server
+
+
+async def _serve() -> None:
+    mod = schema()
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.readline)
+    server = await echo_and_sink_server(mod)
     print(json.dumps(server.endpoints[0]), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # until stdin closes
     await server.stop()

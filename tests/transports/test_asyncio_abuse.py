@@ -18,7 +18,6 @@ from typing import Any
 import msgpack
 import pytest
 
-from cara.rpc import register_interface
 from cara.rpc import wire_cara as M
 from cara.rpc.errors import KIND_UNIMPLEMENTED
 from cara.transports import Server
@@ -384,11 +383,7 @@ def test_a_good_client_keeps_a_share_of_its_rate_under_four_attackers() -> None:
         DEFAULT_MAX_OBJECTS * 500
 
     async def main() -> None:
-        server = Server()
-        server.bind("tcp://127.0.0.1:0")
-        await server.start()
-        register_interface(server, mod.Echo, lambda text: text)
-        register_interface(server, mod.Sink, lambda items: len(items))
+        server = await A.echo_and_sink_server(mod)
         url = server.endpoints[0]
         good = A.GoodClientProcess(url)
         ratios: list[float] = []
