@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from types import CoroutineType
 from typing import Any
 
 from cara.rpc.description import InterfaceInfo, describe
 from cara.rpc.dispatch import Implementation
+from cara.rpc.eager import start
 from cara.rpc.plain import Exported
 from cara.rpc.proxies import (
     NO_RUNNING_LOOP,
@@ -201,7 +203,18 @@ class LocalCap(Cap):
         except Exception as exc:
             promise._fail(exc)
             return promise
-        if inspect.isawaitable(result):
+        if type(result) is CoroutineType:  # its first step runs now (cara.rpc.eager)
+            started = start(result, promise.get_loop())
+            if started.done:
+                if started.error is None:
+                    promise._settle(started.value)
+                else:
+                    promise._fail(started.error)
+                return promise
+            assert started.task is not None
+            promise._task = started.task
+            started.task.add_done_callback(promise._task_done)
+        elif inspect.isawaitable(result):
             task = asyncio.ensure_future(result, loop=promise.get_loop())
             promise._task = task
             task.add_done_callback(promise._task_done)

@@ -35,6 +35,7 @@ import inspect
 import weakref
 from collections.abc import Callable
 from functools import partial
+from types import CoroutineType
 from typing import Any
 
 from cara.rpc import messages as M
@@ -42,6 +43,7 @@ from cara.rpc.accel import FRAMES
 from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
+from cara.rpc.eager import start
 from cara.rpc.errors import (
     Disconnected,
     Failed,
@@ -275,6 +277,10 @@ class Connection:
         #: them: set by a transport that frames so (the asyncio one), else None (the fast path
         #: then hands ``send`` the frame alone).
         self._send_framed: Callable[[bytes], None] | None = None
+        #: ``send`` for a frame that may wait for the next write (the Finishes a caller owes,
+        #: which then leave with the calls it makes next rather than alone before them): set
+        #: by a transport that can hold a frame so, else None (``send`` is used).
+        self._send_soon: Callable[[bytes], None] | None = None
         self.send_tracebacks = send_tracebacks
         self.timeout = timeout
         self.name = name
@@ -775,7 +781,21 @@ class Connection:
                 return
             # The task is the answer's call: its result is the results struct, and
             # cancelling it (a Finish) cancels the handler.
-            call: asyncio.Future[Any] = asyncio.ensure_future(result, loop=self.loop)
+            if type(result) is CoroutineType:  # its first step runs now (cara.rpc.eager)
+                started = start(result, self.loop)
+                if started.done:
+                    error = started.error
+                    if error is None:
+                        self._answer_now(qid, method, started.value)
+                    elif isinstance(error, asyncio.CancelledError):
+                        self._return_canceled(qid, self._new_answer(qid, method))
+                    else:
+                        self._return_error(qid, self._new_answer(qid, method), error)
+                    return
+                assert started.task is not None
+                call: asyncio.Future[Any] = started.task
+            else:
+                call = asyncio.ensure_future(result, loop=self.loop)
         except Exception as exc:
             self._return_error(qid, self._new_answer(qid, method), exc)
             return
@@ -892,10 +912,10 @@ class Connection:
         if self.closed:
             return  # connection_lost has forgotten every running call
         self._running -= 1
+        if self._answers.get(qid) is answer:  # answered before the calls it let start
+            self._call_done(qid, answer, call)
         if self._queued and not self.closed:
             self._run_queued()
-        if not self.closed and self._answers.get(qid) is answer:
-            self._call_done(qid, answer, call)
 
     def _run_queued(self) -> None:
         """Start waiting calls, in arrival order, while handler slots are free."""
@@ -1103,14 +1123,16 @@ class Connection:
         finishes, self._finishes = self._finishes, []
         if self.closed:
             return
+        send = self._send_soon or self._send
         if self._encode_finishes is not None:  # (a few to a frame)
             for i in range(0, len(finishes), 16):
-                self._send(self._encode_finishes([q.qid for q in finishes[i:i + 16]]))
+                send(self._encode_finishes([q.qid for q in finishes[i:i + 16]]))
             for q in finishes:
                 self._drop_question(q)  # only now may its id be asked again
             return
+        encode, describe = self.wire.encode, self._describe
         for q in finishes:
-            self._emit(M.Finish(q.qid, False))
+            send(encode(M.Finish(q.qid, False), describe))
             self._drop_question(q)  # only now may its id be asked again
 
     def _resolve_pipes(self, q: Question, cap: Cap) -> None:

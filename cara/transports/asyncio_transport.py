@@ -375,6 +375,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         )
         if send == self._send:  # (the C fast path sends frames it built with their length)
             self.conn._send_framed = self._send_framed
+            self.conn._send_soon = self._send_soon
+        else:
+            self.conn._send_soon = self._send_raw_soon
         if not admitted:
             self.abort("the server has too many connections")
             return
@@ -868,6 +871,24 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         """Send one already framed message (the capnp encoding frames its own)."""
         self._check_size(len(message))
         self._queue(message)
+
+    def _send_soon(self, frame: bytes) -> None:
+        """Send one cara frame with the next write, never alone before it (the Finishes a
+        caller owes: the calls it makes next in this loop turn join them in one write)."""
+        self._check_size(len(frame))
+        self._queue_soon(_pack_header(len(frame)) + frame)
+
+    def _send_raw_soon(self, message: bytes) -> None:
+        """:meth:`_send_soon` of a message that frames itself (the capnp encoding)."""
+        self._check_size(len(message))
+        self._queue_soon(message)
+
+    def _queue_soon(self, data: bytes) -> None:
+        if self._flush_scheduled or self._receiving:
+            self._queue(data)
+        else:
+            self._out.append(data)
+            self._schedule_flush()
 
     def _check_size(self, size: int) -> None:
         if size > self.max_frame_size:
