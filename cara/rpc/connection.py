@@ -35,6 +35,7 @@ import inspect
 import weakref
 from collections.abc import Callable
 from functools import partial
+from threading import get_ident
 from types import CoroutineType
 from typing import Any
 
@@ -156,7 +157,8 @@ class PipelineCap(Cap):
     __slots__ = ("called", "question", "resolution", "steps", "waiters")
 
     def __init__(self, question: Question, steps: tuple[int, ...]) -> None:
-        self.question = question
+        #: The question whose answer holds it (None once resolved: see _settle).
+        self.question: Question | None = question
         self.steps = steps
         self.called = False
         self.resolution: Cap | None = None
@@ -168,6 +170,7 @@ class PipelineCap(Cap):
             return self.resolution.call(method, params, timeout, unbox=unbox)
         self.called = True
         q = self.question
+        assert q is not None  # (unresolved)
         return q.conn.send_call(M.PromisedAnswer(q.qid, self.steps), method, params, timeout,
                                 unbox)
 
@@ -179,7 +182,7 @@ class PipelineCap(Cap):
         return self.resolution is None
 
     def __repr__(self) -> str:
-        if self.resolution is not None:
+        if self.resolution is not None or self.question is None:
             return repr(self.resolution)
         return f"pipelined {self.question._method.name}(){list(self.steps)}"
 
@@ -529,10 +532,11 @@ class Connection:
         cap = cap.resolved()
         if isinstance(cap, ImportCap) and cap.conn is self and cap.entry is not None:
             return M.CapDescriptor(M.CapDescriptor.RECEIVER_HOSTED, cap.id)
-        if isinstance(cap, PipelineCap) and cap.question.conn is self and \
-                not cap.question.finished:
+        q = cap.question if isinstance(cap, PipelineCap) else None
+        if q is not None and q.conn is self and not q.finished:
+            assert isinstance(cap, PipelineCap)
             return M.CapDescriptor(M.CapDescriptor.RECEIVER_ANSWER, answer=M.PromisedAnswer(
-                cap.question.qid, cap.steps))
+                q.qid, cap.steps))
         if isinstance(cap, (ImportCap, PipelineCap)) and cap.closed and cap.resolution is None:
             cap = BrokenCap(Disconnected("capability of a closed connection"))
         eid, new = self._export(cap)
@@ -642,17 +646,36 @@ class Connection:
         self._releases.append((entry.id, entry.count))
         if not self._release_scheduled:
             self._release_scheduled = True
+            loop = self.loop
             try:
-                self.loop.call_soon_threadsafe(self._flush_releases)
+                if getattr(loop, "_thread_id", None) == get_ident() or \
+                        asyncio._get_running_loop() is loop:
+                    loop.call_soon(self._flush_releases)  # (no wake-up write to the loop)
+                else:
+                    loop.call_soon_threadsafe(self._flush_releases)
             except RuntimeError:  # the loop is closed: nobody is left to tell
                 self._release_scheduled = False
+
+    @property
+    def owes(self) -> bool:
+        """Messages wait for the next write (see :meth:`flush_owed`)."""
+        return bool(self._releases)
+
+    def flush_owed(self) -> None:
+        """Send now the messages that wait for a write (the Releases of the capabilities
+        dropped since the last one): a transport calls this as it writes, so that they leave
+        with that write rather than in one of their own."""
+        if self._releases:
+            self._flush_releases()
 
     def _flush_releases(self) -> None:
         self._release_scheduled = False
         if self._releases and not self.closed:
             releases, self._releases = self._releases, []
+            send, encode, describe = self._send_soon or self._send, self.wire.encode, \
+                self._describe
             for import_id, count in releases:
-                self._emit(M.Release(import_id, count))
+                send(encode(M.Release(import_id, count), describe))
 
     # ------------------------------------------------------------------------------ answers
 
@@ -1277,13 +1300,15 @@ def _conn_of(cap: Cap) -> Connection | None:
     if isinstance(cap, ImportCap):
         return cap.conn
     if isinstance(cap, PipelineCap):
-        return cap.question.conn
+        return cap.question.conn if cap.question is not None else None
     return None
 
 
 def _settle(cap: ImportCap | PipelineCap, target: Cap) -> None:
     """Resolve promise ``cap`` to ``target`` and tell whoever waits for it."""
     cap.resolution = target
+    if type(cap) is PipelineCap:  # its question no longer matters to it, and keeps it in
+        cap.question = None       # its pipes: no cycle for the garbage collector to find
     waiters, cap.waiters = cap.waiters, None
     for callback in waiters or ():
         _when_resolved(target, callback)

@@ -971,7 +971,12 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self._write_out()
 
     def _write_out(self) -> None:
-        """Write everything queued now (the flush, once nothing makes it wait)."""
+        """Write everything queued now (the flush, once nothing makes it wait), with what the
+        connection owes that may wait for a write (``Connection.flush_owed``)."""
+        conn = self.conn
+        if conn is not None and conn.owes:
+            self._flush_scheduled = True  # (they join this write)
+            conn.flush_owed()
         self._flush_scheduled = self._wrote_alone = False
         self._flush_waits = 0
         out = self._out
