@@ -135,49 +135,82 @@ def _runtime_class_of(m: MethodInfo) -> Any:
 
 def _runtime_handler(target: Any, spec: Any) -> Handler:
     """Calls a runtime interface instance with its ``$Params`` struct (``call_args``); boxes
-    what it returns with ``spec.box_results``. The implementation is looked up once, here."""
+    what it returns with ``spec.box_results``. The implementation is looked up once, here; what
+    depends only on its class and method (a :class:`_RuntimePlan`) once per class."""
     fn = runtime_implementation(target, spec)
-    call_args = spec.call_args
-    capacity = positional_capacity(fn)
-    box = spec.box_results
-    cls = spec.param_class
+    key = (type(target), id(spec))
+    found = _plans.get(key)
+    func = getattr(fn, "__func__", None)
+    if found is not None and found[0] is spec and func is not None and found[1] is func:
+        return found[2].bind(fn)
+    plan = _RuntimePlan(spec, fn)
+    if func is not None and getattr(fn, "__self__", None) is target:  # (a method: per class)
+        if len(_plans) >= 4096:
+            _plans.clear()
+        _plans[key] = (spec, func, plan)
+    return plan.bind(fn)
 
-    is_async = _is_async(fn)
 
-    async def boxed(pending: Any) -> Any:
-        return box(await pending)
+class _RuntimePlan:
+    """How one method of a runtime interface class is called, boxed and answered: all but the
+    bound method itself, worked out once for every object of the class (a server that hands
+    out a new object per call, as the calculator sample does, binds this, no more)."""
 
-    async def run_async(args: Any, kwargs: Any) -> Any:
-        # fn's coroutine is made when the task starts: a call cancelled before then leaves
-        # no coroutine unawaited (a RuntimeWarning)
-        return box(await fn(*args, **kwargs))
+    __slots__ = ("box", "call_args", "capacity", "cls", "is_async", "method", "number",
+                 "scalar")
 
-    # The common one-argument method takes its value directly (call_args' first case).
-    fields = cls.cara_schema.fields
-    number = fields[0].number if not is_async and not spec.params_named and \
-        len(fields) == 1 and capacity >= 1 else None
+    def __init__(self, spec: Any, fn: Callable[..., Any]) -> None:
+        self.method = method_of(spec)
+        self.call_args = spec.call_args
+        self.capacity = positional_capacity(fn)
+        self.box = spec.box_results
+        self.cls = spec.param_class
+        self.is_async = _is_async(fn)
+        # The common one-argument method takes its value directly (call_args' first case).
+        fields = self.cls.cara_schema.fields
+        self.number = fields[0].number if not self.is_async and not spec.params_named and \
+            len(fields) == 1 and self.capacity >= 1 else None
+        self.scalar = spec.scalar_box() if self.number is not None else None
 
-    def finish(result: Any) -> Any:
-        if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
-            return boxed(result)
-        return box(result)
+    def bind(self, fn: Callable[..., Any]) -> Handler:
+        call_args, capacity, box, cls = self.call_args, self.capacity, self.box, self.cls
+        is_async, number = self.is_async, self.number
 
-    def handle(params: Any) -> Any:
-        if type(params) is not cls:
-            params = cls({} if params is None else params)
+        async def boxed(pending: Any) -> Any:
+            return box(await pending)
+
+        async def run_async(args: Any, kwargs: Any) -> Any:
+            # fn's coroutine is made when the task starts: a call cancelled before then leaves
+            # no coroutine unawaited (a RuntimeWarning)
+            return box(await fn(*args, **kwargs))
+
+        def finish(result: Any) -> Any:
+            if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
+                return boxed(result)
+            return box(result)
+
+        def handle(params: Any) -> Any:
+            if type(params) is not cls:
+                params = cls({} if params is None else params)
+            if number is not None:
+                return finish(fn(params[number]))
+            args, kwargs = call_args(params, capacity)
+            if is_async:
+                return run_async(args, kwargs)
+            return finish(fn(*args, **kwargs))
+
+        direct = None
         if number is not None:
-            return finish(fn(params[number]))
-        args, kwargs = call_args(params, capacity)
-        if is_async:
-            return run_async(args, kwargs)
-        return finish(fn(*args, **kwargs))
+            scalar = self.scalar
+            direct = (fn, number, finish, *scalar) if scalar is not None else \
+                (fn, number, finish, None, -1)
+        return Handler(self.method, handle, direct)
 
-    direct = None
-    if number is not None:
-        scalar = spec.scalar_box()
-        direct = (fn, number, finish, *scalar) if scalar is not None else \
-            (fn, number, finish, None, -1)
-    return Handler(method_of(spec), handle, direct)
+
+#: Plans by (implementation class, id of the method spec): (spec, function, plan), the spec
+#: and the class's function checked on use (an object whose method is not its class's, or a
+#: spec id reused, makes its own).
+_plans: dict[tuple[type, int], tuple[Any, Any, _RuntimePlan]] = {}
 
 
 def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any]:
