@@ -15,8 +15,9 @@
  *                                    is the transport's frame loop (asyncio_transport's
  *                                    _process): it settles a plain final return in place, runs
  *                                    a plain call on a local object (and sends its final return
- *                                    when the handler answers at once), and hands every other
- *                                    frame to conn.receive().
+ *                                    when the handler answers at once), passes a Finish or a
+ *                                    Release decoded to conn._receive_control(), and hands
+ *                                    every other frame to conn.receive().
  *
  * They only *take* the plain case and decide nothing else: every check happens before the
  * first side effect, so a frame or call they decline goes through the Python path whole, which
@@ -46,6 +47,8 @@ static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout
     *s_cache, *s_direct, *s_unbox_field;
 
 #define CALL 0x00
+#define FINISH 0x03
+#define RELEASE 0x04
 #define RETURN_FINAL 0x0b
 
 /* ------------------------------------------------------------------ msgpack helpers */
@@ -1032,11 +1035,43 @@ error:
     goto done;
 }
 
+/* ------------------------------------------------------------------ Finish, Release */
+
+/* A `[FINISH, question_id]`, `[FINISH, question_id, 1]` or `[RELEASE, export_id, count]` frame
+ * (ids and counts 32-bit), handed to conn._receive_control(kind, id, n) as receive() would
+ * handle the message; 1 if so, 0 when it is not such a frame (Python decodes it), -1 on an
+ * error other than the ProtocolError after which the connection has closed itself. */
+static int
+control_frame(PyObject *conn, const unsigned char *f, Py_ssize_t size)
+{
+    const unsigned char *p = f + 2, *end = f + size;
+    uint64_t id, n = 0;
+    if (!read_uint(&p, end, &id) || id > 0xffffffffULL) return 0;
+    if (f[1] == RELEASE) {
+        if (f[0] != 0x93 || !read_uint(&p, end, &n) || n > 0xffffffffULL) return 0;
+    } else if (f[0] == 0x93) {  /* [FINISH, id, 1]: releaseResultCaps */
+        if (p >= end || *p != 0x01) return 0;
+        n = 1;
+        p++;
+    } else if (f[0] != 0x92) {
+        return 0;
+    }
+    if (p != end) return 0;
+    PyObject *r = PyObject_CallMethod(conn, "_receive_control", "iKK", (int)f[1],
+                                      (unsigned long long)id, (unsigned long long)n);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(ProtocolError)) return -1;
+        PyErr_Clear();  /* the connection has sent Abort and closed itself */
+    }
+    Py_XDECREF(r);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ the frame loop */
 
 /* process(conn, view, limit, deadline, now): asyncio_transport's _process loop. Hands each
  * complete frame of `view` (behind its 4-byte big-endian length) to the connection, plain
- * final returns settled here; stops before a frame over `limit` bytes (the caller aborts),
+ * final returns settled here, plain calls run, Finish and Release passed decoded; stops before a frame over `limit` bytes (the caller aborts),
  * at an incomplete one, or once now() passes `deadline` (checked after each frame when it is
  * finite). Returns the bytes used, or -1 once the connection closed. A ProtocolError from
  * conn.receive() is swallowed as in _deliver (the connection has sent Abort and closed). */
@@ -1077,10 +1112,12 @@ frames_process(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (end > n) break;
         int handled = 0;
         /* (frames over max_objects bytes are counted as they decode: Python's) */
-        if (fast && size >= 4 && size <= max_objects && data[end - 1] == 0x90) {
-            if (h[4] == 0x94 && h[5] == RETURN_FINAL)
+        if (fast && size >= 3 && size <= max_objects) {
+            if (size <= 12 && (h[5] == FINISH || h[5] == RELEASE))
+                handled = control_frame(conn, h + 4, size);
+            else if (size >= 4 && data[end - 1] == 0x90 && h[4] == 0x94 && h[5] == RETURN_FINAL)
                 handled = plain_return(conn, h + 4, size);
-            else if (h[4] == 0x97 && h[5] == CALL)
+            else if (size >= 4 && data[end - 1] == 0x90 && h[4] == 0x97 && h[5] == CALL)
                 handled = plain_call(conn, h + 4, size);
             if (handled < 0) goto error;
         }

@@ -55,7 +55,7 @@ from cara.rpc.errors import (
     exception_to_remote,
 )
 from cara.rpc.proxies import CallPromise, Method, method_of
-from cara.rpc.wire_cara import CaraWire
+from cara.rpc.wire_cara import FINISH, CaraWire
 from cara.runtime.accel import SPEEDUPS
 from cara.runtime.interface import HOLDS_INTERFACES
 
@@ -1006,15 +1006,36 @@ class Connection:
         if answer.finished:
             self._answers.pop(qid, None)
 
+    def _receive_control(self, kind: int, ident: int, n: int) -> None:
+        """A ``Finish`` (``kind`` FINISH: question id, releaseResultCaps 1 or 0) or a
+        ``Release`` (export id, count) decoded by cara/rpc/_frames.c, handled as
+        :meth:`receive` handles the frame it came in."""
+        if self.closed:
+            return
+        try:
+            if kind == FINISH:
+                self._finish_answer(ident, n == 1)
+            else:
+                self._release_export(ident, n)
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            raise
+        except Exception as exc:
+            err = ProtocolError(f"malformed message: {type(exc).__name__}: {exc}")
+            self.abort(str(err))
+            raise err from None
+
     def _on_finish(self, msg: M.Finish) -> None:
-        qid = msg.question_id
+        self._finish_answer(msg.question_id, msg.release_result_caps)
+
+    def _finish_answer(self, qid: int, release_result_caps: bool) -> None:
         answer = self._answers.get(qid)
         if answer is None:
             if self._queued.pop(qid, None) is not None:
                 self._emit(M.Return(qid, canceled=True))
             return
         answer.finished = True
-        if msg.release_result_caps and answer.result_exports:
+        if release_result_caps and answer.result_exports:
             for eid in answer.result_exports:
                 self._release_export(eid, 1)
             answer.result_exports = None

@@ -417,6 +417,41 @@ def test_calls_the_server_declines_in_c_are_answered_by_python_alike(mod: Any) -
     assert fast == slow
 
 
+def test_finish_and_release_frames_are_handled_alike(mod: Any) -> None:
+    """Finish and Release frames the C loop hands to ``_receive_control``, and the odd ones
+    it leaves to Python (ids past 32 bits, a flag other than 1, a trailing byte), give the
+    same frames, tables and closed connections as the Python path."""
+    P32 = 0xFFFFFFFF
+    frames = [
+        [W.FINISH, 600], [W.FINISH, 601, 1], [W.FINISH, 602, 2], [W.FINISH, P32],
+        [W.RELEASE, 77, 1], [W.RELEASE, 0, 0], [W.RELEASE, 0, P32], [W.RELEASE, P32, 3],
+    ]
+    closing = [[W.FINISH, P32 + 1], [W.RELEASE, 0, P32 + 1], [W.RELEASE, 0], [W.FINISH]]
+
+    async def body(proxy: Any, pair: Pair) -> Any:
+        iid = mod.Mixed.cara_schema.id
+        target = proxy._cara_rpc_cap_.resolved().id
+        out: list[Any] = []
+        # Finish of a running call cancels it; of an answered one, forgets it
+        pair.deliver(pair.server, msgpack.packb([W.CALL, 600, target, iid, 11, {0: "x"}, []]))
+        for frame in frames:
+            pair.deliver(pair.server, msgpack.packb(frame))
+            out.append((pair.server.stats(), pair.server.closed))
+        await settle()
+        for frame in [*closing, None]:
+            p2 = Pair(mod, pair.fast)
+            await p2.proxy(mod)
+            data = msgpack.packb(frame) if frame is not None else \
+                msgpack.packb([W.FINISH, 1]) + b"\x00"  # (a trailing byte)
+            used = p2.deliver(p2.server, data)
+            out.append((used, p2.server.closed, str(p2.server.close_reason)))
+        return out
+
+    fast, slow = run(both(mod, body))
+    assert fast == slow
+    assert fast[0][-1][1] is True  # (the trailing byte closed it)
+
+
 # ------------------------------------------------------------------ proxy methods
 
 
