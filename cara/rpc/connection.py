@@ -401,13 +401,19 @@ class Connection:
                 self._emit(M.Unimplemented(msg))
             else:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
-        except ProtocolError as exc:
-            self.abort(str(exc))
-            raise
         except Exception as exc:
-            err = ProtocolError(f"malformed message: {type(exc).__name__}: {exc}")
-            self.abort(str(err))
+            err = self._refuse(exc)
+            if err is exc:
+                raise
             raise err from None
+
+    def _refuse(self, exc: Exception) -> ProtocolError:
+        """Abort over ``exc``, raised while a frame was handled: the ProtocolError to raise
+        (``exc`` itself, or one that says the message was malformed)."""
+        err = exc if isinstance(exc, ProtocolError) else \
+            ProtocolError(f"malformed message: {type(exc).__name__}: {exc}")
+        self.abort(str(err))
+        return err
 
     def abort(self, reason: str) -> None:
         """Tell the peer why we give up (an ``Abort``), then drop everything."""
@@ -1017,12 +1023,10 @@ class Connection:
                 self._finish_answer(ident, n == 1)
             else:
                 self._release_export(ident, n)
-        except ProtocolError as exc:
-            self.abort(str(exc))
-            raise
         except Exception as exc:
-            err = ProtocolError(f"malformed message: {type(exc).__name__}: {exc}")
-            self.abort(str(err))
+            err = self._refuse(exc)
+            if err is exc:
+                raise
             raise err from None
 
     def _on_finish(self, msg: M.Finish) -> None:
