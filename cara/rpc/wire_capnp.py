@@ -652,14 +652,16 @@ def _decode_root(msg: _Segments, seg: int, pos: int, nest: int) -> Message:
         buf, d, seg, ppos, nptrs, nest = _open(msg, seg, p0, nest, 16)
         aid, flags, kind = _RETURN_FIELDS(buf, d)
         release = not flags & 1
+        no_finish = bool(flags & _NO_FINISH_NEEDED)
         p = ppos if nptrs else -1
         if kind == 0:
-            return Return(aid, _payload(msg, seg, p, nest), release_param_caps=release)
+            return Return(aid, _payload(msg, seg, p, nest), release_param_caps=release,
+                          no_finish=no_finish)
         if kind == 1:
             return Return(aid, exception=_exception(msg, seg, p, nest),
-                          release_param_caps=release)
+                          release_param_caps=release, no_finish=no_finish)
         if kind == 2:
-            return Return(aid, canceled=True, release_param_caps=release)
+            return Return(aid, canceled=True, release_param_caps=release, no_finish=no_finish)
         name = _RETURN_KINDS[kind] if kind < len(_RETURN_KINDS) else str(kind)
         return Unknown(f"return.{name}", _reader(msg, top, pos))
     if which == _FINISH:
@@ -707,6 +709,9 @@ def _reader(msg: _Segments, top: tuple[int, int], pos: int) -> AnyPointerReader:
 
 _CALL_FIELDS = struct.Struct("<IHHQ").unpack_from
 _RETURN_FIELDS = struct.Struct("<IBxH").unpack_from
+#: Return's flags byte (bits 32-39 of its data): bit 0 releaseParamCaps (stored inverted, its
+#: default being true), bit 1 noFinishNeeded (Cap'n Proto 1.0's hint that no Finish is due).
+_NO_FINISH_NEEDED = 2
 _U32_U16 = struct.Struct("<IH").unpack_from
 
 
@@ -1059,9 +1064,9 @@ class CapnpWire:
 
     name = "capnp"
     #: The core may forget an answer whose results hold no capability as soon as it is
-    #: returned (no call can be pipelined on it; one that is gets a broken capability). The
-    #: caller still sends ``Finish`` on this encoding (:meth:`encode_results` never says a
-    #: return is final to the caller), and the core ignores a ``Finish`` for no answer.
+    #: returned (no call can be pipelined on it; one that is gets a broken capability). Such a
+    #: return says ``noFinishNeeded`` (:meth:`encode_results`); a caller that does not know
+    #: the hint still sends ``Finish``, and the core ignores a ``Finish`` for no answer.
     implicit_finish = True
 
     def __init__(self, *, traversal_limit_in_words: int = DEFAULT_TRAVERSAL_LIMIT,
@@ -1100,7 +1105,8 @@ class CapnpWire:
         elif t is Return:
             assert isinstance(msg, Return)
             buf = bytearray(_RETURN_SIZE)
-            flags = 0 if msg.release_param_caps else 1
+            flags = (0 if msg.release_param_caps else 1) | \
+                (_NO_FINISH_NEEDED if msg.no_finish else 0)
             if msg.exception is not None:
                 _RETURN_HEAD(buf, 8, _ROOT_WORD, _RETURN, _RETURN_WORD, msg.answer_id, flags, 1)
                 _write_exception(buf, 48, msg.exception)
@@ -1143,13 +1149,15 @@ class CapnpWire:
         """``encode(Return(answer_id, Payload(results, result_cls), release_param_caps=False))``
         without the message objects, and whether the answer is done with (``final`` asked and
         ``result_cls`` unable to hold a capability: nothing can be pipelined on it). The frame
-        is the same either way: the caller sends ``Finish`` for every return on this
-        encoding, which then finds no answer."""
-        head = _RETURN_FRAME(_ROOT_WORD, _RETURN, _RETURN_WORD, answer_id, 1, 0, _RESULTS_WORD)
-        frame = _frame_with(head, _RETURN_CONTENT_PTR, results, result_cls, describe_cap)
-        return frame, final and (HOLDS_INTERFACES.get(result_cls) is False or (
+        is marked ``noFinishNeeded`` then (as libcapnp 1.x marks a return holding no
+        capability): a caller that knows the hint sends no ``Finish``; one that does not sends
+        it, and it finds no answer."""
+        final = final and (HOLDS_INTERFACES.get(result_cls) is False or (
             result_cls is not None and result_cls is not CAPABILITY
             and not may_hold_interfaces(result_cls)))
+        head = _RETURN_FRAME(_ROOT_WORD, _RETURN, _RETURN_WORD, answer_id,
+                             1 | _NO_FINISH_NEEDED if final else 1, 0, _RESULTS_WORD)
+        return _frame_with(head, _RETURN_CONTENT_PTR, results, result_cls, describe_cap), final
 
     @staticmethod
     def encode_finishes(question_ids: list[int]) -> bytes:
@@ -1179,7 +1187,8 @@ class CapnpWire:
         * a ``Call`` to an imported capability (results to the caller) without a cap table
           as ``(question_id, export_id, interface_id, method_id, frame)``;
         * a ``Return`` of results without a cap table as ``(answer_id, frame,
-          release_param_caps)``.
+          release_param_caps)``, or ``(answer_id, frame)`` when it says ``noFinishNeeded``
+          and not ``releaseParamCaps`` (final: the core sends no ``Finish``).
 
         ``(frame, False)`` then stands for the payload's ``raw`` in :meth:`decode_content`
         (which reads it as the message's ``Payload.raw``, with the same limits)."""
@@ -1187,7 +1196,7 @@ class CapnpWire:
         if _C_HOT is not None and self._fast:
             found = _C_HOT(buf)
             if found is not None:
-                if len(found) == 2:  # a Finish
+                if len(found) == 2 and type(found[1]) is int:  # a Finish
                     return Finish(found[0], release_result_caps=not found[1] & 1)
                 return found
             return self.decode(buf)  # (what the Python twin would do with the frame)
@@ -1208,7 +1217,9 @@ class CapnpWire:
             elif kind == _RETURN_KIND:
                 if n >= 72 and buf[48:56] == _RESULTS_BYTES and buf[64:72] == _NULL:
                     aid, flags, which = _RETURN_FIELDS(buf, 32)
-                    if not which:
+                    if not which and flags & 3 == 3:  # noFinishNeeded: final (no Finish)
+                        return aid, buf
+                    if not which and not flags & _NO_FINISH_NEEDED:
                         return aid, buf, not flags & 1
             elif kind == _FINISH_KIND and n == 40:
                 qid, flags = _U32x2(buf, 32)
@@ -1239,7 +1250,8 @@ class CapnpWire:
                             nesting_limit=self.nesting_limit)
             caps = [] if buf[64:72] == _NULL else _fast_cap_table(msg, 64, nest)
             return Return(aid, Payload(raw=AnyPointerReader(msg, 0, 56, nest), cap_table=caps),
-                          release_param_caps=not flags & 1)
+                          release_param_caps=not flags & 1,
+                          no_finish=bool(flags & _NO_FINISH_NEEDED))
         if which == _CALL:
             if n < 112 or buf[24:32] != _CALL_BYTES or buf[56:72] != _TARGET_PARAMS_BYTES:
                 return None

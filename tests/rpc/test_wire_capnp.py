@@ -71,6 +71,7 @@ struct Outer {
   capability @9 :Capability;
   inners @10 :List(Inner);
 }
+struct Plain { value @0 :Float64; }
 """
 
 
@@ -341,6 +342,31 @@ def test_pycapnp_reads_cara_encoding_as_the_original(name: str, rpc_pycapnp: Any
                 a = theirs.call.params.content.as_struct(evaluate)
                 b = mine.call.params.content.as_struct(evaluate)
                 assert str(a) == str(b)
+
+
+def test_a_return_holding_no_capability_says_no_finish_is_needed(t: Any) -> None:
+    """As libcapnp 1.x does, a return that can hold no capability is marked noFinishNeeded
+    (read here by libcapnp with rpc.capnp of Cap'n Proto's head, which has the field); one
+    that can hold one is not. Either decodes back with the hint, on every path."""
+    capnp = require_pycapnp()
+    head = CORPUS / "capnproto-head" / "c++" / "src"
+    if not (head / "capnp" / "rpc.capnp").is_file():
+        pytest.skip(f"the corpus is not at {CORPUS}")
+    rpc = capnp.load(str(head / "capnp" / "rpc.capnp"), imports=[str(head)])
+    frame, final = WIRE.encode_results(5, t.Plain.Create(value=2.5), t.Plain, True, no_caps)
+    assert final
+    with rpc.Message.from_bytes(frame) as m:
+        assert m.which() == "return" and getattr(m, "return").answerId == 5
+        ret = getattr(m, "return")  # (a Python keyword: pycapnp keeps the name)
+        assert ret.noFinishNeeded and not ret.releaseParamCaps
+    assert WIRE.decode(frame).no_finish and WIRE._decode(frame, len(frame)).no_finish
+    assert WIRE.decode_hot(frame) == (5, frame)  # (final: the core sends no Finish)
+    inner = t.Inner.Create(note="caps")
+    frame, final = WIRE.encode_results(6, inner, t.Inner, True, no_caps)
+    assert not final
+    with rpc.Message.from_bytes(frame) as m:
+        assert not getattr(m, "return").noFinishNeeded
+    assert not WIRE.decode(frame).no_finish
 
 
 def test_cara_reads_pycapnp_messages(rpc_pycapnp: Any, calc_pycapnp: Any, calc: Any) -> None:
@@ -1194,11 +1220,15 @@ def _hot_as_message(frame: bytes) -> Message:
         return Call(qid, ImportedCap(export), iface, method,
                     Payload(raw=_hot_reader(frame, WIRE.traversal_limit_in_words,
                                             WIRE.nesting_limit), cap_table=[]))
+    payload = Payload(raw=_hot_reader(frame, WIRE.traversal_limit_in_words, WIRE.nesting_limit),
+                      cap_table=[])
+    if len(found) == 2:  # noFinishNeeded: final
+        aid, content = found
+        assert content is frame
+        return Return(aid, payload, release_param_caps=False, no_finish=True)
     aid, content, release = found
     assert content is frame and len(found) == 3
-    return Return(aid, Payload(raw=_hot_reader(frame, WIRE.traversal_limit_in_words,
-                                               WIRE.nesting_limit), cap_table=[]),
-                  release_param_caps=release)
+    return Return(aid, payload, release_param_caps=release)
 
 
 def test_hot_decoding_in_c_and_python_agree(t: Any) -> None:

@@ -10,6 +10,7 @@ the expressions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import subprocess
 import sys
@@ -99,6 +100,45 @@ def test_cara_client_drives_a_cara_server(scheme: str) -> None:
                 await eventually(lambda: live.now() == 0 and empty(server.stats(), exports=1)
                                  and empty(client.stats(), imports=1),
                                  what=f"server {server.stats()}, client {client.stats()}")
+
+    run(main())
+
+
+@pytest.mark.parametrize("peer", ["pycapnp", "cara"])
+def test_a_return_holding_no_capability_is_not_finished(peer: str) -> None:
+    """libcapnp 1.x marks a return that holds no capability noFinishNeeded, and so does cara:
+    the caller sends no Finish for it (and its question id is free at once). A return holding
+    a capability is still finished."""
+    calculator_schema()
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if peer == "pycapnp":
+                srv = await stack.enter_async_context(acalculator_server())
+                url = f"capnp://{srv.host}:{srv.port}"
+            else:
+                server = await stack.enter_async_context(serve_calculator("capnp://127.0.0.1:0"))
+                url = server.endpoints[0]
+            client, c = await stack.enter_async_context(calculator_client(url))
+            value = await c.evaluate(lit(3))  # (the Value itself)
+            await asyncio.sleep(0.05)  # (its Finish has gone)
+            conn = client.connection
+            finished: list[int] = []
+            encode = conn._encode_finishes
+            assert encode is not None
+
+            def counted(ids: list[int]) -> bytes:
+                finished.extend(ids)
+                return encode(ids)
+
+            conn._encode_finishes = counted
+            for _ in range(20):
+                assert await value.read() == 3
+                assert conn.stats()["questions"] == 0
+            await asyncio.sleep(0.05)
+            assert finished == []
+            await c.evaluate(lit(4))  # its results hold the Value: a Finish follows
+            await eventually(lambda: len(finished) == 1, what=f"finishes {finished}")
 
     run(main())
 

@@ -826,8 +826,10 @@ bail:
 /* rpc_hot(frame) -> what CapnpWire.decode_hot makes of the commonest messages, laid out
  * exactly as wire_capnp writes them in one segment: a Call to an imported capability with
  * results to the caller and no cap table -> (question_id, export_id, interface_id, method_id,
- * frame); a Return of results without a cap table -> (answer_id, frame, release_param_caps);
- * a Finish -> (question_id, flags byte); anything else None (the Python path decides). */
+ * frame); a Return of results without a cap table -> (answer_id, frame, release_param_caps),
+ * or (answer_id, frame) when it says noFinishNeeded and not releaseParamCaps (as both cara and
+ * libcapnp write it); a Finish -> (question_id, flags byte);
+ * anything else None (the Python path decides). */
 static PyObject *binary_rpc_hot(PyObject *self, PyObject *frame) {
     if (!PyBytes_CheckExact(frame)) Py_RETURN_NONE;
     Py_ssize_t n = PyBytes_GET_SIZE(frame);
@@ -843,9 +845,13 @@ static PyObject *binary_rpc_hot(PyObject *self, PyObject *frame) {
                              (unsigned long)rd(b + 80, 4), (unsigned long long)rd(b + 40, 8),
                              (unsigned long)rd(b + 36, 2), frame);
     if (which == 3 && ptr == W_RETURN && n >= 72 && rd(b + 48, 8) == W_RESULTS &&
-            rd(b + 64, 8) == 0 && rd(b + 38, 2) == 0)
+            rd(b + 64, 8) == 0 && rd(b + 38, 2) == 0) {
+        if ((b[36] & 3) == 3)  /* noFinishNeeded (and not releaseParamCaps): final */
+            return Py_BuildValue("(kO)", (unsigned long)rd(b + 32, 4), frame);
+        if (b[36] & 2) Py_RETURN_NONE;  /* (the rarer flags: the message itself) */
         return Py_BuildValue("(kOO)", (unsigned long)rd(b + 32, 4), frame,
                              (b[36] & 1) ? Py_False : Py_True);
+    }
     if (which == 4 && ptr == W_FINISH && n == 40)
         return Py_BuildValue("(kk)", (unsigned long)rd(b + 32, 4), (unsigned long)b[36]);
     Py_RETURN_NONE;
