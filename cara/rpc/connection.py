@@ -469,6 +469,10 @@ class Connection:
     def _emit(self, msg: M.Message) -> None:
         self._send(self.wire.encode(msg, self._describe))
 
+    def _emit_soon(self, msg: M.Message) -> None:
+        """:meth:`_emit` a message that may wait for the next write (see ``_send_soon``)."""
+        (self._send_soon or self._send)(self.wire.encode(msg, self._describe))
+
     def _encode_results_message(self, qid: int, results: Any, result_cls: Any, final: bool,
                                 describe_cap: M.DescribeCap) -> tuple[bytes, bool]:
         ret = M.Return(qid, M.Payload(results, result_cls), release_param_caps=False,
@@ -678,10 +682,8 @@ class Connection:
         self._release_scheduled = False
         if self._releases and not self.closed:
             releases, self._releases = self._releases, []
-            send, encode, describe = self._send_soon or self._send, self.wire.encode, \
-                self._describe
             for import_id, count in releases:
-                send(encode(M.Release(import_id, count), describe))
+                self._emit_soon(M.Release(import_id, count))
 
     # ------------------------------------------------------------------------------ answers
 
@@ -1178,9 +1180,8 @@ class Connection:
             for q in finishes:
                 self._drop_question(q)  # only now may its id be asked again
             return
-        encode, describe = self.wire.encode, self._describe
         for q in finishes:
-            send(encode(M.Finish(q.qid, False), describe))
+            self._emit_soon(M.Finish(q.qid, False))
             self._drop_question(q)  # only now may its id be asked again
 
     def _resolve_pipes(self, q: Question, cap: Cap) -> None:

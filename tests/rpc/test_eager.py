@@ -192,3 +192,26 @@ def test_an_async_handler_that_does_not_wait_is_answered_in_the_turn_of_its_call
         assert len(frames) == 4
 
     asyncio.run(main())
+
+
+def test_eager_start_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        gate = loop.create_future()
+
+        async def now() -> Any:
+            return asyncio.current_task()
+
+        async def later() -> str:
+            return await gate
+
+        started = start(now(), loop)
+        assert started.done and isinstance(started.value, asyncio.Task)
+        started = start(later(), loop)
+        assert not started.done and started.task is not None
+        gate.set_result("ok")
+        assert await started.task == "ok"
+
+    uvloop.run(main())

@@ -115,7 +115,14 @@ class Tap:
             self.sent.append(M.Call(qid, target, iid, mid, M.Payload()))
             return encode_call(qid, target, iid, mid, *rest)  # type: ignore[no-any-return]
 
+        emit_soon = conn._emit_soon
+
+        def tapped_emit_soon(msg: M.Message) -> None:
+            self.sent.append(_light(msg))
+            emit_soon(msg)
+
         conn._emit = tapped_emit
+        conn._emit_soon = tapped_emit_soon  # (Finishes and Releases)
         conn._encode_call = tapped_encode_call  # calls are sent without a message object
         conn._fast_frames = False  # (the C fast path encodes its calls itself)
         conn._describe = tapped_describe
