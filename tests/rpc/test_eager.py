@@ -151,6 +151,34 @@ def test_cancelling_later_works_as_for_any_task() -> None:
     asyncio.run(main())
 
 
+def test_a_start_inside_a_started_coroutine_gives_the_outer_task_back() -> None:
+    """A local capability's async method called from a handler's first step starts inside it:
+    each step sees its own task as current, and the outer one is current again after."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        seen: list[Any] = []
+
+        async def inner() -> str:
+            seen.append(("inner", asyncio.current_task()))
+            return "in"
+
+        async def outer() -> str:
+            me = asyncio.current_task()
+            got = start(inner(), loop)
+            seen.append(("outer again", asyncio.current_task() is me))
+            return f"out+{got.value}"
+
+        caller = asyncio.current_task()
+        started = start(outer(), loop)
+        assert started.done and started.value == "out+in"
+        assert seen[1] == ("outer again", True)
+        assert seen[0][1] is not caller and isinstance(seen[0][1], asyncio.Task)
+        assert asyncio.current_task() is caller
+
+    asyncio.run(main())
+
+
 def test_asyncio_timeout_works_in_the_first_step() -> None:
     async def main() -> None:
         async def handler() -> str:
