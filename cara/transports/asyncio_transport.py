@@ -123,6 +123,10 @@ _BIG_FRAME = 16 * 1024
 _BURST_WRITE = 512
 #: Loop turns an outgoing write may wait for running handlers' answers to join it.
 _COALESCE_TURNS = 16
+#: A frame this big is not written alone at once (see ``_queue``): it waits for the end of the
+#: loop turn, where the frames made after it join it (a stream's calls leave several to a
+#: write, and their returns come back so); a loop turn is nothing beside its transfer.
+_LONE_FRAME_MAX = _BIG_FRAME
 
 _HEADER = struct.Struct(">I")
 _pack_header = _HEADER.pack
@@ -918,11 +922,13 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             out.append(data)
             self._flush_scheduled = self._flush_by_burst = True
             return
-        if not self._wrote_alone and not out and not self.throttled:
+        if not self._wrote_alone and not out and not self.throttled and \
+                len(data) < _LONE_FRAME_MAX:
             # The first frame since our last read or flush leaves now (a lone call waits no
             # turn, and needs no flush callback: a sequential caller's loop turns stay as few
             # as they can be). A frame after it goes to the flush scheduled for it, and the
             # rest of a burst joins that one (a burst of calls costs two writes, not one each).
+            # A big frame waits for that flush too (_LONE_FRAME_MAX).
             conn = self.conn
             transport = self.transport
             if conn is not None and not conn.answers_in_flight and transport is not None \

@@ -21,6 +21,7 @@ import pytest
 
 from cara.rpc import Disconnected, Results, Unimplemented
 from cara.transports import Client, Server
+from tests.rpc.schemas import runtime_module
 from tests.transports.backends import BACKENDS, Event, background, gather, sleep, wait_for
 from tests.transports.backends import run as run_on
 from tests.transports.support import (
@@ -54,6 +55,41 @@ def test_echo_positional_keyword_and_real_port(backend: str) -> None:
                 assert await echo.echo("é\x00" * 1000) == "é\x00" * 1000
 
     run_on(backend, main)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "capnp"])
+def test_a_lone_small_frame_leaves_at_once_and_big_ones_leave_together(scheme: str) -> None:
+    """The first small frame since a read or a write is written at once (a sequential caller
+    waits no loop turn); the frames after it in that loop turn leave together, in a second
+    write. A big frame (a stream's chunk) is not written alone: it waits for the end of the
+    turn, so several big calls made in one turn leave in one write."""
+    m = runtime_module()
+
+    async def main() -> None:
+        async with serving((m.Echo, lambda text: text), url=f"{scheme}://127.0.0.1:0") \
+                as server, connected(server) as client:
+            echo = client.bootstrap(m.Echo)
+            assert await echo.echo("warm") == "warm"
+            transport = client._proto.transport
+            writes: list[int] = []
+            write = transport.write
+
+            def counted(data: Any) -> None:
+                writes.append(len(data))
+                write(data)
+
+            transport.write = counted
+            for text in ("a", "x" * 40_000):
+                await sleep(0.01)  # (what is due from before, such as a Finish, has gone)
+                writes.clear()
+                calls = [echo.echo(text) for _ in range(3)]  # three calls in one loop turn
+                assert await asyncio.gather(*calls) == [text] * 3
+                if len(text) == 1:
+                    assert len(writes) == 2 and writes[0] < writes[1], writes
+                else:
+                    assert len(writes) == 1 and writes[0] > 3 * len(text), writes
+
+    asyncio.run(asyncio.wait_for(main(), 30))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
