@@ -66,6 +66,9 @@ __all__ = ["Connection", "ImportCap", "PipelineCap", "Question"]
 _NO_EXPORTS: list[int] = []
 #: A question's pipelined capabilities before it has any (shared, never filled: replaced).
 _NO_PIPES: dict[tuple[int, ...], Any] = {}
+#: Question._pipeline's transforms by (encoding class, method, path of result field names):
+#: every pipelined call asks for one, the same for every answer of the method.
+_transforms: dict[tuple[type, Any, tuple[str, ...]], tuple[int, ...]] = {}
 
 
 class Question(CallPromise):
@@ -87,9 +90,15 @@ class Question(CallPromise):
     param_exports: list[int] | None
 
     def _pipeline(self, path: tuple[str, ...]) -> Cap:
-        wire = self.conn.wire
-        steps = wire.transform(self._method.result_cls, name_steps(self._method, path)) \
-            if self._method.result_cls is not M.CAPABILITY else ()
+        wire, method = self.conn.wire, self._method
+        key = (type(wire), method, path)
+        steps = _transforms.get(key)
+        if steps is None:
+            steps = wire.transform(method.result_cls, name_steps(method, path)) \
+                if method.result_cls is not M.CAPABILITY else ()
+            if len(_transforms) >= 4096:
+                _transforms.clear()
+            _transforms[key] = steps
         return self.conn._pipeline_cap(self, steps)
 
     def cancel(self, msg: Any = None) -> bool:
@@ -542,11 +551,11 @@ class Connection:
         cap = cap.resolved()
         if isinstance(cap, ImportCap) and cap.conn is self and cap.entry is not None:
             return M.CapDescriptor(M.CapDescriptor.RECEIVER_HOSTED, cap.id)
-        q = cap.question if isinstance(cap, PipelineCap) else None
-        if q is not None and q.conn is self and not q.finished:
-            assert isinstance(cap, PipelineCap)
-            return M.CapDescriptor(M.CapDescriptor.RECEIVER_ANSWER, answer=M.PromisedAnswer(
-                q.qid, cap.steps))
+        if isinstance(cap, PipelineCap):
+            q = cap.question
+            if q is not None and q.conn is self and not q.finished:
+                return M.CapDescriptor(M.CapDescriptor.RECEIVER_ANSWER,
+                                       answer=M.PromisedAnswer(q.qid, cap.steps))
         if isinstance(cap, (ImportCap, PipelineCap)) and cap.closed and cap.resolution is None:
             cap = BrokenCap(Disconnected("capability of a closed connection"))
         eid, new = self._export(cap)

@@ -130,8 +130,6 @@ _C = _binary_accel.binary
 _C_BAIL: Any = _C.BAIL if _C is not None else object()
 #: The C path's envelope recognizer and stream cutter (see decode_hot, CapnpFramer), or None.
 _C_HOT: Any = getattr(_C, "rpc_hot", None)
-#: CapnpWire.transform's answers by (struct class, path of names).
-_TRANSFORMS: dict[tuple[Any, tuple[str, ...]], tuple[int, ...]] = {}
 _C_SPLIT: Any = getattr(_C, "split", None)
 _U32x2 = struct.Struct("<II").unpack_from
 _HH = struct.Struct("<HH").unpack_from
@@ -1374,19 +1372,7 @@ class CapnpWire:
         """The ``getPointerField`` steps reaching field ``path`` (names) of a ``struct_cls``
         value: each pointer field on the way adds its index in its struct's pointer section;
         a group adds none. Raises ``ValueError`` for a name that is not a field, a path that
-        continues past a non-struct or ends on a group or a non-pointer field. Worked out
-        once per class and path (a pipelined call asks for it every time)."""
-        key = (struct_cls, path)
-        steps = _TRANSFORMS.get(key)
-        if steps is None:
-            steps = self._transform(struct_cls, path)
-            if len(_TRANSFORMS) >= 4096:
-                _TRANSFORMS.clear()
-            _TRANSFORMS[key] = steps
-        return steps
-
-    @staticmethod
-    def _transform(struct_cls: Any, path: tuple[str, ...]) -> tuple[int, ...]:
+        continues past a non-struct or ends on a group or a non-pointer field."""
         if struct_cls is None:
             raise _no_classes("a pipelined field path")
         steps: list[int] = []

@@ -466,23 +466,10 @@ class CaraWire:
     # ------------------------------------------------------------------ pipelining
 
     def transform(self, struct_cls: Any, path: tuple[str, ...]) -> tuple[int, ...]:
-        """The field numbers reaching ``path``, worked out once per class and path (a
-        pipelined call asks for them every time)."""
-        key = (struct_cls, path)
-        steps = _TRANSFORMS.get(key)
-        if steps is None:
-            steps = field_steps(struct_cls, path)
-            if len(_TRANSFORMS) >= 4096:
-                _TRANSFORMS.clear()
-            _TRANSFORMS[key] = steps
-        return steps
+        return field_steps(struct_cls, path)
 
     def follow(self, content: Any, transform: tuple[int, ...]) -> Any:
         return follow_steps(content, transform)
-
-
-#: CaraWire.transform's answers by (struct class, path of names).
-_TRANSFORMS: dict[tuple[Any, tuple[str, ...]], tuple[int, ...]] = {}
 
 
 def field_steps(struct_cls: Any, path: tuple[str, ...]) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import sys
 from typing import Any
 
@@ -65,8 +66,6 @@ def test_an_error_or_a_cancellation_in_the_first_step_is_reported_not_logged() -
         assert started.done and isinstance(started.error, ValueError)
         started = start(cancels(), asyncio.get_running_loop())
         assert started.done and isinstance(started.error, asyncio.CancelledError)
-        import gc
-
         for _ in range(3):
             await asyncio.sleep(0)
         gc.collect()
