@@ -125,6 +125,9 @@ _PP = _PTR.pack_into
 _U16 = struct.Struct("<H").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _C_HEAD = struct.Struct("<IIII").pack
+#: The head of a lone struct's message for ``_C.encode``'s longer form: the segment table and
+#: the root pointer (the struct follows)
+_NO_HEAD = bytes(16)
 #: The binary codec's C path (None without it): it reads and writes plain payloads.
 _C = _binary_accel.binary
 _C_BAIL: Any = _C.BAIL if _C is not None else object()
@@ -448,14 +451,19 @@ def _c_plan(cls: Any) -> Any:
     return found or None
 
 
-def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int) -> Any:
+def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int, caps: Any) -> Any:
     """The struct that the near struct pointer at ``pos`` of one-segment message ``msg``
     points to, read by the C path with the traversal budget and nesting the message has
-    left; ``_C_BAIL`` for anything else (the Python reader then reads it, or words the
-    error). The C path gets the segment behind a root pointer of its own, outside the
+    left and capability ``i`` as ``caps[i]``; ``_C_BAIL`` for anything else (the Python
+    reader then reads it, or words the error). A framed message is read where it lies;
+    otherwise the C path gets the segment behind a root pointer of its own, outside the
     segment's bounds, aimed where the payload pointer aims."""
     buf = msg.buf
     start, end = msg.bounds[0]
+    if type(caps) is not list:
+        caps = list(caps)
+    if start == 8 and end == len(buf) and type(buf) is bytes:  # (decode()'s own frames)
+        return _C.decode(cplan, buf, msg.traversal_left, nesting, pos, caps)
     lo, hi = _U32x2(buf, pos)
     if lo & 3 or not (lo or hi):
         return _C_BAIL
@@ -467,7 +475,7 @@ def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int) -> Any:
         return _C_BAIL
     words = (end - start) >> 3
     data = _C_HEAD(0, words + 1, target >> 1, hi) + buf[start:end]
-    return _C.decode(cplan, data, msg.traversal_left, nesting)
+    return _C.decode(cplan, data, msg.traversal_left, nesting, None, caps)
 
 
 def _no_classes(what: str) -> TypeError:
@@ -888,7 +896,7 @@ def _write_value(buf: bytearray, ptr_pos: int, content: Any, cls: Any,
             content = cls(content)
     cplan = _c_plan(type(content))
     if cplan is not None:  # the C path writes the struct; spliced in, it stands as written
-        out = _C.encode(cplan, content)
+        out = _C.encode(cplan, content, _NO_HEAD, 8, describe, table)
         if out is not _C_BAIL and len(out) > 16:
             pos = len(buf)
             buf += memoryview(out)[16:]  # (its root pointer at 8 points to the word at 16)
@@ -939,10 +947,16 @@ def _frame_with(head: bytes, ptr_pos: int, content: Any, cls: Any,
     and its cap table (if any) in the pointer after; ``encode``'s bytes."""
     if content is not None and _C is not None:
         cplan = _c_plan(cls) if type(content) is cls else None
-        if cplan is not None:  # (cls is a runtime struct class: no capability in it)
-            out = _C.encode(cplan, content, head, ptr_pos)
+        if cplan is not None:
+            table: list[CapDescriptor] = []
+            out = _C.encode(cplan, content, head, ptr_pos, describe, table)
             if out is not _C_BAIL:
-                return out
+                if not table:
+                    return out
+                buf = bytearray(out)  # (the cap table after the content)
+                _write_cap_table(buf, ptr_pos + 8, table)
+                _II(buf, 0, 0, (len(buf) - 8) >> 3)
+                return bytes(buf)
     buf = bytearray(head)
     if content is not None:
         table = _write_value(buf, ptr_pos, content, cls, describe)
@@ -1323,10 +1337,10 @@ class CapnpWire:
                 if cplan is not None:
                     if buf[16] == _CALL:
                         found = _C.decode(cplan, buf, self._content_budget_c,
-                                          self.nesting_limit - 3, _CONTENT_PTR)
+                                          self.nesting_limit - 3, _CONTENT_PTR, caps)
                     else:
                         found = _C.decode(cplan, buf, self._content_budget_r,
-                                          self.nesting_limit - 3, _RETURN_CONTENT_PTR)
+                                          self.nesting_limit - 3, _RETURN_CONTENT_PTR, caps)
                     if found is not _C_BAIL:
                         return found
             raw = _hot_reader(buf, self.traversal_limit_in_words, self.nesting_limit)
@@ -1350,7 +1364,7 @@ class CapnpWire:
                 return _cap_object(msg, raw.pos, hi)
             cplan = _c_plan(struct_cls)
             if cplan is not None and raw.pos >= 0 and len(msg.bounds) == 1:
-                found = _c_read(cplan, msg, raw.pos, raw.nesting)
+                found = _c_read(cplan, msg, raw.pos, raw.nesting, caps)
                 if found is not _C_BAIL:
                     return found
             _codec, _key, plan = _content_codec(struct_cls)

@@ -1443,3 +1443,97 @@ def test_a_payload_pointer_before_its_segment_is_refused_on_the_c_path() -> None
         assert isinstance(bad, Return) and bad.results is not None
         with pytest.raises(ProtocolError, match="outside"):
             WIRE.decode_content(bad.results.raw, cls, [])
+
+
+def test_capabilities_on_the_c_path_agree_with_python(calc: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A payload whose struct holds capabilities (the calculator's expressions: in unions,
+    groups and lists of structs, at depth) is written and read by the C path with the cap
+    table the core gives; the frames, cap tables, values and errors are the Python path's.
+    Each capability is described once, also when C gives the value up after meeting one."""
+    from cara.codecs.capnp import accel
+    from cara.rpc import wire_capnp
+
+    if accel.binary is None:
+        pytest.skip("the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+    evaluate = calc.Calculator.cara_schema.method("evaluate")
+    P, R = evaluate.param_class, evaluate.result_class
+    assert wire_capnp._c_plan(P) is not None and wire_capnp._c_plan(R) is not None
+    params = P.Create(expression=expression(calc))
+    results = R.Create(value=Ref(9))
+    c_calls = []
+    c_decode, c_encode = wire_capnp._C.decode, wire_capnp._C.encode
+
+    class Spy:
+        BAIL = wire_capnp._C.BAIL
+
+        @staticmethod
+        def decode(*args: Any) -> Any:
+            found = c_decode(*args)
+            c_calls.append(("decode", found is not Spy.BAIL))
+            return found
+
+        @staticmethod
+        def encode(*args: Any) -> Any:
+            found = c_encode(*args)
+            c_calls.append(("encode", found is not Spy.BAIL))
+            return found
+
+    def run() -> list[Any]:
+        out: list[Any] = []
+        for content, cls in ((params, P), (results, R)):
+            seen, describe = describe_refs()
+            frame = WIRE.encode_call(3, ImportedCap(0), calc.Calculator.cara_schema.id, 0,
+                                     content, cls, describe) if cls is P else \
+                WIRE.encode_results(3, content, cls, True, describe)[0]
+            msg = WIRE.decode(frame)
+            payload = msg.params if isinstance(msg, Call) else msg.results
+            caps = [Ref(d.id) for d in payload.cap_table]
+            back = WIRE.decode_content(payload.raw, cls, caps)
+            assert back == content
+            # capability indexes past the table: the same error, naming the byte offset
+            with pytest.raises(ProtocolError) as err:
+                WIRE.decode_content(WIRE.decode(frame).params.raw if cls is P else
+                                    WIRE.decode(frame).results.raw, cls, caps[:-1])
+            out.append((frame, [(d.kind, d.id) for d in payload.cap_table], seen, back,
+                        str(err.value)))
+        return out
+
+    class Bails:  # (the Python path: C takes nothing)
+        BAIL = wire_capnp._C.BAIL
+
+        @staticmethod
+        def decode(*args: Any) -> Any:
+            return Bails.BAIL
+
+        encode = decode
+
+    monkeypatch.setattr(wire_capnp, "_C", Spy)
+    with_c = run()
+    assert ("encode", True) in c_calls and ("decode", True) in c_calls
+    monkeypatch.setattr(wire_capnp, "_C", Bails)
+    assert with_c == run()
+    assert "outside the payload's cap table" in with_c[0][4] and "at byte" in with_c[0][4]
+
+    # C gives up on a value it cannot write after the capability before it: described once
+    monkeypatch.setattr(wire_capnp, "_C", Spy)
+    c_calls.clear()
+    odd = P.Create(expression={"call": {"function": Ref(5), "params": []}})
+    list.append(odd.expression.call.params, 42)  # (past the checks: C cannot write it)
+    seen, describe = describe_refs()
+    with pytest.raises(AttributeError):  # (the Python path meets an int, not a struct)
+        WIRE.encode_call(4, ImportedCap(0), calc.Calculator.cara_schema.id, 0, odd, P,
+                         describe)
+    assert c_calls and not any(ok for _, ok in c_calls)
+    assert seen == [Ref(5)]
+
+    # describe_cap's own error goes through C unchanged
+    class Refused(Exception):
+        pass
+
+    def refuse(value: Any) -> CapDescriptor:
+        raise Refused(value)
+    c_calls.clear()
+    with pytest.raises(Refused):
+        WIRE.encode_results(5, results, R, True, refuse)
+    assert c_calls == [("encode", False)] or c_calls == []

@@ -26,7 +26,11 @@
 #include <string.h>
 
 enum { K_VOID, K_BOOL, K_INT, K_FLOAT32, K_FLOAT64, K_ENUM, K_TEXT, K_DATA, K_STRUCT,
-       K_LIST, K_GROUP };
+       K_LIST, K_GROUP, K_CAP };
+
+/* The pointer kinds (a field of one is stored behind its pointer, null allowed). */
+#define IS_POINTER_KIND(k) ((k) == K_TEXT || (k) == K_DATA || (k) == K_STRUCT || (k) == K_LIST \
+                            || (k) == K_CAP)
 
 #define NEST_LIMIT 64
 #define TRAVERSAL_LIMIT (8 * 1024 * 1024)
@@ -44,7 +48,9 @@ typedef struct {
     uint64_t defbits;       /* default as stored bits (XOR mask) */
     int disc;               /* -1: outside the union */
     PlanObject *sub;        /* struct, group, list of structs: the plan */
-    PyObject *ev, *ec;      /* enum (or enum list): value -> member map, converter */
+    PyObject *ev, *ec;      /* enum (or enum list): value -> member map, converter;
+                             * capability: the converter of what the cap table holds (NULL:
+                             * stored as it is) */
     PyObject *lcls;         /* list: the typed list class, when C builds it */
     PyObject *lmaker;       /* list: the maker called on a plain list otherwise */
     int ekind;              /* list element kind (K_*) */
@@ -111,6 +117,8 @@ typedef struct {
     const uint8_t *buf;
     Py_ssize_t start, end;   /* the segment, in bytes of buf */
     Py_ssize_t left;         /* traversal budget, words */
+    PyObject *caps;          /* the payload's capabilities by cap-table index (a list), or
+                              * NULL: a capability pointer bails */
 } Dec;
 
 #define BAILED NULL          /* (an internal NULL return: bail, an exception may be set) */
@@ -376,6 +384,22 @@ static int decode_field(Dec *d, PlanObject *p, Field *f, PyObject *s, Py_ssize_t
             if (!v) return -1;
         }
         break;
+    case K_CAP: {
+        /* (a null capability is no value, even for a chosen union member, as in Python) */
+        if (nptrs <= f->ptr) return 0;
+        Py_ssize_t at = ppos + 8 * f->ptr;
+        uint32_t lo = (uint32_t)rd(d->buf + at, 4), hi = (uint32_t)rd(d->buf + at + 4, 4);
+        if (lo == 0 && hi == 0) return 0;
+        if (lo != 3 || d->caps == NULL || (Py_ssize_t)hi >= PyList_GET_SIZE(d->caps)) return -1;
+        v = PyList_GET_ITEM(d->caps, hi);
+        if (f->ec) {
+            v = PyObject_CallOneArg(f->ec, v);
+            if (!v) return -1;
+        } else {
+            Py_INCREF(v);
+        }
+        break;
+    }
     case K_BOOL: {
         Py_ssize_t byte = f->offset >> 3;
         int bit = dbytes > byte ? (d->buf[dpos + byte] >> (f->offset & 7) & 1) : 0;
@@ -439,29 +463,37 @@ static PlanObject *plan_arg(PyObject *const *args, Py_ssize_t nargs, const char 
     return (PlanObject *)args[0];
 }
 
-/* decode(plan, data[, traversal_limit_in_words, nesting_limit[, ptr_pos]]) -> instance, or
- * BAIL. With the limits (the RPC encoding, for a payload inside a message: it passes what the
+/* decode(plan, data[, traversal_limit_in_words, nesting_limit[, ptr_pos[, caps]]]) ->
+ * instance, or BAIL. With the limits (the RPC encoding, for a payload inside a message: it passes what the
  * envelope left), data's first word is a root pointer put in front of the message's segment
  * and lies outside that segment's bounds, so every pointer is judged as in the message. With
  * ptr_pos too, data is the framed one-segment message itself (the segment: every byte after
  * the 8-byte table) and the payload's struct pointer is the word at byte ptr_pos (a null one
- * bails). */
+ * bails; None: the short form's layout). With caps (a list: the payload's cap table made into
+ * objects), capability pointer i reads as caps[i] through its field's converter; without, a
+ * capability bails. */
 static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t traversal = TRAVERSAL_LIMIT, nesting = NEST_LIMIT, start = 8, at = 8;
-    if (nargs == 4 || nargs == 5) {
+    PyObject *caps = NULL;
+    if (nargs >= 4 && nargs <= 6) {
         start = 16;
         traversal = PyLong_AsSsize_t(args[2]);
         nesting = PyLong_AsSsize_t(args[3]);
-        if (nargs == 5) {
+        if (nargs >= 5 && args[4] != Py_None) {
             start = 8;
             at = PyLong_AsSsize_t(args[4]);
             if (at == -1 && PyErr_Occurred()) return NULL;
+        }
+        if (nargs == 6) {
+            caps = args[5];
+            if (!PyList_CheckExact(caps)) goto bail;
         }
         if ((traversal == -1 || nesting == -1) && PyErr_Occurred()) return NULL;
         if (nesting > NEST_LIMIT || nesting < 1 || traversal < 0) goto bail;
         nargs = 2;
     }
-    PlanObject *p = plan_arg(args, nargs, "decode(plan, data[, traversal, nesting[, ptr_pos]])");
+    PlanObject *p = plan_arg(args, nargs,
+                             "decode(plan, data[, traversal, nesting[, ptr_pos[, caps]]])");
     if (!p) return NULL;
     PyObject *data = args[1];
     if (!p->ready || !PyBytes_CheckExact(data)) goto bail;
@@ -469,7 +501,7 @@ static PyObject *binary_decode(PyObject *self, PyObject *const *args, Py_ssize_t
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(data);
     if (n < 16 || rd(buf, 4) != 0 || (Py_ssize_t)rd(buf + 4, 4) * 8 + 8 != n) goto bail;
     if (at < 8 || at > n - 8 || (at & 7)) goto bail;
-    Dec d = {buf, start, n, traversal};
+    Dec d = {buf, start, n, traversal, caps};
     Py_ssize_t dpos, dbytes, ppos, nptrs;
     int r = struct_at(&d, at, (int)nesting, &dpos, &dbytes, &ppos, &nptrs);
     PyObject *out;
@@ -488,6 +520,9 @@ bail:
 typedef struct {
     uint8_t *buf;
     Py_ssize_t len, cap;
+    PyObject *caps;          /* the capabilities met, in order (a list), or NULL: one bails */
+    Py_ssize_t *cap_at;      /* where each one's pointer goes */
+    Py_ssize_t ncap_at;
 } Enc;
 
 /* Append n zero bytes; their position, or -1 (no memory). */
@@ -714,6 +749,22 @@ static int encode_field(Enc *e, Field *f, PyObject *x, Py_ssize_t dpos, Py_ssize
     case K_LIST:
         if (x == Py_None) return 0;
         return encode_list(e, f, ppos + 8 * f->ptr, x);
+    case K_CAP: {
+        /* noted, described once the whole struct is written (describing exports it: a bail
+         * after that would export it again on the Python path) */
+        if (x == Py_None) return 0;
+        if (e->caps == NULL) return -1;
+        Py_ssize_t n = PyList_GET_SIZE(e->caps);
+        if ((n & (n - 1)) == 0) {  /* (0, 1, 2, 4, ...: grow) */
+            Py_ssize_t *grown = PyMem_Realloc(e->cap_at, sizeof(Py_ssize_t) * (size_t)(n ? 2 * n : 1));
+            if (!grown) return -1;
+            e->cap_at = grown;
+        }
+        if (PyList_Append(e->caps, x) < 0) return -1;
+        e->cap_at[n] = ppos + 8 * f->ptr;
+        e->ncap_at = n + 1;
+        return 0;
+    }
     default: {
         uint64_t b;
         if (scalar_bits(f->kind, f->size, f->is_signed, x, &b) < 0) return -1;
@@ -733,8 +784,8 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
             if (PyErr_Occurred()) return -1;
             continue;  /* unset: the zero bits already written */
         }
-        if (f->kind != K_GROUP && f->kind != K_TEXT && f->kind != K_DATA && f->kind != K_STRUCT
-                && f->kind != K_LIST && f->kind != K_BOOL && f->kind != K_VOID && x == Py_None)
+        if (f->kind != K_GROUP && !IS_POINTER_KIND(f->kind) && f->kind != K_BOOL &&
+                f->kind != K_VOID && x == Py_None)
             return -1;
         Py_INCREF(x);  /* (a __bool__ could take it out of the dict) */
         int r = encode_field(e, f, x, dpos, ppos);
@@ -752,8 +803,7 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
             uint16_t dv = (uint16_t)f->disc;
             memcpy(e->buf + dpos + p->disc_off, &dv, 2);
         }
-        if (x == Py_None && f->kind != K_VOID && f->kind != K_GROUP && f->kind != K_TEXT &&
-                f->kind != K_DATA && f->kind != K_STRUCT && f->kind != K_LIST)
+        if (x == Py_None && f->kind != K_VOID && f->kind != K_GROUP && !IS_POINTER_KIND(f->kind))
             return -1;
         Py_INCREF(x);
         int r = encode_field(e, f, x, dpos, ppos);
@@ -763,14 +813,23 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
     return 0;
 }
 
-/* encode(plan, value[, head, ptr_pos]) -> the framed message's bytes, or BAIL. With head
- * (bytes, a multiple of 8 long, at least 16) and ptr_pos (a word of head after the segment
- * table), the message is head's bytes followed by the struct, the word at ptr_pos a pointer
- * to it and the segment table's size word set (the RPC encoding writes a whole Call or Return
- * this way, its envelope as head). */
+/* encode(plan, value[, head, ptr_pos[, describe, table]]) -> the framed message's bytes, or
+ * BAIL. With head (bytes, a multiple of 8 long, at least 16) and ptr_pos (a word of head after
+ * the segment table), the message is head's bytes followed by the struct, the word at ptr_pos
+ * a pointer to it and the segment table's size word set (the RPC encoding writes a whole Call
+ * or Return this way, its envelope as head). With describe and table (an empty list), a
+ * capability met is described once the rest is written: describe(capability) is appended to
+ * table and its pointer names that entry (the RPC encoding's cap table; an exception describe
+ * raises goes to the caller as it is). Without them a capability bails. */
 static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *head = NULL;
+    PyObject *head = NULL, *describe = NULL, *table = NULL;
     Py_ssize_t at = 8, hlen = 16;  /* (no head: the segment table and the root pointer) */
+    if (nargs == 6) {
+        describe = args[4];
+        table = args[5];
+        if (!PyList_CheckExact(table) || PyList_GET_SIZE(table)) goto bail;
+        nargs = 4;
+    }
     if (nargs == 4) {
         head = args[2];
         if (!PyBytes_CheckExact(head)) goto bail;
@@ -780,14 +839,19 @@ static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t
         if (hlen < 16 || (hlen & 7) || at < 8 || at > hlen - 8 || (at & 7)) goto bail;
         nargs = 2;
     }
-    PlanObject *p = plan_arg(args, nargs, "encode(plan, value[, head, ptr_pos])");
+    PlanObject *p = plan_arg(args, nargs,
+                             "encode(plan, value[, head, ptr_pos[, describe, table]])");
     if (!p) return NULL;
     PyObject *v = args[1];
     if (!p->ready || !PyDict_Check(v) || carries_unknown(v)) goto bail;
     Py_ssize_t words = p->dw + p->pc, size = hlen + words * 8;
     Py_ssize_t cap = size > 256 ? size : 256;
-    Enc e = {PyMem_Malloc((size_t)cap), 0, cap};
+    Enc e = {PyMem_Malloc((size_t)cap), 0, cap, NULL, NULL, 0};
     if (!e.buf) goto bail;
+    if (describe) {
+        e.caps = PyList_New(0);
+        if (!e.caps) goto fail;
+    }
     if (alloc(&e, hlen) < 0) goto fail;
     if (head) memcpy(e.buf, PyBytes_AS_STRING(head), (size_t)hlen);
     Py_ssize_t pos = alloc(&e, words * 8);
@@ -795,15 +859,33 @@ static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t
     if (words == 0) put_ptr(&e, at, -4, 0);
     else put_ptr(&e, at, near(pos, at, 0), (uint32_t)(p->dw | p->pc << 16));
     if (encode_struct(&e, p, v, pos, pos + p->dw * 8) < 0) goto fail;
+    for (Py_ssize_t i = 0; i < e.ncap_at; i++) {  /* the capabilities met, described */
+        PyObject *desc = PyObject_CallOneArg(describe, PyList_GET_ITEM(e.caps, i));
+        if (!desc || PyList_Append(table, desc) < 0) {
+            Py_XDECREF(desc);
+            goto raise;
+        }
+        Py_DECREF(desc);
+        put_ptr(&e, e.cap_at[i], 3, (uint32_t)i);
+    }
     uint32_t zero = 0, seg_words = (uint32_t)((e.len - 8) >> 3);
     memcpy(e.buf, &zero, 4);
     memcpy(e.buf + 4, &seg_words, 4);
     PyObject *out = PyBytes_FromStringAndSize((const char *)e.buf, e.len);
     PyMem_Free(e.buf);
+    PyMem_Free(e.cap_at);
+    Py_XDECREF(e.caps);
     if (out) return out;
     goto bail;
+raise:
+    PyMem_Free(e.buf);
+    PyMem_Free(e.cap_at);
+    Py_XDECREF(e.caps);
+    return NULL;
 fail:
     PyMem_Free(e.buf);
+    PyMem_Free(e.cap_at);
+    Py_XDECREF(e.caps);
 bail:
     PyErr_Clear();
     Py_INCREF(BAIL);
@@ -982,7 +1064,8 @@ static PyObject *plan_setup(PlanObject *p, PyObject *args) {
         if (ec != Py_None) { Py_INCREF(ec); f->ec = ec; }
         if (lcls != Py_None) { Py_INCREF(lcls); f->lcls = lcls; }
         if (lmaker != Py_None) { Py_INCREF(lmaker); f->lmaker = lmaker; }
-        if (f->size < 0 || f->size > 8 || offset < 0 || f->ptr < 0 || f->ptr >= 64 ||
+        if (f->kind < K_VOID || f->kind > K_CAP || f->size < 0 || f->size > 8 || offset < 0 ||
+                f->ptr < 0 || f->ptr >= 64 ||
                 ((f->kind == K_STRUCT || f->kind == K_GROUP ||
                   (f->kind == K_LIST && f->ekind == K_STRUCT)) && !f->sub) ||
                 ((f->kind == K_ENUM) && (!f->ev || !PyDict_Check(f->ev) || !f->ec)) ||
@@ -990,16 +1073,14 @@ static PyObject *plan_setup(PlanObject *p, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "inconsistent field spec");
             return NULL;
         }
-        if (f->kind != K_GROUP && f->kind != K_TEXT && f->kind != K_DATA && f->kind != K_STRUCT
-                && f->kind != K_LIST && f->kind != K_VOID) {
+        if (f->kind != K_GROUP && !IS_POINTER_KIND(f->kind) && f->kind != K_VOID) {
             Py_ssize_t end = f->kind == K_BOOL ? (offset >> 3) + 1 : offset + f->size;
             if (end > (Py_ssize_t)p->dw * 8 || (f->kind != K_BOOL && f->size == 0)) {
                 PyErr_SetString(PyExc_ValueError, "a field outside its data section");
                 return NULL;
             }
         }
-        if ((f->kind == K_TEXT || f->kind == K_DATA || f->kind == K_STRUCT || f->kind == K_LIST)
-                && f->ptr >= p->pc) {
+        if (IS_POINTER_KIND(f->kind) && f->ptr >= p->pc) {
             PyErr_SetString(PyExc_ValueError, "a pointer outside its section");
             return NULL;
         }
@@ -1193,10 +1274,10 @@ static PyObject *binary_set_seen(PyObject *self, PyObject *seen) {
 
 static PyMethodDef binary_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))binary_decode, METH_FASTCALL,
-     "decode(plan, data[, traversal, nesting[, ptr_pos]]): the runtime struct, or BAIL (the "
+     "decode(plan, data[, traversal, nesting[, ptr_pos[, caps]]]): the runtime struct, or BAIL (the "
      "Python codec decides)."},
     {"encode", (PyCFunction)(void (*)(void))binary_encode, METH_FASTCALL,
-     "encode(plan, value[, head, ptr_pos]): the framed message, or BAIL (the Python codec "
+     "encode(plan, value[, head, ptr_pos[, describe, table]]): the framed message, or BAIL (the Python codec "
      "decides)."},
     {"set_seen", binary_set_seen, METH_O, "The unknown-data flag list (unknown.SEEN)."},
     {"rpc_hot", binary_rpc_hot, METH_O,

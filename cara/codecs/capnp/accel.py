@@ -8,6 +8,9 @@ and the runtime classes, enum maps and list classes the decoder makes. ``encode(
 then writes a message in one C call and ``decode(plan, data)`` reads one; either returns
 ``BAIL`` for anything but the plain case (an error, unknown data, far pointers, a value of
 another type), and the caller runs the Python codec, the reference, on the same input.
+Capability fields take part only where the RPC encoding (``cara.rpc.wire_capnp``) gives the
+payload's cap table: the objects to read pointers as, or the function that describes what is
+written; elsewhere a capability (not a null one) is BAIL too.
 
 Not built (no C compiler at install time), or ``CARA_PURE_PYTHON=1``: :data:`binary` is None
 and everything runs in Python.
@@ -42,7 +45,7 @@ binary: Any = _load()
 
 # the kinds of _binary.c
 _K = {"void": 0, "bool": 1, "float32": 3, "float64": 4, "enum": 5, "text": 6, "data": 7,
-      "struct": 8, "list": 9, "group": 10}
+      "struct": 8, "list": 9, "group": 10, "interface": 11}
 _K_INT = 2
 _INTS = {"int8": (1, 1), "int16": (2, 1), "int32": (4, 1), "int64": (8, 1),
          "uint8": (1, 0), "uint16": (2, 0), "uint32": (4, 0), "uint64": (8, 0)}
@@ -73,6 +76,8 @@ def make_plans(codec: Any, root: PlanKey) -> Any:
     try:
         while pending:
             key = pending.pop()
+            if key in cache and cache[key] is None:
+                raise _Unsupported  # (found before: a plan C cannot take)
             if key in new or key in cache:
                 continue
             plan = codec.plan(key)
@@ -141,7 +146,7 @@ def _field(codec: Any, plan: StructPlan, fp: FieldPlan, plans: dict[PlanKey, Any
         size, signed = _INTS[kind]
         code = _K_INT
     elif code is None:
-        raise _Unsupported  # AnyPointer, capabilities
+        raise _Unsupported  # AnyPointer
     else:
         size = _SIZES.get(kind, 0)
     defbits = 0
@@ -165,6 +170,14 @@ def _field(codec: Any, plan: StructPlan, fp: FieldPlan, plans: dict[PlanKey, Any
         sub = plans[_reached(codec, fp)[0]]
     elif kind == "enum":
         ev, ec = ns[f"EV_{tag}_{fp.key}"], ns[f"EC_{tag}_{fp.key}"]
+    elif kind == "interface":
+        # (what the trusted builder does with a capability: its field's converter; a
+        # `Capability` field, AnyPointer to the runtime, stores it as it is)
+        rt = ns[f"C_{tag}"].cara_schema.fields[fp.key].type
+        if rt.kind == "interface":
+            ec = rt.convert
+        elif rt.kind != "anyPointer":
+            raise _Unsupported
     elif kind == "list":
         assert fp.type is not None and fp.type.list is not None
         et = fp.type.list.elementType
@@ -172,7 +185,7 @@ def _field(codec: Any, plan: StructPlan, fp: FieldPlan, plans: dict[PlanKey, Any
         if ew in _INTS:
             ekind = _K_INT
             size, signed = _INTS[ew]
-        elif ew in _K and ew not in ("list", "group"):
+        elif ew in _K and ew not in ("list", "group", "interface"):
             ekind = _K[ew]
             size = _SIZES.get(ew, 0)
         else:

@@ -57,6 +57,7 @@ def to_bytes(value: Any, *, packed: bool = False) -> bytes:
 #: Field types whose runtime values are not what the codec encodes (capabilities, AnyPointer
 #: values as the runtime holds them).
 _NOT_DIRECT = frozenset({"anyPointer", "interface"})
+_ANY_POINTER = frozenset({"anyPointer"})
 
 
 def _fast_encoder(cls: Any) -> tuple[Any, ...]:
@@ -224,7 +225,7 @@ def _direct_decoder(cls: Any) -> Callable[[Any], Any] | None:
         codec = module.SchemaCodec(builder.nodes, pointer_defaults=False, keys="index",
                                    sparse=True, instances=True)
         builder._capnp_instances = codec
-    if codec.reaches(schema.id, _NOT_DIRECT):
+    if codec.reaches(schema.id, _ANY_POINTER):
         return None
     names: dict[str, Any] = {}
     if not _bind(codec, schema.id, cls, names, set()):
@@ -234,6 +235,11 @@ def _direct_decoder(cls: Any) -> Callable[[Any], Any] | None:
         if ns.get(name, value) is not value:
             return None  # another class decoded by the same plan (should not happen)
     ns.update(names)
+    if codec.reaches(schema.id, _NOT_DIRECT):
+        # the generated decoder would store a cap-table index or a reader where the runtime
+        # holds a capability or a value; the names stay bound for the C plan, which reads a
+        # capability only through the cap table the RPC encoding gives it (see accel.py)
+        return None
     decoder: Callable[[Any], Any] = codec.decoder(schema.id)
     return decoder
 
