@@ -18,13 +18,12 @@ pipelined field, an implementation, a function) into one of them.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from types import CoroutineType
 from typing import Any
 
 from cara.rpc.description import InterfaceInfo, describe
 from cara.rpc.dispatch import Implementation
-from cara.rpc.eager import start
+from cara.rpc.eager import is_awaitable, start
 from cara.rpc.plain import Exported
 from cara.rpc.proxies import (
     NO_RUNNING_LOOP,
@@ -214,7 +213,7 @@ class LocalCap(Cap):
             assert started.task is not None
             promise._task = started.task
             started.task.add_done_callback(promise._task_done)
-        elif inspect.isawaitable(result):
+        elif is_awaitable(result):
             task = asyncio.ensure_future(result, loop=promise.get_loop())
             promise._task = task
             task.add_done_callback(promise._task_done)

@@ -31,7 +31,6 @@ and tasks: pass the loop, or construct the connection inside a running loop.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -44,7 +43,7 @@ from cara.rpc.accel import FRAMES
 from cara.rpc.caps import BrokenCap, Cap, LocalCap, QueuedCap, name_steps, to_cap
 from cara.rpc.description import describe, known_interface
 from cara.rpc.dispatch import Services
-from cara.rpc.eager import start
+from cara.rpc.eager import is_awaitable, start
 from cara.rpc.errors import (
     Disconnected,
     Failed,
@@ -815,7 +814,7 @@ class Connection:
         """Answer call ``qid`` with what its handler returned: now, or when the awaitable it
         returned is done (cara/rpc/_frames.c comes here with what it does not answer itself)."""
         try:
-            if isinstance(result, dict) or not inspect.isawaitable(result):
+            if isinstance(result, dict) or not is_awaitable(result):
                 # answered now (a results struct is a dict): no future, no task
                 self._answer_now(qid, method, result)
                 return

@@ -18,6 +18,7 @@ from types import FunctionType
 from typing import Any
 
 from cara.rpc.description import PLAIN, InterfaceInfo, MethodInfo, describe, known_interface
+from cara.rpc.eager import is_awaitable
 from cara.rpc.errors import Unimplemented
 from cara.rpc.gate import StreamGate, stream_gate
 from cara.rpc.plain import encode_plain_results, incoming
@@ -27,11 +28,6 @@ from cara.runtime.interface import implementation as runtime_implementation
 from cara.runtime.interface import positional_capacity
 
 __all__ = ["Handler", "Implementation", "Services"]
-
-#: Types a handler commonly returns that cannot be awaitable (checked before the slower
-#: ``inspect.isawaitable``).
-_PLAIN_VALUES = frozenset({str, bytes, int, float, bool, type(None), list, tuple, dict})
-
 
 class Handler:
     """One method of one implementation: ``run(params)`` -> results struct (or awaitable).
@@ -185,7 +181,7 @@ class _RuntimePlan:
             return box(await fn(*args, **kwargs))
 
         def finish(result: Any) -> Any:
-            if type(result) not in _PLAIN_VALUES and inspect.isawaitable(result):
+            if is_awaitable(result):
                 return boxed(result)
             return box(result)
 
@@ -225,7 +221,7 @@ def _plain_handler(fn: Callable[..., Any], m: MethodInfo) -> Callable[[Any], Any
         return encode_plain_results(m, await fn(*args, **kwargs))
 
     def finish(result: Any) -> Any:
-        if inspect.isawaitable(result):
+        if is_awaitable(result):
             return encoded(result)
         return encode_plain_results(m, result)
 

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import sys
 from collections.abc import Coroutine, Generator
+from types import GeneratorType
 from typing import Any
 
-__all__ = ["Started", "start"]
+__all__ = ["Started", "is_awaitable", "start"]
 
 _EAGER_TASKS = sys.version_info >= (3, 12)
 #: Before 3.11 a task cannot be given the context its first step ran in: no eager start there.
@@ -98,6 +100,24 @@ class _Rest(Coroutine[Any, Any, Any]):
 
     def __await__(self) -> Generator[Any, None, Any]:  # (never awaited: a task runs it)
         raise TypeError("a started handler is run by its task")
+
+
+#: Whether values of a type are awaitable, by type: ``inspect.isawaitable`` asks the
+#: ``Awaitable`` ABC (about a microsecond) for every handler result that is not a coroutine,
+#: and handlers return values of few types. Bounded.
+_AWAITABLE_BY_TYPE: dict[type, bool] = {}
+
+
+def is_awaitable(value: Any) -> bool:
+    """``inspect.isawaitable(value)``, known by type once asked (a generator is asked each
+    time: a generator-based coroutine is one by its code's flags)."""
+    t = type(value)
+    found = _AWAITABLE_BY_TYPE.get(t)
+    if found is None:
+        found = inspect.isawaitable(value)
+        if t is not GeneratorType and len(_AWAITABLE_BY_TYPE) < 1024:
+            _AWAITABLE_BY_TYPE[t] = found
+    return found
 
 
 def start(coro: Coroutine[Any, Any, Any], loop: Any) -> Started:
