@@ -44,3 +44,43 @@ def test_objects_of_one_class_share_the_plan_and_keep_their_own_method() -> None
     # a class with the same method name but an async implementation has its own plan
     result = _add(Async()).run({0: 9, 1: 4})
     assert asyncio.run(result)[0] == 5
+
+
+def test_whether_a_result_is_awaitable_agrees_with_inspect() -> None:
+    """``is_awaitable`` answers by type once asked, except for generators, which a
+    ``types.coroutine`` marks one by one."""
+    import collections.abc
+    import inspect
+    import types
+
+    from cara.rpc.eager import is_awaitable
+
+    class Later:
+        def __await__(self) -> Any:
+            yield
+
+    class Registered:  # (an Awaitable by registration, not by __await__)
+        pass
+    collections.abc.Awaitable.register(Registered)
+
+    def plain_generator() -> Any:
+        yield 1
+
+    @types.coroutine
+    def old_style() -> Any:
+        yield
+
+    async def coro() -> None:
+        pass
+
+    loop = asyncio.new_event_loop()
+    try:
+        c = coro()
+        values = [1, 2.5, "x", None, {}, [], Later(), Later(), Registered(), plain_generator(),
+                  old_style(), plain_generator(), old_style(), c, loop.create_future()]
+        for _ in range(2):  # (asked, then known)
+            assert [is_awaitable(v) for v in values] == [inspect.isawaitable(v) for v in values]
+        assert is_awaitable(old_style()) and not is_awaitable(plain_generator())
+        c.close()
+    finally:
+        loop.close()
