@@ -49,6 +49,21 @@ __all__ = [
 
 _NOTHING: Any = object()
 _SCALARS = frozenset({str, bytes, int, float, bool})
+#: Types box_results never takes for a capability at once (they have meanings of their own).
+_NOT_CAPABILITIES = frozenset({dict, list, tuple, type(None)})
+#: Whether a type is a Mapping, by type (box_results asks it of every capability a method
+#: returns, and the Mapping ABC takes about a microsecond to say). Bounded.
+_MAPPING_TYPES: dict[type, bool] = {}
+
+
+def _is_mapping_type(t: type) -> bool:
+    found = _MAPPING_TYPES.get(t)
+    if found is None:
+        found = issubclass(t, Mapping)
+        if len(_MAPPING_TYPES) < 1024:
+            _MAPPING_TYPES[t] = found
+    return found
+
 #: Shared by every call: handlers never change the keyword arguments they are given.
 _NO_KWARGS: dict[str, Any] = {}
 #: Method names that would hide the Interface API get a trailing underscore as attribute.
@@ -79,6 +94,7 @@ class MethodSpec:
         self._param_numbers: tuple[int, ...] | None = None  # (box_params, on first use)
         self._result_where = f"{interface_name}.{name}() result"
         self._single_result: int | None = None  # its field number, or -1 (box_results)
+        self._single_cap = False  # (and whether that result is a capability)
 
     @property
     def param_class(self) -> Any:
@@ -184,11 +200,16 @@ class MethodSpec:
         single = self._single_result
         if single is None:
             single = self._find_single_result()
-        if single >= 0 and type(value) in _SCALARS:  # the common case: one plain result
-            try:
-                return cls._cara_convert_({single: value})
-            except Exception:
-                pass  # worded below
+        if single >= 0:
+            t = type(value)
+            # the common cases: one plain result, one capability (an object, not a mapping
+            # that names the result)
+            if t in _SCALARS or (self._single_cap and t not in _NOT_CAPABILITIES
+                                 and not _is_mapping_type(t)):
+                try:
+                    return cls._cara_convert_({single: value})
+                except Exception:
+                    pass  # worded below
         where = self._result_where
         if self.results_named:
             return _convert(cls, {} if value is None else value, where)
@@ -249,6 +270,7 @@ class MethodSpec:
         """The field number of the one result an unnamed result struct has, else -1."""
         fields = self._results.cls.cara_schema.fields
         single = fields[0].number if len(fields) == 1 and not self.results_named else -1
+        self._single_cap = single >= 0 and fields[0].type.kind == "interface"
         self._single_result = single
         return single
 

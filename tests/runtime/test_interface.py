@@ -178,3 +178,44 @@ def test_untyped_capability_reference_becomes_a_typed_proxy(b) -> None:  # type:
     holds = b.HoldsCaps({0: Ref()})
     assert isinstance(holds.echo, b.Echo)
     assert holds.echo.echo("hi") == "remote hi"
+
+
+def test_a_single_capability_result_is_boxed_as_before_the_shortcut() -> None:
+    """One capability result: an object boxes at once; a mapping naming the result (a dict
+    or any other Mapping) still gives the capability it names; None and bad values go the
+    long way, which words the error."""
+    import collections.abc
+
+    import cara
+
+    m = cara.loads("""@0xd1e2f3a4b5c6d7e9;
+interface Thing { get @0 () -> (v :Int32); }
+interface Maker { make @0 () -> (thing :Thing); }
+""", name="single_cap_result.capnp")
+    spec = m.Maker.cara_schema.method("make")
+
+    class Impl(m.Thing):  # type: ignore[name-defined,misc]
+        def get(self) -> int:
+            return 7
+
+    class Named(collections.abc.Mapping):  # type: ignore[type-arg]
+        def __init__(self, **kw: object) -> None:
+            self.kw = kw
+
+        def __getitem__(self, k: str) -> object:
+            return self.kw[k]
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            return iter(self.kw)
+
+        def __len__(self) -> int:
+            return len(self.kw)
+
+    obj = Impl()
+    for value in (obj, {"thing": obj}, Named(thing=obj), obj):  # (twice: asked, then known)
+        boxed = spec.box_results(value)
+        assert type(boxed) is spec.result_class and isinstance(boxed.thing, m.Thing)
+        assert boxed.thing.get() == 7
+    assert spec.box_results(None) == spec.result_class()
+    with pytest.raises(ValueTypeError, match=r"Maker.make\(\) result"):
+        spec.box_results(5)
