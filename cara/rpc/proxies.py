@@ -522,18 +522,47 @@ def cast(cap: Any, iface: Any) -> Any:
 
 def core_cap_of(obj: Any) -> Any:
     """The core capability behind a proxy, promise or pipelined field (``None`` if none)."""
-    if _is_core(obj):
+    t = type(obj)
+    way = _CORE_WAYS.get(t)
+    if way is None:
+        way = _core_way(t)
+    if way == _NO_CORE:
+        return None
+    if way == _IS_CORE:
         return obj
-    if isinstance(obj, Proxy):
+    if way == _PROXY:
         return obj._cap
-    if getattr(type(obj), "_cara_call_", None) is _runtime_proxy_call:
+    if way == _RUNTIME_PROXY:
         return obj._cara_rpc_cap_
-    if isinstance(obj, PipelinedField):
+    if way == _PIPELINED:
         return obj._capability()
-    if isinstance(obj, CallPromise):
-        single = obj._method.single_interface_result()
-        return obj._pipeline((single,)) if single is not None else None
-    return None
+    single = obj._method.single_interface_result()  # (a CallPromise)
+    return obj._pipeline((single,)) if single is not None else None
+
+
+#: How :func:`core_cap_of` finds the core capability in a value, by the value's type (asked
+#: once per type: the values met are of few classes, most of them implementations, which
+#: took five checks to find nothing in). Bounded.
+_CORE_WAYS: dict[type, int] = {}
+_NO_CORE, _IS_CORE, _PROXY, _RUNTIME_PROXY, _PIPELINED, _PROMISE = range(6)
+
+
+def _core_way(t: type) -> int:
+    if getattr(t, "_cara_core_cap_", False) is True:
+        way = _IS_CORE
+    elif issubclass(t, Proxy):
+        way = _PROXY
+    elif getattr(t, "_cara_call_", None) is _runtime_proxy_call:
+        way = _RUNTIME_PROXY
+    elif issubclass(t, PipelinedField):
+        way = _PIPELINED
+    elif issubclass(t, CallPromise):
+        way = _PROMISE
+    else:
+        way = _NO_CORE
+    if len(_CORE_WAYS) < 1024:
+        _CORE_WAYS[t] = way
+    return way
 
 
 
