@@ -289,6 +289,29 @@ drop_question(PyObject *conn, PyObject *questions, PyObject *qid, PyObject *q)
     return r;
 }
 
+/* Whether connection conn's loop runs in this thread: 1 yes, 0 no, -1 error. What
+ * check_loop asks, without asyncio._get_running_loop()'s getpid() per call (Python 3.11). */
+static int
+on_loop_thread(PyObject *conn)
+{
+    PyObject *loop = PyObject_GetAttr(conn, s_loop);
+    if (loop == NULL) return -1;
+    PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
+    if (tid == NULL) {  /* a loop that does not say (uvloop's): the running loop, asked */
+        PyErr_Clear();
+        PyObject *running = PyObject_CallNoArgs(get_running_loop);
+        int r = running == loop;
+        Py_XDECREF(running);
+        Py_DECREF(loop);
+        return running == NULL ? -1 : r;
+    }
+    Py_DECREF(loop);
+    unsigned long ident = PyLong_Check(tid) ? PyLong_AsUnsignedLong(tid) : 0;
+    Py_DECREF(tid);
+    if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
+    return ident != 0 && ident == PyThread_get_thread_ident();
+}
+
 /* send_plain(cap, method, params): Connection.send_call for a call on an imported capability
  * whose params type holds no capability, on a connection using stock cara frames with no
  * default timeout. Returns the Question, or None (nothing done) for anything else. */
@@ -317,29 +340,8 @@ send_plain(PyObject *cap, PyObject *method, PyObject *params)
     conn = PyObject_GetAttr(cap, s_conn);
     if (conn == NULL) goto error;
     if ((r = attr_is(conn, s_fast, Py_True)) != 1) { if (r < 0) goto error; goto decline; }
-    {
-        /* on the connection's loop, running in this thread (what check_loop asks, without
-         * asyncio._get_running_loop()'s getpid() per call); else the Python path checks */
-        PyObject *loop = PyObject_GetAttr(conn, s_loop);
-        if (loop == NULL) goto error;
-        PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
-        if (tid == NULL) {  /* a loop that does not say (uvloop's): the running loop, asked */
-            PyErr_Clear();
-            PyObject *running = PyObject_CallNoArgs(get_running_loop);
-            r = running == loop;
-            Py_XDECREF(running);
-            Py_DECREF(loop);
-            if (running == NULL) goto error;
-            if (!r) goto foreign;
-        }
-        else {
-            Py_DECREF(loop);
-            unsigned long ident = PyLong_Check(tid) ? PyLong_AsUnsignedLong(tid) : 0;
-            Py_DECREF(tid);
-            if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
-            if (ident == 0 || ident != PyThread_get_thread_ident()) goto foreign;
-        }
-    }
+    /* on the connection's loop, running in this thread; else the Python path checks */
+    if ((r = on_loop_thread(conn)) != 1) { if (r < 0) goto error; goto foreign; }
     if ((r = attr_is(conn, s_closed, Py_False)) != 1) { if (r < 0) goto error; goto decline; }
     if ((r = attr_is(conn, s_timeout, Py_None)) != 1) { if (r < 0) goto error; goto decline; }
     uint64_t target, iid, mid, next;
@@ -563,17 +565,31 @@ plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, P
     }
     if (q == Py_None) {  /* not a plain call: cap.call(), once a loop is known to run */
         Py_DECREF(q);
-        PyObject *running = PyObject_CallNoArgs(get_running_loop);
-        if (running == NULL) {
-            Py_DECREF(cap);
-            Py_DECREF(params);
-            return NULL;
+        /* (an imported capability: its connection's loop in this thread; any other: the
+         * running loop, asked) */
+        int here = 0;
+        if ((PyObject *)Py_TYPE(cap) == ImportCap) {
+            PyObject *conn = PyObject_GetAttr(cap, s_conn);
+            if (conn == NULL) PyErr_Clear();
+            else if (conn != Py_None) {
+                here = on_loop_thread(conn);
+                if (here < 0) PyErr_Clear();
+            }
+            Py_XDECREF(conn);
         }
-        Py_DECREF(running);
-        if (running == Py_None) {  /* (the Python method checks the thread: check_loop) */
-            Py_DECREF(cap);
-            Py_DECREF(params);
-            goto fallback;
+        if (here != 1) {
+            PyObject *running = PyObject_CallNoArgs(get_running_loop);
+            if (running == NULL) {
+                Py_DECREF(cap);
+                Py_DECREF(params);
+                return NULL;
+            }
+            Py_DECREF(running);
+            if (running == Py_None) {  /* (the Python method checks the thread: check_loop) */
+                Py_DECREF(cap);
+                Py_DECREF(params);
+                goto fallback;
+            }
         }
         PyObject *call_args[4] = {cap, pm->method, params, Py_None};
         q = PyObject_VectorcallMethod(s_call, call_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
