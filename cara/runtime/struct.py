@@ -230,6 +230,16 @@ class StructSchema:
         self.by_discriminant = {f.discriminant: f for f in self.union}
         self.known = frozenset(self.by_key[f.number] for f in fields)
         self.names = frozenset(f.name for f in fields)
+        #: The defaults of the fields outside any union that are not pointer-like, by number
+        #: (immutable, so shared): what reading such a field that is not set gives
+        #: (Struct.__missing__; made on first use, once the field types can say).
+        self.plain_defaults: dict[int, Any] | None = None
+
+    def make_plain_defaults(self) -> dict[int, Any]:
+        found = {f.number: f.scalar_default() for f in self.fields
+                 if f.discriminant is None and not f.is_pointer_like}
+        self.plain_defaults = found
+        return found
 
     def field(self, key: Any) -> FieldSpec:
         return self.fields[self.by_key[key]]
@@ -410,6 +420,13 @@ class Struct(_StructBase):
 
     def __missing__(self, key: Any) -> Any:
         schema = self.cara_schema
+        if type(key) is int:  # (a field number: most reads of a scalar that is not set)
+            defaults = schema.plain_defaults
+            if defaults is None:
+                defaults = schema.make_plain_defaults()
+            value = defaults.get(key, _MISSING)
+            if value is not _MISSING:
+                return value
         try:
             num = schema.by_key.get(key)
         except TypeError:
