@@ -133,6 +133,7 @@ _C = _binary_accel.binary
 _C_BAIL: Any = _C.BAIL if _C is not None else object()
 #: The C path's envelope recognizer and stream cutter (see decode_hot, CapnpFramer), or None.
 _C_HOT: Any = getattr(_C, "rpc_hot", None)
+_C_ENVELOPE: Any = getattr(_C, "rpc_envelope", None)
 _C_SPLIT: Any = getattr(_C, "split", None)
 _U32x2 = struct.Struct("<II").unpack_from
 _HH = struct.Struct("<HH").unpack_from
@@ -1250,6 +1251,11 @@ class CapnpWire:
         promised answer's transform, a cap table) is read through its pointer as the general
         path reads it, charged to the same traversal budget in the same order, and the content
         is read later through its pointer, with the budget the general path would leave."""
+        if _C_ENVELOPE is not None:
+            found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
+                                self.nesting_limit - 3)
+            if found is not None:
+                return self._from_envelope(buf, n, found)
         which = _U16(buf, 16)[0]
         if which == _RETURN:
             if n < 72 or buf[24:32] != _RETURN_BYTES or buf[48:56] != _RESULTS_BYTES:
@@ -1301,6 +1307,26 @@ class CapnpWire:
                 ident, count = _U32x2(buf, 32)
                 return Release(ident, count)
         return None
+
+    def _from_envelope(self, buf: bytes, n: int, found: tuple[Any, ...]) -> Message:
+        """The Call or Return that C's ``rpc_envelope`` read (see ``_binary.c``) as
+        :meth:`_fast_decode` makes it: the content is read later, with the budget left."""
+        *head, table, left = found
+        msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=left,
+                        nesting_limit=self.nesting_limit)
+        caps = [CapDescriptor(_CAP_KINDS[c[0]], c[1]) if c[0] < 4 else
+                CapDescriptor(CapDescriptor.RECEIVER_ANSWER, 0, PromisedAnswer(c[1], c[2]))
+                for c in table]
+        nest = self.nesting_limit - 3
+        if len(head) == 4:
+            qid, target, iface, method = head
+            return Call(qid, ImportedCap(target) if type(target) is int else
+                        PromisedAnswer(target[0], target[1]), iface, method,
+                        Payload(raw=AnyPointerReader(msg, 0, _CONTENT_PTR, nest), cap_table=caps))
+        aid, flags = head
+        return Return(aid, Payload(raw=AnyPointerReader(msg, 0, _RETURN_CONTENT_PTR, nest),
+                                   cap_table=caps),
+                      release_param_caps=not flags & 1, no_finish=bool(flags & _NO_FINISH_NEEDED))
 
     def _decode(self, buf: bytes, n: int) -> Message:
         """The general path: any framing, every pointer followed and checked."""

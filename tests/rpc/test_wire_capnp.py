@@ -1537,3 +1537,68 @@ def test_capabilities_on_the_c_path_agree_with_python(calc: Any,
     with pytest.raises(Refused):
         WIRE.encode_results(5, results, R, True, refuse)
     assert c_calls == [("encode", False)] or c_calls == []
+
+
+def test_envelopes_read_in_c_as_in_python(t: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C's ``rpc_envelope`` (a Call with a cap table or a promised answer as its target, a
+    Return of results with a cap table, receiverAnswer descriptors among them) reads what
+    ``_fast_decode`` reads in Python: the same message, payload position, traversal budget
+    left, content or error, for the frames encode() writes, mutations anywhere in them, and
+    budgets that the envelope alone uses up."""
+    from cara.rpc import wire_capnp
+
+    if wire_capnp._C_ENVELOPE is None:
+        pytest.skip("the C accelerator is not built (or CARA_PURE_PYTHON=1)")
+    with_caps = t.Inner.Create(note="caps", cap=Ref(1), caps=[Ref(2), Ref(3)])
+
+    def answers(ref: Any) -> CapDescriptor:  # (some receiverAnswer, some not)
+        if ref.n % 2:
+            return CapDescriptor(CapDescriptor.RECEIVER_ANSWER,
+                                 answer=PromisedAnswer(ref.n, (0, ref.n)))
+        return CapDescriptor(CapDescriptor.SENDER_PROMISE, ref.n)
+    seeds = [WIRE.encode(m, answers) for m in (
+        Call(9, PromisedAnswer(2, (1, 0, 3)), 0x1234, 1, Payload(with_caps, t.Inner)),
+        Call(10, PromisedAnswer(2, ()), 0x1234, 1, Payload(t.Inner.Create(), t.Inner)),
+        Call(11, ImportedCap(4), 0x1234, 1, Payload(with_caps, t.Inner)),
+        Return(12, Payload(with_caps, t.Inner), release_param_caps=False),
+        Return(13, Payload(t.Inner.Create(cap=Ref(5)), t.Inner), no_finish=True))]
+    taken = []
+    c_envelope = wire_capnp._C_ENVELOPE
+
+    def spy(*args: Any) -> Any:
+        found = c_envelope(*args)
+        taken.append(found is not None)
+        return found
+
+    def both(wire: CapnpWire, frame: bytes) -> tuple[Any, Any]:
+        monkeypatch.setattr(wire_capnp, "_C_ENVELOPE", spy)
+        with_c = _outcome(wire.decode, frame, t.Inner)
+        monkeypatch.setattr(wire_capnp, "_C_ENVELOPE", None)
+        return with_c, _outcome(wire.decode, frame, t.Inner)
+
+    for frame in seeds:
+        taken.clear()
+        with_c, python = both(WIRE, frame)
+        assert taken == [True] and with_c[0] == "ok" and _agree(with_c, python)
+    # budgets around what each envelope takes (the general path words the errors)
+    for frame in seeds:
+        for limit in range(12, 40):
+            wire = CapnpWire(traversal_limit_in_words=limit)
+            assert _agree(*both(wire, frame)), (limit, frame.hex())
+    rng = random.Random(2207)
+    took = 0
+    for _ in range(20_000 if LONG else 2_000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            flip = data[at] ^ 1 << rng.randrange(8)
+            data[at] = rng.randrange(256) if rng.random() < 0.5 else flip
+        taken.clear()
+        with_c, python = both(WIRE, bytes(data))
+        try:
+            agree = _agree(with_c, python)
+        except DecodeError:  # (unknown data kept from a mutation, unreadable when compared)
+            agree = repr(with_c) == repr(python)
+        assert agree, bytes(data).hex()
+        took += taken == [True]
+    assert took > 100  # (C took many of the mutations, not only the seeds)

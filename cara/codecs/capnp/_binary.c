@@ -939,6 +939,127 @@ static PyObject *binary_rpc_hot(PyObject *self, PyObject *frame) {
     Py_RETURN_NONE;
 }
 
+/* The PromisedAnswer struct the (non-null) pointer at pos points to, read as wire_capnp's
+ * _promised_answer reads it (charged alike, nest for the struct): (question_id, steps), or
+ * NULL to bail (a null pointer, far pointers, a transform that is not a list of Op structs,
+ * an Op of another kind, a limit reached: the Python path decides, and words any error). */
+static PyObject *promised_answer(Dec *d, Py_ssize_t pos, int nest) {
+    Py_ssize_t dpos, dbytes, ppos, nptrs;
+    if (struct_at(d, pos, nest, &dpos, &dbytes, &ppos, &nptrs) != 1 || dbytes < 8) return NULL;
+    unsigned long qid = (unsigned long)rd(d->buf + dpos, 4);
+    PyObject *steps;
+    if (nptrs == 0 || rd(d->buf + ppos, 8) == 0) {
+        steps = Py_NewRef(empty_tuple);
+    } else {
+        ListLoc l;
+        if (list_at(d, ppos, nest - 1, &l) != 1 || l.size != 7 || (l.count && l.dbytes < 8))
+            return NULL;
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < l.count; i++) {
+            uint64_t which = rd(d->buf + l.start + i * l.step, 2);
+            if (which > 1) return NULL;
+            kept += which == 1;
+        }
+        steps = PyTuple_New(kept);
+        if (!steps) return NULL;
+        for (Py_ssize_t i = 0, k = 0; i < l.count; i++) {
+            const uint8_t *op = d->buf + l.start + i * l.step;
+            if (rd(op, 2) != 1) continue;  /* (noop) */
+            PyObject *index = PyLong_FromUnsignedLong((unsigned long)rd(op + 2, 2));
+            if (!index) { Py_DECREF(steps); return NULL; }
+            PyTuple_SET_ITEM(steps, k++, index);
+        }
+    }
+    return Py_BuildValue("(kN)", qid, steps);
+}
+
+/* The Payload.capTable the (non-null) pointer at pos points to, read as wire_capnp's
+ * _cap_table reads it: a tuple of (kind number, id) and (4, question_id, steps) for a
+ * receiverAnswer, or NULL to bail. */
+static PyObject *cap_table(Dec *d, Py_ssize_t pos, int nest) {
+    ListLoc l;
+    if (list_at(d, pos, nest, &l) != 1 || l.size != 7 || (l.count && l.dbytes < 8)) return NULL;
+    PyObject *caps = PyTuple_New(l.count);
+    if (!caps) return NULL;
+    for (Py_ssize_t i = 0; i < l.count; i++) {
+        Py_ssize_t at = l.start + i * l.step;
+        unsigned long which = (unsigned long)rd(d->buf + at, 2);
+        PyObject *item;
+        if (which < 4) {
+            item = Py_BuildValue("(kk)", which, which ? (unsigned long)rd(d->buf + at + 4, 4) : 0UL);
+        } else if (which == 4 && l.nptrs > 0 && rd(d->buf + at + l.dbytes, 8) != 0) {
+            PyObject *answer = promised_answer(d, at + l.dbytes, nest - 1);
+            if (!answer) { Py_DECREF(caps); return NULL; }
+            item = Py_BuildValue("(kOO)", which, PyTuple_GET_ITEM(answer, 0),
+                                 PyTuple_GET_ITEM(answer, 1));
+            Py_DECREF(answer);
+        } else {
+            item = NULL;
+        }
+        if (!item) { Py_DECREF(caps); return NULL; }
+        PyTuple_SET_ITEM(caps, i, item);
+    }
+    return caps;
+}
+
+/* rpc_envelope(frame, call_budget, return_budget, nest) -> the envelope of a Call or a Return
+ * of results that rpc_hot does not take (a cap table, a promised answer as the target), laid
+ * out as wire_capnp writes it in one segment, read as CapnpWire._fast_decode reads it:
+ * (question_id, target, interface_id, method_id, caps, left) for a Call with results to the
+ * caller, target an export id or (question_id, steps); (answer_id, flags byte, caps, left)
+ * for a Return; caps as cap_table gives them; left the traversal budget left for the content
+ * (the budget given, less what the envelope's pointers took, charged in the same order); nest
+ * the nesting the content's pointer starts with. None: the Python path decides. */
+static PyObject *binary_rpc_envelope(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "rpc_envelope(frame, call_budget, return_budget, nest)");
+        return NULL;
+    }
+    PyObject *frame = args[0];
+    Py_ssize_t budget_c = PyLong_AsSsize_t(args[1]), budget_r = PyLong_AsSsize_t(args[2]);
+    long nest = PyLong_AsLong(args[3]);
+    if (((budget_c == -1 || budget_r == -1 || nest == -1) && PyErr_Occurred())) return NULL;
+    if (!PyBytes_CheckExact(frame) || nest < 1 || nest > NEST_LIMIT) Py_RETURN_NONE;
+    Py_ssize_t n = PyBytes_GET_SIZE(frame);
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(frame);
+    if (n < 72 || rd(b, 4) != 0 || (Py_ssize_t)rd(b + 4, 4) * 8 + 8 != n ||
+            rd(b + 8, 8) != W_ROOT)
+        Py_RETURN_NONE;
+    uint64_t which = rd(b + 16, 8), ptr = rd(b + 24, 8);
+    PyObject *target = NULL, *caps = NULL;
+    Dec d = {b, 8, n, 0, NULL};
+    if (which == 2 && ptr == W_CALL && n >= 112 && rd(b + 56, 8) == W_TARGET &&
+            rd(b + 64, 8) == W_PARAMS && rd(b + 38, 2) == 0) {
+        uint64_t kind = rd(b + 84, 2);
+        if (kind == 0) {
+            d.left = budget_c;
+            target = PyLong_FromUnsignedLong((unsigned long)rd(b + 80, 4));
+        } else if (kind == 1 && rd(b + 88, 8) != 0) {
+            d.left = budget_c + 2;  /* (the Payload struct's words, charged after the target) */
+            target = promised_answer(&d, 88, (int)nest);
+            if (target && !charge(&d, 2)) Py_CLEAR(target);
+        }
+        if (!target) goto bail;
+        caps = rd(b + 104, 8) ? cap_table(&d, 104, (int)nest) : Py_NewRef(empty_tuple);
+        if (!caps) goto bail;
+        return Py_BuildValue("(kNKkNn)", (unsigned long)rd(b + 32, 4), target,
+                             (unsigned long long)rd(b + 40, 8), (unsigned long)rd(b + 36, 2),
+                             caps, d.left);
+    }
+    if (which == 3 && ptr == W_RETURN && rd(b + 48, 8) == W_RESULTS && rd(b + 38, 2) == 0) {
+        d.left = budget_r;
+        caps = rd(b + 64, 8) ? cap_table(&d, 64, (int)nest) : Py_NewRef(empty_tuple);
+        if (!caps) goto bail;
+        return Py_BuildValue("(kkNn)", (unsigned long)rd(b + 32, 4), (unsigned long)b[36], caps,
+                             d.left);
+    }
+    Py_RETURN_NONE;
+bail:
+    Py_XDECREF(target);
+    PyErr_Clear();
+    Py_RETURN_NONE;
+}
+
 /* split(data, max_message_size) -> (messages, used): the complete one-segment framed messages
  * at the start of buffer `data`, each as bytes, and how many bytes they took. It stops at
  * anything else: an incomplete message, a segment table of more than one segment, an empty
@@ -1282,6 +1403,9 @@ static PyMethodDef binary_methods[] = {
     {"set_seen", binary_set_seen, METH_O, "The unknown-data flag list (unknown.SEEN)."},
     {"rpc_hot", binary_rpc_hot, METH_O,
      "rpc_hot(frame): the commonest rpc.capnp messages as tuples, or None (see _binary.c)."},
+    {"rpc_envelope", (PyCFunction)(void (*)(void))binary_rpc_envelope, METH_FASTCALL,
+     "rpc_envelope(frame, call_budget, return_budget, nest): a Call's or a Return's envelope "
+     "with its cap table, as tuples, or None (see _binary.c)."},
     {"split", (PyCFunction)(void (*)(void))binary_split, METH_FASTCALL,
      "split(data, max_message_size): (the complete one-segment messages at the start, "
      "bytes used)."},
