@@ -905,6 +905,19 @@ bail:
 #define W_RESULTS ((uint64_t)(2 << 16) << 32)            /* -> Payload (0 words, 2 pointers) */
 #define W_FINISH  ((uint64_t)1 << 32)                    /* -> Finish (1 word) */
 
+/* The bytes of frame (n of them) when it is a one-segment framed message of at least min
+ * bytes whose root pointer points to a Message struct right after it, as wire_capnp writes
+ * every message; else NULL. */
+static const uint8_t *framed_message(PyObject *frame, Py_ssize_t min, Py_ssize_t *n) {
+    if (!PyBytes_CheckExact(frame)) return NULL;
+    *n = PyBytes_GET_SIZE(frame);
+    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(frame);
+    if (*n < min || rd(b, 4) != 0 || (Py_ssize_t)rd(b + 4, 4) * 8 + 8 != *n ||
+            rd(b + 8, 8) != W_ROOT)
+        return NULL;
+    return b;
+}
+
 /* rpc_hot(frame) -> what CapnpWire.decode_hot makes of the commonest messages, laid out
  * exactly as wire_capnp writes them in one segment: a Call to an imported capability with
  * results to the caller and no cap table -> (question_id, export_id, interface_id, method_id,
@@ -913,12 +926,9 @@ bail:
  * libcapnp write it); a Finish -> (question_id, flags byte);
  * anything else None (the Python path decides). */
 static PyObject *binary_rpc_hot(PyObject *self, PyObject *frame) {
-    if (!PyBytes_CheckExact(frame)) Py_RETURN_NONE;
-    Py_ssize_t n = PyBytes_GET_SIZE(frame);
-    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(frame);
-    if (n < 40 || rd(b, 4) != 0 || (Py_ssize_t)rd(b + 4, 4) * 8 + 8 != n ||
-            rd(b + 8, 8) != W_ROOT)
-        Py_RETURN_NONE;
+    Py_ssize_t n;
+    const uint8_t *b = framed_message(frame, 40, &n);
+    if (!b) Py_RETURN_NONE;
     uint64_t which = rd(b + 16, 8), ptr = rd(b + 24, 8);
     if (which == 2 && ptr == W_CALL && n >= 112 && rd(b + 56, 8) == W_TARGET &&
             rd(b + 64, 8) == W_PARAMS && rd(b + 104, 8) == 0 && rd(b + 38, 2) == 0 &&
@@ -1019,12 +1029,9 @@ static PyObject *binary_rpc_envelope(PyObject *self, PyObject *const *args, Py_s
     Py_ssize_t budget_c = PyLong_AsSsize_t(args[1]), budget_r = PyLong_AsSsize_t(args[2]);
     long nest = PyLong_AsLong(args[3]);
     if (((budget_c == -1 || budget_r == -1 || nest == -1) && PyErr_Occurred())) return NULL;
-    if (!PyBytes_CheckExact(frame) || nest < 1 || nest > NEST_LIMIT) Py_RETURN_NONE;
-    Py_ssize_t n = PyBytes_GET_SIZE(frame);
-    const uint8_t *b = (const uint8_t *)PyBytes_AS_STRING(frame);
-    if (n < 72 || rd(b, 4) != 0 || (Py_ssize_t)rd(b + 4, 4) * 8 + 8 != n ||
-            rd(b + 8, 8) != W_ROOT)
-        Py_RETURN_NONE;
+    Py_ssize_t n;
+    const uint8_t *b = framed_message(frame, 72, &n);
+    if (!b || nest < 1 || nest > NEST_LIMIT) Py_RETURN_NONE;
     uint64_t which = rd(b + 16, 8), ptr = rd(b + 24, 8);
     PyObject *target = NULL, *caps = NULL;
     Dec d = {b, 8, n, 0, NULL};
