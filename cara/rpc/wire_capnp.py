@@ -780,22 +780,26 @@ _FINISH_KIND = struct.pack("<H6x", _FINISH) + _FINISH_BYTES
 _FINISHES = struct.Struct("<IIQH6xQIB3x")
 
 
-def _hot_reader(buf: bytes, traversal_limit: int, nesting_limit: int) -> AnyPointerReader:
+def _hot_reader(buf: bytes, traversal_limit: int, nesting_limit: int,
+                budget: int | bool = False) -> AnyPointerReader:
     """The content pointer of a frame that :meth:`CapnpWire.decode_hot` took (a Call's at
-    byte 96, a Return's at 56), with the budget the general path would leave it."""
+    byte 96, a Return's at 56), with the budget the general path would leave it (``budget``
+    when one is given: what the envelope's own pointers left)."""
     if buf[16] == _CALL:
-        pos, budget = _CONTENT_PTR, traversal_limit - _CALL_ENVELOPE_WORDS
+        pos, left = _CONTENT_PTR, traversal_limit - _CALL_ENVELOPE_WORDS
     else:
-        pos, budget = _RETURN_CONTENT_PTR, traversal_limit - _RETURN_ENVELOPE_WORDS
-    msg = _Segments((buf, [(8, len(buf))]), traversal_limit_in_words=budget,
+        pos, left = _RETURN_CONTENT_PTR, traversal_limit - _RETURN_ENVELOPE_WORDS
+    if budget is not False:
+        left = budget
+    msg = _Segments((buf, [(8, len(buf))]), traversal_limit_in_words=left,
                     nesting_limit=nesting_limit)
     return AnyPointerReader(msg, 0, pos, nesting_limit - 3)
 
 
 def _as_reader(raw: Any) -> AnyPointerReader:
-    """A payload's ``raw`` as an AnyPointerReader (``decode_hot``'s ``(frame, False)`` too)."""
+    """A payload's ``raw`` as an AnyPointerReader (``decode_hot``'s ``(frame, budget)`` too)."""
     if type(raw) is tuple:
-        return _hot_reader(raw[0], DEFAULT_TRAVERSAL_LIMIT, DEFAULT_NESTING_LIMIT)
+        return _hot_reader(raw[0], DEFAULT_TRAVERSAL_LIMIT, DEFAULT_NESTING_LIMIT, raw[1])
     return raw
 
 
@@ -1204,7 +1208,10 @@ class CapnpWire:
           and not ``releaseParamCaps`` (final: the core sends no ``Finish``).
 
         ``(frame, False)`` then stands for the payload's ``raw`` in :meth:`decode_content`
-        (which reads it as the message's ``Payload.raw``, with the same limits)."""
+        (which reads it as the message's ``Payload.raw``, with the same limits). A Call or a
+        Return of results that C reads otherwise (a cap table, a promised answer as the
+        target: see ``_from_envelope``) comes as its message with ``(frame, budget)`` as its
+        payload's ``raw``: the budget its envelope left, no reader made."""
         buf = frame if type(frame) is bytes else bytes(frame)
         if _C_HOT is not None and self._fast:
             found = _C_HOT(buf)
@@ -1212,6 +1219,11 @@ class CapnpWire:
                 if len(found) == 2 and type(found[1]) is int:  # a Finish
                     return Finish(found[0], release_result_caps=not found[1] & 1)
                 return found
+            if _C_ENVELOPE is not None:
+                found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
+                                    self.nesting_limit - 3)
+                if found is not None:
+                    return self._from_envelope(buf, len(buf), found, True)
             return self.decode(buf)  # (what the Python twin would do with the frame)
         return self._decode_hot(buf)
 
@@ -1308,25 +1320,30 @@ class CapnpWire:
                 return Release(ident, count)
         return None
 
-    def _from_envelope(self, buf: bytes, n: int, found: tuple[Any, ...]) -> Message:
+    def _from_envelope(self, buf: bytes, n: int, found: tuple[Any, ...],
+                       hot: bool = False) -> Message:
         """The Call or Return that C's ``rpc_envelope`` read (see ``_binary.c``) as
-        :meth:`_fast_decode` makes it: the content is read later, with the budget left."""
+        :meth:`_fast_decode` makes it: the content is read later, with the budget left
+        (``hot``: the payload's ``raw`` is ``(frame, budget)``, as :meth:`decode_hot` gives)."""
         *head, table, left = found
-        msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=left,
-                        nesting_limit=self.nesting_limit)
         caps = [CapDescriptor(_CAP_KINDS[c[0]], c[1]) if c[0] < 4 else
                 CapDescriptor(CapDescriptor.RECEIVER_ANSWER, 0, PromisedAnswer(c[1], c[2]))
                 for c in table]
-        nest = self.nesting_limit - 3
-        if len(head) == 4:
+        call = len(head) == 4
+        raw: Any = (buf, left)
+        if not hot:
+            msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=left,
+                            nesting_limit=self.nesting_limit)
+            raw = AnyPointerReader(msg, 0, _CONTENT_PTR if call else _RETURN_CONTENT_PTR,
+                                   self.nesting_limit - 3)
+        if call:
             qid, target, iface, method = head
             return Call(qid, ImportedCap(target) if type(target) is int else
                         PromisedAnswer(target[0], target[1]), iface, method,
-                        Payload(raw=AnyPointerReader(msg, 0, _CONTENT_PTR, nest), cap_table=caps))
+                        Payload(raw=raw, cap_table=caps))
         aid, flags = head
-        return Return(aid, Payload(raw=AnyPointerReader(msg, 0, _RETURN_CONTENT_PTR, nest),
-                                   cap_table=caps),
-                      release_param_caps=not flags & 1, no_finish=bool(flags & _NO_FINISH_NEEDED))
+        return Return(aid, Payload(raw=raw, cap_table=caps), release_param_caps=not flags & 1,
+                      no_finish=bool(flags & _NO_FINISH_NEEDED))
 
     def _decode(self, buf: bytes, n: int) -> Message:
         """The general path: any framing, every pointer followed and checked."""
@@ -1356,20 +1373,21 @@ class CapnpWire:
         ``None`` (no runtime classes) this raises ``TypeError``. Anything malformed raises
         :class:`~cara.rpc.errors.ProtocolError` naming the byte offset in the frame."""
         if type(raw) is tuple and len(raw) == 2 and type(raw[0]) is bytes:
-            # decode_hot's (frame, False): read by the C path straight from the frame
-            buf = raw[0]
+            # decode_hot's (frame, False) or (frame, budget): read by the C path straight
+            # from the frame
+            buf, budget = raw
             if _C is not None and struct_cls is not None and struct_cls is not CAPABILITY:
                 cplan = _c_plan(struct_cls)
                 if cplan is not None:
-                    if buf[16] == _CALL:
-                        found = _C.decode(cplan, buf, self._content_budget_c,
-                                          self.nesting_limit - 3, _CONTENT_PTR, caps)
-                    else:
-                        found = _C.decode(cplan, buf, self._content_budget_r,
-                                          self.nesting_limit - 3, _RETURN_CONTENT_PTR, caps)
+                    call = buf[16] == _CALL
+                    if budget is False:
+                        budget = self._content_budget_c if call else self._content_budget_r
+                    found = _C.decode(cplan, buf, budget, self.nesting_limit - 3,
+                                      _CONTENT_PTR if call else _RETURN_CONTENT_PTR,
+                                      caps if type(caps) is list else list(caps))
                     if found is not _C_BAIL:
                         return found
-            raw = _hot_reader(buf, self.traversal_limit_in_words, self.nesting_limit)
+            raw = _hot_reader(buf, self.traversal_limit_in_words, self.nesting_limit, raw[1])
         elif not isinstance(raw, AnyPointerReader):
             raise TypeError(f"raw content must be the AnyPointerReader decode() left in "
                             f"Payload.raw, not {type(raw).__name__}")
