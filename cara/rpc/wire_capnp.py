@@ -154,6 +154,8 @@ _RETURN_KINDS = ("results", "exception", "canceled", "resultsSentElsewhere",
 _CAP_KINDS = (CapDescriptor.NONE, CapDescriptor.SENDER_HOSTED, CapDescriptor.SENDER_PROMISE,
               CapDescriptor.RECEIVER_HOSTED, CapDescriptor.RECEIVER_ANSWER, "thirdPartyHosted")
 _CAP_NUMBER = {k: i for i, k in enumerate(_CAP_KINDS)}
+if _C is not None and hasattr(_C, "set_cap_kinds"):
+    _C.set_cap_kinds({k: i for k, i in _CAP_NUMBER.items() if i < 5})  # (C writes these)
 _DISEMBARGO_KINDS = (Disembargo.SENDER_LOOPBACK, Disembargo.RECEIVER_LOOPBACK, "accept",
                      "provide")
 _DISEMBARGO_NUMBER = {Disembargo.SENDER_LOOPBACK: 0, Disembargo.RECEIVER_LOOPBACK: 1}
@@ -956,7 +958,7 @@ def _frame_with(head: bytes, ptr_pos: int, content: Any, cls: Any,
             table: list[CapDescriptor] = []
             out = _C.encode(cplan, content, head, ptr_pos, describe, table)
             if out is not _C_BAIL:
-                if not table:
+                if not table or out[ptr_pos + 8:ptr_pos + 16] != _NULL:  # (C wrote it)
                     return out
                 buf = bytearray(out)  # (the cap table after the content)
                 _write_cap_table(buf, ptr_pos + 8, table)

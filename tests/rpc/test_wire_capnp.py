@@ -1489,21 +1489,28 @@ def test_capabilities_on_the_c_path_agree_with_python(calc: Any,
     def run() -> list[Any]:
         out: list[Any] = []
         for content, cls in ((params, P), (results, R)):
-            seen, describe = describe_refs()
+            seen: list[Any] = []
+
+            def describe(ref: Any, seen: list[Any] = seen) -> CapDescriptor:
+                seen.append(ref)  # (receiverAnswer for odd ones, else senderPromise)
+                if ref.n % 2:
+                    return CapDescriptor(CapDescriptor.RECEIVER_ANSWER,
+                                         answer=PromisedAnswer(ref.n, (0, ref.n)))
+                return CapDescriptor(CapDescriptor.SENDER_PROMISE, ref.n)
             frame = WIRE.encode_call(3, ImportedCap(0), calc.Calculator.cara_schema.id, 0,
                                      content, cls, describe) if cls is P else \
                 WIRE.encode_results(3, content, cls, True, describe)[0]
             msg = WIRE.decode(frame)
             payload = msg.params if isinstance(msg, Call) else msg.results
-            caps = [Ref(d.id) for d in payload.cap_table]
+            caps = [Ref(d.id or d.answer.question_id) for d in payload.cap_table]
             back = WIRE.decode_content(payload.raw, cls, caps)
             assert back == content
             # capability indexes past the table: the same error, naming the byte offset
             with pytest.raises(ProtocolError) as err:
                 WIRE.decode_content(WIRE.decode(frame).params.raw if cls is P else
                                     WIRE.decode(frame).results.raw, cls, caps[:-1])
-            out.append((frame, [(d.kind, d.id) for d in payload.cap_table], seen, back,
-                        str(err.value)))
+            out.append((frame, [(d.kind, d.id, d.answer) for d in payload.cap_table], seen,
+                        back, str(err.value)))
         return out
 
     class Bails:  # (the Python path: C takes nothing)

@@ -76,6 +76,8 @@ static PyObject *BAIL;               /* the sentinel: "the Python codec decides"
 static PyObject *seen_list;          /* unknown.SEEN: [True] once any Unknown record exists */
 static PyObject *unknown_name;       /* "_cara_unknown_" */
 static PyObject *empty_tuple;
+static PyObject *cap_kinds;          /* CapDescriptor kind -> its number (set_cap_kinds) */
+static PyObject *s_kind, *s_id, *s_answer, *s_question_id, *s_transform;
 
 /* ------------------------------------------------------------------------------ helpers */
 
@@ -813,6 +815,106 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
     return 0;
 }
 
+/* ------------------------------------------------------------------ cap tables */
+
+/* A descriptor's parts as an rpc.capnp CapDescriptor takes them: 1 with *number, *id and (a
+ * receiverAnswer) *qid and *steps (a new reference: a tuple of ints below 2**16), 0 when this
+ * file does not write it (an unknown kind, a value out of range: wire_capnp's Python writer
+ * then words the error), -1 on an error. */
+static int descriptor_parts(PyObject *desc, long *number, unsigned long *id, unsigned long *qid,
+                            PyObject **steps) {
+    *steps = NULL;
+    if (!cap_kinds) return 0;
+    PyObject *kind = PyObject_GetAttr(desc, s_kind);
+    if (!kind) return -1;
+    PyObject *n = PyDict_GetItemWithError(cap_kinds, kind);
+    Py_DECREF(kind);
+    if (!n) return PyErr_Occurred() ? -1 : 0;
+    *number = PyLong_AsLong(n);
+    if (*number < 0 || *number > 4) { PyErr_Clear(); return 0; }
+    if (*number >= 1 && *number <= 3) {
+        PyObject *v = PyObject_GetAttr(desc, s_id);
+        if (!v) return -1;
+        *id = PyLong_Check(v) ? PyLong_AsUnsignedLong(v) : (unsigned long)-1;
+        Py_DECREF(v);
+        if (*id > 0xFFFFFFFFUL) { PyErr_Clear(); return 0; }
+    } else if (*number == 4) {
+        PyObject *answer = PyObject_GetAttr(desc, s_answer);
+        if (!answer) return -1;
+        if (answer == Py_None) { Py_DECREF(answer); return 0; }
+        PyObject *q = PyObject_GetAttr(answer, s_question_id);
+        PyObject *t = q ? PyObject_GetAttr(answer, s_transform) : NULL;
+        Py_DECREF(answer);
+        if (!t) { Py_XDECREF(q); return -1; }
+        *qid = PyLong_Check(q) ? PyLong_AsUnsignedLong(q) : (unsigned long)-1;
+        Py_DECREF(q);
+        int ok = *qid <= 0xFFFFFFFFUL && PyTuple_CheckExact(t) && PyTuple_GET_SIZE(t) < (1 << 20);
+        for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(t); i++) {
+            PyObject *x = PyTuple_GET_ITEM(t, i);
+            unsigned long step = PyLong_Check(x) ? PyLong_AsUnsignedLong(x) : (unsigned long)-1;
+            ok = step <= 0xFFFFUL;
+        }
+        PyErr_Clear();
+        if (!ok) { Py_DECREF(t); return 0; }
+        *steps = t;
+    }
+    return 1;
+}
+
+/* A PromisedAnswer (question qid, transform steps) at pointer at, as wire_capnp's
+ * _write_promised writes it: 0 ok, -1 no memory. */
+static int write_promised(Enc *e, Py_ssize_t at, unsigned long qid, PyObject *steps) {
+    Py_ssize_t count = PyTuple_GET_SIZE(steps);
+    Py_ssize_t pos = alloc(e, 16);
+    if (pos < 0) return -1;
+    put_ptr(e, at, near(pos, at, 0), 1 | 1 << 16);
+    uint32_t q = (uint32_t)qid;
+    memcpy(e->buf + pos, &q, 4);
+    Py_ssize_t list = alloc(e, 8 + 8 * count);
+    if (list < 0) return -1;
+    put_ptr(e, pos + 8, near(list, pos + 8, 1), (uint32_t)(count << 3 | 7));
+    put_ptr(e, list, (int32_t)(count << 2), 1);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint16_t op[2] = {1, (uint16_t)PyLong_AsUnsignedLong(PyTuple_GET_ITEM(steps, i))};
+        memcpy(e->buf + list + 8 + 8 * i, op, 4);
+    }
+    return 0;
+}
+
+/* The cap table (a list of CapDescriptors) at pointer at, as wire_capnp's _write_cap_table
+ * writes it: 1 written, 0 not (a descriptor this file does not write: nothing is), -1 on an
+ * error. */
+static int write_cap_table(Enc *e, Py_ssize_t at, PyObject *table) {
+    Py_ssize_t count = PyList_GET_SIZE(table);
+    for (Py_ssize_t i = 0; i < count; i++) {  /* (all writable, or none written) */
+        long number; unsigned long id, qid; PyObject *steps;
+        int r = descriptor_parts(PyList_GET_ITEM(table, i), &number, &id, &qid, &steps);
+        Py_XDECREF(steps);
+        if (r <= 0) return r;
+    }
+    Py_ssize_t pos = alloc(e, 8 + 16 * count);
+    if (pos < 0) return -1;
+    put_ptr(e, at, near(pos, at, 1), (uint32_t)((2 * count) << 3 | 7));
+    put_ptr(e, pos, (int32_t)(count << 2), 1 | 1 << 16);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        long number; unsigned long id, qid; PyObject *steps;
+        int r = descriptor_parts(PyList_GET_ITEM(table, i), &number, &id, &qid, &steps);
+        if (r <= 0) { Py_XDECREF(steps); return r < 0 ? -1 : 0; }  /* (changed meanwhile) */
+        Py_ssize_t d = pos + 8 + 16 * i;
+        uint16_t w = (uint16_t)number;
+        memcpy(e->buf + d, &w, 2);
+        if (number == 4) {
+            r = write_promised(e, d + 8, qid, steps);
+            Py_DECREF(steps);
+            if (r < 0) return -1;
+        } else if (number) {
+            uint32_t v = (uint32_t)id;
+            memcpy(e->buf + d + 4, &v, 4);
+        }
+    }
+    return 1;
+}
+
 /* encode(plan, value[, head, ptr_pos[, describe, table]]) -> the framed message's bytes, or
  * BAIL. With head (bytes, a multiple of 8 long, at least 16) and ptr_pos (a word of head after
  * the segment table), the message is head's bytes followed by the struct, the word at ptr_pos
@@ -820,7 +922,10 @@ static int encode_struct(Enc *e, PlanObject *p, PyObject *v, Py_ssize_t dpos, Py
  * or Return this way, its envelope as head). With describe and table (an empty list), a
  * capability met is described once the rest is written: describe(capability) is appended to
  * table and its pointer names that entry (the RPC encoding's cap table; an exception describe
- * raises goes to the caller as it is). Without them a capability bails. */
+ * raises goes to the caller as it is), and when the word after ptr_pos lies in head (a
+ * Payload's capTable pointer), the table is written there too where every descriptor is of a
+ * kind this file writes (else that pointer stays null and the caller writes it). Without
+ * them a capability bails. */
 static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     PyObject *head = NULL, *describe = NULL, *table = NULL;
     Py_ssize_t at = 8, hlen = 16;  /* (no head: the segment table and the root pointer) */
@@ -868,6 +973,7 @@ static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t
         Py_DECREF(desc);
         put_ptr(&e, e.cap_at[i], 3, (uint32_t)i);
     }
+    if (e.ncap_at && at + 16 <= hlen && write_cap_table(&e, at + 8, table) < 0) goto raise;
     uint32_t zero = 0, seg_words = (uint32_t)((e.len - 8) >> 3);
     memcpy(e.buf, &zero, 4);
     memcpy(e.buf + 4, &seg_words, 4);
@@ -1400,6 +1506,16 @@ static PyObject *binary_set_seen(PyObject *self, PyObject *seen) {
     Py_RETURN_NONE;
 }
 
+static PyObject *binary_set_cap_kinds(PyObject *self, PyObject *kinds) {
+    if (!PyDict_Check(kinds)) {
+        PyErr_SetString(PyExc_TypeError, "set_cap_kinds(dict)");
+        return NULL;
+    }
+    Py_INCREF(kinds);
+    Py_XSETREF(cap_kinds, kinds);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef binary_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))binary_decode, METH_FASTCALL,
      "decode(plan, data[, traversal, nesting[, ptr_pos[, caps]]]): the runtime struct, or BAIL (the "
@@ -1408,6 +1524,8 @@ static PyMethodDef binary_methods[] = {
      "encode(plan, value[, head, ptr_pos[, describe, table]]): the framed message, or BAIL (the Python codec "
      "decides)."},
     {"set_seen", binary_set_seen, METH_O, "The unknown-data flag list (unknown.SEEN)."},
+    {"set_cap_kinds", binary_set_cap_kinds, METH_O,
+     "The CapDescriptor kinds by number (the RPC encoding's cap tables)."},
     {"rpc_hot", binary_rpc_hot, METH_O,
      "rpc_hot(frame): the commonest rpc.capnp messages as tuples, or None (see _binary.c)."},
     {"rpc_envelope", (PyCFunction)(void (*)(void))binary_rpc_envelope, METH_FASTCALL,
@@ -1440,6 +1558,12 @@ PyMODINIT_FUNC PyInit__binary(void) {
     BAIL = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
     seen_list = PyList_New(0);
     if (!empty_tuple || !unknown_name || !BAIL || !seen_list) return NULL;
+    if (!(s_kind = PyUnicode_InternFromString("kind")) ||
+            !(s_id = PyUnicode_InternFromString("id")) ||
+            !(s_answer = PyUnicode_InternFromString("answer")) ||
+            !(s_question_id = PyUnicode_InternFromString("question_id")) ||
+            !(s_transform = PyUnicode_InternFromString("transform")))
+        return NULL;
     Py_INCREF(&PlanType);
     if (PyModule_AddObject(m, "Plan", (PyObject *)&PlanType) < 0) return NULL;
     Py_INCREF(BAIL);
