@@ -775,6 +775,23 @@ _RETURN_FRAME = struct.Struct("<8xQH6xQIBxH8xQ16x").pack
 _RETURN_CONTENT_PTR = 56
 _RETURN_FRAME_SIZE = 72
 _RESULTS_WORD = _word(0, 2 << 16)
+#: The pointer at byte 88 of a Call's head to a PromisedAnswer right behind the head (a
+#: promised answer as the target), and that struct: the question id, its transform's list
+#: pointer, tag and ops (as _write_promised writes them).
+_PROMISED_WORD = _word(2, 1 | 1 << 16)
+_PROMISED_CALL_FRAMES: dict[int, Any] = {}
+
+
+def _promised_call_frame(steps: int) -> Any:
+    """The ``pack`` of a Call's head with a promised answer of ``steps`` steps as its target."""
+    found = _PROMISED_CALL_FRAMES.get(steps)
+    if found is None:
+        found = struct.Struct("<8xQH6xQIH2xQ8xQQ8xIH2xQ16xI4xQQ" + "HH4x" * steps).pack
+        if steps < 16:
+            _PROMISED_CALL_FRAMES[steps] = found
+    return found
+
+
 #: A Message's data word and pointer as encode() writes a Call, a Return (bytes 16-32).
 _CALL_KIND = struct.pack("<H6x", _CALL) + _CALL_BYTES
 _RETURN_KIND = struct.pack("<H6x", _RETURN) + _RETURN_BYTES
@@ -1154,10 +1171,12 @@ class CapnpWire:
             head = _CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
                                interface_id, _TARGET_WORD, _PARAMS_WORD, target.id, 0)
         elif type(target) is PromisedAnswer:
-            buf = bytearray(_CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
-                                        interface_id, _TARGET_WORD, _PARAMS_WORD, 0, 1))
-            _write_promised(buf, 88, target)
-            head = bytes(buf)
+            steps = target.transform
+            head = _promised_call_frame(len(steps))(
+                _ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id, interface_id,
+                _TARGET_WORD, _PARAMS_WORD, 0, 1, _PROMISED_WORD, target.question_id,
+                _word(0, len(steps) << 3 | 7) | 1, len(steps) << 2 | 1 << 32,
+                *[x for step in steps for x in (1, step)])
         else:
             raise EncodeError(f"a call target is an ImportedCap or a PromisedAnswer, "
                               f"not {type(target).__name__}")

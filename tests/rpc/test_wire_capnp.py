@@ -1346,7 +1346,8 @@ def test_hot_encoders_write_what_encode_writes(t: Any, calc: Any) -> None:
     inner = t.Inner.Create(note="hello")
     with_caps = t.Inner.Create(note="caps", cap=Ref(1), caps=[Ref(2)])
     P = calc.Calculator.cara_schema.method("getOperator").param_class
-    for target in (ImportedCap(3), PromisedAnswer(4, (0, 2))):
+    for target in (ImportedCap(3), PromisedAnswer(4, (0, 2)), PromisedAnswer(5, ()),
+                   PromisedAnswer(2**32 - 1, (0,)), PromisedAnswer(6, tuple(range(20)))):
         for content, cls in ((inner, t.Inner), (with_caps, t.Inner), (P.Create(op=1), P)):
             _seen, describe = describe_refs()
             _seen2, describe2 = describe_refs()
