@@ -512,12 +512,26 @@ def _is_core(obj: Any) -> bool:
 
 def cast(cap: Any, iface: Any) -> Any:
     """Core capability ``cap`` typed as ``iface``."""
+    cls = _cast_classes.get(iface)
+    if cls is not None:  # (a runtime interface's proxy: made as its __init__ makes it)
+        proxy: Any = _object_new(cls)
+        _object_setattr(proxy, "_cara_rpc_cap_", cap)
+        return proxy
     info = describe(iface)
     if info is None:
         raise TypeError(f"{iface!r} does not describe an interface")
     if info.pyclass is not None:
-        return runtime_proxy_class(info.pyclass)(cap)
+        cls = runtime_proxy_class(info.pyclass)
+        if info.pyclass is iface and len(_cast_classes) < 4096:
+            _cast_classes[iface] = cls
+        return cls(cap)
     return proxy_class(info)(cap)
+
+
+#: The runtime proxy class of each interface class ``cast`` was given (bounded).
+_cast_classes: dict[Any, type] = {}
+_object_new = object.__new__
+_object_setattr = object.__setattr__
 
 
 def core_cap_of(obj: Any) -> Any:
