@@ -436,6 +436,7 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
     send_plain = FRAMES.send_plain if FRAMES is not None else None
+    loop_here = FRAMES.loop_here if FRAMES is not None else None
     rpc_method: Method | None = None  # method_of(spec), on the first call
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -443,7 +444,9 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         cap = self._cara_rpc_cap_
         if kwargs and "_timeout" in kwargs:
             return call_runtime(cap, spec, args, kwargs)
-        if _get_running_loop() is None:
+        # (its connection's loop in this thread, asked of the capability: asyncio's
+        # _get_running_loop makes a getpid() system call on Python 3.11)
+        if (loop_here is None or not loop_here(cap)) and _get_running_loop() is None:
             check_loop(cap)
         if rpc_method is None:
             rpc_method = method_of(spec)
