@@ -385,11 +385,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--delay-ms", type=float, default=20.0,
                         help="one-way latency the proxy adds (0: skip the latency table)")
     parser.add_argument("--latency-chains", type=int, default=10)
+    parser.add_argument("--only", choices=("echo", "chain"),
+                        help="run one of the two sections")
     args = parser.parse_args(argv if argv is not None else [])
     missing = pycapnp_problem()
-    echo = _echo_section(args, missing)
-    chain = _chain_section(args, missing)
-    return echo + "\n" + chain
+    sections = []
+    if args.only != "chain":
+        sections.append(_echo_section(args, missing))
+    if args.only != "echo":
+        sections.append(_chain_section(args, missing))
+    return "\n".join(sections)
 
 
 def _echo_section(args: argparse.Namespace, missing: str | None) -> str:

@@ -29,6 +29,10 @@ from cara.runtime.interface import positional_capacity
 
 __all__ = ["Handler", "Implementation", "Services"]
 
+#: Types a handler commonly returns that cannot be awaitable (checked before is_awaitable).
+_PLAIN_VALUES = frozenset({str, bytes, int, float, bool, type(None), list, tuple, dict})
+
+
 class Handler:
     """One method of one implementation: ``run(params)`` -> results struct (or awaitable).
 
@@ -181,7 +185,7 @@ class _RuntimePlan:
             return box(await fn(*args, **kwargs))
 
         def finish(result: Any) -> Any:
-            if is_awaitable(result):
+            if type(result) not in _PLAIN_VALUES and is_awaitable(result):
                 return boxed(result)
             return box(result)
 

@@ -973,7 +973,9 @@ def _frame_with(head: bytes, ptr_pos: int, content: Any, cls: Any,
         cplan = _c_plan(cls) if type(content) is cls else None
         if cplan is not None:
             table: list[CapDescriptor] = []
-            out = _C.encode(cplan, content, head, ptr_pos, describe, table)
+            out = _C.encode(cplan, content, head, ptr_pos) \
+                if HOLDS_INTERFACES.get(cls) is False else \
+                _C.encode(cplan, content, head, ptr_pos, describe, table)
             if out is not _C_BAIL:
                 if not table or out[ptr_pos + 8:ptr_pos + 16] != _NULL:  # (C wrote it)
                     return out

@@ -522,7 +522,8 @@ bail:
 typedef struct {
     uint8_t *buf;
     Py_ssize_t len, cap;
-    PyObject *caps;          /* the capabilities met, in order (a list), or NULL: one bails */
+    int describing;          /* whether a capability may be met (else one bails) */
+    PyObject *caps;          /* the capabilities met, in order (a list, made at the first) */
     Py_ssize_t *cap_at;      /* where each one's pointer goes */
     Py_ssize_t ncap_at;
 } Enc;
@@ -755,7 +756,8 @@ static int encode_field(Enc *e, Field *f, PyObject *x, Py_ssize_t dpos, Py_ssize
         /* noted, described once the whole struct is written (describing exports it: a bail
          * after that would export it again on the Python path) */
         if (x == Py_None) return 0;
-        if (e->caps == NULL) return -1;
+        if (!e->describing) return -1;
+        if (e->caps == NULL && (e->caps = PyList_New(0)) == NULL) return -1;
         Py_ssize_t n = PyList_GET_SIZE(e->caps);
         if ((n & (n - 1)) == 0) {  /* (0, 1, 2, 4, ...: grow) */
             Py_ssize_t *grown = PyMem_Realloc(e->cap_at, sizeof(Py_ssize_t) * (size_t)(n ? 2 * n : 1));
@@ -951,12 +953,8 @@ static PyObject *binary_encode(PyObject *self, PyObject *const *args, Py_ssize_t
     if (!p->ready || !PyDict_Check(v) || carries_unknown(v)) goto bail;
     Py_ssize_t words = p->dw + p->pc, size = hlen + words * 8;
     Py_ssize_t cap = size > 256 ? size : 256;
-    Enc e = {PyMem_Malloc((size_t)cap), 0, cap, NULL, NULL, 0};
+    Enc e = {PyMem_Malloc((size_t)cap), 0, cap, describe != NULL, NULL, NULL, 0};
     if (!e.buf) goto bail;
-    if (describe) {
-        e.caps = PyList_New(0);
-        if (!e.caps) goto fail;
-    }
     if (alloc(&e, hlen) < 0) goto fail;
     if (head) memcpy(e.buf, PyBytes_AS_STRING(head), (size_t)hlen);
     Py_ssize_t pos = alloc(&e, words * 8);
