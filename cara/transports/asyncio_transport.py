@@ -597,7 +597,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             end = pos + 4 + size
             if end > end_of_data:
                 break
-            try:  # (_deliver, inline: once per frame)
+            try:  # (a frame that is not a valid message closes the connection)
                 conn.receive(view[pos + 4:end])
             except ProtocolError:
                 pass  # the connection has sent Abort and closed itself
@@ -608,20 +608,6 @@ class _FrameProtocol(asyncio.BufferedProtocol):
             if deadline < math.inf and _now() > deadline:
                 break
         return pos
-
-    def _deliver(self, frame: bytes | bytearray | memoryview) -> bool:
-        """One frame to the connection; False (the transport closing) once it is closed: the
-        peer sent Abort, or the frame was not a valid message."""
-        conn = self.conn
-        assert conn is not None
-        try:
-            conn.receive(frame)
-        except ProtocolError:
-            pass  # the connection has sent Abort and closed itself
-        if conn.closed:
-            self._close_transport()
-            return False
-        return True
 
     def _process_capnp(self, data: bytes | memoryview) -> None:
         assert self._framer is not None
@@ -638,11 +624,19 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         """Hand the complete capnp messages waiting to the connection (as :meth:`_process`);
         return how many, or -1 once the connection closed."""
         pending = self._pending
+        conn = self.conn
+        assert conn is not None
+        receive, take = conn.receive, pending.popleft
         done = 0
         self._receiving = True
         try:
             while pending:
-                if not self._deliver(pending.popleft()):
+                try:  # (as in _process)
+                    receive(take())
+                except ProtocolError:
+                    pass  # the connection has sent Abort and closed itself
+                if conn.closed:
+                    self._close_transport()
                     return -1
                 done += 1
                 if deadline < math.inf and _now() > deadline:
