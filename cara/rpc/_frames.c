@@ -605,8 +605,7 @@ plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, P
     }
     if (q == Py_None) {  /* not a plain call: cap.call(), once a loop is known to run */
         Py_DECREF(q);
-        int here = cap_loop_here(cap);
-        if (here != 1) {
+        if (!cap_loop_here(cap)) {
             PyObject *running = PyObject_CallNoArgs(get_running_loop);
             if (running == NULL) {
                 Py_DECREF(cap);
@@ -1116,10 +1115,11 @@ control_frame(PyObject *conn, const unsigned char *f, Py_ssize_t size)
 
 /* process(conn, view, limit, deadline, now): asyncio_transport's _process loop. Hands each
  * complete frame of `view` (behind its 4-byte big-endian length) to the connection, plain
- * final returns settled here, plain calls run, Finish and Release passed decoded; stops before a frame over `limit` bytes (the caller aborts),
- * at an incomplete one, or once now() passes `deadline` (checked after each frame when it is
- * finite). Returns the bytes used, or -1 once the connection closed. A ProtocolError from
- * conn.receive() is swallowed as in _deliver (the connection has sent Abort and closed). */
+ * final returns settled here, plain calls run, Finish and Release passed decoded; stops
+ * before a frame over `limit` bytes (the caller aborts), at an incomplete one, or once now()
+ * passes `deadline` (checked after each frame when it is finite). Returns the bytes used, or
+ * -1 once the connection closed. A ProtocolError from conn.receive() is swallowed as
+ * _process swallows it (the connection has sent Abort and closed itself). */
 static PyObject *
 frames_process(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {

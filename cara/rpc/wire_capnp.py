@@ -454,7 +454,7 @@ def _c_plan(cls: Any) -> Any:
     return found or None
 
 
-def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int, caps: Any) -> Any:
+def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int, caps: list[Any]) -> Any:
     """The struct that the near struct pointer at ``pos`` of one-segment message ``msg``
     points to, read by the C path with the traversal budget and nesting the message has
     left and capability ``i`` as ``caps[i]``; ``_C_BAIL`` for anything else (the Python
@@ -463,8 +463,6 @@ def _c_read(cplan: Any, msg: _Segments, pos: int, nesting: int, caps: Any) -> An
     segment's bounds, aimed where the payload pointer aims."""
     buf = msg.buf
     start, end = msg.bounds[0]
-    if type(caps) is not list:
-        caps = list(caps)
     if start == 8 and end == len(buf) and type(buf) is bytes:  # (decode()'s own frames)
         return _C.decode(cplan, buf, msg.traversal_left, nesting, pos, caps)
     lo, hi = _U32x2(buf, pos)
@@ -775,23 +773,6 @@ _RETURN_FRAME = struct.Struct("<8xQH6xQIBxH8xQ16x").pack
 _RETURN_CONTENT_PTR = 56
 _RETURN_FRAME_SIZE = 72
 _RESULTS_WORD = _word(0, 2 << 16)
-#: The pointer at byte 88 of a Call's head to a PromisedAnswer right behind the head (a
-#: promised answer as the target), and that struct: the question id, its transform's list
-#: pointer, tag and ops (as _write_promised writes them).
-_PROMISED_WORD = _word(2, 1 | 1 << 16)
-_PROMISED_CALL_FRAMES: dict[int, Any] = {}
-
-
-def _promised_call_frame(steps: int) -> Any:
-    """The ``pack`` of a Call's head with a promised answer of ``steps`` steps as its target."""
-    found = _PROMISED_CALL_FRAMES.get(steps)
-    if found is None:
-        found = struct.Struct("<8xQH6xQIH2xQ8xQQ8xIH2xQ16xI4xQQ" + "HH4x" * steps).pack
-        if steps < 16:
-            _PROMISED_CALL_FRAMES[steps] = found
-    return found
-
-
 #: A Message's data word and pointer as encode() writes a Call, a Return (bytes 16-32).
 _CALL_KIND = struct.pack("<H6x", _CALL) + _CALL_BYTES
 _RETURN_KIND = struct.pack("<H6x", _RETURN) + _RETURN_BYTES
@@ -971,11 +952,13 @@ def _frame_with(head: bytes, ptr_pos: int, content: Any, cls: Any,
     and its cap table (if any) in the pointer after; ``encode``'s bytes."""
     if content is not None and _C is not None:
         cplan = _c_plan(cls) if type(content) is cls else None
-        if cplan is not None:
+        if cplan is not None and HOLDS_INTERFACES.get(cls) is False:
+            out = _C.encode(cplan, content, head, ptr_pos)
+            if out is not _C_BAIL:
+                return out
+        elif cplan is not None:
             table: list[CapDescriptor] = []
-            out = _C.encode(cplan, content, head, ptr_pos) \
-                if HOLDS_INTERFACES.get(cls) is False else \
-                _C.encode(cplan, content, head, ptr_pos, describe, table)
+            out = _C.encode(cplan, content, head, ptr_pos, describe, table)
             if out is not _C_BAIL:
                 if not table or out[ptr_pos + 8:ptr_pos + 16] != _NULL:  # (C wrote it)
                     return out
@@ -1173,12 +1156,10 @@ class CapnpWire:
             head = _CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
                                interface_id, _TARGET_WORD, _PARAMS_WORD, target.id, 0)
         elif type(target) is PromisedAnswer:
-            steps = target.transform
-            head = _promised_call_frame(len(steps))(
-                _ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id, interface_id,
-                _TARGET_WORD, _PARAMS_WORD, 0, 1, _PROMISED_WORD, target.question_id,
-                _word(0, len(steps) << 3 | 7) | 1, len(steps) << 2 | 1 << 32,
-                *[x for step in steps for x in (1, step)])
+            buf = bytearray(_CALL_FRAME(_ROOT_WORD, _CALL, _CALL_WORD, question_id, method_id,
+                                        interface_id, _TARGET_WORD, _PARAMS_WORD, 0, 1))
+            _write_promised(buf, 88, target)
+            head = bytes(buf)
         else:
             raise EncodeError(f"a call target is an ImportedCap or a PromisedAnswer, "
                               f"not {type(target).__name__}")
@@ -1211,9 +1192,18 @@ class CapnpWire:
 
     def decode(self, frame: bytes | bytearray | memoryview) -> Message:
         buf = frame if type(frame) is bytes else bytes(frame)
+        return self._decode_framed(buf, _C_ENVELOPE is not None)
+
+    def _decode_framed(self, buf: bytes, envelope: bool) -> Message:
+        """:meth:`decode` of ``buf`` (C's envelope reader tried first with ``envelope``)."""
         n = len(buf)
         if n >= 40 and buf[:4] == b"\0\0\0\0" and buf[8:16] == _ROOT_BYTES and \
                 _U32(buf, 4)[0] * 8 + 8 == n and self._fast:
+            if envelope:
+                found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
+                                    self.nesting_limit - 3)
+                if found is not None:
+                    return self._from_envelope(buf, n, found)
             found = self._fast_decode(buf, n)
             if found is not None:
                 return found
@@ -1247,7 +1237,7 @@ class CapnpWire:
                                     self.nesting_limit - 3)
                 if found is not None:
                     return self._from_envelope(buf, len(buf), found, True)
-            return self.decode(buf)  # (what the Python twin would do with the frame)
+            return self._decode_framed(buf, False)  # (what the Python twin would do with it)
         return self._decode_hot(buf)
 
     def _decode_hot(self, buf: bytes) -> Message | tuple[Any, ...]:
@@ -1285,12 +1275,9 @@ class CapnpWire:
         in the first 112 bytes, which ``n`` covers; what the envelope points to past them (a
         promised answer's transform, a cap table) is read through its pointer as the general
         path reads it, charged to the same traversal budget in the same order, and the content
-        is read later through its pointer, with the budget the general path would leave."""
-        if _C_ENVELOPE is not None:
-            found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
-                                self.nesting_limit - 3)
-            if found is not None:
-                return self._from_envelope(buf, n, found)
+        is read later through its pointer, with the budget the general path would leave
+        (C's ``rpc_envelope``, where built, reads the same envelopes first: see
+        :meth:`_decode_framed`)."""
         which = _U16(buf, 16)[0]
         if which == _RETURN:
             if n < 72 or buf[24:32] != _RETURN_BYTES or buf[48:56] != _RESULTS_BYTES:
@@ -1395,6 +1382,8 @@ class CapnpWire:
         capability (a bootstrap's answer: its object is returned) or null (``None``); with
         ``None`` (no runtime classes) this raises ``TypeError``. Anything malformed raises
         :class:`~cara.rpc.errors.ProtocolError` naming the byte offset in the frame."""
+        if type(caps) is not list:  # (C reads a list)
+            caps = list(caps)
         if type(raw) is tuple and len(raw) == 2 and type(raw[0]) is bytes:
             # decode_hot's (frame, False) or (frame, budget): read by the C path straight
             # from the frame
@@ -1406,8 +1395,7 @@ class CapnpWire:
                     if budget is False:
                         budget = self._content_budget_c if call else self._content_budget_r
                     found = _C.decode(cplan, buf, budget, self.nesting_limit - 3,
-                                      _CONTENT_PTR if call else _RETURN_CONTENT_PTR,
-                                      caps if type(caps) is list else list(caps))
+                                      _CONTENT_PTR if call else _RETURN_CONTENT_PTR, caps)
                     if found is not _C_BAIL:
                         return found
             raw = _hot_reader(buf, self.traversal_limit_in_words, self.nesting_limit, raw[1])
