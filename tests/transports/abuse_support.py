@@ -1,9 +1,11 @@
 """Attackers and a well-behaved client for the abuse tests (tests/transports/test_asyncio_*).
 
-The well-behaved client runs in its own process (:func:`good_client_main`), as a real client
+The well-behaved client runs in its own process (:class:`GoodClientProcess`), as a real client
 would: what it measures is what the *server* gives it, not the share of one event loop that it
-would otherwise have to split with the server. The attackers are raw sockets in the test's
-process that write prebuilt bytes, so they cost the test process almost nothing.
+would otherwise have to split with the server. The attackers are raw sockets that write
+prebuilt bytes, so they cost almost nothing; they run in the test's process, or in one of their
+own (:class:`AttackersProcess`, :class:`ConnectionPerFrameProcess`) where their pace must not
+depend on the GIL the measured server holds while it decodes.
 """
 
 from __future__ import annotations
@@ -125,6 +127,46 @@ async def huge_frames(url: str, sink_id: int, items: int, stop: asyncio.Event) -
     return sent
 
 
+async def connection_per_frame(url: str, sink_id: int, items: int, stop: asyncio.Event) -> int:
+    """Four at a time until ``stop``: open a connection, send one call of ``items`` tiny structs
+    on it, wait for its answer, close it. The server always has frames waiting from us (it is
+    saturated) but never more than four (its loop turn, which reads every connection ready,
+    stays short). Returns how many calls were answered."""
+    loop = asyncio.get_running_loop()
+    payload = frame([M.BOOTSTRAP, 0, sink_id]) + \
+        frame([M.CALL, 1, [0], sink_id, 0, {0: [{0: 1}] * items}, []])
+    answered = 0
+
+    async def one_after_another() -> None:
+        nonlocal answered
+        while not stop.is_set():
+            sock = await raw_socket(url)
+            try:
+                await loop.sock_sendall(sock, payload)
+                data, frames = b"", 0
+                while frames < 2:  # the bootstrap's Return, then the call's
+                    chunk = await loop.sock_recv(sock, 1 << 16)
+                    if not chunk:
+                        break
+                    data += chunk
+                    while len(data) >= 4 and len(data) >= 4 + struct.unpack_from(">I", data)[0]:
+                        data = data[4 + struct.unpack_from(">I", data)[0]:]
+                        frames += 1
+                answered += frames == 2
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+    workers = [asyncio.ensure_future(one_after_another()) for _ in range(4)]
+    with contextlib.suppress(asyncio.CancelledError):
+        await stop.wait()
+    for worker in workers:
+        worker.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
+    return answered
+
+
 async def flood(url: str, echo_id: int, stop: asyncio.Event) -> int:
     """Pipeline echo calls (each followed by its Finish, as a client does) as fast as the server
     takes them, reading the answers so that backpressure does not simply park us; returns how
@@ -202,6 +244,22 @@ class AttackersProcess(_Subprocess):
         return report
 
 
+class ConnectionPerFrameProcess(_Subprocess):
+    """A peer opening a connection per expensive frame (:func:`connection_per_frame`), in a
+    process of its own: sharing the server's process, it would wait for the GIL while the
+    server decodes, so that its own pace, not the server's, would set the rate measured."""
+
+    def __init__(self, url: str, items: int) -> None:
+        super().__init__("per-frame", url, str(items))
+
+    async def start(self) -> None:
+        await self.ask("start")
+
+    async def stop(self) -> int:
+        opened: int = await self.ask("stop")
+        return opened
+
+
 class ServerProcess(_Subprocess):
     """A server of Echo and Sink in a process of its own (``url``): a target for attackers
     that must not share the measured server's process (the ceiling a server cannot beat)."""
@@ -260,6 +318,18 @@ async def _attack(url: str, partial: int, partial_size: int, idle: int, items: i
           flush=True)
 
 
+async def _per_frame(url: str, items: int) -> None:
+    loop = asyncio.get_running_loop()
+    sink_id = schema().Sink.cara_schema.id
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(connection_per_frame(url, sink_id, items, stop))
+    print(json.dumps("started"), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    stop.set()
+    print(json.dumps(await task), flush=True)
+
+
 async def _good_client(url: str) -> None:
     from cara.transports import Client
 
@@ -298,5 +368,7 @@ if __name__ == "__main__":
         asyncio.run(_good_client(sys.argv[2]))
     elif sys.argv[1] == "serve":
         asyncio.run(_serve())
+    elif sys.argv[1] == "per-frame":
+        asyncio.run(_per_frame(sys.argv[2], int(sys.argv[3])))
     else:
         asyncio.run(_attack(sys.argv[2], *map(int, sys.argv[3:8])))

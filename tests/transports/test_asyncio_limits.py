@@ -7,7 +7,6 @@ that must see no failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 import os
@@ -372,47 +371,41 @@ def test_a_peer_opening_a_connection_per_expensive_frame_keeps_to_its_share() ->
     multiply its share by opening connections. It could still get one frame in per connection:
     a new connection processed its first frame before looking at the account, and one that
     left the young account started an account of its own. Here each frame costs tens of
-    milliseconds (30,000 tiny structs) and comes on a connection of its own. Alone, the peer
-    gets the whole loop; while a light client makes a call every few milliseconds, the busy
-    connections together get half of it, so the peer's frames must drop well below its
-    rate alone (they did not drop at all)."""
-    import threading
-
+    milliseconds (30,000 tiny structs) and comes on a connection of its own, from a process of
+    its own (in ours, it would wait for the GIL while the server decodes and so set the pace
+    itself). Alone, the peer gets the whole loop; while a light client makes a call every few
+    milliseconds, the busy connections together get half of it, so once the young account has
+    reached its share the peer's frames must drop well below its rate alone (they did not
+    drop at all)."""
     mod = A.schema()
-    sink_id = mod.Sink.cara_schema.id
     handled: list[int] = []
-    payload = A.frame([M.BOOTSTRAP, 0, sink_id]) + \
-        A.frame([M.CALL, 1, [0], sink_id, 0, {0: [{0: 1}] * 30_000}, []])
 
-    async def attack(server: Any, seconds: float, light: Any) -> float:
-        """Frames per second the server processed from the peer in ``seconds``."""
-        host, port = A.address(server.endpoints[0])
-        stop = threading.Event()
-        socks: list[socket.socket] = []
+    async def attack(url: str, light: Any) -> float:
+        """Frames per second the server processed from the peer over 1.5 seconds, measured
+        after the peer's first half second (the young account reaching its share)."""
+        peer = A.ConnectionPerFrameProcess(url, 30_000)
+        calls = 0
 
-        def connect_and_send() -> None:
-            while not stop.is_set():
-                with contextlib.suppress(OSError):
-                    sock = socket.create_connection((host, port))
-                    socks.append(sock)
-                    sock.sendall(payload)
-                stop.wait(0.005)
-
-        attacker = threading.Thread(target=connect_and_send)
-        before = len(handled)
-        attacker.start()
-        start = time.perf_counter()
-        try:
-            while time.perf_counter() - start < seconds:
-                if light is not None:
-                    assert await light.echo("light") == "light"
+        async def light_calls() -> None:
+            nonlocal calls
+            while True:
+                assert await light.echo("light") == "light"
+                calls += 1
                 await asyncio.sleep(0.003)
-        finally:
+
+        caller = asyncio.ensure_future(light_calls() if light is not None else asyncio.sleep(9))
+        try:
+            await peer.start()
+            await asyncio.sleep(0.6)
+            before, start = len(handled), time.perf_counter()
+            await asyncio.sleep(1.5)
             rate = (len(handled) - before) / (time.perf_counter() - start)
-            stop.set()
-            attacker.join()
-            for sock in socks:
-                sock.close()
+            assert await peer.stop() > 0
+        finally:
+            caller.cancel()
+            await asyncio.gather(caller, return_exceptions=True)
+            peer.close()
+        assert light is None or calls > 0
         return rate
 
     async def main() -> None:
@@ -421,11 +414,12 @@ def test_a_peer_opening_a_connection_per_expensive_frame_keeps_to_its_share() ->
             async with connected(server) as client:
                 echo = client.bootstrap(mod.Echo)
                 assert await echo.echo("light") == "light"
-                alone = await attack(server, 1.5, None)
+                url = server.endpoints[0]
+                alone = await attack(url, None)
                 # (the light client is older than a second by now, no longer in the young
                 # connections' account, whose use decays meanwhile)
                 await asyncio.sleep(1.2)
-                beside = await attack(server, 1.5, echo)
+                beside = await attack(url, echo)
             assert alone > 0 and beside > 0
             assert beside / alone < 0.8, (alone, beside)
 
