@@ -289,6 +289,82 @@ drop_question(PyObject *conn, PyObject *questions, PyObject *qid, PyObject *q)
     return r;
 }
 
+/* ------------------------------------------------------------------ the running loop */
+
+/* asyncio._get_running_loop() makes a getpid() system call on Python 3.11 (it refuses a loop
+ * inherited through fork), and a call made on a capability of this process asks it once or
+ * twice. running_loop() answers the same from the loop it last saw (a weak reference): that
+ * loop is still the one running in this thread while its _thread_id (set by run_forever for
+ * as long as it runs) names this thread. A fork forgets it (forget_loop, registered with
+ * os.register_at_fork by cara.rpc.accel), as asyncio's pid check would. */
+static PyObject *seen_loop;  /* weakref to the loop last returned, or NULL */
+
+static int
+ask_asyncio_ready(void)
+{
+    if (get_running_loop != NULL) return 0;
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) return -1;
+    get_running_loop = PyObject_GetAttrString(asyncio, "_get_running_loop");
+    Py_DECREF(asyncio);
+    return get_running_loop == NULL ? -1 : 0;
+}
+
+/* The running loop of this thread (new reference), None if none, NULL on error. */
+static PyObject *
+running_loop(void)
+{
+    if (seen_loop != NULL) {
+        PyObject *loop;
+#if PY_VERSION_HEX >= 0x030D0000
+        if (PyWeakref_GetRef(seen_loop, &loop) < 0) {
+            PyErr_Clear();
+            loop = NULL;
+        }
+#else
+        loop = PyWeakref_GetObject(seen_loop);
+        loop = loop == Py_None ? NULL : Py_NewRef(loop);
+#endif
+        if (loop != NULL) {
+            PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
+            int here = 0;
+            if (tid == NULL) {
+                PyErr_Clear();
+            } else {
+                if (PyLong_CheckExact(tid)) {
+                    unsigned long ident = PyLong_AsUnsignedLong(tid);
+                    if (ident == (unsigned long)-1 && PyErr_Occurred()) PyErr_Clear();
+                    else here = ident == PyThread_get_thread_ident();
+                }
+                Py_DECREF(tid);
+            }
+            if (here) return loop;
+            Py_DECREF(loop);
+        }
+    }
+    if (ask_asyncio_ready() < 0) return NULL;
+    PyObject *loop = PyObject_CallNoArgs(get_running_loop);
+    if (loop != NULL && loop != Py_None) {
+        PyObject *ref = PyWeakref_NewRef(loop, NULL);
+        if (ref == NULL) PyErr_Clear();  /* (a loop that takes no weak reference: ask) */
+        else Py_XSETREF(seen_loop, ref);
+    }
+    return loop;
+}
+
+static PyObject *
+frames_running_loop(PyObject *module, PyObject *unused)
+{
+    return running_loop();
+}
+
+static PyObject *
+frames_forget_loop(PyObject *module, PyObject *unused)
+{
+    Py_CLEAR(seen_loop);
+    Py_RETURN_NONE;
+}
+
 /* Whether connection conn's loop runs in this thread: 1 yes, 0 no, -1 error. What
  * check_loop asks, without asyncio._get_running_loop()'s getpid() per call (Python 3.11). */
 static int
@@ -299,7 +375,7 @@ on_loop_thread(PyObject *conn)
     PyObject *tid = PyObject_GetAttr(loop, s_thread_id);
     if (tid == NULL) {  /* a loop that does not say (uvloop's): the running loop, asked */
         PyErr_Clear();
-        PyObject *running = PyObject_CallNoArgs(get_running_loop);
+        PyObject *running = running_loop();
         int r = running == loop;
         Py_XDECREF(running);
         Py_DECREF(loop);
@@ -606,7 +682,7 @@ plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, P
     if (q == Py_None) {  /* not a plain call: cap.call(), once a loop is known to run */
         Py_DECREF(q);
         if (!cap_loop_here(cap)) {
-            PyObject *running = PyObject_CallNoArgs(get_running_loop);
+            PyObject *running = running_loop();
             if (running == NULL) {
                 Py_DECREF(cap);
                 Py_DECREF(params);
@@ -1206,6 +1282,11 @@ static PyMethodDef frames_methods[] = {
     {"configure", frames_configure, METH_VARARGS,
      "configure(Question, ImportCap, PipelineCap, LocalCap, HOLDS_INTERFACES, ProtocolError, "
      "packb, NO_PIPES, asyncio._get_running_loop)"},
+    {"running_loop", frames_running_loop, METH_NOARGS,
+     "running_loop(): asyncio._get_running_loop(), without its getpid() while the loop it "
+     "gave last still runs in this thread"},
+    {"forget_loop", frames_forget_loop, METH_NOARGS,
+     "forget_loop(): forget that loop (after a fork)"},
     {"loop_here", frames_loop_here, METH_O,
      "loop_here(cap): whether an imported or pipelined capability's connection loop runs in "
      "this thread (False: not known)"},

@@ -21,6 +21,7 @@ import asyncio
 from types import CoroutineType
 from typing import Any
 
+from cara.rpc.accel import get_running_loop
 from cara.rpc.description import InterfaceInfo, describe
 from cara.rpc.dispatch import Implementation
 from cara.rpc.eager import is_awaitable, start
@@ -50,7 +51,7 @@ __all__ = [
 
 def running_loop() -> asyncio.AbstractEventLoop:
     """The running asyncio loop, or under trio the run's loop (see ``current_loop``)."""
-    loop = asyncio._get_running_loop()
+    loop = get_running_loop()
     if loop is None:
         loop = current_loop()
         if loop is None:

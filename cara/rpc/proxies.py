@@ -24,13 +24,12 @@ import asyncio
 import copy
 import sys
 import weakref
-from asyncio import _get_running_loop
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Generator, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cara.rpc.accel import FRAMES
+from cara.rpc.accel import FRAMES, get_running_loop
 from cara.rpc.description import (
     INTERFACE,
     FieldInfo,
@@ -341,7 +340,7 @@ NO_RUNNING_LOOP = (
 def check_loop(cap: Any) -> None:
     """Raise a clear error when a call on ``cap`` is made from a thread with no running event
     loop (unless ``cap`` works from any thread, as the blocking client's capabilities do)."""
-    if _get_running_loop() is None and not getattr(type(cap), "_cara_any_thread_", False) \
+    if get_running_loop() is None and not getattr(type(cap), "_cara_any_thread_", False) \
             and current_loop() is None:
         raise RuntimeError(NO_RUNNING_LOOP)
 
@@ -349,7 +348,7 @@ def check_loop(cap: Any) -> None:
 def current_loop() -> Any:
     """The running asyncio loop; else, when this thread runs trio, that run's
     :class:`~cara.rpc.trio_loop.TrioLoop` (the core then runs on trio); else ``None``."""
-    loop: Any = _get_running_loop()
+    loop: Any = get_running_loop()
     if loop is None and "trio" in sys.modules:
         from cara.rpc import trio_loop
 
@@ -444,9 +443,9 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         cap = self._cara_rpc_cap_
         if kwargs and "_timeout" in kwargs:
             return call_runtime(cap, spec, args, kwargs)
-        # (its connection's loop in this thread, asked of the capability: asyncio's
-        # _get_running_loop makes a getpid() system call on Python 3.11)
-        if (loop_here is None or not loop_here(cap)) and _get_running_loop() is None:
+        # (its connection's loop in this thread, asked of the capability first: the
+        # cheapest answer)
+        if (loop_here is None or not loop_here(cap)) and get_running_loop() is None:
             check_loop(cap)
         if rpc_method is None:
             rpc_method = method_of(spec)
@@ -797,7 +796,7 @@ def stream_window(proxy: Any, window: Window | None = None) -> Window:
 
 def send_stream(cap: Any, method: Method, params: Any, timeout: float | None) -> Any:
     """Send a call of streaming ``method`` on core capability ``cap``: a :class:`StreamCall`."""
-    loop = _get_running_loop()
+    loop = get_running_loop()
     if loop is None:  # under trio (a TrioLoop), or a blocking client's call from a thread
         if getattr(type(cap), "_cara_any_thread_", False) or (loop := current_loop()) is None:
             return cap.call(method, params, timeout)  # (the blocking client: a plain call)

@@ -546,6 +546,47 @@ def test_loop_here_answers_for_imported_and_pipelined_capabilities_only(mod: Any
     run(main())
 
 
+def test_running_loop_is_asyncios_answer_in_every_thread_loop_and_forked_child() -> None:
+    """``running_loop()`` (asyncio's ``_get_running_loop`` without its ``getpid()``) gives
+    what asyncio gives: the loop running in this thread, a second loop run after the first
+    ended, another thread's own loop (or None with none there), None once no loop runs, and
+    None in a child forked from inside a running loop (the loop it saw last is the parent's)."""
+    import os
+
+    running_loop = FRAMES.running_loop
+    seen: dict[str, Any] = {}
+
+    async def in_loop(name: str) -> None:
+        loop = asyncio.get_running_loop()
+        assert running_loop() is loop and running_loop() is loop
+        seen[name] = loop
+
+    def in_thread() -> None:
+        seen["thread, none running"] = running_loop()
+        asyncio.run(in_loop("thread"))
+
+    asyncio.run(in_loop("first"))
+    assert running_loop() is None
+    asyncio.run(in_loop("second"))
+    assert seen["second"] is not seen["first"]
+
+    async def beside_a_thread() -> None:
+        loop = asyncio.get_running_loop()
+        thread = threading.Thread(target=in_thread)
+        thread.start()
+        thread.join()
+        assert running_loop() is loop
+        pid = os.fork()
+        if pid == 0:  # (the child: exit at once, with what it saw)
+            os._exit(0 if running_loop() is None and asyncio._get_running_loop() is None
+                     else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+
+    asyncio.run(beside_a_thread())
+    assert seen["thread, none running"] is None and seen["thread"] is not seen["first"]
+    assert running_loop() is None
+
+
 # ------------------------------------------------------------------ untrusted frames
 
 
