@@ -15,7 +15,9 @@ never stops for this, so a handler awaiting a call back to its caller still gets
 A server also bounds what all its connections together can cost (a :class:`_Governor`):
 
 * **connections**: at most ``max_connections`` are open; one more evicts the connection that
-  has been idle longest (holding nothing), or is refused with an ``Abort``;
+  has been idle longest (holding nothing), else the one starving longest for buffer room, or
+  is refused with an ``Abort`` (the idle ones a look found serve the admissions after it, and
+  a look that found none waits ``_IDLE_RESCAN``: a look asks every connection);
 * **memory**: the partial frames of all connections together hold at most ``max_buffered``
   bytes (each connection may always buffer :data:`RESERVE` bytes); a connection whose partial
   frame needs more stops being read until others' frames complete or close;
@@ -147,6 +149,9 @@ _BUSY_SHARE = 0.5
 _YOUNG = 1.0
 _ACTIVE_WINDOW = 0.5
 _MIN_SHARE = 0.02
+#: At max_connections, a look for idle connections to close that found none is not repeated
+#: for this long (seconds; see _Governor._idle_victim).
+_IDLE_RESCAN = 0.5
 _MAX_PAUSE = 2.0
 #: With other connections open, a connection gets at most this long (seconds) per loop turn;
 #: then the others' turn comes.
@@ -185,6 +190,10 @@ class _Governor:
         self.idle_timeout = idle_timeout
         self.buffered = 0
         self.starving: collections.deque[_FrameProtocol] = collections.deque()
+        #: the idle connections the last look found, oldest last, and the time before
+        #: which none is looked for again (see _idle_victim)
+        self._idle_found: list[_FrameProtocol] = []
+        self._no_idle_until = 0.0
         #: when each account was last busy (those compete for the loop) ...
         self.heavy: dict[_Usage, float] = {}
         #: ... and when each last completed a frame
@@ -205,14 +214,12 @@ class _Governor:
 
     def admit(self) -> bool:
         """Room for one more connection? At the limit, the connection idle longest is closed
-        to make room, else the one whose partial frame has waited longest for buffer room."""
+        to make room, else the one that has waited longest for buffer room."""
         if len(self.live) < self.max_connections:
             return True
-        victim = min((p for p in self.live if p.idle()), key=lambda p: p.last_active,
-                     default=None)
+        victim = self._idle_victim()
         if victim is None:
-            victim = min((p for p in self.live if p.starved), key=lambda p: p.frame_started,
-                         default=None)
+            victim = self._starved_victim()
         if victim is None:
             self.counts["refused"] += 1
             return False
@@ -220,6 +227,42 @@ class _Governor:
         victim.abort("closed to make room: the server is at max_connections and this "
                      "connection was idle or stalled")
         return True
+
+    def _idle_victim(self) -> _FrameProtocol | None:
+        """The connection idle longest, if any. Finding the idle ones visits every connection,
+        so one visit serves many admissions: what it found is kept, oldest last, and taken
+        from while it lasts (each still idle when taken); and once a visit found none, none is
+        made during ``_IDLE_RESCAN`` seconds. A peer connecting over and over at the limit
+        would otherwise cost a visit of every connection per connection (with 1,000
+        connections, milliseconds each time)."""
+        found = self._idle_found
+        live = self.live
+        while found:
+            proto = found.pop()
+            if proto in live and proto.idle():
+                return proto
+        now = _now()
+        if now < self._no_idle_until:
+            return None
+        found = sorted((p for p in live if p.idle()), key=lambda p: p.last_active,
+                       reverse=True)
+        if not found:
+            self._no_idle_until = now + _IDLE_RESCAN
+            return None
+        victim = found.pop()
+        self._idle_found = found
+        return victim
+
+    def _starved_victim(self) -> _FrameProtocol | None:
+        """The connection starving longest (the front of ``starving``, once what closed or
+        was woken meanwhile is dropped from it); taken off the queue, as it is closed."""
+        starving, live = self.starving, self.live
+        while starving:
+            proto = starving.popleft()
+            conn = proto.conn
+            if proto.starved and proto in live and conn is not None and not conn.closed:
+                return proto
+        return None
 
     def forget(self, proto: _FrameProtocol) -> None:
         self.heavy.pop(proto.usage, None)

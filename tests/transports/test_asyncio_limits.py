@@ -160,6 +160,99 @@ def test_idle_connections_are_capped_and_closed() -> None:
     run(main())
 
 
+@pytest.fixture
+def idle_asks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times a connection was asked whether it is idle (``[count]``, reset by the
+    test at will)."""
+    from cara.transports import asyncio_transport as T
+
+    asks = [0]
+    idle = T._FrameProtocol.idle
+
+    def counting(self: Any) -> bool:
+        asks[0] += 1
+        return idle(self)
+
+    monkeypatch.setattr(T._FrameProtocol, "idle", counting)
+    return asks
+
+
+def test_admissions_at_the_limit_do_not_each_visit_every_connection(
+        idle_asks: list[int]) -> None:
+    """At ``max_connections`` a new connection closes the connection idle longest, and finding
+    the idle ones asks every connection: one look serves the admissions after it (oldest idle
+    first), and a look that found none is not repeated at once. A peer connecting over and
+    over at the limit made the server ask all its connections for each of its connections
+    (1,000 connections: a few ms each time, outside any connection's account of loop time)."""
+    mod = A.schema()
+
+    async def main() -> None:
+        async with serving((mod.Echo, lambda text: text), max_connections=40) as server, \
+                connected(server) as client:
+            await _echo_works(client, mod)  # (holds a capability: never idle, never closed)
+            url = server.endpoints[0]
+            first = await A.idle_connections(url, 39)
+            await eventually(lambda: server.stats()["connections"] == 40, timeout=5,
+                             what="40 connections")
+            idle_asks[0] = 0
+            later: list[socket.socket] = []
+            for _ in range(30):
+                later += await A.idle_connections(url, 1)
+                await asyncio.sleep(0.002)
+            await eventually(lambda: server.limit_stats()["evicted"] == 30, timeout=5,
+                             what="30 connections closed to make room")
+            # (one look at the 40 connections, then each of the 30 taken checked once more;
+            # each admission looking at all 40 asked 1,200 times)
+            assert idle_asks[0] <= 2 * 40 + 30, idle_asks
+            # The oldest idle ones made room: the first 30 opened were told why and closed.
+            loop = asyncio.get_running_loop()
+            for i, sock in enumerate(first[:30]):
+                said = b""
+                while chunk := await asyncio.wait_for(loop.sock_recv(sock, 4096), 5):
+                    said += chunk
+                assert b"closed to make room" in said, (i, said)
+            assert server.stats()["connections"] == 40
+            await _echo_works(client, mod)
+            for sock in first + later:
+                sock.close()
+
+    run(main())
+
+
+def test_a_full_server_of_busy_connections_does_not_look_for_idle_ones_on_every_attempt(
+        idle_asks: list[int]) -> None:
+    """When no connection is idle (each holds a capability), a connection attempt is refused;
+    the look that found no idle connection is not repeated for the attempts right after it."""
+    mod = A.schema()
+    echo_id = mod.Echo.cara_schema.id
+
+    async def main() -> None:
+        async with serving((mod.Echo, lambda text: text), max_connections=20) as server:
+            url = server.endpoints[0]
+            holders = []
+            for q in range(20):  # each bootstraps: the server then exports to each of them
+                sock = await A.raw_socket(url)
+                await asyncio.get_running_loop().sock_sendall(
+                    sock, A.frame([M.BOOTSTRAP, q, echo_id]))
+                holders.append(sock)
+            await eventually(lambda: server.stats()["exports"] >= 20, timeout=5,
+                             what="20 connections holding a capability")
+            idle_asks[0] = 0
+            attempts = []
+            for _ in range(30):
+                attempts += await A.idle_connections(url, 1)
+            await eventually(lambda: server.limit_stats()["refused"] == 30, timeout=5,
+                             what="30 attempts refused")
+            # (a look at the 20 per rescan time, 0.5 s: one here, or two or three on a slow
+            # machine; a look per attempt asked 600 times)
+            assert idle_asks[0] <= 3 * 20, idle_asks
+            assert server.limit_stats()["evicted"] == 0
+            for sock in holders + attempts:
+                sock.close()
+
+    run(main())
+
+
 def test_a_full_server_refuses_new_connections_with_a_reason() -> None:
     mod = A.schema()
 
