@@ -44,7 +44,7 @@ static PyObject *s_resolution, *s_entry, *s_conn, *s_closed, *s_fast, *s_timeout
     *s_receive, *s_plan, *s_unpackb, *s_unbox, *s_wire, *s_max_objects, *s_thread_id,
     *s_exports, *s_cap, *s_resolved, *s_running, *s_max_answers, *s_queued, *s_answers,
     *s_impl, *s_handler, *s_method_attr, *s_run, *s_handler_failed, *s_handled, *s_send,
-    *s_cache, *s_direct, *s_unbox_field, *s_question;
+    *s_cache, *s_direct, *s_unbox_field;
 
 #define CALL 0x00
 #define FINISH 0x03
@@ -388,46 +388,6 @@ on_loop_thread(PyObject *conn)
     return ident != 0 && ident == PyThread_get_thread_ident();
 }
 
-/* Whether core capability cap is an imported or pipelined one whose connection's loop runs
- * in this thread (following what a settled pipelined one resolved to): 1 yes, 0 no or not
- * known (any other capability). Never raises. */
-static int
-cap_loop_here(PyObject *cap)
-{
-    int here = 0;
-    PyObject *conn = NULL, *at = Py_NewRef(cap);
-    for (int hops = 0; at != NULL && hops < 8 && conn == NULL; hops++) {
-        PyObject *next = NULL;
-        if ((PyObject *)Py_TYPE(at) == ImportCap) {
-            conn = PyObject_GetAttr(at, s_conn);
-        } else if ((PyObject *)Py_TYPE(at) == PipelineCap) {
-            /* (its question's connection; once settled, what it resolved to) */
-            PyObject *question = PyObject_GetAttr(at, s_question);
-            if (question != NULL && question != Py_None)
-                conn = PyObject_GetAttr(question, s_conn);
-            else if (question != NULL)
-                next = PyObject_GetAttr(at, s_resolution);
-            Py_XDECREF(question);
-        }
-        Py_SETREF(at, next);
-    }
-    Py_XDECREF(at);
-    if (conn != NULL && conn != Py_None)
-        here = on_loop_thread(conn);
-    Py_XDECREF(conn);
-    if (here != 1) {
-        PyErr_Clear();
-        here = 0;
-    }
-    return here;
-}
-
-static PyObject *
-frames_loop_here(PyObject *module, PyObject *cap)
-{
-    return PyBool_FromLong(READY() && cap_loop_here(cap));
-}
-
 /* send_plain(cap, method, params): Connection.send_call for a call on an imported capability
  * whose params type holds no capability, on a connection using stock cara frames with no
  * default timeout. Returns the Question, or None (nothing done) for anything else. */
@@ -681,19 +641,17 @@ plain_method_call(PlainMethodObject *pm, PyObject *const *args, size_t nargsf, P
     }
     if (q == Py_None) {  /* not a plain call: cap.call(), once a loop is known to run */
         Py_DECREF(q);
-        if (!cap_loop_here(cap)) {
-            PyObject *running = running_loop();
-            if (running == NULL) {
-                Py_DECREF(cap);
-                Py_DECREF(params);
-                return NULL;
-            }
-            Py_DECREF(running);
-            if (running == Py_None) {  /* (the Python method checks the thread: check_loop) */
-                Py_DECREF(cap);
-                Py_DECREF(params);
-                goto fallback;
-            }
+        PyObject *running = running_loop();
+        if (running == NULL) {
+            Py_DECREF(cap);
+            Py_DECREF(params);
+            return NULL;
+        }
+        Py_DECREF(running);
+        if (running == Py_None) {  /* (the Python method checks the thread: check_loop) */
+            Py_DECREF(cap);
+            Py_DECREF(params);
+            goto fallback;
         }
         PyObject *call_args[4] = {cap, pm->method, params, Py_None};
         q = PyObject_VectorcallMethod(s_call, call_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
@@ -1287,9 +1245,6 @@ static PyMethodDef frames_methods[] = {
      "gave last still runs in this thread"},
     {"forget_loop", frames_forget_loop, METH_NOARGS,
      "forget_loop(): forget that loop (after a fork)"},
-    {"loop_here", frames_loop_here, METH_O,
-     "loop_here(cap): whether an imported or pipelined capability's connection loop runs in "
-     "this thread (False: not known)"},
     {"send_plain", (PyCFunction)(void (*)(void))frames_send_plain, METH_FASTCALL,
      "send_plain(cap, method, params): the Question of a plain call sent, or None"},
     {"process", (PyCFunction)(void (*)(void))frames_process, METH_FASTCALL,
@@ -1308,7 +1263,6 @@ PyMODINIT_FUNC
 PyInit__frames(void)
 {
     INTERN(s_resolution, "resolution");
-    INTERN(s_question, "question");
     INTERN(s_entry, "entry");
     INTERN(s_conn, "conn");
     INTERN(s_closed, "closed");

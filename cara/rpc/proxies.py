@@ -435,7 +435,6 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
     # call_runtime, unrolled: this is every typed call's first step
     box = spec.box_params
     send_plain = FRAMES.send_plain if FRAMES is not None else None
-    loop_here = FRAMES.loop_here if FRAMES is not None else None
     rpc_method: Method | None = None  # method_of(spec), on the first call
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -443,9 +442,7 @@ def _runtime_proxy_method(spec: Any, streams: bool) -> Callable[..., Any]:
         cap = self._cara_rpc_cap_
         if kwargs and "_timeout" in kwargs:
             return call_runtime(cap, spec, args, kwargs)
-        # (its connection's loop in this thread, asked of the capability first: the
-        # cheapest answer)
-        if (loop_here is None or not loop_here(cap)) and get_running_loop() is None:
+        if get_running_loop() is None:
             check_loop(cap)
         if rpc_method is None:
             rpc_method = method_of(spec)

@@ -1200,10 +1200,9 @@ class CapnpWire:
         if n >= 40 and buf[:4] == b"\0\0\0\0" and buf[8:16] == _ROOT_BYTES and \
                 _U32(buf, 4)[0] * 8 + 8 == n and self._fast:
             if envelope:
-                found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
-                                    self.nesting_limit - 3)
-                if found is not None:
-                    return self._from_envelope(buf, n, found)
+                message = self._envelope(buf, False)
+                if message is not None:
+                    return message
             found = self._fast_decode(buf, n)
             if found is not None:
                 return found
@@ -1223,7 +1222,7 @@ class CapnpWire:
         ``(frame, False)`` then stands for the payload's ``raw`` in :meth:`decode_content`
         (which reads it as the message's ``Payload.raw``, with the same limits). A Call or a
         Return of results that C reads otherwise (a cap table, a promised answer as the
-        target: see ``_from_envelope``) comes as its message with ``(frame, budget)`` as its
+        target: see ``_envelope``) comes as its message with ``(frame, budget)`` as its
         payload's ``raw``: the budget its envelope left, no reader made."""
         buf = frame if type(frame) is bytes else bytes(frame)
         if _C_HOT is not None and self._fast:
@@ -1233,10 +1232,9 @@ class CapnpWire:
                     return Finish(found[0], release_result_caps=not found[1] & 1)
                 return found
             if _C_ENVELOPE is not None:
-                found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
-                                    self.nesting_limit - 3)
-                if found is not None:
-                    return self._from_envelope(buf, len(buf), found, True)
+                message = self._envelope(buf, True)
+                if message is not None:
+                    return message
             return self._decode_framed(buf, False)  # (what the Python twin would do with it)
         return self._decode_hot(buf)
 
@@ -1330,11 +1328,15 @@ class CapnpWire:
                 return Release(ident, count)
         return None
 
-    def _from_envelope(self, buf: bytes, n: int, found: tuple[Any, ...],
-                       hot: bool = False) -> Message:
-        """The Call or Return that C's ``rpc_envelope`` read (see ``_binary.c``) as
-        :meth:`_fast_decode` makes it: the content is read later, with the budget left
-        (``hot``: the payload's ``raw`` is ``(frame, budget)``, as :meth:`decode_hot` gives)."""
+    def _envelope(self, buf: bytes, hot: bool) -> Message | None:
+        """The Call or Return whose envelope C's ``rpc_envelope`` reads (see ``_binary.c``),
+        made as :meth:`_fast_decode` makes it: the content is read later, with the budget
+        left (``hot``: the payload's ``raw`` is ``(frame, budget)``, as :meth:`decode_hot`
+        gives); None for any other frame."""
+        found = _C_ENVELOPE(buf, self._content_budget_c, self._content_budget_r,
+                            self.nesting_limit - 3)
+        if found is None:
+            return None
         *head, table, left = found
         caps = [CapDescriptor(_CAP_KINDS[c[0]], c[1]) if c[0] < 4 else
                 CapDescriptor(CapDescriptor.RECEIVER_ANSWER, 0, PromisedAnswer(c[1], c[2]))
@@ -1342,7 +1344,7 @@ class CapnpWire:
         call = len(head) == 4
         raw: Any = (buf, left)
         if not hot:
-            msg = _Segments((buf, [(8, n)]), traversal_limit_in_words=left,
+            msg = _Segments((buf, [(8, len(buf))]), traversal_limit_in_words=left,
                             nesting_limit=self.nesting_limit)
             raw = AnyPointerReader(msg, 0, _CONTENT_PTR if call else _RETURN_CONTENT_PTR,
                                    self.nesting_limit - 3)

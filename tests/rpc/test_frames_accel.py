@@ -522,30 +522,6 @@ def test_a_call_from_a_thread_without_the_loop_is_refused_as_in_python(mod: Any)
     run(main())
 
 
-def test_loop_here_answers_for_imported_and_pipelined_capabilities_only(mod: Any) -> None:
-    """``loop_here(cap)``: an imported or pipelined capability (a settled one through what it
-    resolved to) whose connection's loop runs in this thread; False from another thread, with
-    no loop, and for any other capability (the callers then ask asyncio)."""
-    from cara.rpc import LocalCap
-
-    async def main() -> None:
-        pair = Pair(mod, True)
-        pending = pair.client.bootstrap(mod.Mixed)._cara_rpc_cap_  # (not answered yet)
-        assert type(pending).__name__ == "PipelineCap" and FRAMES.loop_here(pending)
-        proxy = await pair.proxy(mod)
-        cap = proxy._cara_rpc_cap_
-        assert FRAMES.loop_here(cap) and FRAMES.loop_here(pending)
-        assert not FRAMES.loop_here(LocalCap(implementation(mod))) and not FRAMES.loop_here(3)
-        seen: list[bool] = []
-        t = threading.Thread(target=lambda: seen.append(FRAMES.loop_here(cap)))
-        t.start()
-        t.join()
-        assert seen == [False]
-        pair.client.connection_lost(None)
-
-    run(main())
-
-
 def test_running_loop_is_asyncios_answer_in_every_thread_loop_and_forked_child() -> None:
     """``running_loop()`` (asyncio's ``_get_running_loop`` without its ``getpid()``) gives
     what asyncio gives: the loop running in this thread, a second loop run after the first

@@ -885,36 +885,37 @@ static int write_promised(Enc *e, Py_ssize_t at, unsigned long qid, PyObject *st
 
 /* The cap table (a list of CapDescriptors) at pointer at, as wire_capnp's _write_cap_table
  * writes it: 1 written, 0 not (a descriptor this file does not write: nothing is), -1 on an
- * error. */
+ * error. Each descriptor's parts are read once, all of them before anything is written. */
+typedef struct { long number; unsigned long id, qid; PyObject *steps; } DescParts;
+
 static int write_cap_table(Enc *e, Py_ssize_t at, PyObject *table) {
     Py_ssize_t count = PyList_GET_SIZE(table);
-    for (Py_ssize_t i = 0; i < count; i++) {  /* (all writable, or none written) */
-        long number; unsigned long id, qid; PyObject *steps;
-        int r = descriptor_parts(PyList_GET_ITEM(table, i), &number, &id, &qid, &steps);
-        Py_XDECREF(steps);
-        if (r <= 0) return r;
+    DescParts *parts = PyMem_Calloc((size_t)(count ? count : 1), sizeof(DescParts));
+    if (!parts) return -1;
+    int r = 1;
+    for (Py_ssize_t i = 0; i < count && r > 0; i++)
+        r = descriptor_parts(PyList_GET_ITEM(table, i), &parts[i].number, &parts[i].id,
+                             &parts[i].qid, &parts[i].steps);
+    Py_ssize_t pos = r > 0 ? alloc(e, 8 + 16 * count) : 0;
+    if (pos < 0) r = -1;
+    if (r > 0) {
+        put_ptr(e, at, near(pos, at, 1), (uint32_t)((2 * count) << 3 | 7));
+        put_ptr(e, pos, (int32_t)(count << 2), 1 | 1 << 16);
     }
-    Py_ssize_t pos = alloc(e, 8 + 16 * count);
-    if (pos < 0) return -1;
-    put_ptr(e, at, near(pos, at, 1), (uint32_t)((2 * count) << 3 | 7));
-    put_ptr(e, pos, (int32_t)(count << 2), 1 | 1 << 16);
-    for (Py_ssize_t i = 0; i < count; i++) {
-        long number; unsigned long id, qid; PyObject *steps;
-        int r = descriptor_parts(PyList_GET_ITEM(table, i), &number, &id, &qid, &steps);
-        if (r <= 0) { Py_XDECREF(steps); return r < 0 ? -1 : 0; }  /* (changed meanwhile) */
+    for (Py_ssize_t i = 0; i < count && r > 0; i++) {
         Py_ssize_t d = pos + 8 + 16 * i;
-        uint16_t w = (uint16_t)number;
+        uint16_t w = (uint16_t)parts[i].number;
         memcpy(e->buf + d, &w, 2);
-        if (number == 4) {
-            r = write_promised(e, d + 8, qid, steps);
-            Py_DECREF(steps);
-            if (r < 0) return -1;
-        } else if (number) {
-            uint32_t v = (uint32_t)id;
+        if (parts[i].number == 4) {
+            if (write_promised(e, d + 8, parts[i].qid, parts[i].steps) < 0) r = -1;
+        } else if (parts[i].number) {
+            uint32_t v = (uint32_t)parts[i].id;
             memcpy(e->buf + d + 4, &v, 4);
         }
     }
-    return 1;
+    for (Py_ssize_t i = 0; i < count; i++) Py_XDECREF(parts[i].steps);
+    PyMem_Free(parts);
+    return r;
 }
 
 /* encode(plan, value[, head, ptr_pos[, describe, table]]) -> the framed message's bytes, or
